@@ -1,0 +1,175 @@
+//! The `CurrentUser` extractor: who is calling. Accepts an `X-OS-API-TOKEN` header (OpenSpecimen
+//! clients), the `labcron_session` cookie (the web page), or `Authorization: Basic` (scripts).
+//! Tokens expire after inactivity; Basic sign-ins are throttled like password sign-ins.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use base64::Engine;
+
+use super::AppState;
+use crate::auth::{dummy_hash, token_hash, verify_password};
+use crate::clock::now_ms;
+use crate::domain::user::User;
+use crate::error::{ApiError, ErrorItem};
+use crate::store;
+
+pub const TOKEN_HEADER: &str = "X-OS-API-TOKEN";
+pub const SESSION_COOKIE: &str = "labcron_session";
+
+/// The signed-in user of a request.
+pub struct CurrentUser(pub User);
+
+impl CurrentUser {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.0.admin {
+            Ok(())
+        } else {
+            Err(ApiError::access_denied())
+        }
+    }
+}
+
+/// The client address used for throttling: the TCP peer (forwarding headers are not trusted).
+pub fn client_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The session token a request carries, if any.
+pub fn request_token(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .or_else(|| req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()))
+}
+
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let encoded = header
+        .strip_prefix("Basic ")
+        .or_else(|| header.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (login, password) = text.split_once(':')?;
+    Some((login.to_string(), password.to_string()))
+}
+
+impl FromRequest for CurrentUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let token = request_token(req);
+        let basic = basic_credentials(req);
+        let client = client_addr(req);
+        Box::pin(async move {
+            let state =
+                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+            if let Some(token) = token {
+                return user_for_token(&state, &token).await;
+            }
+            if let Some((login, password)) = basic {
+                return sign_in(&state, &login, &password, &client)
+                    .await
+                    .map(CurrentUser);
+            }
+            Err(ApiError::auth_required())
+        })
+    }
+}
+
+async fn user_for_token(state: &AppState, token: &str) -> Result<CurrentUser, ApiError> {
+    let hash = token_hash(token);
+    let timeout_ms = state.settings.auth.session_timeout_minutes as i64 * 60_000;
+    let now = now_ms();
+    let lookup_hash = hash.clone();
+    let found = state
+        .db
+        .read(move |c| {
+            let Some((user_id, last_used)) = store::sessions::lookup(c, &lookup_hash)? else {
+                return Ok(None);
+            };
+            Ok(store::users::get(c, user_id)?.map(|u| (u, last_used)))
+        })
+        .await?;
+    let Some((user, last_used)) = found else {
+        return Err(ApiError::Unauthorized(ErrorItem::new(
+            "AUTH_REQUIRED",
+            "The session token is not valid.",
+        )));
+    };
+    if now - last_used > timeout_ms {
+        state
+            .db
+            .write(move |tx| store::sessions::delete(tx, &hash))
+            .await?;
+        return Err(ApiError::Unauthorized(ErrorItem::new(
+            "AUTH_REQUIRED",
+            "The session has expired; sign in again.",
+        )));
+    }
+    // Writing on every request would serialise all readers behind the writer; a minute is precise
+    // enough for an expiry counted in minutes.
+    if now - last_used > 60_000 {
+        state
+            .db
+            .write(move |tx| store::sessions::touch(tx, &hash, now))
+            .await?;
+    }
+    Ok(CurrentUser(user))
+}
+
+/// Checks a login name and password (throttled). Used by Basic auth and `POST /sessions`.
+pub async fn sign_in(
+    state: &AppState,
+    login: &str,
+    password: &str,
+    client: &str,
+) -> Result<User, ApiError> {
+    if let Some(retry_after_secs) = state.throttle.retry_after(login, client) {
+        return Err(ApiError::TooManyAttempts { retry_after_secs });
+    }
+    let lookup = login.trim().to_string();
+    let found = state
+        .db
+        .read(move |c| store::users::get_with_hash(c, &lookup))
+        .await?;
+    let password = password.to_string();
+    let verified = tokio::task::spawn_blocking(move || match found {
+        Some((user, Some(hash))) if user.active && !user.is_system => {
+            verify_password(&password, &hash).then_some(user)
+        }
+        _ => {
+            // Same work for unknown users, so timing does not reveal which names exist.
+            let _ = verify_password(&password, dummy_hash());
+            None
+        }
+    })
+    .await?;
+    match verified {
+        Some(user) => {
+            state.throttle.record_success(login, client);
+            Ok(user)
+        }
+        None => {
+            state.throttle.record_failure(login, client);
+            // Slow down guessing a little even before the lockout.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(ApiError::invalid_credentials())
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Reading request inputs with messages that name the parameter: query-string values, numeric path
+//! segments, and JSON object bodies. Everything here answers `INVALID_REQUEST` on bad input.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use actix_web::HttpRequest;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// The decoded query string of a request.
+pub struct Query {
+    values: HashMap<String, String>,
+}
+
+impl Query {
+    pub fn from_request(req: &HttpRequest) -> Result<Query, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+            .map_err(|_| ApiError::invalid_request("The query string is malformed."))?;
+        Ok(Query {
+            values: pairs.into_iter().collect(),
+        })
+    }
+
+    /// A trimmed, non-blank value.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A whole number, or `default` when absent.
+    pub fn int(&self, name: &str, default: i64) -> Result<i64, ApiError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::invalid_request(format!("{name} must be a whole number, not `{v}`."))
+            }),
+        }
+    }
+
+    /// A boolean (`true`/`false`), or `default`.
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(ApiError::invalid_request(format!(
+                "{name} must be true or false, not `{v}`."
+            ))),
+        }
+    }
+
+    /// One of an enum's names, listing the accepted ones when it is not.
+    pub fn choice<T: FromStr>(&self, name: &str, accepted: &[&str]) -> Result<Option<T>, ApiError> {
+        match self.text(name) {
+            None => Ok(None),
+            Some(v) => T::from_str(v).map(Some).map_err(|_| {
+                ApiError::invalid_request(format!(
+                    "{name} must be one of {}, not `{v}`.",
+                    accepted.join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// OpenSpecimen's paging: a negative `startAt` is 0; a `maxResults` of 0 or less is `default`;
+    /// more than `max` is `max`.
+    pub fn paging(&self, default: i64, max: i64) -> Result<(i64, i64), ApiError> {
+        let start_at = self.int("startAt", 0)?.max(0);
+        let mut max_results = self.int("maxResults", default)?;
+        if max_results <= 0 {
+            max_results = default;
+        }
+        Ok((start_at, max_results.min(max)))
+    }
+}
+
+/// A numeric path segment such as `{jobId}`.
+pub fn path_id(req: &HttpRequest, name: &str) -> Result<i64, ApiError> {
+    let raw = req.match_info().get(name).unwrap_or_default();
+    raw.parse::<i64>()
+        .map_err(|_| ApiError::invalid_request(format!("{name} must be a number, not `{raw}`.")))
+}
+
+/// A JSON object body. An empty body is an empty object when `optional`.
+pub fn json_object(body: &[u8], optional: bool) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return if optional {
+            Ok(Map::new())
+        } else {
+            Err(ApiError::invalid_request("A JSON object body is required."))
+        };
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid_request("The body must be a JSON object.")),
+        Err(e) => Err(ApiError::invalid_request(format!("Malformed JSON: {e}."))),
+    }
+}

@@ -1,0 +1,286 @@
+//! `/users`: anyone signed in lists users (to pick recipients and shared users; admins see every
+//! field); admins create, update and (softly) delete them; a user may change their own password
+//! and names.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::AppState;
+use super::auth::CurrentUser;
+use super::params::{json_object, path_id};
+use crate::auth::{MIN_PASSWORD_CHARS, hash_password};
+use crate::clock::now_ms;
+use crate::domain::input::{Field, Fields};
+use crate::domain::user::User;
+use crate::error::{ApiError, ErrorItem};
+use crate::store;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/users")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/users/{userId}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// A user as the API shows it; `emailAddress`, `admin` and `activityStatus` only to admins and to
+/// the user themself.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: i64,
+    pub login_name: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<i64>,
+}
+
+fn view(user: &User, full: bool) -> UserView {
+    UserView {
+        id: user.id,
+        login_name: user.login_name.clone(),
+        first_name: user.first_name.clone(),
+        last_name: user.last_name.clone(),
+        email_address: full.then(|| user.email_address.clone()),
+        admin: full.then_some(user.admin),
+        activity_status: full.then_some(if user.active { "Active" } else { "Disabled" }),
+        creation_date: full.then_some(user.created_at),
+    }
+}
+
+async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ApiError> {
+    let users = state.db.read(store::users::list).await?;
+    let views: Vec<UserView> = users
+        .iter()
+        .map(|u| view(u, me.0.admin || u.id == me.0.id))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "userId")?;
+    let user = load_user(&state, id).await?;
+    Ok(HttpResponse::Ok().json(view(&user, me.0.admin || user.id == me.0.id)))
+}
+
+async fn load_user(state: &AppState, id: i64) -> Result<User, ApiError> {
+    state
+        .db
+        .read(move |c| store::users::get(c, id))
+        .await?
+        .filter(|u| u.active && !u.is_system)
+        .ok_or_else(user_not_found)
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::user("USER_NOT_FOUND", "User does not exist.")
+}
+
+fn password_problem(password: &str) -> Option<ErrorItem> {
+    (password.chars().count() < MIN_PASSWORD_CHARS).then(|| {
+        ErrorItem::new(
+            "USER_PASSWORD_TOO_SHORT",
+            format!("Password must have at least {MIN_PASSWORD_CHARS} characters."),
+        )
+    })
+}
+
+fn raw_password(body: &Map<String, Value>) -> Option<String> {
+    body.get("password")
+        .and_then(|v| v.as_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    me.require_admin()?;
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let mut errors = Vec::new();
+    let login = fields.string("loginName").unwrap_or_default();
+    if login.is_empty() {
+        errors.push(ErrorItem::new(
+            "USER_LOGIN_NAME_REQUIRED",
+            "Login name is required.",
+        ));
+    } else if login.chars().count() > 100 || login.starts_with('$') {
+        errors.push(ErrorItem::new(
+            "USER_INVALID_LOGIN_NAME",
+            "Login name must be 1–100 characters and not start with $.",
+        ));
+    }
+    let password = raw_password(&body);
+    match &password {
+        None => errors.push(ErrorItem::new(
+            "USER_PASSWORD_REQUIRED",
+            "Password is required.",
+        )),
+        Some(p) => errors.extend(password_problem(p)),
+    }
+    let admin = match fields.bool("admin") {
+        Field::Value(v) => v,
+        Field::Missing => false,
+        Field::Invalid => {
+            errors.push(ErrorItem::new(
+                "INVALID_REQUEST",
+                "admin must be true or false.",
+            ));
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::User(errors));
+    }
+    let hash = {
+        let p = password.unwrap_or_default();
+        tokio::task::spawn_blocking(move || hash_password(&p)).await??
+    };
+    let first_name = fields.string("firstName").unwrap_or_default();
+    let last_name = fields.string("lastName").unwrap_or_default();
+    let email = fields.string("emailAddress").unwrap_or_default();
+    let id = state
+        .db
+        .write(move |tx| {
+            let new_user = store::users::NewUser {
+                login_name: &login,
+                first_name: &first_name,
+                last_name: &last_name,
+                email_address: &email,
+                admin,
+                password_hash: &hash,
+            };
+            store::users::insert(tx, &new_user, now_ms())?.ok_or_else(|| {
+                ApiError::user(
+                    "USER_DUP_LOGIN_NAME",
+                    format!("Login name {login} is already in use."),
+                )
+            })
+        })
+        .await?;
+    let user = load_user(&state, id).await?;
+    Ok(HttpResponse::Ok().json(view(&user, true)))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "userId")?;
+    if !me.0.admin && me.0.id != id {
+        return Err(ApiError::access_denied());
+    }
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let mut user = load_user(&state, id).await?;
+    let mut errors = Vec::new();
+    if let Some(first) = fields.string("firstName") {
+        user.first_name = first;
+    }
+    if let Some(last) = fields.string("lastName") {
+        user.last_name = last;
+    }
+    if let Some(email) = fields.string("emailAddress") {
+        user.email_address = email;
+    }
+    if me.0.admin {
+        if let Some(login) = fields.string("loginName") {
+            user.login_name = login;
+        }
+        match fields.bool("admin") {
+            Field::Value(v) => user.admin = v,
+            Field::Missing => {}
+            Field::Invalid => errors.push(ErrorItem::new(
+                "INVALID_REQUEST",
+                "admin must be true or false.",
+            )),
+        }
+    } else if matches!(fields.bool("admin"), Field::Value(true)) {
+        return Err(ApiError::access_denied());
+    }
+    let password = raw_password(&body);
+    if let Some(p) = &password {
+        errors.extend(password_problem(p));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::User(errors));
+    }
+    let hash = match password {
+        Some(p) => Some(tokio::task::spawn_blocking(move || hash_password(&p)).await??),
+        None => None,
+    };
+    let saved = user.clone();
+    state
+        .db
+        .write(move |tx| {
+            if store::users::login_taken(tx, &saved.login_name, Some(saved.id))? {
+                return Err(ApiError::user(
+                    "USER_DUP_LOGIN_NAME",
+                    format!("Login name {} is already in use.", saved.login_name),
+                ));
+            }
+            let was_admin = store::users::get(tx, saved.id)?.is_some_and(|u| u.admin);
+            store::users::update_profile(tx, &saved)?;
+            if was_admin && !saved.admin && store::users::count_admins(tx)? == 0 {
+                return Err(ApiError::user(
+                    "USER_LAST_ADMIN",
+                    "The last admin cannot stop being an admin.",
+                ));
+            }
+            if let Some(hash) = &hash {
+                store::users::set_password_hash(tx, saved.id, hash)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view(&user, true)))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    me.require_admin()?;
+    let id = path_id(&req, "userId")?;
+    let user = load_user(&state, id).await?;
+    state
+        .db
+        .write(move |tx| {
+            store::users::disable(tx, id)?;
+            if store::users::count_admins(tx)? == 0 {
+                return Err(ApiError::user(
+                    "USER_LAST_ADMIN",
+                    "The last admin cannot be deleted.",
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+    let mut shown = view(&user, true);
+    shown.activity_status = Some("Disabled");
+    Ok(HttpResponse::Ok().json(shown))
+}

@@ -1,0 +1,9 @@
+//! Plain types and validation ("parse, don't validate"). Nothing here touches the database, the
+//! network or the clock; callers pass in what a rule needs.
+
+pub mod args; // splitting argument strings into words without a shell
+pub mod dates; // the date formats accepted by the runs list
+pub mod input; // lenient reading of JSON bodies (numbers as strings, trimmed strings)
+pub mod job; // job enums, the stored Job, and job validation
+pub mod run; // run status, trigger, the stored Run
+pub mod user; // users and the UserSummary shape

@@ -1,0 +1,229 @@
+//! Where a run's files live and which programs may run. A run owns `<data>/runs/<job>/<run>/`
+//! with `run.log`, `result/` (LABCRON_RESULT_DIR) and a fresh `work/` directory. Programs come only
+//! from the scripts directory, with `..` and symlinks resolved before the check.
+
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+/// The directories and files of one run.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub run_dir: PathBuf,
+    pub log: PathBuf,
+    pub result_dir: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(data_dir: &Path, job_id: i64, run_id: i64) -> Self {
+        let run_dir = data_dir
+            .join("runs")
+            .join(job_id.to_string())
+            .join(run_id.to_string());
+        RunPaths {
+            log: run_dir.join("run.log"),
+            result_dir: run_dir.join("result"),
+            work_dir: run_dir.join("work"),
+            run_dir,
+        }
+    }
+
+    /// The stored result path (relative to the run directory) as a full path, refusing anything
+    /// that would leave the run directory.
+    pub fn result_file(&self, relative: &str) -> Option<PathBuf> {
+        let rel = Path::new(relative);
+        let safe = rel.components().all(|c| matches!(c, Component::Normal(_)));
+        safe.then(|| self.run_dir.join(rel))
+    }
+}
+
+/// Why a program may not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgramError {
+    ScriptsDirMissing(String),
+    NotFound(String),
+    OutsideScriptsDir(String),
+    NotAFile(String),
+}
+
+impl std::fmt::Display for ProgramError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProgramError::ScriptsDirMissing(d) => {
+                write!(f, "the scripts directory {d} does not exist")
+            }
+            ProgramError::NotFound(p) => {
+                write!(f, "program `{p}` was not found in the scripts directory")
+            }
+            ProgramError::OutsideScriptsDir(p) => {
+                write!(
+                    f,
+                    "program `{p}` is outside the scripts directory; only scripts there may run"
+                )
+            }
+            ProgramError::NotAFile(p) => write!(f, "program `{p}` is not a regular file"),
+        }
+    }
+}
+
+/// Resolves a command's program word to a canonical path inside `scripts_dir`. Relative words are
+/// relative to the scripts directory; absolute ones must point into it.
+pub fn resolve_program(scripts_dir: &Path, word: &str) -> Result<PathBuf, ProgramError> {
+    let root = scripts_dir
+        .canonicalize()
+        .map_err(|_| ProgramError::ScriptsDirMissing(scripts_dir.display().to_string()))?;
+    let candidate = if Path::new(word).is_absolute() {
+        PathBuf::from(word)
+    } else {
+        root.join(word)
+    };
+    let resolved = candidate
+        .canonicalize()
+        .map_err(|_| ProgramError::NotFound(word.to_string()))?;
+    if !resolved.starts_with(&root) {
+        return Err(ProgramError::OutsideScriptsDir(word.to_string()));
+    }
+    if !resolved.is_file() {
+        return Err(ProgramError::NotAFile(word.to_string()));
+    }
+    Ok(resolved)
+}
+
+/// A job name made safe as a file-name stem: letters, digits, `-`, `_` and `.` kept, the rest `_`.
+pub fn file_stem(name: &str) -> String {
+    let stem: String = name
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stem = stem.trim_start_matches('.').to_string();
+    if stem.is_empty() {
+        "job".to_string()
+    } else {
+        stem
+    }
+}
+
+/// Every regular file under `dir`, as paths relative to it, sorted.
+pub fn list_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let entries = match std::fs::read_dir(dir.join(&rel)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = rel.join(entry.file_name());
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Zips `files` (relative to `dir`) into `target`, written aside and renamed so the zip appears
+/// only complete.
+pub fn zip_files(dir: &Path, files: &[PathBuf], target: &Path) -> io::Result<u64> {
+    let tmp = target.with_extension("zip.tmp");
+    {
+        let file = std::fs::File::create(&tmp)?;
+        let mut zip = zip::ZipWriter::new(io::BufWriter::new(file));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(true);
+        for rel in files {
+            let name = rel.to_string_lossy().replace('\\', "/");
+            zip.start_file(name, options).map_err(io::Error::other)?;
+            let mut source = std::fs::File::open(dir.join(rel))?;
+            io::copy(&mut source, &mut zip)?;
+        }
+        let mut inner = zip.finish().map_err(io::Error::other)?;
+        inner.flush()?;
+        inner.get_ref().sync_all()?;
+    }
+    std::fs::rename(&tmp, target)?;
+    Ok(std::fs::metadata(target)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_only_inside_the_scripts_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let scripts = dir.path().join("scripts");
+        std::fs::create_dir_all(scripts.join("sub")).unwrap();
+        std::fs::write(scripts.join("ok.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::write(scripts.join("sub/deep.sh"), "#!/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("outside.sh"), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.sh"), scripts.join("link.sh")).unwrap();
+
+        let root = scripts.canonicalize().unwrap();
+        assert_eq!(
+            resolve_program(&scripts, "ok.sh").unwrap(),
+            root.join("ok.sh")
+        );
+        assert_eq!(
+            resolve_program(&scripts, "sub/deep.sh").unwrap(),
+            root.join("sub/deep.sh")
+        );
+        let absolute = root.join("ok.sh");
+        assert!(resolve_program(&scripts, absolute.to_str().unwrap()).is_ok());
+        assert!(matches!(
+            resolve_program(&scripts, "../outside.sh"),
+            Err(ProgramError::OutsideScriptsDir(_))
+        ));
+        assert!(matches!(
+            resolve_program(&scripts, "link.sh"),
+            Err(ProgramError::OutsideScriptsDir(_))
+        ));
+        assert!(matches!(
+            resolve_program(&scripts, "/bin/sh"),
+            Err(ProgramError::OutsideScriptsDir(_))
+        ));
+        assert!(matches!(
+            resolve_program(&scripts, "sub"),
+            Err(ProgramError::NotAFile(_))
+        ));
+        assert!(matches!(
+            resolve_program(&scripts, "missing.sh"),
+            Err(ProgramError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn result_paths_never_leave_the_run_dir() {
+        let paths = RunPaths::new(Path::new("/data"), 1, 2);
+        assert_eq!(
+            paths.result_file("result/a.csv"),
+            Some(PathBuf::from("/data/runs/1/2/result/a.csv"))
+        );
+        assert_eq!(paths.result_file("../../x"), None);
+        assert_eq!(paths.result_file("/etc/passwd"), None);
+    }
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(
+            file_stem("Nightly export / lab #1"),
+            "Nightly_export___lab__1"
+        );
+        assert_eq!(file_stem("../.."), "_..");
+        assert_eq!(file_stem(""), "job");
+    }
+}

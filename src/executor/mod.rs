@@ -1,0 +1,512 @@
+//! What happens to a run. The ledger is the queue: an accepted run is a `QUEUED` row before anyone
+//! is told about it. The dispatcher claims, for every job with nothing in progress, its oldest
+//! queued run (so a job has at most one `IN_PROGRESS` run and its runs go in order), up to the global
+//! concurrency limit, and starts a task for each. A task runs the job's program (or built-in task),
+//! records the outcome, and wakes the dispatcher. Handlers never spawn processes; this module never
+//! parses HTTP.
+
+pub mod files;
+pub mod process;
+pub mod recovery;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::config::Settings;
+use crate::domain::args::split_args;
+use crate::domain::job::{Job, JobType};
+use crate::domain::run::{Run, RunStatus, Trigger};
+use crate::error::ApiError;
+use crate::store::{self, Db};
+use files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
+use process::{ProcessEnd, ProcessSpec, run_process};
+use store::runs::{Enqueued, NewRun, Outcome};
+
+/// A run that is executing: how to stop it, and why it was stopped.
+struct RunningRun {
+    cancel: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+/// Handle to the executor; cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    settings: Arc<Settings>,
+    data_dir: PathBuf,
+    wake: Notify,
+    /// Signalled after every run finishes (long-polls wait on it).
+    finished: Notify,
+    running: Mutex<HashMap<i64, RunningRun>>,
+    stop_dispatching: CancellationToken,
+}
+
+/// A request to run a job.
+pub struct RunRequest {
+    pub trigger: Trigger,
+    pub run_by: i64,
+    pub args: Option<String>,
+    pub scheduled_for: Option<i64>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Executor {
+    pub fn new(db: Db, settings: Arc<Settings>, data_dir: PathBuf) -> Self {
+        Executor {
+            inner: Arc::new(Inner {
+                db,
+                settings,
+                data_dir,
+                wake: Notify::new(),
+                finished: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                stop_dispatching: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Starts the dispatcher loop on the current tokio runtime.
+    pub fn start(&self) {
+        let executor = self.clone();
+        tokio::spawn(async move { executor.dispatch_loop().await });
+    }
+
+    /// Stores a QUEUED run for `job_id` (checking, in the same transaction, that the job is live and
+    /// active and its queue has room) and wakes the dispatcher.
+    pub async fn enqueue(&self, job_id: i64, request: RunRequest) -> Result<Enqueued, ApiError> {
+        let result = self
+            .inner
+            .db
+            .write(move |tx| {
+                let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+                if !job.is_active() {
+                    return Err(ApiError::user(
+                        "SCHEDULED_JOB_NOT_ACTIVE",
+                        format!(
+                            "Job {} is Closed; reopen it (activityStatus Active) to run it.",
+                            job.name
+                        ),
+                    ));
+                }
+                let new_run = NewRun {
+                    job_id,
+                    trigger: request.trigger,
+                    run_by: request.run_by,
+                    rt_args: request.args.as_deref(),
+                    scheduled_for: request.scheduled_for,
+                    idempotency_key: request.idempotency_key.as_deref(),
+                };
+                store::runs::enqueue(tx, &new_run, job.max_queued_runs, now_ms())
+            })
+            .await?;
+        if matches!(result, Enqueued::Queued(_)) {
+            self.inner.wake.notify_one();
+        }
+        Ok(result)
+    }
+
+    /// Cancels a run: a QUEUED one fails at once; an IN_PROGRESS one has its process group stopped.
+    /// Returns false when the run had already finished.
+    pub async fn cancel(&self, run_id: i64, by_login: &str) -> Result<bool, ApiError> {
+        let message = format!("cancelled by {by_login}");
+        for _ in 0..50 {
+            let msg = message.clone();
+            let status = self
+                .inner
+                .db
+                .write(move |tx| {
+                    if store::runs::fail_queued(tx, run_id, &msg, now_ms())? {
+                        return Ok(None);
+                    }
+                    Ok(store::runs::get(tx, run_id)?.map(|r| r.status))
+                })
+                .await?;
+            match status {
+                None => {
+                    self.inner.finished.notify_waiters();
+                    return Ok(true);
+                }
+                Some(RunStatus::InProgress) => {
+                    if self.signal_running(run_id, &message) {
+                        return Ok(true);
+                    }
+                    // Claimed but its task not registered yet: look again shortly.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(_) => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    fn signal_running(&self, run_id: i64, reason: &str) -> bool {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        match running.get(&run_id) {
+            Some(handle) => {
+                handle
+                    .reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| reason.to_string());
+                handle.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits until some run finishes or `timeout` passes (for long-polls).
+    pub async fn wait_for_any_finish(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.finished.notified()).await;
+    }
+
+    /// Number of runs executing now.
+    pub fn running_count(&self) -> usize {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Stops starting runs, lets running ones finish for `grace`, then stops the rest, which are
+    /// recorded FAILED "interrupted by shutdown".
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stop_dispatching.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
+            self.wait_for_any_finish(Duration::from_millis(100)).await;
+        }
+        let ids: Vec<i64> = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for id in ids {
+            self.signal_running(id, "interrupted by shutdown");
+        }
+        let kill_deadline = tokio::time::Instant::now()
+            + Duration::from_secs(self.inner.settings.runs.kill_grace_seconds + 5);
+        while self.running_count() > 0 && tokio::time::Instant::now() < kill_deadline {
+            self.wait_for_any_finish(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn dispatch_loop(self) {
+        loop {
+            if self.inner.stop_dispatching.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.dispatch_once().await {
+                tracing::error!(error = ?e, "dispatcher could not claim runs");
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                // A safety net: runs are also found without a wake-up.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.inner.stop_dispatching.cancelled() => return,
+            }
+        }
+    }
+
+    async fn dispatch_once(&self) -> Result<(), ApiError> {
+        let free = self
+            .inner
+            .settings
+            .runs
+            .max_concurrent
+            .saturating_sub(self.running_count());
+        if free == 0 {
+            return Ok(());
+        }
+        let claimed = self
+            .inner
+            .db
+            .write(move |tx| store::runs::claim_runnable(tx, free, now_ms()))
+            .await?;
+        for run_id in claimed {
+            let handle = RunningRun {
+                cancel: CancellationToken::new(),
+                reason: Arc::new(Mutex::new(None)),
+            };
+            let (cancel, reason) = (handle.cancel.clone(), handle.reason.clone());
+            self.inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(run_id, handle);
+            let executor = self.clone();
+            tokio::spawn(async move {
+                let span = tracing::info_span!("run", run_id);
+                let _ =
+                    tracing::Instrument::instrument(executor.execute(run_id, cancel, reason), span)
+                        .await;
+            });
+        }
+        Ok(())
+    }
+
+    /// Executes one claimed run and records its outcome, whatever happens.
+    async fn execute(
+        &self,
+        run_id: i64,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<String>>>,
+    ) {
+        let outcome = match self.load(run_id).await {
+            Ok((run, job)) => {
+                tracing::info!(job_id = job.id, job = %job.name, "run started");
+                self.perform(&run, &job, cancel, reason).await
+            }
+            Err(e) => Outcome {
+                message: Some(format!("could not load the run: {e}")),
+                ..Outcome::default()
+            },
+        };
+        let succeeded = outcome.succeeded;
+        let recorded = {
+            let outcome = outcome.clone();
+            self.inner
+                .db
+                .write(move |tx| store::runs::finish(tx, run_id, &outcome, now_ms()))
+                .await
+        };
+        if let Err(e) = recorded {
+            tracing::error!(error = ?e, "could not record the end of run {run_id}");
+        }
+        tracing::info!(
+            succeeded,
+            message = outcome.message.as_deref().unwrap_or(""),
+            "run finished"
+        );
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run_id);
+        self.inner.finished.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    async fn load(&self, run_id: i64) -> Result<(Run, Job), ApiError> {
+        self.inner
+            .db
+            .read(move |c| {
+                let run = store::runs::get(c, run_id)?.ok_or_else(ApiError::run_not_found)?;
+                let job =
+                    store::jobs::get_any(c, run.job_id)?.ok_or_else(ApiError::job_not_found)?;
+                Ok((run, job))
+            })
+            .await
+    }
+
+    async fn perform(
+        &self,
+        run: &Run,
+        job: &Job,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<String>>>,
+    ) -> Outcome {
+        let paths = RunPaths::new(&self.inner.data_dir, job.id, run.id);
+        if let Err(e) = prepare_dirs(&paths).await {
+            return Outcome {
+                message: Some(format!("cannot create the run directory: {e}")),
+                ..Outcome::default()
+            };
+        }
+        match job.job_type {
+            JobType::External => {
+                self.perform_external(run, job, &paths, cancel, reason)
+                    .await
+            }
+            JobType::Query | JobType::Internal => Outcome {
+                message: Some(format!(
+                    "{} jobs cannot run in this build of labcron",
+                    job.job_type.as_str()
+                )),
+                ..Outcome::default()
+            },
+        }
+    }
+
+    async fn perform_external(
+        &self,
+        run: &Run,
+        job: &Job,
+        paths: &RunPaths,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<String>>>,
+    ) -> Outcome {
+        let fail = |message: String| Outcome {
+            message: Some(message),
+            ..Outcome::default()
+        };
+        let command_words = match split_args(job.command.as_deref().unwrap_or_default()) {
+            Ok(words) if !words.is_empty() => words,
+            _ => return fail("the job's command is empty or cannot be split".into()),
+        };
+        let program = match resolve_program(&self.inner.settings.scripts_dir(), &command_words[0]) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("refused: {e}")),
+        };
+        let mut args: Vec<String> = command_words[1..].to_vec();
+        for extra in [job.fixed_args.as_deref(), run.rt_args.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            match split_args(extra) {
+                Ok(words) => args.extend(words),
+                Err(e) => return fail(format!("arguments cannot be split: {e}")),
+            }
+        }
+        let stdout_rel = job
+            .result_from_stdout
+            .then(|| format!("{}_{}.csv", file_stem(&job.name), run.id));
+        let stdout_tmp = stdout_rel
+            .as_ref()
+            .map(|_| paths.run_dir.join("stdout.tmp"));
+        let spec = ProcessSpec {
+            program,
+            args,
+            env: run_env(job, run, paths),
+            work_dir: paths.work_dir.clone(),
+            log_path: paths.log.clone(),
+            stdout_path: stdout_tmp.clone(),
+            timeout: Duration::from_secs(job.timeout_seconds.max(1) as u64),
+            kill_grace: Duration::from_secs(self.inner.settings.runs.kill_grace_seconds),
+            log_cap: self.inner.settings.runs.log_cap_bytes,
+        };
+        let report = run_process(spec, cancel).await;
+        let _ = tokio::fs::remove_dir_all(&paths.work_dir).await;
+
+        let mut outcome = Outcome {
+            log_size: report.log_size as i64,
+            log_truncated: report.log_truncated,
+            ..Outcome::default()
+        };
+        let stderr_tail = report
+            .last_stderr_line
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default();
+        match &report.end {
+            ProcessEnd::Exited(code) => {
+                outcome.exit_code = Some(*code as i64);
+                outcome.succeeded = *code == 0;
+                if *code != 0 {
+                    outcome.message = Some(format!("exit code {code}{stderr_tail}"));
+                }
+            }
+            ProcessEnd::Signalled(signal) => {
+                outcome.message = Some(format!("killed by signal {signal}{stderr_tail}"));
+            }
+            ProcessEnd::TimedOut => {
+                outcome.message = Some(format!("timed out after {} s", job.timeout_seconds));
+            }
+            ProcessEnd::Cancelled => {
+                let why = reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                outcome.message = Some(why.unwrap_or_else(|| "cancelled".into()));
+            }
+            ProcessEnd::SpawnFailed(message) => outcome.message = Some(message.clone()),
+        }
+        // Results are kept for programs that ended by themselves; a stopped run's output is partial.
+        let ended_by_itself =
+            matches!(report.end, ProcessEnd::Exited(_) | ProcessEnd::Signalled(_));
+        if ended_by_itself {
+            match collect_result(
+                paths,
+                stdout_tmp.as_deref(),
+                stdout_rel.as_deref(),
+                job,
+                run.id,
+            )
+            .await
+            {
+                Ok(Some((file, size))) => {
+                    outcome.result_file = Some(file);
+                    outcome.result_file_size = Some(size as i64);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    outcome.succeeded = false;
+                    outcome.message = Some(format!("cannot keep the result file: {e}"));
+                }
+            }
+        }
+        if let Some(tmp) = stdout_tmp {
+            let _ = tokio::fs::remove_file(tmp).await;
+        }
+        outcome
+    }
+}
+
+async fn prepare_dirs(paths: &RunPaths) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(&paths.result_dir).await?;
+    tokio::fs::create_dir_all(&paths.work_dir).await
+}
+
+/// The environment of API.md §5, and nothing else.
+fn run_env(job: &Job, run: &Run, paths: &RunPaths) -> Vec<(String, String)> {
+    vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), paths.work_dir.display().to_string()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("TZ".into(), job.timezone.clone()),
+        ("OS_JOB_RUN_ID".into(), run.id.to_string()),
+        ("LABCRON_JOB_ID".into(), job.id.to_string()),
+        ("LABCRON_JOB_NAME".into(), job.name.clone()),
+        ("LABCRON_RUN_ID".into(), run.id.to_string()),
+        (
+            "LABCRON_RESULT_DIR".into(),
+            paths.result_dir.display().to_string(),
+        ),
+    ]
+}
+
+/// Picks the run's result file (relative to the run directory) and its size: stdout when the job
+/// says so, else the one file in `result/`, else a zip of all of them.
+async fn collect_result(
+    paths: &RunPaths,
+    stdout_tmp: Option<&std::path::Path>,
+    stdout_rel: Option<&str>,
+    job: &Job,
+    run_id: i64,
+) -> std::io::Result<Option<(String, u64)>> {
+    if let (Some(tmp), Some(rel)) = (stdout_tmp, stdout_rel) {
+        let target = paths.run_dir.join(rel);
+        tokio::fs::rename(tmp, &target).await?;
+        let size = tokio::fs::metadata(&target).await?.len();
+        return Ok(Some((rel.to_string(), size)));
+    }
+    let paths = paths.clone();
+    let zip_name = format!("{}_{}.zip", file_stem(&job.name), run_id);
+    tokio::task::spawn_blocking(move || {
+        let found = list_files(&paths.result_dir)?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => {
+                let rel = PathBuf::from("result").join(one);
+                let size = std::fs::metadata(paths.run_dir.join(&rel))?.len();
+                Ok(Some((rel.to_string_lossy().into_owned(), size)))
+            }
+            many => {
+                let size = zip_files(&paths.result_dir, many, &paths.run_dir.join(&zip_name))?;
+                Ok(Some((zip_name, size)))
+            }
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -1,0 +1,79 @@
+//! Start-up recovery after a crash. Runs left `IN_PROGRESS` cannot be finished by anyone, so they
+//! become FAILED "interrupted by server restart"; before that, any process still running for them
+//! (found by the `LABCRON_RESULT_DIR` each run's process carries in its environment, which names
+//! this data directory and that run) is killed, so no child from before the crash lives on.
+//! `QUEUED` runs are left alone: the dispatcher runs them.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use super::files::RunPaths;
+use crate::clock::now_ms;
+use crate::error::ApiError;
+use crate::store::{self, Db};
+
+pub const RESTART_MESSAGE: &str = "interrupted by server restart";
+
+/// Kills leftovers of interrupted runs and marks those runs FAILED. Returns how many runs.
+pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ApiError> {
+    let interrupted = db.read_sync(store::runs::in_progress)?;
+    if interrupted.is_empty() {
+        return Ok(0);
+    }
+    let markers: HashSet<String> = interrupted
+        .iter()
+        .map(|(run_id, job_id)| {
+            format!(
+                "LABCRON_RESULT_DIR={}",
+                RunPaths::new(data_dir, *job_id, *run_id)
+                    .result_dir
+                    .display()
+            )
+        })
+        .collect();
+    // Killed processes may take a moment to disappear; a few passes catch children forked late.
+    for _ in 0..5 {
+        if kill_processes_with_env(&markers) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    db.write_sync(|tx| store::runs::fail_all_in_progress(tx, RESTART_MESSAGE, now_ms()))
+}
+
+/// SIGKILLs every process whose environment contains one of `markers`; returns how many.
+fn kill_processes_with_env(markers: &HashSet<String>) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let own_pid = std::process::id();
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own_pid {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let matches = environ
+            .split(|b| *b == 0)
+            .any(|var| std::str::from_utf8(var).is_ok_and(|v| markers.contains(v)));
+        if matches {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+            tracing::warn!(pid, "killed a process left over from an interrupted run");
+            killed += 1;
+        }
+    }
+    killed
+}

@@ -1,0 +1,14 @@
+//! labcron: a single-binary job scheduler that keeps a SQLite ledger of every run and serves
+//! OpenSpecimen's scheduled-jobs REST API. `main.rs` only parses the command line; everything else
+//! lives here so that the integration tests can start the real application in-process.
+
+pub mod api; // HTTP resources, one module each, plus the auth extractor
+pub mod auth; // password hashing, session tokens, sign-in throttling
+pub mod clock; // the one source of "now"
+pub mod config; // settings: defaults < TOML file < LABCRON_* env < flags
+pub mod domain; // plain types and validation: jobs, runs, users, arguments, dates
+pub mod error; // ApiError: the one mapping from failures to OpenSpecimen's error array
+pub mod executor; // durable run queue, dispatcher, process runner
+pub mod scheduler; // when jobs fire: next-fire computation
+pub mod startup; // Application::build and run_until_stopped
+pub mod store; // every SQL statement: pool, migrations, jobs, runs, users, sessions

@@ -1,0 +1,193 @@
+//! Wiring: `Application::build` prepares the data directory, opens and migrates the ledger, creates
+//! the first admin, recovers runs a crash interrupted, starts the executor and binds the HTTP
+//! listener (port 0 in tests). `run_until_stopped` serves until SIGTERM/SIGINT (or `stop`), then
+//! stops accepting, lets runs finish for a grace period and stops the rest.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::{self, AppState};
+use crate::auth::{LoginThrottle, generate_password, hash_password};
+use crate::clock::now_ms;
+use crate::config::Settings;
+use crate::executor::{Executor, recovery};
+use crate::store::{self, Db};
+
+/// How long runs may go on after a stop request before they are killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    executor: Executor,
+    data_dir: PathBuf,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let data_dir = prepare_data_dir(&settings.data_dir)?;
+        let scripts_dir = settings.scripts_dir();
+        if settings.scripts_dir.is_none() {
+            std::fs::create_dir_all(&scripts_dir).with_context(|| {
+                format!("cannot create scripts directory {}", scripts_dir.display())
+            })?;
+        }
+        let db = Db::open(&data_dir.join("labcron.db"))?;
+        create_first_admin(&db, &data_dir, settings.admin_password.as_deref())?;
+        let recovered = recovery::recover_interrupted_runs(&db, &data_dir)?;
+        if recovered > 0 {
+            tracing::warn!(
+                runs = recovered,
+                "runs interrupted by a restart were marked FAILED"
+            );
+        }
+
+        let settings = Arc::new(settings);
+        let executor = Executor::new(db.clone(), settings.clone(), data_dir.clone());
+        executor.start();
+
+        let state = web::Data::new(AppState {
+            db,
+            settings: settings.clone(),
+            executor: executor.clone(),
+            throttle: LoginThrottle::new(
+                settings.auth.max_failed_logins,
+                Duration::from_secs(settings.auth.lockout_minutes * 60),
+            ),
+            data_dir: data_dir.clone(),
+        });
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("setting `bind`: cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let body_limit = settings.http.max_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(api::json_errors())
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(body_limit))
+                .configure(api::configure)
+                .default_service(web::to(api::no_route))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(5)
+        .run();
+        tracing::info!(port, data_dir = %data_dir.display(), "labcron listening");
+        Ok(Application {
+            port,
+            server,
+            executor,
+            data_dir,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A handle that stops the HTTP server (tests use it).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until a stop signal, then shuts down in order.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let signal = wait_for_stop_signal();
+        tokio::pin!(signal);
+        tokio::select! {
+            result = server => {
+                result??;
+                return Ok(());
+            }
+            _ = &mut signal => {}
+        }
+        tracing::info!(
+            "stopping: no new requests; running runs get {} s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        let stopping = tokio::spawn(async move { handle.stop(true).await });
+        self.executor.shutdown(SHUTDOWN_GRACE).await;
+        let _ = stopping.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("runs"))
+        .with_context(|| format!("setting `data_dir`: cannot create {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("setting `data_dir`: cannot resolve {}", dir.display()))
+}
+
+/// On first start, creates `admin` with the configured password, or a generated one that is
+/// logged once and written to `<data dir>/initial-admin-password` (mode 0600).
+fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> anyhow::Result<()> {
+    if db.read_sync(store::users::any_login_user)? {
+        return Ok(());
+    }
+    let generated = configured.is_none();
+    let password = configured
+        .map(str::to_string)
+        .unwrap_or_else(generate_password);
+    let hash = hash_password(&password)?;
+    db.write_sync(|tx| {
+        let admin = store::users::NewUser {
+            login_name: "admin",
+            first_name: "Admin",
+            last_name: "",
+            email_address: "",
+            admin: true,
+            password_hash: &hash,
+        };
+        store::users::insert(tx, &admin, now_ms())
+    })?;
+    if generated {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = data_dir.join("initial-admin-password");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        writeln!(file, "{password}")?;
+        tracing::warn!(
+            "created user `admin` with password {password} (also written to {}); change it after signing in",
+            path.display()
+        );
+    } else {
+        tracing::info!("created user `admin` with the password from LABCRON_ADMIN_PASSWORD");
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! SQL for jobs and their user lists (recipients, shared users). Deleted jobs stay in the table
+//! with `activity_status = 'Disabled'` and a mangled name; the "live" queries never return them.
+
+use std::str::FromStr;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::domain::job::{
+    ActivityStatus, Job, JobDraft, JobType, MisfirePolicy, RepeatColumns, RepeatKind,
+    parse_weekday, weekday_name,
+};
+use crate::error::ApiError;
+
+const COLUMNS: &str = "id, name, type, repeat_schedule, scheduled_minute, scheduled_hour, scheduled_day_of_week,
+    scheduled_day_of_month, minutely_interval, hourly_interval, cron_expression, timezone, start_date, end_date,
+    activity_status, created_by, run_as, task_impl_fqn, command, fixed_args, rt_args_provided, rt_args_help_text,
+    saved_query_id, timeout_seconds, misfire_policy, max_queued_runs, result_from_stdout, created_at, updated_at,
+    last_fired_for";
+
+fn corrupt(column: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        format!("bad {what}").into(),
+    )
+}
+
+fn map_job(row: &Row) -> rusqlite::Result<Job> {
+    let repeat = RepeatColumns {
+        kind: RepeatKind::from_str(&row.get::<_, String>(3)?)
+            .map_err(|()| corrupt(3, "repeat_schedule"))?,
+        minute: row.get(4)?,
+        hour: row.get(5)?,
+        day_of_week: row
+            .get::<_, Option<String>>(6)?
+            .as_deref()
+            .and_then(parse_weekday),
+        day_of_month: row.get(7)?,
+        minutely_interval: row.get(8)?,
+        hourly_interval: row.get(9)?,
+        cron_expression: row.get(10)?,
+    }
+    .into_repeat();
+    Ok(Job {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        job_type: JobType::from_str(&row.get::<_, String>(2)?).map_err(|()| corrupt(2, "type"))?,
+        repeat,
+        timezone: row.get(11)?,
+        start_date: row.get(12)?,
+        end_date: row.get(13)?,
+        activity_status: ActivityStatus::from_str(&row.get::<_, String>(14)?)
+            .map_err(|()| corrupt(14, "activity_status"))?,
+        created_by: row.get(15)?,
+        run_as: row.get(16)?,
+        task_impl_fqn: row.get(17)?,
+        command: row.get(18)?,
+        fixed_args: row.get(19)?,
+        rt_args_provided: row.get::<_, i64>(20)? != 0,
+        rt_args_help_text: row.get(21)?,
+        saved_query_id: row.get(22)?,
+        timeout_seconds: row.get(23)?,
+        misfire_policy: MisfirePolicy::from_str(&row.get::<_, String>(24)?)
+            .unwrap_or(MisfirePolicy::Skip),
+        max_queued_runs: row.get(25)?,
+        result_from_stdout: row.get::<_, i64>(26)? != 0,
+        created_at: row.get(27)?,
+        updated_at: row.get(28)?,
+        last_fired_for: row.get(29)?,
+    })
+}
+
+/// A job that is not deleted.
+pub fn get_live(conn: &Connection, id: i64) -> Result<Option<Job>, ApiError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE id = ?1 AND activity_status <> 'Disabled'"
+        ))?
+        .query_row([id], map_job)
+        .optional()?)
+}
+
+/// A job whatever its status (runs of deleted jobs still need their job).
+pub fn get_any(conn: &Connection, id: i64) -> Result<Option<Job>, ApiError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], map_job)
+        .optional()?)
+}
+
+/// All live jobs (for the scheduler).
+pub fn list_all_live(conn: &Connection) -> Result<Vec<Job>, ApiError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE activity_status <> 'Disabled'"
+    ))?;
+    let jobs = stmt
+        .query_map([], map_job)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs)
+}
+
+/// Filters of the jobs list. `visible_to = None` means every job (admins).
+pub struct JobFilter<'a> {
+    pub visible_to: Option<i64>,
+    pub query: Option<&'a str>,
+    pub job_type: Option<JobType>,
+}
+
+const FILTER_SQL: &str = "FROM jobs j WHERE j.activity_status <> 'Disabled'
+      AND (?1 IS NULL OR j.created_by = ?1
+           OR EXISTS (SELECT 1 FROM job_shared_users s WHERE s.job_id = j.id AND s.user_id = ?1))
+      AND (?2 IS NULL OR lower(j.name) LIKE '%' || ?2 || '%' ESCAPE '\\')
+      AND (?3 IS NULL OR j.type = ?3)";
+
+/// `query` lowered with LIKE's wildcards escaped, so `%` and `_` match themselves.
+fn like_pattern(query: Option<&str>) -> Option<String> {
+    query.map(|q| {
+        q.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    })
+}
+
+pub fn list(
+    conn: &Connection,
+    filter: &JobFilter,
+    start_at: i64,
+    max_results: i64,
+) -> Result<Vec<Job>, ApiError> {
+    let sql = format!("SELECT {COLUMNS} {FILTER_SQL} ORDER BY j.id DESC LIMIT ?4 OFFSET ?5");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let jobs = stmt
+        .query_map(
+            params![
+                filter.visible_to,
+                like_pattern(filter.query),
+                filter.job_type.map(|t| t.as_str()),
+                max_results,
+                start_at
+            ],
+            map_job,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs)
+}
+
+pub fn count(conn: &Connection, filter: &JobFilter) -> Result<i64, ApiError> {
+    Ok(conn
+        .prepare_cached(&format!("SELECT count(*) {FILTER_SQL}"))?
+        .query_row(
+            params![
+                filter.visible_to,
+                like_pattern(filter.query),
+                filter.job_type.map(|t| t.as_str())
+            ],
+            |r| r.get(0),
+        )?)
+}
+
+/// Whether a live job other than `except_id` has this exact name.
+pub fn name_taken(conn: &Connection, name: &str, except_id: Option<i64>) -> Result<bool, ApiError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM jobs WHERE name = ?1 AND activity_status <> 'Disabled' AND id IS NOT ?2",
+        )?
+        .exists(params![name, except_id])?)
+}
+
+pub fn is_shared_with(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM job_shared_users WHERE job_id = ?1 AND user_id = ?2")?
+        .exists([job_id, user_id])?)
+}
+
+pub fn is_recipient(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM job_recipients WHERE job_id = ?1 AND user_id = ?2")?
+        .exists([job_id, user_id])?)
+}
+
+/// Inserts a validated job and its user lists; returns the new id.
+pub fn insert(
+    conn: &Connection,
+    draft: &JobDraft,
+    created_by: i64,
+    now: i64,
+) -> Result<i64, ApiError> {
+    conn.execute(
+        "INSERT INTO jobs (name, type, repeat_schedule, timezone, start_date, activity_status, created_by,
+                           timeout_seconds, max_queued_runs, created_at, updated_at)
+         VALUES (?1, ?2, 'ONDEMAND', 'UTC', ?3, 'Active', ?4, 1, 0, ?5, ?5)",
+        params![draft.name, draft.job_type.as_str(), draft.start_date, created_by, now],
+    )?;
+    let id = conn.last_insert_rowid();
+    write_fields(conn, id, draft, now)?;
+    Ok(id)
+}
+
+/// Replaces every user-settable field of job `id` (PUT is a full replace).
+pub fn replace(conn: &Connection, id: i64, draft: &JobDraft, now: i64) -> Result<(), ApiError> {
+    write_fields(conn, id, draft, now)
+}
+
+fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<(), ApiError> {
+    let r = &d.repeat;
+    conn.execute(
+        "UPDATE jobs SET name = ?2, type = ?3, repeat_schedule = ?4, scheduled_minute = ?5, scheduled_hour = ?6,
+            scheduled_day_of_week = ?7, scheduled_day_of_month = ?8, minutely_interval = ?9, hourly_interval = ?10,
+            cron_expression = ?11, timezone = ?12, start_date = ?13, end_date = ?14, activity_status = ?15,
+            run_as = ?16, task_impl_fqn = ?17, command = ?18, fixed_args = ?19, rt_args_provided = ?20,
+            rt_args_help_text = ?21, saved_query_id = ?22, timeout_seconds = ?23, misfire_policy = ?24,
+            max_queued_runs = ?25, result_from_stdout = ?26, updated_at = ?27
+         WHERE id = ?1",
+        params![
+            id,
+            d.name,
+            d.job_type.as_str(),
+            r.kind().as_str(),
+            r.minute(),
+            r.hour(),
+            r.day_of_week().map(weekday_name),
+            r.day_of_month(),
+            r.minutely_interval(),
+            r.hourly_interval(),
+            r.cron_expression(),
+            d.timezone,
+            d.start_date,
+            d.end_date,
+            d.activity_status.as_str(),
+            d.run_as,
+            d.task_impl_fqn,
+            d.command,
+            d.fixed_args,
+            d.rt_args_provided,
+            d.rt_args_help_text,
+            d.saved_query_id,
+            d.timeout_seconds,
+            d.misfire_policy.as_str(),
+            d.max_queued_runs,
+            d.result_from_stdout,
+            now
+        ],
+    )?;
+    replace_user_list(conn, "job_recipients", id, &d.recipients)?;
+    replace_user_list(conn, "job_shared_users", id, &d.shared_with)?;
+    Ok(())
+}
+
+fn replace_user_list(
+    conn: &Connection,
+    table: &str,
+    job_id: i64,
+    user_ids: &[i64],
+) -> Result<(), ApiError> {
+    conn.execute(&format!("DELETE FROM {table} WHERE job_id = ?1"), [job_id])?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO {table} (job_id, user_id) VALUES (?1, ?2)"
+    ))?;
+    for user_id in user_ids {
+        stmt.execute([job_id, *user_id])?;
+    }
+    Ok(())
+}
+
+/// User ids of a job's recipients and shared users.
+pub fn user_lists(conn: &Connection, job_id: i64) -> Result<(Vec<i64>, Vec<i64>), ApiError> {
+    let ids = |table: &str| -> Result<Vec<i64>, ApiError> {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT user_id FROM {table} WHERE job_id = ?1 ORDER BY user_id"
+        ))?;
+        let ids = stmt
+            .query_map([job_id], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    };
+    Ok((ids("job_recipients")?, ids("job_shared_users")?))
+}
+
+/// Soft delete: status `Disabled`, name `<name>_<epochMillis>` (cut to fit 255 characters).
+pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), ApiError> {
+    let name: String = conn.query_row("SELECT name FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
+    let suffix = format!("_{now}");
+    let keep = 255usize.saturating_sub(suffix.chars().count());
+    let mangled: String = name.chars().take(keep).chain(suffix.chars()).collect();
+    conn.execute(
+        "UPDATE jobs SET activity_status = 'Disabled', name = ?2, updated_at = ?3 WHERE id = ?1",
+        params![id, mangled, now],
+    )?;
+    Ok(())
+}
+
+/// Records the schedule instant the scheduler last fired.
+pub fn set_last_fired_for(conn: &Connection, id: i64, instant: i64) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE jobs SET last_fired_for = ?2 WHERE id = ?1",
+        params![id, instant],
+    )?;
+    Ok(())
+}
+
+/// Creation time of the newest run of each of `job_ids`.
+pub fn last_run_on(conn: &Connection, job_id: i64) -> Result<Option<i64>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT max(queued_at) FROM runs WHERE job_id = ?1")?
+        .query_row([job_id], |r| r.get(0))?)
+}
+
+/// Title of a saved query, if it exists and is not deleted.
+pub fn saved_query_title(conn: &Connection, id: i64) -> Result<Option<String>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT title FROM saved_queries WHERE id = ?1 AND deleted = 0")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}

@@ -1,0 +1,153 @@
+//! SQL for users: lookup, listing, creation, updates and soft deletion.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::domain::user::{SYSTEM_LOGIN, User};
+use crate::error::ApiError;
+
+const COLUMNS: &str = "id, login_name, first_name, last_name, email_address, admin, is_system, activity_status, created_at";
+
+fn map_user(row: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        login_name: row.get(1)?,
+        first_name: row.get(2)?,
+        last_name: row.get(3)?,
+        email_address: row.get(4)?,
+        admin: row.get::<_, i64>(5)? != 0,
+        is_system: row.get::<_, i64>(6)? != 0,
+        active: row.get::<_, String>(7)? == "Active",
+        created_at: row.get(8)?,
+    })
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, ApiError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+            [id],
+            map_user,
+        )
+        .optional()?)
+}
+
+/// A user with their password hash, by login name (any case), for sign-in.
+pub fn get_with_hash(
+    conn: &Connection,
+    login_name: &str,
+) -> Result<Option<(User, Option<String>)>, ApiError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_name = ?1"),
+            [login_name],
+            |row| Ok((map_user(row)?, row.get::<_, Option<String>>(9)?)),
+        )
+        .optional()?)
+}
+
+/// Active, non-system users, ordered by id.
+pub fn list(conn: &Connection) -> Result<Vec<User>, ApiError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM users WHERE is_system = 0 AND activity_status = 'Active' ORDER BY id"
+    ))?;
+    let users = stmt
+        .query_map([], map_user)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(users)
+}
+
+/// Ids of `ids` that are not active users (the system user counts as missing).
+pub fn missing_ids(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>, ApiError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM users WHERE id = ?1 AND is_system = 0 AND activity_status = 'Active'",
+    )?;
+    let mut missing = Vec::new();
+    for id in ids {
+        if !stmt.exists([id])? {
+            missing.push(*id);
+        }
+    }
+    Ok(missing)
+}
+
+pub fn system_user_id(conn: &Connection) -> Result<i64, ApiError> {
+    Ok(conn.query_row(
+        "SELECT id FROM users WHERE login_name = ?1",
+        [SYSTEM_LOGIN],
+        |r| r.get(0),
+    )?)
+}
+
+pub struct NewUser<'a> {
+    pub login_name: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email_address: &'a str,
+    pub admin: bool,
+    pub password_hash: &'a str,
+}
+
+/// Inserts a user; `None` when the login name is taken.
+pub fn insert(conn: &Connection, user: &NewUser, now: i64) -> Result<Option<i64>, ApiError> {
+    if login_taken(conn, user.login_name, None)? {
+        return Ok(None);
+    }
+    conn.execute(
+        "INSERT INTO users (login_name, first_name, last_name, email_address, admin, password_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![user.login_name, user.first_name, user.last_name, user.email_address, user.admin, user.password_hash, now],
+    )?;
+    Ok(Some(conn.last_insert_rowid()))
+}
+
+pub fn login_taken(
+    conn: &Connection,
+    login_name: &str,
+    except_id: Option<i64>,
+) -> Result<bool, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM users WHERE login_name = ?1 AND id IS NOT ?2")?
+        .exists(params![login_name, except_id])?)
+}
+
+pub fn update_profile(conn: &Connection, user: &User) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE users SET login_name = ?2, first_name = ?3, last_name = ?4, email_address = ?5, admin = ?6
+         WHERE id = ?1",
+        params![user.id, user.login_name, user.first_name, user.last_name, user.email_address, user.admin],
+    )?;
+    Ok(())
+}
+
+pub fn set_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        params![id, hash],
+    )?;
+    Ok(())
+}
+
+/// Soft delete: the user can no longer sign in and their sessions end.
+pub fn disable(conn: &Connection, id: i64) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE users SET activity_status = 'Disabled' WHERE id = ?1",
+        [id],
+    )?;
+    conn.execute("DELETE FROM sessions WHERE user_id = ?1", [id])?;
+    Ok(())
+}
+
+pub fn count_admins(conn: &Connection) -> Result<i64, ApiError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE admin = 1 AND is_system = 0 AND activity_status = 'Active'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether any user that can sign in exists (false only on first start).
+pub fn any_login_user(conn: &Connection) -> Result<bool, ApiError> {
+    Ok(conn
+        .prepare("SELECT 1 FROM users WHERE is_system = 0")?
+        .exists([])?)
+}
