@@ -1,0 +1,9 @@
+//! Black-box API tests: each test starts the real server on port 0 with a temp data dir and talks
+//! HTTP to it. Modules follow the API's resources.
+
+mod helpers;
+
+mod auth;
+mod jobs;
+mod restart;
+mod runs;
