@@ -2,6 +2,7 @@
 //! TOML file (`--config FILE`), then `LABCRON_*` environment variables, then command-line flags.
 //! Every setting is checked here, so a wrong value stops start-up with a message naming it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -26,6 +27,25 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub runs: RunSettings,
     pub http: HttpSettings,
+    /// On the very first start (a new ledger), create a few example jobs (scheduled ones paused,
+    /// the others on demand) so the Jobs page is not empty. Never again after that.
+    pub example_jobs: bool,
+    /// Data sources of saved queries: `name = "path"` of a SQLite database, opened read-only.
+    /// Relative paths are relative to `data_dir`. `lab` defaults to `<data_dir>/lab.db`.
+    pub query_sources: BTreeMap<String, PathBuf>,
+    pub queries: QuerySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySettings {
+    /// A QUERY run stops (FAILED) after this many seconds, or the job's `timeoutSeconds` if less.
+    pub time_limit_seconds: u64,
+    /// A QUERY run stops (FAILED, no file) when its result would have more rows than this.
+    pub row_limit: u64,
+    /// On the very first start, when `lab` is not configured and `<data_dir>/lab.db` does not
+    /// exist, create it with a demo biobank (sites, participants, visits, specimens).
+    pub demo_database: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +72,8 @@ pub struct RunSettings {
     pub log_cap_bytes: u64,
     /// After SIGTERM on timeout or cancel, the process group gets this long before SIGKILL.
     pub kill_grace_seconds: u64,
+    /// On shutdown, running runs get this long to finish before they are stopped.
+    pub shutdown_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +96,19 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             runs: RunSettings::default(),
             http: HttpSettings::default(),
+            example_jobs: true,
+            query_sources: BTreeMap::new(),
+            queries: QuerySettings::default(),
+        }
+    }
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        QuerySettings {
+            time_limit_seconds: 1800,
+            row_limit: 10_000_000,
+            demo_database: true,
         }
     }
 }
@@ -96,6 +131,7 @@ impl Default for RunSettings {
             default_max_queued_runs: 100,
             log_cap_bytes: 10 * 1024 * 1024,
             kill_grace_seconds: 5,
+            shutdown_grace_seconds: 30,
         }
     }
 }
@@ -150,6 +186,12 @@ pub struct SettingsArgs {
     /// Largest request body in bytes [default: 1048576].
     #[arg(long, env = "LABCRON_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
+    /// Time limit of a QUERY run in seconds [default: 1800].
+    #[arg(long, env = "LABCRON_QUERY_TIME_LIMIT_SECONDS", global = true)]
+    pub query_time_limit_seconds: Option<u64>,
+    /// Most rows a QUERY run may write [default: 10000000].
+    #[arg(long, env = "LABCRON_QUERY_ROW_LIMIT", global = true)]
+    pub query_row_limit: Option<u64>,
 }
 
 impl Settings {
@@ -196,6 +238,11 @@ impl Settings {
         );
         set(&mut self.runs.log_cap_bytes, &args.log_cap_bytes);
         set(&mut self.http.max_body_bytes, &args.max_body_bytes);
+        set(
+            &mut self.queries.time_limit_seconds,
+            &args.query_time_limit_seconds,
+        );
+        set(&mut self.queries.row_limit, &args.query_row_limit);
     }
 
     /// Rejects values that cannot work, naming the setting.
@@ -224,6 +271,23 @@ impl Settings {
         if self.http.max_body_bytes < 1024 {
             bail!("setting `http.max_body_bytes` must be at least 1024");
         }
+        if self.queries.time_limit_seconds == 0 {
+            bail!("setting `queries.time_limit_seconds` must be at least 1");
+        }
+        if self.queries.row_limit == 0 {
+            bail!("setting `queries.row_limit` must be at least 1");
+        }
+        for (name, path) in &self.query_sources {
+            if !crate::query::sources::valid_source_name(name) {
+                bail!(
+                    "setting `query_sources`: `{name}` is not a valid data source name \
+                     (1 to 64 letters, digits, `_`, `-` or `.`)"
+                );
+            }
+            if path.as_os_str().is_empty() {
+                bail!("setting `query_sources.{name}`: the path is empty");
+            }
+        }
         Ok(())
     }
 
@@ -232,6 +296,20 @@ impl Settings {
         self.scripts_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("scripts"))
+    }
+
+    /// Every data source of saved queries by name, with `lab` defaulting to `<data_dir>/lab.db`
+    /// and relative paths taken relative to `data_dir` (pass the canonical one when known).
+    pub fn query_source_paths(&self, data_dir: &Path) -> BTreeMap<String, PathBuf> {
+        let mut sources: BTreeMap<String, PathBuf> = self
+            .query_sources
+            .iter()
+            .map(|(name, path)| (name.clone(), data_dir.join(path)))
+            .collect();
+        sources
+            .entry(crate::query::sources::DEFAULT_SOURCE.to_string())
+            .or_insert_with(|| data_dir.join(crate::query::sources::DEMO_FILE));
+        sources
     }
 
     /// The server's time zone (validated at load).

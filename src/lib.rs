@@ -9,6 +9,8 @@ pub mod config; // settings: defaults < TOML file < LABCRON_* env < flags
 pub mod domain; // plain types and validation: jobs, runs, users, arguments, dates
 pub mod error; // ApiError: the one mapping from failures to OpenSpecimen's error array
 pub mod executor; // durable run queue, dispatcher, process runner
+pub mod query; // saved queries: read-only data sources, CSV streaming, the demo lab database
 pub mod scheduler; // when jobs fire: next-fire computation
 pub mod startup; // Application::build and run_until_stopped
 pub mod store; // every SQL statement: pool, migrations, jobs, runs, users, sessions
+pub mod ui; // the Jobs web pages: server-rendered shells, embedded assets, sign-in cookie

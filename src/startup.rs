@@ -18,15 +18,16 @@ use crate::auth::{LoginThrottle, generate_password, hash_password};
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::executor::{Executor, recovery};
+use crate::scheduler::Scheduler;
 use crate::store::{self, Db};
 
-/// How long runs may go on after a stop request before they are killed.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Application {
     port: u16,
     server: Server,
     executor: Executor,
+    scheduler: Scheduler,
+    settings: Arc<Settings>,
     data_dir: PathBuf,
 }
 
@@ -39,8 +40,22 @@ impl Application {
                 format!("cannot create scripts directory {}", scripts_dir.display())
             })?;
         }
-        let db = Db::open(&data_dir.join("labcron.db"))?;
+        let ledger_path = data_dir.join("labcron.db");
+        let first_start = !ledger_path.exists();
+        let db = Db::open(&ledger_path)?;
         create_first_admin(&db, &data_dir, settings.admin_password.as_deref())?;
+        if first_start {
+            // The demo lab database and example jobs: on the very first start only. They are a
+            // convenience, so a failure is logged rather than stopping the server.
+            let (db, settings, data_dir) = (db.clone(), settings.clone(), data_dir.clone());
+            let prepared = tokio::task::spawn_blocking(move || {
+                crate::query::examples::prepare_first_start(&db, &settings, &data_dir)
+            })
+            .await?;
+            if let Err(e) = prepared {
+                tracing::error!(error = ?e, "could not create the demo database or example jobs");
+            }
+        }
         let recovered = recovery::recover_interrupted_runs(&db, &data_dir)?;
         if recovered > 0 {
             tracing::warn!(
@@ -52,11 +67,14 @@ impl Application {
         let settings = Arc::new(settings);
         let executor = Executor::new(db.clone(), settings.clone(), data_dir.clone());
         executor.start();
+        let scheduler = Scheduler::new(db.clone(), executor.clone())?;
+        scheduler.start();
 
         let state = web::Data::new(AppState {
             db,
             settings: settings.clone(),
             executor: executor.clone(),
+            scheduler: scheduler.clone(),
             throttle: LoginThrottle::new(
                 settings.auth.max_failed_logins,
                 Duration::from_secs(settings.auth.lockout_minutes * 60),
@@ -74,6 +92,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .configure(api::configure)
+                .configure(crate::ui::configure) // the web pages under / and /ui
                 .default_service(web::to(api::no_route))
         })
         .listen(listener)?
@@ -85,6 +104,8 @@ impl Application {
             port,
             server,
             executor,
+            scheduler,
+            settings,
             data_dir,
         })
     }
@@ -102,27 +123,32 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until a stop signal, then shuts down in order.
+    /// Serves until a stop signal (or until the server is stopped through its handle), then shuts
+    /// down in order: stop firing, stop accepting, let runs finish for the grace period, stop the
+    /// rest.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         let signal = wait_for_stop_signal();
         tokio::pin!(signal);
+        tokio::pin!(server);
+        let mut served = None;
         tokio::select! {
-            result = server => {
-                result??;
-                return Ok(());
-            }
+            result = &mut server => served = Some(result),
             _ = &mut signal => {}
         }
-        tracing::info!(
-            "stopping: no new requests; running runs get {} s",
-            SHUTDOWN_GRACE.as_secs()
-        );
+        let grace = Duration::from_secs(self.settings.runs.shutdown_grace_seconds);
+        tracing::info!("stopping: no new fires or requests; running runs get {} s", grace.as_secs());
+        self.scheduler.stop();
         let stopping = tokio::spawn(async move { handle.stop(true).await });
-        self.executor.shutdown(SHUTDOWN_GRACE).await;
+        self.executor.shutdown(grace).await;
         let _ = stopping.await;
+        let served = match served {
+            Some(result) => result,
+            None => server.await,
+        };
         tracing::info!("stopped");
+        served??;
         Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! The `CurrentUser` extractor: who is calling. Accepts an `X-OS-API-TOKEN` header (OpenSpecimen
 //! clients), the `labcron_session` cookie (the web page), or `Authorization: Basic` (scripts).
 //! Tokens expire after inactivity; Basic sign-ins are throttled like password sign-ins.
+//! A state-changing request authenticated by the cookie alone must also carry the session's
+//! anti-forgery token in `X-CSRF-Token` (the web page sends it), so other sites cannot post with it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
 use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::auth::{dummy_hash, token_hash, verify_password};
@@ -19,6 +22,7 @@ use crate::store;
 
 pub const TOKEN_HEADER: &str = "X-OS-API-TOKEN";
 pub const SESSION_COOKIE: &str = "labcron_session";
+pub const CSRF_HEADER: &str = "X-CSRF-Token";
 
 /// The signed-in user of a request.
 pub struct CurrentUser(pub User);
@@ -50,6 +54,46 @@ pub fn request_token(req: &HttpRequest) -> Option<String> {
         .or_else(|| req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()))
 }
 
+/// The anti-forgery token of a web session: derived from the (HttpOnly, never shown) session token,
+/// so only pages served to that session know it, and it differs from what the ledger stores.
+pub fn csrf_token(session_token: &str) -> String {
+    hex::encode(Sha256::digest(format!("labcron-csrf\n{session_token}")))
+}
+
+/// Whether `presented` is the anti-forgery token of `session_token` (compared in constant time).
+pub fn csrf_token_matches(session_token: &str, presented: &str) -> bool {
+    let expected = csrf_token(session_token);
+    expected.len() == presented.len()
+        && expected
+            .bytes()
+            .zip(presented.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// A request that changes state, is authenticated only by the session cookie, and lacks the
+/// session's anti-forgery header: what another site could make a signed-in browser send.
+fn is_cross_site_forgery(req: &HttpRequest) -> bool {
+    use actix_web::http::Method;
+    let safe = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    let by_header = req.headers().contains_key(TOKEN_HEADER);
+    if safe || by_header {
+        return false;
+    }
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return false;
+    };
+    let presented = req
+        .headers()
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    !csrf_token_matches(cookie.value(), presented.trim())
+}
+
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let header = req
         .headers()
@@ -76,7 +120,14 @@ impl FromRequest for CurrentUser {
         let token = request_token(req);
         let basic = basic_credentials(req);
         let client = client_addr(req);
+        let forged = is_cross_site_forgery(req);
         Box::pin(async move {
+            if forged {
+                return Err(ApiError::user(
+                    "AUTH_CSRF_TOKEN_INVALID",
+                    "The request lacks the page's anti-forgery token (X-CSRF-Token); reload the page and try again.",
+                ));
+            }
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
             if let Some(token) = token {

@@ -139,13 +139,13 @@ fn validated_draft(
     {
         return Err(ApiError::op_not_allowed());
     }
-    if let Some(program) = &draft.program {
-        if let Err(e) = resolve_program(&settings.scripts_dir(), program) {
-            errors.push(ErrorItem::new(
-                "SCHEDULED_JOB_COMMAND_NOT_ALLOWED",
-                format!("Command not allowed: {e}."),
-            ));
-        }
+    if let Some(program) = &draft.program
+        && let Err(e) = resolve_program(&settings.scripts_dir(), program)
+    {
+        errors.push(ErrorItem::new(
+            "SCHEDULED_JOB_COMMAND_NOT_ALLOWED",
+            format!("Command not allowed: {e}."),
+        ));
     }
     if errors.is_empty() {
         Ok(draft)
@@ -168,10 +168,10 @@ fn check_references(
             "A job with same name already exists.",
         ));
     }
-    if let Some(run_as) = draft.run_as {
-        if !store::users::missing_ids(conn, &[run_as])?.is_empty() {
-            errors.push(ErrorItem::new("USER_NOT_FOUND", "User does not exist."));
-        }
+    if let Some(run_as) = draft.run_as
+        && !store::users::missing_ids(conn, &[run_as])?.is_empty()
+    {
+        errors.push(ErrorItem::new("USER_NOT_FOUND", "User does not exist."));
     }
     let mut listed: Vec<i64> = draft
         .recipients
@@ -189,13 +189,13 @@ fn check_references(
             format!("One or more users do not exist. (IDs: {})", ids.join(", ")),
         ));
     }
-    if let Some(query_id) = draft.saved_query_id {
-        if store::jobs::saved_query_title(conn, query_id)?.is_none() {
-            errors.push(ErrorItem::new(
-                "SAVED_QUERY_NOT_FOUND",
-                "Saved query does not exist.",
-            ));
-        }
+    if let Some(query_id) = draft.saved_query_id
+        && store::jobs::saved_query_title(conn, query_id)?.is_none()
+    {
+        errors.push(ErrorItem::new(
+            "SAVED_QUERY_NOT_FOUND",
+            "Saved query does not exist.",
+        ));
     }
     if errors.is_empty() {
         Ok(())
@@ -220,6 +220,7 @@ async fn create(
             job_view(tx, &job, &mut UserCache::default())
         })
         .await?;
+    state.scheduler.job_changed(view.id);
     tracing::info!(job_id = view.id, name = %view.name, "job created");
     Ok(HttpResponse::Ok().json(view))
 }
@@ -260,6 +261,7 @@ async fn update(
             job_view(tx, &job, &mut UserCache::default())
         })
         .await?;
+    state.scheduler.job_changed(job_id);
     tracing::info!(job_id, "job updated");
     Ok(HttpResponse::Ok().json(view))
 }
@@ -287,6 +289,7 @@ async fn delete(
             job_view(tx, &job, &mut UserCache::default())
         })
         .await?;
+    state.scheduler.job_changed(job_id);
     tracing::info!(job_id, "job deleted");
     Ok(HttpResponse::Ok().json(view))
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod params;
 pub mod runs;
+pub mod saved_queries;
 pub mod sessions;
 pub mod users;
 pub mod views;
@@ -27,6 +28,7 @@ use crate::auth::LoginThrottle;
 use crate::config::Settings;
 use crate::error::{ApiError, ErrorItem, error_response};
 use crate::executor::Executor;
+use crate::scheduler::Scheduler;
 use crate::store::Db;
 
 /// Everything a handler may need; registered once as `web::Data`.
@@ -34,6 +36,7 @@ pub struct AppState {
     pub db: Db,
     pub settings: Arc<Settings>,
     pub executor: Executor,
+    pub scheduler: Scheduler,
     pub throttle: LoginThrottle,
     /// Canonical data directory.
     pub data_dir: PathBuf,
@@ -50,7 +53,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(sessions::configure)
                 .configure(users::configure)
                 .configure(jobs::configure)
-                .configure(runs::configure),
+                .configure(runs::configure)
+                .configure(saved_queries::configure),
         );
     }
     cfg.configure(health::configure);

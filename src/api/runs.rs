@@ -79,13 +79,13 @@ async fn create(
             ));
         }
     };
-    if let Some(text) = &args {
-        if let Err(e) = split_args(text) {
-            return Err(ApiError::user(
-                "SCHEDULED_JOB_INVALID_RUN_ARGS",
-                format!("args cannot be split into words: {e}."),
-            ));
-        }
+    if let Some(text) = &args
+        && let Err(e) = split_args(text)
+    {
+        return Err(ApiError::user(
+            "SCHEDULED_JOB_INVALID_RUN_ARGS",
+            format!("args cannot be split into words: {e}."),
+        ));
     }
     let idempotency_key = match req.headers().get("Idempotency-Key") {
         None => None,

@@ -418,10 +418,10 @@ pub fn validate_job(
         },
         None => {}
     }
-    if let Some(text) = &fixed_args {
-        if let Err(e) = split_args(text) {
-            errors.push(invalid_command("fixedArgs", &e));
-        }
+    if let Some(text) = &fixed_args
+        && let Err(e) = split_args(text)
+    {
+        errors.push(invalid_command("fixedArgs", &e));
     }
 
     let run_as = match fields.id_ref("runAs") {

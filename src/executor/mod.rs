@@ -6,7 +6,9 @@
 //! parses HTTP.
 
 pub mod files;
+pub mod internal; // INTERNAL runs: files-cleaner, database-backup, runs-report
 pub mod process;
+pub mod query_task; // QUERY runs: a saved query streamed to CSV
 pub mod recovery;
 
 use std::collections::HashMap;
@@ -168,6 +170,11 @@ impl Executor {
     /// Waits until some run finishes or `timeout` passes (for long-polls).
     pub async fn wait_for_any_finish(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.finished.notified()).await;
+    }
+
+    /// Asks the dispatcher to look for runnable runs now (after runs were queued elsewhere).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
     }
 
     /// Number of runs executing now.
@@ -332,13 +339,23 @@ impl Executor {
                 self.perform_external(run, job, &paths, cancel, reason)
                     .await
             }
-            JobType::Query | JobType::Internal => Outcome {
-                message: Some(format!(
-                    "{} jobs cannot run in this build of labcron",
-                    job.job_type.as_str()
-                )),
-                ..Outcome::default()
-            },
+            JobType::Query | JobType::Internal => {
+                let ctx = query_task::TaskContext {
+                    db: &self.inner.db,
+                    settings: &self.inner.settings,
+                    data_dir: &self.inner.data_dir,
+                    run,
+                    job,
+                    paths: &paths,
+                    cancel,
+                    reason,
+                };
+                if job.job_type == JobType::Query {
+                    query_task::perform(ctx).await
+                } else {
+                    internal::perform(ctx).await
+                }
+            }
         }
     }
 

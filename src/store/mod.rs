@@ -4,6 +4,8 @@
 //! other. Blocking work runs on tokio's blocking pool; no connection is held across an `.await`.
 
 pub mod jobs;
+pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
+pub mod queries; // saved queries
 pub mod runs;
 pub mod sessions;
 pub mod users;

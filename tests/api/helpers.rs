@@ -20,6 +20,9 @@ pub struct TestApp {
     pub data_dir: PathBuf,
     pub scripts_dir: PathBuf,
     pub handle: actix_web::dev::ServerHandle,
+    /// The settings the server started with (a restart reuses them).
+    pub settings: Settings,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Kept last so the directory outlives the server.
     _dir: TempDir,
 }
@@ -59,13 +62,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     if let Some(configure) = options.configure {
         configure(&mut settings);
     }
-    let app = Application::build(settings)
+    let app = Application::build(settings.clone())
         .await
         .expect("application builds");
     let port = app.port();
     let data_dir = app.data_dir().to_path_buf();
     let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let server = Some(tokio::spawn(app.run_until_stopped()));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(90))
         .build()
@@ -79,6 +82,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         scripts_dir: data_dir.join("scripts"),
         data_dir,
         handle,
+        settings,
+        server,
         _dir: dir,
     };
     test_app.token = test_app.sign_in("admin", ADMIN_PASSWORD).await;
@@ -86,6 +91,23 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the server the way a shutdown does (scheduler, HTTP, executor) and waits for it.
+    pub async fn stop(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stopped cleanly");
+        }
+    }
+
+    /// Starts a new server on the same data directory (after `stop`); the session token survives.
+    pub async fn start_again(&mut self) {
+        let app = Application::build(self.settings.clone()).await.expect("application builds again");
+        self.port = app.port();
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        self.handle = app.handle();
+        self.server = Some(tokio::spawn(app.run_until_stopped()));
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/rest/ng{}", self.base, path)
     }

@@ -7,3 +7,6 @@ mod auth;
 mod jobs;
 mod restart;
 mod runs;
+mod scheduler;
+mod internal;
+mod queries;

@@ -1,0 +1,2 @@
+//! Performance figures (work in progress).
+fn main() {}

@@ -1,0 +1,215 @@
+//! `/saved-queries` (API.md §4): list, get, create, replace and soft-delete saved queries. Any
+//! signed-in user may list and read every saved query (a QUERY job names one by id, and the SQL
+//! is what a reviewer needs to see); only its creator or an admin may change or delete it. A body
+//! is validated in full, its SQL compiled read-only against its data source, before anything is
+//! stored; every problem comes back at once.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::AppState;
+use super::auth::CurrentUser;
+use super::params::{Query, json_object, path_id};
+use super::views::UserCache;
+use crate::clock::now_ms;
+use crate::domain::user::{User, UserSummary};
+use crate::error::{ApiError, ErrorItem};
+use crate::query::sources::{DataSources, check_sql};
+use crate::query::{
+    MAX_SQL_CHARS, SavedQuery, SavedQueryDraft, invalid_data_source, invalid_sql, not_found,
+    parse_saved_query,
+};
+use crate::store;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/saved-queries")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/saved-queries/{queryId}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// A saved query as every endpoint returns it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedQueryView {
+    pub id: i64,
+    pub title: String,
+    pub sql: String,
+    pub data_source: String,
+    pub created_by: Option<UserSummary>,
+    pub last_modified_on: i64,
+}
+
+fn view(
+    conn: &rusqlite::Connection,
+    query: SavedQuery,
+    users: &mut UserCache,
+) -> Result<SavedQueryView, ApiError> {
+    Ok(SavedQueryView {
+        created_by: users.summary(conn, query.created_by)?,
+        id: query.id,
+        title: query.title,
+        sql: query.sql,
+        data_source: query.data_source,
+        last_modified_on: query.last_modified_on,
+    })
+}
+
+fn not_found_error() -> ApiError {
+    ApiError::User(vec![not_found()])
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::from_request(&req)?;
+    let (start_at, max_results) = query.paging(100, 1000)?;
+    let text = query.text("query").map(str::to_string);
+    let views = state
+        .db
+        .read(move |c| {
+            let queries = store::queries::list(c, text.as_deref(), start_at, max_results)?;
+            let mut users = UserCache::default();
+            queries
+                .into_iter()
+                .map(|q| view(c, q, &mut users))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "queryId")?;
+    let found = state
+        .db
+        .read(move |c| {
+            let query = store::queries::get_live(c, id)?.ok_or_else(not_found_error)?;
+            view(c, query, &mut UserCache::default())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Parses a body and compiles its SQL against its data source (on the blocking pool).
+async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraft, ApiError> {
+    let body = json_object(body, false)?;
+    let (draft, mut errors) = parse_saved_query(&body);
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    if sources.path(&draft.data_source).is_none() {
+        errors.push(invalid_data_source(&format!(
+            "`{}` is not configured; configured data sources: {}",
+            draft.data_source,
+            sources.names().join(", ")
+        )));
+    } else if !draft.sql.is_empty() && draft.sql.chars().count() <= MAX_SQL_CHARS {
+        let (name, sql) = (draft.data_source.clone(), draft.sql.clone());
+        let checked: Result<(), ErrorItem> = tokio::task::spawn_blocking(move || {
+            let conn = sources.open(&name).map_err(|e| invalid_data_source(&e))?;
+            check_sql(&conn, &sql)
+                .map(|_| ())
+                .map_err(|e| invalid_sql(&e))
+        })
+        .await?;
+        if let Err(item) = checked {
+            errors.push(item);
+        }
+    }
+    if errors.is_empty() {
+        Ok(draft)
+    } else {
+        Err(ApiError::User(errors))
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let draft = validated_draft(&state, &body).await?;
+    let creator = me.0.id;
+    let created = state
+        .db
+        .write(move |tx| {
+            let id = store::queries::insert(tx, &draft, creator, now_ms())?;
+            let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            view(tx, query, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(saved_query_id = created.id, "saved query created");
+    Ok(HttpResponse::Ok().json(created))
+}
+
+/// Checks, in the transaction that changes it, that the query is live and `me` may change it.
+fn changeable(
+    conn: &rusqlite::Connection,
+    id: i64,
+    me: &User,
+) -> Result<SavedQuery, ApiError> {
+    let query = store::queries::get_live(conn, id)?.ok_or_else(not_found_error)?;
+    if me.admin || query.created_by == me.id {
+        Ok(query)
+    } else {
+        Err(ApiError::access_denied())
+    }
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "queryId")?;
+    // Not found and not allowed come before validation, as for jobs.
+    let me = me.0;
+    {
+        let me = me.clone();
+        state.db.read(move |c| changeable(c, id, &me)).await?;
+    }
+    let draft = validated_draft(&state, &body).await?;
+    let updated = state
+        .db
+        .write(move |tx| {
+            changeable(tx, id, &me)?;
+            store::queries::replace(tx, id, &draft, now_ms())?;
+            let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            view(tx, query, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(saved_query_id = id, "saved query updated");
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "queryId")?;
+    let me = me.0;
+    let deleted = state
+        .db
+        .write(move |tx| {
+            let query = changeable(tx, id, &me)?;
+            store::queries::soft_delete(tx, id, now_ms())?;
+            view(tx, query, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(saved_query_id = id, "saved query deleted");
+    Ok(HttpResponse::Ok().json(deleted))
+}

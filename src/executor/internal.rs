@@ -1,0 +1,382 @@
+//! The built-in INTERNAL tasks, chosen by the job's `taskImplFqn` (API.md §5). Each writes a
+//! result file saying what it did and a summary line to the run log:
+//! - `files-cleaner` (alias `FilesBacklogCleaner`), argument `filesRetentionDays=30` (a bare
+//!   number means the same): removes the directory (result file and log) of every run that
+//!   finished more than that many days ago; the runs' rows stay in the ledger, and downloading
+//!   such a result later answers `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`. Result: a CSV of the
+//!   runs whose files were removed. Directories the ledger does not know are left alone.
+//! - `database-backup`: a consistent online copy of the ledger (`VACUUM INTO` from a read-only
+//!   connection, checked with `PRAGMA quick_check`), a plain SQLite file `sqlite3` opens.
+//! - `runs-report`, argument `days=7` (or a bare number): a CSV of every run queued in the last
+//!   that many days.
+//! Work runs on blocking threads, stops at the job's `timeoutSeconds` or on cancel, and never
+//! touches the run rows except through the executor's outcome.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use super::files::RunPaths;
+use super::query_task::{TaskContext, write_aside};
+use crate::clock::{from_ms, now_ms};
+use crate::error::ApiError;
+use crate::query::csv::{CsvWriter, ExportError, Guard, Stop, export_csv};
+use crate::query::sources::{open_read_only, sqlite_message};
+use crate::store::maintenance;
+use crate::store::runs::Outcome;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Runs an INTERNAL job's run and says how it ended.
+pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
+    let started = Instant::now();
+    let limit = Duration::from_secs(ctx.job.timeout_seconds.max(1) as u64);
+    let task = ctx.job.task_impl_fqn.clone().unwrap_or_default();
+    let result = match task.as_str() {
+        "files-cleaner" | "FilesBacklogCleaner" => files_cleaner(&ctx, limit).await,
+        "database-backup" => database_backup(&ctx, limit).await,
+        "runs-report" => runs_report(&ctx, limit).await,
+        other => Err(TaskError::Message(format!(
+            "`{other}` is not a built-in task (files-cleaner, database-backup, runs-report)"
+        ))),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(done) => {
+            let line = format!("{task}: {} in {seconds:.2} s", done.summary);
+            ctx.finish(Ok((done.file, done.size)), &line)
+        }
+        Err(e) => {
+            let message = match e {
+                TaskError::Message(m) => m,
+                TaskError::Stopped(stop) => ctx.stop_message(stop, limit),
+            };
+            let line = format!("{task} failed after {seconds:.2} s: {message}");
+            ctx.finish(Err(message), &line)
+        }
+    }
+}
+
+/// What a task produced.
+struct Done {
+    /// Result file, relative to the run directory.
+    file: String,
+    size: u64,
+    summary: String,
+}
+
+enum TaskError {
+    Message(String),
+    Stopped(Stop),
+}
+
+impl From<String> for TaskError {
+    fn from(m: String) -> Self {
+        TaskError::Message(m)
+    }
+}
+
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> Self {
+        TaskError::Message(format!("file error: {e}"))
+    }
+}
+
+impl From<rusqlite::Error> for TaskError {
+    fn from(e: rusqlite::Error) -> Self {
+        TaskError::Message(format!("database error: {}", sqlite_message(&e)))
+    }
+}
+
+impl From<ApiError> for TaskError {
+    fn from(e: ApiError) -> Self {
+        TaskError::Message(format!("ledger error: {e}"))
+    }
+}
+
+impl From<ExportError> for TaskError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Stopped(stop) => TaskError::Stopped(stop),
+            other => TaskError::Message(other.to_string()),
+        }
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TaskError> + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TaskError::Message(format!("the task failed: {e}")))?
+}
+
+/// The value of a whole-number argument given as `name=N` or a bare `N`; the last one wins.
+pub fn days_argument(words: &[String], name: &str, default: i64) -> Result<i64, String> {
+    let mut value = default;
+    for word in words {
+        let text = match word.split_once('=') {
+            Some((key, text)) if key == name => text,
+            Some(_) => {
+                return Err(format!(
+                    "unknown argument `{word}` (this task takes {name}=<days>)"
+                ));
+            }
+            None => word.as_str(),
+        };
+        value = match text.trim().parse::<i64>() {
+            Ok(n) if (0..=36_500).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "{name} must be a whole number of days from 0 to 36500, not `{text}`"
+                ));
+            }
+        };
+    }
+    Ok(value)
+}
+
+fn iso(ms: i64) -> String {
+    from_ms(ms).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, TaskError> {
+    let days = days_argument(&ctx.argument_words()?, "filesRetentionDays", 30)?;
+    let cutoff = now_ms() - days * DAY_MS;
+    let db = ctx.db.clone();
+    let data_dir = ctx.data_dir.to_path_buf();
+    let own_run = (ctx.job.id, ctx.run.id);
+    let guard = ctx.guard(limit);
+    let file = format!("files-cleaner_{}.csv", ctx.run.id);
+    let target = ctx.paths.run_dir.join(&file);
+    blocking(move || {
+        let removed = db.read_sync(|c| {
+            remove_old_run_files(c, &data_dir, cutoff, own_run, &guard).map_err(ApiError::from)
+        });
+        let removed = match removed {
+            Ok(Ok(removed)) => removed,
+            Ok(Err(stop)) => return Err(TaskError::Stopped(stop)),
+            Err(e) => return Err(e.into()),
+        };
+        let size = write_aside(&target, |tmp| -> std::io::Result<u64> {
+            let mut csv = CsvWriter::new(std::fs::File::create(tmp)?);
+            let header = ["jobId", "runId", "finishedAt", "files", "bytes"];
+            let header: Vec<ValueRef> = header.iter().map(|h| ValueRef::from(*h)).collect();
+            csv.record(&header)?;
+            for r in &removed {
+                let finished = iso(r.finished_at);
+                csv.record(&[
+                    ValueRef::Integer(r.job_id),
+                    ValueRef::Integer(r.run_id),
+                    ValueRef::from(finished.as_str()),
+                    ValueRef::Integer(r.files as i64),
+                    ValueRef::Integer(r.bytes as i64),
+                ])?;
+            }
+            csv.finish()
+        })?;
+        let (files, bytes) = removed
+            .iter()
+            .fold((0, 0), |(f, b), r| (f + r.files, b + r.bytes));
+        Ok(Done {
+            file,
+            size,
+            summary: format!(
+                "removed the files of {} runs that finished before {} ({files} files, {bytes} bytes); their rows stay in the ledger",
+                removed.len(),
+                iso(cutoff)
+            ),
+        })
+    })
+    .await
+}
+
+/// A run whose files were removed.
+struct Removed {
+    job_id: i64,
+    run_id: i64,
+    finished_at: i64,
+    files: u64,
+    bytes: u64,
+}
+
+/// Walks `<data>/runs/<job>/<run>/` and removes the directories of runs that finished before
+/// `cutoff`. The outer `Result` is the ledger's; the inner one says whether the guard stopped it.
+fn remove_old_run_files(
+    conn: &Connection,
+    data_dir: &Path,
+    cutoff: i64,
+    own_run: (i64, i64),
+    guard: &Guard,
+) -> Result<Result<Vec<Removed>, Stop>, std::io::Error> {
+    let mut removed = Vec::new();
+    let runs_root = data_dir.join("runs");
+    for (job_id, job_dir) in numbered_dirs(&runs_root)? {
+        for (run_id, _) in numbered_dirs(&job_dir)? {
+            if let Some(stop) = guard.check() {
+                return Ok(Err(stop));
+            }
+            if (job_id, run_id) == own_run {
+                continue;
+            }
+            let finished_at = match maintenance::finished_at(conn, job_id, run_id) {
+                Ok(Some(at)) if at < cutoff => at,
+                Ok(_) => continue,
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            };
+            let run_dir = RunPaths::new(data_dir, job_id, run_id).run_dir;
+            let (files, bytes) = tree_size(&run_dir)?;
+            std::fs::remove_dir_all(&run_dir)?;
+            removed.push(Removed {
+                job_id,
+                run_id,
+                finished_at,
+                files,
+                bytes,
+            });
+        }
+        // An emptied job directory goes too (this fails, harmlessly, when it is not empty).
+        let _ = std::fs::remove_dir(&job_dir);
+    }
+    removed.sort_by_key(|r| (r.job_id, r.run_id));
+    Ok(Ok(removed))
+}
+
+/// Subdirectories of `dir` whose names are numbers (ids), with their paths.
+fn numbered_dirs(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        // Symlinks are never followed: only real directories named by an id.
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+            found.push((id, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Files and bytes under `dir`.
+fn tree_size(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let mut files = 0;
+    let mut bytes = 0;
+    for rel in super::files::list_files(dir)? {
+        files += 1;
+        bytes += std::fs::symlink_metadata(dir.join(rel))?.len();
+    }
+    Ok((files, bytes))
+}
+
+async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, TaskError> {
+    let words = ctx.argument_words()?;
+    if let Some(word) = words.first() {
+        return Err(format!("unknown argument `{word}` (database-backup takes none)").into());
+    }
+    let ledger = ctx.db.read(maintenance::ledger_file).await?;
+    let file = format!("labcron-backup_{}.db", ctx.run.id);
+    let target = ctx.paths.run_dir.join(&file);
+    let guard = ctx.guard(limit);
+    blocking(move || {
+        let (jobs, runs) = write_aside(&target, |tmp| -> Result<(i64, i64), TaskError> {
+            let source = Connection::open_with_flags(
+                &ledger,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            source.busy_timeout(Duration::from_secs(30))?;
+            guard.install(&source)?;
+            let tmp_text = tmp.to_str().ok_or("the run directory's path is not UTF-8")?;
+            if let Err(e) = source.execute("VACUUM INTO ?1", [tmp_text]) {
+                return Err(match guard.check() {
+                    Some(stop) => TaskError::Stopped(stop),
+                    None => e.into(),
+                });
+            }
+            drop(source);
+            let copy = open_read_only(tmp)?;
+            let check: String = copy.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+            if check != "ok" {
+                return Err(format!("the copy fails PRAGMA quick_check: {check}").into());
+            }
+            Ok(copy.query_row(
+                "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM runs)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })?;
+        let size = std::fs::metadata(&target)?.len();
+        Ok(Done {
+            file,
+            size,
+            summary: format!(
+                "copied the ledger ({jobs} jobs, {runs} runs, {size} bytes); the copy passes PRAGMA quick_check"
+            ),
+        })
+    })
+    .await
+}
+
+impl From<&str> for TaskError {
+    fn from(m: &str) -> Self {
+        TaskError::Message(m.to_string())
+    }
+}
+
+async fn runs_report(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, TaskError> {
+    let days = days_argument(&ctx.argument_words()?, "days", 7)?;
+    let since = now_ms() - days * DAY_MS;
+    let ledger = ctx.db.read(maintenance::ledger_file).await?;
+    let file = format!("runs-report_{}.csv", ctx.run.id);
+    let target = ctx.paths.run_dir.join(&file);
+    let guard = ctx.guard(limit);
+    blocking(move || {
+        let stats = write_aside(&target, |tmp| -> Result<_, TaskError> {
+            let conn = open_read_only(Path::new(&ledger))?;
+            guard.install(&conn)?;
+            let mut stmt = conn.prepare(maintenance::RUNS_REPORT_SQL)?;
+            stmt.raw_bind_parameter(1, since)?;
+            let mut out = std::fs::File::create(tmp)?;
+            let stats = export_csv(&mut stmt, &mut out, None, &guard)?;
+            out.flush()?;
+            Ok(stats)
+        })?;
+        Ok(Done {
+            file,
+            size: stats.bytes,
+            summary: format!("{} runs queued since {}", stats.rows, iso(since)),
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &str) -> Vec<String> {
+        crate::domain::args::split_args(text).unwrap()
+    }
+
+    #[test]
+    fn day_arguments_take_a_name_or_a_bare_number() {
+        let name = "filesRetentionDays";
+        assert_eq!(days_argument(&words(""), name, 30), Ok(30));
+        assert_eq!(days_argument(&words("filesRetentionDays=7"), name, 30), Ok(7));
+        assert_eq!(days_argument(&words("14"), name, 30), Ok(14));
+        assert_eq!(days_argument(&words("10 filesRetentionDays=0"), name, 30), Ok(0));
+        assert!(days_argument(&words("days=3"), name, 30).unwrap_err().contains("unknown argument"));
+        assert!(days_argument(&words("filesRetentionDays=x"), name, 30).unwrap_err().contains("whole number"));
+        assert!(days_argument(&words("-1"), name, 30).is_err());
+    }
+}

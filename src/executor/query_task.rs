@@ -1,0 +1,246 @@
+//! A QUERY run: loads the job's saved query from the ledger, fills its named parameters from the
+//! run's arguments (`fixedArgs`, then `rtArgs`), runs it on a read-only connection to its data
+//! source and streams the rows as CSV to `scheduled_query_<queryId>_<runId>.csv` in the run
+//! directory, written aside and renamed so the file appears only complete. It stops, FAILED and
+//! without a file, at the time limit (the smaller of the job's `timeoutSeconds` and the setting
+//! `queries.time_limit_seconds`), at the row limit (`queries.row_limit`) or when cancelled. The
+//! database work runs on a blocking thread; nothing is held across an `.await`. One line in the
+//! run log says what happened.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::files::RunPaths;
+use crate::config::Settings;
+use crate::domain::args::split_args;
+use crate::domain::job::Job;
+use crate::domain::run::Run;
+use crate::query::csv::{ExportError, ExportStats, Guard, Stop, export_csv};
+use crate::query::params::{bind_params, parse_args};
+use crate::query::sources::{DataSources, prepare_single};
+use crate::store::runs::Outcome;
+use crate::store::{self, Db};
+
+/// What a built-in task (QUERY or INTERNAL) is given to do its run.
+pub struct TaskContext<'a> {
+    pub db: &'a Db,
+    pub settings: &'a Settings,
+    pub data_dir: &'a Path,
+    pub run: &'a Run,
+    pub job: &'a Job,
+    pub paths: &'a RunPaths,
+    pub cancel: CancellationToken,
+    /// Why the run was cancelled, set by whoever cancelled it.
+    pub reason: Arc<Mutex<Option<String>>>,
+}
+
+impl TaskContext<'_> {
+    /// A guard that stops work after `limit` or on cancel.
+    pub fn guard(&self, limit: Duration) -> Guard {
+        Guard {
+            deadline: Some(Instant::now() + limit),
+            cancel: Some(self.cancel.clone()),
+        }
+    }
+
+    /// The message of a stopped run.
+    pub fn stop_message(&self, stop: Stop, limit: Duration) -> String {
+        match stop {
+            Stop::TimeLimit => format!(
+                "stopped: the run took longer than its time limit of {} s; no result file was kept",
+                limit.as_secs()
+            ),
+            Stop::Cancelled => self
+                .reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_else(|| "cancelled".to_string()),
+        }
+    }
+
+    /// The words of the job's `fixedArgs` followed by the run's `rtArgs`.
+    pub fn argument_words(&self) -> Result<Vec<String>, String> {
+        let mut words = Vec::new();
+        for text in [self.job.fixed_args.as_deref(), self.run.rt_args.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            words.extend(split_args(text).map_err(|e| format!("arguments cannot be split: {e}"))?);
+        }
+        Ok(words)
+    }
+
+    /// Appends `line` to the run log (best effort) and returns the log's size.
+    pub fn log(&self, line: &str) -> i64 {
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.paths.log)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the run log");
+        }
+        std::fs::metadata(&self.paths.log)
+            .map(|m| m.len() as i64)
+            .unwrap_or(0)
+    }
+
+    /// The outcome of a run that produced `file` (relative to the run directory) or failed.
+    pub fn finish(&self, result: Result<(String, u64), String>, log_line: &str) -> Outcome {
+        let log_size = self.log(log_line);
+        // A built-in task leaves no working or result directories behind.
+        let _ = std::fs::remove_dir_all(&self.paths.work_dir);
+        let _ = std::fs::remove_dir(&self.paths.result_dir);
+        match result {
+            Ok((file, size)) => Outcome {
+                succeeded: true,
+                result_file: Some(file),
+                result_file_size: Some(size as i64),
+                log_size,
+                ..Outcome::default()
+            },
+            Err(message) => Outcome {
+                message: Some(message),
+                log_size,
+                ..Outcome::default()
+            },
+        }
+    }
+}
+
+/// Writes a file through `write` under a temporary name beside `target`, then renames it, so it
+/// appears only complete. On failure the temporary file is removed.
+pub fn write_aside<T, E>(
+    target: &Path,
+    write: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<std::io::Error>,
+{
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    match write(&tmp) {
+        Ok(value) => {
+            std::fs::rename(&tmp, target)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Runs a QUERY job's run and says how it ended.
+pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
+    let started = Instant::now();
+    let limit = Duration::from_secs(
+        (ctx.job.timeout_seconds.max(1) as u64).min(ctx.settings.queries.time_limit_seconds),
+    );
+    let row_limit = ctx.settings.queries.row_limit;
+    let result = export_saved_query(&ctx, limit, row_limit).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok((file, stats, query_line)) => {
+            let line = format!(
+                "{query_line}: {} rows ({} bytes) written to {file} in {seconds:.2} s",
+                stats.rows, stats.bytes
+            );
+            ctx.finish(Ok((file, stats.bytes)), &line)
+        }
+        Err(message) => {
+            let line = format!("query run failed after {seconds:.2} s: {message}");
+            ctx.finish(Err(message), &line)
+        }
+    }
+}
+
+async fn export_saved_query(
+    ctx: &TaskContext<'_>,
+    limit: Duration,
+    row_limit: u64,
+) -> Result<(String, ExportStats, String), String> {
+    let query_id = ctx
+        .job
+        .saved_query_id
+        .ok_or("the job names no saved query")?;
+    let query = ctx
+        .db
+        .read(move |c| store::queries::get_live(c, query_id))
+        .await
+        .map_err(|e| format!("cannot read saved query {query_id}: {e}"))?
+        .ok_or_else(|| format!("saved query {query_id} does not exist (it was deleted)"))?;
+    let args = parse_args(&ctx.argument_words()?)?;
+    let sources = DataSources::from_settings(ctx.settings, ctx.data_dir);
+    let file = format!("scheduled_query_{}_{}.csv", query.id, ctx.run.id);
+    let target = ctx.paths.run_dir.join(&file);
+    let guard = ctx.guard(limit);
+    let query_line = format!(
+        "saved query {} \"{}\" on data source {}",
+        query.id, query.title, query.data_source
+    );
+
+    let job_result = tokio::task::spawn_blocking(move || -> Result<ExportStats, Failure> {
+        let conn = sources
+            .open(&query.data_source)
+            .map_err(Failure::Message)?;
+        guard.install(&conn)?;
+        let mut stmt = prepare_single(&conn, &query.sql).map_err(|e| {
+            Failure::Message(format!("the saved query cannot run: {e}"))
+        })?;
+        if !stmt.readonly() {
+            return Err(Failure::Message(
+                "refused: the saved query is not a read-only statement".into(),
+            ));
+        }
+        bind_params(&mut stmt, &args).map_err(Failure::Message)?;
+        write_aside(&target, |tmp| {
+            let mut out = std::fs::File::create(tmp)?;
+            let stats = export_csv(&mut stmt, &mut out, Some(row_limit), &guard)?;
+            out.sync_all()?;
+            Ok(stats)
+        })
+    })
+    .await;
+    match job_result {
+        Ok(Ok(stats)) => Ok((file, stats, query_line)),
+        Ok(Err(Failure::Message(m))) => Err(m),
+        Ok(Err(Failure::Export(ExportError::Stopped(stop)))) => Err(ctx.stop_message(stop, limit)),
+        Ok(Err(Failure::Export(ExportError::RowLimit(rows)))) => Err(format!(
+            "stopped: the query returned more than {rows} rows, the row limit (setting queries.row_limit); no result file was kept"
+        )),
+        Ok(Err(Failure::Export(e))) => Err(format!("the query failed: {e}")),
+        Err(e) => Err(format!("the query task failed: {e}")),
+    }
+}
+
+/// Why an export did not happen.
+enum Failure {
+    Message(String),
+    Export(ExportError),
+}
+
+impl From<ExportError> for Failure {
+    fn from(e: ExportError) -> Self {
+        Failure::Export(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Export(ExportError::Io(e))
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Export(ExportError::Sqlite(e))
+    }
+}

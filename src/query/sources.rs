@@ -1,0 +1,294 @@
+//! Data sources of saved queries: named SQLite files from the settings (`[query_sources]`, with
+//! `lab` defaulting to `<data dir>/lab.db`), and the only way this server opens them: read-only at
+//! the file level (`SQLITE_OPEN_READ_ONLY`), `PRAGMA query_only`, and an authorizer that refuses
+//! ATTACH/DETACH, pragmas that set a value and every kind of write. Also the check a saved query's
+//! SQL must pass: one read-only statement that returns rows and compiles against its source.
+//! Nothing here ever opens a data source for writing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::{Batch, Connection, OpenFlags, Statement};
+
+use crate::config::Settings;
+
+/// The data source a saved query uses when it names none.
+pub const DEFAULT_SOURCE: &str = "lab";
+/// File name of the demo database in the data directory.
+pub const DEMO_FILE: &str = "lab.db";
+
+/// 1 to 64 letters, digits, `_`, `-` or `.`.
+pub fn valid_source_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The configured data sources by name.
+#[derive(Debug, Clone)]
+pub struct DataSources {
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl DataSources {
+    /// The sources of `settings`, relative paths resolved against `data_dir`.
+    pub fn from_settings(settings: &Settings, data_dir: &Path) -> Self {
+        DataSources {
+            paths: settings.query_source_paths(data_dir),
+        }
+    }
+
+    pub fn from_paths(paths: BTreeMap<String, PathBuf>) -> Self {
+        DataSources { paths }
+    }
+
+    pub fn path(&self, name: &str) -> Option<&Path> {
+        self.paths.get(name).map(PathBuf::as_path)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.paths.keys().map(String::as_str).collect()
+    }
+
+    /// Opens source `name` read-only; the message says what is wrong when it cannot.
+    pub fn open(&self, name: &str) -> Result<Connection, String> {
+        let path = self.path(name).ok_or_else(|| {
+            format!(
+                "data source `{name}` is not configured (configured: {})",
+                self.names().join(", ")
+            )
+        })?;
+        if !path.is_file() {
+            return Err(format!(
+                "data source `{name}`: {} does not exist",
+                path.display()
+            ));
+        }
+        open_read_only(path).map_err(|e| {
+            format!(
+                "data source `{name}`: cannot open {}: {}",
+                path.display(),
+                sqlite_message(&e)
+            )
+        })
+    }
+}
+
+/// Opens a SQLite file so that nothing done through the connection can change it.
+pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.authorizer(Some(read_only_authorizer))?;
+    Ok(conn)
+}
+
+/// Refuses whatever could write or reach another file; allows reading and plain functions.
+fn read_only_authorizer(ctx: AuthContext<'_>) -> Authorization {
+    match ctx.action {
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Function { .. }
+        | AuthAction::Recursive => Authorization::Allow,
+        // `PRAGMA table_info(x)` and the like read; `PRAGMA x = y` sets.
+        AuthAction::Pragma { pragma_value, .. } if pragma_value.is_none() => Authorization::Allow,
+        // Reading pragmas with an argument (table_info(t)) arrive with the argument as value; only
+        // those known to be harmless are let through.
+        AuthAction::Pragma { pragma_name, .. } if READING_PRAGMAS.contains(&pragma_name) => {
+            Authorization::Allow
+        }
+        _ => Authorization::Deny,
+    }
+}
+
+/// Pragmas that take an argument but only report.
+const READING_PRAGMAS: &[&str] = &[
+    "table_info",
+    "table_xinfo",
+    "index_info",
+    "index_xinfo",
+    "index_list",
+    "foreign_key_list",
+];
+
+/// SQLite's own message of an error, without rusqlite's decoration.
+pub fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        rusqlite::Error::MultipleStatement => {
+            "only one statement is allowed (remove everything after the first `;`)".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+const READ_ONLY_ONLY: &str = "only read-only statements (SELECT, WITH … SELECT, VALUES) are allowed; this one would change the database or reach another file";
+
+/// Compiles `sql`, which must hold exactly one statement (comments and a final `;` are fine).
+pub fn prepare_single<'c>(conn: &'c Connection, sql: &str) -> Result<Statement<'c>, String> {
+    let message = |e: rusqlite::Error| {
+        // The authorizer refuses writes while a statement is compiled.
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) {
+            READ_ONLY_ONLY.to_string()
+        } else {
+            sqlite_message(&e)
+        }
+    };
+    let mut batch = Batch::new(conn, sql);
+    let first = batch
+        .next()
+        .map_err(message)?
+        .ok_or_else(|| "the SQL holds no statement".to_string())?;
+    match batch.next() {
+        Ok(None) => Ok(first),
+        _ => Err(sqlite_message(&rusqlite::Error::MultipleStatement)),
+    }
+}
+
+/// Checks that `sql` is one read-only statement that returns rows and compiles against `conn`,
+/// with named parameters only. Returns the parameter names (without their `:`, `@` or `$`).
+pub fn check_sql(conn: &Connection, sql: &str) -> Result<Vec<String>, String> {
+    let stmt = prepare_single(conn, sql)?;
+    if !stmt.readonly() {
+        return Err(READ_ONLY_ONLY.to_string());
+    }
+    if stmt.column_count() == 0 {
+        return Err("the statement returns no columns; write a SELECT".to_string());
+    }
+    let mut names = Vec::new();
+    for index in 1..=stmt.parameter_count() {
+        match stmt.parameter_name(index) {
+            Some(name) if !name.starts_with('?') => {
+                let bare = super::params::bare_name(name).to_string();
+                if !names.contains(&bare) {
+                    names.push(bare);
+                }
+            }
+            _ => {
+                return Err(
+                    "positional parameters (`?`) cannot be filled; use named ones such as :from"
+                        .to_string(),
+                );
+            }
+        }
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_db(dir: &Path) -> PathBuf {
+        let path = dir.join("s.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);
+             INSERT INTO t (name) VALUES ('a'), ('b');",
+        )
+        .unwrap();
+        path
+    }
+
+    fn file_bytes(path: &Path) -> Vec<u8> {
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn nothing_written_through_a_read_only_connection_reaches_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = sample_db(dir.path());
+        // Fold the WAL into the file so the comparison covers everything.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let before = file_bytes(&path);
+        let conn = open_read_only(&path).unwrap();
+        for sql in [
+            "DELETE FROM t",
+            "UPDATE t SET name = 'x'",
+            "INSERT INTO t (name) VALUES ('c')",
+            "DROP TABLE t",
+            "CREATE TABLE u (x)",
+            "CREATE TEMP TABLE u (x)",
+            "PRAGMA query_only = OFF",
+            "PRAGMA user_version = 7",
+            "ATTACH DATABASE ':memory:' AS other",
+            "VACUUM",
+        ] {
+            assert!(conn.execute_batch(sql).is_err(), "`{sql}` was allowed");
+        }
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 2);
+        drop(conn);
+        assert_eq!(file_bytes(&path), before);
+    }
+
+    #[test]
+    fn reading_pragmas_and_functions_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_read_only(&sample_db(dir.path())).unwrap();
+        let columns: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_table_info('t')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(columns, 2);
+        let text: String = conn
+            .query_row("SELECT upper(name) || date('2024-01-31', '+1 day') FROM t WHERE id = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(text, "A2024-02-01");
+    }
+
+    #[test]
+    fn sql_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_read_only(&sample_db(dir.path())).unwrap();
+        assert_eq!(
+            check_sql(&conn, "SELECT * FROM t WHERE id > :from AND name <> @name OR id = :from").unwrap(),
+            vec!["from", "name"]
+        );
+        assert!(check_sql(&conn, "WITH x AS (SELECT 1) SELECT * FROM x;  -- done").is_ok());
+        assert!(check_sql(&conn, "VALUES (1, 2)").is_ok());
+        let err = check_sql(&conn, "SELEC 1").unwrap_err();
+        assert!(err.contains("syntax error"), "{err}");
+        let err = check_sql(&conn, "SELECT nope FROM t").unwrap_err();
+        assert!(err.contains("no such column: nope"), "{err}");
+        assert!(check_sql(&conn, "DELETE FROM t").unwrap_err().contains("read-only"));
+        assert!(
+            check_sql(&conn, "WITH x AS (SELECT 1) DELETE FROM t")
+                .unwrap_err()
+                .contains("read-only")
+        );
+        assert!(check_sql(&conn, "SELECT 1; DELETE FROM t").unwrap_err().contains("one statement"));
+        assert!(check_sql(&conn, "SELECT 1; SELECT 2").unwrap_err().contains("one statement"));
+        assert!(check_sql(&conn, "-- nothing").unwrap_err().contains("no statement"));
+        assert!(check_sql(&conn, "SELECT * FROM t WHERE id = ?").unwrap_err().contains("positional"));
+        assert!(check_sql(&conn, "ATTACH ':memory:' AS m").is_err());
+        assert!(check_sql(&conn, "BEGIN").is_err());
+    }
+
+    #[test]
+    fn missing_and_unknown_sources_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = BTreeMap::new();
+        paths.insert("lab".to_string(), dir.path().join("absent.db"));
+        let sources = DataSources::from_paths(paths);
+        assert!(sources.open("lab").unwrap_err().contains("does not exist"));
+        assert!(sources.open("other").unwrap_err().contains("not configured"));
+        assert!(valid_source_name("lab-2.b_c"));
+        assert!(!valid_source_name(""));
+        assert!(!valid_source_name("a b"));
+        assert!(!valid_source_name("../x"));
+    }
+}

@@ -1,0 +1,100 @@
+//! SQL for saved queries (API.md §4). Deleted queries stay in the table with `deleted = 1` so
+//! jobs and runs that name them keep their reference; the "live" queries never return them.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::ApiError;
+use crate::query::{SavedQuery, SavedQueryDraft};
+
+const COLUMNS: &str = "id, title, sql, data_source, created_by, last_modified_on";
+
+fn map_query(row: &Row) -> rusqlite::Result<SavedQuery> {
+    Ok(SavedQuery {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        sql: row.get(2)?,
+        data_source: row.get(3)?,
+        created_by: row.get(4)?,
+        last_modified_on: row.get(5)?,
+    })
+}
+
+/// A saved query that is not deleted.
+pub fn get_live(conn: &Connection, id: i64) -> Result<Option<SavedQuery>, ApiError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM saved_queries WHERE id = ?1 AND deleted = 0"
+        ))?
+        .query_row([id], map_query)
+        .optional()?)
+}
+
+/// `query` lowered with LIKE's wildcards escaped, so `%` and `_` match themselves.
+fn like_pattern(query: Option<&str>) -> Option<String> {
+    query.map(|q| {
+        q.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    })
+}
+
+/// Live saved queries whose title contains `query` (any case), newest first.
+pub fn list(
+    conn: &Connection,
+    query: Option<&str>,
+    start_at: i64,
+    max_results: i64,
+) -> Result<Vec<SavedQuery>, ApiError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM saved_queries
+         WHERE deleted = 0 AND (?1 IS NULL OR lower(title) LIKE '%' || ?1 || '%' ESCAPE '\\')
+         ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+    ))?;
+    let queries = stmt
+        .query_map(
+            params![like_pattern(query), max_results, start_at],
+            map_query,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(queries)
+}
+
+/// Stores a validated saved query; returns its id.
+pub fn insert(
+    conn: &Connection,
+    draft: &SavedQueryDraft,
+    created_by: i64,
+    now: i64,
+) -> Result<i64, ApiError> {
+    conn.execute(
+        "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![draft.title, draft.sql, draft.data_source, created_by, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Replaces title, SQL and data source of a live saved query.
+pub fn replace(
+    conn: &Connection,
+    id: i64,
+    draft: &SavedQueryDraft,
+    now: i64,
+) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE saved_queries SET title = ?2, sql = ?3, data_source = ?4, last_modified_on = ?5
+         WHERE id = ?1 AND deleted = 0",
+        params![id, draft.title, draft.sql, draft.data_source, now],
+    )?;
+    Ok(())
+}
+
+/// Soft delete: the row stays (jobs keep their reference) but is no longer live.
+pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE saved_queries SET deleted = 1, last_modified_on = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    Ok(())
+}

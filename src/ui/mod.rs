@@ -1,0 +1,55 @@
+//! The Jobs web pages: server-rendered shells for signing in, the jobs list, the add/edit form, a
+//! job's runs, one run, saved queries and users. Each shell is an HTML template compiled into the
+//! binary; small hand-written scripts (also compiled in) fill it by calling the JSON API with the
+//! session cookie and the session's anti-forgery token. No CDN, no Node, works offline.
+//!
+//! UI routes answer only 200 or 3xx (the app's `json_errors` middleware would turn any HTML error
+//! status into JSON): a page that does not exist is a 200 "Page not found" page. This module owns
+//! no data: it reads through `store` and `api` like any handler, and never changes jobs or runs
+//! itself — the pages do that through the API.
+
+mod assets;
+mod data;
+mod html;
+mod pages;
+mod query_preview;
+mod session;
+
+use actix_web::web;
+
+/// Registers `/`, `/ui/...` (pages, sign-in/out, assets, and the pages' helper endpoints under
+/// `/ui/api/`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/").route(web::get().to(pages::home)))
+        .service(web::resource("/ui").route(web::get().to(pages::home)))
+        .service(web::resource("/ui/").route(web::get().to(pages::home)))
+        .service(web::resource("/ui/assets/{name}").route(web::get().to(assets::serve)))
+        .service(
+            web::resource("/ui/sign-in")
+                .route(web::get().to(session::sign_in_page))
+                .route(web::post().to(session::sign_in)),
+        )
+        .service(web::resource("/ui/sign-out").route(web::post().to(session::sign_out)))
+        .service(web::resource("/ui/jobs").route(web::get().to(pages::jobs)))
+        .service(web::resource("/ui/jobs/new").route(web::get().to(pages::new_job)))
+        .service(web::resource("/ui/jobs/{jobId}/edit").route(web::get().to(pages::edit_job)))
+        .service(web::resource("/ui/jobs/{jobId}/runs").route(web::get().to(pages::runs)))
+        .service(web::resource("/ui/jobs/{jobId}/runs/{runId}").route(web::get().to(pages::run)))
+        .service(web::resource("/ui/saved-queries").route(web::get().to(pages::queries)))
+        .service(web::resource("/ui/saved-queries/new").route(web::get().to(pages::new_query)))
+        .service(
+            web::resource("/ui/saved-queries/{queryId}/edit")
+                .route(web::get().to(pages::edit_query)),
+        )
+        .service(web::resource("/ui/users").route(web::get().to(pages::users)))
+        .service(web::resource("/ui/api/me").route(web::get().to(data::me)))
+        .service(web::resource("/ui/api/recent-runs").route(web::get().to(data::recent_runs)))
+        .service(
+            web::resource("/ui/api/schedule-preview").route(web::post().to(data::schedule_preview)),
+        )
+        .service(
+            web::resource("/ui/api/saved-query-preview")
+                .route(web::post().to(query_preview::saved_query_preview)),
+        )
+        .service(web::resource("/ui/{tail:.*}").route(web::get().to(pages::not_found)));
+}

@@ -1,0 +1,169 @@
+//! The saved-query form's "Try it": runs SQL that is being edited (not stored) against its data
+//! source and returns the first rows as JSON. It goes through the same gate as a QUERY run — the
+//! read-only connection of `query::sources`, the one-statement check, named parameters filled from
+//! `name=value` words — with a short time limit and a row cap. Stores nothing, changes nothing.
+
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpResponse, web};
+use rusqlite::types::ValueRef;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::AppState;
+use crate::api::auth::CurrentUser;
+use crate::api::params::json_object;
+use crate::domain::args::split_args;
+use crate::domain::input::Fields;
+use crate::error::{ApiError, ErrorItem};
+use crate::query::csv::Guard;
+use crate::query::params::{bind_params, parse_args};
+use crate::query::sources::{DEFAULT_SOURCE, DataSources, check_sql, prepare_single};
+use crate::query::{MAX_SQL_CHARS, invalid_data_source, invalid_sql};
+
+/// Rows a try-out shows at most.
+const PREVIEW_ROWS: usize = 50;
+/// How long a try-out may run.
+const TIME_LIMIT: Duration = Duration::from_secs(10);
+/// Longest text of one cell sent back (the rest is cut with "…").
+const MAX_CELL_CHARS: usize = 500;
+
+#[derive(Serialize)]
+struct Preview {
+    columns: Vec<String>,
+    rows: Vec<Vec<Value>>,
+    /// More rows exist than were returned.
+    truncated: bool,
+}
+
+fn cell(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(r) => serde_json::Number::from_f64(r)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(r.to_string())),
+        ValueRef::Text(bytes) => {
+            let text = String::from_utf8_lossy(bytes);
+            if text.chars().count() > MAX_CELL_CHARS {
+                let cut: String = text.chars().take(MAX_CELL_CHARS).collect();
+                Value::String(format!("{cut}…"))
+            } else {
+                Value::String(text.into_owned())
+            }
+        }
+        ValueRef::Blob(bytes) => Value::String(format!("({} bytes of binary data)", bytes.len())),
+    }
+}
+
+fn user_error(item: ErrorItem) -> ApiError {
+    ApiError::User(vec![item])
+}
+
+/// Runs the statement on a blocking thread; the error is already the API's.
+fn run_preview(
+    sources: &DataSources,
+    source: &str,
+    sql: &str,
+    args: &str,
+) -> Result<Preview, ApiError> {
+    let words = split_args(args).map_err(|e| {
+        ApiError::user(
+            "SAVED_QUERY_INVALID_ARGS",
+            format!("The parameters cannot be split into words: {e}."),
+        )
+    })?;
+    let args = parse_args(&words).map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+    let conn = sources
+        .open(source)
+        .map_err(|e| user_error(invalid_data_source(&e)))?;
+    check_sql(&conn, sql).map_err(|e| user_error(invalid_sql(&e)))?;
+    let guard = Guard {
+        deadline: Some(Instant::now() + TIME_LIMIT),
+        cancel: None,
+    };
+    guard
+        .install(&conn)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut stmt = prepare_single(&conn, sql).map_err(|e| user_error(invalid_sql(&e)))?;
+    bind_params(&mut stmt, &args).map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+    let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+    let width = columns.len();
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    let mut raw = stmt.raw_query();
+    let stopped = || {
+        ApiError::user(
+            "SAVED_QUERY_PREVIEW_TIMEOUT",
+            format!(
+                "The try-out stopped after {} seconds; a scheduled run has a longer time limit.",
+                TIME_LIMIT.as_secs()
+            ),
+        )
+    };
+    loop {
+        let row = match raw.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(_) if guard.check().is_some() => return Err(stopped()),
+            Err(e) => {
+                return Err(user_error(invalid_sql(
+                    &crate::query::sources::sqlite_message(&e),
+                )));
+            }
+        };
+        if rows.len() == PREVIEW_ROWS {
+            truncated = true;
+            break;
+        }
+        let mut values = Vec::with_capacity(width);
+        for index in 0..width {
+            values.push(cell(
+                row.get_ref(index)
+                    .map_err(|e| ApiError::Internal(e.into()))?,
+            ));
+        }
+        rows.push(values);
+    }
+    Ok(Preview {
+        columns,
+        rows,
+        truncated,
+    })
+}
+
+/// `POST /ui/api/saved-query-preview` `{"sql", "dataSource"?, "args"?}` → `{"columns", "rows",
+/// "truncated"}`: the first rows of the SQL, or the API's error array (`SAVED_QUERY_INVALID_SQL`,
+/// `SAVED_QUERY_INVALID_DATA_SOURCE`, `SAVED_QUERY_INVALID_ARGS`).
+pub async fn saved_query_preview(
+    state: web::Data<AppState>,
+    _me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let sql = body
+        .get("sql")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if sql.trim().is_empty() {
+        return Err(ApiError::user(
+            "SAVED_QUERY_SQL_REQUIRED",
+            "Write the SQL to try.",
+        ));
+    }
+    if sql.chars().count() > MAX_SQL_CHARS {
+        return Err(user_error(invalid_sql(&format!(
+            "it is longer than {MAX_SQL_CHARS} characters"
+        ))));
+    }
+    let source = fields
+        .string("dataSource")
+        .unwrap_or_else(|| DEFAULT_SOURCE.to_string());
+    let args = fields.string("args").unwrap_or_default();
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let preview =
+        tokio::task::spawn_blocking(move || run_preview(&sources, &source, &sql, &args)).await??;
+    Ok(HttpResponse::Ok().json(preview))
+}

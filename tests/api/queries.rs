@@ -1,0 +1,662 @@
+//! Saved queries and QUERY jobs: the `/saved-queries` API and its validation, CSV escaping,
+//! parameters from run arguments, read-only data sources (even for SQL that slipped into the
+//! ledger), the time and row limits, cancel, a million rows in bounded memory, and the demo
+//! database and example jobs of a first start.
+
+use std::path::Path;
+
+use labcron::config::{Settings, SettingsArgs};
+use labcron::startup::Application;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_PASSWORD, AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with};
+
+/// Creates a saved query on `lab` and returns its id.
+pub async fn create_query(app: &TestApp, title: &str, sql: &str) -> i64 {
+    let created = ok_json(app.post("/saved-queries", &json!({"title": title, "sql": sql})).await).await;
+    created["id"].as_i64().expect("saved query id")
+}
+
+/// Creates an on-demand QUERY job for saved query `query_id`; `extra` fields are merged in.
+pub async fn create_query_job(app: &TestApp, name: &str, query_id: i64, extra: Value) -> i64 {
+    let mut body = json!({"name": name, "type": "QUERY", "repeatSchedule": "ONDEMAND", "savedQuery": {"id": query_id}});
+    for (key, value) in extra.as_object().expect("object") {
+        body[key] = value.clone();
+    }
+    app.create_job(&body).await
+}
+
+/// Runs a job to its end and returns the run.
+pub async fn run_to_end(app: &TestApp, job_id: i64, args: Option<&str>) -> Value {
+    let run_id = app.start_run(job_id, args).await;
+    app.wait_run(job_id, run_id).await
+}
+
+/// Downloads a run's result file: (status, content type, body).
+pub async fn download(app: &TestApp, job_id: i64, run_id: i64) -> (StatusCode, String, Vec<u8>) {
+    let response = app.get(&format!("/scheduled-jobs/{job_id}/runs/{run_id}/result-file")).await;
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, content_type, response.bytes().await.expect("body").to_vec())
+}
+
+/// A run's result file as text (asserting it downloads).
+pub async fn result_text(app: &TestApp, run: &Value) -> String {
+    let (status, _, body) = download(app, run["jobId"].as_i64().unwrap(), run["id"].as_i64().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    String::from_utf8(body).expect("UTF-8 CSV")
+}
+
+pub async fn run_log(app: &TestApp, run: &Value) -> String {
+    let response =
+        app.get(&format!("/scheduled-jobs/{}/runs/{}/log", run["jobId"].as_i64().unwrap(), run["id"].as_i64().unwrap())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
+fn assert_failed_with(run: &Value, words: &[&str]) {
+    assert_eq!(run["status"], "FAILED", "{run}");
+    let message = run["message"].as_str().unwrap_or_default();
+    for word in words {
+        assert!(message.contains(word), "message `{message}` lacks `{word}`");
+    }
+    assert!(run["logFilePath"].is_null(), "a failed query keeps no file: {run}");
+}
+
+fn count_rows(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test]
+async fn saved_queries_are_created_read_listed_replaced_and_deleted() {
+    let app = spawn_app().await;
+    let created = ok_json(
+        app.post("/saved-queries", &json!({"title": "  Blood samples ", "sql": " SELECT label FROM specimens ", "unknown": 1}))
+            .await,
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["title"], "Blood samples");
+    assert_eq!(created["sql"], "SELECT label FROM specimens");
+    assert_eq!(created["dataSource"], "lab");
+    assert_eq!(created["createdBy"]["loginName"], "admin");
+    assert!(created["lastModifiedOn"].as_i64().unwrap() > 1_600_000_000_000);
+    assert_eq!(ok_json(app.get(&format!("/saved-queries/{id}")).await).await, created);
+    // Both base paths serve it.
+    let other_base = app
+        .client
+        .get(format!("{}/openspecimen/rest/ng/saved-queries/{id}", app.base))
+        .header("X-OS-API-TOKEN", &app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok_json(other_base).await["id"], id);
+
+    let second = create_query(&app, "Plasma 100%_done", "SELECT 1").await;
+    let titles = |list: Value| -> Vec<String> {
+        list.as_array().unwrap().iter().map(|q| q["title"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(titles(ok_json(app.get("/saved-queries").await).await), ["Plasma 100%_done", "Blood samples"]);
+    assert_eq!(titles(ok_json(app.get("/saved-queries?query=BLOOD").await).await), ["Blood samples"]);
+    assert_eq!(titles(ok_json(app.get("/saved-queries?query=%25_").await).await), ["Plasma 100%_done"]);
+    assert_eq!(titles(ok_json(app.get("/saved-queries?startAt=1&maxResults=1").await).await), ["Blood samples"]);
+    assert_eq!(titles(ok_json(app.get("/saved-queries?maxResults=1").await).await), ["Plasma 100%_done"]);
+
+    let replaced = ok_json(
+        app.put(&format!("/saved-queries/{id}"), &json!({"title": "Blood", "sql": "SELECT count(*) AS n FROM specimens"}))
+            .await,
+    )
+    .await;
+    assert_eq!(replaced["title"], "Blood");
+    assert_eq!(replaced["sql"], "SELECT count(*) AS n FROM specimens");
+    assert!(replaced["lastModifiedOn"].as_i64() >= created["lastModifiedOn"].as_i64());
+
+    // A job shows the query's title; once the query is deleted the job is no longer active.
+    let job = create_query_job(&app, "blood count", id, json!({})).await;
+    let shown = ok_json(app.get(&format!("/scheduled-jobs/{job}")).await).await;
+    assert_eq!(shown["savedQuery"], json!({"id": id, "title": "Blood"}));
+
+    ok_json(app.delete(&format!("/saved-queries/{id}")).await).await;
+    for response in [
+        app.get(&format!("/saved-queries/{id}")).await,
+        app.put(&format!("/saved-queries/{id}"), &json!({"title": "x", "sql": "SELECT 1"})).await,
+        app.delete(&format!("/saved-queries/{id}")).await,
+    ] {
+        assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SAVED_QUERY_NOT_FOUND"]);
+    }
+    assert_eq!(titles(ok_json(app.get("/saved-queries").await).await), ["Plasma 100%_done"]);
+    let shown = ok_json(app.get(&format!("/scheduled-jobs/{job}")).await).await;
+    assert_eq!(shown["isActiveJob"], false);
+    let run = run_to_end(&app, job, None).await;
+    assert_failed_with(&run, &["does not exist"]);
+    // A job cannot be created on a deleted query.
+    let response = app
+        .post("/scheduled-jobs", &json!({"name": "x", "type": "QUERY", "repeatSchedule": "ONDEMAND", "savedQuery": {"id": id}}))
+        .await;
+    assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SAVED_QUERY_NOT_FOUND"]);
+    let _ = second;
+}
+
+#[tokio::test]
+async fn saved_query_bodies_are_validated_with_every_problem_at_once() {
+    let app = spawn_app().await;
+    let post = |body: Value| {
+        let app = &app;
+        async move { error_codes(app.post("/saved-queries", &body).await, StatusCode::BAD_REQUEST).await }
+    };
+    assert_eq!(post(json!({})).await, ["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_SQL_REQUIRED"]);
+    assert_eq!(
+        post(json!({"title": " ", "sql": "SELEC 1"})).await,
+        ["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_INVALID_SQL"]
+    );
+    assert_eq!(post(json!({"title": "x".repeat(256), "sql": "SELECT 1"})).await, ["SAVED_QUERY_TITLE_TOO_LONG"]);
+    assert_eq!(
+        post(json!({"title": "t", "sql": "SELECT 1", "dataSource": "nowhere"})).await,
+        ["SAVED_QUERY_INVALID_DATA_SOURCE"]
+    );
+    let writes = [
+        "DELETE FROM specimens",
+        "UPDATE specimens SET status = 'Lost'",
+        "INSERT INTO sites (code, name, city, country) VALUES ('X', 'X', 'X', 'X')",
+        "DROP TABLE specimens",
+        "CREATE TABLE t (x)",
+        "WITH gone AS (SELECT 1) DELETE FROM specimens",
+        "ATTACH DATABASE '/tmp/other.db' AS other",
+        "PRAGMA query_only = OFF",
+        "BEGIN",
+        "SELECT 1; DELETE FROM specimens",
+        "SELECT 1; SELECT 2",
+        "SELECT * FROM specimens WHERE id = ?",
+        "SELECT no_such_column FROM specimens",
+    ];
+    for sql in writes {
+        assert_eq!(post(json!({"title": "t", "sql": sql})).await, ["SAVED_QUERY_INVALID_SQL"], "{sql}");
+    }
+
+    // SQLite's own message comes back.
+    let response = app.post("/saved-queries", &json!({"title": "t", "sql": "SELECT nope FROM specimens"})).await;
+    let body: Value = response.json().await.unwrap();
+    let message = body[0]["message"].as_str().unwrap();
+    assert!(message.contains("no such column: nope"), "{message}");
+    let response = app.post("/saved-queries", &json!({"title": "t", "sql": "DELETE FROM specimens"})).await;
+    let body: Value = response.json().await.unwrap();
+    assert!(body[0]["message"].as_str().unwrap().contains("read-only"), "{body}");
+    let response = app.post("/saved-queries", &json!({"title": "t", "sql": "SELECT 1", "dataSource": "nowhere"})).await;
+    let body: Value = response.json().await.unwrap();
+    assert!(body[0]["message"].as_str().unwrap().contains("lab"), "names the configured sources: {body}");
+
+    // Bad requests in the contract's shape; nothing was stored.
+    let malformed = app.request(Method::POST, "/saved-queries").header("content-type", "application/json").body("{").send().await.unwrap();
+    assert_eq!(error_codes(malformed, StatusCode::BAD_REQUEST).await, ["INVALID_REQUEST"]);
+    assert_eq!(error_codes(app.get("/saved-queries/abc").await, StatusCode::BAD_REQUEST).await, ["INVALID_REQUEST"]);
+    assert_eq!(error_codes(app.get("/saved-queries?maxResults=x").await, StatusCode::BAD_REQUEST).await, ["INVALID_REQUEST"]);
+    assert_eq!(error_codes(app.get("/saved-queries/999").await, StatusCode::BAD_REQUEST).await, ["SAVED_QUERY_NOT_FOUND"]);
+    assert_eq!(ok_json(app.get("/saved-queries").await).await, json!([]));
+    let anonymous = app.client.get(app.url("/saved-queries")).send().await.unwrap();
+    assert_eq!(error_codes(anonymous, StatusCode::UNAUTHORIZED).await, ["AUTH_REQUIRED"]);
+}
+
+#[tokio::test]
+async fn any_user_reads_saved_queries_but_only_the_creator_or_an_admin_changes_them() {
+    let app = spawn_app().await;
+    let (_, alice) = app.create_user("alice", false).await;
+    let (_, bob) = app.create_user("bob", false).await;
+    let created = ok_json(
+        app.request_as(&alice, Method::POST, "/saved-queries")
+            .json(&json!({"title": "Alice's", "sql": "SELECT 1 AS one"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(created["createdBy"]["loginName"], "alice");
+
+    let listed = ok_json(app.request_as(&bob, Method::GET, "/saved-queries").send().await.unwrap()).await;
+    assert_eq!(listed[0]["id"], id);
+    ok_json(app.request_as(&bob, Method::GET, &format!("/saved-queries/{id}")).send().await.unwrap()).await;
+    let change = json!({"title": "Bob's now", "sql": "SELECT 2"});
+    let put = app.request_as(&bob, Method::PUT, &format!("/saved-queries/{id}")).json(&change).send().await.unwrap();
+    assert_eq!(error_codes(put, StatusCode::BAD_REQUEST).await, ["ACCESS_DENIED"]);
+    let delete = app.request_as(&bob, Method::DELETE, &format!("/saved-queries/{id}")).send().await.unwrap();
+    assert_eq!(error_codes(delete, StatusCode::BAD_REQUEST).await, ["ACCESS_DENIED"]);
+
+    let put = app.request_as(&alice, Method::PUT, &format!("/saved-queries/{id}")).json(&change).send().await.unwrap();
+    assert_eq!(ok_json(put).await["title"], "Bob's now");
+    let put = app.put(&format!("/saved-queries/{id}"), &json!({"title": "Admin's edit", "sql": "SELECT 3"})).await;
+    let edited = ok_json(put).await;
+    assert_eq!(edited["title"], "Admin's edit");
+    assert_eq!(edited["createdBy"]["loginName"], "alice", "the creator stays");
+
+    // A non-admin may run a QUERY job on it.
+    let job = ok_json(
+        app.request_as(&bob, Method::POST, "/scheduled-jobs")
+            .json(&json!({"name": "bob's export", "type": "QUERY", "repeatSchedule": "ONDEMAND", "savedQuery": {"id": id}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let job_id = job["id"].as_i64().unwrap();
+    let response =
+        app.request_as(&bob, Method::POST, &format!("/scheduled-jobs/{job_id}/runs?response=run")).send().await.unwrap();
+    let run_id = ok_json(response).await["id"].as_i64().unwrap();
+    let run = app.wait_run(job_id, run_id).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(result_text(&app, &run).await, "3\r\n3\r\n");
+
+    let delete = app.request_as(&alice, Method::DELETE, &format!("/saved-queries/{id}")).send().await.unwrap();
+    ok_json(delete).await;
+}
+
+#[tokio::test]
+async fn a_query_run_streams_escaped_csv_to_its_named_file() {
+    let app = spawn_app().await;
+    let sql = "SELECT 42 AS \"int\", -0.5 AS \"real, too\", 'plain' AS \"say \"\"hi\"\"\",
+        'a,b' AS comma, 'say \"hi\"' AS quote, 'line1' || char(10) || 'line2' AS newline,
+        'ünïcødé ✓ 中文' AS unicode, NULL AS nil, x'00ff10' AS blob, '' AS empty, 2.0 AS two
+        UNION ALL SELECT -1, 1e300, 'x', NULL, NULL, char(13, 10), '', NULL, x'', 'y', 0.1";
+    let query = create_query(&app, "escaping", sql).await;
+    let job = create_query_job(&app, "escaping export", query, json!({})).await;
+    let run = run_to_end(&app, job, None).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let run_id = run["id"].as_i64().unwrap();
+    let file_name = format!("scheduled_query_{query}_{run_id}.csv");
+    assert_eq!(run["logFilePath"], file_name.as_str());
+
+    let (status, content_type, body) = download(&app, job, run_id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    let expected = "int,\"real, too\",\"say \"\"hi\"\"\",comma,quote,newline,unicode,nil,blob,empty,two\r\n\
+                    42,-0.5,plain,\"a,b\",\"say \"\"hi\"\"\",\"line1\nline2\",ünïcødé ✓ 中文,,AP8Q,,2.0\r\n\
+                    -1,1e300,x,,,\"\r\n\",,,,y,0.1\r\n";
+    assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
+    assert_eq!(run["resultFileSize"].as_u64().unwrap() as usize, body.len());
+
+    // The file sits in the run directory, complete, with nothing left aside.
+    let run_dir = app.data_dir.join(format!("runs/{job}/{run_id}"));
+    assert_eq!(std::fs::read(run_dir.join(&file_name)).unwrap(), body);
+    let leftovers: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != &file_name && n != "run.log")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let log = run_log(&app, &run).await;
+    assert!(log.contains("2 rows") && log.contains(&file_name), "{log}");
+}
+
+#[tokio::test]
+async fn parameters_come_from_fixed_then_runtime_arguments() {
+    let app = spawn_app().await;
+    let sql = "SELECT :site AS site, typeof(:days) AS days_type, :days + 1 AS next, @code AS code, count(*) AS specimens
+               FROM specimen_details WHERE site = :site AND collected_on >= date('now', '-' || :days || ' days')";
+    let query = create_query(&app, "by site", sql).await;
+    let job = create_query_job(
+        &app,
+        "site export",
+        query,
+        json!({"fixedArgs": "site=BOS days=30 code=007", "rtArgsProvided": true}),
+    )
+    .await;
+    let lab = app.data_dir.join("lab.db");
+
+    let run = run_to_end(&app, job, None).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let expected = count_rows(
+        &lab,
+        "SELECT count(*) FROM specimen_details WHERE site = 'BOS' AND collected_on >= date('now', '-30 days')",
+    );
+    assert_eq!(result_text(&app, &run).await, format!("site,days_type,next,code,specimens\r\nBOS,integer,31,007,{expected}\r\n"));
+
+    // Runtime arguments override the fixed ones; quoting keeps spaces; a leading `:` is fine.
+    let run = run_to_end(&app, job, Some(":site=LYO days=365 code='a b'")).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["rtArgs"], ":site=LYO days=365 code='a b'");
+    let expected = count_rows(
+        &lab,
+        "SELECT count(*) FROM specimen_details WHERE site = 'LYO' AND collected_on >= date('now', '-365 days')",
+    );
+    assert!(expected > 0);
+    assert_eq!(result_text(&app, &run).await, format!("site,days_type,next,code,specimens\r\nLYO,integer,366,a b,{expected}\r\n"));
+}
+
+#[tokio::test]
+async fn missing_unknown_or_malformed_parameters_fail_the_run_saying_which() {
+    let app = spawn_app().await;
+    let query = create_query(&app, "two params", "SELECT :from AS f, :site AS s").await;
+    let job = create_query_job(&app, "params", query, json!({"rtArgsProvided": true})).await;
+
+    let run = run_to_end(&app, job, Some("from=2024-01-01")).await;
+    assert_failed_with(&run, &["missing value for parameter :site", "site=<value>"]);
+    let run = run_to_end(&app, job, None).await;
+    assert_failed_with(&run, &[":from, :site"]);
+    let run = run_to_end(&app, job, Some("from=1 site=2 sight=3")).await;
+    assert_failed_with(&run, &["unknown parameter sight", ":from, :site"]);
+    let run = run_to_end(&app, job, Some("from=1 BOS")).await;
+    assert_failed_with(&run, &["`BOS` is not name=value"]);
+    let log = run_log(&app, &run).await;
+    assert!(log.contains("failed"), "the log says why: {log}");
+
+    let run = run_to_end(&app, job, Some("from=1 site=")).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(result_text(&app, &run).await, "f,s\r\n1,\r\n");
+}
+
+#[tokio::test]
+async fn a_write_statement_slipped_into_the_ledger_cannot_change_the_data_source() {
+    let app = spawn_app().await;
+    let lab = app.data_dir.join("lab.db");
+    let before = std::fs::read(&lab).unwrap();
+    let specimens = count_rows(&lab, "SELECT count(*) FROM specimens");
+
+    let ledger = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
+    let elsewhere = app.data_dir.join("elsewhere.db");
+    let attach = format!("ATTACH DATABASE '{}' AS e", elsewhere.display());
+    let mut jobs = Vec::new();
+    for (n, sql) in [
+        "DELETE FROM specimens",
+        "DELETE FROM specimens RETURNING id",
+        "UPDATE specimens SET status = 'Lost' RETURNING id",
+        "CREATE TABLE stolen AS SELECT * FROM specimens",
+        "DROP TABLE specimens",
+        "PRAGMA journal_mode = WAL",
+        attach.as_str(),
+        "SELECT 1; DELETE FROM specimens",
+    ]
+    .iter()
+    .enumerate()
+    {
+        ledger
+            .execute(
+                "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on) VALUES (?1, ?2, 'lab', 1, 0)",
+                rusqlite::params![format!("slipped {n}"), sql],
+            )
+            .unwrap();
+        let query = ledger.last_insert_rowid();
+        jobs.push((create_query_job(&app, &format!("slipped {n}"), query, json!({})).await, *sql));
+    }
+    for (job, sql) in jobs {
+        let run = run_to_end(&app, job, None).await;
+        assert_eq!(run["status"], "FAILED", "`{sql}` ran: {run}");
+    }
+    assert_eq!(count_rows(&lab, "SELECT count(*) FROM specimens"), specimens);
+    assert_eq!(std::fs::read(&lab).unwrap(), before, "the data source file is untouched");
+    assert!(!app.data_dir.join("lab.db-wal").exists());
+    assert!(!elsewhere.exists());
+}
+
+#[tokio::test]
+async fn a_query_over_its_time_limit_fails_without_a_file() {
+    let app = spawn_app().await;
+    // Endless, and it yields no row while it runs: only the progress handler can stop it.
+    let query = create_query(
+        &app,
+        "endless",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c",
+    )
+    .await;
+    let job = create_query_job(&app, "endless export", query, json!({"timeoutSeconds": 1})).await;
+    let run = run_to_end(&app, job, None).await;
+    assert_failed_with(&run, &["time limit of 1 s"]);
+    let run_dir = app.data_dir.join(format!("runs/{job}/{}", run["id"]));
+    let files: Vec<String> =
+        std::fs::read_dir(&run_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files, ["run.log"]);
+    let (status, _, _) = download(&app, job, run["id"].as_i64().unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_query_past_the_row_limit_fails_and_one_at_the_limit_succeeds() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s: &mut Settings| s.queries.row_limit = 10),
+        ..AppOptions::default()
+    })
+    .await;
+    let rows = |n: u32| format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c");
+    let at_limit = create_query(&app, "ten", &rows(10)).await;
+    let over = create_query(&app, "eleven", &rows(11)).await;
+    let job = create_query_job(&app, "ten rows", at_limit, json!({})).await;
+    let run = run_to_end(&app, job, None).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(result_text(&app, &run).await.lines().count(), 11);
+    let job = create_query_job(&app, "eleven rows", over, json!({})).await;
+    let run = run_to_end(&app, job, None).await;
+    assert_failed_with(&run, &["more than 10 rows", "queries.row_limit"]);
+}
+
+#[tokio::test]
+async fn a_running_query_can_be_cancelled() {
+    let app = spawn_app().await;
+    let query = create_query(
+        &app,
+        "endless",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c",
+    )
+    .await;
+    let job = create_query_job(&app, "endless", query, json!({"timeoutSeconds": 3600})).await;
+    let run_id = app.start_run(job, None).await;
+    for _ in 0..600 {
+        if app.run_status(job, run_id).await == "IN_PROGRESS" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ok_json(app.post(&format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"), &json!({})).await).await;
+    let run = app.wait_run(job, run_id).await;
+    assert_failed_with(&run, &["cancelled by admin"]);
+}
+
+/// Peak resident memory of this process, in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Set in the process that `a_million_row_query_streams_in_bounded_memory` starts.
+const MEMORY_CHILD: &str = "LABCRON_TEST_MEMORY_CHILD";
+
+#[tokio::test]
+async fn a_million_row_query_streams_in_bounded_memory() {
+    // Other tests share this process and its peak memory, so the measurement runs in a process
+    // of its own: this test binary again, running only the test below.
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "queries::million_rows_measured_alone", "--include-ignored", "--test-threads=1", "--nocapture"])
+        .env(MEMORY_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+#[ignore = "run by a_million_row_query_streams_in_bounded_memory in a process of its own"]
+async fn million_rows_measured_alone() {
+    if std::env::var_os(MEMORY_CHILD).is_none() {
+        eprintln!("skipped: only meaningful alone in its process (see a_million_row_query_streams_in_bounded_memory)");
+        return;
+    }
+    let app = spawn_app().await;
+    let note = "a note with, commas and \"quotes\" that makes every row about two hundred bytes long: \
+                lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor";
+    let sql = format!(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)
+         SELECT x AS id, printf('SPC-%08d', x) AS label, x * 0.25 AS quantity, '{}' AS note FROM c",
+        note.replace('\'', "''")
+    );
+    let query = create_query(&app, "a million rows", &sql).await;
+    let job = create_query_job(&app, "a million rows", query, json!({})).await;
+
+    // Start from the current resident size (Linux resets the peak on writing 5 to clear_refs).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss();
+    let run = run_to_end(&app, job, None).await;
+    let grown = peak_rss().saturating_sub(before);
+    eprintln!("peak memory grew by {grown} bytes (from {before})");
+
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let size = run["resultFileSize"].as_u64().unwrap();
+    assert!(size > 150_000_000, "the CSV is large: {size}");
+    assert!(grown < size / 4, "peak memory grew by {grown} bytes for a {size}-byte CSV");
+    let log = run_log(&app, &run).await;
+    assert!(log.contains("1000000 rows"), "{log}");
+    // The file holds every row: check the end without reading it all into memory.
+    let path = app.data_dir.join(format!("runs/{job}/{}/{}", run["id"], run["logFilePath"].as_str().unwrap()));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(&path).unwrap();
+    file.seek(SeekFrom::End(-300)).unwrap();
+    let mut tail = String::new();
+    file.read_to_string(&mut tail).unwrap();
+    assert!(tail.ends_with(&format!("1000000,SPC-01000000,250000.0,\"{}\"\r\n", note.replace('"', "\"\""))), "{tail}");
+}
+
+#[tokio::test]
+async fn a_configured_data_source_is_used_and_stays_read_only() {
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s: &mut Settings| {
+            s.query_sources.insert("research".into(), "research.db".into());
+        }),
+        ..AppOptions::default()
+    })
+    .await;
+    let body = json!({"title": "samples", "sql": "SELECT name FROM samples ORDER BY name", "dataSource": "research"});
+    // Configured but missing: a clear error.
+    let codes = error_codes(app.post("/saved-queries", &body).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(codes, ["SAVED_QUERY_INVALID_DATA_SOURCE"]);
+
+    let path = app.data_dir.join("research.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE samples (name TEXT); INSERT INTO samples VALUES ('b'), ('a');").unwrap();
+    drop(conn);
+    let created = ok_json(app.post("/saved-queries", &body).await).await;
+    assert_eq!(created["dataSource"], "research");
+    let job = create_query_job(&app, "research", created["id"].as_i64().unwrap(), json!({})).await;
+    let run = run_to_end(&app, job, None).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(result_text(&app, &run).await, "name\r\na\r\nb\r\n");
+    // The demo source is still there beside it.
+    assert_eq!(
+        error_codes(
+            app.post("/saved-queries", &json!({"title": "x", "sql": "SELECT * FROM samples", "dataSource": "lab"})).await,
+            StatusCode::BAD_REQUEST
+        )
+        .await,
+        ["SAVED_QUERY_INVALID_SQL"]
+    );
+}
+
+async fn start(data_dir: &Path) -> (actix_web::dev::ServerHandle, String, reqwest::Client) {
+    let args = SettingsArgs {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        ..SettingsArgs::default()
+    };
+    let settings = Settings::load(&args).unwrap();
+    assert!(settings.example_jobs, "examples are on by default");
+    let app = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}/rest/ng", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let session: Value = client
+        .post(format!("{base}/sessions"))
+        .json(&json!({"loginName": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["token"].as_str().unwrap().to_string();
+    let client = reqwest::Client::builder()
+        .default_headers(std::iter::once(("X-OS-API-TOKEN".parse().unwrap(), token.parse().unwrap())).collect())
+        .build()
+        .unwrap();
+    (handle, base, client)
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    ok_json(client.get(url).send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts_leave_them_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (handle, base, client) = start(&data_dir).await;
+    let lab = data_dir.join("lab.db");
+    assert_eq!(count_rows(&lab, "SELECT count(*) FROM participants"), labcron::query::demo::PARTICIPANTS as i64);
+    assert!(count_rows(&lab, "SELECT count(*) FROM specimens") > 10_000);
+    assert!(count_rows(&lab, "SELECT count(*) FROM visits") > 4_000);
+    assert_eq!(count_rows(&lab, "SELECT count(*) FROM sites"), 6);
+    assert_eq!(count_rows(&lab, "SELECT count(*) FROM specimens WHERE freezer IS NULL AND status = 'Available'"), 0);
+
+    let jobs = get_json(&client, format!("{base}/scheduled-jobs")).await;
+    let jobs = jobs.as_array().unwrap().clone();
+    let by_name = |name: &str| jobs.iter().find(|j| j["name"] == name).unwrap_or_else(|| panic!("no job {name}")).clone();
+    for job_type in ["QUERY", "INTERNAL", "EXTERNAL"] {
+        assert!(jobs.iter().any(|j| j["type"] == job_type), "an example {job_type} job");
+    }
+    for job in &jobs {
+        // Nothing fires by itself: scheduled examples are paused, the rest are on demand.
+        assert!(job["activityStatus"] == "Closed" || job["repeatSchedule"] == "ONDEMAND", "{job}");
+        assert!(job["nextRunOn"].is_null(), "{job}");
+    }
+    let queries = get_json(&client, format!("{base}/saved-queries")).await;
+    assert_eq!(queries.as_array().unwrap().len(), 3);
+
+    // The examples work.
+    let this_week = by_name("Specimens collected this week");
+    assert_eq!(this_week["type"], "QUERY");
+    assert_eq!(this_week["savedQuery"]["title"], "Specimens collected this week");
+    let by_site = by_name("Available specimens at a site");
+    let script = by_name("Example script");
+    for (job, args) in [(&this_week, None), (&by_site, Some("site=MUC days=60")), (&script, None)] {
+        let id = job["id"].as_i64().unwrap();
+        let mut request = client.post(format!("{base}/scheduled-jobs/{id}/runs?response=run"));
+        if let Some(args) = args {
+            request = request.json(&json!({"args": args}));
+        }
+        let run = ok_json(request.send().await.unwrap()).await;
+        let run_id = run["id"].as_i64().unwrap();
+        let mut run = run;
+        for _ in 0..12 {
+            run = get_json(&client, format!("{base}/scheduled-jobs/{id}/runs/{run_id}?waitSeconds=10")).await;
+            if run["status"] == "SUCCEEDED" || run["status"] == "FAILED" {
+                break;
+            }
+        }
+        assert_eq!(run["status"], "SUCCEEDED", "{} {run}", job["name"]);
+    }
+
+    // Delete one example, change the demo database's modification time check, restart.
+    let deleted = script["id"].as_i64().unwrap();
+    ok_json(client.delete(format!("{base}/scheduled-jobs/{deleted}")).send().await.unwrap()).await;
+    let demo_bytes = std::fs::read(&lab).unwrap();
+    let demo_modified = std::fs::metadata(&lab).unwrap().modified().unwrap();
+    handle.stop(true).await;
+
+    let (handle, base, client) = start(&data_dir).await;
+    assert_eq!(std::fs::read(&lab).unwrap(), demo_bytes, "the demo database is untouched");
+    assert_eq!(std::fs::metadata(&lab).unwrap().modified().unwrap(), demo_modified);
+    let again = get_json(&client, format!("{base}/scheduled-jobs")).await;
+    assert_eq!(again.as_array().unwrap().len(), jobs.len() - 1, "no example comes back: {again}");
+    assert!(!again.as_array().unwrap().iter().any(|j| j["name"] == "Example script"));
+    assert_eq!(get_json(&client, format!("{base}/saved-queries")).await.as_array().unwrap().len(), 3);
+    handle.stop(true).await;
+
+    // Even with lab.db gone, a later start does not recreate it.
+    std::fs::remove_file(&lab).unwrap();
+    let (handle, _, _) = start(&data_dir).await;
+    assert!(!lab.exists());
+    handle.stop(true).await;
+}
