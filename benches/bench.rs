@@ -1,2 +1,320 @@
-//! Performance figures (work in progress).
-fn main() {}
+//! labcron's performance figures: `cargo bench --bench bench` prints a table, one row per figure
+//! (name, value, baseline, ratio = value / baseline, target, status); `-- --json` prints the same
+//! rows as JSON; other words after `--` keep only the benches whose name contains one of them.
+//! Figures are reported, never asserted: a machine's noise must not fail a build.
+//!
+//! To add figures, write `fn my_bench(ctx: &Context) -> Vec<Figure>` and add it to `BENCHES`.
+//! A figure that cannot be measured here (a missing tool) is `Figure::skipped`, not an error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use labcron::query::csv::{Guard, export_csv};
+use labcron::query::sources::open_read_only;
+use serde_json::{Value, json};
+
+/// A bench: measures in its scratch directory and returns its figures.
+type Bench = fn(&Context) -> Vec<Figure>;
+
+/// Every bench: (name, function). Add yours here.
+const BENCHES: &[(&str, Bench)] = &[("csv_export", csv_export)];
+
+/// What a bench gets: a scratch directory of its own.
+struct Context {
+    dir: PathBuf,
+}
+
+/// What a figure should be, compared with its ratio (or its value when it has no baseline).
+#[derive(Clone, Copy)]
+enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Target {
+    fn met(self, x: f64) -> bool {
+        match self {
+            Target::AtMost(t) => x <= t,
+            Target::AtLeast(t) => x >= t,
+        }
+    }
+    fn text(self) -> String {
+        match self {
+            Target::AtMost(t) => format!("<= {t}"),
+            Target::AtLeast(t) => format!(">= {t}"),
+        }
+    }
+}
+
+/// One row of the table.
+struct Figure {
+    name: String,
+    unit: &'static str,
+    value: Option<f64>,
+    /// The same measure of the thing compared against (lower is better for times).
+    baseline: Option<f64>,
+    target: Option<Target>,
+    /// Why a figure was skipped, or what it measured.
+    note: String,
+}
+
+impl Figure {
+    fn measured(name: &str, value: f64, unit: &'static str) -> Self {
+        Figure {
+            name: name.to_string(),
+            unit,
+            value: Some(value),
+            baseline: None,
+            target: None,
+            note: String::new(),
+        }
+    }
+    fn skipped(name: &str, unit: &'static str, why: impl Into<String>) -> Self {
+        Figure {
+            name: name.to_string(),
+            unit,
+            value: None,
+            baseline: None,
+            target: None,
+            note: why.into(),
+        }
+    }
+    fn baseline(mut self, baseline: f64) -> Self {
+        self.baseline = Some(baseline);
+        self
+    }
+    fn target(mut self, target: Target) -> Self {
+        self.target = Some(target);
+        self
+    }
+    fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+    fn ratio(&self) -> Option<f64> {
+        match (self.value, self.baseline) {
+            (Some(v), Some(b)) if b > 0.0 => Some(v / b),
+            _ => None,
+        }
+    }
+    fn status(&self) -> &'static str {
+        let Some(value) = self.value else {
+            return "skipped";
+        };
+        match self.target {
+            None => "-",
+            Some(target) if target.met(self.ratio().unwrap_or(value)) => "ok",
+            Some(_) => "MISSED",
+        }
+    }
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name, "unit": self.unit, "value": self.value, "baseline": self.baseline,
+            "ratio": self.ratio(), "target": self.target.map(Target::text), "status": self.status(),
+            "note": self.note,
+        })
+    }
+}
+
+fn number(x: Option<f64>) -> String {
+    match x {
+        None => "-".to_string(),
+        Some(x) if x.abs() >= 1000.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.3}"),
+    }
+}
+
+fn print_table(figures: &[Figure]) {
+    let headers = [
+        "name", "value", "baseline", "ratio", "target", "status", "note",
+    ];
+    let rows: Vec<[String; 7]> = figures
+        .iter()
+        .map(|f| {
+            [
+                f.name.clone(),
+                format!("{} {}", number(f.value), f.unit),
+                format!(
+                    "{} {}",
+                    number(f.baseline),
+                    if f.baseline.is_some() { f.unit } else { "" }
+                ),
+                number(f.ratio()),
+                f.target.map(Target::text).unwrap_or_else(|| "-".into()),
+                f.status().to_string(),
+                f.note.clone(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}", w = *w))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in &rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let as_json = args.iter().any(|a| a == "--json");
+    // `cargo bench` passes `--bench`; other flags are ignored, plain words filter.
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let mut figures = Vec::new();
+    for (name, bench) in BENCHES {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                figures.push(Figure::skipped(
+                    name,
+                    "",
+                    format!("no scratch directory: {e}"),
+                ));
+                continue;
+            }
+        };
+        if !as_json {
+            eprintln!("running {name} ...");
+        }
+        figures.extend(bench(&Context {
+            dir: dir.path().to_path_buf(),
+        }));
+    }
+    if as_json {
+        let rows: Vec<Value> = figures.iter().map(Figure::to_json).collect();
+        println!("{}", Value::Array(rows));
+    } else {
+        print_table(&figures);
+    }
+}
+
+/// Median of `runs` timings of `work` (which reports failure as a message).
+fn median_time(runs: usize, mut work: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        work()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+const EXPORT_ROWS: i64 = 1_000_000;
+const EXPORT_QUERY: &str = "SELECT * FROM specimens";
+
+/// A table like the demo's specimens, with every kind of value: integers, reals, text needing
+/// quotes, NULLs.
+fn build_export_db(path: &Path) -> rusqlite::Result<()> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+         CREATE TABLE specimens (id INTEGER PRIMARY KEY, label TEXT, specimen_type TEXT, quantity REAL,
+                                 collected_on TEXT, freezer TEXT, position INTEGER, note TEXT);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {EXPORT_ROWS})
+         INSERT INTO specimens
+         SELECT x, printf('SPC-%08d', x),
+                CASE x % 4 WHEN 0 THEN 'Plasma' WHEN 1 THEN 'Serum' WHEN 2 THEN 'Whole Blood' ELSE 'DNA' END,
+                (x % 1000) / 8.0,
+                datetime(1700000000 + x * 60, 'unixepoch'),
+                CASE WHEN x % 10 = 0 THEN NULL ELSE 'FRZ-' || (x % 7) END,
+                x % 81,
+                CASE WHEN x % 5 = 0 THEN 'haemolysed, \"recheck\"' WHEN x % 5 = 1 THEN NULL ELSE 'ok' END
+         FROM c;"
+    ))
+}
+
+/// labcron's CSV export of a million rows (the code path of a QUERY run, without HTTP) against
+/// the sqlite3 command line's own `-csv -header` export of the same query on the same file.
+fn csv_export(ctx: &Context) -> Vec<Figure> {
+    let name = "csv export, 1M rows: labcron vs sqlite3 -csv";
+    let db = ctx.dir.join("bench.db");
+    if let Err(e) = build_export_db(&db) {
+        return vec![Figure::skipped(
+            name,
+            "s",
+            format!("cannot build the data: {e}"),
+        )];
+    }
+    let ours_out = ctx.dir.join("labcron.csv");
+    let export = || -> Result<(), String> {
+        let conn = open_read_only(&db).map_err(|e| e.to_string())?;
+        let guard = Guard {
+            deadline: Some(Instant::now() + Duration::from_secs(3600)),
+            cancel: None,
+        };
+        guard.install(&conn).map_err(|e| e.to_string())?;
+        let mut stmt = conn.prepare(EXPORT_QUERY).map_err(|e| e.to_string())?;
+        let mut file = std::fs::File::create(&ours_out).map_err(|e| e.to_string())?;
+        export_csv(&mut stmt, &mut file, None, &guard).map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    let ours = match median_time(3, export) {
+        Ok(t) => t,
+        Err(e) => {
+            return vec![Figure::skipped(
+                name,
+                "s",
+                format!("labcron export failed: {e}"),
+            )];
+        }
+    };
+    let ours_size = std::fs::metadata(&ours_out).map(|m| m.len()).unwrap_or(0);
+    let throughput = Figure::measured(
+        "csv export, 1M rows: labcron rows per second",
+        EXPORT_ROWS as f64 / ours,
+        "rows/s",
+    )
+    .target(Target::AtLeast(500_000.0))
+    .note(format!("{ours_size} bytes of CSV"));
+
+    let cli_out = ctx.dir.join("sqlite3.csv");
+    let cli = || -> Result<(), String> {
+        let out = std::fs::File::create(&cli_out).map_err(|e| e.to_string())?;
+        let status = Command::new("sqlite3")
+            .args(["-csv", "-header"])
+            .arg(&db)
+            .arg(EXPORT_QUERY)
+            .stdout(out)
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("sqlite3 exited with {status}"))
+        }
+    };
+    let figure = match median_time(3, cli) {
+        Ok(baseline) => {
+            let cli_size = std::fs::metadata(&cli_out).map(|m| m.len()).unwrap_or(0);
+            Figure::measured(name, ours, "s")
+                .baseline(baseline)
+                .target(Target::AtMost(1.5))
+                .note(format!(
+                    "median of 3; CSV sizes {ours_size} vs {cli_size} bytes"
+                ))
+        }
+        Err(e) => Figure::skipped(
+            name,
+            "s",
+            format!("sqlite3 command line not usable ({e}); labcron alone took {ours:.3} s"),
+        ),
+    };
+    vec![figure, throughput]
+}

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// All settings of a running server. Field comments are the documentation of each setting.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address and port the HTTP server listens on.
@@ -24,6 +23,8 @@ pub struct Settings {
     pub timezone: String,
     /// Password for the `admin` user created on first start (otherwise one is generated).
     pub admin_password: Option<String>,
+    /// Log format: `text` (readable) or `json` (one object per line).
+    pub log_format: String,
     pub auth: AuthSettings,
     pub runs: RunSettings,
     pub http: HttpSettings,
@@ -34,9 +35,53 @@ pub struct Settings {
     /// Relative paths are relative to `data_dir`. `lab` defaults to `<data_dir>/lab.db`.
     pub query_sources: BTreeMap<String, PathBuf>,
     pub queries: QuerySettings,
+    pub notifications: NotificationSettings,
+    pub retention: RetentionSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// E-mail and webhook notifications about finished and failed runs (`notify`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// SMTP server that sends e-mails about finished and failed runs. Empty: no e-mail is sent.
+    pub smtp_host: String,
+    /// SMTP port. Unset: the usual port of `smtp_security` (25 for `none`, 587 for `starttls`,
+    /// 465 for `tls`).
+    pub smtp_port: Option<u16>,
+    /// How the SMTP connection is secured: `none` (plain SMTP), `starttls` (upgraded with
+    /// STARTTLS, which the server must offer) or `tls` (TLS from the first byte).
+    pub smtp_security: String,
+    /// User name for SMTP authentication. Empty: no authentication.
+    pub smtp_username: String,
+    /// Password for SMTP authentication.
+    pub smtp_password: String,
+    /// Sender of the e-mails, an address or `Name <address>`.
+    pub from_address: String,
+    /// This server's address as users reach it, for the result-file links in e-mails, e.g.
+    /// `https://jobs.lab.example`. Empty: `http://<bind>` (the address the server listens on).
+    pub public_base_url: String,
+    /// Key of the HMAC-SHA256 signature (`X-Labcron-Signature: sha256=<hex>`) on webhook requests.
+    /// Empty: webhook requests are sent unsigned.
+    pub webhook_secret: String,
+    /// Attempts per webhook delivery; a network error or a 5xx answer is retried after 1, 2, 4, 8 …
+    /// seconds.
+    pub webhook_max_attempts: u32,
+}
+
+/// The daily pass that removes old run files (and, when asked, old run rows) (`retention`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// The result files and logs of runs that finished more than this many days ago are removed
+    /// (the rows stay; a download then answers `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`).
+    /// 0: files are never removed by the daily pass.
+    pub files_days: u64,
+    /// When set, the ledger rows of runs that finished more than this many days ago are deleted
+    /// too (with their files). Unset: run rows are kept for ever, as OpenSpecimen does.
+    pub runs_days: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuerySettings {
     /// A QUERY run stops (FAILED) after this many seconds, or the job's `timeoutSeconds` if less.
@@ -48,7 +93,7 @@ pub struct QuerySettings {
     pub demo_database: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
     /// A session token expires after this many minutes without use.
@@ -59,7 +104,7 @@ pub struct AuthSettings {
     pub lockout_minutes: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunSettings {
     /// Runs executing at the same time across all jobs.
@@ -76,7 +121,7 @@ pub struct RunSettings {
     pub shutdown_grace_seconds: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     /// Largest request body accepted; larger ones get 413.
@@ -93,12 +138,40 @@ impl Default for Settings {
             scripts_dir: None,
             timezone: "UTC".into(),
             admin_password: None,
+            log_format: "text".into(),
             auth: AuthSettings::default(),
             runs: RunSettings::default(),
             http: HttpSettings::default(),
             example_jobs: true,
             query_sources: BTreeMap::new(),
             queries: QuerySettings::default(),
+            notifications: NotificationSettings::default(),
+            retention: RetentionSettings::default(),
+        }
+    }
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings {
+            smtp_host: String::new(),
+            smtp_port: None,
+            smtp_security: "starttls".into(),
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+            from_address: "labcron <labcron@localhost>".into(),
+            public_base_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_max_attempts: 5,
+        }
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            files_days: 30,
+            runs_days: None,
         }
     }
 }
@@ -145,104 +218,141 @@ impl Default for HttpSettings {
     }
 }
 
-/// Command-line flags (each also read from its `LABCRON_*` variable; a flag beats the variable).
-#[derive(Debug, Clone, Default, Args)]
+/// How a setting's text (from the environment or a flag) becomes a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingKind {
+    Text,
+    Integer,
+    Boolean,
+    /// Comma-separated list of texts.
+    List,
+    /// Comma-separated `name=value` pairs (a TOML table of texts).
+    Map,
+}
+
+/// One setting that can be given by file, `LABCRON_*` environment variable and flag.
+pub struct SettingSpec {
+    /// The TOML key, dotted for sections: `runs.max_concurrent`.
+    pub key: &'static str,
+    pub kind: SettingKind,
+    pub help: &'static str,
+    /// Secrets are never echoed back (in `--help` or errors).
+    pub secret: bool,
+}
+
+const fn spec(key: &'static str, kind: SettingKind, help: &'static str) -> SettingSpec {
+    SettingSpec { key, kind, help, secret: false }
+}
+
+const fn secret(key: &'static str, help: &'static str) -> SettingSpec {
+    SettingSpec { key, kind: SettingKind::Text, help, secret: true }
+}
+
+use SettingKind::{Boolean, Integer, List, Map, Text};
+
+/// Every setting. The environment variable is `LABCRON_` + the key in capitals with `.` as `_`
+/// (`LABCRON_RUNS_MAX_CONCURRENT`), the flag is `--` + the key with `.` and `_` as `-`
+/// (`--runs-max-concurrent`). A unit test checks this table against the structs above and
+/// `labcron.example.toml`.
+pub const SETTING_SPECS: &[SettingSpec] = &[
+    spec("bind", Text, "Address and port to listen on [default: 127.0.0.1:8080]"),
+    spec("data_dir", Text, "Data directory: ledger, run logs and results [default: ./data]"),
+    spec("scripts_dir", Text, "The only directory EXTERNAL jobs run programs from [default: <data dir>/scripts]"),
+    spec("timezone", Text, "Server time zone, an IANA name [default: UTC]"),
+    secret("admin_password", "Password of the `admin` user created on first start [default: generated]"),
+    spec("log_format", Text, "Log format: text or json [default: text]"),
+    spec("example_jobs", Boolean, "Create example jobs on the very first start [default: true]"),
+    spec("query_sources", Map, "Saved-query data sources, name=path,… (SQLite files, opened read-only)"),
+    spec("auth.session_timeout_minutes", Integer, "Minutes without use after which a session token expires [default: 60]"),
+    spec("auth.max_failed_logins", Integer, "Failed sign-ins per login name and address before a lockout [default: 5]"),
+    spec("auth.lockout_minutes", Integer, "Window and length of a sign-in lockout in minutes [default: 15]"),
+    spec("runs.max_concurrent", Integer, "Runs executing at once across all jobs [default: 8]"),
+    spec("runs.default_timeout_seconds", Integer, "Run time limit of jobs without timeoutSeconds [default: 3600]"),
+    spec("runs.default_max_queued_runs", Integer, "Waiting runs per job when the job sets no maxQueuedRuns [default: 100]"),
+    spec("runs.log_cap_bytes", Integer, "Bytes of output kept in a run log [default: 10485760]"),
+    spec("runs.kill_grace_seconds", Integer, "Seconds between SIGTERM and SIGKILL on timeout or cancel [default: 5]"),
+    spec("runs.shutdown_grace_seconds", Integer, "Seconds running runs get to finish on shutdown [default: 30]"),
+    spec("http.max_body_bytes", Integer, "Largest request body in bytes [default: 1048576]"),
+    spec("http.cors_origins", List, "Origins allowed to call the API from a browser, comma-separated [default: none]"),
+    spec("queries.time_limit_seconds", Integer, "Time limit of a QUERY run in seconds [default: 1800]"),
+    spec("queries.row_limit", Integer, "Most rows a QUERY run may write [default: 10000000]"),
+    spec("queries.demo_database", Boolean, "Create the demo lab database on the very first start [default: true]"),
+    spec("notifications.smtp_host", Text, "SMTP server for run e-mails; empty: no e-mail [default: empty]"),
+    spec("notifications.smtp_port", Integer, "SMTP port [default: 25 for none, 587 for starttls, 465 for tls]"),
+    spec("notifications.smtp_security", Text, "SMTP security: none, starttls or tls [default: starttls]"),
+    spec("notifications.smtp_username", Text, "SMTP user name; empty: no authentication [default: empty]"),
+    secret("notifications.smtp_password", "SMTP password [default: empty]"),
+    spec("notifications.from_address", Text, "Sender of run e-mails [default: labcron <labcron@localhost>]"),
+    spec("notifications.public_base_url", Text, "This server's URL for links in e-mails [default: http://<bind>]"),
+    secret("notifications.webhook_secret", "HMAC-SHA256 key that signs webhook requests; empty: unsigned [default: empty]"),
+    spec("notifications.webhook_max_attempts", Integer, "Attempts per webhook delivery, backing off 1, 2, 4, 8 … s [default: 5]"),
+    spec("retention.files_days", Integer, "Days after which run result files and logs are removed; 0: never [default: 30]"),
+    spec("retention.runs_days", Integer, "Days after which finished runs' rows are deleted too [default: unset, rows kept]"),
+];
+
+/// Settings given programmatically (tests, the CLI's subcommands): a config file and overrides
+/// by key, applied like environment variables and flags.
+#[derive(Debug, Clone, Default)]
 pub struct SettingsArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "LABCRON_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = "LABCRON_BIND", global = true)]
     pub bind: Option<String>,
-    /// Data directory [default: ./data].
-    #[arg(long, env = "LABCRON_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Directory EXTERNAL jobs may run programs from [default: <data dir>/scripts].
-    #[arg(long, env = "LABCRON_SCRIPTS_DIR", value_name = "DIR", global = true)]
     pub scripts_dir: Option<PathBuf>,
-    /// Server time zone (IANA name) [default: UTC].
-    #[arg(long, env = "LABCRON_TIMEZONE", global = true)]
     pub timezone: Option<String>,
-    /// Password of the admin user created on first start.
-    #[arg(
-        long,
-        env = "LABCRON_ADMIN_PASSWORD",
-        hide_env_values = true,
-        global = true
-    )]
     pub admin_password: Option<String>,
-    /// Minutes of inactivity after which a session token expires [default: 60].
-    #[arg(long, env = "LABCRON_SESSION_TIMEOUT_MINUTES", global = true)]
-    pub session_timeout_minutes: Option<u64>,
-    /// Runs executing at once across all jobs [default: 8].
-    #[arg(long, env = "LABCRON_MAX_CONCURRENT_RUNS", global = true)]
     pub max_concurrent_runs: Option<usize>,
-    /// Run time limit for jobs without timeoutSeconds [default: 3600].
-    #[arg(long, env = "LABCRON_DEFAULT_TIMEOUT_SECONDS", global = true)]
-    pub default_timeout_seconds: Option<u64>,
-    /// Bytes of output kept in a run log [default: 10485760].
-    #[arg(long, env = "LABCRON_LOG_CAP_BYTES", global = true)]
     pub log_cap_bytes: Option<u64>,
-    /// Largest request body in bytes [default: 1048576].
-    #[arg(long, env = "LABCRON_MAX_BODY_BYTES", global = true)]
     pub max_body_bytes: Option<usize>,
-    /// Time limit of a QUERY run in seconds [default: 1800].
-    #[arg(long, env = "LABCRON_QUERY_TIME_LIMIT_SECONDS", global = true)]
-    pub query_time_limit_seconds: Option<u64>,
-    /// Most rows a QUERY run may write [default: 10000000].
-    #[arg(long, env = "LABCRON_QUERY_ROW_LIMIT", global = true)]
-    pub query_row_limit: Option<u64>,
+    /// Any other setting by key (`runs.kill_grace_seconds` → `1`).
+    pub overrides: Vec<(String, String)>,
+}
+
+impl SettingsArgs {
+    fn all_overrides(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut add = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push((key.to_string(), v));
+            }
+        };
+        add("bind", self.bind.clone());
+        add("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
+        add("scripts_dir", self.scripts_dir.as_ref().map(|p| p.display().to_string()));
+        add("timezone", self.timezone.clone());
+        add("admin_password", self.admin_password.clone());
+        add("runs.max_concurrent", self.max_concurrent_runs.map(|v| v.to_string()));
+        add("runs.log_cap_bytes", self.log_cap_bytes.map(|v| v.to_string()));
+        add("http.max_body_bytes", self.max_body_bytes.map(|v| v.to_string()));
+        out.extend(self.overrides.iter().cloned());
+        out
+    }
 }
 
 impl Settings {
-    /// Defaults, then the file named by `--config`, then env/flags (clap merged those two already).
+    /// Defaults, then the config file, then the overrides in order (environment before flags).
     pub fn load(args: &SettingsArgs) -> anyhow::Result<Settings> {
-        let mut settings = match &args.config {
-            Some(path) => Settings::from_file(path)?,
-            None => Settings::default(),
+        Settings::load_from(args.config.as_deref(), &args.all_overrides())
+    }
+
+    /// Defaults < `config` file < `overrides` (key, text) in order; then validated.
+    pub fn load_from(config: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Result<Settings> {
+        let mut table = match config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
         };
-        settings.apply(args);
+        for (key, text) in overrides {
+            crate::config_overrides::apply_override(&mut table, key, text)?;
+        }
+        let settings: Settings = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("{}", crate::config_overrides::describe_error(&e, config))
+        })?;
         settings.validate()?;
         Ok(settings)
-    }
-
-    fn from_file(path: &Path) -> anyhow::Result<Settings> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
-    }
-
-    fn apply(&mut self, args: &SettingsArgs) {
-        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *target = v.clone();
-            }
-        }
-        set(&mut self.bind, &args.bind);
-        set(&mut self.data_dir, &args.data_dir);
-        if args.scripts_dir.is_some() {
-            self.scripts_dir = args.scripts_dir.clone();
-        }
-        set(&mut self.timezone, &args.timezone);
-        if args.admin_password.is_some() {
-            self.admin_password = args.admin_password.clone();
-        }
-        set(
-            &mut self.auth.session_timeout_minutes,
-            &args.session_timeout_minutes,
-        );
-        set(&mut self.runs.max_concurrent, &args.max_concurrent_runs);
-        set(
-            &mut self.runs.default_timeout_seconds,
-            &args.default_timeout_seconds,
-        );
-        set(&mut self.runs.log_cap_bytes, &args.log_cap_bytes);
-        set(&mut self.http.max_body_bytes, &args.max_body_bytes);
-        set(
-            &mut self.queries.time_limit_seconds,
-            &args.query_time_limit_seconds,
-        );
-        set(&mut self.queries.row_limit, &args.query_row_limit);
     }
 
     /// Rejects values that cannot work, naming the setting.
@@ -252,6 +362,9 @@ impl Settings {
                 "setting `bind`: `{}` is not an address like 127.0.0.1:8080",
                 self.bind
             );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("setting `log_format`: `{}` is not `text` or `json`", self.log_format);
         }
         if chrono_tz::Tz::from_str(&self.timezone).is_err() {
             bail!(
@@ -277,6 +390,8 @@ impl Settings {
         if self.queries.row_limit == 0 {
             bail!("setting `queries.row_limit` must be at least 1");
         }
+        self.notifications.validate()?;
+        self.retention.validate()?;
         for (name, path) in &self.query_sources {
             if !crate::query::sources::valid_source_name(name) {
                 bail!(
@@ -315,5 +430,73 @@ impl Settings {
     /// The server's time zone (validated at load).
     pub fn tz(&self) -> chrono_tz::Tz {
         chrono_tz::Tz::from_str(&self.timezone).unwrap_or(chrono_tz::UTC)
+    }
+}
+
+impl NotificationSettings {
+    /// Rejects notification settings that cannot work, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.smtp_host.trim() != self.smtp_host || self.smtp_host.contains(char::is_whitespace) {
+            bail!(
+                "setting `notifications.smtp_host`: `{}` is not a host name",
+                self.smtp_host
+            );
+        }
+        if !matches!(self.smtp_security.as_str(), "none" | "starttls" | "tls") {
+            bail!(
+                "setting `notifications.smtp_security`: `{}` is not `none`, `starttls` or `tls`",
+                self.smtp_security
+            );
+        }
+        if self.smtp_port == Some(0) {
+            bail!("setting `notifications.smtp_port` must be from 1 to 65535");
+        }
+        if self.from_address.parse::<lettre::message::Mailbox>().is_err() {
+            bail!(
+                "setting `notifications.from_address`: `{}` is not an e-mail address \
+                 (`name@host` or `Name <name@host>`)",
+                self.from_address
+            );
+        }
+        if !self.public_base_url.is_empty() {
+            let ok = reqwest::Url::parse(&self.public_base_url).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https") && url.host_str().is_some()
+            });
+            if !ok {
+                bail!(
+                    "setting `notifications.public_base_url`: `{}` is not an http(s) URL \
+                     like https://jobs.lab.example",
+                    self.public_base_url
+                );
+            }
+        }
+        if !(1..=20).contains(&self.webhook_max_attempts) {
+            bail!("setting `notifications.webhook_max_attempts` must be from 1 to 20");
+        }
+        Ok(())
+    }
+
+    /// The SMTP port: the configured one, else the usual one for `smtp_security`.
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.smtp_security.as_str() {
+            "none" => 25,
+            "tls" => 465,
+            _ => 587,
+        })
+    }
+}
+
+impl RetentionSettings {
+    /// Rejects retention periods that cannot work, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.files_days > 36_500 {
+            bail!("setting `retention.files_days` must be from 0 to 36500 days");
+        }
+        if let Some(days) = self.runs_days
+            && !(1..=36_500).contains(&days)
+        {
+            bail!("setting `retention.runs_days` must be from 1 to 36500 days");
+        }
+        Ok(())
     }
 }

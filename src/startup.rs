@@ -1,6 +1,7 @@
 //! Wiring: `Application::build` prepares the data directory, opens and migrates the ledger, creates
-//! the first admin, recovers runs a crash interrupted, starts the executor and binds the HTTP
-//! listener (port 0 in tests). `run_until_stopped` serves until SIGTERM/SIGINT (or `stop`), then
+//! the first admin, recovers runs a crash interrupted, binds the HTTP listener (port 0 in tests),
+//! starts the executor (with its metrics and notifier) and the daily retention pass.
+//! `run_until_stopped` serves until SIGTERM/SIGINT (or `stop`), then
 //! stops accepting, lets runs finish for a grace period and stops the rest.
 
 use std::net::TcpListener;
@@ -18,6 +19,8 @@ use crate::auth::{LoginThrottle, generate_password, hash_password};
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::executor::{Executor, recovery};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::scheduler::Scheduler;
 use crate::store::{self, Db};
 
@@ -29,6 +32,8 @@ pub struct Application {
     scheduler: Scheduler,
     settings: Arc<Settings>,
     data_dir: PathBuf,
+    /// Stops background passes (retention) at shutdown.
+    background: tokio_util::sync::CancellationToken,
 }
 
 impl Application {
@@ -64,9 +69,36 @@ impl Application {
             );
         }
 
+        // Bound before the executor starts: run e-mails link to the address it listens on.
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("setting `bind`: cannot listen on {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+
         let settings = Arc::new(settings);
-        let executor = Executor::new(db.clone(), settings.clone(), data_dir.clone());
+        let metrics = Arc::new(Metrics::new());
+        let notifier = Notifier::new(
+            db.clone(),
+            &settings,
+            data_dir.clone(),
+            metrics.clone(),
+            listener.local_addr()?,
+        )?;
+        let executor = Executor::new(
+            db.clone(),
+            settings.clone(),
+            data_dir.clone(),
+            metrics.clone(),
+            notifier,
+        );
         executor.start();
+        let background = tokio_util::sync::CancellationToken::new();
+        crate::retention::spawn_daily(
+            db.clone(),
+            settings.retention.clone(),
+            data_dir.clone(),
+            metrics.clone(),
+            background.clone(),
+        );
         let scheduler = Scheduler::new(db.clone(), executor.clone())?;
         scheduler.start();
 
@@ -80,10 +112,8 @@ impl Application {
                 Duration::from_secs(settings.auth.lockout_minutes * 60),
             ),
             data_dir: data_dir.clone(),
+            metrics,
         });
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("setting `bind`: cannot listen on {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
         let body_limit = settings.http.max_body_bytes;
         let server = HttpServer::new(move || {
             App::new()
@@ -94,6 +124,8 @@ impl Application {
                 .configure(api::configure)
                 .configure(crate::ui::configure) // the web pages under / and /ui
                 .default_service(web::to(api::no_route))
+                // Outermost, so it counts every request with its final status.
+                .wrap(actix_web::middleware::from_fn(crate::metrics::track_requests))
         })
         .listen(listener)?
         .disable_signals()
@@ -107,6 +139,7 @@ impl Application {
             scheduler,
             settings,
             data_dir,
+            background,
         })
     }
 
@@ -140,6 +173,7 @@ impl Application {
         let grace = Duration::from_secs(self.settings.runs.shutdown_grace_seconds);
         tracing::info!("stopping: no new fires or requests; running runs get {} s", grace.as_secs());
         self.scheduler.stop();
+        self.background.cancel();
         let stopping = tokio::spawn(async move { handle.stop(true).await });
         self.executor.shutdown(grace).await;
         let _ = stopping.await;

@@ -125,7 +125,18 @@ fn validated_draft(
     existing: Option<&Job>,
 ) -> Result<JobDraft, ApiError> {
     let body = json_object(body, false)?;
-    let settings = &state.settings;
+    draft_from_body(&body, &state.settings, me.admin, existing)
+}
+
+/// The job a JSON body describes, checked by every rule that needs no ledger: the fields, the
+/// caller's right to the job's type, and the program's place in the scripts directory. Shared by
+/// the API and `labcron jobs import`.
+pub fn draft_from_body(
+    body: &serde_json::Map<String, serde_json::Value>,
+    settings: &crate::config::Settings,
+    caller_is_admin: bool,
+    existing: Option<&Job>,
+) -> Result<JobDraft, ApiError> {
     let defaults = JobDefaults {
         now_ms: now_ms(),
         timezone: &settings.timezone,
@@ -133,9 +144,10 @@ fn validated_draft(
         max_queued_runs: settings.runs.default_max_queued_runs as i64,
         existing_start_date: existing.map(|j| j.start_date),
     };
-    let (draft, mut errors) = validate_job(&body, &defaults);
+    let (draft, mut errors) = validate_job(body, &defaults);
     let privileged = |t: JobType| matches!(t, JobType::External | JobType::Internal);
-    if !me.admin && (privileged(draft.job_type) || existing.is_some_and(|j| privileged(j.job_type)))
+    if !caller_is_admin
+        && (privileged(draft.job_type) || existing.is_some_and(|j| privileged(j.job_type)))
     {
         return Err(ApiError::op_not_allowed());
     }
@@ -156,7 +168,7 @@ fn validated_draft(
 
 /// Checks that need the ledger: unique name, existing users and saved query. Call in the write
 /// transaction that stores the draft.
-fn check_references(
+pub fn check_references(
     conn: &rusqlite::Connection,
     draft: &JobDraft,
     job_id: Option<i64>,

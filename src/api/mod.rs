@@ -40,6 +40,8 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// Canonical data directory.
     pub data_dir: PathBuf,
+    /// The Prometheus registry (`GET /metrics`, request counting).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The base paths OpenSpecimen clients use.
@@ -58,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
     }
     cfg.configure(health::configure);
+    cfg.configure(crate::metrics::configure);
 }
 
 /// Unknown routes answer in the contract's shape.

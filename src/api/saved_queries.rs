@@ -155,11 +155,7 @@ async fn create(
 }
 
 /// Checks, in the transaction that changes it, that the query is live and `me` may change it.
-fn changeable(
-    conn: &rusqlite::Connection,
-    id: i64,
-    me: &User,
-) -> Result<SavedQuery, ApiError> {
+fn changeable(conn: &rusqlite::Connection, id: i64, me: &User) -> Result<SavedQuery, ApiError> {
     let query = store::queries::get_live(conn, id)?.ok_or_else(not_found_error)?;
     if me.admin || query.created_by == me.id {
         Ok(query)

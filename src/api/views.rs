@@ -59,6 +59,8 @@ pub struct JobView {
     pub misfire_policy: MisfirePolicy,
     pub max_queued_runs: i64,
     pub result_from_stdout: bool,
+    /// (ext) Receives each finished run as a signed POST.
+    pub webhook_url: Option<String>,
 }
 
 /// A run as every endpoint returns it.
@@ -168,6 +170,7 @@ pub fn job_view(conn: &Connection, job: &Job, users: &mut UserCache) -> Result<J
         misfire_policy: job.misfire_policy,
         max_queued_runs: job.max_queued_runs,
         result_from_stdout: job.result_from_stdout,
+        webhook_url: job.webhook_url.clone(),
     })
 }
 

@@ -219,6 +219,8 @@ pub struct Job {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_fired_for: Option<i64>,
+    /// (ext) Receives each finished run as a signed POST (`notify::webhook`).
+    pub webhook_url: Option<String>,
 }
 
 impl Job {
@@ -260,6 +262,7 @@ pub struct JobDraft {
     pub misfire_policy: MisfirePolicy,
     pub max_queued_runs: i64,
     pub result_from_stdout: bool,
+    pub webhook_url: Option<String>,
 }
 
 /// What validation needs from outside the request body.
@@ -276,6 +279,16 @@ pub struct JobDefaults<'a> {
 pub const MAX_NAME_CHARS: usize = 255;
 /// Longest accepted run time limit: one week.
 pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
+/// Longest accepted `webhookUrl`.
+pub const MAX_WEBHOOK_URL_CHARS: usize = 2000;
+
+/// Whether `text` is an absolute http(s) URL with a host, fit to receive webhook requests.
+pub fn valid_webhook_url(text: &str) -> bool {
+    text.chars().count() <= MAX_WEBHOOK_URL_CHARS
+        && url::Url::parse(text).is_ok_and(|url| {
+            matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
+        })
+}
 
 fn invalid_time(field: &str, rule: &str) -> ErrorItem {
     ErrorItem::new(
@@ -480,6 +493,21 @@ pub fn validate_job(
         }),
     };
 
+    let webhook_url = match fields.string("webhookUrl") {
+        None => None,
+        Some(text) if valid_webhook_url(&text) => Some(text),
+        Some(text) => {
+            errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_INVALID_WEBHOOK_URL",
+                format!(
+                    "webhookUrl `{text}` is not an http(s) URL like https://hooks.lab.example/labcron \
+                     (at most {MAX_WEBHOOK_URL_CHARS} characters)."
+                ),
+            ));
+            None
+        }
+    };
+
     let draft = JobDraft {
         name,
         job_type: job_type.unwrap_or(JobType::External),
@@ -502,6 +530,7 @@ pub fn validate_job(
         misfire_policy,
         max_queued_runs,
         result_from_stdout,
+        webhook_url,
     };
     (draft, errors)
 }
@@ -778,6 +807,22 @@ mod tests {
             vec!["SCHEDULED_JOB_INVALID_TASK_IMPL_FQN"]
         );
         assert!(codes(json!({"name":"a","type":"INTERNAL","taskImplFqn":"FilesBacklogCleaner","repeatSchedule":"ONDEMAND"})).is_empty());
+    }
+
+    #[test]
+    fn webhook_urls_must_be_http_or_https_with_a_host() {
+        let body = |url: &str| {
+            json!({"name":"a","type":"INTERNAL","taskImplFqn":"runs-report","repeatSchedule":"ONDEMAND",
+                   "webhookUrl": url})
+        };
+        for good in ["https://hooks.lab.example/labcron", "http://127.0.0.1:9000/x?y=1", "  "] {
+            assert!(codes(body(good)).is_empty(), "{good}");
+        }
+        for bad in ["ftp://hooks.lab.example/", "hooks.lab.example/x", "http://", "javascript:alert(1)"] {
+            assert_eq!(codes(body(bad)), vec!["SCHEDULED_JOB_INVALID_WEBHOOK_URL"], "{bad}");
+        }
+        let (draft, _) = validate_job(body(" https://h.example/a ").as_object().unwrap(), &defaults());
+        assert_eq!(draft.webhook_url.as_deref(), Some("https://h.example/a"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   connection, checked with `PRAGMA quick_check`), a plain SQLite file `sqlite3` opens.
 //! - `runs-report`, argument `days=7` (or a bare number): a CSV of every run queued in the last
 //!   that many days.
+//!
 //! Work runs on blocking threads, stops at the job's `timeoutSeconds` or on cancel, and never
 //! touches the run rows except through the executor's outcome.
 
@@ -196,17 +197,18 @@ async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, T
 }
 
 /// A run whose files were removed.
-struct Removed {
-    job_id: i64,
-    run_id: i64,
-    finished_at: i64,
-    files: u64,
-    bytes: u64,
+pub(crate) struct Removed {
+    pub job_id: i64,
+    pub run_id: i64,
+    pub finished_at: i64,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// Walks `<data>/runs/<job>/<run>/` and removes the directories of runs that finished before
 /// `cutoff`. The outer `Result` is the ledger's; the inner one says whether the guard stopped it.
-fn remove_old_run_files(
+/// Also the daily retention pass (`retention`); a directory another pass removed first is skipped.
+pub(crate) fn remove_old_run_files(
     conn: &Connection,
     data_dir: &Path,
     cutoff: i64,
@@ -229,8 +231,15 @@ fn remove_old_run_files(
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             };
             let run_dir = RunPaths::new(data_dir, job_id, run_id).run_dir;
-            let (files, bytes) = tree_size(&run_dir)?;
-            std::fs::remove_dir_all(&run_dir)?;
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let (files, bytes) = match tree_size(&run_dir) {
+                Err(e) if gone(&e) => continue,
+                size => size?,
+            };
+            match std::fs::remove_dir_all(&run_dir) {
+                Err(e) if gone(&e) => continue,
+                done => done?,
+            }
             removed.push(Removed {
                 job_id,
                 run_id,
@@ -372,11 +381,25 @@ mod tests {
     fn day_arguments_take_a_name_or_a_bare_number() {
         let name = "filesRetentionDays";
         assert_eq!(days_argument(&words(""), name, 30), Ok(30));
-        assert_eq!(days_argument(&words("filesRetentionDays=7"), name, 30), Ok(7));
+        assert_eq!(
+            days_argument(&words("filesRetentionDays=7"), name, 30),
+            Ok(7)
+        );
         assert_eq!(days_argument(&words("14"), name, 30), Ok(14));
-        assert_eq!(days_argument(&words("10 filesRetentionDays=0"), name, 30), Ok(0));
-        assert!(days_argument(&words("days=3"), name, 30).unwrap_err().contains("unknown argument"));
-        assert!(days_argument(&words("filesRetentionDays=x"), name, 30).unwrap_err().contains("whole number"));
+        assert_eq!(
+            days_argument(&words("10 filesRetentionDays=0"), name, 30),
+            Ok(0)
+        );
+        assert!(
+            days_argument(&words("days=3"), name, 30)
+                .unwrap_err()
+                .contains("unknown argument")
+        );
+        assert!(
+            days_argument(&words("filesRetentionDays=x"), name, 30)
+                .unwrap_err()
+                .contains("whole number")
+        );
         assert!(days_argument(&words("-1"), name, 30).is_err());
     }
 }

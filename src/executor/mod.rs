@@ -25,6 +25,8 @@ use crate::domain::args::split_args;
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::store::{self, Db};
 use files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
 use process::{ProcessEnd, ProcessSpec, run_process};
@@ -51,6 +53,10 @@ struct Inner {
     finished: Notify,
     running: Mutex<HashMap<i64, RunningRun>>,
     stop_dispatching: CancellationToken,
+    /// Counts finished runs (`labcron_runs_finished_total`, `labcron_run_duration_seconds`).
+    metrics: Arc<Metrics>,
+    /// Told about every run whose end was recorded (e-mail, webhook); never waited for.
+    notifier: Notifier,
 }
 
 /// A request to run a job.
@@ -63,7 +69,13 @@ pub struct RunRequest {
 }
 
 impl Executor {
-    pub fn new(db: Db, settings: Arc<Settings>, data_dir: PathBuf) -> Self {
+    pub fn new(
+        db: Db,
+        settings: Arc<Settings>,
+        data_dir: PathBuf,
+        metrics: Arc<Metrics>,
+        notifier: Notifier,
+    ) -> Self {
         Executor {
             inner: Arc::new(Inner {
                 db,
@@ -73,6 +85,8 @@ impl Executor {
                 finished: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 stop_dispatching: CancellationToken::new(),
+                metrics,
+                notifier,
             }),
         }
     }
@@ -273,9 +287,12 @@ impl Executor {
         cancel: CancellationToken,
         reason: Arc<Mutex<Option<String>>>,
     ) {
+        // For the metrics: the job's type and when the run started.
+        let mut measured = None;
         let outcome = match self.load(run_id).await {
             Ok((run, job)) => {
                 tracing::info!(job_id = job.id, job = %job.name, "run started");
+                measured = Some((job.job_type, run.started_at));
                 self.perform(&run, &job, cancel, reason).await
             }
             Err(e) => Outcome {
@@ -284,15 +301,27 @@ impl Executor {
             },
         };
         let succeeded = outcome.succeeded;
+        let finished_at = now_ms();
         let recorded = {
             let outcome = outcome.clone();
             self.inner
                 .db
-                .write(move |tx| store::runs::finish(tx, run_id, &outcome, now_ms()))
+                .write(move |tx| store::runs::finish(tx, run_id, &outcome, finished_at))
                 .await
         };
-        if let Err(e) = recorded {
-            tracing::error!(error = ?e, "could not record the end of run {run_id}");
+        match recorded {
+            Ok(true) => {
+                if let Some((job_type, started_at)) = measured {
+                    let duration_ms = started_at.map(|start| finished_at - start);
+                    self.inner
+                        .metrics
+                        .observe_run(job_type.as_str(), succeeded, duration_ms);
+                }
+                // After the outcome is in the ledger; delivery runs in its own tasks.
+                self.inner.notifier.run_finished(run_id);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = ?e, "could not record the end of run {run_id}"),
         }
         tracing::info!(
             succeeded,

@@ -115,10 +115,7 @@ impl TaskContext<'_> {
 
 /// Writes a file through `write` under a temporary name beside `target`, then renames it, so it
 /// appears only complete. On failure the temporary file is removed.
-pub fn write_aside<T, E>(
-    target: &Path,
-    write: impl FnOnce(&Path) -> Result<T, E>,
-) -> Result<T, E>
+pub fn write_aside<T, E>(target: &Path, write: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E>
 where
     E: From<std::io::Error>,
 {
@@ -188,13 +185,10 @@ async fn export_saved_query(
     );
 
     let job_result = tokio::task::spawn_blocking(move || -> Result<ExportStats, Failure> {
-        let conn = sources
-            .open(&query.data_source)
-            .map_err(Failure::Message)?;
+        let conn = sources.open(&query.data_source).map_err(Failure::Message)?;
         guard.install(&conn)?;
-        let mut stmt = prepare_single(&conn, &query.sql).map_err(|e| {
-            Failure::Message(format!("the saved query cannot run: {e}"))
-        })?;
+        let mut stmt = prepare_single(&conn, &query.sql)
+            .map_err(|e| Failure::Message(format!("the saved query cannot run: {e}")))?;
         if !stmt.readonly() {
             return Err(Failure::Message(
                 "refused: the saved query is not a read-only statement".into(),

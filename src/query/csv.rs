@@ -111,10 +111,10 @@ pub fn export_csv<W: Write>(
         csv.end_record()?;
         written += 1;
         // The progress handler covers SQLite's work; this covers ours (a slow disk).
-        if written % 4096 == 0 {
-            if let Some(stop) = guard.check() {
-                return Err(ExportError::Stopped(stop));
-            }
+        if written.is_multiple_of(4096)
+            && let Some(stop) = guard.check()
+        {
+            return Err(ExportError::Stopped(stop));
         }
     }
     let bytes = csv.finish()?;
@@ -308,7 +308,10 @@ mod tests {
             .prepare("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
             .unwrap();
         let err = export_csv(&mut stmt, Vec::new(), None, &guard).unwrap_err();
-        assert!(matches!(err, ExportError::Stopped(Stop::TimeLimit)), "{err:?}");
+        assert!(
+            matches!(err, ExportError::Stopped(Stop::TimeLimit)),
+            "{err:?}"
+        );
 
         let cancel = CancellationToken::new();
         let guard = Guard {
@@ -324,7 +327,10 @@ mod tests {
             .prepare("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
             .unwrap();
         let err = export_csv(&mut stmt, Vec::new(), None, &guard).unwrap_err();
-        assert!(matches!(err, ExportError::Stopped(Stop::Cancelled)), "{err:?}");
+        assert!(
+            matches!(err, ExportError::Stopped(Stop::Cancelled)),
+            "{err:?}"
+        );
         canceller.join().unwrap();
     }
 }

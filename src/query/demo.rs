@@ -24,7 +24,7 @@ CREATE INDEX specimens_site_type ON specimens (site_id, specimen_type_id);
 /// Version of the generator; stored in `demo_info` so a later change is visible.
 pub const GENERATOR_VERSION: i64 = 1;
 /// Seed of the generator.
-pub const SEED: u64 = 0x1ab_c0de_b10b_a4c;
+pub const SEED: u64 = 0x001a_bc0d_eb10_ba4c;
 /// Participants in the demo (visits and specimens follow from them).
 pub const PARTICIPANTS: usize = 2000;
 
@@ -104,7 +104,12 @@ const SITES: &[(&str, &str, &str, &str)] = &[
     ("MUC", "Münchner Kohortenzentrum", "Munich", "Germany"),
     ("OSA", "Osaka Specimen Repository", "Osaka", "Japan"),
     ("TOR", "Toronto Research Biobank", "Toronto", "Canada"),
-    ("MEL", "Melbourne Clinical Biobank", "Melbourne", "Australia"),
+    (
+        "MEL",
+        "Melbourne Clinical Biobank",
+        "Melbourne",
+        "Australia",
+    ),
 ];
 
 /// (name, class, unit, typical quantity)
@@ -333,7 +338,11 @@ fn fill(tx: &Connection, anchor_ms: i64) -> rusqlite::Result<DemoSummary> {
                             Some(format!("{site_code}-FRZ-{}", box_index / 200 + 1)),
                             Some(box_index / 20 % 10 + 1),
                             Some(box_index % 20 + 1),
-                            Some(format!("{}{}", (b'A' + (cell / 9) as u8) as char, cell % 9 + 1)),
+                            Some(format!(
+                                "{}{}",
+                                (b'A' + (cell / 9) as u8) as char,
+                                cell % 9 + 1
+                            )),
                         )
                     } else {
                         (None, None, None, None)
@@ -385,7 +394,13 @@ mod tests {
     fn dump(path: &Path) -> Vec<String> {
         let conn = Connection::open(path).unwrap();
         let mut out = Vec::new();
-        for table in ["sites", "specimen_types", "participants", "visits", "specimens"] {
+        for table in [
+            "sites",
+            "specimen_types",
+            "participants",
+            "visits",
+            "specimens",
+        ] {
             let mut stmt = conn
                 .prepare(&format!("SELECT * FROM {table} ORDER BY id"))
                 .unwrap();
@@ -415,7 +430,10 @@ mod tests {
             summary.specimens > 15_000 && summary.visits > 4_000,
             "{summary:?}"
         );
-        assert!(create_demo_database(&a, anchor).is_err(), "an existing file is kept");
+        assert!(
+            create_demo_database(&a, anchor).is_err(),
+            "an existing file is kept"
+        );
 
         let conn = Connection::open(&a).unwrap();
         let (latest, earliest, stored, positions): (String, String, i64, i64) = conn
@@ -428,7 +446,10 @@ mod tests {
             )
             .unwrap();
         assert!(latest.as_str() <= "2026-01-01 00:00:00", "{latest}");
-        assert!(latest.as_str() >= "2025-12-25", "recent rows exist: {latest}");
+        assert!(
+            latest.as_str() >= "2025-12-25",
+            "recent rows exist: {latest}"
+        );
         assert!(earliest.as_str() >= "2024-01-01", "{earliest}");
         assert_eq!(stored, positions, "storage positions are unique");
         let recent: i64 = conn

@@ -110,7 +110,8 @@ mod tests {
 
     #[test]
     fn bodies_are_trimmed_and_default_to_the_lab_source() {
-        let (draft, errors) = parse(json!({"title": "  Weekly  ", "sql": " SELECT 1 ", "extra": 1}));
+        let (draft, errors) =
+            parse(json!({"title": "  Weekly  ", "sql": " SELECT 1 ", "extra": 1}));
         assert!(errors.is_empty());
         assert_eq!(
             draft,
@@ -125,7 +126,10 @@ mod tests {
     #[test]
     fn every_problem_is_reported() {
         let (_, errors) = parse(json!({"title": " ", "sql": null}));
-        assert_eq!(errors, vec!["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_SQL_REQUIRED"]);
+        assert_eq!(
+            errors,
+            vec!["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_SQL_REQUIRED"]
+        );
         let (_, errors) = parse(json!({"title": "x".repeat(256), "sql": "SELECT 1"}));
         assert_eq!(errors, vec!["SAVED_QUERY_TITLE_TOO_LONG"]);
     }

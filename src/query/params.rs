@@ -43,13 +43,18 @@ pub fn typed_value(text: &str) -> Value {
 
 /// Binds every parameter of `stmt` from `args`. Fails, naming them all, when a parameter has no
 /// value or an argument matches no parameter.
-pub fn bind_params(stmt: &mut Statement<'_>, args: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn bind_params(
+    stmt: &mut Statement<'_>,
+    args: &BTreeMap<String, String>,
+) -> Result<(), String> {
     let mut missing: Vec<String> = Vec::new();
     let mut used: Vec<&str> = Vec::new();
     let mut all: Vec<String> = Vec::new();
     for index in 1..=stmt.parameter_count() {
         let Some(full) = stmt.parameter_name(index).map(str::to_string) else {
-            return Err("the query has a positional parameter (`?`), which cannot be filled".into());
+            return Err(
+                "the query has a positional parameter (`?`), which cannot be filled".into(),
+            );
         };
         let name = bare_name(&full).to_string();
         if !all.contains(&full) {
@@ -118,8 +123,16 @@ mod tests {
         assert_eq!(args["from"], "2024-01-01");
         assert_eq!(args["site"], "BOS");
         assert_eq!(args["empty"], "");
-        assert!(parse_args(&words("from")).unwrap_err().contains("not name=value"));
-        assert!(parse_args(&words("=3")).unwrap_err().contains("no parameter name"));
+        assert!(
+            parse_args(&words("from"))
+                .unwrap_err()
+                .contains("not name=value")
+        );
+        assert!(
+            parse_args(&words("=3"))
+                .unwrap_err()
+                .contains("no parameter name")
+        );
     }
 
     #[test]
@@ -142,8 +155,12 @@ mod tests {
         bind_params(&mut stmt, &args).unwrap();
         let mut rows = stmt.raw_query();
         let r = rows.next().unwrap().unwrap();
-        let row: (String, i64, String, String) =
-            (r.get(0).unwrap(), r.get(1).unwrap(), r.get(2).unwrap(), r.get(3).unwrap());
+        let row: (String, i64, String, String) = (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        );
         assert_eq!(row, ("007-x y".into(), 42, "text".into(), "007".into()));
     }
 
@@ -151,7 +168,8 @@ mod tests {
     fn missing_and_unknown_parameters_are_named() {
         let conn = Connection::open_in_memory().unwrap();
         let mut stmt = conn.prepare("SELECT :from, :site").unwrap();
-        let err = bind_params(&mut stmt, &parse_args(&words("from=1 sight=BOS")).unwrap()).unwrap_err();
+        let err =
+            bind_params(&mut stmt, &parse_args(&words("from=1 sight=BOS")).unwrap()).unwrap_err();
         assert!(err.contains("missing value for parameter :site"), "{err}");
         assert!(err.contains("site=<value>"), "{err}");
         assert!(err.contains("unknown parameter sight"), "{err}");

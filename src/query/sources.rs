@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::fallible_iterator::FallibleIterator;
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Batch, Connection, OpenFlags, Statement};
 
 use crate::config::Settings;
@@ -245,7 +245,11 @@ mod tests {
             .unwrap();
         assert_eq!(columns, 2);
         let text: String = conn
-            .query_row("SELECT upper(name) || date('2024-01-31', '+1 day') FROM t WHERE id = 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT upper(name) || date('2024-01-31', '+1 day') FROM t WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(text, "A2024-02-01");
     }
@@ -255,7 +259,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_read_only(&sample_db(dir.path())).unwrap();
         assert_eq!(
-            check_sql(&conn, "SELECT * FROM t WHERE id > :from AND name <> @name OR id = :from").unwrap(),
+            check_sql(
+                &conn,
+                "SELECT * FROM t WHERE id > :from AND name <> @name OR id = :from"
+            )
+            .unwrap(),
             vec!["from", "name"]
         );
         assert!(check_sql(&conn, "WITH x AS (SELECT 1) SELECT * FROM x;  -- done").is_ok());
@@ -264,16 +272,36 @@ mod tests {
         assert!(err.contains("syntax error"), "{err}");
         let err = check_sql(&conn, "SELECT nope FROM t").unwrap_err();
         assert!(err.contains("no such column: nope"), "{err}");
-        assert!(check_sql(&conn, "DELETE FROM t").unwrap_err().contains("read-only"));
+        assert!(
+            check_sql(&conn, "DELETE FROM t")
+                .unwrap_err()
+                .contains("read-only")
+        );
         assert!(
             check_sql(&conn, "WITH x AS (SELECT 1) DELETE FROM t")
                 .unwrap_err()
                 .contains("read-only")
         );
-        assert!(check_sql(&conn, "SELECT 1; DELETE FROM t").unwrap_err().contains("one statement"));
-        assert!(check_sql(&conn, "SELECT 1; SELECT 2").unwrap_err().contains("one statement"));
-        assert!(check_sql(&conn, "-- nothing").unwrap_err().contains("no statement"));
-        assert!(check_sql(&conn, "SELECT * FROM t WHERE id = ?").unwrap_err().contains("positional"));
+        assert!(
+            check_sql(&conn, "SELECT 1; DELETE FROM t")
+                .unwrap_err()
+                .contains("one statement")
+        );
+        assert!(
+            check_sql(&conn, "SELECT 1; SELECT 2")
+                .unwrap_err()
+                .contains("one statement")
+        );
+        assert!(
+            check_sql(&conn, "-- nothing")
+                .unwrap_err()
+                .contains("no statement")
+        );
+        assert!(
+            check_sql(&conn, "SELECT * FROM t WHERE id = ?")
+                .unwrap_err()
+                .contains("positional")
+        );
         assert!(check_sql(&conn, "ATTACH ':memory:' AS m").is_err());
         assert!(check_sql(&conn, "BEGIN").is_err());
     }
@@ -285,7 +313,12 @@ mod tests {
         paths.insert("lab".to_string(), dir.path().join("absent.db"));
         let sources = DataSources::from_paths(paths);
         assert!(sources.open("lab").unwrap_err().contains("does not exist"));
-        assert!(sources.open("other").unwrap_err().contains("not configured"));
+        assert!(
+            sources
+                .open("other")
+                .unwrap_err()
+                .contains("not configured")
+        );
         assert!(valid_source_name("lab-2.b_c"));
         assert!(!valid_source_name(""));
         assert!(!valid_source_name("a b"));

@@ -15,7 +15,7 @@ const COLUMNS: &str = "id, name, type, repeat_schedule, scheduled_minute, schedu
     scheduled_day_of_month, minutely_interval, hourly_interval, cron_expression, timezone, start_date, end_date,
     activity_status, created_by, run_as, task_impl_fqn, command, fixed_args, rt_args_provided, rt_args_help_text,
     saved_query_id, timeout_seconds, misfire_policy, max_queued_runs, result_from_stdout, created_at, updated_at,
-    last_fired_for";
+    last_fired_for, webhook_url";
 
 fn corrupt(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -67,6 +67,7 @@ fn map_job(row: &Row) -> rusqlite::Result<Job> {
         created_at: row.get(27)?,
         updated_at: row.get(28)?,
         last_fired_for: row.get(29)?,
+        webhook_url: row.get(30)?,
     })
 }
 
@@ -210,7 +211,7 @@ fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<()
             cron_expression = ?11, timezone = ?12, start_date = ?13, end_date = ?14, activity_status = ?15,
             run_as = ?16, task_impl_fqn = ?17, command = ?18, fixed_args = ?19, rt_args_provided = ?20,
             rt_args_help_text = ?21, saved_query_id = ?22, timeout_seconds = ?23, misfire_policy = ?24,
-            max_queued_runs = ?25, result_from_stdout = ?26, updated_at = ?27
+            max_queued_runs = ?25, result_from_stdout = ?26, updated_at = ?27, webhook_url = ?28
          WHERE id = ?1",
         params![
             id,
@@ -239,7 +240,8 @@ fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<()
             d.misfire_policy.as_str(),
             d.max_queued_runs,
             d.result_from_stdout,
-            now
+            now,
+            d.webhook_url
         ],
     )?;
     replace_user_list(conn, "job_recipients", id, &d.recipients)?;

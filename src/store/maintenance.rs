@@ -1,6 +1,7 @@
 //! SQL the built-in INTERNAL tasks need from the ledger: where the ledger file is (for the
 //! backup), which runs have finished and when (for the files cleaner), and the runs report.
-//! Read-only; the tasks themselves live in `executor::internal`.
+//! Read-only, except the retention pass's deletion of old run rows (`retention`); the tasks
+//! themselves live in `executor::internal`.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -43,3 +44,35 @@ JOIN jobs j ON j.id = r.job_id
 LEFT JOIN users u ON u.id = r.run_by
 WHERE r.queued_at >= ?1
 ORDER BY r.id";
+
+/// Up to `limit` runs (job id, run id) that finished before `cutoff` (epoch ms), with ids above
+/// `after`, by id: a batch of the retention pass's row deletion.
+pub fn finished_before(
+    conn: &Connection,
+    cutoff: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, i64)>, ApiError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT job_id, id FROM runs
+             WHERE id > ?2 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?1
+             ORDER BY id LIMIT ?3",
+        )?
+        .query_map(params![cutoff, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Deletes the rows of `run_ids` that finished before `cutoff`; returns how many went. Call in a
+/// write transaction (the retention pass keeps each to one batch).
+pub fn delete_finished_runs(conn: &Connection, run_ids: &[i64], cutoff: i64) -> Result<u64, ApiError> {
+    let mut delete = conn.prepare_cached(
+        "DELETE FROM runs WHERE id = ?1 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?2",
+    )?;
+    let mut deleted = 0;
+    for id in run_ids {
+        deleted += delete.execute(params![id, cutoff])? as u64;
+    }
+    Ok(deleted)
+}

@@ -20,7 +20,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use crate::error::ApiError;
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    include_str!("../../migrations/0002_job_webhook_url.sql"),
+];
 
 /// Handle to the ledger; cheap to clone.
 #[derive(Clone)]

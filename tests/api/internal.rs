@@ -10,16 +10,25 @@ use crate::queries::{create_query, create_query_job, download, result_text, run_
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-async fn create_internal_job(app: &TestApp, name: &str, task: &str, fixed_args: Option<&str>) -> i64 {
-    app.create_job(&json!({"name": name, "type": "INTERNAL", "taskImplFqn": task, "fixedArgs": fixed_args,
-                           "rtArgsProvided": true, "repeatSchedule": "ONDEMAND"}))
-        .await
+async fn create_internal_job(
+    app: &TestApp,
+    name: &str,
+    task: &str,
+    fixed_args: Option<&str>,
+) -> i64 {
+    app.create_job(
+        &json!({"name": name, "type": "INTERNAL", "taskImplFqn": task, "fixedArgs": fixed_args,
+                           "rtArgsProvided": true, "repeatSchedule": "ONDEMAND"}),
+    )
+    .await
 }
 
 /// Moves a run's times `days` into the past, directly in the ledger.
 fn age_run(app: &TestApp, run_id: i64, days: i64) {
     let ledger = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    ledger.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    ledger
+        .busy_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
     let changed = ledger
         .execute(
             "UPDATE runs SET queued_at = queued_at - ?2, started_at = started_at - ?2, finished_at = finished_at - ?2
@@ -46,39 +55,82 @@ async fn files_cleaner_removes_the_files_of_old_runs_and_keeps_their_rows() {
     let old_dir = app.data_dir.join(format!("runs/{job}/{}", id(&old)));
     assert!(old_dir.join("run.log").exists());
 
-    let cleaner = create_internal_job(&app, "cleaner", "files-cleaner", Some("filesRetentionDays=30")).await;
+    let cleaner = create_internal_job(
+        &app,
+        "cleaner",
+        "files-cleaner",
+        Some("filesRetentionDays=30"),
+    )
+    .await;
     let cleaned = run_to_end(&app, cleaner, None).await;
     assert_eq!(cleaned["status"], "SUCCEEDED", "{cleaned}");
-    assert_eq!(cleaned["logFilePath"], format!("files-cleaner_{}.csv", id(&cleaned)).as_str());
+    assert_eq!(
+        cleaned["logFilePath"],
+        format!("files-cleaner_{}.csv", id(&cleaned)).as_str()
+    );
     let report = result_text(&app, &cleaned).await;
     let lines: Vec<&str> = report.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines[0], "jobId,runId,finishedAt,files,bytes");
     assert_eq!(lines.len(), 2, "{report}");
-    assert!(lines[1].starts_with(&format!("{job},{},", id(&old))), "{report}");
-    assert!(run_log(&app, &cleaned).await.contains("removed the files of 1 runs"));
+    assert!(
+        lines[1].starts_with(&format!("{job},{},", id(&old))),
+        "{report}"
+    );
+    assert!(
+        run_log(&app, &cleaned)
+            .await
+            .contains("removed the files of 1 runs")
+    );
 
     // The old run's files are gone, its row stays, and its download says the file is gone.
     assert!(!old_dir.exists());
-    let row = ok_json(app.get(&format!("/scheduled-jobs/{job}/runs/{}", id(&old))).await).await;
+    let row = ok_json(
+        app.get(&format!("/scheduled-jobs/{job}/runs/{}", id(&old)))
+            .await,
+    )
+    .await;
     assert_eq!(row["status"], "SUCCEEDED");
     assert_eq!(row["logFilePath"], old["logFilePath"]);
-    let response = app.get(&format!("/scheduled-jobs/{job}/runs/{}/result-file", id(&old))).await;
-    assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND"]);
+    let response = app
+        .get(&format!(
+            "/scheduled-jobs/{job}/runs/{}/result-file",
+            id(&old)
+        ))
+        .await;
+    assert_eq!(
+        error_codes(response, StatusCode::BAD_REQUEST).await,
+        ["SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND"]
+    );
     assert_eq!(result_text(&app, &recent).await, "one\r\n1\r\n");
 
     // OpenSpecimen's class name and a bare number work too; nothing is old enough now.
     let alias = create_internal_job(&app, "alias cleaner", "FilesBacklogCleaner", Some("1")).await;
     let run = run_to_end(&app, alias, None).await;
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
-    assert_eq!(result_text(&app, &run).await, "jobId,runId,finishedAt,files,bytes\r\n");
+    assert_eq!(
+        result_text(&app, &run).await,
+        "jobId,runId,finishedAt,files,bytes\r\n"
+    );
     assert_eq!(result_text(&app, &recent).await, "one\r\n1\r\n");
 
     // A bad argument fails the run and says why.
     let run = run_to_end(&app, alias, Some("filesRetentionDays=soon")).await;
     assert_eq!(run["status"], "FAILED");
-    assert!(run["message"].as_str().unwrap().contains("whole number of days"), "{run}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains("whole number of days"),
+        "{run}"
+    );
     let run = run_to_end(&app, alias, Some("keep=3")).await;
-    assert!(run["message"].as_str().unwrap().contains("unknown argument `keep=3`"), "{run}");
+    assert!(
+        run["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown argument `keep=3`"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +153,9 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
     let copy = dir.path().join("copy.db");
     std::fs::write(&copy, &body).unwrap();
     let conn = rusqlite::Connection::open(&copy).unwrap();
-    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
     let names: Vec<String> = conn
         .prepare("SELECT name FROM jobs ORDER BY id")
@@ -111,12 +165,17 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(names, ["export before backup", "backup"]);
-    let title: String = conn.query_row("SELECT title FROM saved_queries", [], |r| r.get(0)).unwrap();
+    let title: String = conn
+        .query_row("SELECT title FROM saved_queries", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(title, "one");
     drop(conn);
 
     // The sqlite3 command line opens it too, where it is installed.
-    match std::process::Command::new("sqlite3").arg(&copy).arg("SELECT count(*) FROM runs; PRAGMA journal_mode;").output()
+    match std::process::Command::new("sqlite3")
+        .arg(&copy)
+        .arg("SELECT count(*) FROM runs; PRAGMA journal_mode;")
+        .output()
     {
         Ok(output) => {
             assert!(output.status.success(), "{output:?}");
@@ -128,7 +187,10 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
     // It takes no arguments.
     let run = run_to_end(&app, backup, Some("now")).await;
     assert_eq!(run["status"], "FAILED");
-    assert!(run["message"].as_str().unwrap().contains("takes none"), "{run}");
+    assert!(
+        run["message"].as_str().unwrap().contains("takes none"),
+        "{run}"
+    );
 }
 
 #[tokio::test]
@@ -143,7 +205,10 @@ async fn runs_report_lists_the_runs_of_the_last_days() {
     let report_job = create_internal_job(&app, "report", "runs-report", Some("days=7")).await;
     let run = run_to_end(&app, report_job, None).await;
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
-    assert_eq!(run["logFilePath"], format!("runs-report_{}.csv", id(&run)).as_str());
+    assert_eq!(
+        run["logFilePath"],
+        format!("runs-report_{}.csv", id(&run)).as_str()
+    );
     let csv = result_text(&app, &run).await;
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(
@@ -151,21 +216,34 @@ async fn runs_report_lists_the_runs_of_the_last_days() {
         "runId,jobId,jobName,jobType,status,trigger,runBy,rtArgs,queuedAt,startedAt,finishedAt,durationMs,exitCode,\
          resultFile,resultFileSize,logSize,message"
     );
-    let ids: Vec<i64> = lines[1..].iter().map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    let ids: Vec<i64> = lines[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(ids, [id(&recent), id(&run)], "{csv}");
     let recent_line = lines[1];
     assert!(
-        recent_line.starts_with(&format!("{},{job},\"export, \"\"quoted\"\"\",QUERY,FAILED,MANUAL,admin,x=1,", id(&recent))),
+        recent_line.starts_with(&format!(
+            "{},{job},\"export, \"\"quoted\"\"\",QUERY,FAILED,MANUAL,admin,x=1,",
+            id(&recent)
+        )),
         "{recent_line}"
     );
-    assert!(lines[2].contains(",IN_PROGRESS,MANUAL,admin,,"), "the report's own run: {}", lines[2]);
+    assert!(
+        lines[2].contains(",IN_PROGRESS,MANUAL,admin,,"),
+        "the report's own run: {}",
+        lines[2]
+    );
 
     // A longer window includes the old run; a bare number works too.
     let run = run_to_end(&app, report_job, Some("30")).await;
     let csv = result_text(&app, &run).await;
     assert!(csv.contains(&format!("\r\n{},{job},", id(&old))), "{csv}");
     assert!(csv.contains(",SUCCEEDED,MANUAL,admin,,"), "{csv}");
-    assert!(csv.contains(&format!("scheduled_query_{query}_{}.csv", id(&old))), "result file by name: {csv}");
+    assert!(
+        csv.contains(&format!("scheduled_query_{query}_{}.csv", id(&old))),
+        "result file by name: {csv}"
+    );
 }
 
 #[tokio::test]
@@ -178,9 +256,15 @@ async fn only_admins_create_internal_jobs() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SCHEDULED_JOB_OP_NOT_ALLOWED"]);
+    assert_eq!(
+        error_codes(response, StatusCode::BAD_REQUEST).await,
+        ["SCHEDULED_JOB_OP_NOT_ALLOWED"]
+    );
     let response = app
         .post("/scheduled-jobs", &json!({"name": "x", "type": "INTERNAL", "taskImplFqn": "rm-rf", "repeatSchedule": "ONDEMAND"}))
         .await;
-    assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SCHEDULED_JOB_INVALID_TASK_IMPL_FQN"]);
+    assert_eq!(
+        error_codes(response, StatusCode::BAD_REQUEST).await,
+        ["SCHEDULED_JOB_INVALID_TASK_IMPL_FQN"]
+    );
 }

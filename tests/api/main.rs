@@ -4,7 +4,9 @@
 mod helpers;
 
 mod auth;
+mod cli;
 mod jobs;
+mod packaging;
 mod restart;
 mod runs;
 mod scheduler;

@@ -10,11 +10,17 @@ use labcron::startup::Application;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with};
+use crate::helpers::{
+    ADMIN_PASSWORD, AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with,
+};
 
 /// Creates a saved query on `lab` and returns its id.
 pub async fn create_query(app: &TestApp, title: &str, sql: &str) -> i64 {
-    let created = ok_json(app.post("/saved-queries", &json!({"title": title, "sql": sql})).await).await;
+    let created = ok_json(
+        app.post("/saved-queries", &json!({"title": title, "sql": sql}))
+            .await,
+    )
+    .await;
     created["id"].as_i64().expect("saved query id")
 }
 
@@ -35,23 +41,44 @@ pub async fn run_to_end(app: &TestApp, job_id: i64, args: Option<&str>) -> Value
 
 /// Downloads a run's result file: (status, content type, body).
 pub async fn download(app: &TestApp, job_id: i64, run_id: i64) -> (StatusCode, String, Vec<u8>) {
-    let response = app.get(&format!("/scheduled-jobs/{job_id}/runs/{run_id}/result-file")).await;
+    let response = app
+        .get(&format!(
+            "/scheduled-jobs/{job_id}/runs/{run_id}/result-file"
+        ))
+        .await;
     let status = response.status();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-    (status, content_type, response.bytes().await.expect("body").to_vec())
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (
+        status,
+        content_type,
+        response.bytes().await.expect("body").to_vec(),
+    )
 }
 
 /// A run's result file as text (asserting it downloads).
 pub async fn result_text(app: &TestApp, run: &Value) -> String {
-    let (status, _, body) = download(app, run["jobId"].as_i64().unwrap(), run["id"].as_i64().unwrap()).await;
+    let (status, _, body) = download(
+        app,
+        run["jobId"].as_i64().unwrap(),
+        run["id"].as_i64().unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     String::from_utf8(body).expect("UTF-8 CSV")
 }
 
 pub async fn run_log(app: &TestApp, run: &Value) -> String {
-    let response =
-        app.get(&format!("/scheduled-jobs/{}/runs/{}/log", run["jobId"].as_i64().unwrap(), run["id"].as_i64().unwrap())).await;
+    let response = app
+        .get(&format!(
+            "/scheduled-jobs/{}/runs/{}/log",
+            run["jobId"].as_i64().unwrap(),
+            run["id"].as_i64().unwrap()
+        ))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
 }
@@ -62,7 +89,10 @@ fn assert_failed_with(run: &Value, words: &[&str]) {
     for word in words {
         assert!(message.contains(word), "message `{message}` lacks `{word}`");
     }
-    assert!(run["logFilePath"].is_null(), "a failed query keeps no file: {run}");
+    assert!(
+        run["logFilePath"].is_null(),
+        "a failed query keeps no file: {run}"
+    );
 }
 
 fn count_rows(db: &Path, sql: &str) -> i64 {
@@ -84,11 +114,17 @@ async fn saved_queries_are_created_read_listed_replaced_and_deleted() {
     assert_eq!(created["dataSource"], "lab");
     assert_eq!(created["createdBy"]["loginName"], "admin");
     assert!(created["lastModifiedOn"].as_i64().unwrap() > 1_600_000_000_000);
-    assert_eq!(ok_json(app.get(&format!("/saved-queries/{id}")).await).await, created);
+    assert_eq!(
+        ok_json(app.get(&format!("/saved-queries/{id}")).await).await,
+        created
+    );
     // Both base paths serve it.
     let other_base = app
         .client
-        .get(format!("{}/openspecimen/rest/ng/saved-queries/{id}", app.base))
+        .get(format!(
+            "{}/openspecimen/rest/ng/saved-queries/{id}",
+            app.base
+        ))
         .header("X-OS-API-TOKEN", &app.token)
         .send()
         .await
@@ -97,17 +133,39 @@ async fn saved_queries_are_created_read_listed_replaced_and_deleted() {
 
     let second = create_query(&app, "Plasma 100%_done", "SELECT 1").await;
     let titles = |list: Value| -> Vec<String> {
-        list.as_array().unwrap().iter().map(|q| q["title"].as_str().unwrap().to_string()).collect()
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["title"].as_str().unwrap().to_string())
+            .collect()
     };
-    assert_eq!(titles(ok_json(app.get("/saved-queries").await).await), ["Plasma 100%_done", "Blood samples"]);
-    assert_eq!(titles(ok_json(app.get("/saved-queries?query=BLOOD").await).await), ["Blood samples"]);
-    assert_eq!(titles(ok_json(app.get("/saved-queries?query=%25_").await).await), ["Plasma 100%_done"]);
-    assert_eq!(titles(ok_json(app.get("/saved-queries?startAt=1&maxResults=1").await).await), ["Blood samples"]);
-    assert_eq!(titles(ok_json(app.get("/saved-queries?maxResults=1").await).await), ["Plasma 100%_done"]);
+    assert_eq!(
+        titles(ok_json(app.get("/saved-queries").await).await),
+        ["Plasma 100%_done", "Blood samples"]
+    );
+    assert_eq!(
+        titles(ok_json(app.get("/saved-queries?query=BLOOD").await).await),
+        ["Blood samples"]
+    );
+    assert_eq!(
+        titles(ok_json(app.get("/saved-queries?query=%25_").await).await),
+        ["Plasma 100%_done"]
+    );
+    assert_eq!(
+        titles(ok_json(app.get("/saved-queries?startAt=1&maxResults=1").await).await),
+        ["Blood samples"]
+    );
+    assert_eq!(
+        titles(ok_json(app.get("/saved-queries?maxResults=1").await).await),
+        ["Plasma 100%_done"]
+    );
 
     let replaced = ok_json(
-        app.put(&format!("/saved-queries/{id}"), &json!({"title": "Blood", "sql": "SELECT count(*) AS n FROM specimens"}))
-            .await,
+        app.put(
+            &format!("/saved-queries/{id}"),
+            &json!({"title": "Blood", "sql": "SELECT count(*) AS n FROM specimens"}),
+        )
+        .await,
     )
     .await;
     assert_eq!(replaced["title"], "Blood");
@@ -122,12 +180,22 @@ async fn saved_queries_are_created_read_listed_replaced_and_deleted() {
     ok_json(app.delete(&format!("/saved-queries/{id}")).await).await;
     for response in [
         app.get(&format!("/saved-queries/{id}")).await,
-        app.put(&format!("/saved-queries/{id}"), &json!({"title": "x", "sql": "SELECT 1"})).await,
+        app.put(
+            &format!("/saved-queries/{id}"),
+            &json!({"title": "x", "sql": "SELECT 1"}),
+        )
+        .await,
         app.delete(&format!("/saved-queries/{id}")).await,
     ] {
-        assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SAVED_QUERY_NOT_FOUND"]);
+        assert_eq!(
+            error_codes(response, StatusCode::BAD_REQUEST).await,
+            ["SAVED_QUERY_NOT_FOUND"]
+        );
     }
-    assert_eq!(titles(ok_json(app.get("/saved-queries").await).await), ["Plasma 100%_done"]);
+    assert_eq!(
+        titles(ok_json(app.get("/saved-queries").await).await),
+        ["Plasma 100%_done"]
+    );
     let shown = ok_json(app.get(&format!("/scheduled-jobs/{job}")).await).await;
     assert_eq!(shown["isActiveJob"], false);
     let run = run_to_end(&app, job, None).await;
@@ -136,7 +204,10 @@ async fn saved_queries_are_created_read_listed_replaced_and_deleted() {
     let response = app
         .post("/scheduled-jobs", &json!({"name": "x", "type": "QUERY", "repeatSchedule": "ONDEMAND", "savedQuery": {"id": id}}))
         .await;
-    assert_eq!(error_codes(response, StatusCode::BAD_REQUEST).await, ["SAVED_QUERY_NOT_FOUND"]);
+    assert_eq!(
+        error_codes(response, StatusCode::BAD_REQUEST).await,
+        ["SAVED_QUERY_NOT_FOUND"]
+    );
     let _ = second;
 }
 
@@ -145,14 +216,26 @@ async fn saved_query_bodies_are_validated_with_every_problem_at_once() {
     let app = spawn_app().await;
     let post = |body: Value| {
         let app = &app;
-        async move { error_codes(app.post("/saved-queries", &body).await, StatusCode::BAD_REQUEST).await }
+        async move {
+            error_codes(
+                app.post("/saved-queries", &body).await,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
     };
-    assert_eq!(post(json!({})).await, ["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_SQL_REQUIRED"]);
+    assert_eq!(
+        post(json!({})).await,
+        ["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_SQL_REQUIRED"]
+    );
     assert_eq!(
         post(json!({"title": " ", "sql": "SELEC 1"})).await,
         ["SAVED_QUERY_TITLE_REQUIRED", "SAVED_QUERY_INVALID_SQL"]
     );
-    assert_eq!(post(json!({"title": "x".repeat(256), "sql": "SELECT 1"})).await, ["SAVED_QUERY_TITLE_TOO_LONG"]);
+    assert_eq!(
+        post(json!({"title": "x".repeat(256), "sql": "SELECT 1"})).await,
+        ["SAVED_QUERY_TITLE_TOO_LONG"]
+    );
     assert_eq!(
         post(json!({"title": "t", "sql": "SELECT 1", "dataSource": "nowhere"})).await,
         ["SAVED_QUERY_INVALID_DATA_SOURCE"]
@@ -173,30 +256,85 @@ async fn saved_query_bodies_are_validated_with_every_problem_at_once() {
         "SELECT no_such_column FROM specimens",
     ];
     for sql in writes {
-        assert_eq!(post(json!({"title": "t", "sql": sql})).await, ["SAVED_QUERY_INVALID_SQL"], "{sql}");
+        assert_eq!(
+            post(json!({"title": "t", "sql": sql})).await,
+            ["SAVED_QUERY_INVALID_SQL"],
+            "{sql}"
+        );
     }
 
     // SQLite's own message comes back.
-    let response = app.post("/saved-queries", &json!({"title": "t", "sql": "SELECT nope FROM specimens"})).await;
+    let response = app
+        .post(
+            "/saved-queries",
+            &json!({"title": "t", "sql": "SELECT nope FROM specimens"}),
+        )
+        .await;
     let body: Value = response.json().await.unwrap();
     let message = body[0]["message"].as_str().unwrap();
     assert!(message.contains("no such column: nope"), "{message}");
-    let response = app.post("/saved-queries", &json!({"title": "t", "sql": "DELETE FROM specimens"})).await;
+    let response = app
+        .post(
+            "/saved-queries",
+            &json!({"title": "t", "sql": "DELETE FROM specimens"}),
+        )
+        .await;
     let body: Value = response.json().await.unwrap();
-    assert!(body[0]["message"].as_str().unwrap().contains("read-only"), "{body}");
-    let response = app.post("/saved-queries", &json!({"title": "t", "sql": "SELECT 1", "dataSource": "nowhere"})).await;
+    assert!(
+        body[0]["message"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+    let response = app
+        .post(
+            "/saved-queries",
+            &json!({"title": "t", "sql": "SELECT 1", "dataSource": "nowhere"}),
+        )
+        .await;
     let body: Value = response.json().await.unwrap();
-    assert!(body[0]["message"].as_str().unwrap().contains("lab"), "names the configured sources: {body}");
+    assert!(
+        body[0]["message"].as_str().unwrap().contains("lab"),
+        "names the configured sources: {body}"
+    );
 
     // Bad requests in the contract's shape; nothing was stored.
-    let malformed = app.request(Method::POST, "/saved-queries").header("content-type", "application/json").body("{").send().await.unwrap();
-    assert_eq!(error_codes(malformed, StatusCode::BAD_REQUEST).await, ["INVALID_REQUEST"]);
-    assert_eq!(error_codes(app.get("/saved-queries/abc").await, StatusCode::BAD_REQUEST).await, ["INVALID_REQUEST"]);
-    assert_eq!(error_codes(app.get("/saved-queries?maxResults=x").await, StatusCode::BAD_REQUEST).await, ["INVALID_REQUEST"]);
-    assert_eq!(error_codes(app.get("/saved-queries/999").await, StatusCode::BAD_REQUEST).await, ["SAVED_QUERY_NOT_FOUND"]);
+    let malformed = app
+        .request(Method::POST, "/saved-queries")
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_codes(malformed, StatusCode::BAD_REQUEST).await,
+        ["INVALID_REQUEST"]
+    );
+    assert_eq!(
+        error_codes(app.get("/saved-queries/abc").await, StatusCode::BAD_REQUEST).await,
+        ["INVALID_REQUEST"]
+    );
+    assert_eq!(
+        error_codes(
+            app.get("/saved-queries?maxResults=x").await,
+            StatusCode::BAD_REQUEST
+        )
+        .await,
+        ["INVALID_REQUEST"]
+    );
+    assert_eq!(
+        error_codes(app.get("/saved-queries/999").await, StatusCode::BAD_REQUEST).await,
+        ["SAVED_QUERY_NOT_FOUND"]
+    );
     assert_eq!(ok_json(app.get("/saved-queries").await).await, json!([]));
-    let anonymous = app.client.get(app.url("/saved-queries")).send().await.unwrap();
-    assert_eq!(error_codes(anonymous, StatusCode::UNAUTHORIZED).await, ["AUTH_REQUIRED"]);
+    let anonymous = app
+        .client
+        .get(app.url("/saved-queries"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_codes(anonymous, StatusCode::UNAUTHORIZED).await,
+        ["AUTH_REQUIRED"]
+    );
 }
 
 #[tokio::test]
@@ -215,21 +353,61 @@ async fn any_user_reads_saved_queries_but_only_the_creator_or_an_admin_changes_t
     let id = created["id"].as_i64().unwrap();
     assert_eq!(created["createdBy"]["loginName"], "alice");
 
-    let listed = ok_json(app.request_as(&bob, Method::GET, "/saved-queries").send().await.unwrap()).await;
+    let listed = ok_json(
+        app.request_as(&bob, Method::GET, "/saved-queries")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(listed[0]["id"], id);
-    ok_json(app.request_as(&bob, Method::GET, &format!("/saved-queries/{id}")).send().await.unwrap()).await;
+    ok_json(
+        app.request_as(&bob, Method::GET, &format!("/saved-queries/{id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let change = json!({"title": "Bob's now", "sql": "SELECT 2"});
-    let put = app.request_as(&bob, Method::PUT, &format!("/saved-queries/{id}")).json(&change).send().await.unwrap();
-    assert_eq!(error_codes(put, StatusCode::BAD_REQUEST).await, ["ACCESS_DENIED"]);
-    let delete = app.request_as(&bob, Method::DELETE, &format!("/saved-queries/{id}")).send().await.unwrap();
-    assert_eq!(error_codes(delete, StatusCode::BAD_REQUEST).await, ["ACCESS_DENIED"]);
+    let put = app
+        .request_as(&bob, Method::PUT, &format!("/saved-queries/{id}"))
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_codes(put, StatusCode::BAD_REQUEST).await,
+        ["ACCESS_DENIED"]
+    );
+    let delete = app
+        .request_as(&bob, Method::DELETE, &format!("/saved-queries/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_codes(delete, StatusCode::BAD_REQUEST).await,
+        ["ACCESS_DENIED"]
+    );
 
-    let put = app.request_as(&alice, Method::PUT, &format!("/saved-queries/{id}")).json(&change).send().await.unwrap();
+    let put = app
+        .request_as(&alice, Method::PUT, &format!("/saved-queries/{id}"))
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok_json(put).await["title"], "Bob's now");
-    let put = app.put(&format!("/saved-queries/{id}"), &json!({"title": "Admin's edit", "sql": "SELECT 3"})).await;
+    let put = app
+        .put(
+            &format!("/saved-queries/{id}"),
+            &json!({"title": "Admin's edit", "sql": "SELECT 3"}),
+        )
+        .await;
     let edited = ok_json(put).await;
     assert_eq!(edited["title"], "Admin's edit");
-    assert_eq!(edited["createdBy"]["loginName"], "alice", "the creator stays");
+    assert_eq!(
+        edited["createdBy"]["loginName"], "alice",
+        "the creator stays"
+    );
 
     // A non-admin may run a QUERY job on it.
     let job = ok_json(
@@ -241,14 +419,25 @@ async fn any_user_reads_saved_queries_but_only_the_creator_or_an_admin_changes_t
     )
     .await;
     let job_id = job["id"].as_i64().unwrap();
-    let response =
-        app.request_as(&bob, Method::POST, &format!("/scheduled-jobs/{job_id}/runs?response=run")).send().await.unwrap();
+    let response = app
+        .request_as(
+            &bob,
+            Method::POST,
+            &format!("/scheduled-jobs/{job_id}/runs?response=run"),
+        )
+        .send()
+        .await
+        .unwrap();
     let run_id = ok_json(response).await["id"].as_i64().unwrap();
     let run = app.wait_run(job_id, run_id).await;
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
     assert_eq!(result_text(&app, &run).await, "3\r\n3\r\n");
 
-    let delete = app.request_as(&alice, Method::DELETE, &format!("/saved-queries/{id}")).send().await.unwrap();
+    let delete = app
+        .request_as(&alice, Method::DELETE, &format!("/saved-queries/{id}"))
+        .send()
+        .await
+        .unwrap();
     ok_json(delete).await;
 }
 
@@ -310,7 +499,10 @@ async fn parameters_come_from_fixed_then_runtime_arguments() {
         &lab,
         "SELECT count(*) FROM specimen_details WHERE site = 'BOS' AND collected_on >= date('now', '-30 days')",
     );
-    assert_eq!(result_text(&app, &run).await, format!("site,days_type,next,code,specimens\r\nBOS,integer,31,007,{expected}\r\n"));
+    assert_eq!(
+        result_text(&app, &run).await,
+        format!("site,days_type,next,code,specimens\r\nBOS,integer,31,007,{expected}\r\n")
+    );
 
     // Runtime arguments override the fixed ones; quoting keeps spaces; a leading `:` is fine.
     let run = run_to_end(&app, job, Some(":site=LYO days=365 code='a b'")).await;
@@ -321,7 +513,10 @@ async fn parameters_come_from_fixed_then_runtime_arguments() {
         "SELECT count(*) FROM specimen_details WHERE site = 'LYO' AND collected_on >= date('now', '-365 days')",
     );
     assert!(expected > 0);
-    assert_eq!(result_text(&app, &run).await, format!("site,days_type,next,code,specimens\r\nLYO,integer,366,a b,{expected}\r\n"));
+    assert_eq!(
+        result_text(&app, &run).await,
+        format!("site,days_type,next,code,specimens\r\nLYO,integer,366,a b,{expected}\r\n")
+    );
 }
 
 #[tokio::test]
@@ -377,14 +572,24 @@ async fn a_write_statement_slipped_into_the_ledger_cannot_change_the_data_source
             )
             .unwrap();
         let query = ledger.last_insert_rowid();
-        jobs.push((create_query_job(&app, &format!("slipped {n}"), query, json!({})).await, *sql));
+        jobs.push((
+            create_query_job(&app, &format!("slipped {n}"), query, json!({})).await,
+            *sql,
+        ));
     }
     for (job, sql) in jobs {
         let run = run_to_end(&app, job, None).await;
         assert_eq!(run["status"], "FAILED", "`{sql}` ran: {run}");
     }
-    assert_eq!(count_rows(&lab, "SELECT count(*) FROM specimens"), specimens);
-    assert_eq!(std::fs::read(&lab).unwrap(), before, "the data source file is untouched");
+    assert_eq!(
+        count_rows(&lab, "SELECT count(*) FROM specimens"),
+        specimens
+    );
+    assert_eq!(
+        std::fs::read(&lab).unwrap(),
+        before,
+        "the data source file is untouched"
+    );
     assert!(!app.data_dir.join("lab.db-wal").exists());
     assert!(!elsewhere.exists());
 }
@@ -403,8 +608,10 @@ async fn a_query_over_its_time_limit_fails_without_a_file() {
     let run = run_to_end(&app, job, None).await;
     assert_failed_with(&run, &["time limit of 1 s"]);
     let run_dir = app.data_dir.join(format!("runs/{job}/{}", run["id"]));
-    let files: Vec<String> =
-        std::fs::read_dir(&run_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let files: Vec<String> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(files, ["run.log"]);
     let (status, _, _) = download(&app, job, run["id"].as_i64().unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -417,7 +624,11 @@ async fn a_query_past_the_row_limit_fails_and_one_at_the_limit_succeeds() {
         ..AppOptions::default()
     })
     .await;
-    let rows = |n: u32| format!("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c");
+    let rows = |n: u32| {
+        format!(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {n}) SELECT x FROM c"
+        )
+    };
     let at_limit = create_query(&app, "ten", &rows(10)).await;
     let over = create_query(&app, "eleven", &rows(11)).await;
     let job = create_query_job(&app, "ten rows", at_limit, json!({})).await;
@@ -446,7 +657,14 @@ async fn a_running_query_can_be_cancelled() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    ok_json(app.post(&format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"), &json!({})).await).await;
+    ok_json(
+        app.post(
+            &format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"),
+            &json!({}),
+        )
+        .await,
+    )
+    .await;
     let run = app.wait_run(job, run_id).await;
     assert_failed_with(&run, &["cancelled by admin"]);
 }
@@ -454,8 +672,16 @@ async fn a_running_query_can_be_cancelled() {
 /// Peak resident memory of this process, in bytes.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 /// Set in the process that `a_million_row_query_streams_in_bounded_memory` starts.
@@ -466,7 +692,13 @@ async fn a_million_row_query_streams_in_bounded_memory() {
     // Other tests share this process and its peak memory, so the measurement runs in a process
     // of its own: this test binary again, running only the test below.
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "queries::million_rows_measured_alone", "--include-ignored", "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            "queries::million_rows_measured_alone",
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env(MEMORY_CHILD, "1")
         .output()
         .unwrap();
@@ -480,7 +712,9 @@ async fn a_million_row_query_streams_in_bounded_memory() {
 #[ignore = "run by a_million_row_query_streams_in_bounded_memory in a process of its own"]
 async fn million_rows_measured_alone() {
     if std::env::var_os(MEMORY_CHILD).is_none() {
-        eprintln!("skipped: only meaningful alone in its process (see a_million_row_query_streams_in_bounded_memory)");
+        eprintln!(
+            "skipped: only meaningful alone in its process (see a_million_row_query_streams_in_bounded_memory)"
+        );
         return;
     }
     let app = spawn_app().await;
@@ -504,37 +738,58 @@ async fn million_rows_measured_alone() {
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
     let size = run["resultFileSize"].as_u64().unwrap();
     assert!(size > 150_000_000, "the CSV is large: {size}");
-    assert!(grown < size / 4, "peak memory grew by {grown} bytes for a {size}-byte CSV");
+    assert!(
+        grown < size / 4,
+        "peak memory grew by {grown} bytes for a {size}-byte CSV"
+    );
     let log = run_log(&app, &run).await;
     assert!(log.contains("1000000 rows"), "{log}");
     // The file holds every row: check the end without reading it all into memory.
-    let path = app.data_dir.join(format!("runs/{job}/{}/{}", run["id"], run["logFilePath"].as_str().unwrap()));
+    let path = app.data_dir.join(format!(
+        "runs/{job}/{}/{}",
+        run["id"],
+        run["logFilePath"].as_str().unwrap()
+    ));
     assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(&path).unwrap();
     file.seek(SeekFrom::End(-300)).unwrap();
     let mut tail = String::new();
     file.read_to_string(&mut tail).unwrap();
-    assert!(tail.ends_with(&format!("1000000,SPC-01000000,250000.0,\"{}\"\r\n", note.replace('"', "\"\""))), "{tail}");
+    assert!(
+        tail.ends_with(&format!(
+            "1000000,SPC-01000000,250000.0,\"{}\"\r\n",
+            note.replace('"', "\"\"")
+        )),
+        "{tail}"
+    );
 }
 
 #[tokio::test]
 async fn a_configured_data_source_is_used_and_stays_read_only() {
     let app = spawn_app_with(AppOptions {
         configure: Some(|s: &mut Settings| {
-            s.query_sources.insert("research".into(), "research.db".into());
+            s.query_sources
+                .insert("research".into(), "research.db".into());
         }),
         ..AppOptions::default()
     })
     .await;
     let body = json!({"title": "samples", "sql": "SELECT name FROM samples ORDER BY name", "dataSource": "research"});
     // Configured but missing: a clear error.
-    let codes = error_codes(app.post("/saved-queries", &body).await, StatusCode::BAD_REQUEST).await;
+    let codes = error_codes(
+        app.post("/saved-queries", &body).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert_eq!(codes, ["SAVED_QUERY_INVALID_DATA_SOURCE"]);
 
     let path = app.data_dir.join("research.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("CREATE TABLE samples (name TEXT); INSERT INTO samples VALUES ('b'), ('a');").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE samples (name TEXT); INSERT INTO samples VALUES ('b'), ('a');",
+    )
+    .unwrap();
     drop(conn);
     let created = ok_json(app.post("/saved-queries", &body).await).await;
     assert_eq!(created["dataSource"], "research");
@@ -545,7 +800,11 @@ async fn a_configured_data_source_is_used_and_stays_read_only() {
     // The demo source is still there beside it.
     assert_eq!(
         error_codes(
-            app.post("/saved-queries", &json!({"title": "x", "sql": "SELECT * FROM samples", "dataSource": "lab"})).await,
+            app.post(
+                "/saved-queries",
+                &json!({"title": "x", "sql": "SELECT * FROM samples", "dataSource": "lab"})
+            )
+            .await,
             StatusCode::BAD_REQUEST
         )
         .await,
@@ -578,7 +837,9 @@ async fn start(data_dir: &Path) -> (actix_web::dev::ServerHandle, String, reqwes
         .unwrap();
     let token = session["token"].as_str().unwrap().to_string();
     let client = reqwest::Client::builder()
-        .default_headers(std::iter::once(("X-OS-API-TOKEN".parse().unwrap(), token.parse().unwrap())).collect())
+        .default_headers(
+            std::iter::once(("X-OS-API-TOKEN".parse().unwrap(), token.parse().unwrap())).collect(),
+        )
         .build()
         .unwrap();
     (handle, base, client)
@@ -589,26 +850,47 @@ async fn get_json(client: &reqwest::Client, url: String) -> Value {
 }
 
 #[tokio::test]
-async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts_leave_them_alone() {
+async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts_leave_them_alone()
+{
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let (handle, base, client) = start(&data_dir).await;
     let lab = data_dir.join("lab.db");
-    assert_eq!(count_rows(&lab, "SELECT count(*) FROM participants"), labcron::query::demo::PARTICIPANTS as i64);
+    assert_eq!(
+        count_rows(&lab, "SELECT count(*) FROM participants"),
+        labcron::query::demo::PARTICIPANTS as i64
+    );
     assert!(count_rows(&lab, "SELECT count(*) FROM specimens") > 10_000);
     assert!(count_rows(&lab, "SELECT count(*) FROM visits") > 4_000);
     assert_eq!(count_rows(&lab, "SELECT count(*) FROM sites"), 6);
-    assert_eq!(count_rows(&lab, "SELECT count(*) FROM specimens WHERE freezer IS NULL AND status = 'Available'"), 0);
+    assert_eq!(
+        count_rows(
+            &lab,
+            "SELECT count(*) FROM specimens WHERE freezer IS NULL AND status = 'Available'"
+        ),
+        0
+    );
 
     let jobs = get_json(&client, format!("{base}/scheduled-jobs")).await;
     let jobs = jobs.as_array().unwrap().clone();
-    let by_name = |name: &str| jobs.iter().find(|j| j["name"] == name).unwrap_or_else(|| panic!("no job {name}")).clone();
+    let by_name = |name: &str| {
+        jobs.iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("no job {name}"))
+            .clone()
+    };
     for job_type in ["QUERY", "INTERNAL", "EXTERNAL"] {
-        assert!(jobs.iter().any(|j| j["type"] == job_type), "an example {job_type} job");
+        assert!(
+            jobs.iter().any(|j| j["type"] == job_type),
+            "an example {job_type} job"
+        );
     }
     for job in &jobs {
         // Nothing fires by itself: scheduled examples are paused, the rest are on demand.
-        assert!(job["activityStatus"] == "Closed" || job["repeatSchedule"] == "ONDEMAND", "{job}");
+        assert!(
+            job["activityStatus"] == "Closed" || job["repeatSchedule"] == "ONDEMAND",
+            "{job}"
+        );
         assert!(job["nextRunOn"].is_null(), "{job}");
     }
     let queries = get_json(&client, format!("{base}/saved-queries")).await;
@@ -617,10 +899,17 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
     // The examples work.
     let this_week = by_name("Specimens collected this week");
     assert_eq!(this_week["type"], "QUERY");
-    assert_eq!(this_week["savedQuery"]["title"], "Specimens collected this week");
+    assert_eq!(
+        this_week["savedQuery"]["title"],
+        "Specimens collected this week"
+    );
     let by_site = by_name("Available specimens at a site");
     let script = by_name("Example script");
-    for (job, args) in [(&this_week, None), (&by_site, Some("site=MUC days=60")), (&script, None)] {
+    for (job, args) in [
+        (&this_week, None),
+        (&by_site, Some("site=MUC days=60")),
+        (&script, None),
+    ] {
         let id = job["id"].as_i64().unwrap();
         let mut request = client.post(format!("{base}/scheduled-jobs/{id}/runs?response=run"));
         if let Some(args) = args {
@@ -630,7 +919,11 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
         let run_id = run["id"].as_i64().unwrap();
         let mut run = run;
         for _ in 0..12 {
-            run = get_json(&client, format!("{base}/scheduled-jobs/{id}/runs/{run_id}?waitSeconds=10")).await;
+            run = get_json(
+                &client,
+                format!("{base}/scheduled-jobs/{id}/runs/{run_id}?waitSeconds=10"),
+            )
+            .await;
             if run["status"] == "SUCCEEDED" || run["status"] == "FAILED" {
                 break;
             }
@@ -640,18 +933,49 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
 
     // Delete one example, change the demo database's modification time check, restart.
     let deleted = script["id"].as_i64().unwrap();
-    ok_json(client.delete(format!("{base}/scheduled-jobs/{deleted}")).send().await.unwrap()).await;
+    ok_json(
+        client
+            .delete(format!("{base}/scheduled-jobs/{deleted}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let demo_bytes = std::fs::read(&lab).unwrap();
     let demo_modified = std::fs::metadata(&lab).unwrap().modified().unwrap();
     handle.stop(true).await;
 
     let (handle, base, client) = start(&data_dir).await;
-    assert_eq!(std::fs::read(&lab).unwrap(), demo_bytes, "the demo database is untouched");
-    assert_eq!(std::fs::metadata(&lab).unwrap().modified().unwrap(), demo_modified);
+    assert_eq!(
+        std::fs::read(&lab).unwrap(),
+        demo_bytes,
+        "the demo database is untouched"
+    );
+    assert_eq!(
+        std::fs::metadata(&lab).unwrap().modified().unwrap(),
+        demo_modified
+    );
     let again = get_json(&client, format!("{base}/scheduled-jobs")).await;
-    assert_eq!(again.as_array().unwrap().len(), jobs.len() - 1, "no example comes back: {again}");
-    assert!(!again.as_array().unwrap().iter().any(|j| j["name"] == "Example script"));
-    assert_eq!(get_json(&client, format!("{base}/saved-queries")).await.as_array().unwrap().len(), 3);
+    assert_eq!(
+        again.as_array().unwrap().len(),
+        jobs.len() - 1,
+        "no example comes back: {again}"
+    );
+    assert!(
+        !again
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == "Example script")
+    );
+    assert_eq!(
+        get_json(&client, format!("{base}/saved-queries"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     handle.stop(true).await;
 
     // Even with lab.db gone, a later start does not recreate it.

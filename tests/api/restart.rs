@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use crate::helpers::{ADMIN_PASSWORD, write_script};
 
 /// A running `labcron` process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Server {
@@ -25,10 +25,16 @@ impl Drop for Server {
     }
 }
 
-fn start_server(data_dir: &Path) -> Server {
+pub fn start_server(data_dir: &Path) -> Server {
+    start_server_with(data_dir, &[])
+}
+
+/// Starts the binary on port 0 with extra arguments and waits until it listens.
+pub fn start_server_with(data_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -67,7 +73,7 @@ fn pid_alive(pid: i32) -> bool {
             .any(|l| l.starts_with("State:") && l.contains('Z'))
 }
 
-async fn sign_in(client: &reqwest::Client, server: &Server) -> String {
+pub async fn sign_in(client: &reqwest::Client, server: &Server) -> String {
     let body: Value = client
         .post(format!("{}/sessions", server.base))
         .json(&json!({"loginName": "admin", "password": ADMIN_PASSWORD}))

@@ -370,7 +370,7 @@
   // The last runs of a job as bars (oldest left), height = duration, colour = status.
   function sparkline(runs, now) {
     const list = (runs || []).slice(0, 20).reverse();
-    const barW = 6, gap = 2, height = 26, width = 20 * (barW + gap);
+    const barW = 5, gap = 2, height = 26, width = 20 * (barW + gap);
     const durations = list.map(function (r) { return runDuration(r, now); });
     const max = Math.max.apply(null, [1].concat(durations.filter(function (d) { return d !== null; })));
     const counts = {};
@@ -383,7 +383,8 @@
     chart.appendChild(svg("line", { class: "baseline", x1: 0, x2: width, y1: height - 0.5, y2: height - 0.5 }));
     list.forEach(function (run, i) {
       const d = durations[i];
-      const h = d === null ? 3 : Math.max(2, Math.round((d / max) * (height - 2)));
+      // Square-root scale: a 50 ms failure next to a 5 min run still shows its colour.
+      const h = d === null ? 3 : Math.max(3, Math.round(Math.sqrt(d / max) * (height - 2)));
       const x = (20 - list.length + i) * (barW + gap);
       chart.appendChild(svg("rect", { class: "bar-" + run.status, x: x, y: height - h, width: barW, height: h, rx: 1, dataset: { runId: run.id } },
         svg("title", {}, "Run #" + run.id + " · " + statusLabel(run.status) + (d !== null ? " · " + fmtDuration(d) : "") + " · " + fmtDateTime(run.queuedAt))));

@@ -1,0 +1,253 @@
+//! Run e-mails: OpenSpecimen's subjects and contents (research §3.6) as plain text, and the SMTP
+//! transport (lettre on tokio; plain SMTP, STARTTLS or TLS with rustls and the webpki roots). A
+//! connection per e-mail (no pool), so a restarted mail server never leaves a dead one behind.
+//! Who gets the e-mails is decided in `notify`, not here.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::TimeZone;
+use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, Message};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::NotificationSettings;
+use crate::domain::run::{Run, RunStatus};
+use crate::domain::user::User;
+
+/// The longest an SMTP conversation may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A composed e-mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub subject: String,
+    pub body: String,
+}
+
+/// OpenSpecimen's subject of a finished run's e-mail.
+pub fn subject(job_name: &str, status: RunStatus) -> String {
+    if status == RunStatus::Succeeded {
+        format!("Scheduled job \"{job_name}\" completed successfully.")
+    } else {
+        format!("Scheduled job \"{job_name}\" has failed!")
+    }
+}
+
+/// The e-mail about a finished run: the run id, start and finish times (in the server's zone),
+/// the error of a failed run, and the result file's link when there is a result.
+pub fn compose(
+    job_name: &str,
+    run: &Run,
+    greeting_name: &str,
+    tz: chrono_tz::Tz,
+    result_link: Option<&str>,
+) -> Email {
+    let time = |ms: Option<i64>| match ms.and_then(|ms| tz.timestamp_millis_opt(ms).single()) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        None => "-".to_string(),
+    };
+    let failed = run.status != RunStatus::Succeeded;
+    let mut body = format!("Hello {greeting_name},\n\n");
+    if failed {
+        body.push_str(&format!("Job {job_name} has failed.\n\n"));
+    } else {
+        body.push_str(&format!("Job {job_name} has successfully run to completion.\n\n"));
+    }
+    body.push_str(&format!("Run ID      : {}\n", run.id));
+    body.push_str(&format!("Start Time  : {}\n", time(run.started_at)));
+    body.push_str(&format!("Finish Time : {}\n", time(run.finished_at)));
+    if failed {
+        let message = run
+            .message
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or("None");
+        body.push_str(&format!("Error       : {message}\n"));
+    }
+    if let Some(link) = result_link {
+        body.push_str(&format!("\nDownload the result file:\n{link}\n"));
+    }
+    if failed {
+        body.push_str("\nPlease contact your administrator if the problem persists.\n");
+    }
+    body.push_str("\n-- \nThis message was sent by labcron.\n");
+    Email {
+        subject: subject(job_name, run.status),
+        body,
+    }
+}
+
+/// Sends e-mails through the configured SMTP server.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Mailer {
+    /// The mailer of `settings`, or None when `smtp_host` is empty (e-mail off).
+    pub fn from_settings(settings: &NotificationSettings) -> anyhow::Result<Option<Mailer>> {
+        let host = settings.smtp_host.as_str();
+        if host.is_empty() {
+            return Ok(None);
+        }
+        let builder = match settings.smtp_security.as_str() {
+            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host).with_context(|| {
+                format!("setting `notifications.smtp_host`: cannot use `{host}` with TLS")
+            })?,
+            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).with_context(|| {
+                format!("setting `notifications.smtp_host`: cannot use `{host}` with STARTTLS")
+            })?,
+        };
+        let mut builder = builder
+            .port(settings.smtp_port())
+            .timeout(Some(SMTP_TIMEOUT));
+        if !settings.smtp_username.is_empty() {
+            builder = builder.credentials(Credentials::new(
+                settings.smtp_username.clone(),
+                settings.smtp_password.clone(),
+            ));
+        }
+        let from = settings.from_address.parse::<Mailbox>().with_context(|| {
+            format!(
+                "setting `notifications.from_address`: `{}` is not an e-mail address",
+                settings.from_address
+            )
+        })?;
+        Ok(Some(Mailer {
+            transport: builder.build(),
+            from,
+        }))
+    }
+
+    /// Sends `email` to `user`.
+    pub async fn send(&self, user: &User, email: &Email) -> Result<(), String> {
+        let address = user
+            .email_address
+            .trim()
+            .parse::<Address>()
+            .map_err(|e| format!("`{}` is not an e-mail address: {e}", user.email_address))?;
+        let name = format!("{} {}", user.first_name.trim(), user.last_name.trim());
+        let name = name.trim();
+        let to = Mailbox::new((!name.is_empty()).then(|| name.to_string()), address);
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(email.subject.clone())
+            .header(ContentType::TEXT_PLAIN)
+            .body(email.body.clone())
+            .map_err(|e| format!("cannot build the e-mail: {e}"))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("SMTP: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::run::Trigger;
+
+    fn run(status: RunStatus, message: Option<&str>, result: Option<&str>) -> Run {
+        Run {
+            id: 42,
+            job_id: 7,
+            job_name: "nightly".into(),
+            status,
+            trigger: Trigger::Manual,
+            run_by: 2,
+            rt_args: None,
+            queued_at: 1_700_000_000_000,
+            started_at: Some(1_700_000_000_000),
+            finished_at: Some(1_700_000_065_000),
+            scheduled_for: None,
+            exit_code: None,
+            message: message.map(str::to_string),
+            result_file: result.map(str::to_string),
+            result_file_size: None,
+            log_size: 0,
+            log_truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_successful_run_says_so_with_times_and_the_result_link() {
+        let link = "https://jobs.example/rest/ng/scheduled-jobs/7/runs/42/result-file";
+        let email = compose(
+            "nightly",
+            &run(RunStatus::Succeeded, None, Some("out.csv")),
+            "Ada Lovelace",
+            chrono_tz::Europe::Berlin,
+            Some(link),
+        );
+        assert_eq!(
+            email.subject,
+            "Scheduled job \"nightly\" completed successfully."
+        );
+        assert!(email.body.starts_with("Hello Ada Lovelace,\n"));
+        assert!(
+            email
+                .body
+                .contains("Job nightly has successfully run to completion.")
+        );
+        assert!(email.body.contains("Run ID      : 42\n"));
+        assert!(
+            email
+                .body
+                .contains("Start Time  : 2023-11-14 23:13:20 CET\n")
+        );
+        assert!(
+            email
+                .body
+                .contains("Finish Time : 2023-11-14 23:14:25 CET\n")
+        );
+        assert!(email.body.contains(link));
+        assert!(!email.body.contains("Error"));
+    }
+
+    #[test]
+    fn a_failed_run_gives_its_error_or_none() {
+        let email = compose(
+            "nightly",
+            &run(RunStatus::Failed, Some("exit code 3: boom"), None),
+            "admin",
+            chrono_tz::UTC,
+            None,
+        );
+        assert_eq!(email.subject, "Scheduled job \"nightly\" has failed!");
+        assert!(email.body.contains("Job nightly has failed."));
+        assert!(email.body.contains("Error       : exit code 3: boom\n"));
+        assert!(!email.body.contains("result file"));
+        let email = compose(
+            "n",
+            &run(RunStatus::Failed, None, None),
+            "x",
+            chrono_tz::UTC,
+            None,
+        );
+        assert!(email.body.contains("Error       : None\n"));
+    }
+
+    #[test]
+    fn transports_are_built_for_every_security_without_connecting() {
+        for security in ["none", "starttls", "tls"] {
+            let settings = NotificationSettings {
+                smtp_host: "smtp.lab.example".into(),
+                smtp_security: security.into(),
+                smtp_username: "user".into(),
+                smtp_password: "secret".into(),
+                ..NotificationSettings::default()
+            };
+            assert!(Mailer::from_settings(&settings).unwrap().is_some(), "{security}");
+        }
+        assert!(
+            Mailer::from_settings(&NotificationSettings::default())
+                .unwrap()
+                .is_none()
+        );
+    }
+}

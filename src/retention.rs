@@ -1,0 +1,184 @@
+//! Retention: a built-in pass, shortly after start and then every 24 hours, that removes the
+//! result files and logs of runs that finished more than `retention.files_days` ago (the files
+//! cleaner's own code, `executor::internal::remove_old_run_files`; the rows stay, so a download
+//! answers `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`) and, only when `retention.runs_days` is set,
+//! deletes the rows of runs that finished more than that many days ago, with their files, in
+//! batches of `ROW_BATCH` per write transaction so the ledger's writer is never held for long.
+//! Runs that are queued or running are never touched.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::config::RetentionSettings;
+use crate::error::ApiError;
+use crate::executor::files::RunPaths;
+use crate::executor::internal::remove_old_run_files;
+use crate::metrics::Metrics;
+use crate::query::csv::Guard;
+use crate::store::{Db, maintenance};
+
+/// The first pass waits this long after start, so start-up work goes first.
+pub const FIRST_PASS_DELAY: Duration = Duration::from_secs(60);
+/// Time between two passes.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Run rows deleted per write transaction.
+pub const ROW_BATCH: i64 = 1000;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What one pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Runs whose directory (result file and log) was removed, rows deleted or not.
+    pub runs_with_files_removed: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Run rows deleted (`retention.runs_days`).
+    pub rows_deleted: u64,
+}
+
+/// Starts the daily pass (unless retention is off) until `stop` is cancelled.
+pub fn spawn_daily(
+    db: Db,
+    settings: RetentionSettings,
+    data_dir: PathBuf,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    if settings.files_days == 0 && settings.runs_days.is_none() {
+        tracing::info!("retention off: run files and rows are kept");
+        return;
+    }
+    tokio::spawn(async move {
+        let mut wait = FIRST_PASS_DELAY;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+            wait = PASS_INTERVAL;
+            match run_retention_now(&db, &settings, &data_dir).await {
+                Ok(report) => {
+                    metrics.observe_retention(report.runs_with_files_removed, report.rows_deleted);
+                    tracing::info!(
+                        runs = report.runs_with_files_removed,
+                        files = report.files,
+                        bytes = report.bytes,
+                        rows_deleted = report.rows_deleted,
+                        "retention pass done"
+                    );
+                }
+                Err(e) => tracing::error!(error = ?e, "retention pass failed; next try in 24 h"),
+            }
+        }
+    });
+}
+
+/// One retention pass now (the daily task's work; tests call it directly). `data_dir` is the
+/// canonical data directory.
+pub async fn run_retention_now(
+    db: &Db,
+    settings: &RetentionSettings,
+    data_dir: &Path,
+) -> Result<RetentionReport, ApiError> {
+    let db = db.clone();
+    let settings = settings.clone();
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || retention_pass(&db, &settings, &data_dir, now_ms())).await?
+}
+
+fn retention_pass(
+    db: &Db,
+    settings: &RetentionSettings,
+    data_dir: &Path,
+    now: i64,
+) -> Result<RetentionReport, ApiError> {
+    let mut report = RetentionReport::default();
+    if let Some(days) = settings.runs_days {
+        delete_old_rows(db, data_dir, now - days as i64 * DAY_MS, &mut report)?;
+    }
+    if settings.files_days > 0 {
+        let cutoff = now - settings.files_days as i64 * DAY_MS;
+        let never = Guard {
+            deadline: None,
+            cancel: None,
+        };
+        // (0, 0) is no run: the pass has no run directory of its own to spare.
+        let removed = db
+            .read_sync(|c| {
+                remove_old_run_files(c, data_dir, cutoff, (0, 0), &never).map_err(ApiError::from)
+            })?
+            .map_err(|stop| ApiError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}")))?;
+        for r in &removed {
+            report.runs_with_files_removed += 1;
+            report.files += r.files;
+            report.bytes += r.bytes;
+        }
+    }
+    Ok(report)
+}
+
+/// Deletes, batch by batch, the rows of runs that finished before `cutoff`, each run's directory
+/// first (a row is kept when its directory cannot be removed, so no files are left unaccounted).
+fn delete_old_rows(
+    db: &Db,
+    data_dir: &Path,
+    cutoff: i64,
+    report: &mut RetentionReport,
+) -> Result<(), ApiError> {
+    let mut after = 0;
+    loop {
+        let batch = db.read_sync(|c| maintenance::finished_before(c, cutoff, after, ROW_BATCH))?;
+        let Some(&(_, last)) = batch.last() else {
+            return Ok(());
+        };
+        after = last;
+        let mut cleared = Vec::with_capacity(batch.len());
+        for (job_id, run_id) in batch {
+            let run_dir = RunPaths::new(data_dir, job_id, run_id).run_dir;
+            match remove_run_dir(&run_dir) {
+                Ok(Some((files, bytes))) => {
+                    report.runs_with_files_removed += 1;
+                    report.files += files;
+                    report.bytes += bytes;
+                    cleared.push(run_id);
+                }
+                Ok(None) => cleared.push(run_id),
+                Err(e) => tracing::warn!(
+                    run_id,
+                    error = %e,
+                    "retention: cannot remove the run's files; its row stays"
+                ),
+            }
+            if let Some(job_dir) = run_dir.parent() {
+                // An emptied job directory goes too (this fails, harmlessly, when not empty).
+                let _ = std::fs::remove_dir(job_dir);
+            }
+        }
+        report.rows_deleted +=
+            db.write_sync(|tx| maintenance::delete_finished_runs(tx, &cleared, cutoff))?;
+    }
+}
+
+/// Removes a run directory: the files and bytes it held, or None when there was none.
+fn remove_run_dir(run_dir: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    let listed = match crate::executor::files::list_files(run_dir) {
+        Ok(listed) => listed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes = listed
+        .iter()
+        .filter_map(|rel| std::fs::symlink_metadata(run_dir.join(rel)).ok())
+        .map(|m| m.len())
+        .sum();
+    match std::fs::remove_dir_all(run_dir) {
+        Ok(()) => Ok(Some((listed.len() as u64, bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,306 @@
+//! The `labcron` command line, run as a real binary: --help lists every setting, wrong values
+//! stop start-up naming the setting, settings precedence, user administration, online backup,
+//! jobs files that round-trip with the API, the health check, and a graceful SIGTERM.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use labcron::config::SETTING_SPECS;
+use labcron::config_overrides::{env_name, flag_name};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{ok_json, spawn_app};
+use crate::restart::{sign_in, start_server_with};
+
+fn labcron(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_labcron"));
+    command.args(args).env_remove("LABCRON_ADMIN_PASSWORD").stdin(Stdio::null());
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    command.output().expect("run labcron")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[test]
+fn help_lists_every_setting_with_its_variable() {
+    let output = run(labcron(&["--help"]));
+    assert!(output.status.success());
+    let help = text(&output);
+    for spec in SETTING_SPECS {
+        assert!(help.contains(&format!("--{}", flag_name(spec.key))), "--help lacks {}", spec.key);
+        assert!(help.contains(&env_name(spec.key)), "--help lacks {}", env_name(spec.key));
+    }
+    for command in ["serve", "user", "backup", "jobs", "healthcheck"] {
+        assert!(help.contains(command), "--help lacks the {command} command");
+    }
+}
+
+#[test]
+fn a_wrong_value_stops_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for (variable, value, named) in [
+        ("LABCRON_RUNS_MAX_CONCURRENT", "many", "runs.max_concurrent"),
+        ("LABCRON_RUNS_MAX_CONCURRENT", "0", "runs.max_concurrent"),
+        ("LABCRON_TIMEZONE", "Mars/Olympus", "timezone"),
+        ("LABCRON_BIND", "localhost", "bind"),
+        ("LABCRON_LOG_FORMAT", "xml", "log_format"),
+    ] {
+        let output = run({
+            let mut c = labcron(&["--data-dir", data]);
+            c.env(variable, value);
+            c
+        });
+        assert_eq!(output.status.code(), Some(2), "{variable}={value}: {}", text(&output));
+        assert!(text(&output).contains(named), "{variable}={value}: {}", text(&output));
+    }
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[runs]\nmax_concurent = 3\n").unwrap();
+    let output = run(labcron(&["--config", config.to_str().unwrap(), "--data-dir", data]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("max_concurent"), "{}", text(&output));
+    assert!(!Path::new(data).exists(), "nothing may be created when the settings are wrong");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_beat_variables_beat_the_file_and_healthcheck_follows_bind() {
+    let app = spawn_app().await;
+    let good = format!("127.0.0.1:{}", app.port);
+    let bad = "127.0.0.1:9".to_string(); // discard port: nothing listens there
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("labcron.toml");
+    std::fs::write(&config, format!("bind = \"{bad}\"\n")).unwrap();
+    let config = config.to_str().unwrap();
+
+    let healthcheck = |args: &[&str], env: Option<&str>| {
+        let mut command = labcron(&[&["healthcheck", "--config", config], args].concat());
+        if let Some(bind) = env {
+            command.env("LABCRON_BIND", bind);
+        }
+        run(command).status.success()
+    };
+    assert!(!healthcheck(&[], None), "the file's bind is used");
+    assert!(healthcheck(&[], Some(&good)), "the variable beats the file");
+    assert!(healthcheck(&["--bind", &good], Some(&bad)), "the flag beats the variable");
+    assert!(!healthcheck(&["--bind", &bad], Some(&good)));
+    let output = run(labcron(&["healthcheck", "--bind", &good]));
+    assert!(text(&output).contains("\"status\":\"ok\""), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_backups_from_the_shell_while_the_server_runs() {
+    let app = spawn_app().await;
+    let data = app.data_dir.to_str().unwrap().to_string();
+    let mut add = labcron(&["user", "add", "dana", "--admin", "--email", "dana@lab.example", "--data-dir", &data]);
+    add.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"dana-password-1\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let token = app.sign_in("dana", "dana-password-1").await;
+    let me = ok_json(app.request_as(&token, Method::GET, "/users").send().await.unwrap()).await;
+    let dana = me.as_array().unwrap().iter().find(|u| u["loginName"] == "dana").unwrap().clone();
+    assert_eq!(dana["admin"], true);
+
+    let mut passwd = labcron(&["user", "passwd", "dana", "--data-dir", &data]);
+    passwd.env("LABCRON_NEW_PASSWORD", "dana-password-2");
+    assert!(run(passwd).status.success());
+    app.sign_in("dana", "dana-password-2").await;
+    let mut short = labcron(&["user", "passwd", "dana", "--data-dir", &data]);
+    short.env("LABCRON_NEW_PASSWORD", "short");
+    let output = run(short);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("at least"), "{}", text(&output));
+
+    app.write_script("noop.sh", "#!/bin/sh\n");
+    app.create_external_job("backed up", "noop.sh").await;
+    let backup = app.data_dir.join("copy.db");
+    let output = run(labcron(&["backup", backup.to_str().unwrap(), "--data-dir", &data]));
+    assert!(output.status.success(), "{}", text(&output));
+    let copy = rusqlite::Connection::open(&backup).unwrap();
+    let integrity: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(integrity, "ok");
+    let name: String = copy.query_row("SELECT name FROM jobs", [], |r| r.get(0)).unwrap();
+    assert_eq!(name, "backed up");
+    let again = run(labcron(&["backup", backup.to_str().unwrap(), "--data-dir", &data]));
+    assert!(!again.status.success(), "an existing file is never overwritten");
+}
+
+/// A job as the API shows it, without what the server computes or assigns.
+fn comparable(job: &Value) -> Value {
+    let mut job = job.clone();
+    for key in ["id", "createdBy", "nextRunOn", "lastRunOn"] {
+        job.as_object_mut().unwrap().remove(key);
+    }
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_applied() {
+    let app = spawn_app().await;
+    let data = app.data_dir.to_str().unwrap().to_string();
+    app.write_script("export.sh", "#!/bin/sh\n");
+    let (bob, _) = app.create_user("bob", false).await;
+    let first = ok_json(
+        app.post(
+            "/scheduled-jobs",
+            &json!({"name": "Nightly export", "type": "EXTERNAL", "command": "export.sh --all", "repeatSchedule": "DAILY",
+                    "scheduledHour": 23, "scheduledMinute": 5, "timezone": "Europe/Berlin", "recipients": [{"id": bob}],
+                    "sharedWith": [{"id": bob}], "runAs": {"id": bob}, "fixedArgs": "--site 'Main Lab'",
+                    "rtArgsProvided": true, "rtArgsHelpText": "dates", "timeoutSeconds": 600, "maxQueuedRuns": 4,
+                    "misfirePolicy": "RUN_ONCE", "endDate": 4_102_444_800_000i64}),
+        )
+        .await,
+    )
+    .await;
+    let second = ok_json(
+        app.post(
+            "/scheduled-jobs",
+            &json!({"name": "Every 7 minutes", "type": "EXTERNAL", "command": "export.sh", "repeatSchedule": "MINUTELY",
+                    "minutelyInterval": 7, "activityStatus": "Closed", "resultFromStdout": true}),
+        )
+        .await,
+    )
+    .await;
+    let file = app.data_dir.join("jobs.toml");
+    let output = run(labcron(&["jobs", "export", file.to_str().unwrap(), "--data-dir", &data]));
+    assert!(output.status.success(), "{}", text(&output));
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert!(exported.contains("[[jobs]]") && exported.contains("recipients = [\"bob\"]"), "{exported}");
+
+    // Importing what was exported changes nothing.
+    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--data-dir", &data]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("same    Nightly export") && text(&output).contains("same    Every 7 minutes"));
+
+    // A change in the file is shown, not applied, until --apply.
+    let changed = exported.replace("scheduledMinute = 5", "scheduledMinute = 45")
+        + "\n[[jobs]]\nname = \"Added in git\"\ntype = \"EXTERNAL\"\ncommand = \"export.sh\"\nrepeatSchedule = \"ONDEMAND\"\n";
+    std::fs::write(&file, changed).unwrap();
+    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--data-dir", &data]));
+    let report = text(&output);
+    assert!(report.contains("~ update  Nightly export") && report.contains("scheduledMinute: 5 -> 45"), "{report}");
+    assert!(report.contains("+ create  Added in git") && report.contains("dry run"), "{report}");
+    assert_eq!(ok_json(app.get("/scheduled-jobs/count").await).await["count"], 2);
+    let id = first["id"].as_i64().unwrap();
+    assert_eq!(ok_json(app.get(&format!("/scheduled-jobs/{id}")).await).await["scheduledMinute"], 5);
+
+    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--apply", "--data-dir", &data]));
+    assert!(output.status.success() && text(&output).contains("applied"), "{}", text(&output));
+    assert_eq!(ok_json(app.get(&format!("/scheduled-jobs/{id}")).await).await["scheduledMinute"], 45);
+    assert_eq!(ok_json(app.get("/scheduled-jobs/count").await).await["count"], 3);
+
+    // Into a fresh ledger with the same users, the API shows the very same jobs.
+    let other = spawn_app().await;
+    other.write_script("export.sh", "#!/bin/sh\n");
+    other.create_user("bob", false).await;
+    std::fs::write(&file, &exported).unwrap();
+    let other_data = other.data_dir.to_str().unwrap().to_string();
+    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--apply", "--data-dir", &other_data]));
+    assert!(output.status.success(), "{}", text(&output));
+    let imported = ok_json(other.get("/scheduled-jobs").await).await;
+    let imported: Vec<Value> = imported.as_array().unwrap().iter().rev().map(comparable).collect();
+    let mut expected = vec![comparable(&first), comparable(&second)];
+    // The users' ids and summaries differ between the two ledgers only by id.
+    for job in expected.iter_mut() {
+        for key in ["recipients", "sharedWith"] {
+            for user in job[key].as_array_mut().unwrap() {
+                user["id"] = json!(null);
+            }
+        }
+        if !job["runAs"].is_null() {
+            job["runAs"]["id"] = json!(null);
+        }
+    }
+    let mut imported = imported;
+    for job in imported.iter_mut() {
+        for key in ["recipients", "sharedWith"] {
+            for user in job[key].as_array_mut().unwrap() {
+                user["id"] = json!(null);
+            }
+        }
+        if !job["runAs"].is_null() {
+            job["runAs"]["id"] = json!(null);
+        }
+    }
+    assert_eq!(imported, expected);
+
+    // Invalid jobs stop the whole import, naming the job and the problem.
+    std::fs::write(&file, "[[jobs]]\nname = \"bad\"\ntype = \"EXTERNAL\"\ncommand = \"../escape.sh\"\nrepeatSchedule = \"ONDEMAND\"\n").unwrap();
+    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--apply", "--data-dir", &other_data]));
+    assert!(!output.status.success());
+    assert!(text(&output).contains("SCHEDULED_JOB_COMMAND_NOT_ALLOWED"), "{}", text(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    crate::helpers::write_script(&data_dir.join("scripts"), "long.sh", "#!/bin/sh\necho started\nsleep 300\n");
+    crate::helpers::write_script(&data_dir.join("scripts"), "short.sh", "#!/bin/sh\nsleep 1\necho done\n");
+    let mut server = start_server_with(&data_dir, &["--runs-shutdown-grace-seconds", "3", "--runs-kill-grace-seconds", "1"]);
+    let client = reqwest::Client::new();
+    let token = sign_in(&client, &server).await;
+    let mut runs = Vec::new();
+    for script in ["long.sh", "short.sh"] {
+        let job: Value = client
+            .post(format!("{}/scheduled-jobs", server.base))
+            .header("X-OS-API-TOKEN", &token)
+            .json(&json!({"name": script, "type": "EXTERNAL", "command": script, "repeatSchedule": "ONDEMAND"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let job = job["id"].as_i64().unwrap();
+        let run: Value = client
+            .post(format!("{}/scheduled-jobs/{job}/runs?response=run", server.base))
+            .header("X-OS-API-TOKEN", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        runs.push(run["id"].as_i64().unwrap());
+    }
+    // Both are running before the signal.
+    let ledger = rusqlite::Connection::open(data_dir.join("labcron.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running: i64 =
+            ledger.query_row("SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS'", [], |r| r.get(0)).unwrap();
+        if running == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "runs did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill with a valid pid of our own child.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    })
+    .await
+    .unwrap();
+    let (status, _server) = status;
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+    let outcome = |run: i64| -> (String, Option<String>) {
+        ledger.query_row("SELECT status, message FROM runs WHERE id = ?1", [run], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+    };
+    assert_eq!(outcome(runs[1]), ("SUCCEEDED".to_string(), None), "the short run finished within the grace period");
+    assert_eq!(outcome(runs[0]), ("FAILED".to_string(), Some("interrupted by shutdown".to_string())));
+}
