@@ -24,7 +24,6 @@ use crate::notify::Notifier;
 use crate::scheduler::Scheduler;
 use crate::store::{self, Db};
 
-
 pub struct Application {
     port: u16,
     server: Server,
@@ -115,6 +114,7 @@ impl Application {
             metrics,
         });
         let body_limit = settings.http.max_body_bytes;
+        let cors_origins = settings.http.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(api::json_errors())
@@ -124,8 +124,14 @@ impl Application {
                 .configure(api::configure)
                 .configure(crate::ui::configure) // the web pages under / and /ui
                 .default_service(web::to(api::no_route))
+                .wrap(actix_web::middleware::Condition::new(
+                    !cors_origins.is_empty(),
+                    api::cors::cors(&cors_origins),
+                ))
                 // Outermost, so it counts every request with its final status.
-                .wrap(actix_web::middleware::from_fn(crate::metrics::track_requests))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::metrics::track_requests,
+                ))
         })
         .listen(listener)?
         .disable_signals()
@@ -171,7 +177,10 @@ impl Application {
             _ = &mut signal => {}
         }
         let grace = Duration::from_secs(self.settings.runs.shutdown_grace_seconds);
-        tracing::info!("stopping: no new fires or requests; running runs get {} s", grace.as_secs());
+        tracing::info!(
+            "stopping: no new fires or requests; running runs get {} s",
+            grace.as_secs()
+        );
         self.scheduler.stop();
         self.background.cancel();
         let stopping = tokio::spawn(async move { handle.stop(true).await });

@@ -5,6 +5,7 @@
 //! parameter, in the contract's error shape.
 
 pub mod auth;
+pub mod cors;
 pub mod health;
 pub mod jobs;
 pub mod params;

@@ -271,7 +271,7 @@ impl Executor {
                 .insert(run_id, handle);
             let executor = self.clone();
             tokio::spawn(async move {
-                let span = tracing::info_span!("run", run_id);
+                let span = tracing::info_span!("run", run_id, job_id = tracing::field::Empty);
                 let _ =
                     tracing::Instrument::instrument(executor.execute(run_id, cancel, reason), span)
                         .await;
@@ -291,7 +291,9 @@ impl Executor {
         let mut measured = None;
         let outcome = match self.load(run_id).await {
             Ok((run, job)) => {
-                tracing::info!(job_id = job.id, job = %job.name, "run started");
+                // Every event of this run carries its job id from here on.
+                tracing::Span::current().record("job_id", job.id);
+                tracing::info!(job = %job.name, "run started");
                 measured = Some((job.job_type, run.started_at));
                 self.perform(&run, &job, cancel, reason).await
             }
@@ -325,7 +327,7 @@ impl Executor {
         }
         tracing::info!(
             succeeded,
-            message = outcome.message.as_deref().unwrap_or(""),
+            reason = outcome.message.as_deref().unwrap_or(""),
             "run finished"
         );
         self.inner

@@ -324,3 +324,72 @@ async fn first_start_without_a_configured_password_writes_a_generated_one() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_off_by_default_and_allows_only_configured_origins() {
+    use crate::helpers::{AppOptions, spawn_app_with};
+    let plain = spawn_app().await;
+    let response = plain
+        .request(Method::GET, "/scheduled-jobs")
+        .header("Origin", "https://openspecimen.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let app = spawn_app_with(AppOptions {
+        configure: Some(|s| s.http.cors_origins = vec!["https://openspecimen.example.org".into()]),
+        ..AppOptions::default()
+    })
+    .await;
+    let preflight = app
+        .client
+        .request(Method::OPTIONS, app.url("/scheduled-jobs/1/runs"))
+        .header("Origin", "https://openspecimen.example.org")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "x-os-api-token, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://openspecimen.example.org"
+    );
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("x-os-api-token"), "{allowed}");
+    let actual = app
+        .request(Method::GET, "/scheduled-jobs")
+        .header("Origin", "https://openspecimen.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        actual.headers()["access-control-allow-origin"],
+        "https://openspecimen.example.org"
+    );
+    let stranger = app
+        .request(Method::GET, "/scheduled-jobs")
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        stranger
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

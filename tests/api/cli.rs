@@ -17,7 +17,10 @@ use crate::restart::{sign_in, start_server_with};
 
 fn labcron(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_labcron"));
-    command.args(args).env_remove("LABCRON_ADMIN_PASSWORD").stdin(Stdio::null());
+    command
+        .args(args)
+        .env_remove("LABCRON_ADMIN_PASSWORD")
+        .stdin(Stdio::null());
     command
 }
 
@@ -26,7 +29,11 @@ fn run(mut command: Command) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 #[test]
@@ -35,8 +42,16 @@ fn help_lists_every_setting_with_its_variable() {
     assert!(output.status.success());
     let help = text(&output);
     for spec in SETTING_SPECS {
-        assert!(help.contains(&format!("--{}", flag_name(spec.key))), "--help lacks {}", spec.key);
-        assert!(help.contains(&env_name(spec.key)), "--help lacks {}", env_name(spec.key));
+        assert!(
+            help.contains(&format!("--{}", flag_name(spec.key))),
+            "--help lacks {}",
+            spec.key
+        );
+        assert!(
+            help.contains(&env_name(spec.key)),
+            "--help lacks {}",
+            env_name(spec.key)
+        );
     }
     for command in ["serve", "user", "backup", "jobs", "healthcheck"] {
         assert!(help.contains(command), "--help lacks the {command} command");
@@ -60,15 +75,32 @@ fn a_wrong_value_stops_start_up_naming_the_setting() {
             c.env(variable, value);
             c
         });
-        assert_eq!(output.status.code(), Some(2), "{variable}={value}: {}", text(&output));
-        assert!(text(&output).contains(named), "{variable}={value}: {}", text(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {}",
+            text(&output)
+        );
+        assert!(
+            text(&output).contains(named),
+            "{variable}={value}: {}",
+            text(&output)
+        );
     }
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[runs]\nmax_concurent = 3\n").unwrap();
-    let output = run(labcron(&["--config", config.to_str().unwrap(), "--data-dir", data]));
+    let output = run(labcron(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data,
+    ]));
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("max_concurent"), "{}", text(&output));
-    assert!(!Path::new(data).exists(), "nothing may be created when the settings are wrong");
+    assert!(
+        !Path::new(data).exists(),
+        "nothing may be created when the settings are wrong"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,25 +122,60 @@ async fn flags_beat_variables_beat_the_file_and_healthcheck_follows_bind() {
     };
     assert!(!healthcheck(&[], None), "the file's bind is used");
     assert!(healthcheck(&[], Some(&good)), "the variable beats the file");
-    assert!(healthcheck(&["--bind", &good], Some(&bad)), "the flag beats the variable");
+    assert!(
+        healthcheck(&["--bind", &good], Some(&bad)),
+        "the flag beats the variable"
+    );
     assert!(!healthcheck(&["--bind", &bad], Some(&good)));
     let output = run(labcron(&["healthcheck", "--bind", &good]));
-    assert!(text(&output).contains("\"status\":\"ok\""), "{}", text(&output));
+    assert!(
+        text(&output).contains("\"status\":\"ok\""),
+        "{}",
+        text(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_backups_from_the_shell_while_the_server_runs() {
     let app = spawn_app().await;
     let data = app.data_dir.to_str().unwrap().to_string();
-    let mut add = labcron(&["user", "add", "dana", "--admin", "--email", "dana@lab.example", "--data-dir", &data]);
-    add.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut add = labcron(&[
+        "user",
+        "add",
+        "dana",
+        "--admin",
+        "--email",
+        "dana@lab.example",
+        "--data-dir",
+        &data,
+    ]);
+    add.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = add.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"dana-password-1\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"dana-password-1\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     let token = app.sign_in("dana", "dana-password-1").await;
-    let me = ok_json(app.request_as(&token, Method::GET, "/users").send().await.unwrap()).await;
-    let dana = me.as_array().unwrap().iter().find(|u| u["loginName"] == "dana").unwrap().clone();
+    let me = ok_json(
+        app.request_as(&token, Method::GET, "/users")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let dana = me
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["loginName"] == "dana")
+        .unwrap()
+        .clone();
     assert_eq!(dana["admin"], true);
 
     let mut passwd = labcron(&["user", "passwd", "dana", "--data-dir", &data]);
@@ -124,15 +191,32 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
     app.write_script("noop.sh", "#!/bin/sh\n");
     app.create_external_job("backed up", "noop.sh").await;
     let backup = app.data_dir.join("copy.db");
-    let output = run(labcron(&["backup", backup.to_str().unwrap(), "--data-dir", &data]));
+    let output = run(labcron(&[
+        "backup",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
     assert!(output.status.success(), "{}", text(&output));
     let copy = rusqlite::Connection::open(&backup).unwrap();
-    let integrity: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let integrity: String = copy
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(integrity, "ok");
-    let name: String = copy.query_row("SELECT name FROM jobs", [], |r| r.get(0)).unwrap();
+    let name: String = copy
+        .query_row("SELECT name FROM jobs", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(name, "backed up");
-    let again = run(labcron(&["backup", backup.to_str().unwrap(), "--data-dir", &data]));
-    assert!(!again.status.success(), "an existing file is never overwritten");
+    let again = run(labcron(&[
+        "backup",
+        backup.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
+    assert!(
+        !again.status.success(),
+        "an existing file is never overwritten"
+    );
 }
 
 /// A job as the API shows it, without what the server computes or assigns.
@@ -172,32 +256,85 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
     )
     .await;
     let file = app.data_dir.join("jobs.toml");
-    let output = run(labcron(&["jobs", "export", file.to_str().unwrap(), "--data-dir", &data]));
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        file.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
     assert!(output.status.success(), "{}", text(&output));
     let exported = std::fs::read_to_string(&file).unwrap();
-    assert!(exported.contains("[[jobs]]") && exported.contains("recipients = [\"bob\"]"), "{exported}");
+    assert!(
+        exported.contains("[[jobs]]") && exported.contains("recipients = [\"bob\"]"),
+        "{exported}"
+    );
 
     // Importing what was exported changes nothing.
-    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--data-dir", &data]));
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
     assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains("same    Nightly export") && text(&output).contains("same    Every 7 minutes"));
+    assert!(
+        text(&output).contains("same    Nightly export")
+            && text(&output).contains("same    Every 7 minutes")
+    );
 
     // A change in the file is shown, not applied, until --apply.
     let changed = exported.replace("scheduledMinute = 5", "scheduledMinute = 45")
         + "\n[[jobs]]\nname = \"Added in git\"\ntype = \"EXTERNAL\"\ncommand = \"export.sh\"\nrepeatSchedule = \"ONDEMAND\"\n";
     std::fs::write(&file, changed).unwrap();
-    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--data-dir", &data]));
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        file.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
     let report = text(&output);
-    assert!(report.contains("~ update  Nightly export") && report.contains("scheduledMinute: 5 -> 45"), "{report}");
-    assert!(report.contains("+ create  Added in git") && report.contains("dry run"), "{report}");
-    assert_eq!(ok_json(app.get("/scheduled-jobs/count").await).await["count"], 2);
+    assert!(
+        report.contains("~ update  Nightly export") && report.contains("scheduledMinute: 5 -> 45"),
+        "{report}"
+    );
+    assert!(
+        report.contains("+ create  Added in git") && report.contains("dry run"),
+        "{report}"
+    );
+    assert_eq!(
+        ok_json(app.get("/scheduled-jobs/count").await).await["count"],
+        2
+    );
     let id = first["id"].as_i64().unwrap();
-    assert_eq!(ok_json(app.get(&format!("/scheduled-jobs/{id}")).await).await["scheduledMinute"], 5);
+    assert_eq!(
+        ok_json(app.get(&format!("/scheduled-jobs/{id}")).await).await["scheduledMinute"],
+        5
+    );
 
-    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--apply", "--data-dir", &data]));
-    assert!(output.status.success() && text(&output).contains("applied"), "{}", text(&output));
-    assert_eq!(ok_json(app.get(&format!("/scheduled-jobs/{id}")).await).await["scheduledMinute"], 45);
-    assert_eq!(ok_json(app.get("/scheduled-jobs/count").await).await["count"], 3);
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        file.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &data,
+    ]));
+    assert!(
+        output.status.success() && text(&output).contains("applied"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        ok_json(app.get(&format!("/scheduled-jobs/{id}")).await).await["scheduledMinute"],
+        45
+    );
+    assert_eq!(
+        ok_json(app.get("/scheduled-jobs/count").await).await["count"],
+        3
+    );
 
     // Into a fresh ledger with the same users, the API shows the very same jobs.
     let other = spawn_app().await;
@@ -205,10 +342,23 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
     other.create_user("bob", false).await;
     std::fs::write(&file, &exported).unwrap();
     let other_data = other.data_dir.to_str().unwrap().to_string();
-    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--apply", "--data-dir", &other_data]));
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        file.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &other_data,
+    ]));
     assert!(output.status.success(), "{}", text(&output));
     let imported = ok_json(other.get("/scheduled-jobs").await).await;
-    let imported: Vec<Value> = imported.as_array().unwrap().iter().rev().map(comparable).collect();
+    let imported: Vec<Value> = imported
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(comparable)
+        .collect();
     let mut expected = vec![comparable(&first), comparable(&second)];
     // The users' ids and summaries differ between the two ledgers only by id.
     for job in expected.iter_mut() {
@@ -236,18 +386,45 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
 
     // Invalid jobs stop the whole import, naming the job and the problem.
     std::fs::write(&file, "[[jobs]]\nname = \"bad\"\ntype = \"EXTERNAL\"\ncommand = \"../escape.sh\"\nrepeatSchedule = \"ONDEMAND\"\n").unwrap();
-    let output = run(labcron(&["jobs", "import", file.to_str().unwrap(), "--apply", "--data-dir", &other_data]));
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        file.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &other_data,
+    ]));
     assert!(!output.status.success());
-    assert!(text(&output).contains("SCHEDULED_JOB_COMMAND_NOT_ALLOWED"), "{}", text(&output));
+    assert!(
+        text(&output).contains("SCHEDULED_JOB_COMMAND_NOT_ALLOWED"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    crate::helpers::write_script(&data_dir.join("scripts"), "long.sh", "#!/bin/sh\necho started\nsleep 300\n");
-    crate::helpers::write_script(&data_dir.join("scripts"), "short.sh", "#!/bin/sh\nsleep 1\necho done\n");
-    let mut server = start_server_with(&data_dir, &["--runs-shutdown-grace-seconds", "3", "--runs-kill-grace-seconds", "1"]);
+    crate::helpers::write_script(
+        &data_dir.join("scripts"),
+        "long.sh",
+        "#!/bin/sh\necho started\nsleep 300\n",
+    );
+    crate::helpers::write_script(
+        &data_dir.join("scripts"),
+        "short.sh",
+        "#!/bin/sh\nsleep 1\necho done\n",
+    );
+    let mut server = start_server_with(
+        &data_dir,
+        &[
+            "--runs-shutdown-grace-seconds",
+            "3",
+            "--runs-kill-grace-seconds",
+            "1",
+        ],
+    );
     let client = reqwest::Client::new();
     let token = sign_in(&client, &server).await;
     let mut runs = Vec::new();
@@ -264,7 +441,10 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
             .unwrap();
         let job = job["id"].as_i64().unwrap();
         let run: Value = client
-            .post(format!("{}/scheduled-jobs/{job}/runs?response=run", server.base))
+            .post(format!(
+                "{}/scheduled-jobs/{job}/runs?response=run",
+                server.base
+            ))
             .header("X-OS-API-TOKEN", &token)
             .send()
             .await
@@ -278,8 +458,13 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
     let ledger = rusqlite::Connection::open(data_dir.join("labcron.db")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let running: i64 =
-            ledger.query_row("SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS'", [], |r| r.get(0)).unwrap();
+        let running: i64 = ledger
+            .query_row(
+                "SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         if running == 2 {
             break;
         }
@@ -299,8 +484,125 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
     let (status, _server) = status;
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
     let outcome = |run: i64| -> (String, Option<String>) {
-        ledger.query_row("SELECT status, message FROM runs WHERE id = ?1", [run], |r| Ok((r.get(0)?, r.get(1)?))).unwrap()
+        ledger
+            .query_row(
+                "SELECT status, message FROM runs WHERE id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
     };
-    assert_eq!(outcome(runs[1]), ("SUCCEEDED".to_string(), None), "the short run finished within the grace period");
-    assert_eq!(outcome(runs[0]), ("FAILED".to_string(), Some("interrupted by shutdown".to_string())));
+    assert_eq!(
+        outcome(runs[1]),
+        ("SUCCEEDED".to_string(), None),
+        "the short run finished within the grace period"
+    );
+    assert_eq!(
+        outcome(runs[0]),
+        (
+            "FAILED".to_string(),
+            Some("interrupted by shutdown".to_string())
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_ids_and_each_run_its_job_and_run_ids() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    crate::helpers::write_script(
+        &data_dir.join("scripts"),
+        "hello.sh",
+        "#!/bin/sh\necho hello\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("LABCRON_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    {
+        let lines = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["fields"]["message"] == "labcron listening"
+                {
+                    let _ = port_tx.send(v["fields"]["port"].as_u64().unwrap());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server listening");
+    let base = format!("http://127.0.0.1:{port}/rest/ng");
+    let client = reqwest::Client::new();
+    let auth = ("admin", Some(crate::helpers::ADMIN_PASSWORD));
+    let job: Value = client
+        .post(format!("{base}/scheduled-jobs"))
+        .basic_auth(auth.0, auth.1)
+        .json(&json!({"name": "logged", "type": "EXTERNAL", "command": "hello.sh", "repeatSchedule": "ONDEMAND"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = job["id"].as_i64().unwrap();
+    let run: Value = client
+        .post(format!("{base}/scheduled-jobs/{job_id}/runs?response=run"))
+        .basic_auth(auth.0, auth.1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = run["id"].as_i64().unwrap();
+    let finished = |lines: &[String]| lines.iter().any(|l| l.contains("run finished"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !finished(&lines.lock().unwrap()) {
+        assert!(Instant::now() < deadline, "no `run finished` log line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = lines.lock().unwrap().clone();
+    let events: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    let run_event = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "run finished")
+        .unwrap();
+    assert_eq!(run_event["span"]["run_id"], run_id, "{run_event}");
+    assert_eq!(run_event["span"]["job_id"], job_id, "{run_event}");
+    let created = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "job created")
+        .unwrap();
+    let spans = created["spans"].as_array().unwrap();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s["request_id"].as_str().is_some_and(|id| !id.is_empty())),
+        "the request's events carry its request id: {created}"
+    );
 }
