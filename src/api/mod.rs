@@ -69,15 +69,16 @@ pub async fn no_route() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NoRoute)
 }
 
-/// Replaces any error response that is not already JSON (actix's own plain-text errors for
-/// oversized payloads, wrong methods and the like) with the contract's error array.
+/// Replaces any error response that is not already JSON or an HTML page of the web UI (actix's own
+/// plain-text errors for oversized payloads, wrong methods and the like) with the contract's error
+/// array.
 pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
         let is_json = res
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+            .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
         if is_json {
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }

@@ -297,8 +297,7 @@ pub async fn users(req: HttpRequest) -> HttpResponse {
     signed_in_page(&req, page).await
 }
 
-/// A "Page not found" page. Its status is 200: the app's error middleware turns every non-JSON
-/// error status into the API's JSON error, which a browser would show as raw text.
+/// A "Page not found" page with status 404 (the error middleware lets HTML error pages through).
 pub fn not_found_page(req: &HttpRequest) -> HttpResponse {
     let _ = req;
     let page = Page {
@@ -308,7 +307,9 @@ pub fn not_found_page(req: &HttpRequest) -> HttpResponse {
         shell: templates::NOT_FOUND,
         data: Vec::new(),
     };
-    html_response(render_page(&page, None))
+    let mut response = html_response(render_page(&page, None));
+    *response.status_mut() = actix_web::http::StatusCode::NOT_FOUND;
+    response
 }
 
 pub async fn not_found(req: HttpRequest) -> HttpResponse {

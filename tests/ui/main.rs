@@ -1,0 +1,18 @@
+//! Browser tests of the web pages: each test starts the real server (port 0, temp data dir) and a
+//! headless Chromium driven over WebDriver by our own small client (`webdriver.rs`). They need
+//! Debian's `chromium` and `chromium-driver`; without them they fail and say so. On failure a
+//! screenshot, the page HTML and the console go to `target/ui-screenshots/`.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod support;
+mod webdriver;
+
+mod auth;
+mod job_form;
+mod jobs;
+mod runs;
+mod saved_queries;
+mod screenshots;
+mod users;
