@@ -270,9 +270,17 @@ async fn result_file(
             let run = store::runs::get(c, run_id)?
                 .filter(|r| r.job_id == job_id)
                 .ok_or_else(ApiError::run_not_found)?;
-            let allowed = can_see(c, &job, &me)?
-                || run.run_by == me.id
-                || store::jobs::is_recipient(c, job_id, me.id)?;
+            // A ledger backup holds every password and token hash: admins only, whoever else
+            // the job is shared with.
+            let backup = job.job_type == crate::domain::job::JobType::Internal
+                && job.task_impl_fqn.as_deref() == Some("database-backup");
+            let allowed = if backup {
+                me.admin
+            } else {
+                can_see(c, &job, &me)?
+                    || run.run_by == me.id
+                    || store::jobs::is_recipient(c, job_id, me.id)?
+            };
             if allowed {
                 Ok(run)
             } else {

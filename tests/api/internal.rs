@@ -184,6 +184,22 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
         Err(e) => eprintln!("sqlite3 is not installed ({e}); checked with rusqlite only"),
     }
 
+    // Shared or not, only admins download a backup: it holds every password hash.
+    let (bob_id, bob) = app.create_user("bob", false).await;
+    rusqlite::Connection::open(app.data_dir.join("labcron.db"))
+        .unwrap()
+        .execute("INSERT INTO job_shared_users (job_id, user_id) VALUES (?1, ?2)", [backup, bob_id])
+        .unwrap();
+    let refused = app
+        .request_as(&bob, reqwest::Method::GET, &format!("/scheduled-jobs/{backup}/runs/{}/result-file", id(&run)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::error_codes(refused, StatusCode::BAD_REQUEST).await,
+        vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
+    );
+
     // It takes no arguments.
     let run = run_to_end(&app, backup, Some("now")).await;
     assert_eq!(run["status"], "FAILED");
