@@ -451,7 +451,11 @@ impl NotificationSettings {
         if self.smtp_port == Some(0) {
             bail!("setting `notifications.smtp_port` must be from 1 to 65535");
         }
-        if self.from_address.parse::<lettre::message::Mailbox>().is_err() {
+        if self
+            .from_address
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
             bail!(
                 "setting `notifications.from_address`: `{}` is not an e-mail address \
                  (`name@host` or `Name <name@host>`)",

@@ -563,13 +563,31 @@ mod tests {
         metrics.observe_run("QUERY", false, Some(4_000));
         metrics.observe_run("QUERY", true, Some(200_000_000));
         let text = metrics.render(&SchedulerStats::default(), Some(2), 1);
-        assert!(text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"0.5\"} 1\n"));
-        assert!(text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"5\"} 2\n"));
-        assert!(text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"86400\"} 2\n"));
-        assert!(text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"+Inf\"} 3\n"));
+        assert!(
+            text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"0.5\"} 1\n")
+        );
+        assert!(
+            text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"5\"} 2\n")
+        );
+        assert!(
+            text.contains(
+                "labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"86400\"} 2\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"+Inf\"} 3\n"
+            )
+        );
         assert!(text.contains("labcron_run_duration_seconds_count{job_type=\"QUERY\"} 3\n"));
-        assert!(text.contains("labcron_runs_finished_total{job_type=\"QUERY\",status=\"FAILED\"} 1\n"));
-        assert!(text.contains("labcron_runs_finished_total{job_type=\"EXTERNAL\",status=\"FAILED\"} 0\n"));
+        assert!(
+            text.contains("labcron_runs_finished_total{job_type=\"QUERY\",status=\"FAILED\"} 1\n")
+        );
+        assert!(
+            text.contains(
+                "labcron_runs_finished_total{job_type=\"EXTERNAL\",status=\"FAILED\"} 0\n"
+            )
+        );
         assert!(text.contains("labcron_runs_queued 2\n"));
         assert!(text.contains("labcron_runs_running 1\n"));
     }

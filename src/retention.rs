@@ -112,7 +112,9 @@ fn retention_pass(
             .read_sync(|c| {
                 remove_old_run_files(c, data_dir, cutoff, (0, 0), &never).map_err(ApiError::from)
             })?
-            .map_err(|stop| ApiError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}")))?;
+            .map_err(|stop| {
+                ApiError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}"))
+            })?;
         for r in &removed {
             report.runs_with_files_removed += 1;
             report.files += r.files;

@@ -146,6 +146,12 @@ pub fn draft_from_body(
     };
     let (draft, mut errors) = validate_job(body, &defaults);
     let privileged = |t: JobType| matches!(t, JobType::External | JobType::Internal);
+    // A webhook makes the server call an address of the caller's choosing: admins only.
+    let webhook_changed = draft.webhook_url.is_some()
+        && draft.webhook_url.as_deref() != existing.and_then(|j| j.webhook_url.as_deref());
+    if !caller_is_admin && webhook_changed {
+        return Err(ApiError::op_not_allowed());
+    }
     if !caller_is_admin
         && (privileged(draft.job_type) || existing.is_some_and(|j| privileged(j.job_type)))
     {
@@ -306,8 +312,8 @@ async fn delete(
     Ok(HttpResponse::Ok().json(view))
 }
 
-#[derive(Serialize)]
-struct FireTime {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct FireTime {
     /// Epoch milliseconds.
     at: i64,
     /// The same instant in the job's time zone, RFC 3339 (shows DST offsets).

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cors;
 pub mod health;
 pub mod jobs;
+pub mod openapi;
 pub mod params;
 pub mod runs;
 pub mod saved_queries;
@@ -62,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
     cfg.configure(health::configure);
     cfg.configure(crate::metrics::configure);
+    cfg.configure(openapi::configure);
 }
 
 /// Unknown routes answer in the contract's shape.

@@ -32,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A user as the API shows it; `emailAddress`, `admin` and `activityStatus` only to admins and to
 /// the user themself.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserView {
     pub id: i64,

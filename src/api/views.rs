@@ -15,7 +15,7 @@ use crate::executor::files::RunPaths;
 use crate::scheduler::next_fire;
 use crate::store;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SavedQueryRef {
     pub id: i64,
@@ -23,7 +23,7 @@ pub struct SavedQueryRef {
 }
 
 /// A job as every endpoint returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: i64,
@@ -64,7 +64,7 @@ pub struct JobView {
 }
 
 /// A run as every endpoint returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     pub id: i64,

@@ -29,6 +29,8 @@ fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
     if !path.exists() {
         bail!("no ledger at {} (start the server once, or set data_dir)", path.display());
     }
+    // Bring the schema up to date first (a ledger last opened by an older labcron).
+    drop(crate::store::Db::open(&path)?);
     let conn = Connection::open(&path)?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")?;
     Ok(conn)

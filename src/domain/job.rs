@@ -34,6 +34,16 @@ macro_rules! string_enum {
                 s.serialize_str(self.as_str())
             }
         }
+        // The OpenAPI schema (`api::openapi`): a string with exactly these names.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -286,7 +296,8 @@ pub const MAX_WEBHOOK_URL_CHARS: usize = 2000;
 pub fn valid_webhook_url(text: &str) -> bool {
     text.chars().count() <= MAX_WEBHOOK_URL_CHARS
         && url::Url::parse(text).is_ok_and(|url| {
-            matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
+            matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some_and(|h| !h.is_empty())
         })
 }
 
@@ -815,13 +826,29 @@ mod tests {
             json!({"name":"a","type":"INTERNAL","taskImplFqn":"runs-report","repeatSchedule":"ONDEMAND",
                    "webhookUrl": url})
         };
-        for good in ["https://hooks.lab.example/labcron", "http://127.0.0.1:9000/x?y=1", "  "] {
+        for good in [
+            "https://hooks.lab.example/labcron",
+            "http://127.0.0.1:9000/x?y=1",
+            "  ",
+        ] {
             assert!(codes(body(good)).is_empty(), "{good}");
         }
-        for bad in ["ftp://hooks.lab.example/", "hooks.lab.example/x", "http://", "javascript:alert(1)"] {
-            assert_eq!(codes(body(bad)), vec!["SCHEDULED_JOB_INVALID_WEBHOOK_URL"], "{bad}");
+        for bad in [
+            "ftp://hooks.lab.example/",
+            "hooks.lab.example/x",
+            "http://",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(
+                codes(body(bad)),
+                vec!["SCHEDULED_JOB_INVALID_WEBHOOK_URL"],
+                "{bad}"
+            );
         }
-        let (draft, _) = validate_job(body(" https://h.example/a ").as_object().unwrap(), &defaults());
+        let (draft, _) = validate_job(
+            body(" https://h.example/a ").as_object().unwrap(),
+            &defaults(),
+        );
         assert_eq!(draft.webhook_url.as_deref(), Some("https://h.example/a"));
     }
 

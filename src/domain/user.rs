@@ -16,7 +16,7 @@ pub struct User {
 }
 
 /// `{"id","loginName","firstName","lastName","emailAddress","admin"}` as embedded in jobs and runs.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserSummary {
     pub id: i64,

@@ -44,6 +44,12 @@ pub fn compose(
     tz: chrono_tz::Tz,
     result_link: Option<&str>,
 ) -> Email {
+    // A job name is one line in the subject and the text, whatever it holds.
+    let job_name: String = job_name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let job_name = job_name.as_str();
     let time = |ms: Option<i64>| match ms.and_then(|ms| tz.timestamp_millis_opt(ms).single()) {
         Some(t) => t.format("%Y-%m-%d %H:%M:%S %Z").to_string(),
         None => "-".to_string(),
@@ -53,7 +59,9 @@ pub fn compose(
     if failed {
         body.push_str(&format!("Job {job_name} has failed.\n\n"));
     } else {
-        body.push_str(&format!("Job {job_name} has successfully run to completion.\n\n"));
+        body.push_str(&format!(
+            "Job {job_name} has successfully run to completion.\n\n"
+        ));
     }
     body.push_str(&format!("Run ID      : {}\n", run.id));
     body.push_str(&format!("Start Time  : {}\n", time(run.started_at)));
@@ -233,6 +241,30 @@ mod tests {
     }
 
     #[test]
+    fn a_job_name_cannot_add_headers() {
+        let email = compose(
+            "x\r\nBcc: victim@example.org",
+            &run(RunStatus::Succeeded, None, None),
+            "a",
+            chrono_tz::UTC,
+            None,
+        );
+        let message = Message::builder()
+            .from("labcron <labcron@localhost>".parse().unwrap())
+            .to("a@lab.example".parse().unwrap())
+            .subject(email.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(email.body)
+            .unwrap();
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(!text.lines().any(|l| l.starts_with("Bcc")), "{text}");
+        assert!(
+            text.contains("Job x  Bcc: victim@example.org has"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn transports_are_built_for_every_security_without_connecting() {
         for security in ["none", "starttls", "tls"] {
             let settings = NotificationSettings {
@@ -242,7 +274,10 @@ mod tests {
                 smtp_password: "secret".into(),
                 ..NotificationSettings::default()
             };
-            assert!(Mailer::from_settings(&settings).unwrap().is_some(), "{security}");
+            assert!(
+                Mailer::from_settings(&settings).unwrap().is_some(),
+                "{security}"
+            );
         }
         assert!(
             Mailer::from_settings(&NotificationSettings::default())

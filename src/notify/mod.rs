@@ -71,7 +71,8 @@ impl Notifier {
     ) -> anyhow::Result<Notifier> {
         let n = &settings.notifications;
         let mailer = email::Mailer::from_settings(n)?;
-        let webhooks = webhook::WebhookSender::new(n).context("cannot set up the webhook client")?;
+        let webhooks =
+            webhook::WebhookSender::new(n).context("cannot set up the webhook client")?;
         if mailer.is_some() {
             tracing::info!(
                 host = %n.smtp_host,
@@ -264,7 +265,9 @@ pub fn recipients(conn: &Connection, job: &Job, run: &Run) -> Result<Vec<User>, 
     }
     if chosen.is_empty() && run.status == RunStatus::Failed {
         for user in store::users::list(conn)? {
-            if user.admin && reachable(&user) && seen.insert(user.email_address.trim().to_lowercase())
+            if user.admin
+                && reachable(&user)
+                && seen.insert(user.email_address.trim().to_lowercase())
             {
                 chosen.push(user);
             }

@@ -155,9 +155,6 @@ mod tests {
     fn events_and_hosts() {
         assert_eq!(event_name(RunStatus::Succeeded), "run.succeeded");
         assert_eq!(event_name(RunStatus::Failed), "run.failed");
-        assert_eq!(
-            host_of("https://hooks.example/T0k3n?x=1"),
-            "hooks.example"
-        );
+        assert_eq!(host_of("https://hooks.example/T0k3n?x=1"), "hooks.example");
     }
 }

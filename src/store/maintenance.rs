@@ -59,14 +59,20 @@ pub fn finished_before(
              WHERE id > ?2 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?1
              ORDER BY id LIMIT ?3",
         )?
-        .query_map(params![cutoff, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![cutoff, after, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
 
 /// Deletes the rows of `run_ids` that finished before `cutoff`; returns how many went. Call in a
 /// write transaction (the retention pass keeps each to one batch).
-pub fn delete_finished_runs(conn: &Connection, run_ids: &[i64], cutoff: i64) -> Result<u64, ApiError> {
+pub fn delete_finished_runs(
+    conn: &Connection,
+    run_ids: &[i64],
+    cutoff: i64,
+) -> Result<u64, ApiError> {
     let mut delete = conn.prepare_cached(
         "DELETE FROM runs WHERE id = ?1 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?2",
     )?;

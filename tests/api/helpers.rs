@@ -299,3 +299,44 @@ pub async fn error_codes(response: Response, status: StatusCode) -> Vec<String> 
         })
         .collect()
 }
+
+/// Like `spawn_app`, but `configure` may capture values, such as the addresses of test servers
+/// started first (e-mail and webhook receivers). It changes the settings last.
+pub async fn spawn_app_configured(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = SettingsArgs {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        ..SettingsArgs::default()
+    };
+    let mut settings = Settings::load(&args).expect("settings");
+    settings.example_jobs = false;
+    configure(&mut settings);
+    settings.validate().expect("test settings are valid");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let data_dir = app.data_dir().to_path_buf();
+    let handle = app.handle();
+    let server = Some(tokio::spawn(app.run_until_stopped()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client");
+    let mut test_app = TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        client,
+        token: String::new(),
+        scripts_dir: data_dir.join("scripts"),
+        data_dir,
+        handle,
+        settings,
+        server,
+        _dir: dir,
+    };
+    test_app.token = test_app.sign_in("admin", ADMIN_PASSWORD).await;
+    test_app
+}

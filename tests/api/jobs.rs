@@ -517,3 +517,29 @@ async fn unknown_users_in_lists_are_reported_with_their_ids() {
     );
     assert!(text.contains("4242") && text.contains("4343"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_admins_set_a_webhook_because_the_server_calls_it() {
+    let app = spawn_app().await;
+    let (_, bob) = app.create_user("bob", false).await;
+    let query = ok_json(
+        app.request_as(&bob, Method::POST, "/saved-queries")
+            .json(&json!({"title": "one", "sql": "SELECT 1 AS one"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut body = json!({"name": "bob's export", "type": "QUERY", "repeatSchedule": "ONDEMAND",
+        "savedQuery": {"id": query["id"]}, "webhookUrl": "http://127.0.0.1:9/internal"});
+    let refused = app.request_as(&bob, Method::POST, "/scheduled-jobs").json(&body).send().await.unwrap();
+    assert_eq!(error_codes(refused, StatusCode::BAD_REQUEST).await, vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]);
+    body.as_object_mut().unwrap().remove("webhookUrl");
+    let created = ok_json(app.request_as(&bob, Method::POST, "/scheduled-jobs").json(&body).send().await.unwrap()).await;
+    // An admin may add one; Bob's later full replace keeps it when he sends it back unchanged.
+    let id = created["id"].as_i64().unwrap();
+    body["webhookUrl"] = json!("https://hooks.lab.example/labcron");
+    ok_json(app.put(&format!("/scheduled-jobs/{id}"), &body).await).await;
+    let kept = app.request_as(&bob, Method::PUT, &format!("/scheduled-jobs/{id}")).json(&body).send().await.unwrap();
+    assert_eq!(ok_json(kept).await["webhookUrl"], "https://hooks.lab.example/labcron");
+}

@@ -12,3 +12,7 @@ mod runs;
 mod scheduler;
 mod internal;
 mod queries;
+mod metrics;
+mod notifications;
+mod retention;
+mod openapi;

@@ -28,7 +28,13 @@ fn overrides(assignments: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 fn binary_accepts(args: &[&str]) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_labcron")).args(args).arg("--help").output().unwrap().status.success()
+    Command::new(env!("CARGO_BIN_EXE_labcron"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap()
+        .status
+        .success()
 }
 
 #[test]
@@ -52,23 +58,50 @@ fn the_dockerfile_matches_the_binary() {
             env.push((name.to_string(), value.to_string()));
         }
     }
-    assert!(env.iter().any(|(n, v)| n == "LABCRON_BIND" && v == "0.0.0.0:8080"), "{env:?}");
-    assert!(env.iter().any(|(n, v)| n == "LABCRON_DATA_DIR" && v == "/data"));
+    assert!(
+        env.iter()
+            .any(|(n, v)| n == "LABCRON_BIND" && v == "0.0.0.0:8080"),
+        "{env:?}"
+    );
+    assert!(
+        env.iter()
+            .any(|(n, v)| n == "LABCRON_DATA_DIR" && v == "/data")
+    );
     Settings::load_from(None, &overrides(&env)).expect("the image's settings are valid");
 
-    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains(r#"CMD ["labcron", "healthcheck"]"#));
+    assert!(
+        dockerfile.contains("HEALTHCHECK")
+            && dockerfile.contains(r#"CMD ["labcron", "healthcheck"]"#)
+    );
     assert!(binary_accepts(&["healthcheck"]));
-    assert!(dockerfile.contains(r#"ENTRYPOINT ["labcron"]"#) && dockerfile.contains(r#"CMD ["serve"]"#));
+    assert!(
+        dockerfile.contains(r#"ENTRYPOINT ["labcron"]"#) && dockerfile.contains(r#"CMD ["serve"]"#)
+    );
     assert!(binary_accepts(&["serve"]));
     assert!(dockerfile.contains(r#"VOLUME ["/data"]"#));
-    let user = dockerfile.lines().find_map(|l| l.strip_prefix("USER ")).expect("a USER line");
-    assert!(!user.starts_with("root") && !user.starts_with('0'), "runs as {user}");
-    assert!(dockerfile.contains("--locked"), "the image builds with the locked dependencies");
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "runs as {user}"
+    );
+    assert!(
+        dockerfile.contains("--locked"),
+        "the image builds with the locked dependencies"
+    );
     assert!(dockerfile.matches("FROM ").count() >= 2, "multi-stage");
-    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
         let words: Vec<&str> = line.split_whitespace().collect();
         for source in &words[1..words.len() - 1] {
-            assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(source).exists(), "COPY source {source} is missing");
+            assert!(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(source).exists(),
+                "COPY source {source} is missing"
+            );
         }
     }
 }
@@ -84,14 +117,34 @@ fn the_systemd_unit_matches_the_binary() {
             (n.to_string(), v.to_string())
         })
         .collect();
-    let settings = Settings::load_from(None, &overrides(&env)).expect("the unit's settings are valid");
-    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let settings =
+        Settings::load_from(None, &overrides(&env)).expect("the unit's settings are valid");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
     let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
-    assert!(binary_accepts(&args), "labcron {exec} is not a valid command");
-    assert!(unit.contains("KillMode=mixed"), "labcron stops its own runs; systemd must not kill them first");
-    let stop: u64 = unit.lines().find_map(|l| l.strip_prefix("TimeoutStopSec=")).unwrap().parse().unwrap();
+    assert!(
+        binary_accepts(&args),
+        "labcron {exec} is not a valid command"
+    );
+    assert!(
+        unit.contains("KillMode=mixed"),
+        "labcron stops its own runs; systemd must not kill them first"
+    );
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(stop > settings.runs.shutdown_grace_seconds + settings.runs.kill_grace_seconds);
-    for hardening in ["NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "User=labcron"] {
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "User=labcron",
+    ] {
         assert!(unit.contains(hardening), "the unit lacks {hardening}");
     }
 }

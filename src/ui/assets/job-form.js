@@ -93,6 +93,8 @@
     }
     const end = LC.parseLocalInput(input("endDate").value);
     if (end !== null) job.endDate = end;
+    // PUT replaces the whole job: keep what this form has no field for.
+    if (original && original.webhookUrl) job.webhookUrl = original.webhookUrl;
     return job;
   }
 

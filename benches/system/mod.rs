@@ -1,0 +1,493 @@
+//! What the system benches share: the real `labcron` binary started on 127.0.0.1 with a data
+//! directory of the bench's own (`Server`), a small HTTP/1.1 keep-alive client that costs the
+//! machine little (the load generator shares the two cores with the server), a closed-loop load
+//! runner, resident memory from `/proc`, percentiles, and a filler that writes jobs and runs
+//! straight into a stopped server's ledger.
+
+pub mod download;
+pub mod lateness;
+pub mod ledger;
+pub mod throughput;
+
+use std::fmt::Display;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The release binary cargo builds for `cargo bench`.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_labcron");
+pub const ADMIN_PASSWORD: &str = "bench-admin-password";
+
+/// Turns any error into the message a skipped figure shows.
+pub trait OrMessage<T> {
+    fn msg(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: Display> OrMessage<T> for Result<T, E> {
+    fn msg(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+impl<T> OrMessage<T> for Option<T> {
+    fn msg(self, what: &str) -> Result<T, String> {
+        self.ok_or_else(|| what.to_string())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Nearest-rank percentile of sorted values (`p` in 0..=100).
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A free port on 127.0.0.1 (the binary binds it right after).
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").msg("bind a probe port")?;
+    Ok(listener.local_addr().msg("probe port")?.port())
+}
+
+/// A running `labcron`; SIGKILLed when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts the binary on a free loopback port with `data_dir`, logging to `log`.
+    pub fn spawn(data_dir: &Path, log: &Path, extra: &[&str]) -> Result<Server, String> {
+        let port = free_port()?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .msg("open the server log")?;
+        let child = Command::new(BINARY)
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .args(["--example-jobs", "false"])
+            .args(extra)
+            .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .msg("start labcron")?;
+        Ok(Server {
+            child,
+            port,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Starts the binary and waits until `/health` answers 200; returns the server and the time
+    /// from the spawn to that answer.
+    pub fn start(
+        data_dir: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<(Server, Duration), String> {
+        let started = Instant::now();
+        let mut server = Server::spawn(data_dir, log, extra)?;
+        server.wait_healthy(Duration::from_secs(60))?;
+        Ok((server, started.elapsed()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `/health` (a new connection each time, every millisecond) until it answers 200.
+    pub fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "labcron exited with {status} before it was healthy: {}",
+                    self.log_tail()
+                ));
+            }
+            if health_status(self.port) == Some(200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not healthy after {limit:?}: {}", self.log_tail()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// VmRSS of the server process, in MiB.
+    pub fn rss_mib(&self) -> Result<f64, String> {
+        rss_kib(self.pid()).map(|kib| kib as f64 / 1024.0)
+    }
+
+    /// SIGTERM, then SIGKILL when it has not exited within `grace`.
+    pub fn stop(mut self, grace: Duration) -> Result<(), String> {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("labcron did not stop on SIGTERM in time (killed)".into())
+    }
+
+    /// The end of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// VmRSS of a process in KiB.
+pub fn rss_kib(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).msg("read /proc status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .msg("no VmRSS in /proc status")
+}
+
+/// The status of `GET /health` on a fresh connection, or None when nothing answers yet.
+fn health_status(port: u16) -> Option<u16> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).ok()?;
+    let text = String::from_utf8_lossy(&reply);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+/// Starts the binary once on an empty data directory (creating the ledger and `admin`) and stops it.
+pub fn create_ledger(data_dir: &Path, log: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(data_dir.join("scripts")).msg("create the scripts directory")?;
+    let (server, _) = Server::start(data_dir, log, &[])?;
+    server.stop(Duration::from_secs(30))
+}
+
+/// Writes an executable script into the data directory's scripts directory.
+pub fn write_script(data_dir: &Path, name: &str, body: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir.join("scripts");
+    std::fs::create_dir_all(&dir).msg("create the scripts directory")?;
+    let path = dir.join(name);
+    std::fs::write(&path, body).msg("write a script")?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .msg("chmod a script")?;
+    Ok(path)
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .msg("tokio runtime")
+}
+
+// ---------------------------------------------------------------------------------------------
+// A minimal HTTP/1.1 client: one keep-alive connection, Content-Length or chunked bodies.
+
+/// A reply: status and body (or only the body's length when it was not kept).
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub body_len: u64,
+}
+
+impl Reply {
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).msg("reply is not JSON")
+    }
+}
+
+pub struct Conn {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Conn {
+    pub async fn open(port: u16) -> Result<Conn, String> {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .msg("connect")?;
+        stream.set_nodelay(true).msg("nodelay")?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    async fn read_more(&mut self) -> Result<(), String> {
+        self.buf.reserve(64 * 1024);
+        let n = self.stream.read_buf(&mut self.buf).await.msg("read")?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        Ok(())
+    }
+
+    /// Sends `request` and reads the whole reply. With `keep` false the body is only counted
+    /// (read in 1 MiB pieces), for downloads.
+    pub async fn call(&mut self, request: &[u8], keep: bool) -> Result<Reply, String> {
+        self.stream.write_all(request).await.msg("write")?;
+        self.buf.clear();
+        let header_end = loop {
+            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            self.read_more().await?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..header_end]).into_owned();
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .msg("no status line")?;
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        for line in head.lines().skip(1) {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok();
+                } else if name.eq_ignore_ascii_case("transfer-encoding")
+                    && value.to_ascii_lowercase().contains("chunked")
+                {
+                    chunked = true;
+                }
+            }
+        }
+        self.buf.drain(..header_end);
+        if chunked {
+            let body = self.read_chunked().await?;
+            return Ok(Reply {
+                status,
+                body_len: body.len() as u64,
+                body,
+            });
+        }
+        let length = length.unwrap_or(0);
+        if keep {
+            while (self.buf.len() as u64) < length {
+                self.read_more().await?;
+            }
+            let body: Vec<u8> = self.buf.drain(..length as usize).collect();
+            return Ok(Reply {
+                status,
+                body_len: length,
+                body,
+            });
+        }
+        let mut seen = self.buf.len() as u64;
+        self.buf.clear();
+        let mut scratch = vec![0u8; 1 << 20];
+        while seen < length {
+            let n = self.stream.read(&mut scratch).await.msg("read body")?;
+            if n == 0 {
+                return Err(format!("body ended after {seen} of {length} bytes"));
+            }
+            seen += n as u64;
+        }
+        Ok(Reply {
+            status,
+            body: Vec::new(),
+            body_len: seen,
+        })
+    }
+
+    async fn read_chunked(&mut self) -> Result<Vec<u8>, String> {
+        let mut body = Vec::new();
+        let mut pos = 0;
+        loop {
+            let Some(line_end) = find(&self.buf[pos..], b"\r\n") else {
+                self.read_more().await?;
+                continue;
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[pos..pos + line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .msg("bad chunk size")?;
+            let data_start = pos + line_end + 2;
+            while self.buf.len() < data_start + size + 2 {
+                self.read_more().await?;
+            }
+            if size == 0 {
+                self.buf.clear();
+                return Ok(body);
+            }
+            body.extend_from_slice(&self.buf[data_start..data_start + size]);
+            pos = data_start + size + 2;
+        }
+    }
+}
+
+pub fn get_request(path: &str, token: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-OS-API-TOKEN: {token}\r\n\r\n")
+        .into_bytes()
+}
+
+pub fn post_request(path: &str, token: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-OS-API-TOKEN: {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Signs in as `admin` and returns the session token.
+pub async fn sign_in(port: u16) -> Result<String, String> {
+    let mut conn = Conn::open(port).await?;
+    let body = serde_json::json!({"loginName": "admin", "password": ADMIN_PASSWORD}).to_string();
+    let request = format!(
+        "POST /rest/ng/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = conn.call(request.as_bytes(), true).await?;
+    if reply.status != 200 {
+        return Err(format!("sign-in answered {}", reply.status));
+    }
+    reply.json()?["token"]
+        .as_str()
+        .map(str::to_string)
+        .msg("no token in the sign-in reply")
+}
+
+/// A call that must answer 200 with JSON.
+pub async fn call_json(conn: &mut Conn, request: &[u8]) -> Result<serde_json::Value, String> {
+    let reply = conn.call(request, true).await?;
+    if reply.status != 200 {
+        return Err(format!(
+            "answered {}: {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        ));
+    }
+    reply.json()
+}
+
+/// What a load run saw in its measured window.
+pub struct Load {
+    /// Latency of every request answered in the window, microseconds, sorted.
+    pub latencies_us: Vec<u64>,
+    pub failures: u64,
+    pub first_failure: Option<String>,
+    pub window: Duration,
+}
+
+impl Load {
+    pub fn per_second(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.window.as_secs_f64()
+    }
+    pub fn p_ms(&self, p: f64) -> f64 {
+        percentile(&self.latencies_us, p).unwrap_or(0) as f64 / 1000.0
+    }
+}
+
+/// `connections` clients, each sending `request` again as soon as the previous reply is in
+/// (closed loop), for `warmup` (not counted) then `window`. Anything but 200 is a failure.
+pub async fn closed_loop(
+    port: u16,
+    connections: usize,
+    request: Vec<u8>,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Load, String> {
+    let request = Arc::new(request);
+    let start = tokio::time::Instant::now();
+    let counted_from = start + warmup;
+    let end = counted_from + window;
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut first_failure = None;
+            let mut conn = Conn::open(port).await?;
+            loop {
+                let sent = tokio::time::Instant::now();
+                if sent >= end {
+                    break;
+                }
+                match conn.call(&request, false).await {
+                    Ok(reply) if reply.status == 200 => {
+                        if sent >= counted_from {
+                            latencies.push(sent.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Ok(reply) => {
+                        failures += 1;
+                        first_failure.get_or_insert(format!("status {}", reply.status));
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        first_failure.get_or_insert(e);
+                        conn = Conn::open(port).await?;
+                    }
+                }
+            }
+            Ok::<_, String>((latencies, failures, first_failure))
+        }));
+    }
+    let mut load = Load {
+        latencies_us: Vec::new(),
+        failures: 0,
+        first_failure: None,
+        window,
+    };
+    for task in tasks {
+        let (latencies, failures, first) = task.await.msg("load task")??;
+        load.latencies_us.extend(latencies);
+        load.failures += failures;
+        if load.first_failure.is_none() {
+            load.first_failure = first;
+        }
+    }
+    load.latencies_us.sort_unstable();
+    Ok(load)
+}

@@ -1,0 +1,734 @@
+//! The OpenAPI document (`GET /openapi.json`) against what the server really serves:
+//! - every route registered in the source (`web::resource("…")` and its methods in each module
+//!   `src/api/mod.rs` configures, under each of its base paths) is documented, and every
+//!   documented operation is served;
+//! - every documented GET answers (no 404 for a route that does not exist) with a documented status;
+//! - real responses, successes and errors, match the documented JSON schemas;
+//! - `/docs` serves a page that loads nothing from elsewhere.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, ok_json, spawn_app};
+
+/// `configure` functions that startup registers besides the API, and why they are not documented.
+const NOT_API: &[(&str, &str)] = &[(
+    "crate::ui::configure",
+    "the server-rendered web pages (/ and /ui/…) are for people, not API clients",
+)];
+
+/// A served route: method (upper case) and path with `{name}` placeholders.
+type Route = (String, String);
+
+fn source(relative: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// The text of the body of `fn <name>` in `text` (from its `{` to the matching `}`).
+fn function_body<'a>(text: &'a str, signature: &str) -> &'a str {
+    let start = text
+        .find(signature)
+        .unwrap_or_else(|| panic!("`{signature}` not found"));
+    let open = start + text[start..].find('{').expect("function body");
+    let mut depth = 0usize;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[open + 1..open + i];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced braces after `{signature}`")
+}
+
+/// The span of the call that starts at `open_paren` (an index of `(`), parentheses balanced.
+fn call_span(text: &str, open_paren: usize) -> &str {
+    let mut depth = 0usize;
+    for (i, c) in text[open_paren..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[open_paren..open_paren + i + 1];
+                }
+            }
+            _ => {}
+        }
+    }
+    panic!("unbalanced parentheses")
+}
+
+/// Every `X::configure` passed to `.configure(...)` in `text`.
+fn configured_modules(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(".configure(") {
+        let after = &rest[i + ".configure(".len()..];
+        let end = after.find(')').expect("configure(...)");
+        out.push(after[..end].trim().to_string());
+        rest = &after[end..];
+    }
+    out
+}
+
+/// The source file of a module path as `src/api/mod.rs` names it.
+fn module_file(module: &str) -> String {
+    let module = module.trim_end_matches("::configure");
+    match module.strip_prefix("crate::") {
+        Some(path) => format!("src/{}.rs", path.replace("::", "/")),
+        None => format!("src/api/{}.rs", module.replace("::", "/")),
+    }
+}
+
+/// The routes a module's `configure` registers: each `web::resource("…")` with the methods of the
+/// `web::<method>()` routes chained on it.
+fn resources_of(file: &str) -> Vec<Route> {
+    let text = source(file);
+    for forbidden in [
+        "#[get(",
+        "#[post(",
+        "#[put(",
+        "#[delete(",
+        "#[patch(",
+        "#[route(",
+        "cfg.route(",
+    ] {
+        assert!(
+            !text.contains(forbidden),
+            "{file} registers a route with `{forbidden}`, which this test cannot see; register it \
+             with web::resource(\"…\") in configure"
+        );
+    }
+    let body = function_body(&text, "pub fn configure");
+    let mut routes = Vec::new();
+    let starts: Vec<usize> = body
+        .match_indices("web::resource(")
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !starts.is_empty(),
+        "{file}: configure registers no web::resource"
+    );
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(body.len());
+        let chunk = &body[start..end];
+        let open = chunk.find('"').expect("resource path literal") + 1;
+        let close = open + chunk[open..].find('"').expect("closing quote");
+        let path = &chunk[open..close];
+        let mut methods = 0;
+        for method in ["get", "post", "put", "delete", "patch", "head"] {
+            if chunk.contains(&format!("web::{method}()")) {
+                routes.push((method.to_uppercase(), path.to_string()));
+                methods += 1;
+            }
+        }
+        assert!(
+            methods > 0,
+            "{file}: resource {path} has no method this test recognises"
+        );
+    }
+    routes
+}
+
+/// The routes the server serves for the API, discovered from the source.
+fn served_routes() -> BTreeSet<Route> {
+    // Startup: the API's configure, and the web pages, which are not part of the API.
+    let startup = source("src/startup.rs");
+    for module in configured_modules(&startup) {
+        let known = module == "api::configure" || NOT_API.iter().any(|(m, _)| *m == module);
+        assert!(
+            known,
+            "src/startup.rs configures `{module}`: document its routes in src/api/openapi.rs and \
+             teach this test where they are, or add it to NOT_API with the reason"
+        );
+    }
+
+    let api = source("src/api/mod.rs");
+    let bases_decl = api
+        .find("pub const BASE_PATHS")
+        .expect("BASE_PATHS in src/api/mod.rs");
+    let bases_line = &api[bases_decl..bases_decl + api[bases_decl..].find(';').expect(";")];
+    let bases: Vec<String> = bases_line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    assert!(
+        bases.contains(&"/rest/ng".to_string()),
+        "base paths: {bases:?}"
+    );
+
+    let configure = function_body(&api, "pub fn configure");
+    let scope_start = configure
+        .find("web::scope(")
+        .expect("web::scope in api::configure");
+    let scope_open = scope_start + "web::scope".len();
+    // The scope call and the chain of `.configure(...)` on it, up to the statement's end.
+    let statement_end = scope_start + configure[scope_start..].find(';').expect(";");
+    let scope_text = &configure[scope_start..statement_end];
+    assert!(
+        call_span(configure, scope_open).contains("base"),
+        "the scope is not per base path"
+    );
+    let scoped = configured_modules(scope_text);
+    let rest = format!(
+        "{}{}",
+        &configure[..scope_start],
+        &configure[statement_end..]
+    );
+    let root = configured_modules(&rest);
+    assert!(!scoped.is_empty() && !root.is_empty());
+
+    let mut routes = BTreeSet::new();
+    for module in &scoped {
+        for (method, path) in resources_of(&module_file(module)) {
+            for base in &bases {
+                routes.insert((method.clone(), format!("{base}{path}")));
+            }
+        }
+    }
+    for module in &root {
+        routes.extend(resources_of(&module_file(module)));
+    }
+    routes
+}
+
+fn documented_routes(doc: &Value) -> BTreeSet<Route> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, _) in item.as_object().expect("path item") {
+            if [
+                "get", "put", "post", "delete", "patch", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+async fn fetch_document(app: &TestApp) -> Value {
+    // Public: no token.
+    let response = reqwest::get(format!("{}/openapi.json", app.base))
+        .await
+        .expect("GET /openapi.json");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    response.json().await.expect("JSON document")
+}
+
+#[test]
+fn the_route_scan_sees_the_routes_of_every_resource_module() {
+    let routes = served_routes();
+    for expected in [
+        ("POST", "/rest/ng/sessions"),
+        (
+            "GET",
+            "/openspecimen/rest/ng/scheduled-jobs/{jobId}/runs/{runId}/result-file",
+        ),
+        ("DELETE", "/rest/ng/saved-queries/{queryId}"),
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("GET", "/openapi.json"),
+    ] {
+        assert!(
+            routes.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "the source scan missed {expected:?}; it found {routes:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_served_route_is_documented_and_every_documented_one_is_served() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let served = served_routes();
+    let documented = documented_routes(&doc);
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "served but missing from /openapi.json (declare them in src/api/openapi.rs): {undocumented:#?}"
+    );
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        unserved.is_empty(),
+        "documented but not served: {unserved:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_document_declares_both_ways_to_sign_in_and_the_headers_that_matter() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["apiToken"]["type"], "apiKey");
+    assert_eq!(schemes["apiToken"]["in"], "header");
+    assert_eq!(schemes["apiToken"]["name"], "X-OS-API-TOKEN");
+    assert_eq!(schemes["basic"]["type"], "http");
+    assert_eq!(schemes["basic"]["scheme"], "basic");
+
+    let public: BTreeSet<&str> = ["signIn", "health", "openapiDocument", "docsPage"].into();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().expect("operationId");
+            let plain_id = id.trim_start_matches("openspecimen_rest_ng_");
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            assert_eq!(
+                secured,
+                !public.contains(plain_id),
+                "{method} {path}: security {}",
+                op["security"]
+            );
+            let responses = op["responses"].as_object().unwrap();
+            if secured {
+                for status in ["401", "429"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
+            if op.get("requestBody").is_some() {
+                assert!(responses.contains_key("413"), "{method} {path}: no 413");
+            }
+            if path.starts_with("/rest/ng") || path.starts_with("/openspecimen") {
+                assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            }
+        }
+    }
+    let header = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["in"] == "header" && p["name"] == name)
+    };
+    assert!(header(
+        "/rest/ng/scheduled-jobs/{jobId}/runs",
+        "post",
+        "Idempotency-Key"
+    ));
+    assert!(header(
+        "/rest/ng/scheduled-jobs/{jobId}/runs",
+        "get",
+        "X-OS-CLIENT-TZ"
+    ));
+    assert!(header(
+        "/openspecimen/rest/ng/scheduled-jobs/{jobId}/runs",
+        "get",
+        "X-OS-CLIENT-TZ"
+    ));
+    let unavailable = &doc["paths"]["/health"]["get"]["responses"]["503"];
+    assert!(unavailable.is_object(), "/health documents 503");
+    let file = &doc["paths"]["/rest/ng/scheduled-jobs/{jobId}/runs/{runId}/result-file"]["get"]["responses"]
+        ["200"]["content"];
+    assert!(file["text/csv"].is_object() && file["application/zip"].is_object());
+    let log = &doc["paths"]["/rest/ng/scheduled-jobs/{jobId}/runs/{runId}/log"]["get"]["responses"]
+        ["200"]["content"];
+    assert!(log["text/plain"].is_object());
+    let error_list = &doc["components"]["schemas"]["ErrorList"];
+    assert_eq!(error_list["type"], "array");
+    assert_eq!(
+        error_list["items"]["$ref"],
+        "#/components/schemas/ErrorItem"
+    );
+}
+
+/// Ids of real objects for every path parameter the document uses.
+struct Ids {
+    job: i64,
+    run: i64,
+    user: i64,
+    query: i64,
+}
+
+async fn real_objects(app: &TestApp) -> Ids {
+    app.write_script(
+        "report.sh",
+        "#!/bin/sh\necho started\nprintf 'site,n\\nMain,1\\n' > \"$LABCRON_RESULT_DIR/r.csv\"\n",
+    );
+    let job = app.create_external_job("Report", "report.sh").await;
+    let run = app.start_run(job, None).await;
+    let finished = app.wait_run(job, run).await;
+    assert_eq!(finished["status"], "SUCCEEDED", "{finished}");
+    let users = ok_json(app.get("/users").await).await;
+    let user = users[0]["id"].as_i64().expect("a user");
+    let created = ok_json(
+        app.post(
+            "/saved-queries",
+            &json!({"title": "One", "sql": "SELECT 1 AS one"}),
+        )
+        .await,
+    )
+    .await;
+    Ids {
+        job,
+        run,
+        user,
+        query: created["id"].as_i64().expect("query id"),
+    }
+}
+
+fn fill(path: &str, ids: &Ids) -> String {
+    path.replace("{jobId}", &ids.job.to_string())
+        .replace("{runId}", &ids.run.to_string())
+        .replace("{userId}", &ids.user.to_string())
+        .replace("{queryId}", &ids.query.to_string())
+}
+
+#[tokio::test]
+async fn every_documented_get_answers_with_a_documented_status() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let ids = real_objects(&app).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(op) = item.get("get") else { continue };
+        let url = format!("{}{}", app.base, fill(path, &ids));
+        assert!(!url.contains('{'), "unfilled parameter in {path}");
+        let response = client
+            .get(&url)
+            .header("X-OS-API-TOKEN", &app.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_ne!(
+            status,
+            StatusCode::NOT_FOUND,
+            "GET {path}: no such route: {body}"
+        );
+        assert!(
+            op["responses"].get(status.as_str()).is_some(),
+            "GET {path} answered {status}, which the document does not list: {body}"
+        );
+        assert!(
+            status.is_success() || status.is_redirection(),
+            "GET {path}: {status} {body}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} GET operations");
+}
+
+/// The JSON schema documented for `status` of `method path`, with the document's components so
+/// that its `$ref`s resolve.
+fn documented_schema(doc: &Value, method: &str, path: &str, status: u16) -> Value {
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "{method} {path} is not documented");
+    let mut response = &op["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {path}: {status} is not documented"
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        response = &doc["components"]["responses"][name];
+    }
+    let mut schema = response["content"]["application/json"]["schema"].clone();
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status}: no JSON schema"
+    );
+    schema["components"] = doc["components"].clone();
+    schema
+}
+
+fn assert_conforms(doc: &Value, method: &str, path: &str, status: u16, body: &Value) {
+    let schema = documented_schema(doc, method, path, status);
+    let validator = jsonschema::draft202012::new(&schema)
+        .unwrap_or_else(|e| panic!("{method} {path} {status}: bad schema: {e}"));
+    let problems: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{method} {path} {status}: the response does not match the documented schema:\n{}\nbody: {body:#}",
+        problems.join("\n")
+    );
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut request = app.client.request(method, format!("{}{path}", app.base));
+    if let Some(token) = token {
+        request = request.header("X-OS-API-TOKEN", token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+    (status, value)
+}
+
+#[tokio::test]
+async fn real_responses_match_the_documented_schemas() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let ids = real_objects(&app).await;
+    let token = Some(app.token.as_str());
+    let cases: Vec<(Method, &str, Option<Value>, Option<&str>, u16)> = vec![
+        (Method::GET, "/rest/ng/scheduled-jobs", None, token, 200),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/{jobId}",
+            None,
+            token,
+            200,
+        ),
+        (
+            Method::GET,
+            "/openspecimen/rest/ng/scheduled-jobs/{jobId}",
+            None,
+            token,
+            200,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/count",
+            None,
+            token,
+            200,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/{jobId}/next-runs",
+            None,
+            token,
+            200,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/{jobId}/runs",
+            None,
+            token,
+            200,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/{jobId}/runs/{runId}",
+            None,
+            token,
+            200,
+        ),
+        (Method::GET, "/rest/ng/users", None, token, 200),
+        (Method::GET, "/rest/ng/users/{userId}", None, token, 200),
+        (Method::GET, "/rest/ng/saved-queries", None, token, 200),
+        (
+            Method::GET,
+            "/rest/ng/saved-queries/{queryId}",
+            None,
+            token,
+            200,
+        ),
+        (Method::GET, "/health", None, None, 200),
+        (
+            Method::POST,
+            "/rest/ng/sessions",
+            Some(json!({"loginName": "admin", "password": crate::helpers::ADMIN_PASSWORD})),
+            None,
+            200,
+        ),
+        (
+            Method::POST,
+            "/rest/ng/scheduled-jobs/{jobId}/runs",
+            Some(json!({})),
+            token,
+            200,
+        ),
+        (
+            Method::POST,
+            "/rest/ng/scheduled-jobs",
+            Some(
+                json!({"name": "Daily", "type": "INTERNAL", "taskImplFqn": "runs-report",
+                        "repeatSchedule": "DAILY", "scheduledHour": 3, "scheduledMinute": 0,
+                        "recipients": [{"id": ids.user}]}),
+            ),
+            token,
+            200,
+        ),
+        // Errors: the contract's array.
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/999999",
+            None,
+            token,
+            400,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/not-a-number",
+            None,
+            token,
+            400,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs?maxResults=many",
+            None,
+            token,
+            400,
+        ),
+        (
+            Method::POST,
+            "/rest/ng/scheduled-jobs",
+            Some(json!({})),
+            token,
+            400,
+        ),
+        (Method::GET, "/rest/ng/scheduled-jobs", None, None, 401),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs",
+            None,
+            Some("not-a-token"),
+            401,
+        ),
+        (
+            Method::GET,
+            "/rest/ng/scheduled-jobs/{jobId}/runs/{runId}/result-file",
+            None,
+            None,
+            401,
+        ),
+    ];
+    for (method, template, body, token, expected) in cases {
+        let (path_only, query) = template.split_once('?').unwrap_or((template, ""));
+        let url = if query.is_empty() {
+            fill(path_only, &ids)
+        } else {
+            format!("{}?{query}", fill(path_only, &ids))
+        };
+        let (status, value) = call(&app, method.clone(), &url, body, token).await;
+        assert_eq!(status, expected, "{method} {url}: {value}");
+        // `/scheduled-jobs/not-a-number` is the `{jobId}` operation.
+        let documented_path =
+            if path_only.ends_with("/not-a-number") || path_only.ends_with("/999999") {
+                "/rest/ng/scheduled-jobs/{jobId}"
+            } else {
+                path_only
+            };
+        assert_conforms(
+            &doc,
+            &method.as_str().to_lowercase(),
+            documented_path,
+            status,
+            &value,
+        );
+    }
+
+    // `?response=run` answers with the run: the documented answer covers it too.
+    let (status, run) = call(
+        &app,
+        Method::POST,
+        &fill("/rest/ng/scheduled-jobs/{jobId}/runs?response=run", &ids),
+        None,
+        token,
+    )
+    .await;
+    assert_eq!(status, 200, "{run}");
+    assert!(run["jobId"].is_i64(), "{run}");
+    assert_conforms(
+        &doc,
+        "post",
+        "/rest/ng/scheduled-jobs/{jobId}/runs",
+        200,
+        &run,
+    );
+    let finished = app.wait_run(ids.job, run["id"].as_i64().unwrap()).await;
+    assert_conforms(
+        &doc,
+        "get",
+        "/rest/ng/scheduled-jobs/{jobId}/runs/{runId}",
+        200,
+        &finished,
+    );
+
+    // A too-large body and a wrong Basic password: 413 and 401 in the documented shape.
+    let big = json!({"name": "x".repeat(2 * 1024 * 1024)});
+    let (status, value) = call(
+        &app,
+        Method::POST,
+        "/rest/ng/scheduled-jobs",
+        Some(big),
+        token,
+    )
+    .await;
+    assert_eq!(status, 413, "{value}");
+    assert_conforms(&doc, "post", "/rest/ng/scheduled-jobs", 413, &value);
+}
+
+#[tokio::test]
+async fn the_docs_page_is_public_and_loads_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let page = client
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "/docs follows to the page");
+    assert!(page.url().path().ends_with("/docs/"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    let mut assets = vec!["swagger-initializer.js".to_string()];
+    for attribute in ["src=\"", "href=\""] {
+        for piece in html.split(attribute).skip(1) {
+            let target = piece.split('"').next().unwrap();
+            assert!(
+                !target.contains("//"),
+                "the docs page loads {target} from elsewhere"
+            );
+            assets.push(target.trim_start_matches("./").to_string());
+        }
+    }
+    for asset in &assets {
+        let response = client
+            .get(format!("{}/docs/{asset}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "/docs/{asset}");
+        let text = response.text().await.unwrap_or_default();
+        if asset.ends_with("initializer.js") {
+            assert!(text.contains("/openapi.json"), "{text}");
+        }
+    }
+}
