@@ -35,22 +35,20 @@ use crate::error::{ApiError, ErrorItem};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/openapi.json";
-/// Where the docs page is served (it redirects to `/docs/`, where Swagger UI's files live).
-pub const DOCS_PATH: &str = "/docs";
 
 /// The base path every API operation is declared under; `document()` adds the others.
 const DECLARED_BASE: &str = "/rest/ng";
 
+/// `/docs` redirects to `/docs/`, where Swagger UI's files live. (Route paths stay literals:
+/// `tests/api/openapi.rs` reads them from the source.)
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/openapi.json").route(web::get().to(openapi_json)))
         .service(web::resource("/docs").route(web::get().to(docs_redirect)))
-        .service(
-            SwaggerUi::new("/docs/{_:.*}").config(
-                Config::new([DOCUMENT_PATH])
-                    .try_it_out_enabled(true)
-                    .persist_authorization(true),
-            ),
-        );
+        .service(SwaggerUi::new("/docs/{_:.*}").config(
+            // The token typed into "Authorize" stays in the page's memory only (no
+            // `persistAuthorization`: it would keep it in the browser's local storage).
+            Config::new([DOCUMENT_PATH]).try_it_out_enabled(true),
+        ));
 }
 
 /// The document as served, serialised once.
@@ -358,8 +356,10 @@ struct SignedOut {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SignInRequest {
+    #[schema(min_length = 1)]
     login_name: String,
     /// Not trimmed: spaces may be part of a password.
+    #[schema(min_length = 1)]
     password: String,
     /// Accepted and ignored (OpenSpecimen's field).
     domain_name: Option<String>,
@@ -380,31 +380,40 @@ struct IdRef {
 #[serde(rename_all = "camelCase")]
 struct JobRequest {
     /// Unique among jobs that are not deleted; at most 255 characters.
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
     #[serde(rename = "type")]
     job_type: JobType,
     repeat_schedule: RepeatKind,
     /// HOURLY, DAILY, WEEKLY, MONTHLY: 0–59.
+    #[schema(minimum = 0, maximum = 59)]
     scheduled_minute: Option<i64>,
     /// DAILY, WEEKLY, MONTHLY: 0–23.
+    #[schema(minimum = 0, maximum = 23)]
     scheduled_hour: Option<i64>,
     /// WEEKLY: `SUNDAY` … `SATURDAY`.
+    #[schema(examples("MONDAY"))]
     scheduled_day_of_week: Option<String>,
     /// MONTHLY: 1–31 (a month without the day fires on its last day).
+    #[schema(minimum = 1, maximum = 31)]
     scheduled_day_of_month: Option<i64>,
     /// MINUTELY: 1–1440 (0 or absent means 1).
+    #[schema(minimum = 0, maximum = 1440)]
     minutely_interval: Option<i64>,
     /// HOURLY: 1–8784 (absent means 1).
+    #[schema(minimum = 1, maximum = 8784)]
     hourly_interval: Option<i64>,
     /// CRON: 5 or 6 fields (seconds optional); `L`, `#` and `W` allowed.
     cron_expression: Option<String>,
     /// An IANA zone name; default the server's zone.
+    #[schema(examples("Europe/Berlin"))]
     timezone: Option<String>,
     /// Epoch milliseconds; no scheduled fire before it. Default: now (on update: unchanged).
     start_date: Option<i64>,
     /// Epoch milliseconds, not before `startDate`; no scheduled fire after it.
     end_date: Option<i64>,
     /// `Active` (default) or `Closed` (paused).
+    #[schema(examples("Active", "Closed"))]
     activity_status: Option<String>,
     /// The user scheduled runs run as.
     run_as: Option<IdRef>,
@@ -422,9 +431,11 @@ struct JobRequest {
     /// QUERY: the saved query to run.
     saved_query: Option<IdRef>,
     /// 1 to 604800; default from the configuration.
+    #[schema(minimum = 1, maximum = 604800)]
     timeout_seconds: Option<i64>,
     misfire_policy: Option<MisfirePolicy>,
     /// 0 to 100000; default from the configuration.
+    #[schema(minimum = 0, maximum = 100000)]
     max_queued_runs: Option<i64>,
     /// EXTERNAL only: stdout is the result file.
     result_from_stdout: Option<bool>,
@@ -446,8 +457,8 @@ struct RunRequest {
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 enum RunQueued {
-    Job(JobView),
-    Run(RunView),
+    Job(Box<JobView>),
+    Run(Box<RunView>),
 }
 
 /// `POST /users` (admins).
@@ -456,8 +467,10 @@ enum RunQueued {
 #[serde(rename_all = "camelCase")]
 struct NewUserRequest {
     /// 1–100 characters, not starting with `$`; unique.
+    #[schema(min_length = 1, max_length = 100)]
     login_name: String,
     /// At least the configured minimum length.
+    #[schema(min_length = 1)]
     password: String,
     first_name: Option<String>,
     last_name: Option<String>,
@@ -484,8 +497,10 @@ struct UserChangeRequest {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SavedQueryRequest {
+    #[schema(min_length = 1)]
     title: String,
     /// One read-only statement; `:name` parameters are filled from a run's `name=value` args.
+    #[schema(min_length = 1, examples("SELECT 1 AS one"))]
     sql: String,
     /// A configured data source; default `lab`.
     data_source: Option<String>,

@@ -343,6 +343,10 @@ async fn read_log_from(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
         Err(e) => return Err(e),
     };
+    // Nothing at or past the end; seeking far past it fails (EINVAL) on some file systems.
+    if offset >= file.metadata().await?.len() {
+        return Ok((Vec::new(), offset));
+    }
     file.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut buf = Vec::new();
     (&mut file).take(limit as u64).read_to_end(&mut buf).await?;

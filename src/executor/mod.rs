@@ -53,6 +53,9 @@ struct Inner {
     finished: Notify,
     running: Mutex<HashMap<i64, RunningRun>>,
     stop_dispatching: CancellationToken,
+    /// Held while the dispatcher claims runs and registers their tasks, so that shutdown never
+    /// looks at the running runs between a claim (rows IN_PROGRESS) and their registration.
+    dispatching: tokio::sync::Mutex<()>,
     /// Counts finished runs (`labcron_runs_finished_total`, `labcron_run_duration_seconds`).
     metrics: Arc<Metrics>,
     /// Told about every run whose end was recorded (e-mail, webhook); never waited for.
@@ -85,6 +88,7 @@ impl Executor {
                 finished: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 stop_dispatching: CancellationToken::new(),
+                dispatching: tokio::sync::Mutex::new(()),
                 metrics,
                 notifier,
             }),
@@ -204,6 +208,8 @@ impl Executor {
     /// recorded FAILED "interrupted by shutdown".
     pub async fn shutdown(&self, grace: Duration) {
         self.inner.stop_dispatching.cancel();
+        // A claim in flight finishes registering its runs first; later ones see the cancel.
+        drop(self.inner.dispatching.lock().await);
         let deadline = tokio::time::Instant::now() + grace;
         while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
             self.wait_for_any_finish(Duration::from_millis(100)).await;
@@ -244,6 +250,10 @@ impl Executor {
     }
 
     async fn dispatch_once(&self) -> Result<(), ApiError> {
+        let _dispatching = self.inner.dispatching.lock().await;
+        if self.inner.stop_dispatching.is_cancelled() {
+            return Ok(());
+        }
         let free = self
             .inner
             .settings
@@ -289,12 +299,14 @@ impl Executor {
     ) {
         // For the metrics: the job's type and when the run started.
         let mut measured = None;
-        let outcome = match self.load(run_id).await {
+        let mut job_id = None;
+        let mut outcome = match self.load(run_id).await {
             Ok((run, job)) => {
                 // Every event of this run carries its job id from here on.
                 tracing::Span::current().record("job_id", job.id);
                 tracing::info!(job = %job.name, "run started");
                 measured = Some((job.job_type, run.started_at));
+                job_id = Some(job.id);
                 self.perform(&run, &job, cancel, reason).await
             }
             Err(e) => Outcome {
@@ -304,13 +316,9 @@ impl Executor {
         };
         let succeeded = outcome.succeeded;
         let finished_at = now_ms();
-        let recorded = {
-            let outcome = outcome.clone();
-            self.inner
-                .db
-                .write(move |tx| store::runs::finish(tx, run_id, &outcome, finished_at))
-                .await
-        };
+        let recorded = self
+            .record_end(run_id, job_id, &mut outcome, finished_at)
+            .await;
         match recorded {
             Ok(true) => {
                 if let Some((job_type, started_at)) = measured {
@@ -337,6 +345,75 @@ impl Executor {
             .remove(&run_id);
         self.inner.finished.notify_waiters();
         self.inner.wake.notify_one();
+    }
+
+    /// Records the end of a run in the ledger. A full disk must not leave the run IN_PROGRESS:
+    /// when the write fails for lack of space, a failed run's (partial) result is removed to make
+    /// room, saying so in its message, and the write is tried again every second for a while.
+    async fn record_end(
+        &self,
+        run_id: i64,
+        job_id: Option<i64>,
+        outcome: &mut Outcome,
+        finished_at: i64,
+    ) -> Result<bool, ApiError> {
+        let mut freed = false;
+        let mut attempts = 0;
+        loop {
+            let recorded = {
+                let outcome = outcome.clone();
+                self.inner
+                    .db
+                    .write(move |tx| store::runs::finish(tx, run_id, &outcome, finished_at))
+                    .await
+            };
+            match recorded {
+                Err(e) if is_disk_full(&e) && attempts < DISK_FULL_ATTEMPTS => {
+                    attempts += 1;
+                    if !freed && !outcome.succeeded {
+                        freed = true;
+                        if let Some(job_id) = job_id
+                            && self.remove_result(job_id, run_id, outcome).await
+                        {
+                            continue;
+                        }
+                    }
+                    if attempts == 1 {
+                        tracing::warn!(
+                            "the disk is full: retrying to record the end of run {run_id}"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Removes a failed run's result files (partial, when the disk filled up) and notes it in the
+    /// outcome. Returns whether anything was removed.
+    async fn remove_result(&self, job_id: i64, run_id: i64, outcome: &mut Outcome) -> bool {
+        let paths = RunPaths::new(&self.inner.data_dir, job_id, run_id);
+        let mut removed = tokio::fs::remove_dir_all(&paths.result_dir).await.is_ok();
+        if let Some(file) = outcome
+            .result_file
+            .as_deref()
+            .and_then(|rel| paths.result_file(rel))
+        {
+            removed |= tokio::fs::remove_file(file).await.is_ok();
+        }
+        removed |= tokio::fs::remove_file(paths.run_dir.join("stdout.tmp"))
+            .await
+            .is_ok();
+        if removed {
+            outcome.result_file = None;
+            outcome.result_file_size = None;
+            let why = outcome.message.take().unwrap_or_else(|| "failed".into());
+            outcome.message = Some(format!(
+                "{why} (the disk is full: the run's partial result was removed)"
+            ));
+        }
+        removed
     }
 
     async fn load(&self, run_id: i64) -> Result<(Run, Job), ApiError> {
@@ -469,6 +546,15 @@ impl Executor {
             }
             ProcessEnd::SpawnFailed(message) => outcome.message = Some(message.clone()),
         }
+        // stdout is the result: a result that could not be written fails the run, saying why.
+        if let Some(e) = &report.stdout_error {
+            outcome.succeeded = false;
+            let end = outcome
+                .message
+                .take()
+                .unwrap_or_else(|| "exit code 0".into());
+            outcome.message = Some(format!("cannot write the result file (stdout): {e}; {end}"));
+        }
         // Results are kept for programs that ended by themselves; a stopped run's output is partial.
         let ended_by_itself =
             matches!(report.end, ProcessEnd::Exited(_) | ProcessEnd::Signalled(_));
@@ -497,6 +583,22 @@ impl Executor {
             let _ = tokio::fs::remove_file(tmp).await;
         }
         outcome
+    }
+}
+
+/// How many times the end of a run is tried again while the disk is full (about a second apart).
+const DISK_FULL_ATTEMPTS: u32 = 120;
+
+/// Whether a ledger write failed because the disk (or the database) is full.
+fn is_disk_full(e: &ApiError) -> bool {
+    match e {
+        ApiError::Internal(cause) => {
+            cause
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error_code)
+                == Some(rusqlite::ErrorCode::DiskFull)
+        }
+        _ => false,
     }
 }
 

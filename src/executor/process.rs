@@ -44,6 +44,8 @@ pub struct ProcessReport {
     pub log_truncated: bool,
     /// The last non-empty line the program wrote to stderr (for the failure message).
     pub last_stderr_line: Option<String>,
+    /// Why stdout could not be written to its result file (a full disk, say), if it could not.
+    pub stdout_error: Option<String>,
 }
 
 /// The run log: keeps at most `cap` bytes, then notes the truncation once and counts the rest.
@@ -184,11 +186,15 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
         let sink = sink.clone();
         tokio::spawn(async move {
             match (stdout, stdout_file) {
+                // A failed write ends the copy: the program then gets SIGPIPE and stops.
                 (Some(pipe), Some(file)) => {
-                    let _ = copy_to_file(pipe, file).await;
+                    copy_to_file(pipe, file).await.err().map(|e| e.to_string())
                 }
-                (Some(pipe), None) => drain(pipe, sink, None).await,
-                _ => {}
+                (Some(pipe), None) => {
+                    drain(pipe, sink, None).await;
+                    None
+                }
+                _ => None,
             }
         })
     };
@@ -222,7 +228,11 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
 
     // A process that left the group (setsid) could hold a pipe open forever: stop waiting then.
     let drain_limit = Duration::from_secs(5);
-    let _ = tokio::time::timeout(drain_limit, out_task).await;
+    let stdout_error = tokio::time::timeout(drain_limit, out_task)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten();
     let last_stderr_line = tokio::time::timeout(drain_limit, err_task)
         .await
         .ok()
@@ -236,6 +246,7 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
         log_size: sink.written,
         log_truncated: sink.truncated,
         last_stderr_line,
+        stdout_error,
     }
 }
 
@@ -263,6 +274,7 @@ fn spawn_failed(message: String) -> ProcessReport {
         log_size: 0,
         log_truncated: false,
         last_stderr_line: None,
+        stdout_error: None,
     }
 }
 

@@ -498,13 +498,16 @@ async fn call(
     (status, value)
 }
 
+/// method, path (with `{…}` placeholders and maybe a query), body, token, expected status
+type Case<'a> = (Method, &'a str, Option<Value>, Option<&'a str>, u16);
+
 #[tokio::test]
 async fn real_responses_match_the_documented_schemas() {
     let app = spawn_app().await;
     let doc = fetch_document(&app).await;
     let ids = real_objects(&app).await;
     let token = Some(app.token.as_str());
-    let cases: Vec<(Method, &str, Option<Value>, Option<&str>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::GET, "/rest/ng/scheduled-jobs", None, token, 200),
         (
             Method::GET,
@@ -730,5 +733,42 @@ async fn the_docs_page_is_public_and_loads_nothing_from_elsewhere() {
         if asset.ends_with("initializer.js") {
             assert!(text.contains("/openapi.json"), "{text}");
         }
+    }
+}
+
+#[tokio::test]
+async fn the_schema_check_rejects_a_body_that_contradicts_the_document() {
+    let app = spawn_app().await;
+    let doc = fetch_document(&app).await;
+    let schema = documented_schema(&doc, "get", "/rest/ng/scheduled-jobs/{jobId}", 200);
+    let validator = jsonschema::draft202012::new(&schema).expect("schema compiles");
+    for wrong in [
+        json!({"id": "1", "name": "x"}),
+        json!([{"code": "X", "message": "y"}]),
+        json!(null),
+    ] {
+        assert!(!validator.is_valid(&wrong), "{wrong} passed as a job");
+    }
+    let errors = documented_schema(&doc, "get", "/rest/ng/scheduled-jobs/{jobId}", 400);
+    let validator = jsonschema::draft202012::new(&errors).expect("schema compiles");
+    assert!(validator.is_valid(&json!([{"code": "X", "message": "y"}])));
+    assert!(!validator.is_valid(&json!({"code": "X", "message": "y"})));
+    assert!(!validator.is_valid(&json!([])));
+}
+
+// Found by the fuzz suite (tests/fuzz): a log offset far past the end made the seek fail (500).
+#[tokio::test]
+async fn a_log_offset_past_the_end_gives_no_bytes_not_an_error() {
+    let app = spawn_app().await;
+    let ids = real_objects(&app).await;
+    for follow in ["false", "true"] {
+        let response = app
+            .get(&format!(
+                "/scheduled-jobs/{}/runs/{}/log?offset=9223372036854775806&follow={follow}",
+                ids.job, ids.run
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "follow={follow}");
+        assert!(response.text().await.unwrap().is_empty());
     }
 }

@@ -45,7 +45,6 @@ fn the_dockerfile_matches_the_binary() {
     for line in dockerfile.lines() {
         let line = line.trim();
         let body = if let Some(rest) = line.strip_prefix("ENV ") {
-            in_env = true;
             rest
         } else if in_env {
             line
