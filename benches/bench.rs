@@ -235,6 +235,10 @@ fn main() {
         figures.extend(bench(&Context {
             dir: dir.path().to_path_buf(),
         }));
+        // LABCRON_BENCH_KEEP=1 keeps the scratch directories (server logs, ledgers) to look at.
+        if std::env::var_os("LABCRON_BENCH_KEEP").is_some() {
+            eprintln!("kept {}", dir.keep().display());
+        }
     }
     if as_json {
         let rows: Vec<Value> = figures.iter().map(Figure::to_json).collect();

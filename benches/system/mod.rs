@@ -491,3 +491,70 @@ pub async fn closed_loop(
     load.latencies_us.sort_unstable();
     Ok(load)
 }
+
+/// `connections` clients sharing `rate` requests a second between them, each on a fixed schedule
+/// (open loop): a request's latency counts from when it was due, so a slow answer that delays the
+/// next request is charged to it too (no coordinated omission).
+pub async fn open_loop(
+    port: u16,
+    connections: usize,
+    request: Vec<u8>,
+    rate: f64,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Load, String> {
+    let request = Arc::new(request);
+    let period = Duration::from_secs_f64(connections as f64 / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let counted_from = start + warmup;
+    let end = counted_from + window;
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let request = request.clone();
+        let offset = period.mul_f64(i as f64 / connections as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let mut first_failure = None;
+            let mut conn = Conn::open(port).await?;
+            let mut due = start + offset;
+            while due < end {
+                tokio::time::sleep_until(due).await;
+                match conn.call(&request, false).await {
+                    Ok(reply) if reply.status == 200 => {
+                        if due >= counted_from {
+                            latencies.push(due.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Ok(reply) => {
+                        failures += 1;
+                        first_failure.get_or_insert(format!("status {}", reply.status));
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        first_failure.get_or_insert(e);
+                        conn = Conn::open(port).await?;
+                    }
+                }
+                due += period;
+            }
+            Ok::<_, String>((latencies, failures, first_failure))
+        }));
+    }
+    let mut load = Load {
+        latencies_us: Vec::new(),
+        failures: 0,
+        first_failure: None,
+        window,
+    };
+    for task in tasks {
+        let (latencies, failures, first) = task.await.msg("load task")??;
+        load.latencies_us.extend(latencies);
+        load.failures += failures;
+        if load.first_failure.is_none() {
+            load.first_failure = first;
+        }
+    }
+    load.latencies_us.sort_unstable();
+    Ok(load)
+}

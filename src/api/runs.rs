@@ -318,6 +318,9 @@ async fn result_file(
         None => mime::APPLICATION_OCTET_STREAM,
     };
     let file = NamedFile::open(&canonical).map_err(|_| not_found())?;
+    // A second handle for the whole-file path below.
+    let whole = file.file().try_clone().ok();
+    let size = file.metadata().len();
     let mut response = file
         .set_content_type(content_type)
         .set_content_disposition(ContentDisposition {
@@ -325,11 +328,66 @@ async fn result_file(
             parameters: vec![DispositionParam::Filename(file_name)],
         })
         .into_response(&req);
+    // The whole file (a 200 to a GET; not a Range, a 304 or a HEAD): read in big pieces on one
+    // blocking thread rather than actix-files' 64 KiB per blocking task, several times faster for
+    // big results. Everything else keeps actix-files' answer.
+    if response.status() == actix_web::http::StatusCode::OK
+        && req.method() == actix_web::http::Method::GET
+        && let Some(whole) = whole
+    {
+        response = response
+            .set_body(actix_web::body::SizedStream::new(
+                size,
+                read_whole_file(whole, size),
+            ))
+            .map_into_boxed_body();
+    }
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     Ok(response)
+}
+
+/// Pieces a whole result file is sent in.
+const FILE_CHUNK: u64 = 1 << 20;
+
+/// The file from its start, read on one blocking thread a piece ahead of the socket. The reader
+/// stops when the client goes away (the channel closes).
+fn read_whole_file(
+    file: std::fs::File,
+    size: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    use std::io::{Read, Seek};
+    let (pieces, received) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(0)) {
+            let _ = pieces.blocking_send(Err(e));
+            return;
+        }
+        let mut sent = 0u64;
+        while sent < size {
+            let want = (size - sent).min(FILE_CHUNK);
+            let mut piece = Vec::with_capacity(want as usize);
+            let read = match (&mut file).take(want).read_to_end(&mut piece) {
+                Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            let item = read.map(|n| {
+                sent += n as u64;
+                Bytes::from(piece)
+            });
+            if pieces.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|item| (item, received))
+    })
 }
 
 /// Reads the log from `offset`: the bytes (up to `limit`) and the new offset.

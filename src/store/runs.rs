@@ -1,6 +1,10 @@
 //! SQL for the run ledger: accepting runs (with the queue limit and idempotency keys), the
 //! dispatcher's claim of the next runnable runs, finishing, cancelling, listing, and recovery of
 //! runs a crash left `IN_PROGRESS`.
+//!
+//! Queries on QUEUED or IN_PROGRESS runs repeat the partial index's condition (`ACTIVE`) word for
+//! word: SQLite uses a partial index only when the query's WHERE contains its WHERE, and without
+//! it these queries would scan every run of the ledger (a million, after a few years).
 
 use std::str::FromStr;
 
@@ -8,6 +12,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::error::ApiError;
+
+/// The condition of the `runs_active` partial index, to be repeated verbatim in queries on it.
+const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
 
 const COLUMNS: &str = "r.id, r.job_id, j.name, r.status, r.run_trigger, r.run_by, r.rt_args, r.queued_at,
     r.started_at, r.finished_at, r.scheduled_for, r.exit_code, r.message, r.result_file, r.result_file_size,
@@ -126,8 +133,13 @@ pub fn count_with_status(
     job_id: i64,
     status: RunStatus,
 ) -> Result<i64, ApiError> {
+    let sql = if matches!(status, RunStatus::Queued | RunStatus::InProgress) {
+        format!("SELECT count(*) FROM runs WHERE {ACTIVE} AND status = ?2 AND job_id = ?1")
+    } else {
+        "SELECT count(*) FROM runs WHERE status = ?2 AND job_id = ?1".to_string()
+    };
     Ok(conn
-        .prepare_cached("SELECT count(*) FROM runs WHERE status = ?2 AND job_id = ?1")?
+        .prepare_cached(&sql)?
         .query_row(params![job_id, status.as_str()], |r| r.get(0))?)
 }
 
@@ -147,12 +159,13 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
         return Ok(Vec::new());
     }
     let ids: Vec<i64> = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT min(q.id) FROM runs q
-             WHERE q.status = 'QUEUED'
-               AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.status = 'IN_PROGRESS' AND p.job_id = q.job_id)
-             GROUP BY q.job_id ORDER BY min(q.id) LIMIT ?1",
-        )?
+             WHERE q.{ACTIVE} AND q.status = 'QUEUED'
+               AND NOT EXISTS (SELECT 1 FROM runs p
+                               WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = q.job_id)
+             GROUP BY q.job_id ORDER BY min(q.id) LIMIT ?1"
+        ))?
         .query_map([limit as i64], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut start = conn.prepare_cached(
@@ -229,15 +242,19 @@ pub fn fail_all_queued(
     now: i64,
 ) -> Result<usize, ApiError> {
     Ok(conn.execute(
-        "UPDATE runs SET status = 'FAILED', finished_at = ?2, message = ?3 WHERE status = 'QUEUED' AND job_id = ?1",
+        &format!(
+            "UPDATE runs SET status = 'FAILED', finished_at = ?2, message = ?3
+             WHERE {ACTIVE} AND status = 'QUEUED' AND job_id = ?1"
+        ),
         params![job_id, now, message],
     )?)
 }
 
 /// Ids (and job ids) of runs left IN_PROGRESS.
 pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ApiError> {
-    let mut stmt =
-        conn.prepare("SELECT id, job_id FROM runs WHERE status = 'IN_PROGRESS' ORDER BY id")?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, job_id FROM runs WHERE {ACTIVE} AND status = 'IN_PROGRESS' ORDER BY id"
+    ))?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
@@ -247,7 +264,10 @@ pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ApiError> {
 /// Fails every IN_PROGRESS run with `message` (after a crash or at shutdown).
 pub fn fail_all_in_progress(conn: &Connection, message: &str, now: i64) -> Result<usize, ApiError> {
     Ok(conn.execute(
-        "UPDATE runs SET status = 'FAILED', finished_at = ?1, message = ?2 WHERE status = 'IN_PROGRESS'",
+        &format!(
+            "UPDATE runs SET status = 'FAILED', finished_at = ?1, message = ?2
+             WHERE {ACTIVE} AND status = 'IN_PROGRESS'"
+        ),
         params![now, message],
     )?)
 }

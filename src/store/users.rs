@@ -22,12 +22,10 @@ fn map_user(row: &Row) -> rusqlite::Result<User> {
 }
 
 pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, ApiError> {
+    // Every signed-in request reads its user: a cached statement spares parsing it each time.
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-            [id],
-            map_user,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], map_user)
         .optional()?)
 }
 
