@@ -152,7 +152,7 @@ impl Figure {
         json!({
             "name": self.name, "unit": self.unit, "value": self.value, "baseline": self.baseline,
             "ratio": self.ratio(), "target": self.target_text(),
-            "target_on": if self.target_on_value { "value" } else { "ratio" },
+            "target_on": if self.target_on_value || self.baseline.is_none() { "value" } else { "ratio" },
             "status": self.status(), "note": self.note,
         })
     }

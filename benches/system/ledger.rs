@@ -156,7 +156,11 @@ fn measure(ctx: &Context) -> Result<Vec<Figure>, String> {
             health.per_second(),
         )
     };
-    let open_note = note(&runs_open, &health_open, format!("open loop at {RATE} req/s"));
+    let open_note = note(
+        &runs_open,
+        &health_open,
+        format!("open loop at {RATE} req/s"),
+    );
     let closed_note = note(&runs_load, &health_load, "closed loop (saturated)".into());
     Ok(vec![
         Figure::measured(

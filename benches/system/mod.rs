@@ -143,6 +143,27 @@ impl Server {
         rss_kib(self.pid()).map(|kib| kib as f64 / 1024.0)
     }
 
+    /// CPU time the server process has used so far (user + system, all threads), in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).msg("read /proc stat")?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| -> Result<f64, String> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .msg("cpu ticks")
+        };
+        // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok((ticks(11)? + ticks(12)?) / per_second.max(1.0))
+    }
+
     /// SIGTERM, then SIGKILL when it has not exited within `grace`.
     pub fn stop(mut self, grace: Duration) -> Result<(), String> {
         // SAFETY: kill has no memory-safety preconditions.
@@ -244,6 +265,8 @@ impl Reply {
 pub struct Conn {
     stream: tokio::net::TcpStream,
     buf: Vec<u8>,
+    /// Where bodies that are only counted are read to (1 MiB, allocated once).
+    scratch: Vec<u8>,
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -259,6 +282,7 @@ impl Conn {
         Ok(Conn {
             stream,
             buf: Vec::with_capacity(64 * 1024),
+            scratch: Vec::new(),
         })
     }
 
@@ -324,9 +348,11 @@ impl Conn {
         }
         let mut seen = self.buf.len() as u64;
         self.buf.clear();
-        let mut scratch = vec![0u8; 1 << 20];
+        if seen < length && self.scratch.is_empty() {
+            self.scratch = vec![0u8; 1 << 20];
+        }
         while seen < length {
-            let n = self.stream.read(&mut scratch).await.msg("read body")?;
+            let n = self.stream.read(&mut self.scratch).await.msg("read body")?;
             if n == 0 {
                 return Err(format!("body ended after {seen} of {length} bytes"));
             }

@@ -27,7 +27,9 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    println!("crash suite seed: {seed} (replay with LABCRON_CRASH_SEED={seed})");
+    crate::support::announce(&format!(
+        "crash suite seed: {seed} (replay with LABCRON_CRASH_SEED={seed})"
+    ));
     let mut rng = StdRng::seed_from_u64(seed);
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -116,6 +118,8 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
         }
         let before_kill = rng.random_range(1_500..4_000);
         tokio::time::sleep(Duration::from_millis(before_kill)).await;
+        // What the recovery will have to clean up (shows the process check sees processes at all).
+        let alive_at_kill = live_run_processes(&pids, &data_dir).len();
         server.kill();
         for client in &clients {
             client.abort();
@@ -127,7 +131,8 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
         server = Server::start(&data_dir, &flags);
         check_after_restart(&data_dir, &pids, &accepted, restarted_at, crash, seed).await;
         println!(
-            "crash {crash}: killed after {before_kill} ms; {} accepted runs so far, all in the ledger",
+            "crash {crash}: killed after {before_kill} ms with {alive_at_kill} run processes alive; \
+             {} accepted runs so far, all in the ledger",
             accepted.lock().expect("accepted").len()
         );
     }
@@ -152,7 +157,23 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
         "processes outlive a stopped server (seed {seed}): {leftovers:?}"
     );
     assert_eq!(integrity_check(&data_dir), "ok", "seed {seed}");
+    let recorded = std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        recorded > 0,
+        "no run recorded its process: the orphan check saw nothing"
+    );
     let conn = ledger(&data_dir);
+    let interrupted: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM runs WHERE message = 'interrupted by server restart'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    println!("{recorded} run processes recorded; {interrupted} runs interrupted by the crashes");
     let stuck: Vec<(i64, i64, Option<i64>, i64)> = conn
         .prepare("SELECT id, job_id, started_at, queued_at FROM runs WHERE status = 'IN_PROGRESS'")
         .expect("prepare")

@@ -77,7 +77,9 @@ async fn a_full_disk_fails_runs_with_a_message_and_keeps_the_server_and_ledger_s
     let _mounted = match mount_small_tmpfs(&small) {
         Ok(mounted) => mounted,
         Err(why) => {
-            println!("SKIPPED disk-full suite: cannot mount a small tmpfs here: {why}");
+            crate::support::announce(&format!(
+                "SKIPPED disk-full suite: cannot mount a small tmpfs here: {why}"
+            ));
             return;
         }
     };

@@ -552,3 +552,12 @@ pub fn fill(template: &str, values: &[(&str, String)], fallback: &str) -> String
     out.push_str(rest);
     out
 }
+
+/// Prints a line on the real stdout, past the test harness's capture, so it shows even when the
+/// test passes (the crash seed, a skipped suite).
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
