@@ -241,11 +241,21 @@ pub struct SettingSpec {
 }
 
 const fn spec(key: &'static str, kind: SettingKind, help: &'static str) -> SettingSpec {
-    SettingSpec { key, kind, help, secret: false }
+    SettingSpec {
+        key,
+        kind,
+        help,
+        secret: false,
+    }
 }
 
 const fn secret(key: &'static str, help: &'static str) -> SettingSpec {
-    SettingSpec { key, kind: SettingKind::Text, help, secret: true }
+    SettingSpec {
+        key,
+        kind: SettingKind::Text,
+        help,
+        secret: true,
+    }
 }
 
 use SettingKind::{Boolean, Integer, List, Map, Text};
@@ -255,39 +265,168 @@ use SettingKind::{Boolean, Integer, List, Map, Text};
 /// (`--runs-max-concurrent`). A unit test checks this table against the structs above and
 /// `labcron.example.toml`.
 pub const SETTING_SPECS: &[SettingSpec] = &[
-    spec("bind", Text, "Address and port to listen on [default: 127.0.0.1:8080]"),
-    spec("data_dir", Text, "Data directory: ledger, run logs and results [default: ./data]"),
-    spec("scripts_dir", Text, "The only directory EXTERNAL jobs run programs from [default: <data dir>/scripts]"),
-    spec("timezone", Text, "Server time zone, an IANA name [default: UTC]"),
-    secret("admin_password", "Password of the `admin` user created on first start [default: generated]"),
-    spec("log_format", Text, "Log format: text or json [default: text]"),
-    spec("example_jobs", Boolean, "Create example jobs on the very first start [default: true]"),
-    spec("query_sources", Map, "Saved-query data sources, name=path,… (SQLite files, opened read-only)"),
-    spec("auth.session_timeout_minutes", Integer, "Minutes without use after which a session token expires [default: 60]"),
-    spec("auth.max_failed_logins", Integer, "Failed sign-ins per login name and address before a lockout [default: 5]"),
-    spec("auth.lockout_minutes", Integer, "Window and length of a sign-in lockout in minutes [default: 15]"),
-    spec("runs.max_concurrent", Integer, "Runs executing at once across all jobs [default: 8]"),
-    spec("runs.default_timeout_seconds", Integer, "Run time limit of jobs without timeoutSeconds [default: 3600]"),
-    spec("runs.default_max_queued_runs", Integer, "Waiting runs per job when the job sets no maxQueuedRuns [default: 100]"),
-    spec("runs.log_cap_bytes", Integer, "Bytes of output kept in a run log [default: 10485760]"),
-    spec("runs.kill_grace_seconds", Integer, "Seconds between SIGTERM and SIGKILL on timeout or cancel [default: 5]"),
-    spec("runs.shutdown_grace_seconds", Integer, "Seconds running runs get to finish on shutdown [default: 30]"),
-    spec("http.max_body_bytes", Integer, "Largest request body in bytes [default: 1048576]"),
-    spec("http.cors_origins", List, "Origins allowed to call the API from a browser, comma-separated [default: none]"),
-    spec("queries.time_limit_seconds", Integer, "Time limit of a QUERY run in seconds [default: 1800]"),
-    spec("queries.row_limit", Integer, "Most rows a QUERY run may write [default: 10000000]"),
-    spec("queries.demo_database", Boolean, "Create the demo lab database on the very first start [default: true]"),
-    spec("notifications.smtp_host", Text, "SMTP server for run e-mails; empty: no e-mail [default: empty]"),
-    spec("notifications.smtp_port", Integer, "SMTP port [default: 25 for none, 587 for starttls, 465 for tls]"),
-    spec("notifications.smtp_security", Text, "SMTP security: none, starttls or tls [default: starttls]"),
-    spec("notifications.smtp_username", Text, "SMTP user name; empty: no authentication [default: empty]"),
-    secret("notifications.smtp_password", "SMTP password [default: empty]"),
-    spec("notifications.from_address", Text, "Sender of run e-mails [default: labcron <labcron@localhost>]"),
-    spec("notifications.public_base_url", Text, "This server's URL for links in e-mails [default: http://<bind>]"),
-    secret("notifications.webhook_secret", "HMAC-SHA256 key that signs webhook requests; empty: unsigned [default: empty]"),
-    spec("notifications.webhook_max_attempts", Integer, "Attempts per webhook delivery, backing off 1, 2, 4, 8 … s [default: 5]"),
-    spec("retention.files_days", Integer, "Days after which run result files and logs are removed; 0: never [default: 30]"),
-    spec("retention.runs_days", Integer, "Days after which finished runs' rows are deleted too [default: unset, rows kept]"),
+    spec(
+        "bind",
+        Text,
+        "Address and port to listen on [default: 127.0.0.1:8080]",
+    ),
+    spec(
+        "data_dir",
+        Text,
+        "Data directory: ledger, run logs and results [default: ./data]",
+    ),
+    spec(
+        "scripts_dir",
+        Text,
+        "The only directory EXTERNAL jobs run programs from [default: <data dir>/scripts]",
+    ),
+    spec(
+        "timezone",
+        Text,
+        "Server time zone, an IANA name [default: UTC]",
+    ),
+    secret(
+        "admin_password",
+        "Password of the `admin` user created on first start [default: generated]",
+    ),
+    spec(
+        "log_format",
+        Text,
+        "Log format: text or json [default: text]",
+    ),
+    spec(
+        "example_jobs",
+        Boolean,
+        "Create example jobs on the very first start [default: true]",
+    ),
+    spec(
+        "query_sources",
+        Map,
+        "Saved-query data sources, name=path,… (SQLite files, opened read-only)",
+    ),
+    spec(
+        "auth.session_timeout_minutes",
+        Integer,
+        "Minutes without use after which a session token expires [default: 60]",
+    ),
+    spec(
+        "auth.max_failed_logins",
+        Integer,
+        "Failed sign-ins per login name and address before a lockout [default: 5]",
+    ),
+    spec(
+        "auth.lockout_minutes",
+        Integer,
+        "Window and length of a sign-in lockout in minutes [default: 15]",
+    ),
+    spec(
+        "runs.max_concurrent",
+        Integer,
+        "Runs executing at once across all jobs [default: 8]",
+    ),
+    spec(
+        "runs.default_timeout_seconds",
+        Integer,
+        "Run time limit of jobs without timeoutSeconds [default: 3600]",
+    ),
+    spec(
+        "runs.default_max_queued_runs",
+        Integer,
+        "Waiting runs per job when the job sets no maxQueuedRuns [default: 100]",
+    ),
+    spec(
+        "runs.log_cap_bytes",
+        Integer,
+        "Bytes of output kept in a run log [default: 10485760]",
+    ),
+    spec(
+        "runs.kill_grace_seconds",
+        Integer,
+        "Seconds between SIGTERM and SIGKILL on timeout or cancel [default: 5]",
+    ),
+    spec(
+        "runs.shutdown_grace_seconds",
+        Integer,
+        "Seconds running runs get to finish on shutdown [default: 30]",
+    ),
+    spec(
+        "http.max_body_bytes",
+        Integer,
+        "Largest request body in bytes [default: 1048576]",
+    ),
+    spec(
+        "http.cors_origins",
+        List,
+        "Origins allowed to call the API from a browser, comma-separated [default: none]",
+    ),
+    spec(
+        "queries.time_limit_seconds",
+        Integer,
+        "Time limit of a QUERY run in seconds [default: 1800]",
+    ),
+    spec(
+        "queries.row_limit",
+        Integer,
+        "Most rows a QUERY run may write [default: 10000000]",
+    ),
+    spec(
+        "queries.demo_database",
+        Boolean,
+        "Create the demo lab database on the very first start [default: true]",
+    ),
+    spec(
+        "notifications.smtp_host",
+        Text,
+        "SMTP server for run e-mails; empty: no e-mail [default: empty]",
+    ),
+    spec(
+        "notifications.smtp_port",
+        Integer,
+        "SMTP port [default: 25 for none, 587 for starttls, 465 for tls]",
+    ),
+    spec(
+        "notifications.smtp_security",
+        Text,
+        "SMTP security: none, starttls or tls [default: starttls]",
+    ),
+    spec(
+        "notifications.smtp_username",
+        Text,
+        "SMTP user name; empty: no authentication [default: empty]",
+    ),
+    secret(
+        "notifications.smtp_password",
+        "SMTP password [default: empty]",
+    ),
+    spec(
+        "notifications.from_address",
+        Text,
+        "Sender of run e-mails [default: labcron <labcron@localhost>]",
+    ),
+    spec(
+        "notifications.public_base_url",
+        Text,
+        "This server's URL for links in e-mails [default: http://<bind>]",
+    ),
+    secret(
+        "notifications.webhook_secret",
+        "HMAC-SHA256 key that signs webhook requests; empty: unsigned [default: empty]",
+    ),
+    spec(
+        "notifications.webhook_max_attempts",
+        Integer,
+        "Attempts per webhook delivery, backing off 1, 2, 4, 8 … s [default: 5]",
+    ),
+    spec(
+        "retention.files_days",
+        Integer,
+        "Days after which run result files and logs are removed; 0: never [default: 30]",
+    ),
+    spec(
+        "retention.runs_days",
+        Integer,
+        "Days after which finished runs' rows are deleted too [default: unset, rows kept]",
+    ),
 ];
 
 /// Settings given programmatically (tests, the CLI's subcommands): a config file and overrides
@@ -316,13 +455,28 @@ impl SettingsArgs {
             }
         };
         add("bind", self.bind.clone());
-        add("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string()));
-        add("scripts_dir", self.scripts_dir.as_ref().map(|p| p.display().to_string()));
+        add(
+            "data_dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        add(
+            "scripts_dir",
+            self.scripts_dir.as_ref().map(|p| p.display().to_string()),
+        );
         add("timezone", self.timezone.clone());
         add("admin_password", self.admin_password.clone());
-        add("runs.max_concurrent", self.max_concurrent_runs.map(|v| v.to_string()));
-        add("runs.log_cap_bytes", self.log_cap_bytes.map(|v| v.to_string()));
-        add("http.max_body_bytes", self.max_body_bytes.map(|v| v.to_string()));
+        add(
+            "runs.max_concurrent",
+            self.max_concurrent_runs.map(|v| v.to_string()),
+        );
+        add(
+            "runs.log_cap_bytes",
+            self.log_cap_bytes.map(|v| v.to_string()),
+        );
+        add(
+            "http.max_body_bytes",
+            self.max_body_bytes.map(|v| v.to_string()),
+        );
         out.extend(self.overrides.iter().cloned());
         out
     }
@@ -335,7 +489,10 @@ impl Settings {
     }
 
     /// Defaults < `config` file < `overrides` (key, text) in order; then validated.
-    pub fn load_from(config: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Result<Settings> {
+    pub fn load_from(
+        config: Option<&Path>,
+        overrides: &[(String, String)],
+    ) -> anyhow::Result<Settings> {
         let mut table = match config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -348,9 +505,12 @@ impl Settings {
         for (key, text) in overrides {
             crate::config_overrides::apply_override(&mut table, key, text)?;
         }
-        let settings: Settings = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("{}", crate::config_overrides::describe_error(&e, config))
-        })?;
+        let settings: Settings =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("{}", crate::config_overrides::describe_error(&e, config))
+                })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -364,7 +524,10 @@ impl Settings {
             );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!("setting `log_format`: `{}` is not `text` or `json`", self.log_format);
+            bail!(
+                "setting `log_format`: `{}` is not `text` or `json`",
+                self.log_format
+            );
         }
         if chrono_tz::Tz::from_str(&self.timezone).is_err() {
             bail!(

@@ -43,7 +43,11 @@ pub fn apply_override(table: &mut toml::Table, key: &str, text: &str) -> anyhow:
             _ => bail!("{where_from}: `{shown}` is not true or false"),
         },
         SettingKind::List => toml::Value::Array(
-            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect(),
         ),
         SettingKind::Map => {
             let mut map = toml::Table::new();
@@ -51,7 +55,10 @@ pub fn apply_override(table: &mut toml::Table, key: &str, text: &str) -> anyhow:
                 let Some((name, value)) = pair.split_once('=') else {
                     bail!("{where_from}: `{pair}` is not name=value");
                 };
-                map.insert(name.trim().to_string(), toml::Value::String(value.trim().to_string()));
+                map.insert(
+                    name.trim().to_string(),
+                    toml::Value::String(value.trim().to_string()),
+                );
             }
             toml::Value::Table(map)
         }
@@ -60,7 +67,9 @@ pub fn apply_override(table: &mut toml::Table, key: &str, text: &str) -> anyhow:
     let last = parts.pop().unwrap_or(key);
     let mut cursor = table;
     for part in parts {
-        let entry = cursor.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cursor
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         let toml::Value::Table(next) = entry else {
             bail!("setting `{key}`: `{part}` in the config file is not a section");
         };
@@ -72,7 +81,9 @@ pub fn apply_override(table: &mut toml::Table, key: &str, text: &str) -> anyhow:
 
 /// A readable error for a table that does not fit `Settings`, naming the setting.
 pub fn describe_error(error: &toml::de::Error, config: Option<&Path>) -> String {
-    let source = config.map(|p| format!(" (config file {})", p.display())).unwrap_or_default();
+    let source = config
+        .map(|p| format!(" (config file {})", p.display()))
+        .unwrap_or_default();
     format!("invalid settings{source}: {}", error.message())
 }
 
@@ -104,7 +115,11 @@ pub fn settings_args() -> Vec<Arg> {
 pub fn overrides_from_matches(matches: &ArgMatches) -> Vec<(String, String)> {
     SETTING_SPECS
         .iter()
-        .filter_map(|spec| matches.get_one::<String>(spec.key).map(|v| (spec.key.to_string(), v.clone())))
+        .filter_map(|spec| {
+            matches
+                .get_one::<String>(spec.key)
+                .map(|v| (spec.key.to_string(), v.clone()))
+        })
         .collect()
 }
 
@@ -116,9 +131,15 @@ mod tests {
     /// Dotted keys of every leaf of a TOML table.
     fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
         for (key, value) in table {
-            let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let full = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             match value {
-                toml::Value::Table(inner) if find_spec(&full).is_none() => leaves(&full, inner, out),
+                toml::Value::Table(inner) if find_spec(&full).is_none() => {
+                    leaves(&full, inner, out)
+                }
                 _ => out.push(full),
             }
         }
@@ -130,7 +151,10 @@ mod tests {
         let mut keys = Vec::new();
         leaves("", &defaults, &mut keys);
         for key in &keys {
-            assert!(find_spec(key).is_some(), "setting `{key}` has no entry in SETTING_SPECS");
+            assert!(
+                find_spec(key).is_some(),
+                "setting `{key}` has no entry in SETTING_SPECS"
+            );
         }
         for spec in SETTING_SPECS {
             let mut table = toml::Table::new();
@@ -169,16 +193,25 @@ mod tests {
             } else if let Some((key, _)) = bare.split_once('=') {
                 let key = key.trim();
                 if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    documented.push(if section.is_empty() { key.to_string() } else { format!("{section}.{key}") });
+                    documented.push(if section.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{section}.{key}")
+                    });
                     uncommented.push_str(bare);
                     uncommented.push('\n');
                 }
             }
         }
         for spec in SETTING_SPECS {
-            assert!(documented.iter().any(|d| d == spec.key), "labcron.example.toml lacks `{}`", spec.key);
+            assert!(
+                documented.iter().any(|d| d == spec.key),
+                "labcron.example.toml lacks `{}`",
+                spec.key
+            );
         }
-        let all: Settings = toml::from_str(&uncommented).expect("the example, uncommented, is valid");
+        let all: Settings =
+            toml::from_str(&uncommented).expect("the example, uncommented, is valid");
         all.validate().expect("the example's values are valid");
     }
 
@@ -186,26 +219,43 @@ mod tests {
     fn overrides_are_typed_and_errors_name_the_setting() {
         let mut table = toml::Table::new();
         apply_override(&mut table, "runs.max_concurrent", "3").unwrap();
-        apply_override(&mut table, "http.cors_origins", "https://a.example, https://b.example").unwrap();
+        apply_override(
+            &mut table,
+            "http.cors_origins",
+            "https://a.example, https://b.example",
+        )
+        .unwrap();
         apply_override(&mut table, "query_sources", "lab=/x/lab.db,bank=bank.db").unwrap();
         let settings: Settings = toml::Value::Table(table).try_into().unwrap();
         assert_eq!(settings.runs.max_concurrent, 3);
-        assert_eq!(settings.http.cors_origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(
+            settings.http.cors_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
         assert_eq!(settings.query_sources.len(), 2);
 
-        let error = apply_override(&mut toml::Table::new(), "runs.max_concurrent", "many").unwrap_err();
-        assert!(error.to_string().contains("LABCRON_RUNS_MAX_CONCURRENT"), "{error}");
+        let error =
+            apply_override(&mut toml::Table::new(), "runs.max_concurrent", "many").unwrap_err();
+        assert!(
+            error.to_string().contains("LABCRON_RUNS_MAX_CONCURRENT"),
+            "{error}"
+        );
         let error = apply_override(&mut toml::Table::new(), "admin_password", "x").map(|_| ());
         assert!(error.is_ok());
-        let error = Settings::load_from(None, &[("runs.max_concurrent".into(), "0".into())]).unwrap_err();
+        let error =
+            Settings::load_from(None, &[("runs.max_concurrent".into(), "0".into())]).unwrap_err();
         assert!(error.to_string().contains("runs.max_concurrent"), "{error}");
-        let error = Settings::load_from(None, &[("timezone".into(), "Mars/Olympus".into())]).unwrap_err();
+        let error =
+            Settings::load_from(None, &[("timezone".into(), "Mars/Olympus".into())]).unwrap_err();
         assert!(error.to_string().contains("timezone"), "{error}");
     }
 
     #[test]
     fn names_follow_the_keys() {
-        assert_eq!(env_name("runs.max_concurrent"), "LABCRON_RUNS_MAX_CONCURRENT");
+        assert_eq!(
+            env_name("runs.max_concurrent"),
+            "LABCRON_RUNS_MAX_CONCURRENT"
+        );
         assert_eq!(flag_name("runs.max_concurrent"), "runs-max-concurrent");
         assert_eq!(env_name("data_dir"), "LABCRON_DATA_DIR");
         assert_eq!(flag_name("data_dir"), "data-dir");

@@ -131,8 +131,22 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => Application::build(settings).await?.run_until_stopped().await,
-        Command::User { action: UserCommand::Add { login, admin, first_name, last_name, email } } => {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::User {
+            action:
+                UserCommand::Add {
+                    login,
+                    admin,
+                    first_name,
+                    last_name,
+                    email,
+                },
+        } => {
             let password = cli::read_new_password()?;
             let args = cli::users::NewUserArgs {
                 login: &login,
@@ -143,10 +157,15 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 password: &password,
             };
             let id = cli::users::add_user(&settings, &args)?;
-            println!("added user {login} (id {id}{})", if admin { ", admin" } else { "" });
+            println!(
+                "added user {login} (id {id}{})",
+                if admin { ", admin" } else { "" }
+            );
             Ok(())
         }
-        Command::User { action: UserCommand::Passwd { login } } => {
+        Command::User {
+            action: UserCommand::Passwd { login },
+        } => {
             let password = cli::read_new_password()?;
             cli::users::set_password(&settings, &login, &password)?;
             println!("changed the password of {login}");
@@ -154,19 +173,33 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Backup { file } => {
             cli::backup(&settings, &file)?;
-            println!("wrote a consistent copy of the ledger to {}", file.display());
+            println!(
+                "wrote a consistent copy of the ledger to {}",
+                file.display()
+            );
             Ok(())
         }
-        Command::Jobs { action: JobsCommand::Export { file } } => {
+        Command::Jobs {
+            action: JobsCommand::Export { file },
+        } => {
             let count = cli::jobs_file::export(&settings, &file)?;
             println!("exported {count} jobs to {}", file.display());
             Ok(())
         }
-        Command::Jobs { action: JobsCommand::Import { file, apply, as_login } } => {
+        Command::Jobs {
+            action:
+                JobsCommand::Import {
+                    file,
+                    apply,
+                    as_login,
+                },
+        } => {
             let plan = cli::jobs_file::import(&settings, &file, apply, &as_login)?;
             print!("{}", plan.report());
             if !apply && plan.has_changes() {
-                println!("dry run: nothing was changed; run again with --apply to apply these changes");
+                println!(
+                    "dry run: nothing was changed; run again with --apply to apply these changes"
+                );
             }
             Ok(())
         }

@@ -9,7 +9,9 @@ use anyhow::{Context, bail};
 
 /// The address to ask: the bind address, with an unspecified host replaced by loopback.
 pub fn target(bind: &str) -> anyhow::Result<SocketAddr> {
-    let mut addr: SocketAddr = bind.parse().with_context(|| format!("setting `bind`: `{bind}` is not an address"))?;
+    let mut addr: SocketAddr = bind
+        .parse()
+        .with_context(|| format!("setting `bind`: `{bind}` is not an address"))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -24,14 +26,21 @@ pub fn target(bind: &str) -> anyhow::Result<SocketAddr> {
 pub fn check(bind: &str) -> anyhow::Result<String> {
     let addr = target(bind)?;
     let timeout = Duration::from_secs(5);
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(stream, "GET /health HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET /health HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.take(64 * 1024).read_to_string(&mut response)?;
     let status_line = response.lines().next().unwrap_or_default();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     if status_line.split_whitespace().nth(1) != Some("200") {
         bail!("unhealthy: {status_line} {body}");
     }
@@ -44,7 +53,10 @@ mod tests {
 
     #[test]
     fn unspecified_hosts_become_loopback() {
-        assert_eq!(target("0.0.0.0:8080").unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            target("0.0.0.0:8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
         assert_eq!(target("[::]:9000").unwrap().to_string(), "[::1]:9000");
         assert_eq!(target("10.1.2.3:80").unwrap().to_string(), "10.1.2.3:80");
         assert!(target("nonsense").is_err());

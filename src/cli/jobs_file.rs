@@ -27,7 +27,10 @@ const COMPUTED: &[&str] = &["id", "createdBy", "nextRunOn", "lastRunOn", "isActi
 fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
     let path = settings.data_dir.join("labcron.db");
     if !path.exists() {
-        bail!("no ledger at {} (start the server once, or set data_dir)", path.display());
+        bail!(
+            "no ledger at {} (start the server once, or set data_dir)",
+            path.display()
+        );
     }
     // Bring the schema up to date first (a ledger last opened by an older labcron).
     drop(crate::store::Db::open(&path)?);
@@ -39,7 +42,10 @@ fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
 fn api_error(e: ApiError) -> anyhow::Error {
     match e {
         ApiError::User(items) => {
-            let text: Vec<String> = items.iter().map(|i| format!("{}: {}", i.code, i.message)).collect();
+            let text: Vec<String> = items
+                .iter()
+                .map(|i| format!("{}: {}", i.code, i.message))
+                .collect();
             anyhow::anyhow!("{}", text.join("; "))
         }
         other => anyhow::anyhow!("{other}"),
@@ -49,8 +55,12 @@ fn api_error(e: ApiError) -> anyhow::Error {
 /// A job as the API shows it, turned into its file form (a JSON object with file conventions).
 fn portable(conn: &Connection, job: &Job) -> Result<Map<String, Value>, ApiError> {
     let view = job_view(conn, job, &mut UserCache::default())?;
-    let Value::Object(mut fields) = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))? else {
-        return Err(ApiError::Internal(anyhow::anyhow!("a job is not a JSON object")));
+    let Value::Object(mut fields) =
+        serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))?
+    else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "a job is not a JSON object"
+        )));
     };
     for key in COMPUTED {
         fields.remove(*key);
@@ -88,8 +98,13 @@ fn api_body(conn: &Connection, fields: &Map<String, Value>) -> anyhow::Result<Ma
     };
     for key in ["recipients", "sharedWith"] {
         if let Some(list) = fields.get(key) {
-            let logins = list.as_array().with_context(|| format!("{key} must be a list of login names"))?;
-            let refs = logins.iter().map(user_ref).collect::<anyhow::Result<Vec<_>>>()?;
+            let logins = list
+                .as_array()
+                .with_context(|| format!("{key} must be a list of login names"))?;
+            let refs = logins
+                .iter()
+                .map(user_ref)
+                .collect::<anyhow::Result<Vec<_>>>()?;
             body.insert(key.to_string(), Value::Array(refs));
         }
     }
@@ -110,7 +125,10 @@ pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
     let mut tables = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let fields = portable(&conn, job).map_err(api_error)?;
-        tables.push(toml::Value::try_from(Value::Object(fields)).context("a job cannot be written as TOML")?);
+        tables.push(
+            toml::Value::try_from(Value::Object(fields))
+                .context("a job cannot be written as TOML")?,
+        );
     }
     let mut document = toml::Table::new();
     document.insert("jobs".into(), toml::Value::Array(tables));
@@ -127,9 +145,16 @@ pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
 /// One job's fate in an import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Create { name: String },
-    Update { name: String, fields: Vec<FieldChange> },
-    Unchanged { name: String },
+    Create {
+        name: String,
+    },
+    Update {
+        name: String,
+        fields: Vec<FieldChange>,
+    },
+    Unchanged {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +175,9 @@ pub struct ImportPlan {
 
 impl ImportPlan {
     pub fn has_changes(&self) -> bool {
-        self.changes.iter().any(|c| !matches!(c, Change::Unchanged { .. }))
+        self.changes
+            .iter()
+            .any(|c| !matches!(c, Change::Unchanged { .. }))
     }
 
     /// A readable diff.
@@ -190,15 +217,26 @@ fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<FieldCha
     let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
     keys.into_iter()
         .filter(|k| before.get(*k) != after.get(*k))
-        .map(|k| FieldChange { field: k.clone(), before: shown(before.get(k)), after: shown(after.get(k)) })
+        .map(|k| FieldChange {
+            field: k.clone(),
+            before: shown(before.get(k)),
+            after: shown(after.get(k)),
+        })
         .collect()
 }
 
 /// Reads `file`, validates every job as the API would, and computes (and with `apply`, makes) the
 /// changes. All or nothing: one invalid job stops the import before anything changes.
-pub fn import(settings: &Settings, file: &Path, apply: bool, as_login: &str) -> anyhow::Result<ImportPlan> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let document: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+pub fn import(
+    settings: &Settings,
+    file: &Path,
+    apply: bool,
+    as_login: &str,
+) -> anyhow::Result<ImportPlan> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let document: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
     let tables = match document.get("jobs") {
         Some(toml::Value::Array(items)) => items.clone(),
         None => Vec::new(),
@@ -218,14 +256,22 @@ pub fn import(settings: &Settings, file: &Path, apply: bool, as_login: &str) -> 
             Value::Object(map) => map,
             _ => bail!("job {} is not a table", index + 1),
         };
-        let name = fields.get("name").and_then(Value::as_str).unwrap_or_default().trim().to_string();
+        let name = fields
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let context = || format!("job {} ({name})", index + 1);
         if seen.insert(name.clone(), index).is_some() {
             bail!("{}: the file names this job twice", context());
         }
         for key in COMPUTED {
             if fields.contains_key(*key) {
-                bail!("{}: `{key}` is computed by the server and cannot be imported", context());
+                bail!(
+                    "{}: `{key}` is computed by the server and cannot be imported",
+                    context()
+                );
             }
         }
         let body = api_body(&tx, &fields).with_context(context)?;
@@ -233,7 +279,9 @@ pub fn import(settings: &Settings, file: &Path, apply: bool, as_login: &str) -> 
         let draft = draft_from_body(&body, settings, creator.admin, existing.as_ref())
             .map_err(api_error)
             .with_context(context)?;
-        check_references(&tx, &draft, existing.as_ref().map(|j| j.id)).map_err(api_error).with_context(context)?;
+        check_references(&tx, &draft, existing.as_ref().map(|j| j.id))
+            .map_err(api_error)
+            .with_context(context)?;
         let now = now_ms();
         match existing {
             None => {
@@ -243,14 +291,19 @@ pub fn import(settings: &Settings, file: &Path, apply: bool, as_login: &str) -> 
             Some(job) => {
                 let before = portable(&tx, &job).map_err(api_error)?;
                 store::jobs::replace(&tx, job.id, &draft, job.updated_at).map_err(api_error)?;
-                let replaced = store::jobs::get_live(&tx, job.id).map_err(api_error)?.context("job vanished")?;
+                let replaced = store::jobs::get_live(&tx, job.id)
+                    .map_err(api_error)?
+                    .context("job vanished")?;
                 let after = portable(&tx, &replaced).map_err(api_error)?;
                 let fields = diff(&before, &after);
                 if fields.is_empty() {
                     plan.changes.push(Change::Unchanged { name });
                 } else {
                     // A real change gets a new version, so a running server's scheduler picks it up.
-                    tx.execute("UPDATE jobs SET updated_at = ?2 WHERE id = ?1", [job.id, now])?;
+                    tx.execute(
+                        "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
+                        [job.id, now],
+                    )?;
                     plan.changes.push(Change::Update { name, fields });
                 }
             }
@@ -287,7 +340,8 @@ mod tests {
 
     #[test]
     fn diff_lists_changed_added_and_removed_fields() {
-        let before: Map<String, Value> = serde_json::from_str(r#"{"a":1,"b":"x","c":true}"#).unwrap();
+        let before: Map<String, Value> =
+            serde_json::from_str(r#"{"a":1,"b":"x","c":true}"#).unwrap();
         let after: Map<String, Value> = serde_json::from_str(r#"{"a":1,"b":"y","d":[1]}"#).unwrap();
         let fields: Vec<String> = diff(&before, &after).into_iter().map(|f| f.field).collect();
         assert_eq!(fields, vec!["b", "c", "d"]);

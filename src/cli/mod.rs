@@ -17,7 +17,10 @@ use crate::store::Db;
 pub fn open_ledger(settings: &Settings) -> anyhow::Result<Db> {
     let path = settings.data_dir.join("labcron.db");
     if !path.exists() {
-        bail!("no ledger at {} (start the server once, or set data_dir)", path.display());
+        bail!(
+            "no ledger at {} (start the server once, or set data_dir)",
+            path.display()
+        );
     }
     Db::open(&path)
 }
@@ -33,11 +36,16 @@ pub fn backup(settings: &Settings, target: &Path) -> anyhow::Result<()> {
     // connection. It reads one consistent snapshot and writes only the new file.
     let source = rusqlite::Connection::open(settings.data_dir.join("labcron.db"))?;
     source.busy_timeout(std::time::Duration::from_secs(30))?;
-    source.execute("VACUUM INTO ?1", [target_text]).context("backup failed")?;
+    source
+        .execute("VACUUM INTO ?1", [target_text])
+        .context("backup failed")?;
     let check = rusqlite::Connection::open(target)?;
     let integrity: String = check.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     if integrity != "ok" {
-        bail!("the backup at {} failed its integrity check: {integrity}", target.display());
+        bail!(
+            "the backup at {} failed its integrity check: {integrity}",
+            target.display()
+        );
     }
     Ok(())
 }
@@ -48,7 +56,9 @@ pub fn read_new_password() -> anyhow::Result<String> {
         return Ok(p);
     }
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
     let password = line.trim_end_matches(['\n', '\r']).to_string();
     if password.is_empty() {
         bail!("no password given (set LABCRON_NEW_PASSWORD or pipe it on standard input)");

@@ -57,7 +57,9 @@ pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow:
     let login = login.to_string();
     let changed = db
         .write_sync(|tx| {
-            let Some((user, _)) = store::users::get_with_hash(tx, &login)? else { return Ok(false) };
+            let Some((user, _)) = store::users::get_with_hash(tx, &login)? else {
+                return Ok(false);
+            };
             if user.is_system {
                 return Ok(false);
             }

@@ -3,8 +3,8 @@
 //! the driver asks it for every job on every tick, so nothing here steps minute by minute.
 
 use chrono::{
-    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
-    Weekday,
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+    Utc, Weekday,
 };
 use chrono_tz::Tz;
 use croner::Cron;
@@ -16,11 +16,16 @@ use crate::scheduler::parse_cron;
 pub fn next_fire(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     // Fires fall on whole milliseconds, so "strictly after `after`" is "at or after the next
     // millisecond"; `timestamp_millis` floors, which keeps that true for sub-millisecond `after`.
-    let lower = after.timestamp_millis().checked_add(1)?.max(schedule.start_date);
+    let lower = after
+        .timestamp_millis()
+        .checked_add(1)?
+        .max(schedule.start_date);
     let tz = schedule.timezone;
     let fire = match &schedule.repeat {
         Repeat::OnDemand => return None,
-        Repeat::Minutely { interval } => fixed_rate(tz, schedule.start_date, lower, 60, 0, *interval)?,
+        Repeat::Minutely { interval } => {
+            fixed_rate(tz, schedule.start_date, lower, 60, 0, *interval)?
+        }
         Repeat::Hourly { interval, minute } => {
             if *minute > 59 {
                 return None;
@@ -35,7 +40,9 @@ pub fn next_fire(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<U
             )?
         }
         Repeat::Daily { hour, minute } => on_days(tz, lower, *hour, *minute, FireDays::Every)?,
-        Repeat::Weekly { day, hour, minute } => on_days(tz, lower, *hour, *minute, FireDays::Weekday(*day))?,
+        Repeat::Weekly { day, hour, minute } => {
+            on_days(tz, lower, *hour, *minute, FireDays::Weekday(*day))?
+        }
         Repeat::Monthly { day, hour, minute } => {
             if !(1..=31).contains(day) {
                 return None;
@@ -44,7 +51,10 @@ pub fn next_fire(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<U
         }
         Repeat::Cron { expression } => cron_next(tz, expression, lower)?,
     };
-    if schedule.end_date.is_some_and(|end| fire.timestamp_millis() > end) {
+    if schedule
+        .end_date
+        .is_some_and(|end| fire.timestamp_millis() > end)
+    {
         return None;
     }
     Some(fire)
@@ -81,7 +91,11 @@ fn fixed_rate(
     // Validation turns interval 0 into 1; a stored 0 means the same here rather than a stuck clock.
     let step = i64::from(interval.max(1)).checked_mul(period * 1000)?;
     let behind = lower.checked_sub(anchor)?;
-    let steps = if behind <= 0 { 0 } else { (behind - 1) / step + 1 };
+    let steps = if behind <= 0 {
+        0
+    } else {
+        (behind - 1) / step + 1
+    };
     DateTime::from_timestamp_millis(anchor.checked_add(steps.checked_mul(step)?)?)
 }
 
@@ -155,12 +169,17 @@ impl FireDays {
                 from.checked_add_days(Days::new(ahead as u64))
             }
             FireDays::OfMonth(day) => {
-                let this_month =
-                    NaiveDate::from_ymd_opt(from.year(), from.month(), day.min(month_length(from)))?;
+                let this_month = NaiveDate::from_ymd_opt(
+                    from.year(),
+                    from.month(),
+                    day.min(month_length(from)),
+                )?;
                 if this_month >= from {
                     return Some(this_month);
                 }
-                let next = from.with_day(1)?.checked_add_months(chrono::Months::new(1))?;
+                let next = from
+                    .with_day(1)?
+                    .checked_add_months(chrono::Months::new(1))?;
                 NaiveDate::from_ymd_opt(next.year(), next.month(), day.min(month_length(next)))
             }
         }
@@ -277,7 +296,10 @@ fn has_some_date(cron: &Cron) -> bool {
                 let first_weekday = croner::Weekday::from_days_from_sunday(first);
                 for day in 1..=length {
                     let weekday = first_weekday.shift((day - 1) as i32);
-                    if pattern.day_match(year, month, day, weekday).unwrap_or(false) {
+                    if pattern
+                        .day_match(year, month, day, weekday)
+                        .unwrap_or(false)
+                    {
                         return true;
                     }
                 }
@@ -427,7 +449,13 @@ mod tests {
     #[test]
     fn on_demand_never_fires() {
         check(vec![
-            case("ondemand", Repeat::OnDemand, "UTC", "2026-01-01T00:00:00+00:00").fires_only(&[]),
+            case(
+                "ondemand",
+                Repeat::OnDemand,
+                "UTC",
+                "2026-01-01T00:00:00+00:00",
+            )
+            .fires_only(&[]),
         ]);
     }
 
@@ -497,8 +525,13 @@ mod tests {
             )
             .after("2026-01-01T00:07:00.001+00:00")
             .fires(&["2026-01-01T00:08:00+00:00"]),
-            case("0 is taken as 1", minutely(0), "UTC", "2026-01-01T00:00:30+00:00")
-                .fires(&["2026-01-01T00:01:00+00:00", "2026-01-01T00:02:00+00:00"]),
+            case(
+                "0 is taken as 1",
+                minutely(0),
+                "UTC",
+                "2026-01-01T00:00:30+00:00",
+            )
+            .fires(&["2026-01-01T00:01:00+00:00", "2026-01-01T00:02:00+00:00"]),
             case(
                 "7: end exactly on a fire fires there last",
                 minutely(7),
@@ -820,10 +853,15 @@ mod tests {
                 "2026-05-02T09:00:00+00:00",
                 "2026-05-03T09:00:00+00:00",
             ]),
-            case("after the end", daily(9, 0), "UTC", "2026-05-01T09:00:00+00:00")
-                .end("2026-05-03T09:00:00+00:00")
-                .after("2026-05-03T09:00:00+00:00")
-                .fires_only(&[]),
+            case(
+                "after the end",
+                daily(9, 0),
+                "UTC",
+                "2026-05-01T09:00:00+00:00",
+            )
+            .end("2026-05-03T09:00:00+00:00")
+            .after("2026-05-03T09:00:00+00:00")
+            .fires_only(&[]),
             case(
                 "end before start",
                 daily(9, 0),
@@ -1315,8 +1353,13 @@ mod tests {
                 "2028-03-31T18:00:00+00:00",
                 "2028-04-30T18:00:00+00:00",
             ]),
-            case("nickname", cron("@monthly"), "UTC", "2026-01-15T00:00:00+00:00")
-                .fires(&["2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"]),
+            case(
+                "nickname",
+                cron("@monthly"),
+                "UTC",
+                "2026-01-15T00:00:00+00:00",
+            )
+            .fires(&["2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"]),
             case(
                 "start and end exactly on fires",
                 cron("0 12 * * *"),
@@ -1365,7 +1408,13 @@ mod tests {
                 "2026-01-01T00:00:00+00:00",
             )
             .fires_only(&[]),
-            case("empty expression", cron(""), "UTC", "2026-01-01T00:00:00+00:00").fires_only(&[]),
+            case(
+                "empty expression",
+                cron(""),
+                "UTC",
+                "2026-01-01T00:00:00+00:00",
+            )
+            .fires_only(&[]),
             case(
                 "Berlin fixed time in the spring gap",
                 cron("30 2 * * *"),
@@ -1548,7 +1597,11 @@ mod tests {
             let now = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
             if now != offset {
                 // The change lies within the last hour, so on this date or the one before.
-                days.push((t - chrono::Duration::hours(1)).with_timezone(&tz).date_naive());
+                days.push(
+                    (t - chrono::Duration::hours(1))
+                        .with_timezone(&tz)
+                        .date_naive(),
+                );
                 days.push(t.with_timezone(&tz).date_naive());
                 offset = now;
             }
@@ -1598,14 +1651,25 @@ mod tests {
                         ));
                     }
                     if day.day() == month_length(day) {
-                        pairs.push((monthly(31, hour, minute), format!("{minute} {hour} L * *"), 32, 2));
+                        pairs.push((
+                            monthly(31, hour, minute),
+                            format!("{minute} {hour} L * *"),
+                            32,
+                            2,
+                        ));
                     }
                     for (repeat, expression, days_before, count) in pairs {
                         let after = midnight - chrono::Duration::days(days_before);
-                        let ours =
-                            next_fires(&case("", repeat.clone(), name, start).schedule(), after, count);
-                        let theirs =
-                            next_fires(&case("", cron(&expression), name, start).schedule(), after, count);
+                        let ours = next_fires(
+                            &case("", repeat.clone(), name, start).schedule(),
+                            after,
+                            count,
+                        );
+                        let theirs = next_fires(
+                            &case("", cron(&expression), name, start).schedule(),
+                            after,
+                            count,
+                        );
                         assert_eq!(ours.len(), count, "{name} {repeat:?}");
                         assert_eq!(ours, theirs, "{name} {day} {repeat:?} vs {expression}");
                         compared += count;
@@ -1635,8 +1699,11 @@ mod tests {
                     (hourly(5, 0), 5 * 3600),
                 ] {
                     let schedule = case("", repeat.clone(), name, start).schedule();
-                    let fires =
-                        next_fires(&schedule, instant(start) - chrono::Duration::milliseconds(1), 400);
+                    let fires = next_fires(
+                        &schedule,
+                        instant(start) - chrono::Duration::milliseconds(1),
+                        400,
+                    );
                     assert_eq!(fires.len(), 400);
                     let first = fires[0].timestamp_millis() - schedule.start_date;
                     assert!(
@@ -1645,7 +1712,11 @@ mod tests {
                         fires[0]
                     );
                     for pair in fires.windows(2) {
-                        assert_eq!((pair[1] - pair[0]).num_seconds(), period, "{name} {repeat:?}");
+                        assert_eq!(
+                            (pair[1] - pair[0]).num_seconds(),
+                            period,
+                            "{name} {repeat:?}"
+                        );
                     }
                     let local = fires[0].with_timezone(&tz);
                     assert_eq!(local.second(), 0);

@@ -95,13 +95,18 @@ impl TestApp {
     pub async fn stop(&mut self) {
         self.handle.stop(true).await;
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stopped cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
         }
     }
 
     /// Starts a new server on the same data directory (after `stop`); the session token survives.
     pub async fn start_again(&mut self) {
-        let app = Application::build(self.settings.clone()).await.expect("application builds again");
+        let app = Application::build(self.settings.clone())
+            .await
+            .expect("application builds again");
         self.port = app.port();
         self.base = format!("http://127.0.0.1:{}", self.port);
         self.handle = app.handle();

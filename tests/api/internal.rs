@@ -188,10 +188,17 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
     let (bob_id, bob) = app.create_user("bob", false).await;
     rusqlite::Connection::open(app.data_dir.join("labcron.db"))
         .unwrap()
-        .execute("INSERT INTO job_shared_users (job_id, user_id) VALUES (?1, ?2)", [backup, bob_id])
+        .execute(
+            "INSERT INTO job_shared_users (job_id, user_id) VALUES (?1, ?2)",
+            [backup, bob_id],
+        )
         .unwrap();
     let refused = app
-        .request_as(&bob, reqwest::Method::GET, &format!("/scheduled-jobs/{backup}/runs/{}/result-file", id(&run)))
+        .request_as(
+            &bob,
+            reqwest::Method::GET,
+            &format!("/scheduled-jobs/{backup}/runs/{}/result-file", id(&run)),
+        )
         .send()
         .await
         .unwrap();

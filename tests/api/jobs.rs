@@ -532,14 +532,37 @@ async fn only_admins_set_a_webhook_because_the_server_calls_it() {
     .await;
     let mut body = json!({"name": "bob's export", "type": "QUERY", "repeatSchedule": "ONDEMAND",
         "savedQuery": {"id": query["id"]}, "webhookUrl": "http://127.0.0.1:9/internal"});
-    let refused = app.request_as(&bob, Method::POST, "/scheduled-jobs").json(&body).send().await.unwrap();
-    assert_eq!(error_codes(refused, StatusCode::BAD_REQUEST).await, vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]);
+    let refused = app
+        .request_as(&bob, Method::POST, "/scheduled-jobs")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_codes(refused, StatusCode::BAD_REQUEST).await,
+        vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
+    );
     body.as_object_mut().unwrap().remove("webhookUrl");
-    let created = ok_json(app.request_as(&bob, Method::POST, "/scheduled-jobs").json(&body).send().await.unwrap()).await;
+    let created = ok_json(
+        app.request_as(&bob, Method::POST, "/scheduled-jobs")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     // An admin may add one; Bob's later full replace keeps it when he sends it back unchanged.
     let id = created["id"].as_i64().unwrap();
     body["webhookUrl"] = json!("https://hooks.lab.example/labcron");
     ok_json(app.put(&format!("/scheduled-jobs/{id}"), &body).await).await;
-    let kept = app.request_as(&bob, Method::PUT, &format!("/scheduled-jobs/{id}")).json(&body).send().await.unwrap();
-    assert_eq!(ok_json(kept).await["webhookUrl"], "https://hooks.lab.example/labcron");
+    let kept = app
+        .request_as(&bob, Method::PUT, &format!("/scheduled-jobs/{id}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok_json(kept).await["webhookUrl"],
+        "https://hooks.lab.example/labcron"
+    );
 }

@@ -14,7 +14,11 @@ fn cron_job(name: &str, cron: &str) -> Value {
 }
 
 async fn runs_of(app: &TestApp, job: i64) -> Vec<Value> {
-    let body = ok_json(app.get(&format!("/scheduled-jobs/{job}/runs?maxResults=1000")).await).await;
+    let body = ok_json(
+        app.get(&format!("/scheduled-jobs/{job}/runs?maxResults=1000"))
+            .await,
+    )
+    .await;
     body.as_array().unwrap().clone()
 }
 
@@ -26,7 +30,11 @@ async fn wait_for_runs(app: &TestApp, job: i64, n: usize) -> Vec<Value> {
         if runs.len() >= n {
             return runs;
         }
-        assert!(Instant::now() < deadline, "job {job} has {} runs, expected {n}", runs.len());
+        assert!(
+            Instant::now() < deadline,
+            "job {job} has {} runs, expected {n}",
+            runs.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -52,12 +60,19 @@ async fn settled_run_count(app: &TestApp, job: i64, quiet: Duration) -> usize {
 async fn a_seconds_cron_job_fires_repeatedly_at_whole_seconds_as_the_system_user() {
     let app = spawn_app().await;
     app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
-    let job = ok_json(app.post("/scheduled-jobs", &cron_job("every second", "* * * * * *")).await).await;
+    let job = ok_json(
+        app.post("/scheduled-jobs", &cron_job("every second", "* * * * * *"))
+            .await,
+    )
+    .await;
     let id = job["id"].as_i64().unwrap();
     let next = job["nextRunOn"].as_i64().expect("nextRunOn");
     assert_eq!(next % 1000, 0);
     let runs = wait_for_runs(&app, id, 3).await;
-    let mut instants: Vec<i64> = runs.iter().map(|r| r["scheduledFor"].as_i64().unwrap()).collect();
+    let mut instants: Vec<i64> = runs
+        .iter()
+        .map(|r| r["scheduledFor"].as_i64().unwrap())
+        .collect();
     for run in &runs {
         assert_eq!(run["trigger"], "SCHEDULED");
         assert_eq!(run["runBy"]["loginName"], "$system");
@@ -67,8 +82,17 @@ async fn a_seconds_cron_job_fires_repeatedly_at_whole_seconds_as_the_system_user
     assert_eq!(instants.len(), runs.len(), "one run per scheduled instant");
     assert!(instants.iter().all(|t| t % 1000 == 0));
 
-    let upcoming = ok_json(app.get(&format!("/scheduled-jobs/{id}/next-runs?count=3")).await).await;
-    let at: Vec<i64> = upcoming.as_array().unwrap().iter().map(|f| f["at"].as_i64().unwrap()).collect();
+    let upcoming = ok_json(
+        app.get(&format!("/scheduled-jobs/{id}/next-runs?count=3"))
+            .await,
+    )
+    .await;
+    let at: Vec<i64> = upcoming
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["at"].as_i64().unwrap())
+        .collect();
     assert_eq!(at.len(), 3);
     assert_eq!(at[1] - at[0], 1000);
 }
@@ -77,11 +101,20 @@ async fn a_seconds_cron_job_fires_repeatedly_at_whole_seconds_as_the_system_user
 async fn an_update_takes_effect_at_once_and_closing_or_deleting_stops_firing() {
     let app = spawn_app().await;
     app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
-    let yearly = app.create_job(&cron_job("reschedule me", "0 0 1 1 *")).await;
+    let yearly = app
+        .create_job(&cron_job("reschedule me", "0 0 1 1 *"))
+        .await;
     let other = app.create_job(&cron_job("delete me", "* * * * * *")).await;
     assert!(runs_of(&app, yearly).await.is_empty());
 
-    ok_json(app.put(&format!("/scheduled-jobs/{yearly}"), &cron_job("reschedule me", "* * * * * *")).await).await;
+    ok_json(
+        app.put(
+            &format!("/scheduled-jobs/{yearly}"),
+            &cron_job("reschedule me", "* * * * * *"),
+        )
+        .await,
+    )
+    .await;
     wait_for_runs(&app, yearly, 2).await;
 
     let mut closed = cron_job("reschedule me", "* * * * * *");
@@ -89,17 +122,38 @@ async fn an_update_takes_effect_at_once_and_closing_or_deleting_stops_firing() {
     ok_json(app.put(&format!("/scheduled-jobs/{yearly}"), &closed).await).await;
     let stopped_at = settled_run_count(&app, yearly, Duration::from_secs(3)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(runs_of(&app, yearly).await.len(), stopped_at, "a Closed job fired");
+    assert_eq!(
+        runs_of(&app, yearly).await.len(),
+        stopped_at,
+        "a Closed job fired"
+    );
 
     // Reopening resumes firing.
-    ok_json(app.put(&format!("/scheduled-jobs/{yearly}"), &cron_job("reschedule me", "* * * * * *")).await).await;
+    ok_json(
+        app.put(
+            &format!("/scheduled-jobs/{yearly}"),
+            &cron_job("reschedule me", "* * * * * *"),
+        )
+        .await,
+    )
+    .await;
     wait_for_runs(&app, yearly, stopped_at + 1).await;
 
     wait_for_runs(&app, other, 1).await;
-    assert_eq!(app.delete(&format!("/scheduled-jobs/{other}")).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.delete(&format!("/scheduled-jobs/{other}"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
     let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
     let count = || -> i64 {
-        conn.query_row("SELECT count(*) FROM runs WHERE job_id = ?1", [other], |r| r.get(0)).unwrap()
+        conn.query_row(
+            "SELECT count(*) FROM runs WHERE job_id = ?1",
+            [other],
+            |r| r.get(0),
+        )
+        .unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = count();
@@ -126,7 +180,10 @@ async fn a_slow_job_is_skipped_not_stacked() {
     let mut max_active = 0;
     while start.elapsed() < Duration::from_secs(7) {
         let runs = runs_of(&app, job).await;
-        let active = runs.iter().filter(|r| matches!(r["status"].as_str(), Some("QUEUED" | "IN_PROGRESS"))).count();
+        let active = runs
+            .iter()
+            .filter(|r| matches!(r["status"].as_str(), Some("QUEUED" | "IN_PROGRESS")))
+            .count();
         max_active = max_active.max(active);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -161,11 +218,20 @@ async fn after_downtime_run_once_catches_up_once_and_skip_does_not() {
         if catch_ups == 1 && scheduled_after >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "no catch-up run after the restart");
+        assert!(
+            Instant::now() < deadline,
+            "no catch-up run after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let skipped = runs_of(&app, skip).await;
-    assert_eq!(skipped.iter().filter(|r| r["trigger"] == "CATCH_UP").count(), 0);
+    assert_eq!(
+        skipped
+            .iter()
+            .filter(|r| r["trigger"] == "CATCH_UP")
+            .count(),
+        0
+    );
     // SKIP moves on: the job keeps firing on schedule after the restart.
     wait_for_runs(&app, skip, skipped.len() + 1).await;
 }
@@ -209,11 +275,23 @@ async fn two_thousand_jobs_firing_in_the_same_second_are_all_fired() {
         if fired == JOBS {
             break;
         }
-        assert!(Instant::now() < deadline, "only {fired} of {JOBS} jobs fired");
+        assert!(
+            Instant::now() < deadline,
+            "only {fired} of {JOBS} jobs fired"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let total: i64 = conn.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    let total: i64 = conn
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(total, JOBS, "exactly one run per job");
-    let health = ok_json(app.client.get(format!("{}/health", app.base)).send().await.unwrap()).await;
+    let health = ok_json(
+        app.client
+            .get(format!("{}/health", app.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(health["scheduler"], "ok");
 }
