@@ -93,6 +93,8 @@ pub struct Run {
     pub result_file_size: Option<i64>,
     pub log_size: i64,
     pub log_truncated: bool,
+    /// The built-in task this run executed (INTERNAL runs), recorded when it ended.
+    pub task: Option<String>,
 }
 
 impl Run {

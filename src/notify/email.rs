@@ -179,6 +179,7 @@ mod tests {
             result_file_size: None,
             log_size: 0,
             log_truncated: false,
+            task: None,
         }
     }
 
