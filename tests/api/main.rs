@@ -12,6 +12,7 @@ mod notifications;
 mod openapi;
 mod packaging;
 mod queries;
+mod readme;
 mod restart;
 mod retention;
 mod runs;
