@@ -10,6 +10,7 @@ mod jobs;
 mod metrics;
 mod notifications;
 mod openapi;
+mod openspecimen_client;
 mod packaging;
 mod queries;
 mod readme;
