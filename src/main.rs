@@ -35,8 +35,22 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
-    /// Write a consistent copy of the ledger to FILE while the server runs.
-    Backup { file: PathBuf },
+    /// Write a backup to FILE (a zip, mode 0600) while the server runs; see --help.
+    #[command(long_about = BACKUP_HELP)]
+    Backup {
+        file: PathBuf,
+        /// Also every run's log and result files (runs/).
+        #[arg(long)]
+        with_runs: bool,
+    },
+    /// Fill the (empty) data directory from a backup FILE; see --help.
+    #[command(long_about = RESTORE_HELP)]
+    Restore {
+        file: PathBuf,
+        /// Restore into a data directory that is not empty, overwriting what the backup holds.
+        #[arg(long)]
+        force: bool,
+    },
     /// Jobs as TOML files that round-trip with the API (keep job definitions in git).
     Jobs {
         #[command(subcommand)]
@@ -45,6 +59,22 @@ enum Command {
     /// Exit 0 when the server on `bind` answers /health with 200 (for Docker's HEALTHCHECK).
     Healthcheck,
 }
+
+const BACKUP_HELP: &str = "Write a backup to FILE while the server runs: one zip file, created with \
+mode 0600 (it holds password hashes), that `labcron restore` fills a new data directory from.\n\n\
+Included: a consistent copy of the ledger (labcron.db: jobs, runs, users, saved queries, sessions), \
+the scripts directory (scripts/, with file modes), and the SQLite data sources of saved queries \
+that lie inside the data directory (consistent copies, e.g. lab.db). With --with-runs also every \
+run's log and result files (runs/).\n\n\
+Not included: data sources outside the data directory (they are listed), the configuration file \
+and LABCRON_* settings, initial-admin-password, and without --with-runs the runs' files (their \
+downloads then answer SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND). FILE must not exist.";
+
+const RESTORE_HELP: &str = "Fill the configured data directory (data_dir) from a backup FILE made \
+by `labcron backup`. Stop the server first. The data directory must be empty or missing unless \
+--force is given; with --force the files the backup holds are overwritten and others are kept. \
+Nothing is written outside the data directory: a backup with an absolute path, `..` or a link in \
+it is refused before anything is written. Scripts are restored to <data dir>/scripts.";
 
 #[derive(Subcommand)]
 enum UserCommand {
@@ -171,11 +201,32 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("changed the password of {login}");
             Ok(())
         }
-        Command::Backup { file } => {
-            cli::backup(&settings, &file)?;
+        Command::Backup { file, with_runs } => {
+            let summary = cli::backup::backup(&settings, &file, with_runs)?;
             println!(
-                "wrote a consistent copy of the ledger to {}",
-                file.display()
+                "wrote {} files ({} bytes) to {}{}",
+                summary.files,
+                summary.bytes,
+                file.display(),
+                if with_runs {
+                    ", run files included"
+                } else {
+                    ", without run files (add --with-runs)"
+                }
+            );
+            for source in &summary.sources_outside {
+                println!("not included (outside the data directory): data source {source}");
+            }
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let summary = cli::backup::restore(&settings, &file, force)?;
+            println!(
+                "restored {} files into {}: {} jobs, {} runs",
+                summary.files,
+                settings.data_dir.display(),
+                summary.jobs,
+                summary.runs
             );
             Ok(())
         }

@@ -190,7 +190,7 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
 
     app.write_script("noop.sh", "#!/bin/sh\n");
     app.create_external_job("backed up", "noop.sh").await;
-    let backup = app.data_dir.join("copy.db");
+    let backup = app.data_dir.join("copy.zip");
     let output = run(labcron(&[
         "backup",
         backup.to_str().unwrap(),
@@ -198,7 +198,15 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
         &data,
     ]));
     assert!(output.status.success(), "{}", text(&output));
-    let copy = rusqlite::Connection::open(&backup).unwrap();
+    // The backup is a zip whose labcron.db is the ledger's copy (tests/api/backup.rs restores it).
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&backup).unwrap()).unwrap();
+    let ledger_copy = app.data_dir.join("copy.db");
+    std::io::copy(
+        &mut archive.by_name("labcron.db").unwrap(),
+        &mut std::fs::File::create(&ledger_copy).unwrap(),
+    )
+    .unwrap();
+    let copy = rusqlite::Connection::open(&ledger_copy).unwrap();
     let integrity: String = copy
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
