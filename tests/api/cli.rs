@@ -614,3 +614,152 @@ async fn json_logs_carry_request_ids_and_each_run_its_job_and_run_ids() {
         "the request's events carry its request id: {created}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames() {
+    let app = spawn_app().await;
+    let data = app.data_dir.to_str().unwrap().to_string();
+    app.write_script("export.sh", "#!/bin/sh\n");
+    let query = ok_json(
+        app.post(
+            "/saved-queries",
+            &json!({"title": "Site count", "sql": "SELECT count(*) AS n FROM sites WHERE name <> :skip"}),
+        )
+        .await,
+    )
+    .await;
+    app.create_job(
+        &json!({"name": "Sites", "type": "QUERY", "repeatSchedule": "WEEKLY",
+        "scheduledDayOfWeek": "MONDAY", "scheduledHour": 6, "scheduledMinute": 30,
+        "timezone": "Europe/Berlin", "savedQuery": {"id": query["id"]}, "fixedArgs": "skip=none",
+        "startDate": 1_798_761_600_000i64, "endDate": 1_893_456_000_000i64}),
+    )
+    .await;
+    app.create_external_job("Export", "export.sh").await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.toml");
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        first.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let exported = std::fs::read_to_string(&first).unwrap();
+    // 2027-01-01T00:00:00Z and 2030-01-01T00:00:00Z in Berlin's winter time.
+    assert!(
+        exported.contains("startDate = \"2027-01-01T01:00:00+01:00\"")
+            && exported.contains("endDate = \"2030-01-01T01:00:00+01:00\""),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("title = \"Site count\"") && exported.contains("dataSource = \"lab\""),
+        "{exported}"
+    );
+    assert_eq!(exported.matches("\nkey = \"").count(), 2, "{exported}");
+    let again = dir.path().join("again.toml");
+    run(labcron(&[
+        "jobs",
+        "export",
+        again.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        exported,
+        "keys are stable"
+    );
+
+    // Into an empty server (no saved queries, no jobs), then out again: the same file.
+    let other = spawn_app().await;
+    other.write_script("export.sh", "#!/bin/sh\n");
+    let other_data = other.data_dir.to_str().unwrap().to_string();
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        first.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &other_data,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("+ create  saved query \"Site count\""),
+        "{}",
+        text(&output)
+    );
+    let second = dir.path().join("second.toml");
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        second.to_str().unwrap(),
+        "--data-dir",
+        &other_data,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), exported);
+
+    // A rename in git updates the job, found by its key.
+    let renamed = dir.path().join("renamed.toml");
+    std::fs::write(
+        &renamed,
+        exported.replace("name = \"Export\"", "name = \"Nightly export\""),
+    )
+    .unwrap();
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        renamed.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &other_data,
+    ]));
+    let report = text(&output);
+    assert!(
+        output.status.success() && report.contains("name: \"Export\" -> \"Nightly export\""),
+        "{report}"
+    );
+    assert_eq!(
+        ok_json(other.get("/scheduled-jobs/count").await).await["count"],
+        2
+    );
+
+    // Mistakes are named: the key and what was expected, the job and the field.
+    let bad = dir.path().join("bad.toml");
+    let import_error = |content: String| {
+        std::fs::write(&bad, content).unwrap();
+        let output = run(labcron(&[
+            "jobs",
+            "import",
+            bad.to_str().unwrap(),
+            "--data-dir",
+            &other_data,
+        ]));
+        assert!(!output.status.success(), "{}", text(&output));
+        text(&output)
+    };
+    let message = import_error(exported.replace("[[jobs]]", "[[job]]"));
+    assert!(
+        message.contains("unknown key `job`") && message.contains("expected `jobs`"),
+        "{message}"
+    );
+    let message = import_error(exported.replace("scheduledHour = 6", "scheduledHours = 6"));
+    assert!(
+        message.contains("job \"Sites\"")
+            && message.contains("unknown key `scheduledHours`")
+            && message.contains("`scheduledHour`"),
+        "{message}"
+    );
+    let message = import_error(exported.replace("title = \"Site count\"", "titel = \"x\""));
+    assert!(
+        message.contains("job \"Sites\"") && message.contains("savedQuery: unknown key `titel`"),
+        "{message}"
+    );
+    let message = import_error(exported.replace("2027-01-01T01:00:00+01:00", "next monday"));
+    assert!(
+        message.contains("job \"Sites\"") && message.contains("startDate: `next monday`"),
+        "{message}"
+    );
+}
