@@ -109,6 +109,51 @@ enum JobsCommand {
     },
 }
 
+/// The settings a subcommand reads besides `--config`; `None`: all of them (the server). The
+/// others are still accepted (hidden), so a shared environment or wrapper keeps working.
+fn used_settings(path: &str) -> Option<&'static [&'static str]> {
+    match path {
+        "" | "serve" => None,
+        "user add" | "user passwd" => Some(&["data_dir"]),
+        "backup" => Some(&["data_dir", "scripts_dir", "query_sources"]),
+        "restore" => Some(&["data_dir"]),
+        "jobs export" => Some(&["data_dir", "timezone"]),
+        "jobs import" => Some(&[
+            "data_dir",
+            "scripts_dir",
+            "query_sources",
+            "timezone",
+            "runs.default_timeout_seconds",
+            "runs.default_max_queued_runs",
+        ]),
+        "healthcheck" => Some(&["bind"]),
+        _ => Some(&[]),
+    }
+}
+
+/// Adds the settings flags to `command` and to every command below it, each showing in `--help`
+/// only the settings it uses.
+fn with_settings(mut command: clap::Command, path: &str) -> clap::Command {
+    let used = used_settings(path);
+    for arg in settings_args() {
+        let shown = used.is_none_or(|u| u.contains(&arg.get_id().as_str()));
+        command = command.arg(arg.global(false).hide(!shown));
+    }
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subcommands {
+        let inner = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        command = command.mut_subcommand(&name, move |s| with_settings(s, &inner));
+    }
+    command
+}
+
 fn init_tracing(format: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -126,7 +171,7 @@ fn init_tracing(format: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let matches = Cli::command().args(settings_args()).get_matches();
+    let matches = with_settings(Cli::command(), "").get_matches();
     let mut overrides = overrides_from_matches(&matches);
     if let Some((_, sub)) = matches.subcommand() {
         // Settings given after the subcommand land in its matches.

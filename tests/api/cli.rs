@@ -763,3 +763,34 @@ async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames(
         "{message}"
     );
 }
+
+#[test]
+fn subcommand_help_shows_only_the_settings_it_uses() {
+    let help = text(&run(labcron(&["user", "add", "--help"])));
+    assert!(help.contains("--data-dir"), "{help}");
+    assert!(!help.contains("--runs-max-concurrent"), "{help}");
+    assert!(help.lines().count() < 30, "{help}");
+    let help = text(&run(labcron(&["healthcheck", "--help"])));
+    assert!(
+        help.contains("--bind") && !help.contains("--data-dir"),
+        "{help}"
+    );
+    let help = text(&run(labcron(&["backup", "--help"])));
+    assert!(
+        help.contains("--with-runs") && help.contains("Not included"),
+        "{help}"
+    );
+    // The server's own help still lists every setting (help_lists_every_setting_with_its_variable);
+    // a hidden setting is still accepted by a subcommand.
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        dir.path().join("j.toml").to_str().unwrap(),
+        "--runs-max-concurrent",
+        "3",
+        "--data-dir",
+        dir.path().join("none").to_str().unwrap(),
+    ]));
+    assert!(text(&output).contains("no ledger"), "{}", text(&output));
+}
