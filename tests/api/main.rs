@@ -19,3 +19,4 @@ mod restart;
 mod retention;
 mod runs;
 mod scheduler;
+mod scripts;
