@@ -357,10 +357,17 @@ async fn the_lists_say_their_time_zone_count_users_in_the_singular_and_space_que
         // Only the admin exists besides the system user.
         ui.goto("/ui/users").await;
         ui.wait_contains("#list-size", "Showing 1 user").await;
-        assert!(!ui.text("#list-size").await.unwrap_or_default().contains("users"));
+        assert!(
+            !ui.text("#list-size")
+                .await
+                .unwrap_or_default()
+                .contains("users")
+        );
         ui.goto("/ui/saved-queries").await;
         let title = ui
-            .wait_text("table", "the saved queries", |t| t.contains("Plasma at a site"))
+            .wait_text("table", "the saved queries", |t| {
+                t.contains("Plasma at a site")
+            })
             .await;
         assert!(
             title.contains(&format!("#{query} Plasma at a site")),
