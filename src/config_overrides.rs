@@ -116,8 +116,11 @@ pub fn overrides_from_matches(matches: &ArgMatches) -> Vec<(String, String)> {
     SETTING_SPECS
         .iter()
         .filter_map(|spec| {
+            // `try_`: a command without the settings (e.g. `user` above `user add`) has no such arg.
             matches
-                .get_one::<String>(spec.key)
+                .try_get_one::<String>(spec.key)
+                .ok()
+                .flatten()
                 .map(|v| (spec.key.to_string(), v.clone()))
         })
         .collect()

@@ -35,8 +35,22 @@ enum Command {
         #[command(subcommand)]
         action: UserCommand,
     },
-    /// Write a consistent copy of the ledger to FILE while the server runs.
-    Backup { file: PathBuf },
+    /// Write a backup to FILE (a zip, mode 0600) while the server runs; see --help.
+    #[command(long_about = BACKUP_HELP)]
+    Backup {
+        file: PathBuf,
+        /// Also every run's log and result files (runs/).
+        #[arg(long)]
+        with_runs: bool,
+    },
+    /// Fill the (empty) data directory from a backup FILE; see --help.
+    #[command(long_about = RESTORE_HELP)]
+    Restore {
+        file: PathBuf,
+        /// Restore into a data directory that is not empty, overwriting what the backup holds.
+        #[arg(long)]
+        force: bool,
+    },
     /// Jobs as TOML files that round-trip with the API (keep job definitions in git).
     Jobs {
         #[command(subcommand)]
@@ -45,6 +59,22 @@ enum Command {
     /// Exit 0 when the server on `bind` answers /health with 200 (for Docker's HEALTHCHECK).
     Healthcheck,
 }
+
+const BACKUP_HELP: &str = "Write a backup to FILE while the server runs: one zip file, created with \
+mode 0600 (it holds password hashes), that `labcron restore` fills a new data directory from.\n\n\
+Included: a consistent copy of the ledger (labcron.db: jobs, runs, users, saved queries, sessions), \
+the scripts directory (scripts/, with file modes), and the SQLite data sources of saved queries \
+that lie inside the data directory (consistent copies, e.g. lab.db). With --with-runs also every \
+run's log and result files (runs/).\n\n\
+Not included: data sources outside the data directory (they are listed), the configuration file \
+and LABCRON_* settings, initial-admin-password, and without --with-runs the runs' files (their \
+downloads then answer SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND). FILE must not exist.";
+
+const RESTORE_HELP: &str = "Fill the configured data directory (data_dir) from a backup FILE made \
+by `labcron backup`. Stop the server first. The data directory must be empty or missing unless \
+--force is given; with --force the files the backup holds are overwritten and others are kept. \
+Nothing is written outside the data directory: a backup with an absolute path, `..` or a link in \
+it is refused before anything is written. Scripts are restored to <data dir>/scripts.";
 
 #[derive(Subcommand)]
 enum UserCommand {
@@ -79,6 +109,51 @@ enum JobsCommand {
     },
 }
 
+/// The settings a subcommand reads besides `--config`; `None`: all of them (the server). The
+/// others are still accepted (hidden), so a shared environment or wrapper keeps working.
+fn used_settings(path: &str) -> Option<&'static [&'static str]> {
+    match path {
+        "" | "serve" => None,
+        "user add" | "user passwd" => Some(&["data_dir"]),
+        "backup" => Some(&["data_dir", "scripts_dir", "query_sources"]),
+        "restore" => Some(&["data_dir"]),
+        "jobs export" => Some(&["data_dir", "timezone"]),
+        "jobs import" => Some(&[
+            "data_dir",
+            "scripts_dir",
+            "query_sources",
+            "timezone",
+            "runs.default_timeout_seconds",
+            "runs.default_max_queued_runs",
+        ]),
+        "healthcheck" => Some(&["bind"]),
+        _ => Some(&[]),
+    }
+}
+
+/// Adds the settings flags to `command` and to every command below it, each showing in `--help`
+/// only the settings it uses.
+fn with_settings(mut command: clap::Command, path: &str) -> clap::Command {
+    let used = used_settings(path);
+    for arg in settings_args() {
+        let shown = used.is_none_or(|u| u.contains(&arg.get_id().as_str()));
+        command = command.arg(arg.global(false).hide(!shown));
+    }
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subcommands {
+        let inner = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path} {name}")
+        };
+        command = command.mut_subcommand(&name, move |s| with_settings(s, &inner));
+    }
+    command
+}
+
 fn init_tracing(format: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -102,7 +177,7 @@ async fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077);
     }
-    let matches = Cli::command().args(settings_args()).get_matches();
+    let matches = with_settings(Cli::command(), "").get_matches();
     let mut overrides = overrides_from_matches(&matches);
     if let Some((_, sub)) = matches.subcommand() {
         // Settings given after the subcommand land in its matches.
@@ -177,11 +252,32 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("changed the password of {login}");
             Ok(())
         }
-        Command::Backup { file } => {
-            cli::backup(&settings, &file)?;
+        Command::Backup { file, with_runs } => {
+            let summary = cli::backup::backup(&settings, &file, with_runs)?;
             println!(
-                "wrote a consistent copy of the ledger to {}",
-                file.display()
+                "wrote {} files ({} bytes) to {}{}",
+                summary.files,
+                summary.bytes,
+                file.display(),
+                if with_runs {
+                    ", run files included"
+                } else {
+                    ", without run files (add --with-runs)"
+                }
+            );
+            for source in &summary.sources_outside {
+                println!("not included (outside the data directory): data source {source}");
+            }
+            Ok(())
+        }
+        Command::Restore { file, force } => {
+            let summary = cli::backup::restore(&settings, &file, force)?;
+            println!(
+                "restored {} files into {}: {} jobs, {} runs",
+                summary.files,
+                settings.data_dir.display(),
+                summary.jobs,
+                summary.runs
             );
             Ok(())
         }

@@ -469,13 +469,30 @@ struct NewUserRequest {
     /// 1–100 characters, not starting with `$`; unique.
     #[schema(min_length = 1, max_length = 100)]
     login_name: String,
-    /// At least the configured minimum length.
+    /// At least the configured minimum length. Without it the user cannot sign in until a
+    /// password is set (`PUT /users/password`), as in OpenSpecimen.
     #[schema(min_length = 1)]
-    password: String,
+    password: Option<String>,
     first_name: Option<String>,
     last_name: Option<String>,
     email_address: Option<String>,
     admin: Option<bool>,
+    /// OpenSpecimen's user type: `SUPER` makes an admin when `admin` is absent; others are ignored.
+    #[serde(rename = "type")]
+    user_type: Option<String>,
+}
+
+/// `PUT /users/password`, OpenSpecimen's password change.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PasswordChangeRequest {
+    /// The user whose password changes; default the caller.
+    user_id: Option<i64>,
+    /// Required unless an admin changes another user's password.
+    old_password: Option<String>,
+    #[schema(min_length = 1)]
+    new_password: String,
 }
 
 /// `PUT /users/{userId}`: the fields to change. Admins may change anyone's; a user may change
@@ -530,7 +547,7 @@ impl ToSchema for FileBytes {}
     ),
     paths(
         ops::sign_in, ops::sign_out,
-        ops::list_users, ops::create_user, ops::get_user, ops::update_user, ops::delete_user,
+        ops::list_users, ops::create_user, ops::change_password, ops::get_user, ops::update_user, ops::delete_user,
         ops::list_jobs, ops::create_job, ops::count_jobs, ops::get_job, ops::update_job,
         ops::delete_job, ops::next_runs,
         ops::list_runs, ops::queue_run, ops::get_run, ops::result_file, ops::result_file_head, ops::run_log, ops::cancel_run,
@@ -585,6 +602,15 @@ mod ops {
         responses((status = 200, description = "The new user.", body = UserView)),
         security(("apiToken" = []), ("basic" = [])))]
     fn create_user() {}
+
+    #[utoipa::path(put, path = "/rest/ng/users/password", tag = "Users", operation_id = "changePassword",
+        summary = "Change a password (OpenSpecimen's call)",
+        description = "Admins set any user's password without the old one; changing one's own \
+            password needs `oldPassword` (`USER_INVALID_OLD_PASSWD`). Answers `true`.",
+        request_body = PasswordChangeRequest,
+        responses((status = 200, description = "Changed.", body = bool)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn change_password() {}
 
     #[utoipa::path(get, path = "/rest/ng/users/{userId}", tag = "Users", operation_id = "getUser",
         summary = "One user",

@@ -1,6 +1,8 @@
 //! `/users`: anyone signed in lists users (to pick recipients and shared users; admins see every
 //! field); admins create, update and (softly) delete them; a user may change their own password
-//! and names.
+//! and names. `PUT /users/password` changes a password the way OpenSpecimen's call does (admins
+//! without the old one, everyone else with it), and a user created without a password (as
+//! OpenSpecimen creates them) cannot sign in until one is set.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
@@ -17,17 +19,19 @@ use crate::error::{ApiError, ErrorItem};
 use crate::store;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/users")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/users/{userId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    );
+    // Registered before `/users/{userId}`, which would otherwise take `password` for an id.
+    cfg.service(web::resource("/users/password").route(web::put().to(change_password)))
+        .service(
+            web::resource("/users")
+                .route(web::get().to(list))
+                .route(web::post().to(create)),
+        )
+        .service(
+            web::resource("/users/{userId}")
+                .route(web::get().to(get))
+                .route(web::put().to(update))
+                .route(web::delete().to(delete)),
+        );
 }
 
 /// A user as the API shows it; `emailAddress`, `admin` and `activityStatus` only to admins and to
@@ -131,17 +135,18 @@ async fn create(
             "Login name must be 1–100 characters and not start with $.",
         ));
     }
+    // Without a password the user exists but cannot sign in until an admin sets one (OpenSpecimen
+    // creates users without one and mails them a link; labcron sends no such mail).
     let password = raw_password(&body);
-    match &password {
-        None => errors.push(ErrorItem::new(
-            "USER_PASSWORD_REQUIRED",
-            "Password is required.",
-        )),
-        Some(p) => errors.extend(password_problem(p)),
+    if let Some(p) = &password {
+        errors.extend(password_problem(p));
     }
     let admin = match fields.bool("admin") {
         Field::Value(v) => v,
-        Field::Missing => false,
+        // OpenSpecimen's user `type`: SUPER is a super admin; the other types are plain users.
+        Field::Missing => fields
+            .string("type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("SUPER")),
         Field::Invalid => {
             errors.push(ErrorItem::new(
                 "INVALID_REQUEST",
@@ -153,9 +158,10 @@ async fn create(
     if !errors.is_empty() {
         return Err(ApiError::User(errors));
     }
-    let hash = {
-        let p = password.unwrap_or_default();
-        tokio::task::spawn_blocking(move || hash_password(&p)).await??
+    // An empty hash matches no password (`verify_password` rejects it).
+    let hash = match password {
+        Some(p) => tokio::task::spawn_blocking(move || hash_password(&p)).await??,
+        None => String::new(),
     };
     let first_name = fields.string("firstName").unwrap_or_default();
     let last_name = fields.string("lastName").unwrap_or_default();
@@ -262,6 +268,76 @@ async fn update(
         })
         .await?;
     Ok(HttpResponse::Ok().json(view(&user, true)))
+}
+
+/// `PUT /users/password` `{"userId", "oldPassword"?, "newPassword"}`, answering `true` as
+/// OpenSpecimen does. Admins may set another user's password without the old one; changing one's
+/// own password always needs the old one.
+async fn change_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let id = match fields.int("userId") {
+        Field::Value(id) => id,
+        Field::Missing => me.0.id,
+        Field::Invalid => return Err(ApiError::invalid_request("userId must be a user's id.")),
+    };
+    if !me.0.admin && me.0.id != id {
+        return Err(ApiError::access_denied());
+    }
+    let user = load_user(&state, id).await?;
+    let new_password = body
+        .get("newPassword")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if new_password.is_empty() {
+        return Err(ApiError::user(
+            "USER_NEW_PASSWORD_REQUIRED",
+            "New password is required.",
+        ));
+    }
+    if let Some(problem) = password_problem(&new_password) {
+        return Err(ApiError::User(vec![problem]));
+    }
+    if !me.0.admin || me.0.id == id {
+        let old = body
+            .get("oldPassword")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let login = user.login_name.clone();
+        let stored = state
+            .db
+            .read(move |c| store::users::get_with_hash(c, &login))
+            .await?
+            .and_then(|(_, hash)| hash)
+            .unwrap_or_default();
+        let valid = tokio::task::spawn_blocking(move || {
+            !old.is_empty() && crate::auth::verify_password(&old, &stored)
+        })
+        .await?;
+        if !valid {
+            return Err(ApiError::user(
+                "USER_INVALID_OLD_PASSWD",
+                "Old password is incorrect.",
+            ));
+        }
+    }
+    let hash = tokio::task::spawn_blocking(move || hash_password(&new_password)).await??;
+    // As with PUT /users/{id}: the user's other sessions end; one's own change keeps this one.
+    let keep_session = (me.0.id == id)
+        .then(|| request_token(&req).map(|t| token_hash(&t)))
+        .flatten();
+    state
+        .db
+        .write(move |tx| store::users::set_password_hash(tx, id, &hash, keep_session.as_deref()))
+        .await?;
+    Ok(HttpResponse::Ok().json(true))
 }
 
 async fn delete(

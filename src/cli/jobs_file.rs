@@ -1,11 +1,14 @@
 //! `labcron jobs export|import`: jobs as a TOML file, so job definitions can live in git. Each job
 //! is a `[[jobs]]` table whose keys are the API's JSON field names (camelCase), with users written
-//! as login names and the saved query as its id; computed fields (id, createdBy, nextRunOn,
-//! lastRunOn, isActiveJob) are left out. Import matches jobs by name, validates them exactly as the
-//! API does (same code), and shows what would be created or changed field by field; only with
-//! `--apply` is the ledger changed, in one transaction. Jobs missing from the file are left alone.
+//! as login names, dates (`startDate`, `endDate`) in RFC 3339 in the job's zone, the saved query
+//! embedded (`title`, `sql`, `dataSource`: the same file works on another instance), and a stable
+//! `key` that identifies the job across renames; computed fields (id, createdBy, nextRunOn,
+//! lastRunOn, isActiveJob) are left out. Import matches jobs by `key` (else by name), validates them
+//! exactly as the API does (same code), and shows what would be created or changed field by field;
+//! only with `--apply` is the ledger changed, in one transaction. Jobs missing from the file are
+//! left alone. Unknown keys anywhere in the file are errors naming the key and the expected ones.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -14,7 +17,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use crate::api::jobs::{check_references, draft_from_body};
-use crate::api::views::{UserCache, job_view};
+use crate::api::views::{JobView, UserCache, job_view};
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::job::Job;
@@ -23,6 +26,70 @@ use crate::store;
 
 /// Fields the server computes; never written to or read from a jobs file.
 const COMPUTED: &[&str] = &["id", "createdBy", "nextRunOn", "lastRunOn", "isActiveJob"];
+/// Dates, written as RFC 3339 in the job's zone (the API's epoch milliseconds are also read).
+const DATE_FIELDS: &[&str] = &["startDate", "endDate"];
+/// The keys of an embedded saved query.
+const QUERY_KEYS: &[&str] = &["title", "sql", "dataSource"];
+/// The file's own key: the job's stable identity (API.md has no such field).
+const KEY: &str = "key";
+
+/// The keys a `[[jobs]]` table may have: the API's job fields (read from the job's schema, so a
+/// new field is accepted without a change here) without the computed ones, plus `key`.
+fn job_keys() -> BTreeSet<String> {
+    use utoipa::PartialSchema;
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let mut keys = BTreeSet::new();
+    if let RefOr::T(Schema::Object(object)) = <JobView as PartialSchema>::schema() {
+        keys.extend(object.properties.keys().cloned());
+    }
+    for key in COMPUTED {
+        keys.remove(*key);
+    }
+    keys.insert(KEY.to_string());
+    keys
+}
+
+fn expected(keys: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    keys.into_iter()
+        .map(|k| format!("`{}`", k.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A TOML value as JSON; TOML dates become their RFC 3339 text.
+fn toml_to_json(value: &toml::Value) -> Value {
+    match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => Value::Array(items.iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => Value::Object(
+            table
+                .iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The zone a job's dates are written in: its own, else the server's.
+fn job_zone(fields: &Map<String, Value>, settings: &Settings) -> chrono_tz::Tz {
+    fields
+        .get("timezone")
+        .and_then(Value::as_str)
+        .and_then(|z| z.parse().ok())
+        .unwrap_or_else(|| settings.tz())
+}
+
+fn rfc3339(ms: i64, zone: chrono_tz::Tz) -> Option<String> {
+    let utc = chrono::DateTime::from_timestamp_millis(ms)?;
+    Some(
+        utc.with_timezone(&zone)
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+    )
+}
 
 fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
     let path = settings.data_dir.join("labcron.db");
@@ -53,7 +120,11 @@ fn api_error(e: ApiError) -> anyhow::Error {
 }
 
 /// A job as the API shows it, turned into its file form (a JSON object with file conventions).
-fn portable(conn: &Connection, job: &Job) -> Result<Map<String, Value>, ApiError> {
+fn portable(
+    conn: &Connection,
+    job: &Job,
+    settings: &Settings,
+) -> Result<Map<String, Value>, ApiError> {
     let view = job_view(conn, job, &mut UserCache::default())?;
     let Value::Object(mut fields) =
         serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))?
@@ -76,24 +147,123 @@ fn portable(conn: &Connection, job: &Job) -> Result<Map<String, Value>, ApiError
         let value = login(user);
         fields.insert("runAs".into(), value);
     }
-    if let Some(query) = fields.get("savedQuery").filter(|v| !v.is_null()) {
-        let id = query.get("id").cloned().unwrap_or(Value::Null);
-        fields.insert("savedQuery".into(), id);
+    if let Some(id) = fields
+        .get("savedQuery")
+        .and_then(|q| q.get("id"))
+        .and_then(Value::as_i64)
+    {
+        // Embedded, so the file does not depend on this instance's ids (deleted ones included:
+        // the job still names it).
+        let query: Option<(String, String, String)> =
+            rusqlite::OptionalExtension::optional(conn.query_row(
+                "SELECT title, sql, data_source FROM saved_queries WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            ))?;
+        if let Some((title, sql, data_source)) = query {
+            fields.insert(
+                "savedQuery".into(),
+                serde_json::json!({"title": title, "sql": sql, "dataSource": data_source}),
+            );
+        }
+    }
+    let zone = job_zone(&fields, settings);
+    for key in DATE_FIELDS {
+        if let Some(text) = fields
+            .get(*key)
+            .and_then(Value::as_i64)
+            .and_then(|ms| rfc3339(ms, zone))
+        {
+            fields.insert((*key).to_string(), Value::String(text));
+        }
+    }
+    let key: Option<String> =
+        conn.query_row("SELECT key FROM jobs WHERE id = ?1", [job.id], |r| r.get(0))?;
+    if let Some(key) = key {
+        fields.insert(KEY.into(), Value::String(key));
     }
     // TOML has no null, and an empty list says nothing a missing one does not.
     fields.retain(|_, v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()));
     Ok(fields)
 }
 
+/// A saved query as a jobs file embeds it, resolved to a live query's id: one with the same
+/// title (its SQL and source must match), else a new one (created in the import's transaction).
+fn saved_query_ref(
+    conn: &Connection,
+    settings: &Settings,
+    value: &Value,
+    creator: i64,
+    created: &mut Vec<String>,
+) -> anyhow::Result<i64> {
+    if let Some(id) = value.as_i64() {
+        // An instance-specific id, as older exports wrote it.
+        return Ok(id);
+    }
+    let table = value
+        .as_object()
+        .context("savedQuery must be a table with `title`, `sql` and `dataSource`")?;
+    if let Some(unknown) = table.keys().find(|k| !QUERY_KEYS.contains(&k.as_str())) {
+        bail!(
+            "savedQuery: unknown key `{unknown}`; expected {}",
+            expected(QUERY_KEYS)
+        );
+    }
+    let (draft, errors) = crate::query::parse_saved_query(table);
+    if let Some(error) = errors.first() {
+        bail!("savedQuery: {}: {}", error.code, error.message);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT id, sql, data_source FROM saved_queries WHERE title = ?1 AND deleted = 0 ORDER BY id",
+    )?;
+    let same_title: Vec<(i64, String, String)> = stmt
+        .query_map([&draft.title], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    if let Some((id, _, _)) = same_title
+        .iter()
+        .find(|(_, sql, source)| *sql == draft.sql && *source == draft.data_source)
+    {
+        return Ok(*id);
+    }
+    if !same_title.is_empty() {
+        bail!(
+            "savedQuery: the saved query \"{}\" exists with other SQL or data source; make them \
+             equal or give this one another title",
+            draft.title
+        );
+    }
+    let sources = crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
+    let conn_source = sources.open(&draft.data_source).map_err(|e| {
+        anyhow::anyhow!(
+            "savedQuery.dataSource: {e} (configured: {})",
+            sources.names().join(", ")
+        )
+    })?;
+    crate::query::sources::check_sql(&conn_source, &draft.sql)
+        .map_err(|e| anyhow::anyhow!("savedQuery.sql: {e}"))?;
+    let id = store::queries::insert(conn, &draft, creator, now_ms()).map_err(api_error)?;
+    created.push(draft.title);
+    Ok(id)
+}
+
 /// The file form of a job turned back into an API request body.
-fn api_body(conn: &Connection, fields: &Map<String, Value>) -> anyhow::Result<Map<String, Value>> {
+fn api_body(
+    conn: &Connection,
+    settings: &Settings,
+    fields: &Map<String, Value>,
+    creator: i64,
+    created_queries: &mut Vec<String>,
+) -> anyhow::Result<Map<String, Value>> {
     let mut body = fields.clone();
-    let user_ref = |login: &Value| -> anyhow::Result<Value> {
-        let name = login.as_str().context("users are written as login names")?;
+    body.remove(KEY);
+    let user_ref = |field: &str, login: &Value| -> anyhow::Result<Value> {
+        let name = login
+            .as_str()
+            .with_context(|| format!("{field}: users are written as login names"))?;
         let user = store::users::get_with_hash(conn, name)
             .map_err(api_error)?
             .filter(|(u, _)| u.active && !u.is_system)
-            .with_context(|| format!("no user `{name}`"))?;
+            .with_context(|| format!("{field}: no user `{name}`"))?;
         Ok(serde_json::json!({"id": user.0.id}))
     };
     for key in ["recipients", "sharedWith"] {
@@ -103,28 +273,68 @@ fn api_body(conn: &Connection, fields: &Map<String, Value>) -> anyhow::Result<Ma
                 .with_context(|| format!("{key} must be a list of login names"))?;
             let refs = logins
                 .iter()
-                .map(user_ref)
+                .map(|login| user_ref(key, login))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             body.insert(key.to_string(), Value::Array(refs));
         }
     }
     if let Some(login) = fields.get("runAs") {
-        body.insert("runAs".into(), user_ref(login)?);
+        body.insert("runAs".into(), user_ref("runAs", login)?);
     }
-    if let Some(id) = fields.get("savedQuery") {
+    if let Some(query) = fields.get("savedQuery") {
+        let id = saved_query_ref(conn, settings, query, creator, created_queries)?;
         body.insert("savedQuery".into(), serde_json::json!({"id": id}));
+    }
+    for key in DATE_FIELDS {
+        if let Some(Value::String(text)) = fields.get(*key) {
+            let date = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| {
+                anyhow::anyhow!(
+                    "{key}: `{text}` is not an RFC 3339 date (such as 2026-12-01T09:00:00+01:00)"
+                )
+            })?;
+            body.insert((*key).to_string(), Value::from(date.timestamp_millis()));
+        }
     }
     Ok(body)
 }
 
-/// Writes every live job to `file`; returns how many.
+/// A new stable key for a job: its name as a slug and a random suffix.
+fn new_key(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let suffix: u32 = rand::random();
+    if slug.is_empty() {
+        format!("job-{suffix:08x}")
+    } else {
+        format!("{slug}-{suffix:08x}")
+    }
+}
+
+/// Writes every live job to `file`; returns how many. Jobs without a key get one now (stored, so
+/// every later export writes the same).
 pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
     let conn = ledger(settings)?;
     let mut jobs = store::jobs::list_all_live(&conn).map_err(api_error)?;
     jobs.sort_by_key(|j| j.id);
+    for job in &jobs {
+        conn.execute(
+            "UPDATE jobs SET key = ?2 WHERE id = ?1 AND key IS NULL",
+            rusqlite::params![job.id, new_key(&job.name)],
+        )?;
+    }
     let mut tables = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        let fields = portable(&conn, job).map_err(api_error)?;
+        let fields = portable(&conn, job, settings).map_err(api_error)?;
         tables.push(
             toml::Value::try_from(Value::Object(fields))
                 .context("a job cannot be written as TOML")?,
@@ -133,9 +343,9 @@ pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
     let mut document = toml::Table::new();
     document.insert("jobs".into(), toml::Value::Array(tables));
     let text = format!(
-        "# labcron jobs: one [[jobs]] table per job, keys as in the API (users by login name).\n\
-         # Apply with: labcron jobs import {} --apply\n\n{}",
-        file.display(),
+        "# labcron jobs: one [[jobs]] table per job, keys as in the API (users by login name, dates\n\
+         # in RFC 3339, the saved query embedded); `key` identifies a job across renames.\n\
+         # Apply with: labcron jobs import FILE --apply\n\n{}",
         toml::to_string_pretty(&document)?
     );
     std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
@@ -147,6 +357,10 @@ pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
 pub enum Change {
     Create {
         name: String,
+    },
+    /// A saved query an embedded `savedQuery` needed.
+    CreateQuery {
+        title: String,
     },
     Update {
         name: String,
@@ -187,6 +401,9 @@ impl ImportPlan {
             match change {
                 Change::Create { name } => {
                     let _ = writeln!(out, "+ create  {name}");
+                }
+                Change::CreateQuery { title } => {
+                    let _ = writeln!(out, "+ create  saved query \"{title}\"");
                 }
                 Change::Unchanged { name } => {
                     let _ = writeln!(out, "  same    {name}");
@@ -235,13 +452,25 @@ pub fn import(
 ) -> anyhow::Result<ImportPlan> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let document: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let document: toml::Table = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid TOML: {}",
+            file.display(),
+            e.message().trim_end()
+        )
+    })?;
+    if let Some(unknown) = document.keys().find(|k| k.as_str() != "jobs") {
+        bail!(
+            "{}: unknown key `{unknown}` at the top level; expected `jobs` (one [[jobs]] table per job)",
+            file.display()
+        );
+    }
     let tables = match document.get("jobs") {
         Some(toml::Value::Array(items)) => items.clone(),
         None => Vec::new(),
         Some(_) => bail!("`jobs` must be an array of tables ([[jobs]])"),
     };
+    let allowed = job_keys();
     let mut conn = ledger(settings)?;
     let creator = store::users::get_with_hash(&conn, as_login)
         .map_err(api_error)?
@@ -250,11 +479,16 @@ pub fn import(
         .0;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut plan = ImportPlan::default();
-    let mut seen = BTreeMap::new();
+    let mut seen_names = BTreeSet::new();
+    let mut seen_keys = BTreeSet::new();
+    let mut touched = BTreeSet::new();
     for (index, table) in tables.iter().enumerate() {
-        let fields: Map<String, Value> = match serde_json::to_value(table)? {
+        let fields: Map<String, Value> = match toml_to_json(table) {
             Value::Object(map) => map,
-            _ => bail!("job {} is not a table", index + 1),
+            _ => bail!(
+                "the jobs file's entry {} is not a [[jobs]] table",
+                index + 1
+            ),
         };
         let name = fields
             .get("name")
@@ -262,20 +496,46 @@ pub fn import(
             .unwrap_or_default()
             .trim()
             .to_string();
-        let context = || format!("job {} ({name})", index + 1);
-        if seen.insert(name.clone(), index).is_some() {
-            bail!("{}: the file names this job twice", context());
-        }
-        for key in COMPUTED {
-            if fields.contains_key(*key) {
+        let key = match fields.get(KEY) {
+            None => None,
+            Some(Value::String(k)) if !k.trim().is_empty() => Some(k.trim().to_string()),
+            Some(_) => bail!("job \"{name}\": key: must be a non-empty string"),
+        };
+        let context = || match &key {
+            Some(k) => format!("job \"{name}\" (key {k})"),
+            None if name.is_empty() => format!("the {}. job (no name)", index + 1),
+            None => format!("job \"{name}\""),
+        };
+        for field in fields.keys() {
+            if COMPUTED.contains(&field.as_str()) {
                 bail!(
-                    "{}: `{key}` is computed by the server and cannot be imported",
+                    "{}: `{field}` is computed by the server and cannot be imported",
                     context()
                 );
             }
+            if !allowed.contains(field) {
+                bail!(
+                    "{}: unknown key `{field}`; expected one of {}",
+                    context(),
+                    expected(&allowed)
+                );
+            }
         }
-        let body = api_body(&tx, &fields).with_context(context)?;
-        let existing = find_live_by_name(&tx, &name).map_err(api_error)?;
+        if !seen_names.insert(name.clone()) {
+            bail!("{}: the file names this job twice", context());
+        }
+        if let Some(k) = &key
+            && !seen_keys.insert(k.clone())
+        {
+            bail!("{}: the file has this key twice", context());
+        }
+        let mut created_queries = Vec::new();
+        let body = api_body(&tx, settings, &fields, creator.id, &mut created_queries)
+            .with_context(context)?;
+        for title in created_queries {
+            plan.changes.push(Change::CreateQuery { title });
+        }
+        let existing = find_existing(&tx, key.as_deref(), &name).map_err(api_error)?;
         let draft = draft_from_body(&body, settings, &creator, existing.as_ref())
             .map_err(api_error)
             .with_context(context)?;
@@ -283,34 +543,50 @@ pub fn import(
             .map_err(api_error)
             .with_context(context)?;
         let now = now_ms();
+        let set_key = |id: i64| -> anyhow::Result<()> {
+            if let Some(k) = &key {
+                // A deleted job keeps its key; a job coming back takes it over.
+                tx.execute(
+                    "UPDATE jobs SET key = NULL WHERE key = ?1 AND id <> ?2",
+                    rusqlite::params![k, id],
+                )?;
+                tx.execute(
+                    "UPDATE jobs SET key = ?2 WHERE id = ?1",
+                    rusqlite::params![id, k],
+                )?;
+            }
+            Ok(())
+        };
         match existing {
             None => {
-                store::jobs::insert(&tx, &draft, creator.id, now).map_err(api_error)?;
+                let id = store::jobs::insert(&tx, &draft, creator.id, now).map_err(api_error)?;
+                set_key(id)?;
+                touched.insert(id);
                 plan.changes.push(Change::Create { name });
             }
             Some(job) => {
-                let before = portable(&tx, &job).map_err(api_error)?;
+                touched.insert(job.id);
+                let before = portable(&tx, &job, settings).map_err(api_error)?;
                 store::jobs::replace(&tx, job.id, &draft, job.updated_at).map_err(api_error)?;
+                set_key(job.id)?;
                 let replaced = store::jobs::get_live(&tx, job.id)
                     .map_err(api_error)?
                     .context("job vanished")?;
-                let after = portable(&tx, &replaced).map_err(api_error)?;
-                let fields = diff(&before, &after);
-                if fields.is_empty() {
-                    plan.changes.push(Change::Unchanged { name });
+                let mut after = portable(&tx, &replaced, settings).map_err(api_error)?;
+                if key.is_none() {
+                    // A file without keys says nothing about them.
+                    after.remove(KEY);
+                    let mut before = before.clone();
+                    before.remove(KEY);
+                    push_update(&tx, &mut plan, job.id, name, &before, &after, now)?;
                 } else {
-                    // A real change gets a new version, so a running server's scheduler picks it up.
-                    tx.execute(
-                        "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
-                        [job.id, now],
-                    )?;
-                    plan.changes.push(Change::Update { name, fields });
+                    push_update(&tx, &mut plan, job.id, name, &before, &after, now)?;
                 }
             }
         }
     }
     for job in store::jobs::list_all_live(&tx).map_err(api_error)? {
-        if !seen.contains_key(&job.name) {
+        if !touched.contains(&job.id) {
             plan.not_in_file.push(job.name);
         }
     }
@@ -322,12 +598,50 @@ pub fn import(
     Ok(plan)
 }
 
-fn find_live_by_name(conn: &Connection, name: &str) -> Result<Option<Job>, ApiError> {
-    let id: Option<i64> = rusqlite::OptionalExtension::optional(conn.query_row(
-        "SELECT id FROM jobs WHERE name = ?1 AND activity_status <> 'Disabled'",
-        [name],
-        |r| r.get(0),
-    ))?;
+fn push_update(
+    tx: &Connection,
+    plan: &mut ImportPlan,
+    id: i64,
+    name: String,
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+    now: i64,
+) -> anyhow::Result<()> {
+    let fields = diff(before, after);
+    if fields.is_empty() {
+        plan.changes.push(Change::Unchanged { name });
+    } else {
+        // A real change gets a new version, so a running server's scheduler picks it up.
+        tx.execute("UPDATE jobs SET updated_at = ?2 WHERE id = ?1", [id, now])?;
+        plan.changes.push(Change::Update { name, fields });
+    }
+    Ok(())
+}
+
+/// The live job a file's table means: the one with its key; else (no key in the file, or a key
+/// no job has yet) the one with its name that has no other key.
+fn find_existing(
+    conn: &Connection,
+    key: Option<&str>,
+    name: &str,
+) -> Result<Option<Job>, ApiError> {
+    let by_key: Option<i64> = match key {
+        Some(k) => rusqlite::OptionalExtension::optional(conn.query_row(
+            "SELECT id FROM jobs WHERE key = ?1 AND activity_status <> 'Disabled'",
+            [k],
+            |r| r.get(0),
+        ))?,
+        None => None,
+    };
+    let id = match by_key {
+        Some(id) => Some(id),
+        None => rusqlite::OptionalExtension::optional(conn.query_row(
+            "SELECT id FROM jobs WHERE name = ?1 AND activity_status <> 'Disabled'
+               AND (?2 IS NULL OR key IS NULL OR key = ?2) ORDER BY id LIMIT 1",
+            rusqlite::params![name, key],
+            |r| r.get(0),
+        ))?,
+    };
     match id {
         Some(id) => store::jobs::get_live(conn, id),
         None => Ok(None),

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/0002_job_webhook_url.sql"),
     include_str!("../../migrations/0004_run_task.sql"),
+    include_str!("../../migrations/0006_job_key.sql"),
 ];
 
 /// Handle to the ledger; cheap to clone.

@@ -13,6 +13,7 @@ mod data;
 mod html;
 mod pages;
 mod query_preview;
+mod scripts;
 mod session;
 
 use actix_web::web;
@@ -44,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/ui/users").route(web::get().to(pages::users)))
         .service(web::resource("/ui/api/me").route(web::get().to(data::me)))
         .service(web::resource("/ui/api/recent-runs").route(web::get().to(data::recent_runs)))
+        .service(web::resource("/ui/api/scripts").route(web::get().to(scripts::scripts)))
         .service(
             web::resource("/ui/api/schedule-preview").route(web::post().to(data::schedule_preview)),
         )

@@ -190,7 +190,7 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
 
     app.write_script("noop.sh", "#!/bin/sh\n");
     app.create_external_job("backed up", "noop.sh").await;
-    let backup = app.data_dir.join("copy.db");
+    let backup = app.data_dir.join("copy.zip");
     let output = run(labcron(&[
         "backup",
         backup.to_str().unwrap(),
@@ -198,7 +198,15 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
         &data,
     ]));
     assert!(output.status.success(), "{}", text(&output));
-    let copy = rusqlite::Connection::open(&backup).unwrap();
+    // The backup is a zip whose labcron.db is the ledger's copy (tests/api/backup.rs restores it).
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(&backup).unwrap()).unwrap();
+    let ledger_copy = app.data_dir.join("copy.db");
+    std::io::copy(
+        &mut archive.by_name("labcron.db").unwrap(),
+        &mut std::fs::File::create(&ledger_copy).unwrap(),
+    )
+    .unwrap();
+    let copy = rusqlite::Connection::open(&ledger_copy).unwrap();
     let integrity: String = copy
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -688,4 +696,184 @@ exit 3
             .any(|s| s["request_id"].as_str().is_some_and(|id| !id.is_empty())),
         "the request's events carry its request id: {created}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames() {
+    let app = spawn_app().await;
+    let data = app.data_dir.to_str().unwrap().to_string();
+    app.write_script("export.sh", "#!/bin/sh\n");
+    let query = ok_json(
+        app.post(
+            "/saved-queries",
+            &json!({"title": "Site count", "sql": "SELECT count(*) AS n FROM sites WHERE name <> :skip"}),
+        )
+        .await,
+    )
+    .await;
+    app.create_job(
+        &json!({"name": "Sites", "type": "QUERY", "repeatSchedule": "WEEKLY",
+        "scheduledDayOfWeek": "MONDAY", "scheduledHour": 6, "scheduledMinute": 30,
+        "timezone": "Europe/Berlin", "savedQuery": {"id": query["id"]}, "fixedArgs": "skip=none",
+        "startDate": 1_798_761_600_000i64, "endDate": 1_893_456_000_000i64}),
+    )
+    .await;
+    app.create_external_job("Export", "export.sh").await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.toml");
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        first.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    let exported = std::fs::read_to_string(&first).unwrap();
+    // 2027-01-01T00:00:00Z and 2030-01-01T00:00:00Z in Berlin's winter time.
+    assert!(
+        exported.contains("startDate = \"2027-01-01T01:00:00+01:00\"")
+            && exported.contains("endDate = \"2030-01-01T01:00:00+01:00\""),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("title = \"Site count\"") && exported.contains("dataSource = \"lab\""),
+        "{exported}"
+    );
+    assert_eq!(exported.matches("\nkey = \"").count(), 2, "{exported}");
+    let again = dir.path().join("again.toml");
+    run(labcron(&[
+        "jobs",
+        "export",
+        again.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(&again).unwrap(),
+        exported,
+        "keys are stable"
+    );
+
+    // Into an empty server (no saved queries, no jobs), then out again: the same file.
+    let other = spawn_app().await;
+    other.write_script("export.sh", "#!/bin/sh\n");
+    let other_data = other.data_dir.to_str().unwrap().to_string();
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        first.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &other_data,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("+ create  saved query \"Site count\""),
+        "{}",
+        text(&output)
+    );
+    let second = dir.path().join("second.toml");
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        second.to_str().unwrap(),
+        "--data-dir",
+        &other_data,
+    ]));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), exported);
+
+    // A rename in git updates the job, found by its key.
+    let renamed = dir.path().join("renamed.toml");
+    std::fs::write(
+        &renamed,
+        exported.replace("name = \"Export\"", "name = \"Nightly export\""),
+    )
+    .unwrap();
+    let output = run(labcron(&[
+        "jobs",
+        "import",
+        renamed.to_str().unwrap(),
+        "--apply",
+        "--data-dir",
+        &other_data,
+    ]));
+    let report = text(&output);
+    assert!(
+        output.status.success() && report.contains("name: \"Export\" -> \"Nightly export\""),
+        "{report}"
+    );
+    assert_eq!(
+        ok_json(other.get("/scheduled-jobs/count").await).await["count"],
+        2
+    );
+
+    // Mistakes are named: the key and what was expected, the job and the field.
+    let bad = dir.path().join("bad.toml");
+    let import_error = |content: String| {
+        std::fs::write(&bad, content).unwrap();
+        let output = run(labcron(&[
+            "jobs",
+            "import",
+            bad.to_str().unwrap(),
+            "--data-dir",
+            &other_data,
+        ]));
+        assert!(!output.status.success(), "{}", text(&output));
+        text(&output)
+    };
+    let message = import_error(exported.replace("[[jobs]]", "[[job]]"));
+    assert!(
+        message.contains("unknown key `job`") && message.contains("expected `jobs`"),
+        "{message}"
+    );
+    let message = import_error(exported.replace("scheduledHour = 6", "scheduledHours = 6"));
+    assert!(
+        message.contains("job \"Sites\"")
+            && message.contains("unknown key `scheduledHours`")
+            && message.contains("`scheduledHour`"),
+        "{message}"
+    );
+    let message = import_error(exported.replace("title = \"Site count\"", "titel = \"x\""));
+    assert!(
+        message.contains("job \"Sites\"") && message.contains("savedQuery: unknown key `titel`"),
+        "{message}"
+    );
+    let message = import_error(exported.replace("2027-01-01T01:00:00+01:00", "next monday"));
+    assert!(
+        message.contains("job \"Sites\"") && message.contains("startDate: `next monday`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn subcommand_help_shows_only_the_settings_it_uses() {
+    let help = text(&run(labcron(&["user", "add", "--help"])));
+    assert!(help.contains("--data-dir"), "{help}");
+    assert!(!help.contains("--runs-max-concurrent"), "{help}");
+    assert!(help.lines().count() < 30, "{help}");
+    let help = text(&run(labcron(&["healthcheck", "--help"])));
+    assert!(
+        help.contains("--bind") && !help.contains("--data-dir"),
+        "{help}"
+    );
+    let help = text(&run(labcron(&["backup", "--help"])));
+    assert!(
+        help.contains("--with-runs") && help.contains("Not included"),
+        "{help}"
+    );
+    // The server's own help still lists every setting (help_lists_every_setting_with_its_variable);
+    // a hidden setting is still accepted by a subcommand.
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(labcron(&[
+        "jobs",
+        "export",
+        dir.path().join("j.toml").to_str().unwrap(),
+        "--runs-max-concurrent",
+        "3",
+        "--data-dir",
+        dir.path().join("none").to_str().unwrap(),
+    ]));
+    assert!(text(&output).contains("no ledger"), "{}", text(&output));
 }

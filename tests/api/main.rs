@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod backup;
 mod cli;
 mod hardening;
 mod internal;
@@ -11,9 +12,12 @@ mod jobs;
 mod metrics;
 mod notifications;
 mod openapi;
+mod openspecimen_client;
 mod packaging;
 mod queries;
+mod readme;
 mod restart;
 mod retention;
 mod runs;
 mod scheduler;
+mod scripts;

@@ -306,3 +306,30 @@ async fn validation_errors_appear_beside_their_fields() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_picker_shows_the_programs_and_fills_the_command() {
+    ui_test("scripts_picker", async |ui| {
+        ui.app
+            .write_script("count.sh", "#!/bin/sh\n# Counts specimens per site\n");
+        ui.sign_in_admin().await;
+        ui.goto("/ui/jobs/new").await;
+        ui.wait_visible("#job-form").await;
+        ui.click("#scripts-picker summary").await;
+        let entry = ui
+            .wait_text(
+                "#scripts-list li[data-name=\"count.sh\"]",
+                "the script",
+                |t| t.contains("Counts specimens per site"),
+            )
+            .await;
+        assert!(entry.contains("bytes"), "{entry}");
+        ui.fill("#command", "old.sh --site Main").await;
+        ui.click("button[data-script=\"count.sh\"]").await;
+        let command = ui
+            .js("return document.querySelector('#command').value;", vec![])
+            .await;
+        assert_eq!(command, json!("count.sh --site Main"));
+    })
+    .await;
+}

@@ -343,3 +343,36 @@ async fn a_job_can_be_run_with_the_keyboard_alone() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lists_say_their_time_zone_count_users_in_the_singular_and_space_query_titles() {
+    ui_test("newcomer_wording", async |ui| {
+        let query = create_saved_query(&ui.app, "Plasma at a site", "SELECT 1 AS one").await;
+        ui.sign_in_admin().await;
+        ui.goto("/ui/jobs").await;
+        let hint = ui
+            .wait_contains("#time-zone-hint", "browser's time zone")
+            .await;
+        assert!(hint.contains(BROWSER_TZ), "{hint}");
+        // Only the admin exists besides the system user.
+        ui.goto("/ui/users").await;
+        ui.wait_contains("#list-size", "Showing 1 user").await;
+        assert!(
+            !ui.text("#list-size")
+                .await
+                .unwrap_or_default()
+                .contains("users")
+        );
+        ui.goto("/ui/saved-queries").await;
+        let title = ui
+            .wait_text("table", "the saved queries", |t| {
+                t.contains("Plasma at a site")
+            })
+            .await;
+        assert!(
+            title.contains(&format!("#{query} Plasma at a site")),
+            "{title}"
+        );
+    })
+    .await;
+}

@@ -326,7 +326,42 @@
     input("maxQueuedRuns").value = job.maxQueuedRuns === undefined || job.maxQueuedRuns === null ? "" : job.maxQueuedRuns;
   }
 
+  // The read-only scripts picker (admins only, as EXTERNAL jobs are): name, size, modified and
+  // first lines of each program; "Use" puts its name into the command field.
+  async function loadScripts() {
+    const picker = LC.byId("scripts-picker");
+    if (!picker || !LC.me.admin) return;
+    let programs;
+    try {
+      programs = await LC.api("GET", "/ui/api/scripts");
+    } catch (e) {
+      LC.byId("scripts-note").textContent = "The scripts cannot be listed: " + LC.errorText(e);
+      picker.hidden = false;
+      return;
+    }
+    const list = LC.byId("scripts-list");
+    LC.clear(list);
+    if (!programs.length) LC.byId("scripts-note").textContent = "The scripts directory holds no programs yet.";
+    programs.forEach(function (p) {
+      const use = el("button", { type: "button", class: "secondary", "data-script": p.name }, "Use");
+      use.addEventListener("click", function () {
+        const command = input("command");
+        const rest = command.value.trim().split(/\s+/).slice(1).join(" ");
+        command.value = rest ? p.name + " " + rest : p.name;
+        command.dispatchEvent(new Event("input", { bubbles: true }));
+        command.focus();
+      });
+      const when = p.modified ? LC.fmtDateTime(p.modified) : "";
+      list.append(el("li", { class: "script", "data-name": p.name },
+        el("div", { class: "script-head" }, el("code", { class: "script-name" }, p.name), " ",
+          el("span", { class: "muted script-meta" }, p.size + " bytes" + (when ? ", modified " + when : "")), " ", use),
+        el("pre", { class: "script-lines" }, p.firstLines.join("\n"))));
+    });
+    picker.hidden = false;
+  }
+
   async function init() {
+    loadScripts();
     const usersCall = LC.api("GET", "/users").catch(function () { return []; });
     const queriesCall = LC.api("GET", "/saved-queries?maxResults=1000").then(function (list) { return { list: list }; }, function (e) { return { error: e }; });
     const jobCall = jobId ? LC.api("GET", "/scheduled-jobs/" + jobId) : Promise.resolve(null);

@@ -13,6 +13,16 @@
   const tbody = LC.byId("jobs-body");
   const state = { query: "", type: "", page: 0, count: 0, jobs: [], recent: {} };
   let generation = 0;
+  // Say which zone the times below are in (the browser's, not the server's or the job's).
+  try {
+    const zoneName = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zoneName) {
+      LC.byId("time-zone-hint").textContent =
+        "Times are in your browser's time zone: " + zoneName + " (" + LC.fmtOffset(Date.now()) + ").";
+    }
+  } catch (e) {
+    // The static text of the page stays.
+  }
 
   function readAddress() {
     const params = new URLSearchParams(location.search);

@@ -65,7 +65,7 @@
           actions.append(del);
         }
         tbody.append(el("tr", { dataset: { queryId: q.id } },
-          cell("Title", "title", el("a", { href: "/ui/saved-queries/" + q.id + "/edit" }, el("span", { class: "job-id" }, "#" + q.id), el("span", { class: "job-name" }, q.title))),
+          cell("Title", "title", el("a", { href: "/ui/saved-queries/" + q.id + "/edit" }, el("span", { class: "job-id" }, "#" + q.id), " ", el("span", { class: "job-name" }, q.title))),
           cell("Data Source", null, el("code", {}, q.dataSource || "")),
           cell("Created By", null, LC.userName(q.createdBy)),
           cell("Last Modified", "nowrap", LC.timeEl(q.lastModifiedOn)),

@@ -26,7 +26,7 @@
     const users = (await LC.api("GET", "/users")).filter(function (u) {
       return u.loginName.charAt(0) !== "$" && (LC.me.admin || u.id === LC.me.id);
     });
-    LC.byId("list-size").textContent = LC.me.admin ? "Showing " + users.length + " users" : "Your account";
+    LC.byId("list-size").textContent = LC.me.admin ? "Showing " + users.length + (users.length === 1 ? " user" : " users") : "Your account";
     LC.clear(tbody);
     users.forEach(function (user) {
       const actions = el("div", { class: "row-actions" });
