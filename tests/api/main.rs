@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod daemons;
 mod internal;
 mod jobs;
 mod metrics;
@@ -12,6 +13,7 @@ mod notifications;
 mod openapi;
 mod packaging;
 mod queries;
+mod query_limits;
 mod restart;
 mod retention;
 mod runs;
