@@ -287,8 +287,10 @@ pub fn become_subreaper() {
 fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
     let mut killed: HashSet<i32> = HashSet::new();
     let own = Ids::own();
+    // One look at the children serves both questions below (a look costs a read per thread).
+    let kids = children();
     if let Some(marker) = marker
-        && may_have_left_the_group(marker, &own)
+        && may_have_left_the_group(&kids, marker, &own)
     {
         let markers = HashSet::from([marker.to_string()]);
         // A process may fork between being read and being killed: look until none is new.
@@ -302,7 +304,7 @@ fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
         }
     }
     reap(pgid, &killed);
-    reap_departed_zombies(&own);
+    reap_departed_zombies(&kids, &own);
     killed.len()
 }
 
@@ -366,8 +368,8 @@ fn children() -> Vec<i32> {
 /// of them is this server's child (orphans come to a subreaper), so only the children are
 /// looked at: one with the run's marker, or one without any run's marker that moved out of its
 /// group, sends the caller searching every process. Saves a walk over all of /proc per run.
-fn may_have_left_the_group(marker: &str, own: &Ids) -> bool {
-    children().into_iter().any(|pid| {
+fn may_have_left_the_group(kids: &[i32], marker: &str, own: &Ids) -> bool {
+    kids.iter().copied().any(|pid| {
         let Some(ids) = Ids::of(pid) else {
             return false;
         };
@@ -417,8 +419,8 @@ fn reap(pgid: u32, killed: &HashSet<i32>) {
 /// Reaps zombies this server adopted that had moved out of their group (a run's daemon that ended
 /// by itself while its run went on, when nothing was left to find it by). The runs' programs are
 /// never touched (tokio waits for them), nor anything else started in the server's own group.
-fn reap_departed_zombies(own: &Ids) {
-    for pid in children() {
+fn reap_departed_zombies(kids: &[i32], own: &Ids) {
+    for &pid in kids {
         if Ids::of(pid).is_some_and(|ids| ids.zombie && ids.moved(pid, own)) {
             // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
             unsafe {
