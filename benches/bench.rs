@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use labcron::query::csv::{Guard, export_csv};
+use labcron::query::csv::{Guard, Limits, export_csv};
 use labcron::query::sources::open_read_only;
 use serde_json::{Value, json};
 
@@ -306,7 +306,7 @@ fn csv_export(ctx: &Context) -> Vec<Figure> {
         guard.install(&conn).map_err(|e| e.to_string())?;
         let mut stmt = conn.prepare(EXPORT_QUERY).map_err(|e| e.to_string())?;
         let mut file = std::fs::File::create(&ours_out).map_err(|e| e.to_string())?;
-        export_csv(&mut stmt, &mut file, None, &guard).map_err(|e| e.to_string())?;
+        export_csv(&mut stmt, &mut file, Limits::default(), &guard).map_err(|e| e.to_string())?;
         Ok(())
     };
     let ours = match median_time(3, export) {

@@ -88,6 +88,13 @@ pub struct QuerySettings {
     pub time_limit_seconds: u64,
     /// A QUERY run stops (FAILED, no file) when its result would have more rows than this.
     pub row_limit: u64,
+    /// A QUERY run stops (FAILED, no file) when its CSV would be larger than this many bytes;
+    /// no more than this is ever written.
+    pub result_byte_limit: u64,
+    /// Longest single value (text or blob, before CSV encoding) a saved query may produce or
+    /// read, in bytes; a longer one fails the run (and is never built in memory). At most
+    /// 1,000,000,000 (SQLite's own limit).
+    pub value_byte_limit: u64,
     /// On the very first start, when `lab` is not configured and `<data_dir>/lab.db` does not
     /// exist, create it with a demo biobank (sites, participants, visits, specimens).
     pub demo_database: bool,
@@ -185,6 +192,8 @@ impl Default for QuerySettings {
         QuerySettings {
             time_limit_seconds: 1800,
             row_limit: 10_000_000,
+            result_byte_limit: 4 * 1024 * 1024 * 1024,
+            value_byte_limit: 64 * 1024 * 1024,
             demo_database: true,
         }
     }
@@ -386,6 +395,16 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "Most rows a QUERY run may write [default: 10000000]",
     ),
     spec(
+        "queries.result_byte_limit",
+        Integer,
+        "Most bytes of CSV a QUERY run may write [default: 4294967296]",
+    ),
+    spec(
+        "queries.value_byte_limit",
+        Integer,
+        "Longest value in bytes a saved query may produce or read [default: 67108864]",
+    ),
+    spec(
         "queries.demo_database",
         Boolean,
         "Create the demo lab database on the very first start [default: true]",
@@ -574,6 +593,12 @@ impl Settings {
         }
         if self.queries.row_limit == 0 {
             bail!("setting `queries.row_limit` must be at least 1");
+        }
+        if self.queries.result_byte_limit < 1024 {
+            bail!("setting `queries.result_byte_limit` must be at least 1024");
+        }
+        if !(1024..=1_000_000_000).contains(&self.queries.value_byte_limit) {
+            bail!("setting `queries.value_byte_limit` must be from 1024 to 1000000000");
         }
         self.notifications.validate()?;
         self.retention.validate()?;

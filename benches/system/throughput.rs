@@ -23,7 +23,7 @@ pub fn runs_throughput(ctx: &Context) -> Vec<Figure> {
                 .note(note.clone()),
             Figure::measured(&format!("{name}, vs spawn+wait loop"), ours, "runs/s")
                 .baseline(baseline)
-                .target(Target::AtLeast(0.5))
+                .target(Target::AtLeast(0.6))
                 .note("baseline: the same script spawned and waited for 2,000 times in a loop"),
         ],
         Err(e) => vec![Figure::skipped(name, "runs/s", e)],

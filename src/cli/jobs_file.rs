@@ -101,9 +101,8 @@ fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
     }
     // Bring the schema up to date first (a ledger last opened by an older labcron).
     drop(crate::store::Db::open(&path)?);
-    let conn = Connection::open(&path)?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")?;
-    Ok(conn)
+    // The server's writer settings, durability included.
+    Ok(crate::store::writer_connection(&path)?)
 }
 
 fn api_error(e: ApiError) -> anyhow::Error {

@@ -24,7 +24,7 @@ use super::files::RunPaths;
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
 use crate::error::ApiError;
-use crate::query::csv::{CsvWriter, ExportError, Guard, Stop, export_csv};
+use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv};
 use crate::query::sources::{open_read_only, sqlite_message};
 use crate::store::maintenance;
 use crate::store::runs::Outcome;
@@ -163,7 +163,7 @@ async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, T
             Ok(Err(stop)) => return Err(TaskError::Stopped(stop)),
             Err(e) => return Err(e.into()),
         };
-        let size = write_aside(&target, |tmp| -> std::io::Result<u64> {
+        let size = write_aside(&target, |tmp| -> Result<u64, ExportError> {
             let mut csv = CsvWriter::new(std::fs::File::create(tmp)?);
             let header = ["jobId", "runId", "finishedAt", "files", "bytes"];
             let header: Vec<ValueRef> = header.iter().map(|h| ValueRef::from(*h)).collect();
@@ -356,7 +356,7 @@ async fn runs_report(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, Tas
             let mut stmt = conn.prepare(maintenance::RUNS_REPORT_SQL)?;
             stmt.raw_bind_parameter(1, since)?;
             let mut out = std::fs::File::create(tmp)?;
-            let stats = export_csv(&mut stmt, &mut out, None, &guard)?;
+            let stats = export_csv(&mut stmt, &mut out, Limits::default(), &guard)?;
             out.flush()?;
             Ok(stats)
         })?;

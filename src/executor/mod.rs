@@ -96,8 +96,10 @@ impl Executor {
         }
     }
 
-    /// Starts the dispatcher loop on the current tokio runtime.
+    /// Starts the dispatcher loop on the current tokio runtime. From here on this process adopts
+    /// the orphans of runs (see `process`).
     pub fn start(&self) {
+        process::become_subreaper();
         let executor = self.clone();
         tokio::spawn(async move { executor.dispatch_loop().await });
     }
@@ -531,6 +533,7 @@ impl Executor {
             timeout: Duration::from_secs(job.timeout_seconds.max(1) as u64),
             kill_grace: Duration::from_secs(self.inner.settings.runs.kill_grace_seconds),
             log_cap: self.inner.settings.runs.log_cap_bytes,
+            marker: Some(recovery::run_marker(paths)),
         };
         let report = run_process(spec, cancel).await;
         clear_work_dir(paths.work_dir.clone()).await;

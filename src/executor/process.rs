@@ -1,12 +1,16 @@
 //! Running one program for a run: no shell, a cleared environment, its own process group, stdout
 //! and stderr drained concurrently into a capped log (or stdout into the result file), and the
-//! whole group killed on timeout, cancel, or once the program itself has exited (so nothing it
-//! started in the background outlives the run).
+//! whole group killed on timeout, cancel, or once the program itself has exited. Processes that
+//! left the group (`setsid`, a double fork) are found by the run's marker in their environment
+//! and killed too, and every leftover this server adopted is reaped: the server is a child
+//! subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of a run become its children rather than
+//! init's, and none is left running or a zombie once the run has ended.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -25,6 +29,9 @@ pub struct ProcessSpec {
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub log_cap: u64,
+    /// An `env` entry (`NAME=value`) that only this run's processes carry: at the end, every
+    /// process that has it is killed, wherever it moved.
+    pub marker: Option<String>,
 }
 
 /// How the program ended.
@@ -231,8 +238,19 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
             ProcessEnd::Cancelled
         }
     };
-    // Whatever the program left running in its group goes too; then its pipes close.
+    // Whatever the program left running in its group goes too, and whatever left the group but
+    // still carries the run's marker; then their pipes close, and the server reaps them.
     signal_group(pgid, libc::SIGKILL);
+    let marker = spec.marker.clone();
+    let ended = tokio::task::spawn_blocking(move || end_leftovers(pgid, marker.as_deref())).await;
+    if let Ok(killed) = ended
+        && killed > 0
+    {
+        tracing::info!(
+            processes = killed,
+            "killed processes the run left outside its process group"
+        );
+    }
 
     // A process that left the group (setsid) could hold a pipe open forever: stop waiting then.
     let drain_limit = Duration::from_secs(5);
@@ -255,6 +273,168 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
         log_truncated: sink.truncated,
         last_stderr_line,
         stdout_error,
+    }
+}
+
+/// Makes this process the reaper of its descendants' orphans (instead of init), so that a run's
+/// daemons stay within reach: they can be waited for, and nothing this server started is left
+/// to another process. Logged, not fatal, where the kernel refuses.
+pub fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot become a child subreaper: orphans of runs go to init"
+        );
+    }
+}
+
+/// After a run's group was killed: kills every process still carrying `marker` (it left the group)
+/// and reaps what this server adopted. Returns how many marked processes were killed.
+fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
+    let mut killed: HashSet<i32> = HashSet::new();
+    let own = Ids::own();
+    // One look at the children serves both questions below (a look costs a read per thread).
+    let kids = children();
+    if let Some(marker) = marker
+        && may_have_left_the_group(&kids, marker, &own)
+    {
+        let markers = HashSet::from([marker.to_string()]);
+        // A process may fork between being read and being killed: look until none is new.
+        for _ in 0..10 {
+            let before = killed.len();
+            killed.extend(super::recovery::kill_processes_with_env(&markers));
+            if killed.len() == before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    reap(pgid, &killed);
+    reap_departed_zombies(&kids, &own);
+    killed.len()
+}
+
+/// A process's state, group and session, from `/proc/<pid>/stat`.
+struct Ids {
+    zombie: bool,
+    pgid: i32,
+    session: i32,
+}
+
+impl Ids {
+    fn of(pid: i32) -> Option<Ids> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the parenthesised name: state ppid pgrp session …
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(Ids {
+            zombie: *fields.first()? == "Z",
+            pgid: fields.get(2)?.parse().ok()?,
+            session: fields.get(3)?.parse().ok()?,
+        })
+    }
+
+    fn own() -> Ids {
+        // SAFETY: getpgid(0) and getsid(0) have no preconditions.
+        unsafe {
+            Ids {
+                zombie: false,
+                pgid: libc::getpgid(0),
+                session: libc::getsid(0),
+            }
+        }
+    }
+
+    /// Whether process `pid` with these ids moved out of the group it was started in: runs'
+    /// programs lead their own group, everything else this server starts stays in its group.
+    fn moved(&self, pid: i32, own: &Ids) -> bool {
+        self.session != own.session || (self.pgid != pid && self.pgid != own.pgid)
+    }
+}
+
+/// The children of this process (of all its threads): the runs' programs, and the orphans it
+/// adopted as a subreaper.
+fn children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+/// Whether the run may have left a process outside its group. If it did, the topmost live one
+/// of them is this server's child (orphans come to a subreaper), so only the children are
+/// looked at: one with the run's marker, or one without any run's marker that moved out of its
+/// group, sends the caller searching every process. Saves a walk over all of /proc per run.
+fn may_have_left_the_group(kids: &[i32], marker: &str, own: &Ids) -> bool {
+    kids.iter().copied().any(|pid| {
+        let Some(ids) = Ids::of(pid) else {
+            return false;
+        };
+        if ids.zombie {
+            return false;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            return ids.moved(pid, own);
+        };
+        let mut vars = environ.split(|b| *b == 0);
+        let mut any_marker = false;
+        let ours = vars.any(|var| {
+            any_marker |= var.starts_with(b"LABCRON_RESULT_DIR=");
+            var == marker.as_bytes()
+        });
+        ours || (!any_marker && ids.moved(pid, own))
+    })
+}
+
+/// Waits (a little) for the killed processes this server adopted: members of the run's group and
+/// `killed`. A pid that is not this server's child (ECHILD) is another process's to reap.
+fn reap(pgid: u32, killed: &HashSet<i32>) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut pending: Vec<i32> = killed.iter().copied().collect();
+    loop {
+        let group_done = loop {
+            // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
+            let pid = unsafe {
+                libc::waitpid(-(pgid as libc::pid_t), std::ptr::null_mut(), libc::WNOHANG)
+            };
+            match pid {
+                pid if pid > 0 => continue,
+                0 => break false,
+                _ => break true,
+            }
+        };
+        // SAFETY: as above.
+        pending
+            .retain(|&pid| unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == 0 });
+        if (group_done && pending.is_empty()) || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Reaps zombies this server adopted that had moved out of their group (a run's daemon that ended
+/// by itself while its run went on, when nothing was left to find it by). The runs' programs are
+/// never touched (tokio waits for them), nor anything else started in the server's own group.
+fn reap_departed_zombies(kids: &[i32], own: &Ids) {
+    for &pid in kids {
+        if Ids::of(pid).is_some_and(|ids| ids.zombie && ids.moved(pid, own)) {
+            // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! source and streams the rows as CSV to `scheduled_query_<queryId>_<runId>.csv` in the run
 //! directory, written aside and renamed so the file appears only complete. It stops, FAILED and
 //! without a file, at the time limit (the smaller of the job's `timeoutSeconds` and the setting
-//! `queries.time_limit_seconds`), at the row limit (`queries.row_limit`) or when cancelled. The
+//! `queries.time_limit_seconds`), at the row limit (`queries.row_limit`), at the byte limit
+//! (`queries.result_byte_limit`), at a value longer than `queries.value_byte_limit`, or when
+//! cancelled. The
 //! database work runs on a blocking thread; nothing is held across an `.await`. One line in the
 //! run log says what happened.
 
@@ -19,7 +21,7 @@ use crate::config::Settings;
 use crate::domain::args::split_args;
 use crate::domain::job::Job;
 use crate::domain::run::Run;
-use crate::query::csv::{ExportError, ExportStats, Guard, Stop, export_csv};
+use crate::query::csv::{ExportError, ExportStats, Guard, Limits, Stop, export_csv};
 use crate::query::params::{bind_params, parse_args};
 use crate::query::sources::{DataSources, prepare_single};
 use crate::store::runs::Outcome;
@@ -141,8 +143,11 @@ pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
     let limit = Duration::from_secs(
         (ctx.job.timeout_seconds.max(1) as u64).min(ctx.settings.queries.time_limit_seconds),
     );
-    let row_limit = ctx.settings.queries.row_limit;
-    let result = export_saved_query(&ctx, limit, row_limit).await;
+    let limits = Limits {
+        rows: Some(ctx.settings.queries.row_limit),
+        bytes: Some(ctx.settings.queries.result_byte_limit),
+    };
+    let result = export_saved_query(&ctx, limit, limits).await;
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok((file, stats, query_line)) => {
@@ -162,7 +167,7 @@ pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
 async fn export_saved_query(
     ctx: &TaskContext<'_>,
     limit: Duration,
-    row_limit: u64,
+    limits: Limits,
 ) -> Result<(String, ExportStats, String), String> {
     let query_id = ctx
         .job
@@ -197,7 +202,7 @@ async fn export_saved_query(
         bind_params(&mut stmt, &args).map_err(Failure::Message)?;
         write_aside(&target, |tmp| {
             let mut out = std::fs::File::create(tmp)?;
-            let stats = export_csv(&mut stmt, &mut out, Some(row_limit), &guard)?;
+            let stats = export_csv(&mut stmt, &mut out, limits, &guard)?;
             out.sync_all()?;
             Ok(stats)
         })
@@ -209,6 +214,13 @@ async fn export_saved_query(
         Ok(Err(Failure::Export(ExportError::Stopped(stop)))) => Err(ctx.stop_message(stop, limit)),
         Ok(Err(Failure::Export(ExportError::RowLimit(rows)))) => Err(format!(
             "stopped: the query returned more than {rows} rows, the row limit (setting queries.row_limit); no result file was kept"
+        )),
+        Ok(Err(Failure::Export(ExportError::ByteLimit(bytes)))) => Err(format!(
+            "stopped: the CSV would be larger than {bytes} bytes, the size limit (setting queries.result_byte_limit); no result file was kept"
+        )),
+        Ok(Err(Failure::Export(ExportError::ValueTooBig))) => Err(format!(
+            "stopped: a value (or a row to sort) is longer than {} bytes, the value limit (setting queries.value_byte_limit); no result file was kept",
+            ctx.settings.queries.value_byte_limit
         )),
         Ok(Err(Failure::Export(e))) => Err(format!("the query failed: {e}")),
         Err(e) => Err(format!("the query task failed: {e}")),

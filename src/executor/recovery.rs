@@ -1,7 +1,8 @@
 //! Start-up recovery after a crash. Runs left `IN_PROGRESS` cannot be finished by anyone, so they
 //! become FAILED "interrupted by server restart"; before that, any process still running for them
 //! (found by the `LABCRON_RESULT_DIR` each run's process carries in its environment, which names
-//! this data directory and that run) is killed, so no child from before the crash lives on.
+//! this data directory and that run) is killed, so no child from before the crash lives on. The
+//! same search ends, at the end of every run, the processes that run left outside its group.
 //! `QUEUED` runs are left alone: the dispatcher runs them.
 
 use std::collections::HashSet;
@@ -23,32 +24,37 @@ pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ApiEr
     }
     let markers: HashSet<String> = interrupted
         .iter()
-        .map(|(run_id, job_id)| {
-            format!(
-                "LABCRON_RESULT_DIR={}",
-                RunPaths::new(data_dir, *job_id, *run_id)
-                    .result_dir
-                    .display()
-            )
-        })
+        .map(|(run_id, job_id)| run_marker(&RunPaths::new(data_dir, *job_id, *run_id)))
         .collect();
     // Killed processes may take a moment to disappear; a few passes catch children forked late.
     for _ in 0..5 {
-        if kill_processes_with_env(&markers) == 0 {
+        let killed = kill_processes_with_env(&markers);
+        if killed.is_empty() {
             break;
+        }
+        for pid in killed {
+            tracing::warn!(pid, "killed a process left over from an interrupted run");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     db.write_sync(|tx| store::runs::fail_all_in_progress(tx, RESTART_MESSAGE, now_ms()))
 }
 
-/// SIGKILLs every process whose environment contains one of `markers`; returns how many.
-fn kill_processes_with_env(markers: &HashSet<String>) -> usize {
+/// The environment entry every process of a run carries (its `LABCRON_RESULT_DIR`), and nothing
+/// else does: it names this data directory and that run.
+pub fn run_marker(paths: &RunPaths) -> String {
+    format!("LABCRON_RESULT_DIR={}", paths.result_dir.display())
+}
+
+/// SIGKILLs every process whose environment contains one of `markers`; returns their pids. Used
+/// at start-up (runs a crash interrupted) and at the end of every run (processes that left the
+/// run's group).
+pub fn kill_processes_with_env(markers: &HashSet<String>) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
     let own_pid = std::process::id();
-    let mut killed = 0;
+    let mut killed = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -71,8 +77,7 @@ fn kill_processes_with_env(markers: &HashSet<String>) -> usize {
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
-            tracing::warn!(pid, "killed a process left over from an interrupted run");
-            killed += 1;
+            killed.push(pid as i32);
         }
     }
     killed

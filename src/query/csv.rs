@@ -3,9 +3,13 @@
 //! `,`, `"`, CR or LF. UTF-8 without a byte-order mark; text that is not valid UTF-8 gets U+FFFD
 //! for the bad bytes. NULL is an empty field; integers and reals are unquoted (reals in their
 //! shortest round-trip form, e.g. `0.1`, `2.0`, `1e300`; infinities as `Inf`/`-Inf`); blobs are
-//! standard base64 with padding (RFC 4648). Rows go out one at a time through a fixed buffer, so
-//! memory stays flat whatever the row count. A `Guard` stops the statement at a deadline or on
-//! cancellation (through SQLite's progress handler, so even a step that yields no row stops).
+//! standard base64 with padding (RFC 4648). Output goes through a fixed buffer and every value,
+//! however long, is encoded piece by piece into it, so memory stays flat whatever the rows or
+//! values (SQLite itself holds one row; `SQLITE_LIMIT_LENGTH` on the connection caps each value).
+//! Limits are enforced here: rows (`Limits::rows`) and bytes written (`Limits::bytes`, never
+//! exceeded: a buffer that would pass it is not written), and a `Guard` that stops the work at a
+//! deadline or on cancellation — looked at after every row, inside long values, and through
+//! SQLite's progress handler, so even a step that yields no row stops.
 
 use std::io::{self, Write};
 use std::time::Instant;
@@ -51,6 +55,15 @@ impl Guard {
     }
 }
 
+/// How much an export may write; `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Data rows (the header not counted).
+    pub rows: Option<u64>,
+    /// Bytes of CSV, the header included.
+    pub bytes: Option<u64>,
+}
+
 /// What an export wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportStats {
@@ -63,6 +76,12 @@ pub struct ExportStats {
 pub enum ExportError {
     #[error("the query returned more than {0} rows")]
     RowLimit(u64),
+    #[error("the CSV would be larger than {0} bytes")]
+    ByteLimit(u64),
+    /// SQLite refused to make a value (or a row to sort) longer than the connection's
+    /// `SQLITE_LIMIT_LENGTH`.
+    #[error("a value is too big")]
+    ValueTooBig,
     #[error("stopped: {0:?}")]
     Stopped(Stop),
     #[error("{}", super::sources::sqlite_message(.0))]
@@ -72,48 +91,50 @@ pub enum ExportError {
 }
 
 /// Runs `stmt` (parameters already bound) and writes its rows to `out` as CSV, header first.
-/// Fails with `RowLimit` before writing row `max_rows + 1`, and with `Stopped` when the guard
-/// says so (the guard must also be installed on the connection for steps that yield no row).
+/// Fails with `RowLimit` before writing row `limits.rows + 1`, with `ByteLimit` before the output
+/// would pass `limits.bytes` (what was written stays below it; the caller removes the file), with
+/// `ValueTooBig` when SQLite refuses a value over its length limit, and with `Stopped` when the
+/// guard says so (the guard must also be installed on the connection for steps that yield no row).
 pub fn export_csv<W: Write>(
     stmt: &mut Statement<'_>,
     out: W,
-    max_rows: Option<u64>,
+    limits: Limits,
     guard: &Guard,
 ) -> Result<ExportStats, ExportError> {
     let columns = stmt.column_count();
-    let mut csv = CsvWriter::new(out);
+    let mut csv = CsvWriter::new(out).with_limits(limits.bytes, guard.clone());
     for (index, name) in stmt.column_names().into_iter().enumerate() {
         if index > 0 {
             csv.separator();
         }
-        csv.text(name.as_bytes());
+        csv.text(name.as_bytes())?;
     }
     csv.end_record()?;
 
-    let interrupted = |e: rusqlite::Error| match guard.check() {
-        Some(stop) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
-            ExportError::Stopped(stop)
-        }
+    let sqlite = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::OperationInterrupted) => match guard.check() {
+            Some(stop) => ExportError::Stopped(stop),
+            None => ExportError::Sqlite(e),
+        },
+        Some(rusqlite::ErrorCode::TooBig) => ExportError::ValueTooBig,
         _ => ExportError::Sqlite(e),
     };
     let mut rows = stmt.raw_query();
     let mut written: u64 = 0;
-    while let Some(row) = rows.next().map_err(interrupted)? {
-        if max_rows.is_some_and(|max| written >= max) {
+    while let Some(row) = rows.next().map_err(sqlite)? {
+        if limits.rows.is_some_and(|max| written >= max) {
             return Err(ExportError::RowLimit(written));
         }
         for index in 0..columns {
             if index > 0 {
                 csv.separator();
             }
-            csv.value(row.get_ref(index)?);
+            csv.value(row.get_ref(index).map_err(sqlite)?)?;
         }
         csv.end_record()?;
         written += 1;
-        // The progress handler covers SQLite's work; this covers ours (a slow disk).
-        if written.is_multiple_of(4096)
-            && let Some(stop) = guard.check()
-        {
+        // The progress handler covers SQLite's work, the encoder long values; this, every row.
+        if let Some(stop) = guard.check() {
             return Err(ExportError::Stopped(stop));
         }
     }
@@ -126,23 +147,35 @@ pub fn export_csv<W: Write>(
 
 /// Bytes buffered before they go to the writer.
 const BUFFER_BYTES: usize = 256 * 1024;
+/// Input bytes of one value encoded at a time (a multiple of 3, so base64 pieces join up).
+const PIECE_BYTES: usize = 48 * 1024;
 
 /// Encodes CSV fields into a fixed-size buffer in front of a writer.
 pub struct CsvWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
     written: u64,
-    base64: String,
+    /// The writer never gets more than this many bytes.
+    limit: Option<u64>,
+    guard: Guard,
 }
 
 impl<W: Write> CsvWriter<W> {
     pub fn new(out: W) -> Self {
         CsvWriter {
             out,
-            buf: Vec::with_capacity(BUFFER_BYTES + 1024),
+            buf: Vec::with_capacity(BUFFER_BYTES + 2 * PIECE_BYTES),
             written: 0,
-            base64: String::new(),
+            limit: None,
+            guard: Guard::default(),
         }
+    }
+
+    /// Limits the bytes written, and stops inside long values when `guard` says so.
+    pub fn with_limits(mut self, bytes: Option<u64>, guard: Guard) -> Self {
+        self.limit = bytes;
+        self.guard = guard;
+        self
     }
 
     pub fn separator(&mut self) {
@@ -150,41 +183,51 @@ impl<W: Write> CsvWriter<W> {
     }
 
     /// Ends a record; writes the buffer out once it is full.
-    pub fn end_record(&mut self) -> io::Result<()> {
+    pub fn end_record(&mut self) -> Result<(), ExportError> {
         self.buf.extend_from_slice(b"\r\n");
+        self.flush_if_full()
+    }
+
+    fn flush_if_full(&mut self) -> Result<(), ExportError> {
         if self.buf.len() >= BUFFER_BYTES {
             self.flush_buffer()?;
         }
         Ok(())
     }
 
-    fn flush_buffer(&mut self) -> io::Result<()> {
+    fn flush_buffer(&mut self) -> Result<(), ExportError> {
+        let total = self.written + self.buf.len() as u64;
+        if let Some(limit) = self.limit
+            && total > limit
+        {
+            return Err(ExportError::ByteLimit(limit));
+        }
         self.out.write_all(&self.buf)?;
-        self.written += self.buf.len() as u64;
+        self.written = total;
         self.buf.clear();
         Ok(())
     }
 
     /// Writes what is buffered, flushes the writer, and returns the bytes written in all.
-    pub fn finish(mut self) -> io::Result<u64> {
+    pub fn finish(mut self) -> Result<u64, ExportError> {
         self.flush_buffer()?;
         self.out.flush()?;
         Ok(self.written)
     }
 
     /// A whole record: the fields, separated, then the line end.
-    pub fn record(&mut self, fields: &[ValueRef<'_>]) -> io::Result<()> {
+    pub fn record(&mut self, fields: &[ValueRef<'_>]) -> Result<(), ExportError> {
         for (index, field) in fields.iter().enumerate() {
             if index > 0 {
                 self.separator();
             }
-            self.value(*field);
+            self.value(*field)?;
         }
         self.end_record()
     }
 
     /// One field holding a SQLite value.
-    pub fn value(&mut self, value: ValueRef<'_>) {
+    pub fn value(&mut self, value: ValueRef<'_>) -> Result<(), ExportError> {
         match value {
             ValueRef::Null => {}
             ValueRef::Integer(n) => {
@@ -192,14 +235,33 @@ impl<W: Write> CsvWriter<W> {
                     .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             }
             ValueRef::Real(x) => self.real(x),
-            ValueRef::Text(bytes) => self.text(bytes),
+            ValueRef::Text(bytes) => self.text(bytes)?,
+            // Base64's alphabet never needs quoting; whole 3-byte groups encode independently.
             ValueRef::Blob(bytes) => {
-                self.base64.clear();
-                base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut self.base64);
-                // Base64's alphabet never needs quoting.
-                self.buf.extend_from_slice(self.base64.as_bytes());
+                for piece in bytes.chunks(PIECE_BYTES) {
+                    let start = self.buf.len();
+                    let encoded = base64::encoded_len(piece.len(), true).unwrap_or(0);
+                    self.buf.resize(start + encoded, 0);
+                    let n = base64::engine::general_purpose::STANDARD
+                        .encode_slice(piece, &mut self.buf[start..])
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    self.buf.truncate(start + n);
+                    self.between_pieces(bytes.len())?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// After a piece of a long value: write out a full buffer, and stop if the guard says so.
+    fn between_pieces(&mut self, value_len: usize) -> Result<(), ExportError> {
+        if value_len > PIECE_BYTES {
+            self.flush_if_full()?;
+            if let Some(stop) = self.guard.check() {
+                return Err(ExportError::Stopped(stop));
+            }
+        }
+        Ok(())
     }
 
     fn real(&mut self, x: f64) {
@@ -214,25 +276,37 @@ impl<W: Write> CsvWriter<W> {
         // NaN: SQLite stores NULL instead, so it cannot arrive; an empty field if it ever does.
     }
 
-    /// One text field, quoted when it must be.
-    pub fn text(&mut self, bytes: &[u8]) {
-        match std::str::from_utf8(bytes) {
-            Ok(_) => self.quoted_if_needed(bytes),
-            Err(_) => {
-                let repaired = String::from_utf8_lossy(bytes).into_owned();
-                self.quoted_if_needed(repaired.as_bytes());
+    /// One text field, quoted when it must be, invalid UTF-8 repaired as it goes.
+    pub fn text(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        let quoted = memchr::memchr3(b',', b'"', b'\n', bytes).is_some()
+            || memchr::memchr(b'\r', bytes).is_some();
+        if quoted {
+            self.buf.push(b'"');
+        }
+        for chunk in bytes.utf8_chunks() {
+            for piece in chunk.valid().as_bytes().chunks(PIECE_BYTES) {
+                if quoted {
+                    self.doubling_quotes(piece);
+                } else {
+                    self.buf.extend_from_slice(piece);
+                }
+                self.between_pieces(bytes.len())?;
+            }
+            if !chunk.invalid().is_empty() {
+                self.buf.extend_from_slice(
+                    char::REPLACEMENT_CHARACTER
+                        .encode_utf8(&mut [0; 4])
+                        .as_bytes(),
+                );
             }
         }
+        if quoted {
+            self.buf.push(b'"');
+        }
+        Ok(())
     }
 
-    fn quoted_if_needed(&mut self, bytes: &[u8]) {
-        let needs_quotes = memchr::memchr3(b',', b'"', b'\n', bytes).is_some()
-            || memchr::memchr(b'\r', bytes).is_some();
-        if !needs_quotes {
-            self.buf.extend_from_slice(bytes);
-            return;
-        }
-        self.buf.push(b'"');
+    fn doubling_quotes(&mut self, bytes: &[u8]) {
         let mut start = 0;
         for quote in memchr::memchr_iter(b'"', bytes) {
             self.buf.extend_from_slice(&bytes[start..=quote]);
@@ -240,7 +314,6 @@ impl<W: Write> CsvWriter<W> {
             start = quote + 1;
         }
         self.buf.extend_from_slice(&bytes[start..]);
-        self.buf.push(b'"');
     }
 }
 
@@ -249,10 +322,17 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn rows(n: u64) -> Limits {
+        Limits {
+            rows: Some(n),
+            bytes: None,
+        }
+    }
+
     fn csv_of(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(sql).unwrap();
         let mut out = Vec::new();
-        let stats = export_csv(&mut stmt, &mut out, None, &Guard::default()).unwrap();
+        let stats = export_csv(&mut stmt, &mut out, Limits::default(), &Guard::default()).unwrap();
         assert_eq!(stats.bytes as usize, out.len());
         String::from_utf8(out).unwrap()
     }
@@ -288,10 +368,10 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10) SELECT x FROM c";
         let mut stmt = conn.prepare(sql).unwrap();
-        let stats = export_csv(&mut stmt, Vec::new(), Some(10), &Guard::default()).unwrap();
+        let stats = export_csv(&mut stmt, Vec::new(), rows(10), &Guard::default()).unwrap();
         assert_eq!(stats.rows, 10);
         let mut stmt = conn.prepare(sql).unwrap();
-        let err = export_csv(&mut stmt, Vec::new(), Some(9), &Guard::default()).unwrap_err();
+        let err = export_csv(&mut stmt, Vec::new(), rows(9), &Guard::default()).unwrap_err();
         assert!(matches!(err, ExportError::RowLimit(9)), "{err:?}");
     }
 
@@ -307,7 +387,7 @@ mod tests {
         let mut stmt = conn
             .prepare("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
             .unwrap();
-        let err = export_csv(&mut stmt, Vec::new(), None, &guard).unwrap_err();
+        let err = export_csv(&mut stmt, Vec::new(), Limits::default(), &guard).unwrap_err();
         assert!(
             matches!(err, ExportError::Stopped(Stop::TimeLimit)),
             "{err:?}"
@@ -326,11 +406,140 @@ mod tests {
         let mut stmt = conn
             .prepare("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
             .unwrap();
-        let err = export_csv(&mut stmt, Vec::new(), None, &guard).unwrap_err();
+        let err = export_csv(&mut stmt, Vec::new(), Limits::default(), &guard).unwrap_err();
         assert!(
             matches!(err, ExportError::Stopped(Stop::Cancelled)),
             "{err:?}"
         );
         canceller.join().unwrap();
+    }
+
+    /// The same value encoded whole, the way the encoder worked before it went piece by piece.
+    fn whole_text(bytes: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(bytes);
+        if text.contains([',', '"', '\r', '\n']) {
+            format!("\"{}\"", text.replace('"', "\"\"")).into_bytes()
+        } else {
+            text.into_owned().into_bytes()
+        }
+    }
+
+    #[test]
+    fn long_values_encode_piece_by_piece_exactly_as_whole() {
+        // Quotes, invalid bytes and multi-byte characters on and around every piece boundary.
+        let mut text = Vec::new();
+        while text.len() < 3 * PIECE_BYTES + 7 {
+            text.extend_from_slice("ab\"ü,".as_bytes());
+            if text.len() % 7 == 0 {
+                text.push(0xff);
+            }
+        }
+        for len in [
+            PIECE_BYTES - 1,
+            PIECE_BYTES,
+            PIECE_BYTES + 1,
+            2 * PIECE_BYTES + 3,
+            text.len(),
+        ] {
+            let value = &text[..len];
+            let mut out = Vec::new();
+            let mut writer = CsvWriter::new(&mut out);
+            writer.value(ValueRef::Text(value)).unwrap();
+            writer.finish().unwrap();
+            assert_eq!(out, whole_text(value), "text of {len} bytes");
+
+            let blob: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut out = Vec::new();
+            let mut writer = CsvWriter::new(&mut out);
+            writer.value(ValueRef::Blob(&blob)).unwrap();
+            writer.finish().unwrap();
+            assert_eq!(
+                out,
+                base64::engine::general_purpose::STANDARD
+                    .encode(&blob)
+                    .into_bytes(),
+                "blob of {len} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn the_byte_limit_is_never_passed() {
+        let conn = Connection::open_in_memory().unwrap();
+        // 30 rows of 100 KB blobs: about 4 MB of base64.
+        let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 30) SELECT zeroblob(100000) AS b FROM c";
+        let mut stmt = conn.prepare(sql).unwrap();
+        let mut out = Vec::new();
+        let limits = Limits {
+            rows: None,
+            bytes: Some(1_000_000),
+        };
+        let err = export_csv(&mut stmt, &mut out, limits, &Guard::default()).unwrap_err();
+        assert!(matches!(err, ExportError::ByteLimit(1_000_000)), "{err:?}");
+        assert!(out.len() <= 1_000_000, "{} bytes written", out.len());
+        assert!(!out.is_empty(), "full buffers went out before the limit");
+
+        // A result exactly at the limit is whole.
+        let mut stmt = conn.prepare("SELECT 'abc' AS x").unwrap();
+        let limits = Limits {
+            rows: None,
+            bytes: Some(8),
+        };
+        let stats = export_csv(&mut stmt, Vec::new(), limits, &Guard::default()).unwrap();
+        assert_eq!(stats.bytes, 8);
+        let mut stmt = conn.prepare("SELECT 'abcd' AS x").unwrap();
+        let err = export_csv(&mut stmt, Vec::new(), limits, &Guard::default()).unwrap_err();
+        assert!(matches!(err, ExportError::ByteLimit(8)), "{err:?}");
+    }
+
+    #[test]
+    fn the_guard_stops_inside_one_long_value() {
+        let mut writer = CsvWriter::new(Vec::new()).with_limits(
+            None,
+            Guard {
+                deadline: Some(Instant::now()),
+                cancel: None,
+            },
+        );
+        let blob = vec![0u8; 4 * PIECE_BYTES];
+        let err = writer.value(ValueRef::Blob(&blob)).unwrap_err();
+        assert!(
+            matches!(err, ExportError::Stopped(Stop::TimeLimit)),
+            "{err:?}"
+        );
+        // Only the first piece was encoded.
+        assert!(
+            writer.buf.len() <= PIECE_BYTES * 4 / 3 + 4,
+            "{}",
+            writer.buf.len()
+        );
+        // Short values are not interrupted mid-way.
+        let mut writer = CsvWriter::new(Vec::new()).with_limits(
+            None,
+            Guard {
+                deadline: Some(Instant::now()),
+                cancel: None,
+            },
+        );
+        writer.value(ValueRef::Text(b"short")).unwrap();
+    }
+
+    #[test]
+    fn a_value_over_sqlite_s_length_limit_is_refused_before_it_exists() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, 1000)
+            .unwrap();
+        for sql in [
+            "SELECT zeroblob(1001) AS b",
+            "SELECT printf('%.*c', 2000, 'x') AS t",
+            "SELECT group_concat('xxxxxxxxxx') AS t FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) SELECT x FROM c)",
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let err = export_csv(&mut stmt, Vec::new(), Limits::default(), &Guard::default())
+                .unwrap_err();
+            assert!(matches!(err, ExportError::ValueTooBig), "{sql}: {err:?}");
+        }
+        let mut stmt = conn.prepare("SELECT zeroblob(1000) AS b").unwrap();
+        export_csv(&mut stmt, Vec::new(), Limits::default(), &Guard::default()).unwrap();
     }
 }

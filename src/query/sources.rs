@@ -1,9 +1,11 @@
 //! Data sources of saved queries: named SQLite files from the settings (`[query_sources]`, with
 //! `lab` defaulting to `<data dir>/lab.db`), and the only way this server opens them: read-only at
-//! the file level (`SQLITE_OPEN_READ_ONLY`), `PRAGMA query_only`, and an authorizer that refuses
-//! ATTACH/DETACH, pragmas that set a value and every kind of write. Also the check a saved query's
-//! SQL must pass: one read-only statement that returns rows and compiles against its source.
-//! Nothing here ever opens a data source for writing.
+//! the file level (`SQLITE_OPEN_READ_ONLY`), `PRAGMA query_only`, an authorizer that refuses
+//! ATTACH/DETACH, every kind of write and every pragma but a few that only describe the schema
+//! (none that shows where a file lives), and a cap on the length of any one value
+//! (`queries.value_byte_limit`, as SQLite's `SQLITE_LIMIT_LENGTH`). Also the check a saved
+//! query's SQL must pass: one read-only statement that returns rows and compiles against its
+//! source. Nothing here ever opens a data source for writing, and no message shows its path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use rusqlite::fallible_iterator::FallibleIterator;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::{Batch, Connection, OpenFlags, Statement};
 
 use crate::config::Settings;
@@ -32,6 +35,8 @@ pub fn valid_source_name(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct DataSources {
     paths: BTreeMap<String, PathBuf>,
+    /// Longest string or blob a connection may make or read, in bytes.
+    value_limit: Option<u64>,
 }
 
 impl DataSources {
@@ -39,11 +44,16 @@ impl DataSources {
     pub fn from_settings(settings: &Settings, data_dir: &Path) -> Self {
         DataSources {
             paths: settings.query_source_paths(data_dir),
+            value_limit: Some(settings.queries.value_byte_limit),
         }
     }
 
+    /// Sources without a value cap beyond SQLite's own.
     pub fn from_paths(paths: BTreeMap<String, PathBuf>) -> Self {
-        DataSources { paths }
+        DataSources {
+            paths,
+            value_limit: None,
+        }
     }
 
     pub fn path(&self, name: &str) -> Option<&Path> {
@@ -54,7 +64,8 @@ impl DataSources {
         self.paths.keys().map(String::as_str).collect()
     }
 
-    /// Opens source `name` read-only; the message says what is wrong when it cannot.
+    /// Opens source `name` read-only, values capped; the message says what is wrong when it
+    /// cannot, without the file's path (users see it; the server's log gets the path).
     pub fn open(&self, name: &str) -> Result<Connection, String> {
         let path = self.path(name).ok_or_else(|| {
             format!(
@@ -65,18 +76,23 @@ impl DataSources {
         // Users see these messages (run messages, saved-query errors): the server's paths stay
         // in the server's log, for the admin.
         if !path.is_file() {
-            tracing::warn!(source = name, path = %path.display(), "data source file does not exist");
+            tracing::warn!(source = name, path = %path.display(), "a data source's file does not exist");
             return Err(format!(
-                "data source `{name}`: its database file does not exist (the server log names it)"
+                "data source `{name}`: its file does not exist (the server's log names it)"
             ));
         }
-        open_read_only(path).map_err(|e| {
-            tracing::warn!(source = name, path = %path.display(), error = %e, "cannot open data source");
-            format!(
-                "data source `{name}`: cannot open its database file: {}",
-                sqlite_message(&e)
-            )
-        })
+        let conn = open_read_only(path).map_err(|e| {
+            tracing::warn!(source = name, path = %path.display(), error = %e, "cannot open a data source");
+            format!("data source `{name}`: cannot open its file: {}", sqlite_message(&e))
+        })?;
+        if let Some(limit) = self.value_limit {
+            // SQLite then refuses (SQLITE_TOOBIG) to make or read any longer value, before
+            // allocating it: a `zeroblob(1e9)` costs nothing.
+            let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+            conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, limit)
+                .map_err(|e| format!("data source `{name}`: {}", sqlite_message(&e)))?;
+        }
+        Ok(conn)
     }
 }
 
@@ -90,32 +106,67 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Refuses whatever could write or reach another file; allows reading and plain functions.
+/// Refuses whatever could write, reach another file or show where a file lives; allows reading,
+/// plain functions and the pragmas listed below. Table-valued pragma functions
+/// (`SELECT * FROM pragma_database_list`) come here as the pragma they run, so they get the same
+/// answer as the `PRAGMA` statement.
 fn read_only_authorizer(ctx: AuthContext<'_>) -> Authorization {
     match ctx.action {
         AuthAction::Select
         | AuthAction::Read { .. }
         | AuthAction::Function { .. }
         | AuthAction::Recursive => Authorization::Allow,
-        // `PRAGMA table_info(x)` and the like read; `PRAGMA x = y` sets.
-        AuthAction::Pragma { pragma_value, .. } if pragma_value.is_none() => Authorization::Allow,
-        // Reading pragmas with an argument (table_info(t)) arrive with the argument as value; only
-        // those known to be harmless are let through.
-        AuthAction::Pragma { pragma_name, .. } if READING_PRAGMAS.contains(&pragma_name) => {
-            Authorization::Allow
+        // `PRAGMA table_info(t)` arrives with `t` as its value; `PRAGMA x = y` sets, and is
+        // refused unless x only ever reports.
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } => {
+            let name = pragma_name.to_ascii_lowercase();
+            let allowed = SCHEMA_PRAGMAS.contains(&name.as_str())
+                || (pragma_value.is_none() && STATUS_PRAGMAS.contains(&name.as_str()));
+            if allowed {
+                Authorization::Allow
+            } else {
+                Authorization::Deny
+            }
         }
         _ => Authorization::Deny,
     }
 }
 
-/// Pragmas that take an argument but only report.
-const READING_PRAGMAS: &[&str] = &[
+/// Pragmas that describe the schema, with or without an argument (a table or index name).
+const SCHEMA_PRAGMAS: &[&str] = &[
     "table_info",
     "table_xinfo",
+    "table_list",
     "index_info",
     "index_xinfo",
     "index_list",
     "foreign_key_list",
+    "foreign_key_check",
+    "integrity_check",
+    "quick_check",
+];
+
+/// Pragmas that report a value when given none (and would set it when given one). Deliberately
+/// absent: `database_list` (shows each file's path), `temp_store_directory` and
+/// `data_store_directory` (paths on the server), and everything that changes state.
+const STATUS_PRAGMAS: &[&str] = &[
+    "application_id",
+    "user_version",
+    "schema_version",
+    "data_version",
+    "encoding",
+    "page_size",
+    "page_count",
+    "freelist_count",
+    "foreign_keys",
+    "collation_list",
+    "function_list",
+    "module_list",
+    "pragma_list",
+    "compile_options",
 ];
 
 /// SQLite's own message of an error, without rusqlite's decoration.
@@ -254,6 +305,72 @@ mod tests {
             )
             .unwrap();
         assert_eq!(text, "A2024-02-01");
+    }
+
+    #[test]
+    fn no_pragma_shows_a_path_or_sets_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_read_only(&sample_db(dir.path())).unwrap();
+        for sql in [
+            "SELECT * FROM pragma_database_list",
+            "SELECT file FROM pragma_database_list()",
+            "PRAGMA database_list",
+            "PRAGMA main.database_list",
+            "SELECT * FROM pragma_temp_store_directory",
+            "PRAGMA temp_store_directory",
+            "SELECT * FROM pragma_data_store_directory",
+            "PRAGMA user_version = 3",
+            "PRAGMA wal_checkpoint",
+            "PRAGMA shrink_memory",
+            "PRAGMA optimize",
+        ] {
+            let outcome = conn
+                .prepare(sql)
+                .and_then(|mut stmt| stmt.query([])?.next().map(|row| row.is_some()));
+            assert!(outcome.is_err(), "`{sql}` was allowed");
+        }
+        for sql in [
+            "PRAGMA user_version",
+            "SELECT * FROM pragma_table_list",
+            "PRAGMA index_list('t')",
+            "SELECT count(*) FROM pragma_function_list",
+            "PRAGMA quick_check",
+        ] {
+            assert!(
+                conn.prepare(sql)
+                    .and_then(|mut s| s.query([])?.next().map(|_| ()))
+                    .is_ok(),
+                "`{sql}` was refused"
+            );
+        }
+    }
+
+    #[test]
+    fn values_over_the_cap_are_refused_and_messages_hide_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = BTreeMap::new();
+        paths.insert("s".to_string(), sample_db(dir.path()));
+        paths.insert("gone".to_string(), dir.path().join("secret-name.db"));
+        let sources = DataSources {
+            paths,
+            value_limit: Some(1000),
+        };
+        let conn = sources.open("s").unwrap();
+        let err = conn
+            .query_row("SELECT zeroblob(1001)", [], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap_err();
+        assert_eq!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::TooBig),
+            "{err}"
+        );
+        let blob: Vec<u8> = conn
+            .query_row("SELECT zeroblob(1000)", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(blob.len(), 1000);
+        let err = sources.open("gone").unwrap_err();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(!err.contains("secret-name"), "{err}");
     }
 
     #[test]
