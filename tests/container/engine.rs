@@ -96,7 +96,8 @@ fn run_ok(command: &mut Command) {
 
 /// The images of the Dockerfile's `FROM` lines, other than `scratch` and earlier stages.
 pub fn dockerfile_bases() -> Vec<String> {
-    let dockerfile = std::fs::read_to_string(Path::new(REPO).join("Dockerfile")).expect("Dockerfile");
+    let dockerfile =
+        std::fs::read_to_string(Path::new(REPO).join("Dockerfile")).expect("Dockerfile");
     let mut stages = Vec::new();
     let mut bases = Vec::new();
     for line in dockerfile.lines() {
@@ -147,7 +148,11 @@ fn host_mirrors() -> (String, String) {
                     .map(|v| v.trim().to_string())
             };
             if let (Some(uri), Some(suites)) = (field("URIs:"), field("Suites:")) {
-                let uri = uri.split_whitespace().next().unwrap_or_default().to_string();
+                let uri = uri
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 if suites.contains("-security") {
                     security.get_or_insert(uri);
                 } else {
@@ -289,10 +294,7 @@ fn make_rust_builder(tag: &str, suite: &str) {
         tag,
         &dir_arg,
     ]);
-    eprintln!(
-        "tests/container: made {tag} in {:.0?}",
-        started.elapsed()
-    );
+    eprintln!("tests/container: made {tag} in {:.0?}", started.elapsed());
 }
 
 /// The project's Dockerfile built (once per test binary) from the local base images. Warm, every
@@ -323,7 +325,15 @@ fn build_image() {
     let started = Instant::now();
     // nice: the cold build keeps both cores busy for minutes; let the machine's other work go first.
     let status = Command::new("nice")
-        .args(["-n", "10", "podman", "build", "--pull=never", "--format", "docker"])
+        .args([
+            "-n",
+            "10",
+            "podman",
+            "build",
+            "--pull=never",
+            "--format",
+            "docker",
+        ])
         .args(["-t", IMAGE, REPO])
         .env("CONTAINERS_CONF", containers_conf())
         .stdout(log.try_clone().expect("build log"))

@@ -194,14 +194,23 @@ async fn the_image_serves_runs_scripts_from_its_volume_and_keeps_them_across_con
     let port = second.port(8080);
     wait_for_health(&second, port).await;
     let (status, _) = sign_in_status(port, "another-password").await;
-    assert_ne!(status, StatusCode::OK, "the second start reset the password");
+    assert_ne!(
+        status,
+        StatusCode::OK,
+        "the second start reset the password"
+    );
     let api = Api::sign_in(port, FIRST_PASSWORD).await;
     let jobs = api.get_json("/scheduled-jobs?maxResults=1000").await;
     let names: Vec<(i64, &str)> = jobs
         .as_array()
         .expect("jobs")
         .iter()
-        .map(|j| (j["id"].as_i64().unwrap_or(-1), j["name"].as_str().unwrap_or("")))
+        .map(|j| {
+            (
+                j["id"].as_i64().unwrap_or(-1),
+                j["name"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert!(names.contains(&(count_job, "Specimen counts")), "{names:?}");
     assert!(names.contains(&(slow_job, "Slow export")), "{names:?}");
@@ -286,7 +295,10 @@ async fn labcron_settings_from_the_environment_and_a_mounted_config_file_take_ef
         )
         .await;
     assert_eq!(job["timezone"], "Asia/Kolkata", "{job}");
-    let big = format!("{{\"loginName\":\"admin\",\"password\":\"{}\"}}", "x".repeat(5000));
+    let big = format!(
+        "{{\"loginName\":\"admin\",\"password\":\"{}\"}}",
+        "x".repeat(5000)
+    );
     let response = reqwest::Client::new()
         .post(format!("{}/sessions", api.base))
         .header("Content-Type", "application/json")
@@ -481,7 +493,10 @@ fn the_compose_file_agrees_with_the_dockerfile() {
     let named = build["dockerfile"].as_str().unwrap_or("Dockerfile");
     assert_eq!(
         context.join(named).canonicalize().expect("the Dockerfile"),
-        Path::new(REPO).join("Dockerfile").canonicalize().expect("Dockerfile")
+        Path::new(REPO)
+            .join("Dockerfile")
+            .canonicalize()
+            .expect("Dockerfile")
     );
     assert!(service["image"].is_string(), "{service}");
 
@@ -528,7 +543,10 @@ fn the_compose_file_agrees_with_the_dockerfile() {
     );
 
     // Its health check is the image's.
-    assert!(dockerfile.contains(r#"HEALTHCHECK"#) && dockerfile.contains(r#"CMD ["labcron", "healthcheck"]"#));
+    assert!(
+        dockerfile.contains(r#"HEALTHCHECK"#)
+            && dockerfile.contains(r#"CMD ["labcron", "healthcheck"]"#)
+    );
     assert_eq!(
         service["healthcheck"]["test"],
         serde_json::json!(["CMD", "labcron", "healthcheck"])
