@@ -47,6 +47,18 @@ const COUNT_SH: &str = "#!/bin/sh\necho \"counting in $TZ\"\n\
 const SLOW_SH: &str =
     "#!/bin/sh\nsleep \"$1\"\necho \"slept $1\" > \"$LABCRON_RESULT_DIR/slow.txt\"\n";
 
+/// `podman healthcheck run` (the image's HEALTHCHECK) passes, and podman records it healthy.
+fn assert_healthy(container: &Container) {
+    let check = podman(&["healthcheck", "run", &container.name]);
+    assert!(
+        check.status.success(),
+        "healthcheck: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(container.inspect("{{.State.Health.Status}}"), "healthy");
+}
+
 fn assert_stopped_gracefully(container: &Container) {
     let (out, took) = container.stop();
     assert!(
@@ -133,14 +145,7 @@ async fn the_image_serves_runs_scripts_from_its_volume_and_keeps_them_across_con
     assert_eq!(cmdline.split('\0').next(), Some("labcron"));
 
     // The image's HEALTHCHECK, run on demand (without systemd podman never runs it by itself).
-    let check = podman(&["healthcheck", "run", &first.name]);
-    assert!(
-        check.status.success(),
-        "healthcheck: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "healthy");
+    assert_healthy(&first);
 
     // Scripts go on the volume; an EXTERNAL job runs one and its result downloads.
     first.copy_in(&script("count.sh", COUNT_SH), "/data/scripts/count.sh");
@@ -281,8 +286,7 @@ async fn labcron_settings_from_the_environment_and_a_mounted_config_file_take_ef
         "the file's bind won over LABCRON_BIND"
     );
     // The health check reads the same settings, so it asks port 9090.
-    let check = podman(&["healthcheck", "run", &server.name]);
-    assert_eq!(String::from_utf8_lossy(&check.stdout).trim(), "healthy");
+    assert_healthy(&server);
 
     let api = Api::sign_in(port, FIRST_PASSWORD).await;
     server.copy_in(&script("slow.sh", SLOW_SH), "/data/scripts/slow.sh");
