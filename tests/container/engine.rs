@@ -466,6 +466,6 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = podman(&["rm", "--force", "--time", "0", &self.name]);
+        let _ = podman(&["rm", "--force", "--volumes", "--time", "0", &self.name]);
     }
 }

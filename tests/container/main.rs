@@ -30,8 +30,22 @@ fn now_ms() -> i64 {
 /// Writes an executable script under the state directory, to be copied into a container.
 fn script(name: &str, body: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let dir = state_dir().join(format!("scripts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scripts dir");
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        // One directory per test binary run; those of earlier runs go.
+        let ours = format!("scripts-{}", std::process::id());
+        for entry in std::fs::read_dir(state_dir()).expect("state dir").flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let this_run = name == ours || name == format!("settings-{}.toml", std::process::id());
+            if (name.starts_with("scripts-") || name.starts_with("settings-")) && !this_run {
+                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let dir = state_dir().join(ours);
+        std::fs::create_dir_all(&dir).expect("scripts dir");
+        dir
+    });
     let path = dir.join(name);
     std::fs::write(&path, body).expect("write script");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
