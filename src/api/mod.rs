@@ -4,6 +4,7 @@
 //! strings, paths and bodies are parsed here by hand so every bad input gets a message naming the
 //! parameter, in the contract's error shape.
 
+pub mod all_runs;
 pub mod auth;
 pub mod cors;
 pub mod health;
@@ -58,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(users::configure)
                 .configure(jobs::configure)
                 .configure(runs::configure)
+                .configure(all_runs::configure)
                 .configure(saved_queries::configure),
         );
     }

@@ -282,6 +282,14 @@ pub fn import(
         check_references(&tx, &draft, existing.as_ref().map(|j| j.id))
             .map_err(api_error)
             .with_context(context)?;
+        crate::executor::followup::check_chains(
+            &tx,
+            &draft,
+            existing.as_ref().map(|j| j.id),
+            &creator,
+        )
+        .map_err(api_error)
+        .with_context(context)?;
         let now = now_ms();
         match existing {
             None => {

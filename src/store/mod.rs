@@ -23,6 +23,7 @@ use crate::error::ApiError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/0002_job_webhook_url.sql"),
+    include_str!("../../migrations/0003_retries_chains.sql"),
 ];
 
 /// Handle to the ledger; cheap to clone.
