@@ -16,3 +16,4 @@ mod restart;
 mod retention;
 mod runs;
 mod scheduler;
+mod series;
