@@ -460,7 +460,7 @@ impl AllRunsFilter {
     /// The index that reads the matching runs newest first without a sort. Named, because
     /// SQLite's planner, without statistics, may take `runs_job_queued_at` for `job_id = ?` and
     /// then sort every run of the job.
-    fn from_clause(&self) -> &'static str {
+    fn table_clause(&self) -> &'static str {
         if self.job_id.is_some() {
             "runs r INDEXED BY runs_job"
         } else if self.status.is_some() {
@@ -536,7 +536,7 @@ pub fn list_all(
     let sql = format!(
         "SELECT {COLUMNS} FROM {} JOIN jobs j ON j.id = r.job_id WHERE {clause}
          ORDER BY r.id DESC LIMIT ?{} OFFSET ?{n}",
-        f.from_clause(),
+        f.table_clause(),
         n - 1
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -549,7 +549,7 @@ pub fn list_all(
 /// How many runs `list_all` would return without paging.
 pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ApiError> {
     let (clause, values) = f.where_clause(false);
-    let sql = format!("SELECT count(*) FROM {} WHERE {clause}", f.from_clause());
+    let sql = format!("SELECT count(*) FROM {} WHERE {clause}", f.table_clause());
     Ok(conn
         .prepare_cached(&sql)?
         .query_row(rusqlite::params_from_iter(values), |r| r.get(0))?)
@@ -564,7 +564,7 @@ pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<Stri
     let sql = format!(
         "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM {} JOIN jobs j ON j.id = r.job_id WHERE {clause}
          ORDER BY r.id DESC LIMIT ?{} OFFSET ?{n}",
-        f.from_clause(),
+        f.table_clause(),
         n - 1
     );
     let mut stmt = conn.prepare(&sql)?;
