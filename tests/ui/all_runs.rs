@@ -33,6 +33,8 @@ async fn the_runs_page_lists_every_job_with_messages_a_failure_banner_and_live_r
 
         ui.sign_in_admin().await;
         ui.goto("/ui/jobs").await;
+        // The jobs list's Next Run is in the browser's zone, and says so beside the job's zone.
+        ui.wait_contains("#next-run-zone", "(your time: ").await;
         ui.click("nav a[href='/ui/runs']").await;
         ui.wait_path("/ui/runs").await;
         assert_eq!(
