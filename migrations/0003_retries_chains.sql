@@ -1,4 +1,4 @@
--- labcron ledger, schema version 3: retries, chains and notification rules of jobs (issue 13).
+-- labcron ledger, schema version 4 (applied after 0004_run_task.sql): retries, chains and notification rules of jobs (issue 13).
 -- Jobs: how often a failed run is retried and after how long, and when notifications go out.
 ALTER TABLE jobs ADD COLUMN max_retries INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN retry_delay_seconds INTEGER NOT NULL DEFAULT 60;
@@ -42,6 +42,8 @@ CREATE TABLE runs_v3 (
     log_size         INTEGER NOT NULL DEFAULT 0,
     log_truncated    INTEGER NOT NULL DEFAULT 0,
     idempotency_key  TEXT,
+    -- From 0004_run_task.sql: the built-in task an INTERNAL run executed.
+    task             TEXT,
     attempt          INTEGER NOT NULL DEFAULT 1,
     retry_of         INTEGER,
     chained_from     INTEGER,
@@ -51,10 +53,10 @@ CREATE TABLE runs_v3 (
 );
 INSERT INTO runs_v3 (id, job_id, status, run_trigger, run_by, rt_args, queued_at, started_at, finished_at,
                      scheduled_for, exit_code, message, result_file, result_file_size, log_size, log_truncated,
-                     idempotency_key, series_end)
+                     idempotency_key, task, series_end)
 SELECT id, job_id, status, run_trigger, run_by, rt_args, queued_at, started_at, finished_at,
        scheduled_for, exit_code, message, result_file, result_file_size, log_size, log_truncated,
-       idempotency_key, status IN ('SUCCEEDED', 'FAILED')
+       idempotency_key, task, status IN ('SUCCEEDED', 'FAILED')
 FROM runs;
 DROP TABLE runs;
 ALTER TABLE runs_v3 RENAME TO runs;

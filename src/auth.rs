@@ -53,6 +53,13 @@ pub fn generate_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>())
 }
 
+/// The one form of a login name that sign-in looks up and throttles by: surrounding whitespace
+/// (spaces, tabs) dropped and letters lower-cased. The ledger compares login names without regard
+/// to ASCII case, so every spelling that reaches the same account shares one throttle counter.
+pub fn normalize_login(login: &str) -> String {
+    login.trim().to_lowercase()
+}
+
 /// Minimum length of a password set through the API.
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
@@ -73,7 +80,7 @@ impl LoginThrottle {
     }
 
     fn key(login: &str, client: &str) -> (String, String) {
-        (login.to_lowercase(), client.to_string())
+        (normalize_login(login), client.to_string())
     }
 
     /// Seconds to wait when this pair is locked out, else `None`.
@@ -146,5 +153,15 @@ mod tests {
         assert_eq!(t.retry_after("bob", "5.6.7.8"), None);
         t.record_success("bob", "1.2.3.4");
         assert_eq!(t.retry_after("bob", "1.2.3.4"), None);
+    }
+
+    #[test]
+    fn padded_spellings_of_a_name_share_one_counter() {
+        let t = LoginThrottle::new(3, Duration::from_secs(60));
+        t.record_failure("bob ", "1.2.3.4");
+        t.record_failure("\tBob", "1.2.3.4");
+        t.record_failure(" BOB\t ", "1.2.3.4");
+        assert!(t.retry_after("bob", "1.2.3.4").is_some());
+        assert_eq!(normalize_login("  Alice\t"), "alice");
     }
 }

@@ -98,6 +98,8 @@ pub struct QuerySettings {
 pub struct AuthSettings {
     /// A session token expires after this many minutes without use.
     pub session_timeout_minutes: u64,
+    /// A session token expires this many hours after sign-in, however often it is used.
+    pub session_max_hours: u64,
     /// Failed sign-ins allowed per login name and client address within `lockout_minutes`.
     pub max_failed_logins: u32,
     /// Window (and lockout time) for failed sign-ins.
@@ -126,6 +128,8 @@ pub struct RunSettings {
 pub struct HttpSettings {
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: usize,
+    /// Seconds a client gets to send a whole request body; a slower one is refused.
+    pub body_timeout_seconds: u64,
     /// Origins allowed to call the API from a browser (CORS). Empty: CORS off.
     pub cors_origins: Vec<String>,
 }
@@ -190,6 +194,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             session_timeout_minutes: 60,
+            session_max_hours: 24,
             max_failed_logins: 5,
             lockout_minutes: 15,
         }
@@ -213,6 +218,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             max_body_bytes: 1024 * 1024,
+            body_timeout_seconds: 30,
             cors_origins: Vec::new(),
         }
     }
@@ -310,6 +316,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "Minutes without use after which a session token expires [default: 60]",
     ),
     spec(
+        "auth.session_max_hours",
+        Integer,
+        "Hours after sign-in after which a session token expires, even in use [default: 24]",
+    ),
+    spec(
         "auth.max_failed_logins",
         Integer,
         "Failed sign-ins per login name and address before a lockout [default: 5]",
@@ -353,6 +364,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "http.max_body_bytes",
         Integer,
         "Largest request body in bytes [default: 1048576]",
+    ),
+    spec(
+        "http.body_timeout_seconds",
+        Integer,
+        "Seconds a client gets to send a whole request body [default: 30]",
     ),
     spec(
         "http.cors_origins",
@@ -543,6 +559,12 @@ impl Settings {
         }
         if self.auth.session_timeout_minutes == 0 {
             bail!("setting `auth.session_timeout_minutes` must be at least 1");
+        }
+        if self.auth.session_max_hours == 0 {
+            bail!("setting `auth.session_max_hours` must be at least 1");
+        }
+        if self.http.body_timeout_seconds == 0 {
+            bail!("setting `http.body_timeout_seconds` must be at least 1");
         }
         if self.http.max_body_bytes < 1024 {
             bail!("setting `http.max_body_bytes` must be at least 1024");

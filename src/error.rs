@@ -99,6 +99,18 @@ impl ApiError {
             ApiError::Internal(_) => vec![internal_item(&new_error_id())],
         }
     }
+
+    /// The contract's code of the first problem, for logs (never mints an error id).
+    pub fn first_code(&self) -> Option<&str> {
+        match self {
+            ApiError::User(items) => items.first().map(|i| i.code.as_str()),
+            ApiError::Unauthorized(item) => Some(item.code.as_str()),
+            ApiError::TooManyAttempts { .. } => Some("AUTH_TOO_MANY_ATTEMPTS"),
+            ApiError::PayloadTooLarge => Some("PAYLOAD_TOO_LARGE"),
+            ApiError::NoRoute => Some("NOT_FOUND"),
+            ApiError::Internal(_) => Some("INTERNAL_ERROR"),
+        }
+    }
 }
 
 fn new_error_id() -> String {

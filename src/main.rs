@@ -96,6 +96,12 @@ fn init_tracing(format: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Everything labcron creates (ledger, backups, logs, results, run directories) is private to
+    // its user unless it says otherwise: the ledger holds password and token hashes.
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let matches = Cli::command().args(settings_args()).get_matches();
     let mut overrides = overrides_from_matches(&matches);
     if let Some((_, sub)) = matches.subcommand() {

@@ -118,7 +118,11 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(api::json_errors())
-                .wrap(TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(
+                    api::access_log::body_deadline,
+                ))
+                .wrap(actix_web::middleware::from_fn(api::access_log::access_line))
+                .wrap(TracingLogger::<api::access_log::CompactRootSpan>::new())
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .configure(api::configure)
@@ -212,8 +216,14 @@ async fn wait_for_stop_signal() {
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir.join("runs"))
         .with_context(|| format!("setting `data_dir`: cannot create {}", dir.display()))?;
+    // The data directory holds the ledger, logs and results: the server's user only (0700).
+    // A directory of another owner cannot be changed; say so rather than refuse to start.
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot make the data directory private (0700)");
+    }
     dir.canonicalize()
         .with_context(|| format!("setting `data_dir`: cannot resolve {}", dir.display()))
 }
@@ -251,8 +261,9 @@ fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> any
             .mode(0o600)
             .open(&path)?;
         writeln!(file, "{password}")?;
+        // The password itself stays in the 0600 file: logs are read (and shipped) more widely.
         tracing::warn!(
-            "created user `admin` with password {password} (also written to {}); change it after signing in",
+            "created user `admin` with a generated password, written to {} (mode 0600); sign in and change it",
             path.display()
         );
     } else {

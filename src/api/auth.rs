@@ -9,12 +9,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::http::header::HeaderValue;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::auth::{dummy_hash, token_hash, verify_password};
+use super::access_log::SignedInAs;
+use crate::auth::{dummy_hash, normalize_login, token_hash, verify_password};
 use crate::clock::now_ms;
 use crate::domain::user::User;
 use crate::error::{ApiError, ErrorItem};
@@ -44,14 +46,47 @@ pub fn client_addr(req: &HttpRequest) -> String {
         .unwrap_or_default()
 }
 
-/// The session token a request carries, if any.
+/// How a request says who is calling. A credential header that is present but empty or malformed
+/// is `Malformed` (a 401), never a reason to look at the cookie instead: otherwise an empty
+/// `X-OS-API-TOKEN` beside the session cookie would pass as "authenticated by header" and skip the
+/// anti-forgery check.
+enum Credential {
+    None,
+    Token(String),
+    Basic(String, String),
+    Cookie(String),
+    Malformed(&'static str),
+}
+
+fn credential(req: &HttpRequest) -> Credential {
+    if let Some(value) = req.headers().get(TOKEN_HEADER) {
+        return match value.to_str().map(str::trim) {
+            Ok(token) if !token.is_empty() => Credential::Token(token.to_string()),
+            _ => Credential::Malformed("The X-OS-API-TOKEN header is empty or malformed."),
+        };
+    }
+    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        return match basic_credentials(value) {
+            Some((login, password)) => Credential::Basic(login, password),
+            None => Credential::Malformed(
+                "The Authorization header is not valid Basic credentials (Basic base64(login:password)).",
+            ),
+        };
+    }
+    match req.cookie(SESSION_COOKIE) {
+        Some(cookie) if !cookie.value().is_empty() => {
+            Credential::Cookie(cookie.value().to_string())
+        }
+        _ => Credential::None,
+    }
+}
+
+/// The session token a request carries (header or cookie), if any.
 pub fn request_token(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get(TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .or_else(|| req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()))
+    match credential(req) {
+        Credential::Token(token) | Credential::Cookie(token) => Some(token),
+        _ => None,
+    }
 }
 
 /// The anti-forgery token of a web session: derived from the (HttpOnly, never shown) session token,
@@ -71,38 +106,31 @@ pub fn csrf_token_matches(session_token: &str, presented: &str) -> bool {
             == 0
 }
 
-/// A request that changes state, is authenticated only by the session cookie, and lacks the
-/// session's anti-forgery header: what another site could make a signed-in browser send.
-fn is_cross_site_forgery(req: &HttpRequest) -> bool {
+/// A request that changes state, is authenticated by the session cookie, and lacks the session's
+/// anti-forgery header: what another site could make a signed-in browser send.
+fn is_cross_site_forgery(req: &HttpRequest, session_token: &str) -> bool {
     use actix_web::http::Method;
     let safe = matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     );
-    let by_header = req.headers().contains_key(TOKEN_HEADER);
-    if safe || by_header {
+    if safe {
         return false;
     }
-    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        return false;
-    };
     let presented = req
         .headers()
         .get(CSRF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    !csrf_token_matches(cookie.value(), presented.trim())
+    !csrf_token_matches(session_token, presented.trim())
 }
 
-fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let encoded = header
-        .strip_prefix("Basic ")
-        .or_else(|| header.strip_prefix("basic "))?;
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let header = value.to_str().ok()?.trim();
+    let (scheme, encoded) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;
@@ -117,10 +145,11 @@ impl FromRequest for CurrentUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = request_token(req);
-        let basic = basic_credentials(req);
+        let credential = credential(req);
         let client = client_addr(req);
-        let forged = is_cross_site_forgery(req);
+        let forged =
+            matches!(&credential, Credential::Cookie(token) if is_cross_site_forgery(req, token));
+        let req = req.clone();
         Box::pin(async move {
             if forged {
                 return Err(ApiError::user(
@@ -130,15 +159,24 @@ impl FromRequest for CurrentUser {
             }
             let state =
                 state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
-            if let Some(token) = token {
-                return user_for_token(&state, &token).await;
-            }
-            if let Some((login, password)) = basic {
-                return sign_in(&state, &login, &password, &client)
-                    .await
-                    .map(CurrentUser);
-            }
-            Err(ApiError::auth_required())
+            let user = match credential {
+                Credential::Token(token) | Credential::Cookie(token) => {
+                    user_for_token(&state, &token).await?
+                }
+                Credential::Basic(login, password) => {
+                    CurrentUser(sign_in(&state, &login, &password, &client).await?)
+                }
+                Credential::Malformed(why) => {
+                    return Err(ApiError::Unauthorized(ErrorItem::new(
+                        "AUTH_INVALID_CREDENTIALS",
+                        why,
+                    )));
+                }
+                Credential::None => return Err(ApiError::auth_required()),
+            };
+            req.extensions_mut()
+                .insert(SignedInAs(user.0.login_name.clone()));
+            Ok(user)
         })
     }
 }
@@ -146,24 +184,26 @@ impl FromRequest for CurrentUser {
 async fn user_for_token(state: &AppState, token: &str) -> Result<CurrentUser, ApiError> {
     let hash = token_hash(token);
     let timeout_ms = state.settings.auth.session_timeout_minutes as i64 * 60_000;
+    let max_age_ms = state.settings.auth.session_max_hours as i64 * 3_600_000;
     let now = now_ms();
     let lookup_hash = hash.clone();
     let found = state
         .db
         .read(move |c| {
-            let Some((user_id, last_used)) = store::sessions::lookup(c, &lookup_hash)? else {
+            let Some(session) = store::sessions::lookup(c, &lookup_hash)? else {
                 return Ok(None);
             };
-            Ok(store::users::get(c, user_id)?.map(|u| (u, last_used)))
+            Ok(store::users::get(c, session.user_id)?.map(|u| (u, session)))
         })
         .await?;
-    let Some((user, last_used)) = found else {
+    let Some((user, session)) = found else {
         return Err(ApiError::Unauthorized(ErrorItem::new(
             "AUTH_REQUIRED",
             "The session token is not valid.",
         )));
     };
-    if now - last_used > timeout_ms {
+    let last_used = session.last_used_at;
+    if now - last_used > timeout_ms || now - session.created_at > max_age_ms {
         state
             .db
             .write(move |tx| store::sessions::delete(tx, &hash))
@@ -191,10 +231,13 @@ pub async fn sign_in(
     password: &str,
     client: &str,
 ) -> Result<User, ApiError> {
+    // One normalised name for the throttle and the lookup alike, on every sign-in path.
+    let login = normalize_login(login);
+    let login = login.as_str();
     if let Some(retry_after_secs) = state.throttle.retry_after(login, client) {
         return Err(ApiError::TooManyAttempts { retry_after_secs });
     }
-    let lookup = login.trim().to_string();
+    let lookup = login.to_string();
     let found = state
         .db
         .read(move |c| store::users::get_with_hash(c, &lookup))

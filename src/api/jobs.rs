@@ -11,6 +11,7 @@ use super::auth::CurrentUser;
 use super::params::{Query, json_object, path_id};
 use super::views::{JobView, UserCache, job_view};
 use crate::clock::{from_ms, now_ms};
+use crate::domain::access;
 use crate::domain::job::{ActivityStatus, Job, JobDefaults, JobDraft, JobType, validate_job};
 use crate::domain::user::User;
 use crate::error::{ApiError, ErrorItem};
@@ -83,11 +84,14 @@ async fn count(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
 }
 
-/// Whether `user` may see (and run) `job`: admins, its creator, and users it is shared with.
+/// Whether `user` may see (and run) `job`: `access::can_see` with the sharing read from the ledger.
 pub fn can_see(conn: &rusqlite::Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
-    Ok(user.admin
-        || job.created_by == user.id
-        || store::jobs::is_shared_with(conn, job.id, user.id)?)
+    // Admins and creators need no ledger read.
+    if access::can_change(job, user) {
+        return Ok(true);
+    }
+    let shared = store::jobs::is_shared_with(conn, job.id, user.id)?;
+    Ok(access::can_see(job, user, shared))
 }
 
 /// Loads a live job the caller may see: `SCHEDULED_JOB_NOT_FOUND` or `SCHEDULED_JOB_OP_NOT_ALLOWED`.
@@ -125,7 +129,7 @@ fn validated_draft(
     existing: Option<&Job>,
 ) -> Result<JobDraft, ApiError> {
     let body = json_object(body, false)?;
-    draft_from_body(&body, &state.settings, me.admin, existing)
+    draft_from_body(&body, &state.settings, me, existing)
 }
 
 /// The job a JSON body describes, checked by every rule that needs no ledger: the fields, the
@@ -134,9 +138,10 @@ fn validated_draft(
 pub fn draft_from_body(
     body: &serde_json::Map<String, serde_json::Value>,
     settings: &crate::config::Settings,
-    caller_is_admin: bool,
+    caller: &User,
     existing: Option<&Job>,
 ) -> Result<JobDraft, ApiError> {
+    let caller_is_admin = caller.admin;
     let defaults = JobDefaults {
         now_ms: now_ms(),
         timezone: &settings.timezone,
@@ -156,6 +161,14 @@ pub fn draft_from_body(
         && (privileged(draft.job_type) || existing.is_some_and(|j| privileged(j.job_type)))
     {
         return Err(ApiError::op_not_allowed());
+    }
+    // A job's scheduled runs are recorded as run by its runAs user, so naming another user would
+    // act in their name.
+    if !access::may_set_run_as(caller, draft.run_as, existing.and_then(|j| j.run_as)) {
+        errors.push(ErrorItem::new(
+            "SCHEDULED_JOB_OP_NOT_ALLOWED",
+            "runAs: only admins may make a job run as another user; leave it empty or name yourself.",
+        ));
     }
     if let Some(program) = &draft.program
         && let Err(e) = resolve_program(&settings.scripts_dir(), program)
@@ -252,7 +265,7 @@ async fn changeable_job(state: &AppState, job_id: i64, me: &User) -> Result<Job,
         .db
         .read(move |c| {
             let job = store::jobs::get_live(c, job_id)?.ok_or_else(ApiError::job_not_found)?;
-            if me.admin || job.created_by == me.id {
+            if access::can_change(&job, &me) {
                 Ok(job)
             } else {
                 Err(ApiError::op_not_allowed())

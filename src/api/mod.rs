@@ -4,6 +4,7 @@
 //! strings, paths and bodies are parsed here by hand so every bad input gets a message naming the
 //! parameter, in the contract's error shape.
 
+pub mod access_log; // one compact access line per request, short root spans
 pub mod all_runs;
 pub mod auth;
 pub mod cors;

@@ -554,7 +554,7 @@ impl ToSchema for FileBytes {}
         ops::list_users, ops::create_user, ops::get_user, ops::update_user, ops::delete_user,
         ops::list_jobs, ops::create_job, ops::count_jobs, ops::get_job, ops::update_job,
         ops::delete_job, ops::next_runs,
-        ops::list_runs, ops::queue_run, ops::get_run, ops::result_file, ops::run_log, ops::cancel_run,
+        ops::list_runs, ops::queue_run, ops::get_run, ops::result_file, ops::result_file_head, ops::run_log, ops::cancel_run,
         ops::list_all_runs, ops::count_all_runs,
         ops::list_saved_queries, ops::create_saved_query, ops::get_saved_query,
         ops::update_saved_query, ops::delete_saved_query,
@@ -816,7 +816,8 @@ mod ops {
                 content((FileBytes = "text/csv"), (FileBytes = "application/zip"),
                     (FileBytes = "application/octet-stream"), (FileBytes = "*/*")),
                 headers(
-                    ("Content-Disposition" = String, description = "`attachment; filename=…`"),
+                    ("Content-Disposition" = String, description = "`attachment; filename=…` \
+                        (ASCII), plus `filename*=UTF-8''…` (RFC 6266) for other names"),
                     ("X-Content-Type-Options" = String, description = "`nosniff`"),
                 )),
             (status = 206, description = "The requested range of the file.",
@@ -826,6 +827,24 @@ mod ops {
         ),
         security(("apiToken" = []), ("basic" = [])))]
     fn result_file() {}
+
+    #[utoipa::path(head, path = "/rest/ng/scheduled-jobs/{jobId}/runs/{runId}/result-file", tag = "Runs",
+        operation_id = "headResultFile", summary = "A run's result file: headers only",
+        description = "What `GET` answers (status, size, type, name), without the body.",
+        params(
+            ("jobId" = i64, Path, description = "The job's id."),
+            ("runId" = i64, Path, description = "The run's id (of this job)."),
+        ),
+        responses(
+            (status = 200, description = "The file exists; no body.",
+                headers(
+                    ("Content-Length" = i64, description = "The file's size in bytes."),
+                    ("Content-Disposition" = String, description = "`attachment; filename=…`"),
+                    ("X-Content-Type-Options" = String, description = "`nosniff`"),
+                )),
+        ),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn result_file_head() {}
 
     #[utoipa::path(get, path = "/rest/ng/scheduled-jobs/{jobId}/runs/{runId}/log", tag = "Runs",
         operation_id = "getRunLog", summary = "A run's output (ext)",

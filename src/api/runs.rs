@@ -15,10 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::AppState;
 use super::auth::CurrentUser;
-use super::jobs::{can_see, visible_job};
+use super::jobs::visible_job;
 use super::params::{Query, json_object, path_id};
 use super::views::{UserCache, job_view, run_view};
 use crate::clock::now_ms;
+use crate::domain::access;
 use crate::domain::args::split_args;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::domain::job::Job;
@@ -26,7 +27,7 @@ use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ApiError;
 use crate::executor::RunRequest;
-use crate::executor::files::RunPaths;
+use crate::executor::files::open_run_file;
 use crate::store;
 use crate::store::runs::{Enqueued, RunFilter};
 
@@ -39,7 +40,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/scheduled-jobs/{jobId}/runs/{runId}").route(web::get().to(get)))
     .service(
         web::resource("/scheduled-jobs/{jobId}/runs/{runId}/result-file")
-            .route(web::get().to(result_file)),
+            .route(web::get().to(result_file))
+            .route(web::head().to(result_file)),
     )
     .service(web::resource("/scheduled-jobs/{jobId}/runs/{runId}/log").route(web::get().to(log)))
     .service(
@@ -270,17 +272,9 @@ async fn result_file(
             let run = store::runs::get(c, run_id)?
                 .filter(|r| r.job_id == job_id)
                 .ok_or_else(ApiError::run_not_found)?;
-            // A ledger backup holds every password and token hash: admins only, whoever else
-            // the job is shared with.
-            let backup = job.job_type == crate::domain::job::JobType::Internal
-                && job.task_impl_fqn.as_deref() == Some("database-backup");
-            let allowed = if backup {
-                me.admin
-            } else {
-                can_see(c, &job, &me)?
-                    || run.run_by == me.id
-                    || store::jobs::is_recipient(c, job_id, me.id)?
-            };
+            let shared = store::jobs::is_shared_with(c, job_id, me.id)?;
+            let recipient = store::jobs::is_recipient(c, job_id, me.id)?;
+            let allowed = access::can_download_result(&run, &job, &me, shared, recipient);
             if allowed {
                 Ok(run)
             } else {
@@ -301,15 +295,19 @@ async fn result_file(
         )
     };
     let relative = run.result_file.clone().ok_or_else(not_available)?;
-    let paths = RunPaths::new(&state.data_dir, run.job_id, run.id);
-    let path: PathBuf = paths.result_file(&relative).ok_or_else(not_found)?;
-    // The stored path is ours, but check where it really leads before serving it.
-    let canonical = path.canonicalize().map_err(|_| not_found())?;
-    if !canonical.starts_with(&state.data_dir) || !canonical.is_file() {
-        return Err(not_found());
-    }
+    // Opened without following links on any component, and only if it is a regular file: a
+    // script could have replaced its result by a link to the ledger.
+    let data_dir = state.data_dir.clone();
+    let (job_of_run, id_of_run) = (run.job_id, run.id);
+    let opened = web::block(move || open_run_file(&data_dir, job_of_run, id_of_run, &relative))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let std_file = opened.map_err(|_| not_found())?;
     let file_name = run.result_file_name().unwrap_or("result").to_string();
-    let content_type = match canonical.extension().and_then(|e| e.to_str()) {
+    let content_type = match std::path::Path::new(&file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+    {
         Some("csv") => mime::TEXT_CSV_UTF_8,
         Some("zip") => "application/zip"
             .parse()
@@ -317,16 +315,13 @@ async fn result_file(
         Some(ext) => actix_files::file_extension_to_mime(ext),
         None => mime::APPLICATION_OCTET_STREAM,
     };
-    let file = NamedFile::open(&canonical).map_err(|_| not_found())?;
+    let file = NamedFile::from_file(std_file, &file_name).map_err(|_| not_found())?;
     // A second handle for the whole-file path below.
     let whole = file.file().try_clone().ok();
     let size = file.metadata().len();
     let mut response = file
         .set_content_type(content_type)
-        .set_content_disposition(ContentDisposition {
-            disposition: DispositionType::Attachment,
-            parameters: vec![DispositionParam::Filename(file_name)],
-        })
+        .set_content_disposition(attachment(&file_name))
         .into_response(&req);
     // The whole file (a 200 to a GET; not a Range, a 304 or a HEAD): read in big pieces on one
     // blocking thread rather than actix-files' 64 KiB per blocking task, several times faster for
@@ -342,11 +337,48 @@ async fn result_file(
             ))
             .map_into_boxed_body();
     }
-    response.headers_mut().insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    let (name, value) = nosniff();
+    response.headers_mut().insert(name, value);
     Ok(response)
+}
+
+/// `Content-Disposition: attachment` for a name a script chose: control characters (CR, LF…)
+/// become `_` and bidi controls are dropped, so the header is always valid and the name cannot be
+/// shown reversed; `filename` carries an ASCII fallback, `filename*` (RFC 6266) the UTF-8 name.
+fn attachment(name: &str) -> ContentDisposition {
+    let is_bidi = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    let shown: String = name
+        .chars()
+        .filter(|c| !is_bidi(*c))
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let shown = if shown.trim().is_empty() {
+        "result".to_string()
+    } else {
+        shown
+    };
+    let ascii: String = shown
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut parameters = vec![DispositionParam::Filename(ascii.clone())];
+    if ascii != shown {
+        parameters.push(DispositionParam::FilenameExt(header::ExtendedValue {
+            charset: header::Charset::Ext("UTF-8".to_string()),
+            language_tag: None,
+            value: shown.into_bytes(),
+        }));
+    }
+    ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters,
+    }
 }
 
 /// Pieces a whole result file is sent in.
@@ -390,16 +422,37 @@ fn read_whole_file(
     })
 }
 
+/// Where a run's log is: the run it belongs to, read through `open_run_file` (no links).
+#[derive(Clone)]
+struct LogSource {
+    data_dir: PathBuf,
+    job_id: i64,
+    run_id: i64,
+}
+
 /// Reads the log from `offset`: the bytes (up to `limit`) and the new offset.
 async fn read_log_from(
-    path: &std::path::Path,
+    source: &LogSource,
     offset: u64,
     limit: usize,
 ) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
+    let LogSource {
+        data_dir,
+        job_id,
+        run_id,
+    } = source.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || open_run_file(&data_dir, job_id, run_id, "run.log"))
+            .await
+            .map_err(std::io::Error::other)?;
+    let mut file = match opened {
+        Ok(f) => tokio::fs::File::from_std(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-        Err(e) => return Err(e),
+        // A link or other non-file where the log belongs is never read; the log is empty.
+        Err(e) => {
+            tracing::warn!(run_id = source.run_id, error = %e, "the run's log is not a regular file");
+            return Ok((Vec::new(), offset));
+        }
     };
     // Nothing at or past the end; seeking far past it fails (EINVAL) on some file systems.
     if offset >= file.metadata().await?.len() {
@@ -432,7 +485,11 @@ async fn log(
         .db
         .read(move |c| visible_run(c, job_id, run_id, &me))
         .await?;
-    let log_path = RunPaths::new(&state.data_dir, run.job_id, run.id).log;
+    let log_path = LogSource {
+        data_dir: state.data_dir.clone(),
+        job_id: run.job_id,
+        run_id: run.id,
+    };
     let sse = req
         .headers()
         .get(header::ACCEPT)
@@ -452,6 +509,7 @@ async fn log(
         }
         return Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
+            .insert_header(nosniff())
             .insert_header(("X-Log-Offset", position.to_string()))
             .insert_header(("X-Run-Status", run.status.as_str()))
             .body(out));
@@ -510,14 +568,23 @@ async fn log(
     };
     Ok(HttpResponse::Ok()
         .content_type(content_type)
+        .insert_header(nosniff())
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(stream))
 }
 
+/// Program output is never to be sniffed into HTML or script by a browser.
+fn nosniff() -> (header::HeaderName, HeaderValue) {
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    )
+}
+
 struct Follow {
     offset: u64,
-    log_path: PathBuf,
+    log_path: LogSource,
     db: crate::store::Db,
     run_id: i64,
     sse: bool,

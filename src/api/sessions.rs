@@ -44,9 +44,17 @@ pub async fn open_session(
     let token = new_token();
     let hash = token_hash(&token);
     let user_id = user.id;
+    let auth = &state.settings.auth;
+    let idle_ms = auth.session_timeout_minutes as i64 * 60_000;
+    let max_age_ms = auth.session_max_hours as i64 * 3_600_000;
     state
         .db
-        .write(move |tx| store::sessions::insert(tx, &hash, user_id, now_ms()))
+        .write(move |tx| {
+            let now = now_ms();
+            // Expired sessions are removed as new ones open, so the table stays small.
+            store::sessions::delete_expired(tx, now - idle_ms, now - max_age_ms)?;
+            store::sessions::insert(tx, &hash, user_id, now)
+        })
         .await?;
     Ok(SessionView {
         id: user.id,

@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::AppState;
-use super::auth::CurrentUser;
+use super::auth::{CurrentUser, request_token};
 use super::params::{json_object, path_id};
-use crate::auth::{MIN_PASSWORD_CHARS, hash_password};
+use crate::auth::{MIN_PASSWORD_CHARS, hash_password, token_hash};
 use crate::clock::now_ms;
 use crate::domain::input::{Field, Fields};
 use crate::domain::user::User;
@@ -233,6 +233,11 @@ async fn update(
         None => None,
     };
     let saved = user.clone();
+    // Changing one's own password keeps the session it was changed in; every other session of the
+    // user ends (an admin's reset ends them all).
+    let keep_session = (me.0.id == id)
+        .then(|| request_token(&req).map(|t| token_hash(&t)))
+        .flatten();
     state
         .db
         .write(move |tx| {
@@ -251,7 +256,7 @@ async fn update(
                 ));
             }
             if let Some(hash) = &hash {
-                store::users::set_password_hash(tx, saved.id, hash)?;
+                store::users::set_password_hash(tx, saved.id, hash, keep_session.as_deref())?;
             }
             Ok(())
         })

@@ -276,7 +276,7 @@ pub fn import(
         }
         let body = api_body(&tx, &fields).with_context(context)?;
         let existing = find_live_by_name(&tx, &name).map_err(api_error)?;
-        let draft = draft_from_body(&body, settings, creator.admin, existing.as_ref())
+        let draft = draft_from_body(&body, settings, &creator, existing.as_ref())
             .map_err(api_error)
             .with_context(context)?;
         check_references(&tx, &draft, existing.as_ref().map(|j| j.id))

@@ -63,7 +63,7 @@ pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow:
             if user.is_system {
                 return Ok(false);
             }
-            store::users::set_password_hash(tx, user.id, &hash)?;
+            store::users::set_password_hash(tx, user.id, &hash, None)?;
             Ok(true)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;

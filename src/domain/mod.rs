@@ -1,6 +1,7 @@
 //! Plain types and validation ("parse, don't validate"). Nothing here touches the database, the
 //! network or the clock; callers pass in what a rule needs.
 
+pub mod access; // the access policy: who may see, change, run, download, set runAs
 pub mod args; // splitting argument strings into words without a shell
 pub mod dates; // the date formats accepted by the runs list
 pub mod input; // lenient reading of JSON bodies (numbers as strings, trimmed strings)

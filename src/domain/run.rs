@@ -110,6 +110,8 @@ pub struct Run {
     /// A QUEUED run does not start before this instant (epoch ms).
     pub not_before: Option<i64>,
     pub cancelled_by: Option<i64>,
+    /// The built-in task this run executed (INTERNAL runs), recorded when it ended.
+    pub task: Option<String>,
 }
 
 impl Run {

@@ -37,6 +37,73 @@ impl RunPaths {
     }
 }
 
+/// Opens a file of a run for reading: `relative` (a path the ledger recorded, relative to the run
+/// directory) inside `<data>/runs/<job>/<run>/`, walking every component below the data directory
+/// with `O_NOFOLLOW`, so a symlink anywhere on the way (put there by a script, say) is refused
+/// rather than followed. Only a regular file is returned: a directory, FIFO or device is
+/// `InvalidInput`. The data directory itself is the operator's and may be reached through links.
+pub fn open_run_file(
+    data_dir: &Path,
+    job_id: i64,
+    run_id: i64,
+    relative: &str,
+) -> io::Result<std::fs::File> {
+    use std::ffi::CString;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    let rel = Path::new(relative);
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path leaves the run dir",
+        ));
+    }
+    let (job, run) = (job_id.to_string(), run_id.to_string());
+    let mut names: Vec<&std::ffi::OsStr> = vec!["runs".as_ref(), job.as_ref(), run.as_ref()];
+    names.extend(rel.components().map(|c| c.as_os_str()));
+    let open_at = |dir: libc::c_int, name: &std::ffi::OsStr, flags: libc::c_int| {
+        let name = CString::new(name.as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        // SAFETY: `name` is a valid NUL-terminated string and `dir` an open directory descriptor
+        // (or AT_FDCWD); the returned descriptor is owned by the OwnedFd below.
+        let fd = unsafe {
+            libc::openat(
+                dir,
+                name.as_ptr(),
+                flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+    };
+    let root = std::fs::File::open(data_dir)?;
+    let mut dir: OwnedFd = root.into();
+    let (last, parents) = names.split_last().ok_or(io::ErrorKind::InvalidInput)?;
+    for name in parents {
+        use std::os::fd::AsRawFd;
+        dir = open_at(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY)?;
+    }
+    use std::os::fd::AsRawFd;
+    // O_NONBLOCK: opening a FIFO must not hang the server; it is refused just below.
+    let file = std::fs::File::from(open_at(
+        dir.as_raw_fd(),
+        last,
+        libc::O_RDONLY | libc::O_NONBLOCK,
+    )?);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// Why a program may not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProgramError {
@@ -49,8 +116,12 @@ pub enum ProgramError {
 impl std::fmt::Display for ProgramError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProgramError::ScriptsDirMissing(d) => {
-                write!(f, "the scripts directory {d} does not exist")
+            // The path itself is logged, not shown: messages reach users who are not admins.
+            ProgramError::ScriptsDirMissing(_) => {
+                write!(
+                    f,
+                    "the scripts directory does not exist (the server log names it)"
+                )
             }
             ProgramError::NotFound(p) => {
                 write!(f, "program `{p}` was not found in the scripts directory")
@@ -69,9 +140,10 @@ impl std::fmt::Display for ProgramError {
 /// Resolves a command's program word to a canonical path inside `scripts_dir`. Relative words are
 /// relative to the scripts directory; absolute ones must point into it.
 pub fn resolve_program(scripts_dir: &Path, word: &str) -> Result<PathBuf, ProgramError> {
-    let root = scripts_dir
-        .canonicalize()
-        .map_err(|_| ProgramError::ScriptsDirMissing(scripts_dir.display().to_string()))?;
+    let root = scripts_dir.canonicalize().map_err(|_| {
+        tracing::warn!(dir = %scripts_dir.display(), "the scripts directory does not exist");
+        ProgramError::ScriptsDirMissing(scripts_dir.display().to_string())
+    })?;
     let candidate = if Path::new(word).is_absolute() {
         PathBuf::from(word)
     } else {
@@ -215,6 +287,31 @@ mod tests {
         );
         assert_eq!(paths.result_file("../../x"), None);
         assert_eq!(paths.result_file("/etc/passwd"), None);
+    }
+
+    #[test]
+    fn run_files_open_only_as_regular_files_without_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = RunPaths::new(dir.path(), 1, 2);
+        std::fs::create_dir_all(&paths.result_dir).unwrap();
+        std::fs::write(paths.result_dir.join("a.csv"), "x\n").unwrap();
+        std::fs::write(dir.path().join("labcron.db"), "secret").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("labcron.db"),
+            paths.result_dir.join("l.csv"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&paths.result_dir, paths.run_dir.join("linked")).unwrap();
+        let open = |rel: &str| open_run_file(dir.path(), 1, 2, rel);
+        assert!(open("result/a.csv").is_ok());
+        assert!(open("result/l.csv").is_err(), "a symlinked file is refused");
+        assert!(
+            open("linked/a.csv").is_err(),
+            "a symlinked directory is refused"
+        );
+        assert!(open("result").is_err(), "a directory is not a file");
+        assert!(open("../../../labcron.db").is_err());
+        assert!(open("result/missing.csv").is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::Settings;
+use crate::domain::access;
 use crate::domain::args::split_args;
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
@@ -119,6 +120,15 @@ impl Executor {
                             job.name
                         ),
                     ));
+                }
+                // Runtime arguments are checked against the job as stored, in the transaction
+                // that accepts the run, whoever asks (API, pages, CLI).
+                if request.args.is_some() {
+                    let runner = store::users::get(tx, request.run_by)?
+                        .ok_or_else(|| ApiError::user("USER_NOT_FOUND", "User does not exist."))?;
+                    if let Some(why) = access::runtime_args_refusal(&job, &runner) {
+                        return Err(ApiError::user("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED", why));
+                    }
                 }
                 let new_run = NewRun {
                     job_id,
@@ -313,7 +323,13 @@ impl Executor {
                 tracing::info!(job = %job.name, "run started");
                 measured = Some((job.job_type, run.started_at));
                 job_id = Some(job.id);
-                self.perform(&run, &job, cancel, reason).await
+                let mut outcome = self.perform(&run, &job, cancel, reason).await;
+                // What produced the result decides who may download it later, whatever the job
+                // becomes (a backup stays admin-only).
+                if job.job_type == JobType::Internal {
+                    outcome.task = job.task_impl_fqn.clone();
+                }
+                outcome
             }
             Err(e) => Outcome {
                 message: Some(format!("could not load the run: {e}")),
@@ -342,11 +358,13 @@ impl Executor {
             Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "could not record the end of run {run_id}"),
         }
-        tracing::info!(
-            succeeded,
-            reason = outcome.message.as_deref().unwrap_or(""),
-            "run finished"
-        );
+        // A failed run is what an operator must notice; a successful one is routine.
+        let reason = outcome.message.as_deref().unwrap_or("");
+        if succeeded {
+            tracing::info!(succeeded, reason, "run finished");
+        } else {
+            tracing::warn!(succeeded, reason, "run finished");
+        }
         self.inner
             .running
             .lock()
@@ -710,8 +728,19 @@ async fn collect_result(
             [] => Ok(None),
             [one] => {
                 let rel = PathBuf::from("result").join(one);
+                // The ledger keeps the name as text; a name that is not UTF-8 could never be found
+                // again, so the run fails saying why rather than succeed with an undownloadable file.
+                let Some(rel_text) = rel.to_str() else {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "its name `{}` is not valid UTF-8; write result files with UTF-8 names",
+                            one.to_string_lossy()
+                        ),
+                    ));
+                };
                 let size = std::fs::metadata(paths.run_dir.join(&rel))?.len();
-                Ok(Some((rel.to_string_lossy().into_owned(), size)))
+                Ok(Some((rel_text.to_string(), size)))
             }
             many => {
                 let size = zip_files(&paths.result_dir, many, &paths.run_dir.join(&zip_name))?;

@@ -174,7 +174,15 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return spawn_failed(format!("cannot start {}: {e}", spec.program.display())),
+        // The program's name only: run messages are read by every user the job is shared with.
+        Err(e) => {
+            let name = spec
+                .program
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            return spawn_failed(format!("cannot start {name}: {e}"));
+        }
     };
     let Some(pgid) = child.id() else {
         return spawn_failed("the program exited before it could be supervised".into());

@@ -278,6 +278,7 @@ mod tests {
             chained_from: None,
             not_before: None,
             cancelled_by: None,
+            task: None,
         }
     }
 

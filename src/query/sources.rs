@@ -62,16 +62,18 @@ impl DataSources {
                 self.names().join(", ")
             )
         })?;
+        // Users see these messages (run messages, saved-query errors): the server's paths stay
+        // in the server's log, for the admin.
         if !path.is_file() {
+            tracing::warn!(source = name, path = %path.display(), "data source file does not exist");
             return Err(format!(
-                "data source `{name}`: {} does not exist",
-                path.display()
+                "data source `{name}`: its database file does not exist (the server log names it)"
             ));
         }
         open_read_only(path).map_err(|e| {
+            tracing::warn!(source = name, path = %path.display(), error = %e, "cannot open data source");
             format!(
-                "data source `{name}`: cannot open {}: {}",
-                path.display(),
+                "data source `{name}`: cannot open its database file: {}",
                 sqlite_message(&e)
             )
         })

@@ -23,6 +23,8 @@ use crate::error::ApiError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/0002_job_webhook_url.sql"),
+    include_str!("../../migrations/0004_run_task.sql"),
+    // Issue 13's migration runs after 0004, which main's ledgers already have as version 3.
     include_str!("../../migrations/0003_retries_chains.sql"),
 ];
 
@@ -50,6 +52,7 @@ impl Db {
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         configure_connection(&writer)?;
         migrate(&mut writer)?;
+        restrict_ledger_files(path)?;
         let manager = SqliteConnectionManager::file(path)
             // Readers are read-write connections told never to write, which keeps WAL
             // shared-memory handling ordinary.
@@ -132,6 +135,27 @@ where
     let value = f(&tx)?;
     tx.commit()?;
     Ok(value)
+}
+
+/// Makes the ledger and its `-wal`/`-shm` companions private to the server's user (0600): they
+/// hold password and token hashes. Ledgers made by older versions (0644) are tightened here too.
+fn restrict_ledger_files(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut names = vec![path.as_os_str().to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(name);
+    }
+    for name in names {
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot make {name:?} private (0600)"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Applies the migrations this file has not seen yet, each in its own transaction.

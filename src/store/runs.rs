@@ -18,7 +18,8 @@ const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
 
 const COLUMNS: &str = "r.id, r.job_id, j.name, r.status, r.run_trigger, r.run_by, r.rt_args, r.queued_at,
     r.started_at, r.finished_at, r.scheduled_for, r.exit_code, r.message, r.result_file, r.result_file_size,
-    r.log_size, r.log_truncated, r.attempt, r.retry_of, r.chained_from, r.not_before, r.cancelled_by";
+    r.log_size, r.log_truncated, r.attempt, r.retry_of, r.chained_from, r.not_before, r.cancelled_by,
+    r.task";
 
 fn map_run(row: &Row) -> rusqlite::Result<Run> {
     let bad = |i: usize| {
@@ -47,6 +48,7 @@ fn map_run(row: &Row) -> rusqlite::Result<Run> {
         chained_from: row.get(19)?,
         not_before: row.get(20)?,
         cancelled_by: row.get(21)?,
+        task: row.get(22)?,
     })
 }
 
@@ -198,6 +200,8 @@ pub struct Outcome {
     pub result_file_size: Option<i64>,
     pub log_size: i64,
     pub log_truncated: bool,
+    /// The built-in task the run executed (INTERNAL runs): what produced its result file.
+    pub task: Option<String>,
 }
 
 /// Records the end of an IN_PROGRESS run. Returns false when the run was no longer IN_PROGRESS.
@@ -214,7 +218,7 @@ pub fn finish(
     };
     let changed = conn.prepare_cached(
         "UPDATE runs SET status = ?2, finished_at = ?3, exit_code = ?4, message = ?5, result_file = ?6,
-             result_file_size = ?7, log_size = ?8, log_truncated = ?9
+             result_file_size = ?7, log_size = ?8, log_truncated = ?9, task = ?10
          WHERE id = ?1 AND status = 'IN_PROGRESS'",
     )?
     .execute(params![
@@ -226,7 +230,8 @@ pub fn finish(
         outcome.result_file,
         outcome.result_file_size,
         outcome.log_size,
-        outcome.log_truncated
+        outcome.log_truncated,
+        outcome.task
     ])?;
     Ok(changed == 1)
 }

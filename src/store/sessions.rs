@@ -13,15 +13,41 @@ pub fn insert(conn: &Connection, token_hash: &str, user_id: i64, now: i64) -> Re
     Ok(())
 }
 
-/// The user id and last use of a live session whose user is still active.
-pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<(i64, i64)>, ApiError> {
+/// A live session of a user who is still active.
+pub struct Session {
+    pub user_id: i64,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<Session>, ApiError> {
     Ok(conn
         .prepare_cached(
-            "SELECT s.user_id, s.last_used_at FROM sessions s JOIN users u ON u.id = s.user_id
+            "SELECT s.user_id, s.created_at, s.last_used_at FROM sessions s
+             JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = ?1 AND u.activity_status = 'Active'",
         )?
-        .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([token_hash], |r| {
+            Ok(Session {
+                user_id: r.get(0)?,
+                created_at: r.get(1)?,
+                last_used_at: r.get(2)?,
+            })
+        })
         .optional()?)
+}
+
+/// Ends every session of a user but `keep` (the caller's own, when they changed their own
+/// password): after a password change, a stolen token must stop working.
+pub fn delete_for_user(
+    conn: &Connection,
+    user_id: i64,
+    keep: Option<&str>,
+) -> Result<usize, ApiError> {
+    Ok(conn.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND token_hash IS NOT ?2",
+        params![user_id, keep],
+    )?)
 }
 
 pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), ApiError> {
@@ -37,7 +63,14 @@ pub fn delete(conn: &Connection, token_hash: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Removes sessions unused since `cutoff`.
-pub fn delete_idle(conn: &Connection, cutoff: i64) -> Result<usize, ApiError> {
-    Ok(conn.execute("DELETE FROM sessions WHERE last_used_at < ?1", [cutoff])?)
+/// Removes sessions unused since `idle_cutoff` or signed in before `created_cutoff`: expired ones.
+pub fn delete_expired(
+    conn: &Connection,
+    idle_cutoff: i64,
+    created_cutoff: i64,
+) -> Result<usize, ApiError> {
+    Ok(conn.execute(
+        "DELETE FROM sessions WHERE last_used_at < ?1 OR created_at < ?2",
+        params![idle_cutoff, created_cutoff],
+    )?)
 }

@@ -117,11 +117,19 @@ pub fn update_profile(conn: &Connection, user: &User) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn set_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<(), ApiError> {
+/// Sets a user's password and ends their other sessions (all of them, or all but `keep_session`,
+/// the token hash of the caller who changed their own password).
+pub fn set_password_hash(
+    conn: &Connection,
+    id: i64,
+    hash: &str,
+    keep_session: Option<&str>,
+) -> Result<(), ApiError> {
     conn.execute(
         "UPDATE users SET password_hash = ?2 WHERE id = ?1",
         params![id, hash],
     )?;
+    super::sessions::delete_for_user(conn, id, keep_session)?;
     Ok(())
 }
 

@@ -575,7 +575,41 @@ async fn json_logs_carry_request_ids_and_each_run_its_job_and_run_ids() {
         .await
         .unwrap();
     let run_id = run["id"].as_i64().unwrap();
-    let finished = |lines: &[String]| lines.iter().any(|l| l.contains("run finished"));
+    // A user error and a failing run, to see how they are ranked.
+    let missing = client
+        .get(format!("{base}/scheduled-jobs/999999"))
+        .basic_auth(auth.0, auth.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::BAD_REQUEST);
+    crate::helpers::write_script(
+        &data_dir.join("scripts"),
+        "fail.sh",
+        "#!/bin/sh
+exit 3
+",
+    );
+    let failing: Value = client
+        .post(format!("{base}/scheduled-jobs"))
+        .basic_auth(auth.0, auth.1)
+        .json(&json!({"name": "failing", "type": "EXTERNAL", "command": "fail.sh", "repeatSchedule": "ONDEMAND"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failing_id = failing["id"].as_i64().unwrap();
+    let failed_run = client
+        .post(format!("{base}/scheduled-jobs/{failing_id}/runs"))
+        .basic_auth(auth.0, auth.1)
+        .send()
+        .await
+        .unwrap();
+    assert!(failed_run.status().is_success());
+    let finished =
+        |lines: &[String]| lines.iter().filter(|l| l.contains("run finished")).count() >= 2;
     let deadline = Instant::now() + Duration::from_secs(60);
     while !finished(&lines.lock().unwrap()) {
         assert!(Instant::now() < deadline, "no `run finished` log line");
@@ -590,8 +624,57 @@ async fn json_logs_carry_request_ids_and_each_run_its_job_and_run_ids() {
         .collect();
     let run_event = events
         .iter()
-        .find(|e| e["fields"]["message"] == "run finished")
+        .find(|e| e["fields"]["message"] == "run finished" && e["span"]["run_id"] == run_id)
         .unwrap();
+    assert_eq!(run_event["level"], "INFO", "{run_event}");
+    let failed_event = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "run finished" && e["span"]["job_id"] == failing_id)
+        .unwrap();
+    assert_eq!(
+        failed_event["level"], "WARN",
+        "a FAILED run is a WARN: {failed_event}"
+    );
+    // One compact access line per request; a client's mistake is INFO with its code.
+    let access: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "request")
+        .collect();
+    let refused = access
+        .iter()
+        .find(|e| e["fields"]["status"] == 400)
+        .unwrap_or_else(|| panic!("no access line for the 400: {access:?}"));
+    assert_eq!(refused["level"], "INFO", "{refused}");
+    assert_eq!(
+        refused["fields"]["code"], "SCHEDULED_JOB_NOT_FOUND",
+        "{refused}"
+    );
+    assert_eq!(
+        refused["fields"]["route"], "/rest/ng/scheduled-jobs/{jobId}",
+        "{refused}"
+    );
+    assert_eq!(refused["fields"]["user"], "admin", "{refused}");
+    assert!(
+        refused["fields"]["duration_ms"].is_string()
+            || refused["fields"]["duration_ms"].is_number()
+    );
+    assert!(
+        access
+            .iter()
+            .any(|e| e["fields"]["status"] == 200 && e["fields"]["method"] == "POST"),
+        "successful requests are logged too"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"] != "WARN" || e["fields"]["message"] == "run finished"),
+        "nothing else is a warning in this session: {events:?}"
+    );
+    for line in &lines {
+        if line.contains("\"request\"") {
+            assert!(line.len() < 700, "an access line stays short: {line}");
+        }
+    }
     assert_eq!(run_event["span"]["run_id"], run_id, "{run_event}");
     assert_eq!(run_event["span"]["job_id"], job_id, "{run_event}");
     let created = events

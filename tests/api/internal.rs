@@ -220,7 +220,13 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
 async fn runs_report_lists_the_runs_of_the_last_days() {
     let app = spawn_app().await;
     let query = create_query(&app, "one", "SELECT 1 AS one").await;
-    let job = create_query_job(&app, "export, \"quoted\"", query, json!({})).await;
+    let job = create_query_job(
+        &app,
+        "export, \"quoted\"",
+        query,
+        json!({"rtArgsProvided": true}),
+    )
+    .await;
     let old = run_to_end(&app, job, None).await;
     let recent = run_to_end(&app, job, Some("x=1")).await;
     age_run(&app, id(&old), 10);

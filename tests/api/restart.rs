@@ -131,7 +131,7 @@ async fn sigkill_and_restart_loses_no_run_and_leaves_no_child() {
     let job: Value = client
         .post(format!("{}/scheduled-jobs", server.base))
         .header("X-OS-API-TOKEN", &token)
-        .json(&json!({"name": "survivor", "type": "EXTERNAL", "command": "work.sh", "repeatSchedule": "ONDEMAND"}))
+        .json(&json!({"name": "survivor", "type": "EXTERNAL", "command": "work.sh", "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}))
         .send()
         .await
         .unwrap()

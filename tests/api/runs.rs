@@ -47,7 +47,7 @@ async fn arguments_reach_the_program_literally_and_the_environment_is_exactly_th
     let job = app
         .create_job(
             &json!({"name": "args", "type": "EXTERNAL", "command": "args.sh --mode 'two words'",
-            "fixedArgs": "--fixed", "repeatSchedule": "ONDEMAND"}),
+            "fixedArgs": "--fixed", "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
         )
         .await;
     let run = app
@@ -391,7 +391,7 @@ async fn many_runs_of_one_job_run_one_at_a_time_in_order_and_none_is_lost() {
         ),
     );
     let job = app
-        .create_job(&json!({"name": "serial", "type": "EXTERNAL", "command": "serial.sh", "repeatSchedule": "ONDEMAND",
+        .create_job(&json!({"name": "serial", "type": "EXTERNAL", "command": "serial.sh", "repeatSchedule": "ONDEMAND", "rtArgsProvided": true,
             "maxQueuedRuns": 50}))
         .await;
     let requests = (0..20).map(|i| {

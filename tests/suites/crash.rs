@@ -61,7 +61,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
             admin
                 .create_job(
                     &json!({"name": format!("on demand {i}"), "type": "EXTERNAL",
-                    "command": "work.sh", "repeatSchedule": "ONDEMAND", "maxQueuedRuns": 1000}),
+                    "command": "work.sh", "repeatSchedule": "ONDEMAND", "maxQueuedRuns": 1000, "rtArgsProvided": true}),
                 )
                 .await,
         );

@@ -51,7 +51,7 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
         jobs.push(
             admin
                 .create_job(&json!({"name": format!("load {i}"), "type": "EXTERNAL",
-                    "command": "quick.sh", "repeatSchedule": "ONDEMAND", "maxQueuedRuns": 100000}))
+                    "command": "quick.sh", "repeatSchedule": "ONDEMAND", "maxQueuedRuns": 100000, "rtArgsProvided": true}))
                 .await,
         );
     }

@@ -86,7 +86,7 @@ async fn every_route_without_credentials_answers_401_except_the_public_ones() {
     let job = admin
         .create_job(
             &json!({"name": "guarded", "type": "EXTERNAL", "command": "echo-args.sh",
-            "repeatSchedule": "ONDEMAND"}),
+            "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
         )
         .await;
     let run = admin.start_run(job, Some("a b")).await;
@@ -188,7 +188,7 @@ async fn a_non_admin_reaches_no_other_users_job_run_log_or_file() {
     let admin_job = admin
         .create_job(
             &json!({"name": "admin private job", "type": "EXTERNAL", "command": "echo-args.sh",
-            "repeatSchedule": "ONDEMAND"}),
+            "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
         )
         .await;
     let admin_run = admin.start_run(admin_job, Some("admin-secret-arg")).await;
@@ -381,7 +381,7 @@ async fn path_traversal_in_any_path_parameter_never_serves_a_file() {
     let job = admin
         .create_job(
             &json!({"name": "traversed", "type": "EXTERNAL", "command": "echo-args.sh",
-            "repeatSchedule": "ONDEMAND"}),
+            "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
         )
         .await;
     let run = admin.start_run(job, Some("x")).await;
@@ -520,7 +520,7 @@ async fn injection_strings_are_stored_and_handled_literally() {
     let plain = admin
         .create_job(
             &json!({"name": "plain job", "type": "EXTERNAL", "command": "echo-args.sh",
-            "repeatSchedule": "ONDEMAND"}),
+            "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
         )
         .await;
 

@@ -224,7 +224,13 @@ async fn a_running_run_can_be_cancelled_from_its_page() {
     ui_test("cancel_a_run", async |ui| {
         let gates = gated_script(&ui.app);
         let _ = gates;
-        let job = ui.app.create_external_job("Long export", "gated.sh").await;
+        let job = ui
+            .app
+            .create_job(
+                &json!({"name": "Long export", "type": "EXTERNAL", "command": "gated.sh",
+                "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
+            )
+            .await;
         let run = ui.app.start_run(job, Some("never")).await;
         wait_api_status(ui, job, run, "IN_PROGRESS").await;
         ui.sign_in_admin().await;
