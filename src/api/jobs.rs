@@ -242,10 +242,12 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let draft = validated_draft(&state, &body, &me.0, None)?;
     let creator = me.0.id;
+    let saver = me.0.clone();
     let view: JobView = state
         .db
         .write(move |tx| {
             check_references(tx, &draft, None)?;
+            crate::executor::followup::check_chains(tx, &draft, None, &saver)?;
             let id = store::jobs::insert(tx, &draft, creator, now_ms())?;
             let job = store::jobs::get_live(tx, id)?.ok_or_else(ApiError::job_not_found)?;
             job_view(tx, &job, &mut UserCache::default())
@@ -281,12 +283,14 @@ async fn update(
     let job_id = path_id(&req, "jobId")?;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     let draft = validated_draft(&state, &body, &me.0, Some(&existing))?;
+    let saver = me.0.clone();
     let view: JobView = state
         .db
         .write(move |tx| {
             // The job may have been deleted since it was read.
             store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
             check_references(tx, &draft, Some(job_id))?;
+            crate::executor::followup::check_chains(tx, &draft, Some(job_id), &saver)?;
             store::jobs::replace(tx, job_id, &draft, now_ms())?;
             let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
             job_view(tx, &job, &mut UserCache::default())

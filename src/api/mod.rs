@@ -5,6 +5,7 @@
 //! parameter, in the contract's error shape.
 
 pub mod access_log; // one compact access line per request, short root spans
+pub mod all_runs;
 pub mod auth;
 pub mod cors;
 pub mod health;
@@ -59,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(users::configure)
                 .configure(jobs::configure)
                 .configure(runs::configure)
+                .configure(all_runs::configure)
                 .configure(saved_queries::configure),
         );
     }

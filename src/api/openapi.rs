@@ -27,8 +27,8 @@ use super::jobs::FireTime;
 use super::saved_queries::SavedQueryView;
 use super::sessions::SessionView;
 use super::users::UserView;
-use super::views::{JobView, RunView, SavedQueryRef};
-use crate::domain::job::{ActivityStatus, JobType, MisfirePolicy, RepeatKind};
+use super::views::{JobRef, JobView, RunView, SavedQueryRef};
+use crate::domain::job::{ActivityStatus, JobType, MisfirePolicy, NotifyOn, RepeatKind};
 use crate::domain::run::{RunStatus, Trigger};
 use crate::domain::user::UserSummary;
 use crate::error::{ApiError, ErrorItem};
@@ -441,6 +441,27 @@ struct JobRequest {
     result_from_stdout: Option<bool>,
     /// An http(s) URL that receives each finished run as a signed POST.
     webhook_url: Option<String>,
+    /// How many times a failed run (exit code, timeout, interrupted by a restart) is tried
+    /// again as a new `RETRY` run; default 0.
+    #[schema(minimum = 0, maximum = 10)]
+    max_retries: Option<i64>,
+    /// Seconds between a failed run and its retry; default 60.
+    #[schema(minimum = 1, maximum = 86400)]
+    retry_delay_seconds: Option<i64>,
+    /// When e-mail and webhooks go out; default `ALWAYS`.
+    notify_on: Option<NotifyOn>,
+    /// Jobs queued (`CHAINED`) when a run's series ends SUCCEEDED; the caller must be allowed to
+    /// run them; a cycle is refused with `SCHEDULED_JOB_CHAIN_CYCLE`.
+    on_success: Option<Vec<IdRef>>,
+    /// Jobs queued (`CHAINED`) when a run's series ends FAILED.
+    on_failure: Option<Vec<IdRef>>,
+}
+
+/// `GET /scheduled-job-runs/count`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+struct RunCount {
+    count: i64,
 }
 
 /// `POST /scheduled-jobs/{jobId}/runs` (the body is optional).
@@ -551,13 +572,14 @@ impl ToSchema for FileBytes {}
         ops::list_jobs, ops::create_job, ops::count_jobs, ops::get_job, ops::update_job,
         ops::delete_job, ops::next_runs,
         ops::list_runs, ops::queue_run, ops::get_run, ops::result_file, ops::result_file_head, ops::run_log, ops::cancel_run,
+        ops::list_all_runs, ops::count_all_runs,
         ops::list_saved_queries, ops::create_saved_query, ops::get_saved_query,
         ops::update_saved_query, ops::delete_saved_query,
         ops::health, ops::metrics, ops::openapi_document, ops::docs_page,
     ),
     components(schemas(
         ErrorItem, ErrorList, JobView, RunView, UserSummary, SavedQueryRef, JobType, RepeatKind,
-        ActivityStatus, MisfirePolicy, RunStatus, Trigger,
+        ActivityStatus, MisfirePolicy, RunStatus, Trigger, NotifyOn, JobRef,
     )),
     tags(
         (name = "Sessions", description = "Sign in and out."),
@@ -730,6 +752,44 @@ mod ops {
         responses((status = 200, description = "The runs.", body = Vec<RunView>)),
         security(("apiToken" = []), ("basic" = [])))]
     fn list_runs() {}
+
+    #[utoipa::path(get, path = "/rest/ng/scheduled-job-runs", tag = "Runs",
+        operation_id = "listAllRuns", summary = "List the runs of every job",
+        description = "The runs of every job the caller may see (admins: every job; others: the             jobs they created or that are shared with them), newest first, in the same JSON as a             job's runs. `fromDate` and `toDate` bound the run's creation time and accept the same             formats as a job's runs list.",
+        params(
+            ("fromDate" = Option<String>, Query, description = "Created at or after."),
+            ("toDate" = Option<String>, Query, description = "Created at or before; default now."),
+            ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
+            ("jobId" = Option<i64>, Query, description = "Only runs of this job."),
+            ("trigger" = Option<Trigger>, Query, description = "Only runs with this trigger."),
+            ("cancelled" = Option<bool>, Query,
+                description = "true: only cancelled runs; false: none of them."),
+            ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
+            ("maxResults" = Option<i64>, Query,
+                description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+            ("X-OS-CLIENT-TZ" = Option<String>, Header,
+                description = "The IANA zone of dates without an offset; default the server's zone."),
+        ),
+        responses((status = 200, description = "The runs.", body = Vec<RunView>)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn list_all_runs() {}
+
+    #[utoipa::path(get, path = "/rest/ng/scheduled-job-runs/count", tag = "Runs",
+        operation_id = "countAllRuns", summary = "Count the runs of every job",
+        params(
+            ("fromDate" = Option<String>, Query, description = "Created at or after."),
+            ("toDate" = Option<String>, Query, description = "Created at or before; default now."),
+            ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
+            ("jobId" = Option<i64>, Query, description = "Only runs of this job."),
+            ("trigger" = Option<Trigger>, Query, description = "Only runs with this trigger."),
+            ("cancelled" = Option<bool>, Query,
+                description = "true: only cancelled runs; false: none of them."),
+            ("X-OS-CLIENT-TZ" = Option<String>, Header,
+                description = "The IANA zone of dates without an offset; default the server's zone."),
+        ),
+        responses((status = 200, description = "How many runs the list would give.", body = RunCount)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn count_all_runs() {}
 
     #[utoipa::path(post, path = "/rest/ng/scheduled-jobs/{jobId}/runs", tag = "Runs",
         operation_id = "queueRun", summary = "Run a job now",

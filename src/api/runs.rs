@@ -622,7 +622,7 @@ async fn cancel(
         .db
         .read(move |c| visible_run(c, job_id, run_id, &viewer))
         .await?;
-    if !state.executor.cancel(run_id, &me.0.login_name).await? {
+    if !state.executor.cancel(run_id, &me.0).await? {
         return Err(ApiError::user(
             "SCHEDULED_JOB_RUN_NOT_CANCELLABLE",
             format!("Run {run_id} has already finished."),

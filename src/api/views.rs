@@ -7,7 +7,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::clock::{from_ms, now_ms};
-use crate::domain::job::{ActivityStatus, Job, JobType, MisfirePolicy, RepeatKind, weekday_name};
+use crate::domain::job::{
+    ActivityStatus, Job, JobType, MisfirePolicy, NotifyOn, RepeatKind, weekday_name,
+};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::UserSummary;
 use crate::error::ApiError;
@@ -61,6 +63,39 @@ pub struct JobView {
     pub result_from_stdout: bool,
     /// (ext) Receives each finished run as a signed POST.
     pub webhook_url: Option<String>,
+    /// (ext) How many times a failed run is tried again (0–10).
+    pub max_retries: i64,
+    /// (ext) Seconds between a failed run and its retry (1–86,400).
+    pub retry_delay_seconds: i64,
+    /// (ext) When e-mail and webhooks go out.
+    pub notify_on: NotifyOn,
+    /// (ext) Jobs queued when a run's series ends SUCCEEDED.
+    pub on_success: Vec<JobRef>,
+    /// (ext) Jobs queued when a run's series ends FAILED.
+    pub on_failure: Vec<JobRef>,
+}
+
+/// A reference to another job in `onSuccess` / `onFailure`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRef {
+    pub id: i64,
+    pub name: String,
+}
+
+/// A chain list of a job as `JobRef`s.
+pub fn chain_refs(
+    conn: &Connection,
+    job_id: i64,
+    on_result: &str,
+) -> Result<Vec<JobRef>, ApiError> {
+    let mut refs = Vec::new();
+    for id in store::jobs::chain_targets(conn, job_id, on_result)? {
+        if let Some(name) = store::jobs::name_of(conn, id)? {
+            refs.push(JobRef { id, name });
+        }
+    }
+    Ok(refs)
 }
 
 /// A run as every endpoint returns it.
@@ -86,6 +121,16 @@ pub struct RunView {
     pub result_file_size: Option<i64>,
     pub log_size: i64,
     pub log_truncated: bool,
+    /// (ext) 1 for a series' first run, 2 for its first retry…
+    pub attempt: i64,
+    /// (ext) The id of the series' first run; null on the first.
+    pub retry_of: Option<i64>,
+    /// (ext) The run whose end queued this one (`CHAINED` runs and their retries).
+    pub chained_from: Option<i64>,
+    /// (ext) Who cancelled the run (its status is FAILED); null when it was not cancelled.
+    pub cancelled_by: Option<UserSummary>,
+    /// (ext) A queued retry does not start before this instant (epoch ms).
+    pub not_before: Option<i64>,
 }
 
 /// Caches user summaries while building several views.
@@ -171,6 +216,11 @@ pub fn job_view(conn: &Connection, job: &Job, users: &mut UserCache) -> Result<J
         max_queued_runs: job.max_queued_runs,
         result_from_stdout: job.result_from_stdout,
         webhook_url: job.webhook_url.clone(),
+        max_retries: job.max_retries,
+        retry_delay_seconds: job.retry_delay_seconds,
+        notify_on: job.notify_on,
+        on_success: chain_refs(conn, job.id, store::jobs::CHAIN_SUCCESS)?,
+        on_failure: chain_refs(conn, job.id, store::jobs::CHAIN_FAILURE)?,
     })
 }
 
@@ -207,5 +257,13 @@ pub fn run_view(
         result_file_size: run.result_file_size,
         log_size,
         log_truncated: run.log_truncated,
+        attempt: run.attempt,
+        retry_of: run.retry_of,
+        chained_from: run.chained_from,
+        cancelled_by: match run.cancelled_by {
+            Some(id) => users.summary(conn, id)?,
+            None => None,
+        },
+        not_before: run.not_before,
     })
 }

@@ -541,6 +541,14 @@ pub fn import(
         check_references(&tx, &draft, existing.as_ref().map(|j| j.id))
             .map_err(api_error)
             .with_context(context)?;
+        crate::executor::followup::check_chains(
+            &tx,
+            &draft,
+            existing.as_ref().map(|j| j.id),
+            &creator,
+        )
+        .map_err(api_error)
+        .with_context(context)?;
         let now = now_ms();
         let set_key = |id: i64| -> anyhow::Result<()> {
             if let Some(k) = &key {

@@ -67,6 +67,11 @@ string_enum!(
     MisfirePolicy { Skip => "SKIP", RunOnce => "RUN_ONCE" }
 );
 
+string_enum!(
+    /// (ext) When a finished series' e-mail and webhook go out.
+    NotifyOn { Always => "ALWAYS", Failure => "FAILURE", Change => "CHANGE", Never => "NEVER" }
+);
+
 /// Built-in INTERNAL task names (and OpenSpecimen's class name for the cleaner).
 pub const INTERNAL_TASKS: &[&str] = &[
     "files-cleaner",
@@ -231,6 +236,10 @@ pub struct Job {
     pub last_fired_for: Option<i64>,
     /// (ext) Receives each finished run as a signed POST (`notify::webhook`).
     pub webhook_url: Option<String>,
+    /// (ext) How many times a failed run is tried again.
+    pub max_retries: i64,
+    pub retry_delay_seconds: i64,
+    pub notify_on: NotifyOn,
 }
 
 impl Job {
@@ -273,6 +282,12 @@ pub struct JobDraft {
     pub max_queued_runs: i64,
     pub result_from_stdout: bool,
     pub webhook_url: Option<String>,
+    pub max_retries: i64,
+    pub retry_delay_seconds: i64,
+    pub notify_on: NotifyOn,
+    /// Jobs queued when a series ends SUCCEEDED / FAILED (ids, in the order given, no repeats).
+    pub on_success: Vec<i64>,
+    pub on_failure: Vec<i64>,
 }
 
 /// What validation needs from outside the request body.
@@ -289,6 +304,12 @@ pub struct JobDefaults<'a> {
 pub const MAX_NAME_CHARS: usize = 255;
 /// Longest accepted run time limit: one week.
 pub const MAX_TIMEOUT_SECONDS: i64 = 7 * 24 * 3600;
+/// Most retries of a failed run.
+pub const MAX_RETRIES: i64 = 10;
+/// Longest wait before a retry: one day.
+pub const MAX_RETRY_DELAY_SECONDS: i64 = 86_400;
+/// Longest `onSuccess` / `onFailure` list.
+pub const MAX_CHAIN_TARGETS: usize = 50;
 /// Longest accepted `webhookUrl`.
 pub const MAX_WEBHOOK_URL_CHARS: usize = 2000;
 
@@ -519,6 +540,43 @@ pub fn validate_job(
         }
     };
 
+    let max_retries = match fields.int("maxRetries") {
+        Field::Missing => 0,
+        Field::Value(v) if (0..=MAX_RETRIES).contains(&v) => v,
+        _ => {
+            errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_INVALID_MAX_RETRIES",
+                format!("maxRetries must be a whole number from 0 to {MAX_RETRIES}."),
+            ));
+            0
+        }
+    };
+    let retry_delay_seconds = match fields.int("retryDelaySeconds") {
+        Field::Missing => 60,
+        Field::Value(v) if (1..=MAX_RETRY_DELAY_SECONDS).contains(&v) => v,
+        _ => {
+            errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_INVALID_RETRY_DELAY",
+                format!(
+                    "retryDelaySeconds must be a whole number from 1 to {MAX_RETRY_DELAY_SECONDS}."
+                ),
+            ));
+            60
+        }
+    };
+    let notify_on = match fields.string("notifyOn") {
+        None => NotifyOn::Always,
+        Some(text) => NotifyOn::from_str(&text).unwrap_or_else(|()| {
+            errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_INVALID_NOTIFY_ON",
+                format!("notifyOn `{text}` is invalid: use ALWAYS, FAILURE, CHANGE or NEVER."),
+            ));
+            NotifyOn::Always
+        }),
+    };
+    let on_success = chain_list(&fields, "onSuccess", &mut errors);
+    let on_failure = chain_list(&fields, "onFailure", &mut errors);
+
     let draft = JobDraft {
         name,
         job_type: job_type.unwrap_or(JobType::External),
@@ -542,8 +600,28 @@ pub fn validate_job(
         max_queued_runs,
         result_from_stdout,
         webhook_url,
+        max_retries,
+        retry_delay_seconds,
+        notify_on,
+        on_success,
+        on_failure,
     };
     (draft, errors)
+}
+
+/// An `onSuccess` / `onFailure` list: job references, each kept once, in the order given.
+fn chain_list(fields: &Fields, name: &str, errors: &mut Vec<ErrorItem>) -> Vec<i64> {
+    let mut ids = id_list(fields, name, errors);
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
+    if ids.len() > MAX_CHAIN_TARGETS {
+        errors.push(ErrorItem::new(
+            "SCHEDULED_JOB_INVALID_CHAIN",
+            format!("{name} may name at most {MAX_CHAIN_TARGETS} jobs."),
+        ));
+        ids.truncate(MAX_CHAIN_TARGETS);
+    }
+    ids
 }
 
 fn invalid_command(field: &str, e: &ArgsError) -> ErrorItem {
@@ -850,6 +928,61 @@ mod tests {
             &defaults(),
         );
         assert_eq!(draft.webhook_url.as_deref(), Some("https://h.example/a"));
+    }
+
+    #[test]
+    fn retries_and_notify_on_have_defaults_and_bounds() {
+        let base = |extra: Value| {
+            let mut body = json!({"name":"a","type":"INTERNAL","taskImplFqn":"runs-report",
+                                  "repeatSchedule":"ONDEMAND"});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            body
+        };
+        let (draft, errors) = validate_job(base(json!({})).as_object().unwrap(), &defaults());
+        assert!(errors.is_empty());
+        assert_eq!(
+            (
+                draft.max_retries,
+                draft.retry_delay_seconds,
+                draft.notify_on
+            ),
+            (0, 60, NotifyOn::Always)
+        );
+        let (draft, errors) = validate_job(
+            base(
+                json!({"maxRetries":10,"retryDelaySeconds":86400,"notifyOn":"CHANGE",
+                        "onSuccess":[{"id":3},{"id":3},{"id":4}]}),
+            )
+            .as_object()
+            .unwrap(),
+            &defaults(),
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            (
+                draft.max_retries,
+                draft.retry_delay_seconds,
+                draft.notify_on
+            ),
+            (10, 86_400, NotifyOn::Change)
+        );
+        assert_eq!(draft.on_success, vec![3, 4]);
+        assert_eq!(
+            codes(base(
+                json!({"maxRetries":11,"retryDelaySeconds":0,"notifyOn":"SOMETIMES"})
+            )),
+            vec![
+                "SCHEDULED_JOB_INVALID_MAX_RETRIES",
+                "SCHEDULED_JOB_INVALID_RETRY_DELAY",
+                "SCHEDULED_JOB_INVALID_NOTIFY_ON"
+            ]
+        );
+        assert_eq!(
+            codes(base(json!({"onFailure":"7"}))),
+            vec!["INVALID_REQUEST"]
+        );
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub enum Trigger {
     Manual,
     Scheduled,
     CatchUp,
+    /// A failed run tried again (`retryOf` names the series' first run).
+    Retry,
+    /// Queued by the end of another job's run (`chainedFrom`).
+    Chained,
 }
 
 impl Trigger {
@@ -56,6 +60,8 @@ impl Trigger {
             Trigger::Manual => "MANUAL",
             Trigger::Scheduled => "SCHEDULED",
             Trigger::CatchUp => "CATCH_UP",
+            Trigger::Retry => "RETRY",
+            Trigger::Chained => "CHAINED",
         }
     }
 }
@@ -67,6 +73,8 @@ impl FromStr for Trigger {
             "MANUAL" => Ok(Trigger::Manual),
             "SCHEDULED" => Ok(Trigger::Scheduled),
             "CATCH_UP" => Ok(Trigger::CatchUp),
+            "RETRY" => Ok(Trigger::Retry),
+            "CHAINED" => Ok(Trigger::Chained),
             _ => Err(()),
         }
     }
@@ -93,6 +101,15 @@ pub struct Run {
     pub result_file_size: Option<i64>,
     pub log_size: i64,
     pub log_truncated: bool,
+    /// 1 for the first run of a series, 2 for its first retry…
+    pub attempt: i64,
+    /// The series' first run; None on the first.
+    pub retry_of: Option<i64>,
+    /// The run whose end queued this one.
+    pub chained_from: Option<i64>,
+    /// A QUEUED run does not start before this instant (epoch ms).
+    pub not_before: Option<i64>,
+    pub cancelled_by: Option<i64>,
     /// The built-in task this run executed (INTERNAL runs), recorded when it ended.
     pub task: Option<String>,
 }

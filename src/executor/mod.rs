@@ -6,6 +6,7 @@
 //! parses HTTP.
 
 pub mod files;
+pub mod followup; // retries, chained runs and notifyOn, decided when a run's end is recorded
 pub mod internal; // INTERNAL runs: files-cleaner, database-backup, runs-report
 pub mod process;
 pub mod query_task; // QUERY runs: a saved query streamed to CSV
@@ -25,6 +26,7 @@ use crate::domain::access;
 use crate::domain::args::split_args;
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
+use crate::domain::user::User;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -149,15 +151,19 @@ impl Executor {
 
     /// Cancels a run: a QUEUED one fails at once; an IN_PROGRESS one has its process group stopped.
     /// Returns false when the run had already finished.
-    pub async fn cancel(&self, run_id: i64, by_login: &str) -> Result<bool, ApiError> {
-        let message = format!("cancelled by {by_login}");
+    pub async fn cancel(&self, run_id: i64, by: &User) -> Result<bool, ApiError> {
+        let message = format!("cancelled by {}", by.login_name);
+        let by_id = by.id;
         for _ in 0..50 {
             let msg = message.clone();
             let status = self
                 .inner
                 .db
                 .write(move |tx| {
+                    // `cancelledBy` on the wire; a cancelled run is never retried.
+                    store::runs::mark_cancelled_by(tx, run_id, by_id)?;
                     if store::runs::fail_queued(tx, run_id, &msg, now_ms())? {
+                        store::runs::set_series_end(tx, run_id)?;
                         return Ok(None);
                     }
                     Ok(store::runs::get(tx, run_id)?.map(|r| r.status))
@@ -338,17 +344,20 @@ impl Executor {
             .record_end(run_id, job_id, &mut outcome, finished_at)
             .await;
         match recorded {
-            Ok(true) => {
+            Ok(Some(follow_up)) => {
                 if let Some((job_type, started_at)) = measured {
                     let duration_ms = started_at.map(|start| finished_at - start);
                     self.inner
                         .metrics
                         .observe_run(job_type.as_str(), succeeded, duration_ms);
                 }
-                // After the outcome is in the ledger; delivery runs in its own tasks.
-                self.inner.notifier.run_finished(run_id);
+                // After the outcome is in the ledger; delivery runs in its own tasks. A run whose
+                // retry is queued, or whose job's notifyOn says no, sends nothing.
+                if follow_up.notify {
+                    self.inner.notifier.run_finished(run_id);
+                }
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::error!(error = ?e, "could not record the end of run {run_id}"),
         }
         // A failed run is what an operator must notice; a successful one is routine.
@@ -367,7 +376,8 @@ impl Executor {
         self.inner.wake.notify_one();
     }
 
-    /// Records the end of a run in the ledger. A full disk must not leave the run IN_PROGRESS:
+    /// Records the end of a run in the ledger, with what follows it (`followup`), in one
+    /// transaction; None when the run was no longer IN_PROGRESS. A full disk must not leave the run IN_PROGRESS:
     /// when the write fails for lack of space, a failed run's (partial) result is removed to make
     /// room, saying so in its message, and the write is tried again every second for a while.
     async fn record_end(
@@ -376,7 +386,7 @@ impl Executor {
         job_id: Option<i64>,
         outcome: &mut Outcome,
         finished_at: i64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<followup::FollowUp>, ApiError> {
         let mut freed = false;
         let mut attempts = 0;
         loop {
@@ -384,7 +394,12 @@ impl Executor {
                 let outcome = outcome.clone();
                 self.inner
                     .db
-                    .write(move |tx| store::runs::finish(tx, run_id, &outcome, finished_at))
+                    .write(move |tx| {
+                        if !store::runs::finish(tx, run_id, &outcome, finished_at)? {
+                            return Ok(None);
+                        }
+                        followup::after_end(tx, run_id, finished_at).map(Some)
+                    })
                     .await
             };
             match recorded {
@@ -523,10 +538,14 @@ impl Executor {
         let stdout_tmp = stdout_rel
             .as_ref()
             .map(|_| paths.run_dir.join("stdout.tmp"));
+        let mut env = run_env(job, run, paths);
+        if let Some(upstream_id) = run.chained_from {
+            env.extend(self.upstream_env(upstream_id).await);
+        }
         let spec = ProcessSpec {
             program,
             args,
-            env: run_env(job, run, paths),
+            env,
             work_dir: paths.work_dir.clone(),
             log_path: paths.log.clone(),
             stdout_path: stdout_tmp.clone(),
@@ -604,6 +623,35 @@ impl Executor {
             let _ = tokio::fs::remove_file(tmp).await;
         }
         outcome
+    }
+}
+
+impl Executor {
+    /// `LABCRON_UPSTREAM_RUN_ID` and, when the upstream run kept a result file,
+    /// `LABCRON_UPSTREAM_RESULT`: its path, made read-only so the chained program cannot change
+    /// what the upstream run produced.
+    async fn upstream_env(&self, upstream_id: i64) -> Vec<(String, String)> {
+        let mut env = vec![("LABCRON_UPSTREAM_RUN_ID".into(), upstream_id.to_string())];
+        let upstream = self
+            .inner
+            .db
+            .read(move |c| store::runs::get(c, upstream_id))
+            .await;
+        let Ok(Some(upstream)) = upstream else {
+            return env;
+        };
+        let paths = RunPaths::new(&self.inner.data_dir, upstream.job_id, upstream.id);
+        if let Some(file) = upstream
+            .result_file
+            .as_deref()
+            .and_then(|rel| paths.result_file(rel))
+            && tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file())
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = tokio::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).await;
+            env.push(("LABCRON_UPSTREAM_RESULT".into(), file.display().to_string()));
+        }
+        env
     }
 }
 

@@ -164,6 +164,9 @@ pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
     }
 }
 
+/// The named argument a chained QUERY run gets: its upstream run's id.
+pub const UPSTREAM_ARG: &str = "upstreamRunId";
+
 async fn export_saved_query(
     ctx: &TaskContext<'_>,
     limit: Duration,
@@ -180,6 +183,7 @@ async fn export_saved_query(
         .map_err(|e| format!("cannot read saved query {query_id}: {e}"))?
         .ok_or_else(|| format!("saved query {query_id} does not exist (it was deleted)"))?;
     let args = parse_args(&ctx.argument_words()?)?;
+    let upstream = ctx.run.chained_from;
     let sources = DataSources::from_settings(ctx.settings, ctx.data_dir);
     let file = format!("scheduled_query_{}_{}.csv", query.id, ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
@@ -198,6 +202,18 @@ async fn export_saved_query(
             return Err(Failure::Message(
                 "refused: the saved query is not a read-only statement".into(),
             ));
+        }
+        let mut args = args;
+        // A chained run offers its upstream run's id as `upstreamRunId`, used when the query
+        // names that parameter (an argument of the same name wins).
+        if let Some(upstream) = upstream
+            && (1..=stmt.parameter_count()).any(|i| {
+                stmt.parameter_name(i)
+                    .is_some_and(|n| crate::query::params::bare_name(n) == UPSTREAM_ARG)
+            })
+        {
+            args.entry(UPSTREAM_ARG.to_string())
+                .or_insert_with(|| upstream.to_string());
         }
         bind_params(&mut stmt, &args).map_err(Failure::Message)?;
         write_aside(&target, |tmp| {

@@ -37,7 +37,15 @@ pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ApiEr
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    db.write_sync(|tx| store::runs::fail_all_in_progress(tx, RESTART_MESSAGE, now_ms()))
+    db.write_sync(|tx| {
+        let now = now_ms();
+        let failed = store::runs::fail_all_in_progress(tx, RESTART_MESSAGE, now)?;
+        // An interrupted run is a failed one: it is retried (or ends its series) like any other.
+        for (run_id, _) in &interrupted {
+            super::followup::after_end(tx, *run_id, now)?;
+        }
+        Ok(failed)
+    })
 }
 
 /// The environment entry every process of a run carries (its `LABCRON_RESULT_DIR`), and nothing

@@ -87,6 +87,64 @@ pub fn compose(
     }
 }
 
+/// Adds why a failed run failed to its e-mail: the last lines of its log and a link to its page
+/// (and, for a retried series, how many attempts were made), before the closing lines.
+pub fn add_failure_details(email: &mut Email, run: &Run, log_tail: &[String], run_page: &str) {
+    let mut block = String::new();
+    if run.attempt > 1 {
+        block.push_str(&format!(
+            "Attempts    : {} (the job's retries are used up)\n",
+            run.attempt
+        ));
+    }
+    if !log_tail.is_empty() {
+        block.push_str("\nLast lines of the log:\n");
+        for line in log_tail {
+            let line: String = line
+                .chars()
+                .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
+                .collect();
+            block.push_str(&format!("    {line}\n"));
+        }
+    }
+    block.push_str(&format!("\nThe run's page:\n{run_page}\n"));
+    let at = email
+        .body
+        .find("\nPlease contact your administrator")
+        .or_else(|| email.body.find("\n-- \n"))
+        .unwrap_or(email.body.len());
+    email.body.insert_str(at, &block);
+}
+
+/// The last `max_lines` lines of a log file (reading at most its last 8 KiB), empty if unreadable.
+pub fn log_tail(path: &std::path::Path, max_lines: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX_BYTES: u64 = 8 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(MAX_BYTES);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    // A cut first line is partial: drop it.
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    let skip = lines.len().saturating_sub(max_lines);
+    lines[skip..].iter().map(|l| l.to_string()).collect()
+}
+
 /// Sends e-mails through the configured SMTP server.
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -160,6 +218,42 @@ mod tests {
     use super::*;
     use crate::domain::run::Trigger;
 
+    #[test]
+    fn failure_details_come_before_the_closing_lines() {
+        let mut run = run(RunStatus::Failed, Some("exit code 3: LIMS timeout"), None);
+        run.attempt = 3;
+        let mut email = compose("nightly", &run, "Ann", chrono_tz::UTC, None);
+        add_failure_details(
+            &mut email,
+            &run,
+            &["connecting".into(), "LIMS timeout".into()],
+            "http://h/ui/jobs/7/runs/42",
+        );
+        let details = email
+            .body
+            .find("Last lines of the log:\n    connecting\n    LIMS timeout\n");
+        let closing = email.body.find("Please contact");
+        assert!(details.is_some() && details < closing, "{}", email.body);
+        assert!(email.body.contains("Attempts    : 3"));
+        assert!(
+            email
+                .body
+                .contains("The run's page:\nhttp://h/ui/jobs/7/runs/42\n")
+        );
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = std::env::temp_dir().join(format!("labcron-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(log_tail(&path, 2), vec!["line 4998", "line 4999"]);
+        assert!(log_tail(&dir.join("missing"), 5).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn run(status: RunStatus, message: Option<&str>, result: Option<&str>) -> Run {
         Run {
             id: 42,
@@ -179,6 +273,11 @@ mod tests {
             result_file_size: None,
             log_size: 0,
             log_truncated: false,
+            attempt: 1,
+            retry_of: None,
+            chained_from: None,
+            not_before: None,
+            cancelled_by: None,
             task: None,
         }
     }

@@ -58,7 +58,12 @@ struct FinishedRun {
     run_json: Vec<u8>,
     /// Who gets an e-mail (empty when e-mail is off).
     recipients: Vec<User>,
+    /// The last lines of a failed run's log (for its e-mail).
+    log_tail: Vec<String>,
 }
+
+/// How many log lines a failed run's e-mail quotes.
+const LOG_TAIL_LINES: usize = 15;
 
 impl Notifier {
     /// A notifier for `settings`; `listening` is the server's address, the default base of links.
@@ -160,14 +165,26 @@ impl Notifier {
                 inner.public_base_url, finished.run.job_id, finished.run.id
             )
         });
+        let run_page = format!(
+            "{}/ui/jobs/{}/runs/{}",
+            inner.public_base_url, finished.run.job_id, finished.run.id
+        );
         for user in &finished.recipients {
-            let message = email::compose(
+            let mut message = email::compose(
                 &finished.job.name,
                 &finished.run,
                 &greeting_name(user),
                 inner.tz,
                 link.as_deref(),
             );
+            if finished.run.status == RunStatus::Failed {
+                email::add_failure_details(
+                    &mut message,
+                    &finished.run,
+                    &finished.log_tail,
+                    &run_page,
+                );
+            }
             let counted = match mailer.send(user, &message).await {
                 Ok(()) => {
                     tracing::info!(user_id = user.id, "run e-mail sent");
@@ -229,11 +246,18 @@ fn load_finished(
     } else {
         Vec::new()
     };
+    let log_tail = if with_email && run.status == RunStatus::Failed {
+        let log = crate::executor::files::RunPaths::new(data_dir, run.job_id, run.id).log;
+        email::log_tail(&log, LOG_TAIL_LINES)
+    } else {
+        Vec::new()
+    };
     Ok(Some(FinishedRun {
         run,
         job,
         run_json,
         recipients,
+        log_tail,
     }))
 }
 

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::job::{
-    ActivityStatus, Job, JobDraft, JobType, MisfirePolicy, RepeatColumns, RepeatKind,
+    ActivityStatus, Job, JobDraft, JobType, MisfirePolicy, NotifyOn, RepeatColumns, RepeatKind,
     parse_weekday, weekday_name,
 };
 use crate::error::ApiError;
@@ -15,7 +15,7 @@ const COLUMNS: &str = "id, name, type, repeat_schedule, scheduled_minute, schedu
     scheduled_day_of_month, minutely_interval, hourly_interval, cron_expression, timezone, start_date, end_date,
     activity_status, created_by, run_as, task_impl_fqn, command, fixed_args, rt_args_provided, rt_args_help_text,
     saved_query_id, timeout_seconds, misfire_policy, max_queued_runs, result_from_stdout, created_at, updated_at,
-    last_fired_for, webhook_url";
+    last_fired_for, webhook_url, max_retries, retry_delay_seconds, notify_on";
 
 fn corrupt(column: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -68,6 +68,9 @@ fn map_job(row: &Row) -> rusqlite::Result<Job> {
         updated_at: row.get(28)?,
         last_fired_for: row.get(29)?,
         webhook_url: row.get(30)?,
+        max_retries: row.get(31)?,
+        retry_delay_seconds: row.get(32)?,
+        notify_on: NotifyOn::from_str(&row.get::<_, String>(33)?).unwrap_or(NotifyOn::Always),
     })
 }
 
@@ -211,7 +214,8 @@ fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<()
             cron_expression = ?11, timezone = ?12, start_date = ?13, end_date = ?14, activity_status = ?15,
             run_as = ?16, task_impl_fqn = ?17, command = ?18, fixed_args = ?19, rt_args_provided = ?20,
             rt_args_help_text = ?21, saved_query_id = ?22, timeout_seconds = ?23, misfire_policy = ?24,
-            max_queued_runs = ?25, result_from_stdout = ?26, updated_at = ?27, webhook_url = ?28
+            max_queued_runs = ?25, result_from_stdout = ?26, updated_at = ?27, webhook_url = ?28,
+            max_retries = ?29, retry_delay_seconds = ?30, notify_on = ?31
          WHERE id = ?1",
         params![
             id,
@@ -241,12 +245,93 @@ fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<()
             d.max_queued_runs,
             d.result_from_stdout,
             now,
-            d.webhook_url
+            d.webhook_url,
+            d.max_retries,
+            d.retry_delay_seconds,
+            d.notify_on.as_str()
         ],
     )?;
     replace_user_list(conn, "job_recipients", id, &d.recipients)?;
     replace_user_list(conn, "job_shared_users", id, &d.shared_with)?;
+    replace_chains(conn, id, &d.on_success, &d.on_failure)?;
     Ok(())
+}
+
+/// The `on_result` names of `job_chains`.
+pub const CHAIN_SUCCESS: &str = "SUCCESS";
+pub const CHAIN_FAILURE: &str = "FAILURE";
+
+fn replace_chains(
+    conn: &Connection,
+    job_id: i64,
+    on_success: &[i64],
+    on_failure: &[i64],
+) -> Result<(), ApiError> {
+    conn.execute("DELETE FROM job_chains WHERE job_id = ?1", [job_id])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO job_chains (job_id, on_result, target_id, position) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (on_result, ids) in [(CHAIN_SUCCESS, on_success), (CHAIN_FAILURE, on_failure)] {
+        for (position, target) in ids.iter().enumerate() {
+            stmt.execute(params![job_id, on_result, target, position as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// The live jobs a job's series end queues, for `on_result` (`CHAIN_SUCCESS` / `CHAIN_FAILURE`),
+/// in the order they were given. Deleted targets drop out.
+pub fn chain_targets(
+    conn: &Connection,
+    job_id: i64,
+    on_result: &str,
+) -> Result<Vec<i64>, ApiError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.target_id FROM job_chains c JOIN jobs t ON t.id = c.target_id
+         WHERE c.job_id = ?1 AND c.on_result = ?2 AND t.activity_status <> 'Disabled'
+         ORDER BY c.position",
+    )?;
+    let ids = stmt
+        .query_map(params![job_id, on_result], |r| r.get(0))?
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok(ids)
+}
+
+/// The live jobs whose series end queues `job_id`, with the list they name it in.
+pub fn chain_sources(conn: &Connection, job_id: i64) -> Result<Vec<(i64, String)>, ApiError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.job_id, c.on_result FROM job_chains c JOIN jobs s ON s.id = c.job_id
+         WHERE c.target_id = ?1 AND s.activity_status <> 'Disabled' ORDER BY c.job_id, c.on_result",
+    )?;
+    let rows = stmt
+        .query_map([job_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Every chain edge between live jobs, except those leaving `except_job` (being replaced).
+pub fn chain_edges(
+    conn: &Connection,
+    except_job: Option<i64>,
+) -> Result<Vec<(i64, i64)>, ApiError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT c.job_id, c.target_id FROM job_chains c
+         JOIN jobs s ON s.id = c.job_id JOIN jobs t ON t.id = c.target_id
+         WHERE s.activity_status <> 'Disabled' AND t.activity_status <> 'Disabled'
+           AND c.job_id IS NOT ?1",
+    )?;
+    let rows = stmt
+        .query_map([except_job], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// A job's name whatever its status.
+pub fn name_of(conn: &Connection, id: i64) -> Result<Option<String>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT name FROM jobs WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
 }
 
 fn replace_user_list(
@@ -288,6 +373,11 @@ pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), ApiError>
     conn.execute(
         "UPDATE jobs SET activity_status = 'Disabled', name = ?2, updated_at = ?3 WHERE id = ?1",
         params![id, mangled, now],
+    )?;
+    // A deleted job drops out of every chain, in both directions.
+    conn.execute(
+        "DELETE FROM job_chains WHERE job_id = ?1 OR target_id = ?1",
+        [id],
     )?;
     Ok(())
 }

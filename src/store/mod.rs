@@ -30,8 +30,9 @@ use crate::error::ApiError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/0002_job_webhook_url.sql"),
-    include_str!("../../migrations/0004_run_task.sql"),
-    include_str!("../../migrations/0006_job_key.sql"),
+    include_str!("../../migrations/0003_run_task.sql"),
+    include_str!("../../migrations/0004_job_key.sql"),
+    include_str!("../../migrations/0005_retries_chains.sql"),
 ];
 
 /// Handle to the ledger; cheap to clone.
@@ -425,5 +426,53 @@ mod tests {
             (1..=2).contains(&commits),
             "100 writes took {commits} commits"
         );
+    }
+
+    #[test]
+    fn a_version_3_ledger_keeps_its_runs_when_the_runs_table_is_rebuilt() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure_connection(&conn).unwrap();
+        // A ledger of version 3 (schema, 0002 and 0003), from before the job keys and retries.
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (login_name, created_at) VALUES ('u', 0);
+             INSERT INTO jobs (name, type, repeat_schedule, timezone, start_date, activity_status,
+                               created_by, timeout_seconds, max_queued_runs, created_at, updated_at)
+             VALUES ('backup', 'INTERNAL', 'ONDEMAND', 'UTC', 0, 'Active', 2, 60, 10, 0, 0);
+             INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at, task)
+             VALUES (1, 'SUCCEEDED', 'MANUAL', 2, 5, 'database-backup'),
+                    (1, 'QUEUED', 'SCHEDULED', 2, 6, NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, Option<String>, i64, i64, String)> = conn
+            .prepare("SELECT id, task, attempt, series_end, run_trigger FROM runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, Some("database-backup".into()), 1, 1, "MANUAL".into()),
+                (2, None, 1, 0, "SCHEDULED".into())
+            ]
+        );
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        // The new triggers are accepted now.
+        conn.execute(
+            "INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at) VALUES (1, 'QUEUED', 'RETRY', 2, 7)",
+            [],
+        )
+        .unwrap();
     }
 }

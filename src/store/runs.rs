@@ -18,7 +18,8 @@ const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
 
 const COLUMNS: &str = "r.id, r.job_id, j.name, r.status, r.run_trigger, r.run_by, r.rt_args, r.queued_at,
     r.started_at, r.finished_at, r.scheduled_for, r.exit_code, r.message, r.result_file, r.result_file_size,
-    r.log_size, r.log_truncated, r.task";
+    r.log_size, r.log_truncated, r.attempt, r.retry_of, r.chained_from, r.not_before, r.cancelled_by,
+    r.task";
 
 fn map_run(row: &Row) -> rusqlite::Result<Run> {
     let bad = |i: usize| {
@@ -42,7 +43,12 @@ fn map_run(row: &Row) -> rusqlite::Result<Run> {
         result_file_size: row.get(14)?,
         log_size: row.get(15)?,
         log_truncated: row.get::<_, i64>(16)? != 0,
-        task: row.get(17)?,
+        attempt: row.get(17)?,
+        retry_of: row.get(18)?,
+        chained_from: row.get(19)?,
+        not_before: row.get(20)?,
+        cancelled_by: row.get(21)?,
+        task: row.get(22)?,
     })
 }
 
@@ -159,15 +165,21 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
     if limit == 0 {
         return Ok(Vec::new());
     }
+    // A job's oldest QUEUED run goes first; while it is a retry waiting for its delay
+    // (`not_before`), the job's later runs wait behind it.
     let ids: Vec<i64> = conn
         .prepare_cached(&format!(
-            "SELECT min(q.id) FROM runs q
-             WHERE q.{ACTIVE} AND q.status = 'QUEUED'
-               AND NOT EXISTS (SELECT 1 FROM runs p
-                               WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = q.job_id)
-             GROUP BY q.job_id ORDER BY min(q.id) LIMIT ?1"
+            "SELECT n.id FROM runs n
+             WHERE n.id IN (SELECT min(q.id) FROM runs q
+                            WHERE q.{ACTIVE} AND q.status = 'QUEUED'
+                              AND NOT EXISTS (SELECT 1 FROM runs p
+                                              WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS'
+                                                AND p.job_id = q.job_id)
+                            GROUP BY q.job_id)
+               AND (n.not_before IS NULL OR n.not_before <= ?2)
+             ORDER BY n.id LIMIT ?1"
         ))?
-        .query_map([limit as i64], |r| r.get(0))?
+        .query_map(params![limit as i64, now], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut start = conn.prepare_cached(
         "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2 WHERE id = ?1 AND status = 'QUEUED'",
@@ -335,4 +347,236 @@ pub fn active_counts(conn: &Connection) -> Result<(i64, i64), ApiError> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?)
+}
+
+/// A run queued by the end of another (a retry or a chained run).
+pub struct FollowUpRun<'a> {
+    pub job_id: i64,
+    pub trigger: Trigger,
+    pub run_by: i64,
+    pub rt_args: Option<&'a str>,
+    pub attempt: i64,
+    pub retry_of: Option<i64>,
+    pub chained_from: Option<i64>,
+    pub not_before: Option<i64>,
+}
+
+/// Stores a QUEUED follow-up run unless the job already has `max_queued` runs waiting.
+pub fn enqueue_follow_up(
+    conn: &Connection,
+    run: &FollowUpRun,
+    max_queued: i64,
+    now: i64,
+) -> Result<Enqueued, ApiError> {
+    if count_with_status(conn, run.job_id, RunStatus::Queued)? >= max_queued {
+        return Ok(Enqueued::QueueFull);
+    }
+    conn.prepare_cached(
+        "INSERT INTO runs (job_id, status, run_trigger, run_by, rt_args, queued_at, attempt, retry_of,
+                           chained_from, not_before)
+         VALUES (?1, 'QUEUED', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        run.job_id,
+        run.trigger.as_str(),
+        run.run_by,
+        run.rt_args,
+        now,
+        run.attempt,
+        run.retry_of,
+        run.chained_from,
+        run.not_before
+    ])?;
+    Ok(Enqueued::Queued(conn.last_insert_rowid()))
+}
+
+/// Records a follow-up run that could not be queued as FAILED at once, saying why; it ends its
+/// series (nothing retries or chains from it).
+pub fn insert_refused(
+    conn: &Connection,
+    run: &FollowUpRun,
+    message: &str,
+    now: i64,
+) -> Result<i64, ApiError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (job_id, status, run_trigger, run_by, rt_args, queued_at, finished_at, message,
+                           attempt, retry_of, chained_from, series_end)
+         VALUES (?1, 'FAILED', ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, 1)",
+    )?
+    .execute(params![
+        run.job_id,
+        run.trigger.as_str(),
+        run.run_by,
+        run.rt_args,
+        now,
+        message,
+        run.attempt,
+        run.retry_of,
+        run.chained_from
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Notes who cancels a run that is still QUEUED or IN_PROGRESS.
+pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result<(), ApiError> {
+    conn.execute(
+        "UPDATE runs SET cancelled_by = ?2 WHERE id = ?1 AND status IN ('QUEUED', 'IN_PROGRESS')
+           AND cancelled_by IS NULL",
+        params![run_id, user_id],
+    )?;
+    Ok(())
+}
+
+/// Marks a finished run as the end of its series.
+pub fn set_series_end(conn: &Connection, run_id: i64) -> Result<(), ApiError> {
+    conn.execute("UPDATE runs SET series_end = 1 WHERE id = ?1", [run_id])?;
+    Ok(())
+}
+
+/// The status of the job's latest series end before run `before_id`.
+pub fn previous_series_end(
+    conn: &Connection,
+    job_id: i64,
+    before_id: i64,
+) -> Result<Option<RunStatus>, ApiError> {
+    let status: Option<String> = conn
+        .prepare_cached(
+            "SELECT status FROM runs WHERE series_end = 1 AND job_id = ?1 AND id < ?2
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![job_id, before_id], |r| r.get(0))
+        .optional()?;
+    Ok(status.and_then(|s| RunStatus::from_str(&s).ok()))
+}
+
+/// Filters of the runs list across jobs. `visible_to = None` means every job (admins).
+#[derive(Debug, Clone, Default)]
+pub struct AllRunsFilter {
+    pub visible_to: Option<i64>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub status: Option<RunStatus>,
+    pub job_id: Option<i64>,
+    pub trigger: Option<Trigger>,
+    pub cancelled: Option<bool>,
+}
+
+impl AllRunsFilter {
+    /// The index that reads the matching runs newest first without a sort. Named, because
+    /// SQLite's planner, without statistics, may take `runs_job_queued_at` for `job_id = ?` and
+    /// then sort every run of the job.
+    fn table_clause(&self) -> &'static str {
+        if self.job_id.is_some() {
+            "runs r INDEXED BY runs_job"
+        } else if self.status.is_some() {
+            "runs r INDEXED BY runs_status_id"
+        } else {
+            "runs r"
+        }
+    }
+
+    /// The WHERE clause and its values. Only the conditions asked for are written, so SQLite
+    /// picks the index that fits (`runs_job` for a job, `runs_status_id` for a status, the rowid
+    /// otherwise) instead of scanning the ledger to test `?n IS NULL OR …`.
+    ///
+    /// `ordered`: the rows are read newest first (the list), so the visibility test must not
+    /// become an index lookup by job, which would then sort every visible run.
+    fn where_clause(&self, ordered: bool) -> (String, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value;
+        let job_column = if ordered { "+r.job_id" } else { "r.job_id" };
+        let mut clauses = vec![format!(
+            "{job_column} IN (SELECT j.id FROM jobs j WHERE j.activity_status <> 'Disabled'"
+        )];
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(user) = self.visible_to {
+            values.push(Value::Integer(user));
+            let n = values.len();
+            clauses[0].push_str(&format!(
+                " AND (j.created_by = ?{n} OR EXISTS (SELECT 1 FROM job_shared_users s
+                        WHERE s.job_id = j.id AND s.user_id = ?{n}))"
+            ));
+        }
+        clauses[0].push(')');
+        let mut add = |sql: &str, value: Value| {
+            values.push(value);
+            clauses.push(sql.replace("?", &format!("?{}", values.len())));
+        };
+        // `+` keeps SQLite off `runs_job_queued_at` for the date bounds: reading `runs_job` or
+        // the rowid in id order needs no sort and stops after one page.
+        if let Some(from) = self.from {
+            add("+r.queued_at >= ?", Value::Integer(from));
+        }
+        if let Some(to) = self.to {
+            add("+r.queued_at <= ?", Value::Integer(to));
+        }
+        if let Some(status) = self.status {
+            add("r.status = ?", Value::Text(status.as_str().into()));
+        }
+        if let Some(job_id) = self.job_id {
+            add("r.job_id = ?", Value::Integer(job_id));
+        }
+        if let Some(trigger) = self.trigger {
+            add("r.run_trigger = ?", Value::Text(trigger.as_str().into()));
+        }
+        match self.cancelled {
+            Some(true) => clauses.push("r.cancelled_by IS NOT NULL".into()),
+            Some(false) => clauses.push("r.cancelled_by IS NULL".into()),
+            None => {}
+        }
+        (clauses.join(" AND "), values)
+    }
+}
+
+/// Runs of every job the filter allows, newest first.
+pub fn list_all(
+    conn: &Connection,
+    f: &AllRunsFilter,
+    start_at: i64,
+    max_results: i64,
+) -> Result<Vec<Run>, ApiError> {
+    let (clause, mut values) = f.where_clause(true);
+    values.push(rusqlite::types::Value::Integer(max_results));
+    values.push(rusqlite::types::Value::Integer(start_at));
+    let n = values.len();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} JOIN jobs j ON j.id = r.job_id WHERE {clause}
+         ORDER BY r.id DESC LIMIT ?{} OFFSET ?{n}",
+        f.table_clause(),
+        n - 1
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let runs = stmt
+        .query_map(rusqlite::params_from_iter(values), map_run)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(runs)
+}
+
+/// How many runs `list_all` would return without paging.
+pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ApiError> {
+    let (clause, values) = f.where_clause(false);
+    let sql = format!("SELECT count(*) FROM {} WHERE {clause}", f.table_clause());
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(values), |r| r.get(0))?)
+}
+
+/// The query plan of `list_all` (for the test that keeps it on an index).
+pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<String>, ApiError> {
+    let (clause, mut values) = f.where_clause(true);
+    values.push(rusqlite::types::Value::Integer(100));
+    values.push(rusqlite::types::Value::Integer(0));
+    let n = values.len();
+    let sql = format!(
+        "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM {} JOIN jobs j ON j.id = r.job_id WHERE {clause}
+         ORDER BY r.id DESC LIMIT ?{} OFFSET ?{n}",
+        f.table_clause(),
+        n - 1
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(values), |r| {
+            r.get::<_, String>(3)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }

@@ -52,6 +52,11 @@ pub const PUBLIC: &[Asset] = &[
         body: include_str!("assets/runs.js"),
     },
     Asset {
+        name: "all-runs.js",
+        content_type: JS,
+        body: include_str!("assets/all-runs.js"),
+    },
+    Asset {
         name: "run.js",
         content_type: JS,
         body: include_str!("assets/run.js"),
@@ -81,6 +86,7 @@ pub mod templates {
     pub const JOB_FORM: &str = include_str!("assets/job-form.html");
     pub const RUNS: &str = include_str!("assets/runs.html");
     pub const RUN: &str = include_str!("assets/run.html");
+    pub const ALL_RUNS: &str = include_str!("assets/all-runs.html");
     pub const QUERIES: &str = include_str!("assets/queries.html");
     pub const QUERY_FORM: &str = include_str!("assets/query-form.html");
     pub const USERS: &str = include_str!("assets/users.html");
@@ -163,6 +169,7 @@ mod tests {
             templates::JOB_FORM,
             templates::RUNS,
             templates::RUN,
+            templates::ALL_RUNS,
             templates::QUERIES,
             templates::QUERY_FORM,
             templates::USERS,

@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/ui/sign-out").route(web::post().to(session::sign_out)))
         .service(web::resource("/ui/jobs").route(web::get().to(pages::jobs)))
+        .service(web::resource("/ui/runs").route(web::get().to(pages::all_runs)))
         .service(web::resource("/ui/jobs/new").route(web::get().to(pages::new_job)))
         .service(web::resource("/ui/jobs/{jobId}/edit").route(web::get().to(pages::edit_job)))
         .service(web::resource("/ui/jobs/{jobId}/runs").route(web::get().to(pages::runs)))

@@ -93,6 +93,7 @@ fn header_markup(page: &Page, me: &PageUser) -> String {
         format!("<li><a href=\"{href}\"{current}>{label}</a></li>")
     };
     let mut nav = link("/ui/jobs", "Jobs", "job");
+    nav.push_str(&link("/ui/runs", "Runs", "all-runs"));
     nav.push_str(&link("/ui/saved-queries", "Saved queries", "quer"));
     if me.user.admin {
         nav.push_str(&link("/ui/users", "Users", "users"));
@@ -232,6 +233,18 @@ pub async fn runs(req: HttpRequest) -> HttpResponse {
         script: "runs.js",
         shell: templates::RUNS,
         data: vec![("job-id", job_id)],
+    };
+    signed_in_page(&req, page).await
+}
+
+/// The runs of every job the user may see (issue 13).
+pub async fn all_runs(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Runs",
+        name: "all-runs",
+        script: "all-runs.js",
+        shell: templates::ALL_RUNS,
+        data: vec![],
     };
     signed_in_page(&req, page).await
 }

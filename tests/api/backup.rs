@@ -57,8 +57,10 @@ async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_do
         "#!/bin/sh\nprintf 'site,n\\nMain,%s\\n' \"$1\" > \"$LABCRON_RESULT_DIR/counts.csv\"\n",
     );
     let external = app
-        .create_job(&json!({"name": "Counts", "type": "EXTERNAL", "command": "count.sh",
-            "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}))
+        .create_job(
+            &json!({"name": "Counts", "type": "EXTERNAL", "command": "count.sh",
+            "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}),
+        )
         .await;
     let run = app.start_run(external, Some("7")).await;
     assert_eq!(app.wait_run(external, run).await["status"], "SUCCEEDED");

@@ -23,3 +23,4 @@ mod retention;
 mod runs;
 mod scheduler;
 mod scripts;
+mod series;

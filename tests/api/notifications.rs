@@ -765,3 +765,164 @@ async fn webhook_urls_are_validated_returned_and_replaced_with_the_job() {
         ["SCHEDULED_JOB_INVALID_WEBHOOK_URL"]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// notifyOn and retry series (issue 13).
+
+/// The run ids of the webhook requests, in arrival order.
+fn hooked_runs(requests: &[HookRequest]) -> Vec<i64> {
+    requests
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).expect("JSON body")["id"]
+                .as_i64()
+                .expect("run id")
+        })
+        .collect()
+}
+
+/// Switches the job's `notifyOn` (a full replace with the same other fields).
+async fn set_notify_on(app: &TestApp, job: i64, body: &Value, notify_on: &str) {
+    ok_json(
+        app.put(
+            &format!("/scheduled-jobs/{job}"),
+            &merged(body.clone(), json!({"notifyOn": notify_on})),
+        )
+        .await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_on_failure_change_and_never_govern_webhooks() {
+    let hook = HookReceiver::start(vec![200]).await;
+    let app = spawn_app_configured(|s| s.notifications.webhook_secret = SECRET.into()).await;
+    // `exit $1`: each run says how it ends.
+    app.write_script("exit.sh", "#!/bin/sh\nexit \"$1\"\n");
+    let body = json!({"name": "rules", "type": "EXTERNAL", "command": "exit.sh", "repeatSchedule": "ONDEMAND",
+                      "rtArgsProvided": true, "webhookUrl": hook.url("/h"), "notifyOn": "FAILURE"});
+    let job = ok_json(app.post("/scheduled-jobs", &body).await).await;
+    assert_eq!(job["notifyOn"], "FAILURE");
+    let job = job["id"].as_i64().unwrap();
+    let run = |code: &'static str| {
+        let app = &app;
+        async move {
+            let id = app.start_run(job, Some(code)).await;
+            app.wait_run(job, id).await;
+            id
+        }
+    };
+
+    // FAILURE: the success sends nothing, the failure does.
+    let _ok = run("0").await;
+    let failed = run("1").await;
+    assert_eq!(hooked_runs(&hook.wait_for(1).await), [failed]);
+
+    // CHANGE: the first failure after a success and the first success after a failure.
+    set_notify_on(&app, job, &body, "CHANGE").await;
+    let still_failing = run("1").await; // failed before too: no change
+    let recovered = run("0").await;
+    let _ok_again = run("0").await;
+    let broke = run("2").await;
+    // NEVER: nothing, whatever happens.
+    set_notify_on(&app, job, &body, "NEVER").await;
+    run("0").await;
+    run("3").await;
+    // ALWAYS (the default): a last run marks the end, so nothing can still be on its way.
+    set_notify_on(&app, job, &body, "ALWAYS").await;
+    let last = run("0").await;
+    let requests = hook.wait_for(4).await;
+    let mut ids = hooked_runs(&requests);
+    ids.sort_unstable();
+    assert_eq!(ids, [failed, recovered, broke, last]);
+    assert!(!ids.contains(&still_failing));
+    assert_eq!(requests.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_series_notifies_once_at_its_end_and_the_failure_email_says_why() {
+    let sink = SmtpSink::start().await;
+    let hook = HookReceiver::start(vec![200]).await;
+    let smtp = sink.port;
+    let hook_url = hook.url("/series");
+    let app = spawn_app_configured(move |s| {
+        s.notifications.smtp_host = "127.0.0.1".into();
+        s.notifications.smtp_port = Some(smtp);
+        s.notifications.smtp_security = "none".into();
+        s.notifications.from_address = "Lab Jobs <jobs@lab.example>".into();
+        s.notifications.public_base_url = "https://jobs.lab.example/".into();
+        s.notifications.webhook_secret = SECRET.into();
+    })
+    .await;
+    let (watcher, _) = app.create_user("watcher", false).await;
+    app.write_script(
+        "lims.sh",
+        "#!/bin/sh\necho 'connecting to the LIMS'\necho 'still waiting'\necho 'LIMS timeout' >&2\nexit 3\n",
+    );
+    let job = ok_json(
+        app.post(
+            "/scheduled-jobs",
+            &json!({"name": "lims sync", "type": "EXTERNAL", "command": "lims.sh", "repeatSchedule": "ONDEMAND",
+                    "maxRetries": 2, "retryDelaySeconds": 1, "recipients": [{"id": watcher}],
+                    "webhookUrl": hook_url}),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    let first = app.start_run(job, None).await;
+    // The series: three attempts; only the last one's end is told.
+    let deadline = Instant::now() + DEADLINE;
+    let last = loop {
+        let runs = ok_json(app.get(&format!("/scheduled-jobs/{job}/runs")).await).await;
+        let runs = runs.as_array().unwrap().clone();
+        if runs.len() == 3 && runs[0]["status"] == "FAILED" {
+            break runs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{runs:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last["attempt"], 3);
+    assert_eq!(last["retryOf"], first);
+    let last_id = last["id"].as_i64().unwrap();
+    // The watcher (the admin who ran it has no e-mail address).
+    let mails = sink.wait_for(1).await;
+    assert_eq!(hooked_runs(&hook.wait_for(1).await), [last_id]);
+    for mail in &mails {
+        assert_eq!(
+            mail.header("Subject"),
+            "Scheduled job \"lims sync\" has failed!"
+        );
+        let body = &mail.body;
+        assert!(body.contains(&format!("Run ID      : {last_id}")), "{body}");
+        assert!(
+            body.contains("Error       : exit code 3: LIMS timeout"),
+            "{body}"
+        );
+        assert!(body.contains("Attempts    : 3"), "{body}");
+        assert!(
+            body.contains("Last lines of the log:\n    connecting to the LIMS\n    still waiting\n    LIMS timeout\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!(
+                "https://jobs.lab.example/ui/jobs/{job}/runs/{last_id}"
+            )),
+            "{body}"
+        );
+    }
+    // A success afterwards (ALWAYS): the e-mails and the webhook of the series were the only
+    // ones, so exactly one more of each arrives.
+    app.write_script("lims.sh", "#!/bin/sh\necho synced\n");
+    let ok = app.start_run(job, None).await;
+    app.wait_run(job, ok).await;
+    assert_eq!(hooked_runs(&hook.wait_for(2).await), [last_id, ok]);
+    let mails = sink.wait_for(2).await;
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        mails[1]
+            .header("Subject")
+            .contains("completed successfully")
+    );
+}

@@ -9,6 +9,7 @@ mod helpers;
 mod support;
 mod webdriver;
 
+mod all_runs;
 mod auth;
 mod job_form;
 mod jobs;

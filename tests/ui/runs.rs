@@ -240,6 +240,8 @@ async fn a_running_run_can_be_cancelled_from_its_page() {
         ui.wait_contains("#confirm-message", "Cancel run").await;
         ui.click("#confirm-ok").await;
         ui.wait_contains("#run-status", "Failed").await;
+        // Still FAILED on the wire; the page says who cancelled it (issue 13).
+        ui.wait_contains("#run-status", "cancelled by Admin").await;
         ui.wait_contains("#run-message", "cancel").await;
         assert_eq!(run_status(ui, job, run).await, "FAILED");
         let hidden = ui

@@ -178,7 +178,7 @@
 
   const STATUS_LABELS = { QUEUED: "Queued", IN_PROGRESS: "In progress", SUCCEEDED: "Succeeded", FAILED: "Failed" };
   const TYPE_LABELS = { INTERNAL: "Internal", EXTERNAL: "External", QUERY: "Query" };
-  const TRIGGER_LABELS = { MANUAL: "Manual", SCHEDULED: "Scheduled", CATCH_UP: "Catch-up" };
+  const TRIGGER_LABELS = { MANUAL: "Manual", SCHEDULED: "Scheduled", CATCH_UP: "Catch-up", RETRY: "Retry", CHAINED: "Chained" };
 
   function statusLabel(status) {
     return STATUS_LABELS[status] || status || "";
@@ -186,6 +186,14 @@
 
   function badge(status) {
     return el("span", { class: "badge", dataset: { status: status || "NONE" } }, status ? statusLabel(status) : "No runs");
+  }
+
+  // A run's badge: "Cancelled" for a FAILED run someone cancelled (the API keeps it FAILED).
+  function runBadge(run) {
+    if (run.cancelledBy) {
+      return el("span", { class: "badge", dataset: { status: "CANCELLED" }, title: "Cancelled by " + userName(run.cancelledBy) }, "Cancelled");
+    }
+    return badge(run.status);
   }
 
   function isActiveStatus(status) {
@@ -539,6 +547,7 @@
     typeLabel: function (t) { return TYPE_LABELS[t] || t || ""; },
     triggerLabel: function (t) { return TRIGGER_LABELS[t] || t || ""; },
     badge: badge,
+    runBadge: runBadge,
     isActiveStatus: isActiveStatus,
     userName: userName,
     ordinal: ordinal,

@@ -6,6 +6,7 @@
 
 (function () {
   const LC = window.LC;
+  LC.byId("next-run-zone").textContent = "(your time: " + (LC.zone || LC.fmtOffset(Date.now())) + ")";
   const el = LC.el;
   const PAGE_SIZE = 20;
   const titleInput = LC.byId("filter-title");
@@ -157,6 +158,8 @@
       cell("Type", null, LC.typeLabel(job.type)),
       cell("Repeat Interval", "repeat", el("div", {}, schedule)),
       cell("Last Run On", "nowrap last-run", job.lastRunOn ? LC.timeEl(job.lastRunOn) : el("span", { class: "muted" }, "Never")),
+      // In the browser's zone (the column header says which), while the schedule beside it is in
+      // the job's own zone.
       cell("Next Run", "nowrap next-run", job.nextRunOn ? LC.timeEl(job.nextRunOn) : el("span", { class: "muted" }, "—")),
       cell("Last Status", "status", status),
       cell("Last 20 Runs", "chart", LC.sparkline(runs, now)),

@@ -33,8 +33,9 @@
     LC.byId("crumb-run").textContent = "Run #" + run.id;
 
     const status = LC.byId("run-status");
-    status.dataset.status = run.status;
-    status.textContent = LC.statusLabel(run.status);
+    // A cancelled run stays FAILED in the API; the page says what happened.
+    status.dataset.status = run.cancelledBy ? "CANCELLED" : run.status;
+    status.textContent = run.cancelledBy ? "Failed: cancelled by " + LC.userName(run.cancelledBy) : LC.statusLabel(run.status);
     LC.byId("run-message").textContent = run.message || "";
 
     const active = LC.isActiveStatus(run.status);

@@ -137,7 +137,7 @@
       cell("Start Time", "nowrap", run.startedAt ? LC.timeEl(run.startedAt, true) : el("span", { class: "muted" }, "—")),
       cell("End Time", "nowrap", run.finishedAt ? LC.timeEl(run.finishedAt, true) : el("span", { class: "muted" }, "—")),
       cell("Duration", "nowrap duration", duration === null ? el("span", { class: "muted" }, "—") : LC.fmtDuration(duration)),
-      cell("Status", "status", el("a", { href: link, "aria-label": "Run #" + run.id + ": " + LC.statusLabel(run.status) }, LC.badge(run.status))),
+      cell("Status", "status", el("a", { href: link, "aria-label": "Run #" + run.id + ": " + LC.statusLabel(run.status) }, LC.runBadge(run))),
       cell("Result", "actions", download));
   }
 

@@ -1,0 +1,314 @@
+//! What a run's end sets in motion (issue 13): retries, chained runs and whether the end is worth
+//! a notification. A run and its retries form a *series*; the series ends when a run succeeds, or
+//! fails with no retry queued (none left, cancelled, job closed or deleted, queue full). Only a
+//! series' end queues the jobs of `onSuccess` / `onFailure` and may notify, so a retried run sends
+//! one notification, not one per attempt. Everything here runs inside the write transaction that
+//! records the run's end, so a crash never leaves a failed run without its retry or chained runs.
+//!
+//! Chain rules and cycle checks at save time live here too (`check_chains`), beside the rules that
+//! use them at queue time.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::Connection;
+
+use crate::domain::job::{Job, JobDraft, NotifyOn};
+use crate::domain::run::{Run, RunStatus, Trigger};
+use crate::domain::user::User;
+use crate::error::{ApiError, ErrorItem};
+use crate::store;
+use crate::store::runs::{Enqueued, FollowUpRun};
+
+/// What followed a run's end.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    /// The retry queued for the run, if any (then the series goes on).
+    pub retry: Option<i64>,
+    /// Runs queued (or recorded FAILED, when refused) by the job's chains.
+    pub chained: Vec<i64>,
+    /// Whether the job's `notifyOn` asks for a notification about this end.
+    pub notify: bool,
+}
+
+impl FollowUp {
+    /// Whether anything was queued that the dispatcher should look at.
+    pub fn queued_any(&self) -> bool {
+        self.retry.is_some() || !self.chained.is_empty()
+    }
+}
+
+/// Decides and stores what follows the end of run `run_id`, which has just been recorded. Call in
+/// the write transaction that recorded it.
+pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, ApiError> {
+    let Some(run) = store::runs::get(conn, run_id)? else {
+        return Ok(FollowUp::default());
+    };
+    if !run.status.is_finished() {
+        return Ok(FollowUp::default());
+    }
+    let Some(job) = store::jobs::get_any(conn, run.job_id)? else {
+        return Ok(FollowUp::default());
+    };
+    let mut follow_up = FollowUp::default();
+    let cancelled = run.cancelled_by.is_some();
+    if run.status == RunStatus::Failed && !cancelled && run.attempt <= job.max_retries {
+        follow_up.retry = queue_retry(conn, &run, &job, now)?;
+        if follow_up.retry.is_some() {
+            return Ok(follow_up);
+        }
+    }
+    store::runs::set_series_end(conn, run.id)?;
+    follow_up.notify = should_notify(conn, &job, &run)?;
+    // A cancelled run was stopped on purpose: nothing is chained to it.
+    if !cancelled && job.activity_status != crate::domain::job::ActivityStatus::Disabled {
+        let list = if run.status == RunStatus::Succeeded {
+            store::jobs::CHAIN_SUCCESS
+        } else {
+            store::jobs::CHAIN_FAILURE
+        };
+        for target in store::jobs::chain_targets(conn, job.id, list)? {
+            follow_up
+                .chained
+                .push(queue_chained(conn, &run, &job, target, now)?);
+        }
+    }
+    Ok(follow_up)
+}
+
+/// Queues the next attempt of a failed run, after the job's delay. None when the job cannot take
+/// it (closed, deleted, queue full): the series ends there.
+fn queue_retry(conn: &Connection, run: &Run, job: &Job, now: i64) -> Result<Option<i64>, ApiError> {
+    if !job.is_active() {
+        return Ok(None);
+    }
+    let retry = FollowUpRun {
+        job_id: job.id,
+        trigger: Trigger::Retry,
+        run_by: run.run_by,
+        rt_args: run.rt_args.as_deref(),
+        attempt: run.attempt + 1,
+        retry_of: Some(run.retry_of.unwrap_or(run.id)),
+        chained_from: run.chained_from,
+        not_before: Some(now + job.retry_delay_seconds * 1000),
+    };
+    match store::runs::enqueue_follow_up(conn, &retry, job.max_queued_runs, now)? {
+        Enqueued::Queued(id) => Ok(Some(id)),
+        _ => {
+            tracing::warn!(
+                run_id = run.id,
+                "no retry queued: job {} already has {} runs waiting",
+                job.name,
+                job.max_queued_runs
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Queues a run of `target_id` chained from `run`, run by the same user. A run that cannot be
+/// queued (the user may no longer run the target, the target is closed, its queue is full) is
+/// recorded FAILED at once with the reason, so the refusal is visible in the target's runs.
+fn queue_chained(
+    conn: &Connection,
+    run: &Run,
+    job: &Job,
+    target_id: i64,
+    now: i64,
+) -> Result<i64, ApiError> {
+    let chained = FollowUpRun {
+        job_id: target_id,
+        trigger: Trigger::Chained,
+        run_by: run.run_by,
+        rt_args: None,
+        attempt: 1,
+        retry_of: None,
+        chained_from: Some(run.id),
+        not_before: None,
+    };
+    let Some(target) = store::jobs::get_live(conn, target_id)? else {
+        // Chain targets are live (deleted ones drop out), so this is a race with a delete.
+        return store::runs::insert_refused(conn, &chained, "not run: the job was deleted", now);
+    };
+    let runner = store::users::get(conn, run.run_by)?;
+    let refusal = match &runner {
+        None => Some("the user of the upstream run no longer exists".to_string()),
+        Some(user) if !user.active => Some(format!(
+            "user {} of the upstream run is disabled",
+            user.login_name
+        )),
+        Some(user) if !may_run(conn, &target, user)? => Some(format!(
+            "user {} of the upstream run may no longer run job {}",
+            user.login_name, target.name
+        )),
+        Some(_) if !target.is_active() => Some(format!("job {} is Closed", target.name)),
+        Some(_) => None,
+    };
+    let prefix = format!("not run after run {} of job {}", run.id, job.name);
+    if let Some(why) = refusal {
+        return store::runs::insert_refused(conn, &chained, &format!("{prefix}: {why}"), now);
+    }
+    match store::runs::enqueue_follow_up(conn, &chained, target.max_queued_runs, now)? {
+        Enqueued::Queued(id) => Ok(id),
+        _ => store::runs::insert_refused(
+            conn,
+            &chained,
+            &format!(
+                "{prefix}: job {} already has {} runs waiting",
+                target.name, target.max_queued_runs
+            ),
+            now,
+        ),
+    }
+}
+
+/// Whether `user` may run `job`: admins, its creator, the users it is shared with.
+fn may_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
+    Ok(user.admin
+        || job.created_by == user.id
+        || store::jobs::is_shared_with(conn, job.id, user.id)?)
+}
+
+/// The job's `notifyOn` rule for the end of `run`'s series.
+fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, ApiError> {
+    let failed = run.status == RunStatus::Failed;
+    Ok(match job.notify_on {
+        NotifyOn::Always => true,
+        NotifyOn::Never => false,
+        NotifyOn::Failure => failed,
+        // The first failure after a success and the first success after a failure; a job's very
+        // first outcome counts as a change only when it is a failure.
+        NotifyOn::Change => match store::runs::previous_series_end(conn, job.id, run.id)? {
+            Some(previous) => previous != run.status,
+            None => failed,
+        },
+    })
+}
+
+/// Save-time rules of `onSuccess` / `onFailure`: every target is a live job that `saver` may run,
+/// and the lists close no cycle (A → B → A, any length, either list). `job_id` is None for a job
+/// being created (nothing can point at it yet).
+pub fn check_chains(
+    conn: &Connection,
+    draft: &JobDraft,
+    job_id: Option<i64>,
+    saver: &User,
+) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let mut targets: Vec<i64> = draft.on_success.clone();
+    targets.extend(
+        draft
+            .on_failure
+            .iter()
+            .filter(|t| !draft.on_success.contains(t)),
+    );
+    for target in &targets {
+        match store::jobs::get_live(conn, *target)? {
+            None => errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_CHAIN_TARGET_NOT_FOUND",
+                format!("Job {target} of onSuccess/onFailure does not exist."),
+            )),
+            Some(job) if !may_run(conn, &job, saver)? => errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_OP_NOT_ALLOWED",
+                format!(
+                    "You may not run job {} ({target}), so it cannot follow this job.",
+                    job.name
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::User(errors));
+    }
+    let Some(job_id) = job_id else {
+        return Ok(());
+    };
+    let mut edges: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (from, to) in store::jobs::chain_edges(conn, Some(job_id))? {
+        edges.entry(from).or_default().push(to);
+    }
+    edges.insert(job_id, targets);
+    if let Some(cycle) = find_cycle_through(&edges, job_id) {
+        let mut names = Vec::with_capacity(cycle.len());
+        for id in &cycle {
+            let name = if *id == job_id {
+                draft.name.clone()
+            } else {
+                store::jobs::name_of(conn, *id)?.unwrap_or_else(|| id.to_string())
+            };
+            names.push(format!("{name} ({id})"));
+        }
+        return Err(ApiError::user(
+            "SCHEDULED_JOB_CHAIN_CYCLE",
+            format!(
+                "onSuccess/onFailure would close a cycle: {}.",
+                names.join(" → ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A path `start → … → start` in `edges`, as the list of its jobs (start first and last).
+pub fn find_cycle_through(edges: &HashMap<i64, Vec<i64>>, start: i64) -> Option<Vec<i64>> {
+    // Depth-first with an explicit stack of (node, next child index); `path` is the current walk.
+    let mut visited = HashSet::new();
+    let mut path = vec![start];
+    let mut stack: Vec<(i64, usize)> = vec![(start, 0)];
+    while let Some((node, index)) = stack.last_mut() {
+        let children = edges.get(node).map(Vec::as_slice).unwrap_or_default();
+        if let Some(child) = children.get(*index).copied() {
+            *index += 1;
+            if child == start {
+                path.push(start);
+                return Some(path);
+            }
+            if visited.insert(child) {
+                path.push(child);
+                stack.push((child, 0));
+            }
+        } else {
+            stack.pop();
+            path.pop();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(i64, i64)]) -> HashMap<i64, Vec<i64>> {
+        let mut g: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (a, b) in edges {
+            g.entry(*a).or_default().push(*b);
+        }
+        g
+    }
+
+    #[test]
+    fn cycles_of_any_length_are_found_with_their_path() {
+        assert_eq!(find_cycle_through(&graph(&[(1, 1)]), 1), Some(vec![1, 1]));
+        assert_eq!(
+            find_cycle_through(&graph(&[(1, 2), (2, 1)]), 1),
+            Some(vec![1, 2, 1])
+        );
+        assert_eq!(
+            find_cycle_through(&graph(&[(1, 5), (1, 2), (2, 3), (3, 4), (4, 1)]), 1),
+            Some(vec![1, 2, 3, 4, 1])
+        );
+    }
+
+    #[test]
+    fn diamonds_and_cycles_elsewhere_are_not_cycles_through_the_job() {
+        assert_eq!(
+            find_cycle_through(&graph(&[(1, 2), (1, 3), (2, 4), (3, 4)]), 1),
+            None
+        );
+        assert_eq!(
+            find_cycle_through(&graph(&[(1, 2), (2, 3), (3, 2)]), 1),
+            None
+        );
+    }
+}
