@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn a_version_3_ledger_keeps_its_runs_when_the_runs_table_is_rebuilt() {
         let mut conn = Connection::open_in_memory().unwrap();
-        configure_connection(&conn).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
         // A ledger of version 3 (schema, 0002 and 0003), from before the job keys and retries.
         for sql in &MIGRATIONS[..3] {
             conn.execute_batch(sql).unwrap();
