@@ -428,17 +428,24 @@ async fn start_up(inner: &Inner, state: &mut State, jobs: Vec<Job>) -> Result<()
     Ok(())
 }
 
-/// The instants of `job` that passed unfired before the loop (re)read it at `now`: those after
-/// both its last change and its last fire — and, when the loop held an entry that is already
-/// due, from that entry's instant on. Nothing when the loop holds the job unchanged and not due.
-fn passed_unfired(job: &Job, held: Option<(i64, i64)>, now: i64) -> (u64, Option<i64>) {
-    let mut baseline = job.last_fired_for.unwrap_or(i64::MIN).max(job.updated_at);
+/// The instants of a job that passed unfired before the loop (re)read it at `now`: those after
+/// both its last change (`updated_at`) and its last fire — and, when the loop held an entry
+/// (`held`: instant, version) that is already due, from that entry's instant on. Nothing when the
+/// loop holds the job unchanged and not yet due.
+fn passed_unfired(
+    schedule: &Schedule,
+    last_fired_for: Option<i64>,
+    updated_at: i64,
+    held: Option<(i64, i64)>,
+    now: i64,
+) -> (u64, Option<i64>) {
+    let mut baseline = last_fired_for.unwrap_or(i64::MIN).max(updated_at);
     match held {
         Some((due_ms, _)) if due_ms <= now => baseline = baseline.min(due_ms - 1),
-        Some((_, version)) if version == job.updated_at => return (0, None),
+        Some((_, version)) if version == updated_at => return (0, None),
         _ => {}
     }
-    missed_between(&job.schedule(), baseline, now)
+    missed_between(schedule, baseline, now)
 }
 
 /// Counts the misfires of a job the loop is (re)reading and, under `RUN_ONCE`, lines up one
@@ -453,7 +460,13 @@ fn note_misfires(
     if !job.is_active() {
         return;
     }
-    let (missed, latest) = passed_unfired(job, held.map(|e| (e.due_ms, e.version)), now);
+    let (missed, latest) = passed_unfired(
+        &job.schedule(),
+        job.last_fired_for,
+        job.updated_at,
+        held.map(|e| (e.due_ms, e.version)),
+        now,
+    );
     if missed == 0 {
         return;
     }
@@ -673,9 +686,7 @@ impl LedgerWatch {
         };
         let known = self.last;
         let looked = tokio::task::spawn_blocking(move || {
-            let conn = conn
-                .lock()
-                .map_err(|_| rusqlite::Error::InvalidQuery)?;
+            let conn = conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
             let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
             if let Some((known_version, fingerprint)) = known
                 && known_version == version
@@ -788,6 +799,68 @@ mod tests {
             (5, Some(300_000))
         );
         assert_eq!(missed_between(&schedule, 300_000, 300_000), (0, None));
+    }
+
+    /// The case the issue reports: a MINUTELY/15 job imported by the CLI at 08:37:50 with
+    /// `nextRunOn` 08:38:00, first seen by the scheduler at 08:38:09, missed its 08:38 fire. That
+    /// is one misfire (counted; `RUN_ONCE` catches up for 08:38), not a silent skip to 08:53.
+    #[test]
+    fn a_job_seen_after_its_instant_passed_has_that_instant_as_a_misfire() {
+        let at = |h: u32, m: u32, s: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 30)
+                .and_then(|d| d.and_hms_opt(h, m, s))
+                .map(|t| t.and_utc().timestamp_millis())
+                .unwrap()
+        };
+        let schedule = Schedule {
+            repeat: Repeat::Minutely { interval: 15 },
+            timezone: chrono_tz::UTC,
+            start_date: at(8, 8, 0),
+            end_date: None,
+        };
+        let imported = at(8, 37, 50);
+        let found = at(8, 38, 9);
+        assert_eq!(
+            next_fire(&schedule, from_ms(imported)).map(|t| t.timestamp_millis()),
+            Some(at(8, 38, 0))
+        );
+        // Not held yet (new to the scheduler).
+        assert_eq!(
+            passed_unfired(&schedule, None, imported, None, found),
+            (1, Some(at(8, 38, 0)))
+        );
+        // Seen in time: nothing missed.
+        assert_eq!(
+            passed_unfired(&schedule, None, imported, None, at(8, 37, 59)),
+            (0, None)
+        );
+        // Held unchanged and not due: nothing to count, whatever the history.
+        assert_eq!(
+            passed_unfired(
+                &schedule,
+                Some(at(8, 23, 0)),
+                imported,
+                Some((at(8, 53, 0), imported)),
+                found
+            ),
+            (0, None)
+        );
+        // Held with an entry already due but not yet reported: that instant counts.
+        assert_eq!(
+            passed_unfired(
+                &schedule,
+                None,
+                at(8, 38, 5),
+                Some((at(8, 38, 0), imported)),
+                found
+            ),
+            (1, Some(at(8, 38, 0)))
+        );
+        // Fired before: only what came after the last fire counts.
+        assert_eq!(
+            passed_unfired(&schedule, Some(at(8, 38, 0)), imported, None, at(9, 10, 0)),
+            (2, Some(at(9, 8, 0)))
+        );
     }
 
     #[test]

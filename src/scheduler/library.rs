@@ -210,9 +210,16 @@ mod tests {
                 .await
                 .unwrap_or_else(|_| panic!("only {} of {BURST} entries fired", seen.len()))
                 .unwrap();
-            assert!(now_ms() >= fired.instant_ms, "a fire came before its instant");
+            assert!(
+                now_ms() >= fired.instant_ms,
+                "a fire came before its instant"
+            );
             assert_eq!(fired.instant_ms, instant_ms);
-            assert!(seen.insert(fired.job_id), "job {} fired twice", fired.job_id);
+            assert!(
+                seen.insert(fired.job_id),
+                "job {} fired twice",
+                fired.job_id
+            );
         }
         // Nothing else arrives: each entry fired once.
         assert!(
@@ -241,7 +248,13 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(fired, Fired { job_id: 1, instant_ms });
+        assert_eq!(
+            fired,
+            Fired {
+                job_id: 1,
+                instant_ms
+            }
+        );
         assert!(now_ms() >= instant_ms);
         assert!(
             tokio::time::timeout(Duration::from_secs(3), rx.recv())
