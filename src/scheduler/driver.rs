@@ -3,10 +3,11 @@
 //! a one-shot at the instant our pure `next_fire` computed. The library's ticker polls every
 //! 500 ms and keeps whole seconds, which alone would make fires up to 1.5 s early or 0.5 s late,
 //! so each entry is registered `EARLY_BY_MS` (2 s) before its instant and its closure — the fire
-//! — sleeps on a tokio timer until the exact millisecond, then reports `Fired` to the loop. The
-//! loop drains every fire reported together and records them in one ledger transaction through
-//! the one enqueue path (`fire_batch`), so 2,000 jobs due in the same second cost one commit, not
-//! 2,000; then it registers each job's next instant and removes the fired entry. A fire counts
+//! — sleeps on a tokio timer until the exact millisecond, then reports `Fired` to the loop and
+//! stays alive until the fire is recorded (so the library's own bookkeeping of the fire comes
+//! after the commit, not in the middle of a burst). The loop drains every fire reported together
+//! and records them in one ledger transaction through the one enqueue path (`fire_batch`), so
+//! 2,000 jobs due in the same second cost one commit, not 2,000; then it registers each job's next instant and removes the fired entry. A fire counts
 //! only when it matches the job's current entry (job and instant), so an entry left over from a
 //! change, a restart or a resize of the library is ignored, never fired twice.
 //!
@@ -588,12 +589,15 @@ async fn fire_reported(
     fired_rx: &mut mpsc::UnboundedReceiver<Fired>,
 ) -> Result<(), LoopError> {
     let mut handled: Vec<(i64, i64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut reported = vec![first];
     loop {
         while let Ok(more) = fired_rx.try_recv() {
             reported.push(more);
         }
         let mut batch = Vec::with_capacity(reported.len());
+        // Dropped once the batch is in the ledger, which lets the fires' closures end.
+        let mut recorded = Vec::with_capacity(reported.len());
         for fired in reported.drain(..) {
             // Only the job's current entry counts: others are left over from a change or a
             // resize, or the second report of an instant already fired.
@@ -601,9 +605,10 @@ async fn fire_reported(
                 .entries
                 .get(&fired.job_id)
                 .is_some_and(|e| e.due_ms == fired.instant_ms);
-            if current && !handled.contains(&(fired.instant_ms, fired.job_id)) {
+            if current && seen.insert((fired.instant_ms, fired.job_id)) {
                 handled.push((fired.instant_ms, fired.job_id));
                 batch.push((fired.job_id, fired.instant_ms, Trigger::Scheduled));
+                recorded.push(fired.recorded);
             }
         }
         if batch.is_empty() {
@@ -614,6 +619,7 @@ async fn fire_reported(
             inner.stats.errors.fetch_add(count, Ordering::Relaxed);
             tracing::error!(error = ?e, jobs = count, "scheduled fires could not be recorded");
         }
+        drop(recorded);
     }
     let after = now_ms();
     for (n, (due_ms, job_id)) in handled.into_iter().enumerate() {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{RwLock, mpsc};
+use tokio::sync::{RwLock, mpsc, oneshot};
 use tokio_cron_scheduler::job::job_data::JobStoredData;
 use tokio_cron_scheduler::job::{JobCreator, JobDeleter};
 use tokio_cron_scheduler::{
@@ -37,14 +37,20 @@ const MIN_CHANNEL: usize = 1024;
 /// 2 s before the instant passed to it (it floors to whole seconds twice) and up to 500 ms plus
 /// its own processing after it; 2 s early leaves over a second of slack on a loaded machine.
 pub const EARLY_BY_MS: i64 = 2_000;
+/// The longest a fire's closure waits for its fire to be recorded.
+const RECORD_WAIT: Duration = Duration::from_secs(60);
 /// The longest a call into the library may take before the library counts as stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A fire reported by an entry's closure, at (never before) its instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A fire reported by an entry's closure, at (never before) its instant. The closure stays
+/// alive until `recorded` is dropped (or `RECORD_WAIT` passes): the library's own work after a
+/// fire ends (its task hand-offs and `Done` notification, several tasks per fire) then comes after
+/// the fire is in the ledger, instead of competing with a burst of fires for the two cores.
+#[derive(Debug)]
 pub struct Fired {
     pub job_id: i64,
     pub instant_ms: i64,
+    pub recorded: oneshot::Sender<()>,
 }
 
 /// What the library holds: entries in its metadata store and closures in its job-code map.
@@ -121,7 +127,7 @@ impl Library {
         self.capacity
     }
 
-    /// Registers a one-shot entry that reports `Fired { job_id, instant_ms }` at `instant_ms`.
+    /// Registers a one-shot entry that reports `Fired` for `job_id` at `instant_ms`.
     pub async fn register(&self, job_id: i64, instant_ms: i64) -> Result<Uuid, LibraryError> {
         let lead = (instant_ms - EARLY_BY_MS - now_ms()).max(0) as u64;
         let due = std::time::Instant::now() + Duration::from_millis(lead);
@@ -137,8 +143,18 @@ impl Library {
                     }
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
+                let (recorded, wait_recorded) = oneshot::channel();
                 // The driver may have stopped (shutdown, restart): nothing to report to then.
-                let _ = fired.send(Fired { job_id, instant_ms });
+                if fired
+                    .send(Fired {
+                        job_id,
+                        instant_ms,
+                        recorded,
+                    })
+                    .is_ok()
+                {
+                    let _ = tokio::time::timeout(RECORD_WAIT, wait_recorded).await;
+                }
             })
         })?;
         // `JobCreator::add` is what `JobScheduler::add` calls, without its info-level log line
