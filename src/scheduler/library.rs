@@ -3,8 +3,8 @@
 //! (`Job::new_one_shot_at_instant_async`) at instants the driver computed with our own `next_fire`,
 //! so the library's cron parser and its frozen-offset time zones are never used. Its ticker polls
 //! every 500 ms and stores instants as whole seconds, so an entry is registered `EARLY_BY_MS`
-//! before the instant and the fire itself (the entry's closure) sleeps until the exact millisecond
-//! before it reports `Fired` to the driver. Its actors talk over broadcast channels whose loops
+//! before the instant; its closure reports `Fired` to the driver at once, and the driver waits for
+//! the exact millisecond. Its actors talk over broadcast channels whose loops
 //! stop, or drop messages, when a channel lags, so the channels are sized above the number of
 //! entries (`channel_capacity`), and every call into it has a time limit: a library that stops
 //! answering makes the driver fail, and the watchdog starts a fresh one.
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{RwLock, mpsc, oneshot};
+use tokio::sync::{RwLock, mpsc};
 use tokio_cron_scheduler::job::job_data::JobStoredData;
 use tokio_cron_scheduler::job::{JobCreator, JobDeleter};
 use tokio_cron_scheduler::{
@@ -37,20 +37,15 @@ const MIN_CHANNEL: usize = 1024;
 /// 2 s before the instant passed to it (it floors to whole seconds twice) and up to 500 ms plus
 /// its own processing after it; 2 s early leaves over a second of slack on a loaded machine.
 pub const EARLY_BY_MS: i64 = 2_000;
-/// The longest a fire's closure waits for its fire to be recorded.
-const RECORD_WAIT: Duration = Duration::from_secs(60);
 /// The longest a call into the library may take before the library counts as stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A fire reported by an entry's closure, at (never before) its instant. The closure stays
-/// alive until `recorded` is dropped (or `RECORD_WAIT` passes): the library's own work after a
-/// fire ends (its task hand-offs and `Done` notification, several tasks per fire) then comes after
-/// the fire is in the ledger, instead of competing with a burst of fires for the two cores.
-#[derive(Debug)]
+/// A fire reported by an entry's closure when the library fires it (early, by design): the
+/// driver waits for the exact instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fired {
     pub job_id: i64,
     pub instant_ms: i64,
-    pub recorded: oneshot::Sender<()>,
 }
 
 /// What the library holds: entries in its metadata store and closures in its job-code map.
@@ -133,29 +128,10 @@ impl Library {
         let due = std::time::Instant::now() + Duration::from_millis(lead);
         let fired = self.fired.clone();
         let job = Job::new_one_shot_at_instant_async(due, move |_id, _scheduler| {
-            let fired = fired.clone();
-            Box::pin(async move {
-                // The library fires early by design; the exact instant is kept here.
-                loop {
-                    let wait = instant_ms - now_ms();
-                    if wait <= 0 {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                }
-                let (recorded, wait_recorded) = oneshot::channel();
-                // The driver may have stopped (shutdown, restart): nothing to report to then.
-                if fired
-                    .send(Fired {
-                        job_id,
-                        instant_ms,
-                        recorded,
-                    })
-                    .is_ok()
-                {
-                    let _ = tokio::time::timeout(RECORD_WAIT, wait_recorded).await;
-                }
-            })
+            // Reported at once, so the library's own work after a fire (several task hand-offs
+            // and a `Done` notification per fire) is over long before the instant.
+            let _ = fired.send(Fired { job_id, instant_ms });
+            Box::pin(std::future::ready(()))
         })?;
         // `JobCreator::add` is what `JobScheduler::add` calls, without its info-level log line
         // per entry.
@@ -207,7 +183,7 @@ mod tests {
     }
 
     /// A burst five times the library's default channel size, all entries at the same instant:
-    /// every one fires, none before its instant, and the library ends up holding nothing.
+    /// every one fires once, and the library ends up holding nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_larger_than_the_default_channel_fires_every_entry_once() {
         const BURST: usize = 5 * LIBRARY_DEFAULT_CHANNEL;
@@ -249,7 +225,8 @@ mod tests {
         assert_eq!(library.held().await, Held::default());
     }
 
-    /// An entry due later than the early margin waits in the library, then fires at its instant.
+    /// An entry due later than the early margin waits in the library, then fires before its
+    /// instant (by at most the margin plus a tick); a removed one never fires.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_entry_fires_at_its_instant_and_a_removed_one_never_does() {
         let (tx, mut rx) = mpsc::unbounded_channel();
