@@ -202,10 +202,6 @@ mod tests {
                 .await
                 .unwrap_or_else(|_| panic!("only {} of {BURST} entries fired", seen.len()))
                 .unwrap();
-            assert!(
-                now_ms() >= fired.instant_ms,
-                "a fire came before its instant"
-            );
             assert_eq!(fired.instant_ms, instant_ms);
             assert!(
                 seen.insert(fired.job_id),
@@ -228,10 +224,10 @@ mod tests {
     /// An entry due later than the early margin waits in the library, then fires before its
     /// instant (by at most the margin plus a tick); a removed one never fires.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_entry_fires_at_its_instant_and_a_removed_one_never_does() {
+    async fn an_entry_fires_early_by_the_margin_and_a_removed_one_never_does() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let library = Library::start(channel_capacity(2), tx).await.unwrap();
-        let instant_ms = now_ms() + 3_500;
+        let instant_ms = now_ms() + 6_000;
         library.register(1, instant_ms).await.unwrap();
         let removed = library.register(2, instant_ms).await.unwrap();
         library.remove(removed).await.unwrap();
@@ -248,7 +244,10 @@ mod tests {
                 instant_ms
             }
         );
-        assert!(now_ms() >= instant_ms);
+        assert!(
+            now_ms() < instant_ms,
+            "the library fires early; the driver waits for the instant"
+        );
         assert!(
             tokio::time::timeout(Duration::from_secs(3), rx.recv())
                 .await
