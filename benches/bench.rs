@@ -9,7 +9,8 @@
 //! The `system` benches (`benches/system/`) start the real release binary (cargo builds it for
 //! `cargo bench`: `CARGO_BIN_EXE_labcron`) on 127.0.0.1 with a temporary data directory, and
 //! measure it from outside: run throughput, the runs list on a 1,000,000-run ledger, start-up,
-//! resident memory, fire lateness, and a 1 GiB result-file download. Run one with e.g.
+//! resident memory, fire lateness, memory while 1,000 jobs fire every second, and a 1 GiB
+//! result-file download. Run one with e.g.
 //! `cargo bench --bench bench -- runs_throughput`.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("memory_idle", system::ledger::memory_idle),
     ("ledger_1m", system::ledger::ledger_1m),
     ("fire_lateness", system::lateness::fire_lateness),
+    ("fire_memory", system::fire_memory::fire_memory),
     ("result_download", system::download::result_download),
 ];
 

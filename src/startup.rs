@@ -98,7 +98,7 @@ impl Application {
             metrics.clone(),
             background.clone(),
         );
-        let scheduler = Scheduler::new(db.clone(), executor.clone())?;
+        let scheduler = Scheduler::new(db.clone(), executor.clone(), &ledger_path)?;
         scheduler.start();
 
         let state = web::Data::new(AppState {
@@ -159,6 +159,11 @@ impl Application {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// The scheduler's handle (tests look at what its `JobScheduler` holds).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// A handle that stops the HTTP server (tests use it).

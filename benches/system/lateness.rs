@@ -20,7 +20,7 @@ pub fn fire_lateness(ctx: &Context) -> Vec<Figure> {
     match measure(ctx) {
         Ok((p99, note)) => vec![
             Figure::measured(name, p99, "ms")
-                .target(Target::AtMost(600.0))
+                .target(Target::AtMost(100.0))
                 .note(note),
         ],
         Err(e) => vec![Figure::skipped(name, "ms", e)],

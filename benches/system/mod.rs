@@ -5,6 +5,7 @@
 //! straight into a stopped server's ledger.
 
 pub mod download;
+pub mod fire_memory;
 pub mod lateness;
 pub mod ledger;
 pub mod throughput;

@@ -1,16 +1,35 @@
-//! The driver that fires jobs. One tokio task keeps, for every active job, exactly one pending fire
-//! at the instant `next_fire` computed, ordered in a `BTreeSet`; it sleeps until the earliest (at
-//! most 30 s, so wall-clock steps are noticed) and fires everything due in one ledger transaction.
-//! The ledger is the source of truth: job changes arrive as `JobChanged` messages, a reconcile pass
-//! every minute repairs any drift, and a watchdog restarts the loop if it stops beating.
+//! The driver that fires jobs through tokio-cron-scheduler. One tokio task (the loop) keeps, for
+//! every active job, exactly one pending entry in the library's `JobScheduler` (see `library`):
+//! a one-shot at the instant our pure `next_fire` computed. The library's ticker polls every
+//! 500 ms and keeps whole seconds, which alone would make fires up to 1.5 s early or 0.5 s late,
+//! so each entry is registered `EARLY_BY_MS` (2 s) before its instant. When the library fires it,
+//! its closure reports `Fired` to the loop at once, and the loop arms the fire and waits for the
+//! exact millisecond on one tokio timer. The wait is in the loop, not in each closure: measured
+//! with 2,000 jobs due in the same second, 2,000 closures each sleeping to the instant cost 50 ms
+//! of task wake-ups (and the library's own work after each fire) at the instant, before the
+//! first commit. At the instant the loop records every armed fire in one ledger transaction
+//! through the one enqueue path (`fire_batch`), so 2,000 jobs due together cost one commit; then it registers each job's next instant and removes the fired entry. A fire counts
+//! only when it matches the job's current entry (job and instant), so an entry left over from a
+//! change, a restart or a resize of the library is ignored, never fired twice.
+//!
+//! The ledger is the source of truth. Changes made through the API arrive as `JobChanged`
+//! messages and change what the `JobScheduler` holds at once. Changes made by another process
+//! (`labcron jobs import --apply`, `labcron user`, a restored backup) are seen within a second:
+//! the loop polls `PRAGMA data_version` on a read connection of its own and, when the jobs table
+//! changed, reconciles. A reconcile pass also runs every minute. Whenever the loop (re)reads a job
+//! whose instants passed before it knew of them (downtime, or a change it saw late), those
+//! instants are misfires: counted in `labcron_fires_missed_total`, and `misfirePolicy` applies —
+//! `SKIP` moves on, `RUN_ONCE` queues one `CATCH_UP` run. The watchdog restarts the loop, with a
+//! fresh `JobScheduler`, when the loop stops beating, when a call into the library times out, or
+//! when the library leaves an entry unfired well past its instant.
 //!
 //! A fire enqueues a run (`SCHEDULED`, run by the job's `runAs` user or the system user) unless the
 //! job already has a run queued or running — then it is skipped and counted, never stacked. Firing
 //! is idempotent per (job, scheduled instant) through the runs table's unique index, and the instant
-//! is stored as the job's `last_fired_for`, so after downtime the loop knows what it missed:
-//! `SKIP` moves on, `RUN_ONCE` runs once (`CATCH_UP`).
+//! is stored as the job's `last_fired_for`, so after downtime the loop knows what it missed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +37,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use super::library::{Fired, Held, Library, LibraryError, channel_capacity};
 use super::next_fire;
 use crate::clock::{from_ms, now_ms};
 use crate::domain::job::{Job, MisfirePolicy, Schedule};
@@ -28,12 +49,16 @@ use crate::executor::Executor;
 use crate::store::runs::{Enqueued, NewRun};
 use crate::store::{self, Db};
 
-/// The longest the loop sleeps without looking at the clock again.
-const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How often the loop compares what it holds with the ledger.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// How often the loop beats, looks for changes made outside the server and checks the library.
+const TICK: Duration = Duration::from_secs(1);
 /// The loop counts as stalled when it has not beaten for this long.
 const STALL_AFTER_MS: i64 = 90_000;
+/// An entry still unfired this long after its instant means the library stopped firing.
+const LIBRARY_LATE_MS: i64 = 15_000;
+/// Registrations between two heartbeats while many entries are (re)registered.
+const BEAT_EVERY: usize = 256;
 /// Missed instants counted per job after downtime (a MINUTELY job down for a year stops counting).
 const MAX_MISSED_COUNTED: u64 = 100_000;
 
@@ -92,28 +117,34 @@ pub struct Scheduler {
 struct Inner {
     db: Db,
     executor: Executor,
+    /// The ledger file, for the loop's own read connection (`PRAGMA data_version` is per connection).
+    ledger_path: PathBuf,
     commands: mpsc::UnboundedSender<Command>,
     receiver: Mutex<mpsc::UnboundedReceiver<Command>>,
     stats: SchedulerStats,
     heartbeat_ms: AtomicI64,
     stop: CancellationToken,
     system_user: i64,
+    /// The library instance the loop is using, for `held`.
+    library: std::sync::Mutex<Option<Arc<Library>>>,
 }
 
 impl Scheduler {
-    pub fn new(db: Db, executor: Executor) -> Result<Scheduler, ApiError> {
+    pub fn new(db: Db, executor: Executor, ledger_path: &Path) -> Result<Scheduler, ApiError> {
         let system_user = db.read_sync(store::users::system_user_id)?;
         let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Scheduler {
             inner: Arc::new(Inner {
                 db,
                 executor,
+                ledger_path: ledger_path.to_path_buf(),
                 commands,
                 receiver: Mutex::new(receiver),
                 stats: SchedulerStats::default(),
                 heartbeat_ms: AtomicI64::new(now_ms()),
                 stop: CancellationToken::new(),
                 system_user,
+                library: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -143,9 +174,20 @@ impl Scheduler {
     pub fn stats(&self) -> &SchedulerStats {
         &self.inner.stats
     }
+
+    /// What the `JobScheduler` holds right now (None before the loop started one).
+    pub async fn held(&self) -> Option<Held> {
+        let library = self
+            .inner
+            .library
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone())?;
+        Some(library.held().await)
+    }
 }
 
-/// Runs the loop, restarting it when it dies or stops beating.
+/// Runs the loop, restarting it when it dies, fails or stops beating.
 async fn supervise(inner: Arc<Inner>) {
     loop {
         let task = tokio::spawn(run_loop(inner.clone()));
@@ -155,6 +197,7 @@ async fn supervise(inner: Arc<Inner>) {
             tokio::select! {
                 result = &mut task => {
                     if inner.stop.is_cancelled() {
+                        set_library(&inner, None);
                         return;
                     }
                     tracing::error!(?result, "the scheduler loop ended unexpectedly; restarting it");
@@ -169,13 +212,33 @@ async fn supervise(inner: Arc<Inner>) {
                 }
                 _ = inner.stop.cancelled() => {
                     abort.abort();
+                    set_library(&inner, None);
                     return;
                 }
             }
         }
+        // The old `JobScheduler` stops ticking when its last handle goes.
+        set_library(&inner, None);
         inner.stats.restarts.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn set_library(inner: &Inner, library: Option<Arc<Library>>) {
+    if let Ok(mut slot) = inner.library.lock() {
+        *slot = library;
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, thiserror::Error)]
+enum LoopError {
+    #[error(transparent)]
+    Library(#[from] LibraryError),
+    #[error(transparent)]
+    Ledger(#[from] ApiError),
+    #[error("the JobScheduler left job {job_id}'s fire at {due_ms} unfired")]
+    LibraryStalled { job_id: i64, due_ms: i64 },
 }
 
 /// What the loop holds for one active job.
@@ -184,120 +247,281 @@ struct Entry {
     due_ms: i64,
     /// The job's `updated_at` when this entry was computed; reconcile compares it.
     version: i64,
+    /// The library entry that fires it.
+    library_id: Uuid,
 }
 
-#[derive(Default)]
+/// The loop's jobs and the library instance that fires them.
 struct State {
+    library: Arc<Library>,
     entries: HashMap<i64, Entry>,
     queue: BTreeSet<(i64, i64)>,
+    /// Fires the library reported, waiting for their instant: (instant, job).
+    armed: BTreeSet<(i64, i64)>,
 }
 
 impl State {
-    fn remove(&mut self, job_id: i64) {
+    /// Takes `job_id` out, removing its library entry.
+    async fn remove(&mut self, job_id: i64) -> Result<(), LibraryError> {
         if let Some(old) = self.entries.remove(&job_id) {
             self.queue.remove(&(old.due_ms, job_id));
+            self.library.remove(old.library_id).await?;
         }
+        Ok(())
     }
 
-    fn set(&mut self, job_id: i64, entry: Entry) {
-        self.remove(job_id);
-        self.queue.insert((entry.due_ms, job_id));
-        self.entries.insert(job_id, entry);
+    /// Makes `due_ms` the job's one pending fire: registers it in the library (unless it is the
+    /// instant already registered) and removes the entry it replaces.
+    async fn set(
+        &mut self,
+        job_id: i64,
+        schedule: Schedule,
+        due_ms: i64,
+        version: i64,
+    ) -> Result<(), LibraryError> {
+        if let Some(held) = self.entries.get_mut(&job_id)
+            && held.due_ms == due_ms
+        {
+            held.schedule = schedule;
+            held.version = version;
+            return Ok(());
+        }
+        let library_id = self.library.register(job_id, due_ms).await?;
+        self.queue.insert((due_ms, job_id));
+        let old = self.entries.insert(
+            job_id,
+            Entry {
+                schedule,
+                due_ms,
+                version,
+                library_id,
+            },
+        );
+        if let Some(old) = old {
+            self.queue.remove(&(old.due_ms, job_id));
+            self.library.remove(old.library_id).await?;
+        }
+        Ok(())
     }
 
     /// Puts `job` in line for its next fire after `after_ms` (or takes it out when it has none).
-    fn schedule_job(&mut self, job: &Job, after_ms: i64) {
+    async fn schedule_job(&mut self, job: &Job, after_ms: i64) -> Result<(), LibraryError> {
         if !job.is_active() {
-            self.remove(job.id);
-            return;
+            return self.remove(job.id).await;
         }
         let schedule = job.schedule();
         match next_fire(&schedule, from_ms(after_ms)) {
-            Some(due) => self.set(
-                job.id,
-                Entry {
-                    schedule,
-                    due_ms: due.timestamp_millis(),
-                    version: job.updated_at,
-                },
-            ),
-            None => self.remove(job.id),
+            Some(due) => {
+                self.set(job.id, schedule, due.timestamp_millis(), job.updated_at)
+                    .await
+            }
+            None => self.remove(job.id).await,
         }
+    }
+
+    /// Arms a fire the library reported, when it is the job's current entry (others are left
+    /// over from a change or a resize, or a second report of the same instant).
+    fn arm(&mut self, fired: Fired) {
+        if self
+            .entries
+            .get(&fired.job_id)
+            .is_some_and(|e| e.due_ms == fired.instant_ms)
+        {
+            self.armed.insert((fired.instant_ms, fired.job_id));
+        }
+    }
+
+    /// Moves every entry into a new library instance with channels sized for what it holds now.
+    async fn grow(
+        &mut self,
+        inner: &Inner,
+        fired: &mpsc::UnboundedSender<Fired>,
+    ) -> Result<(), LibraryError> {
+        let capacity = channel_capacity(self.entries.len());
+        tracing::info!(
+            entries = self.entries.len(),
+            capacity,
+            "moving the scheduled fires to a JobScheduler with larger channels"
+        );
+        let library = Arc::new(Library::start(capacity, fired.clone()).await?);
+        for (n, (job_id, entry)) in self.entries.iter_mut().enumerate() {
+            entry.library_id = library.register(*job_id, entry.due_ms).await?;
+            if n % BEAT_EVERY == 0 {
+                inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            }
+        }
+        // Entries the old instance already fired keep reporting to the same channel, and still
+        // count when they match; dropping it stops its ticker.
+        set_library(inner, Some(library.clone()));
+        self.library = library;
+        Ok(())
     }
 }
 
-async fn run_loop(inner: Arc<Inner>) {
+async fn run_loop(inner: Arc<Inner>) -> Result<(), LoopError> {
     let mut receiver = inner.receiver.lock().await;
-    let mut state = State::default();
-    if let Err(e) = start_up(&inner, &mut state).await {
-        tracing::error!(error = ?e, "the scheduler could not load the jobs; retrying at the next reconcile");
-    }
+    let (fired_tx, mut fired_rx) = mpsc::unbounded_channel::<Fired>();
+    // Before the jobs are read, so a change committed in between is seen by the first poll.
+    let mut watch = LedgerWatch::open(&inner.ledger_path).await;
+    let jobs = inner.db.read(store::jobs::list_all_live).await?;
+    let active = jobs.iter().filter(|j| j.is_active()).count();
+    let library = Arc::new(Library::start(channel_capacity(active), fired_tx.clone()).await?);
+    set_library(&inner, Some(library.clone()));
+    let mut state = State {
+        library,
+        entries: HashMap::with_capacity(active),
+        queue: BTreeSet::new(),
+        armed: BTreeSet::new(),
+    };
+    start_up(&inner, &mut state, jobs).await?;
     let mut next_reconcile = tokio::time::Instant::now() + RECONCILE_EVERY;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         inner
             .stats
             .pending
             .store(state.entries.len() as u64, Ordering::Relaxed);
-        fire_due(&inner, &mut state).await;
-
-        let now = now_ms();
-        let wait = state
-            .queue
-            .first()
-            .map(|(due, _)| Duration::from_millis((due - now).max(0) as u64))
-            .unwrap_or(MAX_SLEEP)
-            .min(MAX_SLEEP);
+        if state.entries.len().saturating_mul(4) > state.library.capacity() {
+            state.grow(&inner, &fired_tx).await?;
+        }
+        let next_armed = state.armed.first().map(|(instant, _)| {
+            tokio::time::Instant::now() + Duration::from_millis((instant - now_ms()).max(0) as u64)
+        });
+        // Biased: armed fires first (time-critical, and a change must not overtake a fire whose
+        // instant came), then the library's reports, then changes, then the periodic work.
         tokio::select! {
+            biased;
+            _ = inner.stop.cancelled() => return Ok(()),
+            _ = sleep_until_some(next_armed) => {
+                fire_armed(&inner, &mut state).await?;
+            }
+            Some(first) = fired_rx.recv() => {
+                state.arm(first);
+                while let Ok(more) = fired_rx.try_recv() {
+                    state.arm(more);
+                }
+            }
             command = receiver.recv() => {
-                let Some(first) = command else { return };
+                let Some(first) = command else { return Ok(()) };
                 let mut changed = vec![first];
                 while let Ok(more) = receiver.try_recv() {
                     changed.push(more);
                 }
                 let ids: Vec<i64> = changed.into_iter().map(|Command::JobChanged(id)| id).collect();
-                if let Err(e) = reload_jobs(&inner, &mut state, ids).await {
-                    tracing::error!(error = ?e, "the scheduler could not re-read changed jobs");
+                reload_jobs(&inner, &mut state, ids).await?;
+            }
+            _ = tick.tick() => {
+                check_library(&state)?;
+                if watch.jobs_changed().await {
+                    tracing::info!("jobs changed outside the server; reconciling");
+                    reconcile(&inner, &mut state).await?;
                 }
             }
-            _ = tokio::time::sleep(wait) => {}
             _ = tokio::time::sleep_until(next_reconcile) => {
                 next_reconcile = tokio::time::Instant::now() + RECONCILE_EVERY;
-                if let Err(e) = reconcile(&inner, &mut state).await {
-                    tracing::error!(error = ?e, "scheduler reconcile failed");
-                }
+                reconcile(&inner, &mut state).await?;
             }
-            _ = inner.stop.cancelled() => return,
         }
     }
 }
 
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Fails when the earliest entry is long past its instant: the library did not fire it (fires
+/// it did report were armed and fired first, the loop being biased to them).
+fn check_library(state: &State) -> Result<(), LoopError> {
+    match state.queue.first() {
+        Some(&(due_ms, job_id)) if now_ms() - due_ms > LIBRARY_LATE_MS => {
+            Err(LoopError::LibraryStalled { job_id, due_ms })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Loads every active job, applies the misfire policy for fires missed while the server (or this
-/// loop) was not running, and lines up each job's next fire.
-async fn start_up(inner: &Inner, state: &mut State) -> Result<(), ApiError> {
-    let jobs = inner.db.read(store::jobs::list_all_live).await?;
+/// loop) was not running, and registers each job's next fire.
+async fn start_up(inner: &Inner, state: &mut State, jobs: Vec<Job>) -> Result<(), LoopError> {
     let now = now_ms();
     let mut catch_ups = Vec::new();
-    for job in jobs.iter().filter(|j| j.is_active()) {
-        let schedule = job.schedule();
-        let baseline = job.last_fired_for.unwrap_or(i64::MIN).max(job.updated_at);
-        let (missed, latest) = missed_between(&schedule, baseline, now);
-        if missed > 0 {
-            inner.stats.missed.fetch_add(missed, Ordering::Relaxed);
-            tracing::warn!(
-                job_id = job.id,
-                missed,
-                policy = job.misfire_policy.as_str(),
-                "fires missed while down"
-            );
-            if job.misfire_policy == MisfirePolicy::RunOnce
-                && let Some(instant) = latest
-            {
-                catch_ups.push((job.id, instant, Trigger::CatchUp));
-            }
+    for (n, job) in jobs.iter().filter(|j| j.is_active()).enumerate() {
+        note_misfires(inner, job, None, now, &mut catch_ups);
+        state.schedule_job(job, now).await?;
+        if n % BEAT_EVERY == 0 {
+            inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         }
-        state.schedule_job(job, now);
     }
+    queue_catch_ups(inner, catch_ups).await?;
+    Ok(())
+}
+
+/// The instants of a job that passed unfired before the loop (re)read it at `now`: those after
+/// both its last change (`updated_at`) and its last fire — and, when the loop held an entry
+/// (`held`: instant, version) that is already due, from that entry's instant on. Nothing when the
+/// loop holds the job unchanged and not yet due.
+fn passed_unfired(
+    schedule: &Schedule,
+    last_fired_for: Option<i64>,
+    updated_at: i64,
+    held: Option<(i64, i64)>,
+    now: i64,
+) -> (u64, Option<i64>) {
+    let mut baseline = last_fired_for.unwrap_or(i64::MIN).max(updated_at);
+    match held {
+        Some((due_ms, _)) if due_ms <= now => baseline = baseline.min(due_ms - 1),
+        Some((_, version)) if version == updated_at => return (0, None),
+        _ => {}
+    }
+    missed_between(schedule, baseline, now)
+}
+
+/// Counts the misfires of a job the loop is (re)reading and, under `RUN_ONCE`, lines up one
+/// catch-up run for the latest of them.
+fn note_misfires(
+    inner: &Inner,
+    job: &Job,
+    held: Option<&Entry>,
+    now: i64,
+    catch_ups: &mut Vec<(i64, i64, Trigger)>,
+) {
+    if !job.is_active() {
+        return;
+    }
+    let (missed, latest) = passed_unfired(
+        &job.schedule(),
+        job.last_fired_for,
+        job.updated_at,
+        held.map(|e| (e.due_ms, e.version)),
+        now,
+    );
+    if missed == 0 {
+        return;
+    }
+    inner.stats.missed.fetch_add(missed, Ordering::Relaxed);
+    tracing::warn!(
+        job_id = job.id,
+        missed,
+        policy = job.misfire_policy.as_str(),
+        "fires missed: their instants passed before the scheduler saw the job"
+    );
+    if job.misfire_policy == MisfirePolicy::RunOnce
+        && let Some(instant) = latest
+    {
+        catch_ups.push((job.id, instant, Trigger::CatchUp));
+    }
+}
+
+async fn queue_catch_ups(
+    inner: &Inner,
+    catch_ups: Vec<(i64, i64, Trigger)>,
+) -> Result<(), ApiError> {
     if !catch_ups.is_empty() {
         let queued = fire_batch(inner, catch_ups).await?;
         inner.stats.catch_ups.fetch_add(queued, Ordering::Relaxed);
@@ -323,7 +547,7 @@ fn missed_between(schedule: &Schedule, after_ms: i64, until_ms: i64) -> (u64, Op
     (count, latest)
 }
 
-async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<(), ApiError> {
+async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<(), LoopError> {
     let jobs = inner
         .db
         .read(move |c| {
@@ -333,31 +557,38 @@ async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<
         })
         .await?;
     let now = now_ms();
+    let mut catch_ups = Vec::new();
     for (id, job) in jobs {
         match job {
-            Some(job) => state.schedule_job(&job, now),
-            None => state.remove(id),
+            Some(job) => {
+                note_misfires(inner, &job, state.entries.get(&id), now, &mut catch_ups);
+                state.schedule_job(&job, now).await?;
+            }
+            None => state.remove(id).await?,
         }
     }
+    queue_catch_ups(inner, catch_ups).await?;
     Ok(())
 }
 
 /// Compares the held entries with the ledger and repairs what differs.
-async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), ApiError> {
+async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
     let jobs = inner.db.read(store::jobs::list_all_live).await?;
     let now = now_ms();
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
     let mut repaired = 0;
+    let mut catch_ups = Vec::new();
     for job in &jobs {
         seen.insert(job.id);
         let held = state.entries.get(&job.id).map(|e| e.version);
         if !job.is_active() {
             if held.is_some() {
-                state.remove(job.id);
+                state.remove(job.id).await?;
                 repaired += 1;
             }
         } else if held != Some(job.updated_at) {
-            state.schedule_job(job, now);
+            note_misfires(inner, job, state.entries.get(&job.id), now, &mut catch_ups);
+            state.schedule_job(job, now).await?;
             // A job past its end date has no entry either way: that is not drift.
             if state.entries.contains_key(&job.id) || held.is_some() {
                 repaired += 1;
@@ -371,40 +602,49 @@ async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), ApiError> {
         .copied()
         .collect();
     for id in stale {
-        state.remove(id);
+        state.remove(id).await?;
         repaired += 1;
     }
+    queue_catch_ups(inner, catch_ups).await?;
     if repaired > 0 {
         tracing::warn!(repaired, "scheduler reconcile repaired drift");
     }
     Ok(())
 }
 
-/// Fires every entry that is due and lines up each one's following fire.
-async fn fire_due(inner: &Inner, state: &mut State) {
+/// Records every armed fire whose instant came, in one transaction, and lines up each job's
+/// following fire.
+async fn fire_armed(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
     let now = now_ms();
-    let due: Vec<(i64, i64)> = state
-        .queue
-        .iter()
-        .take_while(|(due, _)| *due <= now)
-        .copied()
-        .collect();
-    if due.is_empty() {
-        return;
+    let mut handled: Vec<(i64, i64)> = Vec::new();
+    while let Some(&(instant_ms, job_id)) = state.armed.first() {
+        if instant_ms > now {
+            break;
+        }
+        state.armed.remove(&(instant_ms, job_id));
+        // Still the job's current entry? (A change may have moved it since it was armed.)
+        if state
+            .entries
+            .get(&job_id)
+            .is_some_and(|e| e.due_ms == instant_ms)
+        {
+            handled.push((instant_ms, job_id));
+        }
     }
-    let batch: Vec<(i64, i64, Trigger)> = due
+    if handled.is_empty() {
+        return Ok(());
+    }
+    let batch: Vec<(i64, i64, Trigger)> = handled
         .iter()
-        .map(|(at, id)| (*id, *at, Trigger::Scheduled))
+        .map(|(instant_ms, job_id)| (*job_id, *instant_ms, Trigger::Scheduled))
         .collect();
+    let count = batch.len() as u64;
     if let Err(e) = fire_batch(inner, batch).await {
-        inner
-            .stats
-            .errors
-            .fetch_add(due.len() as u64, Ordering::Relaxed);
-        tracing::error!(error = ?e, jobs = due.len(), "scheduled fires could not be recorded");
+        inner.stats.errors.fetch_add(count, Ordering::Relaxed);
+        tracing::error!(error = ?e, jobs = count, "scheduled fires could not be recorded");
     }
     let after = now_ms();
-    for (due_ms, job_id) in due {
+    for (n, (due_ms, job_id)) in handled.into_iter().enumerate() {
         let Some(entry) = state.entries.get(&job_id) else {
             continue;
         };
@@ -417,15 +657,89 @@ async fn fire_due(inner: &Inner, state: &mut State) {
             inner.stats.missed.fetch_add(missed, Ordering::Relaxed);
         }
         match next_fire(&schedule, from_ms(due_ms.max(after))) {
-            Some(next) => state.set(
-                job_id,
-                Entry {
-                    schedule,
-                    due_ms: next.timestamp_millis(),
-                    version,
-                },
-            ),
-            None => state.remove(job_id),
+            Some(next) => {
+                state
+                    .set(job_id, schedule, next.timestamp_millis(), version)
+                    .await?
+            }
+            None => state.remove(job_id).await?,
+        }
+        if n % BEAT_EVERY == 0 {
+            inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Notices commits to the jobs table made by any connection, this server's or another
+/// process's: `PRAGMA data_version` (cheap, per connection) says whether anything was committed
+/// since the last look, and a fingerprint of the jobs table says whether it was jobs.
+struct LedgerWatch {
+    conn: Option<Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    last: Option<(i64, (i64, i64, f64))>,
+}
+
+impl LedgerWatch {
+    async fn open(path: &Path) -> LedgerWatch {
+        let path = path.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            Ok::<_, rusqlite::Error>(conn)
+        })
+        .await;
+        let conn = match opened {
+            Ok(Ok(conn)) => Some(Arc::new(std::sync::Mutex::new(conn))),
+            Ok(Err(e)) => {
+                tracing::error!(error = ?e, "cannot watch the ledger for changes made outside the server; the minutely reconcile remains");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot watch the ledger for changes made outside the server");
+                None
+            }
+        };
+        let mut watch = LedgerWatch { conn, last: None };
+        watch.jobs_changed().await;
+        watch
+    }
+
+    /// Whether the jobs table changed since the last call.
+    async fn jobs_changed(&mut self) -> bool {
+        let Some(conn) = self.conn.clone() else {
+            return false;
+        };
+        let known = self.last;
+        let looked = tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
+            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+            if let Some((known_version, fingerprint)) = known
+                && known_version == version
+            {
+                return Ok((version, fingerprint));
+            }
+            let fingerprint = conn.query_row(
+                "SELECT count(*), coalesce(max(updated_at), 0), total(updated_at) FROM jobs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok::<_, rusqlite::Error>((version, fingerprint))
+        })
+        .await;
+        match looked {
+            Ok(Ok(now)) => {
+                let changed = known.is_some_and(|(_, before)| before != now.1);
+                self.last = Some(now);
+                changed
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = ?e, "could not look for changes to the jobs table");
+                false
+            }
+            Err(_) => false,
         }
     }
 }
@@ -513,6 +827,68 @@ mod tests {
             (5, Some(300_000))
         );
         assert_eq!(missed_between(&schedule, 300_000, 300_000), (0, None));
+    }
+
+    /// The case the issue reports: a MINUTELY/15 job imported by the CLI at 08:37:50 with
+    /// `nextRunOn` 08:38:00, first seen by the scheduler at 08:38:09, missed its 08:38 fire. That
+    /// is one misfire (counted; `RUN_ONCE` catches up for 08:38), not a silent skip to 08:53.
+    #[test]
+    fn a_job_seen_after_its_instant_passed_has_that_instant_as_a_misfire() {
+        let at = |h: u32, m: u32, s: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 30)
+                .and_then(|d| d.and_hms_opt(h, m, s))
+                .map(|t| t.and_utc().timestamp_millis())
+                .unwrap()
+        };
+        let schedule = Schedule {
+            repeat: Repeat::Minutely { interval: 15 },
+            timezone: chrono_tz::UTC,
+            start_date: at(8, 8, 0),
+            end_date: None,
+        };
+        let imported = at(8, 37, 50);
+        let found = at(8, 38, 9);
+        assert_eq!(
+            next_fire(&schedule, from_ms(imported)).map(|t| t.timestamp_millis()),
+            Some(at(8, 38, 0))
+        );
+        // Not held yet (new to the scheduler).
+        assert_eq!(
+            passed_unfired(&schedule, None, imported, None, found),
+            (1, Some(at(8, 38, 0)))
+        );
+        // Seen in time: nothing missed.
+        assert_eq!(
+            passed_unfired(&schedule, None, imported, None, at(8, 37, 59)),
+            (0, None)
+        );
+        // Held unchanged and not due: nothing to count, whatever the history.
+        assert_eq!(
+            passed_unfired(
+                &schedule,
+                Some(at(8, 23, 0)),
+                imported,
+                Some((at(8, 53, 0), imported)),
+                found
+            ),
+            (0, None)
+        );
+        // Held with an entry already due but not yet reported: that instant counts.
+        assert_eq!(
+            passed_unfired(
+                &schedule,
+                None,
+                at(8, 38, 5),
+                Some((at(8, 38, 0), imported)),
+                found
+            ),
+            (1, Some(at(8, 38, 0)))
+        );
+        // Fired before: only what came after the last fire counts.
+        assert_eq!(
+            passed_unfired(&schedule, Some(at(8, 38, 0)), imported, None, at(9, 10, 0)),
+            (2, Some(at(9, 8, 0)))
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! When jobs fire. `next_fire` is the one pure function that computes a job's next fire instant;
-//! `nextRunOn`, `/next-runs` and the driver (`driver::Scheduler`, which fires jobs) all use it, so
-//! what the API shows is what happens.
+//! `nextRunOn`, `/next-runs` and the driver (`driver::Scheduler`, which fires jobs through
+//! tokio-cron-scheduler, `library`) all use it, so what the API shows is what happens.
 
 pub mod driver;
+pub mod library;
 pub mod next_fire;
 
 pub use driver::Scheduler;

@@ -1,13 +1,20 @@
 //! The scheduler in real time: seconds-resolution CRON jobs fire repeatedly, updates take effect at
 //! once, Closed and delete stop firing, a slow job is never stacked, downtime is handled by the
-//! misfire policy, and 2,000 jobs firing in the same second are all fired.
+//! misfire policy, 2,000 jobs firing in the same second are all fired, 10,000 fires leave the
+//! `JobScheduler` one entry per active job, and a job imported by the CLI while the server runs
+//! fires at its first instant.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use chrono::Timelike;
+use labcron::scheduler::library::Held;
+use labcron::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, ok_json, spawn_app};
+use crate::helpers::{AppOptions, TestApp, ok_json, spawn_app, spawn_app_with};
+use crate::metrics::scrape;
 
 fn cron_job(name: &str, cron: &str) -> Value {
     json!({"name": name, "type": "EXTERNAL", "command": "quick.sh", "repeatSchedule": "CRON", "cronExpression": cron})
@@ -294,4 +301,176 @@ async fn two_thousand_jobs_firing_in_the_same_second_are_all_fired() {
     )
     .await;
     assert_eq!(health["scheduler"], "ok");
+}
+
+/// Inserts `count` active CRON jobs running `command` straight into a stopped server's ledger.
+fn insert_cron_jobs(app: &TestApp, count: i64, cron: &str, command: &str) {
+    let mut conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
+    let tx = conn.transaction().unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    for i in 0..count {
+        tx.execute(
+            "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone, start_date, activity_status,
+                created_by, command, timeout_seconds, max_queued_runs, created_at, updated_at)
+             VALUES (?1, 'EXTERNAL', 'CRON', ?2, 'UTC', ?3, 'Active', 2, ?4, 600, 10, ?3, ?3)",
+            rusqlite::params![format!("bulk {i}"), cron, now, command],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+/// 1,000 jobs firing every second for ten seconds (a MINUTELY job set, sixty times faster):
+/// 10,000 fires through the `JobScheduler`. Each job's first fire queues a run that holds the
+/// only run slot or waits for it, so the other nine are skipped as busy (cheap fires). While
+/// they fire the library never holds more than two entries per job, and afterwards (each job's
+/// next instant a year away) it holds exactly one entry and one closure per active job: fired
+/// one-shots do not pile up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_fires_leave_the_job_scheduler_one_entry_per_active_job() {
+    const JOBS: i64 = 1_000;
+    const FIRES_EACH: i64 = 10;
+    let mut app = spawn_app_with(AppOptions {
+        max_concurrent_runs: Some(1),
+        kill_grace_seconds: Some(1),
+        configure: Some(|s| s.runs.shutdown_grace_seconds = 1),
+        ..AppOptions::default()
+    })
+    .await;
+    app.write_script("hold.sh", "#!/bin/sh\nsleep 120\n");
+    app.stop().await;
+    // Ten consecutive seconds within one minute, the first at least 12 s away.
+    let mut first = chrono::Utc::now() + chrono::Duration::seconds(12);
+    first -= chrono::Duration::nanoseconds(first.timestamp_subsec_nanos() as i64);
+    if first.second() > 59 - FIRES_EACH as u32 {
+        first += chrono::Duration::seconds(60 - first.second() as i64);
+    }
+    let last = first + chrono::Duration::seconds(FIRES_EACH - 1);
+    let cron = format!(
+        "{}-{} {}",
+        first.second(),
+        last.second(),
+        first.format("%M %H %d %m *")
+    );
+    insert_cron_jobs(&app, JOBS, &cron, "hold.sh");
+
+    let server = Application::build(app.settings.clone()).await.unwrap();
+    let scheduler = server.scheduler().clone();
+    let handle = server.handle();
+    let serving = tokio::spawn(server.run_until_stopped());
+
+    let stats = scheduler.stats();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let accounted = || load(&stats.fires) + load(&stats.skipped_busy) + load(&stats.missed);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut most = Held::default();
+    while accounted() < (JOBS * FIRES_EACH) as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} instants fired, skipped or missed",
+            accounted(),
+            JOBS * FIRES_EACH
+        );
+        if let Some(held) = scheduler.held().await {
+            most.entries = most.entries.max(held.entries);
+            most.closures = most.closures.max(held.closures);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expected = Held {
+        entries: JOBS as usize,
+        closures: JOBS as usize,
+    };
+    let settle = Instant::now() + Duration::from_secs(60);
+    let mut held = scheduler.held().await;
+    while held != Some(expected) {
+        assert!(
+            Instant::now() < settle,
+            "after the fires the JobScheduler holds {held:?}, not one entry per job"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        held = scheduler.held().await;
+    }
+    assert_eq!(
+        accounted(),
+        (JOBS * FIRES_EACH) as u64,
+        "an instant counted twice"
+    );
+    let fired = load(&stats.fires) + load(&stats.skipped_busy);
+    eprintln!(
+        "fires {} skipped {} missed {} most held {most:?}",
+        load(&stats.fires),
+        load(&stats.skipped_busy),
+        load(&stats.missed)
+    );
+    assert!(fired >= JOBS as u64, "{fired} fires");
+    assert!(
+        most.entries <= 2 * JOBS as usize && most.closures <= 2 * JOBS as usize,
+        "the JobScheduler held {most:?} while firing"
+    );
+    assert_eq!(load(&stats.errors), 0);
+    assert_eq!(load(&stats.restarts), 0);
+    assert_eq!(load(&stats.pending), JOBS as u64);
+    handle.stop(true).await;
+    serving.await.unwrap().unwrap();
+}
+
+/// `labcron jobs import --apply` from the shell while the server runs: the new job reaches the
+/// running scheduler within a second (the server watches the ledger's data version; the
+/// minutely reconcile alone would usually find it too late and skip the instant) and fires at
+/// its first instant as a SCHEDULED run; no fire is counted missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_imported_by_the_cli_while_the_server_runs_fires_at_its_first_instant() {
+    let app = spawn_app().await;
+    app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
+    let mut at = chrono::Utc::now() + chrono::Duration::seconds(10);
+    at -= chrono::Duration::nanoseconds(at.timestamp_subsec_nanos() as i64);
+    let instant = at.timestamp_millis();
+    let file = app.data_dir.join("jobs.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[jobs]]\nname = \"Imported while running\"\ntype = \"EXTERNAL\"\ncommand = \"quick.sh\"\n\
+             repeatSchedule = \"CRON\"\ncronExpression = \"{}\"\ntimezone = \"UTC\"\n",
+            at.format("%S %M %H %d %m *")
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_labcron"))
+        .args(["jobs", "import"])
+        .arg(&file)
+        .arg("--apply")
+        .arg("--data-dir")
+        .arg(&app.data_dir)
+        .env_remove("LABCRON_ADMIN_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        chrono::Utc::now().timestamp_millis() < instant - 2_000,
+        "the import took too long for this test's instant"
+    );
+    let jobs = ok_json(app.get("/scheduled-jobs").await).await;
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "Imported while running")
+        .expect("the imported job")
+        .clone();
+    assert_eq!(job["nextRunOn"], json!(instant));
+    let id = job["id"].as_i64().unwrap();
+    let runs = wait_for_runs(&app, id, 1).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["scheduledFor"], json!(instant));
+    assert_eq!(runs[0]["trigger"], "SCHEDULED");
+    let scraped = scrape(&app).await;
+    assert_eq!(scraped.get("labcron_fires_missed_total", &[]), 0.0);
+    assert_eq!(scraped.get("labcron_fires_total", &[]), 1.0);
 }

@@ -1,0 +1,258 @@
+//! The tokio-cron-scheduler `JobScheduler` that fires labcron's scheduled runs, used in the one
+//! way that avoids each of its known problems. It only ever holds one-shot entries
+//! (`Job::new_one_shot_at_instant_async`) at instants the driver computed with our own `next_fire`,
+//! so the library's cron parser and its frozen-offset time zones are never used. Its ticker polls
+//! every 500 ms and stores instants as whole seconds, so an entry is registered `EARLY_BY_MS`
+//! before the instant; its closure reports `Fired` to the driver at once, and the driver waits for
+//! the exact millisecond. Its actors talk over broadcast channels whose loops
+//! stop, or drop messages, when a channel lags, so the channels are sized above the number of
+//! entries (`channel_capacity`), and every call into it has a time limit: a library that stops
+//! answering makes the driver fail, and the watchdog starts a fresh one.
+//!
+//! This module owns the library instance: starting it, registering and removing entries, counting
+//! what it holds (its metadata store and its job-code map, both shared with us), and stopping its
+//! ticker when the instance is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{RwLock, mpsc};
+use tokio_cron_scheduler::job::job_data::JobStoredData;
+use tokio_cron_scheduler::job::{JobCreator, JobDeleter};
+use tokio_cron_scheduler::{
+    Job, JobScheduler, JobToRunAsync, SimpleJobCode, SimpleMetadataStore, SimpleNotificationCode,
+    SimpleNotificationStore,
+};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+
+/// The library's own default channel size (`JobScheduler::new`).
+pub const LIBRARY_DEFAULT_CHANNEL: usize = 200;
+/// The smallest channel size labcron gives the library.
+const MIN_CHANNEL: usize = 1024;
+/// How long before its instant an entry is due in the library. The library fires an entry up to
+/// 2 s before the instant passed to it (it floors to whole seconds twice) and up to 500 ms plus
+/// its own processing after it; 2 s early leaves over a second of slack on a loaded machine.
+pub const EARLY_BY_MS: i64 = 2_000;
+/// The longest a call into the library may take before the library counts as stuck.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fire reported by an entry's closure when the library fires it (early, by design): the
+/// driver waits for the exact instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired {
+    pub job_id: i64,
+    pub instant_ms: i64,
+}
+
+/// What the library holds: entries in its metadata store and closures in its job-code map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    pub entries: usize,
+    pub closures: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("tokio-cron-scheduler: {0}")]
+    Library(#[from] tokio_cron_scheduler::JobSchedulerError),
+    #[error("tokio-cron-scheduler did not answer a {0} within {CALL_TIMEOUT:?}")]
+    Timeout(&'static str),
+}
+
+type CodeMap = HashMap<Uuid, Arc<RwLock<Box<JobToRunAsync>>>>;
+
+/// Channel size for a library holding `entries` entries: every fire of a burst puts one message
+/// on the activation channel, three on the notification channel and one on the deletion channel,
+/// so four times the entries, never less than `MIN_CHANNEL`, rounded to a power of two (the size
+/// tokio's broadcast channel allocates anyway).
+pub fn channel_capacity(entries: usize) -> usize {
+    entries
+        .saturating_mul(4)
+        .max(MIN_CHANNEL)
+        .next_power_of_two()
+}
+
+/// One running `JobScheduler`. Dropping it stops its ticker.
+pub struct Library {
+    scheduler: JobScheduler,
+    entries: Arc<RwLock<HashMap<Uuid, JobStoredData>>>,
+    code: Arc<RwLock<CodeMap>>,
+    ticker_stop: Arc<AtomicBool>,
+    capacity: usize,
+    fired: mpsc::UnboundedSender<Fired>,
+}
+
+impl Library {
+    /// Starts a `JobScheduler` with channels of `capacity`; its entries report to `fired`.
+    pub async fn start(
+        capacity: usize,
+        fired: mpsc::UnboundedSender<Fired>,
+    ) -> Result<Library, LibraryError> {
+        let store = SimpleMetadataStore::default();
+        let entries = store.data.clone();
+        let code = SimpleJobCode::default();
+        let code_map = code.job_code.clone();
+        let mut scheduler = JobScheduler::new_with_storage_and_code(
+            Box::new(store),
+            Box::new(SimpleNotificationStore::default()),
+            Box::new(code),
+            Box::new(SimpleNotificationCode::default()),
+            capacity,
+        )
+        .await?;
+        scheduler.init().await?;
+        let ticker_stop = scheduler.scheduler.read().await.shutdown.clone();
+        scheduler.start().await?;
+        Ok(Library {
+            scheduler,
+            entries,
+            code: code_map,
+            ticker_stop,
+            capacity,
+            fired,
+        })
+    }
+
+    /// The channel size this instance was started with.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Registers a one-shot entry that reports `Fired` for `job_id` at `instant_ms`.
+    pub async fn register(&self, job_id: i64, instant_ms: i64) -> Result<Uuid, LibraryError> {
+        let lead = (instant_ms - EARLY_BY_MS - now_ms()).max(0) as u64;
+        let due = std::time::Instant::now() + Duration::from_millis(lead);
+        let fired = self.fired.clone();
+        let job = Job::new_one_shot_at_instant_async(due, move |_id, _scheduler| {
+            // Reported at once, so the library's own work after a fire (several task hand-offs
+            // and a `Done` notification per fire) is over long before the instant.
+            let _ = fired.send(Fired { job_id, instant_ms });
+            Box::pin(std::future::ready(()))
+        })?;
+        // `JobCreator::add` is what `JobScheduler::add` calls, without its info-level log line
+        // per entry.
+        let context = self.scheduler.context();
+        tokio::time::timeout(CALL_TIMEOUT, JobCreator::add(&context, job))
+            .await
+            .map_err(|_| LibraryError::Timeout("registration"))?
+            .map_err(LibraryError::from)
+    }
+
+    /// Removes an entry (a no-op when the library already deleted it after firing it).
+    pub async fn remove(&self, entry: Uuid) -> Result<(), LibraryError> {
+        let context = self.scheduler.context();
+        tokio::time::timeout(CALL_TIMEOUT, JobDeleter::remove(&context, &entry))
+            .await
+            .map_err(|_| LibraryError::Timeout("removal"))?
+            .map_err(LibraryError::from)
+    }
+
+    /// What the library holds right now.
+    pub async fn held(&self) -> Held {
+        Held {
+            entries: self.entries.read().await.len(),
+            closures: self.code.read().await.len(),
+        }
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        // `JobScheduler::shutdown` only sets this flag; setting it here needs no runtime.
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_are_sized_above_four_times_the_entries() {
+        assert_eq!(channel_capacity(0), MIN_CHANNEL);
+        assert!(channel_capacity(0) > LIBRARY_DEFAULT_CHANNEL);
+        assert_eq!(channel_capacity(2_000), 8_192);
+        for entries in [1, 255, 256, 257, 5_000, 10_000] {
+            let capacity = channel_capacity(entries);
+            assert!(capacity >= 4 * entries && capacity.is_power_of_two());
+        }
+    }
+
+    /// A burst five times the library's default channel size, all entries at the same instant:
+    /// every one fires once, and the library ends up holding nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_larger_than_the_default_channel_fires_every_entry_once() {
+        const BURST: usize = 5 * LIBRARY_DEFAULT_CHANNEL;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let library = Library::start(channel_capacity(BURST), tx).await.unwrap();
+        let instant_ms = (now_ms() / 1000 + 4) * 1000;
+        let mut ids = Vec::new();
+        for job_id in 0..BURST as i64 {
+            ids.push(library.register(job_id, instant_ms).await.unwrap());
+        }
+        assert_eq!(library.held().await.entries, BURST);
+        let mut seen = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while seen.len() < BURST {
+            let fired = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {BURST} entries fired", seen.len()))
+                .unwrap();
+            assert_eq!(fired.instant_ms, instant_ms);
+            assert!(
+                seen.insert(fired.job_id),
+                "job {} fired twice",
+                fired.job_id
+            );
+        }
+        // Nothing else arrives: each entry fired once.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .is_err()
+        );
+        for id in ids {
+            library.remove(id).await.unwrap();
+        }
+        assert_eq!(library.held().await, Held::default());
+    }
+
+    /// An entry due later than the early margin waits in the library, then fires before its
+    /// instant (by at most the margin plus a tick); a removed one never fires.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_fires_early_by_the_margin_and_a_removed_one_never_does() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let library = Library::start(channel_capacity(2), tx).await.unwrap();
+        let instant_ms = now_ms() + 6_000;
+        library.register(1, instant_ms).await.unwrap();
+        let removed = library.register(2, instant_ms).await.unwrap();
+        library.remove(removed).await.unwrap();
+        let held = library.held().await;
+        assert_eq!((held.entries, held.closures), (1, 1));
+        let fired = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fired,
+            Fired {
+                job_id: 1,
+                instant_ms
+            }
+        );
+        assert!(
+            now_ms() < instant_ms,
+            "the library fires early; the driver waits for the instant"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), rx.recv())
+                .await
+                .is_err(),
+            "the removed entry fired"
+        );
+    }
+}
