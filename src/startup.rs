@@ -132,10 +132,11 @@ impl Application {
                     !cors_origins.is_empty(),
                     api::cors::cors(&cors_origins),
                 ))
-                // Outermost, so it counts every request with its final status.
+                // Outermost but one, so it counts every request with its final status.
                 .wrap(actix_web::middleware::from_fn(
                     crate::metrics::track_requests,
                 ))
+                .wrap(actix_web::middleware::from_fn(api::trim_api_trailing_slash))
         })
         .listen(listener)?
         .disable_signals()

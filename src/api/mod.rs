@@ -69,6 +69,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(openapi::configure);
 }
 
+/// OpenSpecimen (Spring) answers `/rest/ng/users/7/` like `/rest/ng/users/7`, and its clients rely on
+/// it (OpenSpecimenAPIconnector's `delete_user` sends `/users/{id}/?close=true`): API paths lose a
+/// trailing slash before routing. Only API paths: the docs page lives at `/docs/`.
+pub async fn trim_api_trailing_slash(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let path = req.path();
+    let is_api = path.starts_with("/rest/ng/") || path.starts_with("/openspecimen/rest/ng/");
+    if is_api && path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let uri = match req.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = uri.parse::<actix_web::http::Uri>() {
+            req.match_info_mut().get_mut().update(&uri);
+            req.head_mut().uri = uri;
+        }
+    }
+    next.call(req).await
+}
+
 /// Unknown routes answer in the contract's shape.
 pub async fn no_route() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NoRoute)

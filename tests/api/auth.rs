@@ -393,3 +393,21 @@ async fn cors_is_off_by_default_and_allows_only_configured_origins() {
             .is_none()
     );
 }
+
+/// OpenSpecimen's clients add a trailing slash (OpenSpecimenAPIconnector's `delete_user` sends
+/// `DELETE /users/{id}/?close=true`); as in OpenSpecimen, it is the same route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_slash_reaches_the_same_route() {
+    let app = spawn_app().await;
+    let (id, token) = app.create_user("slashed", false).await;
+    let listed = app.get("/scheduled-jobs/").await;
+    assert_eq!(ok_json(listed).await, json!([]));
+    let closed = app.delete(&format!("/users/{id}/?close=true")).await;
+    assert_eq!(ok_json(closed).await["activityStatus"], "Disabled");
+    let gone = app
+        .request_as(&token, Method::GET, "/scheduled-jobs/count")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::UNAUTHORIZED);
+}
