@@ -402,7 +402,7 @@ fn render_scheduler(w: &mut String, stats: &SchedulerStats) {
     counter(
         w,
         "labcron_catch_up_runs_total",
-        "Catch-up runs queued at start-up for jobs with misfirePolicy RUN_ONCE.",
+        "Catch-up runs queued for missed fires of jobs with misfirePolicy RUN_ONCE (after downtime, or for a job found late).",
         load(&stats.catch_ups),
     );
     counter(
