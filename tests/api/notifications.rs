@@ -901,9 +901,27 @@ async fn a_retried_series_notifies_once_at_its_end_and_the_failure_email_says_wh
             "{body}"
         );
         assert!(body.contains("Attempts    : 3"), "{body}");
-        assert!(
-            body.contains("Last lines of the log:\n    connecting to the LIMS\n    still waiting\n    LIMS timeout\n"),
+        // stdout and stderr are drained concurrently, so their lines may interleave either way.
+        let tail = body
+            .split("Last lines of the log:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no log tail: {body}"));
+        let tail: Vec<&str> = tail.lines().take_while(|l| l.starts_with("    ")).collect();
+        let mut sorted = tail.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            [
+                "    LIMS timeout",
+                "    connecting to the LIMS",
+                "    still waiting"
+            ],
             "{body}"
+        );
+        assert!(
+            tail.iter().position(|l| l.contains("connecting"))
+                < tail.iter().position(|l| l.contains("still waiting")),
+            "stdout keeps its order: {body}"
         );
         assert!(
             body.contains(&format!(
