@@ -8,7 +8,7 @@ pub mod cli; // the administration subcommands: users, backup, jobs files, healt
 pub mod clock; // the one source of "now"
 pub mod config; // settings: defaults < TOML file < LABCRON_* env < flags
 pub mod config_overrides; // LABCRON_* variables and --flags for every setting
-pub mod domain; // plain types and validation: jobs, runs, users, arguments, dates
+pub mod domain; // plain types and validation: jobs, runs, users, arguments, dates, the access policy
 pub mod error; // ApiError: the one mapping from failures to OpenSpecimen's error array
 pub mod executor; // durable run queue, dispatcher, process runner
 pub mod metrics; // Prometheus series, their text rendering, the request middleware, GET /metrics
