@@ -6,6 +6,7 @@
 //! failing write is rolled back alone), commits once, and only then answers them all (group
 //! commit). Blocking work runs off the async threads; no connection is held across an `.await`.
 
+pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod jobs;
 pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
 pub mod queries; // saved queries

@@ -10,6 +10,7 @@ mod daemons;
 mod hardening;
 mod internal;
 mod jobs;
+mod ledger_guard;
 mod metrics;
 mod notifications;
 mod openapi;
