@@ -51,6 +51,7 @@
     document.title = job.name + " run logs · labcron";
     LC.byId("page-title").textContent = job.name + " run logs";
     LC.byId("crumb-job").textContent = label;
+    LC.byId("crumb-job").href = "/ui/jobs/" + job.id;
     const summary = LC.clear(LC.byId("job-summary"));
     summary.append(el("span", { class: "job-id" }, "#" + job.id), " · ", LC.typeLabel(job.type), " · ", LC.scheduleEl(job)[0]);
     if (job.nextRunOn) summary.append(" · next run ", LC.timeEl(job.nextRunOn));
