@@ -169,7 +169,9 @@ async fn the_job_page_shows_what_when_chains_notifications_runs_and_acts() {
         ui.click("#delete-job").await;
         ui.wait_contains("#confirm-message", "Nightly export").await;
         ui.click("#confirm-ok").await;
-        ui.wait_path("/ui/jobs").await;
+        // (`wait_path` matches a prefix, which the job page's own path has.)
+        wait_for("the jobs list", || async { (ui.path().await == "/ui/jobs").then_some(()) }).await;
+        ui.wait_contains(".toast", "Job Nightly export deleted.").await;
         let gone = app.get(&format!("/scheduled-jobs/{export}")).await;
         assert_eq!(gone.status(), StatusCode::BAD_REQUEST);
         ui.goto(&format!("/ui/jobs/{export}")).await;

@@ -25,6 +25,18 @@
     return el("div", attrs || {}, el("dt", {}, label), el("dd", {}, value));
   }
 
+  // Appends children as LC.el does: arrays flattened, null and undefined left out (the DOM's own
+  // append would write them as text).
+  function put(node) {
+    const add = function (child) {
+      if (child === null || child === undefined || child === false) return;
+      if (Array.isArray(child)) child.forEach(add);
+      else node.append(child);
+    };
+    for (let i = 1; i < arguments.length; i++) add(arguments[i]);
+    return node;
+  }
+
   function muted(text) {
     return el("span", { class: "muted" }, text);
   }
@@ -72,7 +84,7 @@
       : el("span", { id: "job-rt-args" }, "Not asked for (runs with the fixed parameters)")));
     items.push(fact("Time limit", LC.fmtDuration(job.timeoutSeconds * 1000)));
     items.push(fact("Waiting runs allowed", String(job.maxQueuedRuns)));
-    box.append(items);
+    put(box, items);
   }
 
   // ------------------------------------------------------------ schedule
@@ -85,7 +97,7 @@
     const onDemand = job.repeatSchedule === "ONDEMAND";
     LC.byId("schedule-zone").textContent = onDemand ? "Runs only when someone runs it (or another job's end queues it)." : "In the job's time zone: " + data.timezone + ".";
     const facts = LC.clear(LC.byId("schedule-facts"));
-    facts.append(
+    put(facts,
       fact("Status", data.paused ? el("span", { class: "badge", dataset: { status: "PAUSED" } }, job.activityStatus === "Closed" ? "Paused (Closed)" : job.activityStatus) : "Active"),
       onDemand ? null : fact("From", LC.timeEl(job.startDate)),
       onDemand ? null : fact("Until", job.endDate ? LC.timeEl(job.endDate) : muted("No end")),
@@ -129,7 +141,7 @@
       ? el("ul", { class: "plain-list", id: "triggered-by" }, upstream,
           data.hiddenUpstream ? el("li", { class: "muted" }, data.hiddenUpstream + (data.hiddenUpstream === 1 ? " job" : " jobs") + " you cannot see") : null)
       : el("span", { class: "muted", id: "triggered-by" }, "No job queues it");
-    box.append(
+    put(box,
       fact("Retries", el("span", { id: "job-retries" }, retries)),
       fact("Queued by", triggeredBy),
       fact("On success, queues", el("div", { id: "on-success" }, linkList(job.onSuccess || [], "Nothing"))),
@@ -138,7 +150,7 @@
 
   function renderNotify(job) {
     const box = LC.clear(LC.byId("job-notify"));
-    box.append(
+    put(box,
       fact("Notify", el("span", { id: "job-notify-on", dataset: { notifyOn: job.notifyOn } }, NOTIFY_WORDS[job.notifyOn] || job.notifyOn)),
       fact("Recipients", el("span", { id: "job-recipients" }, userList(job.recipients, "Nobody"))),
       job.webhookUrl ? fact("Webhook", el("code", {}, job.webhookUrl)) : null,
@@ -224,7 +236,7 @@
     LC.byId("page-title").textContent = job.name;
     LC.byId("crumb-job").textContent = "#" + job.id + " " + job.name;
     const summary = LC.clear(LC.byId("job-summary"));
-    summary.append(el("span", { class: "job-id" }, "#" + job.id), " · ", LC.typeLabel(job.type), " · ", LC.scheduleEl(job));
+    put(summary, el("span", { class: "job-id" }, "#" + job.id), " · ", LC.typeLabel(job.type), " · ", LC.scheduleEl(job));
     if (job.nextRunOn) summary.append(" · next run ", LC.timeEl(job.nextRunOn), " ", muted("(your time)"));
     if (data.paused) summary.append(" · ", el("strong", {}, "paused"));
     const run = LC.byId("run-job");
