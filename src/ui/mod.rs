@@ -1,7 +1,8 @@
 //! The Jobs web pages: server-rendered shells for signing in, the jobs list, the add/edit form, a
-//! job's page and runs, one run, saved queries and users. Each shell is an HTML template compiled into the
-//! binary; small hand-written scripts (also compiled in) fill it by calling the JSON API with the
-//! session cookie and the session's anti-forgery token. No CDN, no Node, works offline.
+//! job's page and its runs, one run, saved queries and users. Each shell is an HTML template
+//! compiled into the binary; small hand-written scripts (also compiled in) fill it by calling the
+//! JSON API with the session cookie and the session's anti-forgery token. No CDN, no Node, works
+//! offline.
 //!
 //! UI routes answer only 200 or 3xx (the app's `json_errors` middleware would turn any HTML error
 //! status into JSON): a page that does not exist is a 200 "Page not found" page. This module owns
