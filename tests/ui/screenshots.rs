@@ -105,7 +105,12 @@ async fn shoot_pages(ui: &Ui, export: i64, run: i64, suffix: &str, to_docs: bool
     ui.goto(&format!("/ui/jobs/{export}")).await;
     ui.wait_visible("#next-runs tr").await;
     ui.wait_visible("#duration-svg rect").await;
+    // A taller window, so the whole page (the chart of last runs too) is in the picture.
+    let (width, height) = if suffix.is_empty() { DESKTOP } else { PHONE };
+    ui.browser.set_window_size(width, height.max(1500)).await;
+    ui.wait_visible("#duration-svg rect").await;
     save(ui, &format!("job{suffix}"), to_docs).await;
+    ui.browser.set_window_size(width, height).await;
 
     ui.goto(&format!("/ui/jobs/{export}/runs")).await;
     ui.wait_visible("#runs-body tr").await;
