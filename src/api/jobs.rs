@@ -235,12 +235,35 @@ pub fn check_references(
     }
 }
 
+/// A QUERY job takes runtime parameters only when its saved query has parameters for them to
+/// fill (issue 13). A stored job is held to it when the save turns them on or changes the query,
+/// so that pausing an older job is never refused for it (its runs still refuse the arguments).
+async fn refuse_args_without_parameters(
+    state: &AppState,
+    draft: &JobDraft,
+    existing: Option<&Job>,
+) -> Result<(), ApiError> {
+    let unchanged = existing
+        .is_some_and(|job| job.rt_args_provided && job.saved_query_id == draft.saved_query_id);
+    if draft.job_type != JobType::Query || !draft.rt_args_provided || unchanged {
+        return Ok(());
+    }
+    let Some(query_id) = draft.saved_query_id else {
+        return Ok(());
+    };
+    match super::saved_queries::no_parameters_refusal(state, query_id, "rtArgsProvided").await? {
+        Some(item) => Err(ApiError::User(vec![item])),
+        None => Ok(()),
+    }
+}
+
 async fn create(
     state: web::Data<AppState>,
     me: CurrentUser,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft = validated_draft(&state, &body, &me.0, None)?;
+    refuse_args_without_parameters(&state, &draft, None).await?;
     let creator = me.0.id;
     let saver = me.0.clone();
     let view: JobView = state
@@ -283,6 +306,7 @@ async fn update(
     let job_id = path_id(&req, "jobId")?;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     let draft = validated_draft(&state, &body, &me.0, Some(&existing))?;
+    refuse_args_without_parameters(&state, &draft, Some(&existing)).await?;
     let saver = me.0.clone();
     let view: JobView = state
         .db

@@ -209,3 +209,45 @@ async fn delete(
     tracing::info!(saved_query_id = id, "saved query deleted");
     Ok(HttpResponse::Ok().json(deleted))
 }
+
+/// The named parameters of a stored query (without `:`, `@` or `$`), read by compiling its SQL
+/// against its data source as a run would. `Err` says why they cannot be known (the source is
+/// missing, the SQL no longer compiles); callers then make no claim about them.
+pub async fn parameters_of(state: &AppState, query: &SavedQuery) -> Result<Vec<String>, String> {
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let (name, sql) = (query.data_source.clone(), query.sql.clone());
+    tokio::task::spawn_blocking(move || {
+        let conn = sources.open(&name)?;
+        check_sql(&conn, &sql)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the check stopped: {e}")))
+}
+
+/// The refusal of runtime arguments for a QUERY job whose saved query takes no parameters
+/// (`SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`): there is nothing they could fill, so a run with them
+/// could only fail. `None` when the query takes parameters, is gone, or cannot be checked.
+pub async fn no_parameters_refusal(
+    state: &AppState,
+    query_id: i64,
+    what: &str,
+) -> Result<Option<ErrorItem>, ApiError> {
+    let Some(query) = state
+        .db
+        .read(move |c| store::queries::get_live(c, query_id))
+        .await?
+    else {
+        return Ok(None);
+    };
+    match parameters_of(state, &query).await {
+        Ok(names) if names.is_empty() => Ok(Some(ErrorItem::new(
+            "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED",
+            format!(
+                "{what}: saved query #{} {} takes no parameters, so there are no runtime \
+                 parameters to give; add a named parameter such as :site to its SQL first.",
+                query.id, query.title
+            ),
+        ))),
+        _ => Ok(None),
+    }
+}

@@ -592,6 +592,31 @@ pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<Stri
     Ok(rows)
 }
 
+/// How far back the Run dialog looks for the arguments it prefills (newest runs of the job).
+const LAST_ARGS_WINDOW: i64 = 1000;
+
+/// The arguments someone last typed for a job: the newest MANUAL run with arguments among the
+/// job's last runs, `user_id`'s own when there is one. Returns (run id, arguments, by `user_id`).
+pub fn last_manual_args(
+    conn: &Connection,
+    job_id: i64,
+    user_id: i64,
+) -> Result<Option<(i64, String, bool)>, ApiError> {
+    // The window bounds the work on a job with a long history of scheduled runs.
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, rt_args, run_by = ?2 AS mine FROM
+           (SELECT id, rt_args, run_by, run_trigger FROM runs WHERE job_id = ?1
+            ORDER BY id DESC LIMIT ?3)
+         WHERE run_trigger = 'MANUAL' AND rt_args IS NOT NULL AND rt_args <> ''
+         ORDER BY mine DESC, id DESC LIMIT 1",
+    )?;
+    Ok(stmt
+        .query_row(params![job_id, user_id, LAST_ARGS_WINDOW], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?))
+        })
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ mod webdriver;
 mod all_runs;
 mod auth;
 mod job_form;
+mod job_page;
 mod jobs;
 mod runs;
 mod saved_queries;
