@@ -2,6 +2,8 @@
 //! HTTP to it. Modules follow the API's resources.
 
 mod helpers;
+#[path = "../shared/postgres.rs"]
+mod postgres;
 
 mod auth;
 mod backup;
@@ -15,6 +17,7 @@ mod notifications;
 mod openapi;
 mod openspecimen_client;
 mod packaging;
+mod pg_sources;
 mod queries;
 mod query_limits;
 mod readme;
