@@ -245,7 +245,8 @@ impl PgSource {
         guard: &Guard,
     ) -> Result<ExportStats, Failure> {
         let mut client = self.connect(guard)?;
-        let _watchdog = Watchdog::start(client.cancel_token(), guard.clone());
+        let token = client.cancel_token();
+        let _watchdog = Watchdog::start(token.clone(), guard.clone());
         let mut tx = begin(&mut client, guard).map_err(|e| self.failure(e, guard))?;
         let prepared = prepare(&mut tx, sql).map_err(|e| self.failure_of(e, guard))?;
         let mut csv = CsvWriter::new(out).with_limits(limits.bytes, guard.clone());
@@ -261,25 +262,32 @@ impl PgSource {
             .query_raw(&prepared.statement, params.iter())
             .map_err(|e| self.failure(e, guard))?;
         let mut written: u64 = 0;
-        while let Some(row) = rows.next().map_err(|e| self.failure(e, guard))? {
-            if limits.rows.is_some_and(|max| written >= max) {
-                return Err(Failure::Export(ExportError::RowLimit(written)));
-            }
-            for (index, kind) in prepared.kinds.iter().enumerate() {
-                if index > 0 {
-                    csv.separator();
+        let streamed = (|| {
+            while let Some(row) = rows.next().map_err(|e| self.failure(e, guard))? {
+                if limits.rows.is_some_and(|max| written >= max) {
+                    return Err(Failure::Export(ExportError::RowLimit(written)));
                 }
-                self.write_value(&mut csv, &row, index, *kind)?;
+                for (index, kind) in prepared.kinds.iter().enumerate() {
+                    if index > 0 {
+                        csv.separator();
+                    }
+                    self.write_value(&mut csv, &row, index, *kind)?;
+                }
+                csv.end_record()?;
+                written += 1;
+                if let Some(stop) = guard.check() {
+                    return Err(Failure::Stopped(stop));
+                }
             }
-            csv.end_record()?;
-            written += 1;
-            if let Some(stop) = guard.check() {
-                return Err(Failure::Stopped(stop));
-            }
+            Ok(())
+        })();
+        if streamed.is_err() {
+            stop_sending(&token);
         }
         drop(rows);
         // Nothing was written; ending the transaction either way changes nothing.
         let _ = tx.rollback();
+        streamed?;
         let bytes = csv.finish()?;
         Ok(ExportStats {
             rows: written,
@@ -333,9 +341,10 @@ impl PgSource {
         values: &[&str],
         max_rows: usize,
         guard: &Guard,
-    ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>, bool), Failure> {
+    ) -> Result<PgPreview, Failure> {
         let mut client = self.connect(guard)?;
-        let _watchdog = Watchdog::start(client.cancel_token(), guard.clone());
+        let token = client.cancel_token();
+        let _watchdog = Watchdog::start(token.clone(), guard.clone());
         let mut tx = begin(&mut client, guard).map_err(|e| self.failure(e, guard))?;
         let prepared = prepare(&mut tx, sql).map_err(|e| self.failure_of(e, guard))?;
         let params: Vec<TextParam<'_>> = values.iter().map(|v| TextParam(v)).collect();
@@ -345,7 +354,12 @@ impl PgSource {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.failure(e, guard))? {
             if out.len() == max_rows {
-                return Ok((prepared.names, out, true));
+                stop_sending(&token);
+                return Ok(PgPreview {
+                    columns: prepared.names,
+                    rows: out,
+                    truncated: true,
+                });
             }
             let mut cells = Vec::with_capacity(prepared.kinds.len());
             for (index, kind) in prepared.kinds.iter().enumerate() {
@@ -367,7 +381,11 @@ impl PgSource {
             }
             out.push(cells);
         }
-        Ok((prepared.names, out, false))
+        Ok(PgPreview {
+            columns: prepared.names,
+            rows: out,
+            truncated: false,
+        })
     }
 
     /// What a PostgreSQL error means for the run.
@@ -396,6 +414,23 @@ impl PgSource {
             None => Failure::Query(message),
         }
     }
+}
+
+/// Asks the server to stop a statement whose rows are no longer wanted: otherwise ending the
+/// transaction would first read every row left (the protocol has no other way to drop them).
+fn stop_sending(token: &postgres::CancelToken) {
+    if let Err(e) = token.cancel_query(NoTls) {
+        tracing::warn!(error = %e, "cannot send a cancel request to a PostgreSQL data source");
+    }
+}
+
+/// The first rows of a query, as text (`None`: NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgPreview {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+    /// More rows exist than were returned.
+    pub truncated: bool,
 }
 
 /// How a column's values are fetched.

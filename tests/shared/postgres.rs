@@ -36,7 +36,11 @@ static NAMES: AtomicU32 = AtomicU32::new(0);
 /// The process's server, started on first call.
 pub fn server() -> &'static PgServer {
     SERVER.get_or_init(|| {
-        let server = start().unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
+        // On a thread of its own: the synchronous client must not run on an async runtime's.
+        let server = std::thread::spawn(start)
+            .join()
+            .expect("the thread starting the test PostgreSQL")
+            .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
         // SAFETY: registering a plain `extern "C" fn` that touches only the static above.
         unsafe {
             libc::atexit(stop_at_exit);
