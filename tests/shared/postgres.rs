@@ -5,7 +5,8 @@
 //! PostgreSQL refuses to run as root, so a root test process (CI) runs both as `nobody` through
 //! `setpriv`, on a directory chowned to it. The server stops when the test process ends: an
 //! `atexit` handler sends it SIGINT (fast shutdown), waits for it and removes the directory, and
-//! the postmaster gets a parent-death signal too, so even a killed test process leaves no server.
+//! the postmaster gets a parent-death signal too, so even a killed test process leaves no server
+//! (its directory is removed by the next process that starts one).
 //! Include it with `#[path = "../shared/postgres.rs"] mod postgres;`.
 
 #![allow(dead_code)]
@@ -148,11 +149,14 @@ fn start() -> Result<PgServer, String> {
     } else {
         std::env::temp_dir()
     };
+    remove_stale_dirs(&base);
     let dir = tempfile::Builder::new()
-        .prefix("labcron-pg-")
+        .prefix(DIR_PREFIX)
         .tempdir_in(&base)
         .map_err(|e| format!("temp dir: {e}"))?
         .keep();
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+        .map_err(|e| e.to_string())?;
     let admin_password = format!("pw-{}-{}", std::process::id(), rand_suffix());
     let pwfile = dir.join("pwfile");
     std::fs::write(&pwfile, &admin_password).map_err(|e| e.to_string())?;
@@ -204,6 +208,38 @@ fn start() -> Result<PgServer, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Err(last_error)
+}
+
+const DIR_PREFIX: &str = "labcron-pg-";
+/// The test process that made a cluster's directory.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the directories of test processes that were killed (their server died with them,
+/// through the parent-death signal, but nothing removed the directory).
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let Some(owner) = ours
+            .then(|| std::fs::read_to_string(path.join(OWNER_FILE)).ok())
+            .flatten()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(owner, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 fn rand_suffix() -> u64 {
