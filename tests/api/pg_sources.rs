@@ -518,3 +518,75 @@ async fn a_source_that_is_down_fails_the_run_clearly() {
     assert!(!run.to_string().contains("Down-Secret-1"), "{run}");
     assert!(!run.to_string().contains(&port.to_string()), "{run}");
 }
+
+/// Set in the process that `a_big_postgres_result_streams_in_bounded_memory` starts.
+const MEMORY_CHILD: &str = "LABCRON_TEST_PG_MEMORY_CHILD";
+
+/// Peak resident memory of this process, in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+#[tokio::test]
+async fn a_big_postgres_result_streams_in_bounded_memory() {
+    // Alone in a process of its own (this test binary again), so other tests' memory is not
+    // counted, as query_limits does.
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "pg_sources::big_result_measured_alone",
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(MEMORY_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+#[ignore = "run by a_big_postgres_result_streams_in_bounded_memory in a process of its own"]
+async fn big_result_measured_alone() {
+    if std::env::var_os(MEMORY_CHILD).is_none() {
+        eprintln!("skipped: only meaningful alone in its process");
+        return;
+    }
+    let (app, _db) = app_on_postgres(no_change).await;
+    // 200,000 rows of about 510 bytes: some 100 MB of CSV.
+    let query = pg_query(
+        &app,
+        "big",
+        "SELECT n, repeat('x', 500) AS filler FROM generate_series(1, 200000) AS n",
+    )
+    .await;
+    let job = create_query_job(&app, "big", query, json!({"timeoutSeconds": 600})).await;
+    // Start from the current resident size (Linux resets the peak on writing 5 to clear_refs).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = peak_rss();
+    let run = run_to_end(&app, job, None).await;
+    let grown = peak_rss().saturating_sub(before);
+    eprintln!(
+        "peak memory grew by {grown} bytes for {}",
+        run["resultFileSize"]
+    );
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert!(
+        run["resultFileSize"].as_i64().unwrap() > 100_000_000,
+        "{run}"
+    );
+    assert!(
+        grown < 48 * 1024 * 1024,
+        "peak memory grew by {grown} bytes"
+    );
+}
