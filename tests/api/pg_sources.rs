@@ -351,6 +351,19 @@ async fn the_row_byte_and_value_limits_hold() {
     assert_failed_with(&run, &["more than 100 rows", "queries.row_limit"]);
     assert_only_the_log(&app, &run);
 
+    // A huge result stops on the server too once the limit is hit, rather than being read to
+    // its end before the transaction can close.
+    let huge = pg_query(
+        &app,
+        "huge",
+        "SELECT a, b, 'row-limit-marker' AS m FROM generate_series(1, 10000) AS a, generate_series(1, 100000) AS b",
+    )
+    .await;
+    let job = create_query_job(&app, "huge", huge, json!({"timeoutSeconds": 3600})).await;
+    let run = run_to_end(&app, job, None).await;
+    assert_failed_with(&run, &["more than 100 rows"]);
+    assert_stops_on_the_server("row-limit-marker").await;
+
     let bytes = pg_query(
         &app,
         "bytes",
