@@ -603,3 +603,74 @@ async fn big_result_measured_alone() {
         "peak memory grew by {grown} bytes"
     );
 }
+
+fn labcron_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_labcron"))
+        .args(args)
+        .env_remove("LABCRON_ADMIN_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run labcron")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_import_checks_saved_queries_against_the_postgres_source() {
+    let (app, db) = app_on_postgres(no_change).await;
+    let query = pg_query(&app, "Count", "SELECT count(*) AS n FROM specimens").await;
+    create_query_job(&app, "Count job", query, json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.toml");
+    let data = app.data_dir.to_str().unwrap().to_string();
+    let out = labcron_command(&[
+        "jobs",
+        "export",
+        file.to_str().unwrap(),
+        "--data-dir",
+        &data,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let exported = std::fs::read_to_string(&file).unwrap();
+    assert!(exported.contains("dataSource = \"lims\""), "{exported}");
+
+    let url = db.url();
+    let other = spawn_app_configured(|_| {}).await;
+    let other_data = other.data_dir.to_str().unwrap().to_string();
+    let sources = format!("lims={url}");
+    let import = |path: &std::path::Path| {
+        labcron_command(&[
+            "jobs",
+            "import",
+            path.to_str().unwrap(),
+            "--apply",
+            "--data-dir",
+            &other_data,
+            "--query-sources",
+            &sources,
+        ])
+    };
+    // SQL that does not compile there is refused, with PostgreSQL's message.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        exported.replace("count(*) AS n FROM specimens", "nope FROM specimens"),
+    )
+    .unwrap();
+    let out = import(&broken);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("savedQuery.sql") && said.contains("does not exist"),
+        "{said}"
+    );
+    assert!(!said.contains(&db.password), "{said}");
+
+    let out = import(&file);
+    assert!(out.status.success(), "{out:?}");
+    let listed = ok_json(other.get("/saved-queries").await).await;
+    assert_eq!(listed[0]["title"], "Count", "{listed}");
+    assert_eq!(listed[0]["dataSource"], "lims", "{listed}");
+}
