@@ -615,7 +615,8 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Source(m) | Failure::Sql(m) | Failure::Query(m) => f.write_str(m),
-            Failure::Stopped(stop) => write!(f, "stopped: {stop:?}"),
+            Failure::Stopped(Stop::TimeLimit) => f.write_str("stopped at the time limit"),
+            Failure::Stopped(Stop::Cancelled) => f.write_str("cancelled"),
             Failure::Export(e) => write!(f, "{e}"),
         }
     }
