@@ -14,7 +14,7 @@ use super::views::UserCache;
 use crate::clock::now_ms;
 use crate::domain::user::{User, UserSummary};
 use crate::error::{ApiError, ErrorItem};
-use crate::query::sources::{DataSources, check_sql};
+use crate::query::sources::{CheckError, DataSources};
 use crate::query::{
     MAX_SQL_CHARS, SavedQuery, SavedQueryDraft, invalid_data_source, invalid_sql, not_found,
     parse_saved_query,
@@ -109,7 +109,7 @@ async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraf
     let body = json_object(body, false)?;
     let (draft, mut errors) = parse_saved_query(&body);
     let sources = DataSources::from_settings(&state.settings, &state.data_dir);
-    if sources.path(&draft.data_source).is_none() {
+    if !sources.contains(&draft.data_source) {
         errors.push(invalid_data_source(&format!(
             "`{}` is not configured; configured data sources: {}",
             draft.data_source,
@@ -118,10 +118,10 @@ async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraf
     } else if !draft.sql.is_empty() && draft.sql.chars().count() <= MAX_SQL_CHARS {
         let (name, sql) = (draft.data_source.clone(), draft.sql.clone());
         let checked: Result<(), ErrorItem> = tokio::task::spawn_blocking(move || {
-            let conn = sources.open(&name).map_err(|e| invalid_data_source(&e))?;
-            check_sql(&conn, &sql)
-                .map(|_| ())
-                .map_err(|e| invalid_sql(&e))
+            sources.check(&name, &sql).map(|_| ()).map_err(|e| match e {
+                CheckError::Source(e) => invalid_data_source(&e),
+                CheckError::Sql(e) => invalid_sql(&e),
+            })
         })
         .await?;
         if let Err(item) = checked {

@@ -232,14 +232,15 @@ fn saved_query_ref(
         );
     }
     let sources = crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
-    let conn_source = sources.open(&draft.data_source).map_err(|e| {
-        anyhow::anyhow!(
-            "savedQuery.dataSource: {e} (configured: {})",
-            sources.names().join(", ")
-        )
-    })?;
-    crate::query::sources::check_sql(&conn_source, &draft.sql)
-        .map_err(|e| anyhow::anyhow!("savedQuery.sql: {e}"))?;
+    sources
+        .check(&draft.data_source, &draft.sql)
+        .map_err(|e| match e {
+            crate::query::sources::CheckError::Source(e) => anyhow::anyhow!(
+                "savedQuery.dataSource: {e} (configured: {})",
+                sources.names().join(", ")
+            ),
+            crate::query::sources::CheckError::Sql(e) => anyhow::anyhow!("savedQuery.sql: {e}"),
+        })?;
     let id = store::queries::insert(conn, &draft, creator, now_ms()).map_err(api_error)?;
     created.push(draft.title);
     Ok(id)

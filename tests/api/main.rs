@@ -2,6 +2,8 @@
 //! HTTP to it. Modules follow the API's resources.
 
 mod helpers;
+#[path = "../shared/postgres.rs"]
+mod postgres;
 
 mod auth;
 mod backup;
@@ -16,6 +18,7 @@ mod notifications;
 mod openapi;
 mod openspecimen_client;
 mod packaging;
+mod pg_sources;
 mod queries;
 mod query_limits;
 mod readme;
