@@ -216,9 +216,11 @@ async fn delete(
 pub async fn parameters_of(state: &AppState, query: &SavedQuery) -> Result<Vec<String>, String> {
     let sources = DataSources::from_settings(&state.settings, &state.data_dir);
     let (name, sql) = (query.data_source.clone(), query.sql.clone());
+    // PostgreSQL sources are checked too (`check` compiles on either engine).
     tokio::task::spawn_blocking(move || {
-        let conn = sources.open(&name)?;
-        check_sql(&conn, &sql)
+        sources.check(&name, &sql).map_err(|e| match e {
+            CheckError::Source(m) | CheckError::Sql(m) => m,
+        })
     })
     .await
     .unwrap_or_else(|e| Err(format!("the check stopped: {e}")))
