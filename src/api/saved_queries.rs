@@ -212,44 +212,61 @@ async fn delete(
 
 /// The named parameters of a stored query (without `:`, `@` or `$`), read by compiling its SQL
 /// against its data source as a run would. `Err` says why they cannot be known (the source is
-/// missing, the SQL no longer compiles); callers then make no claim about them.
-pub async fn parameters_of(state: &AppState, query: &SavedQuery) -> Result<Vec<String>, String> {
-    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
-    let (name, sql) = (query.data_source.clone(), query.sql.clone());
+/// missing, the SQL no longer compiles); callers then make no claim about them. Blocking.
+pub fn parameter_names(sources: &DataSources, query: &SavedQuery) -> Result<Vec<String>, String> {
     // PostgreSQL sources are checked too (`check` compiles on either engine).
-    tokio::task::spawn_blocking(move || {
-        sources.check(&name, &sql).map_err(|e| match e {
+    sources
+        .check(&query.data_source, &query.sql)
+        .map_err(|e| match e {
             CheckError::Source(m) | CheckError::Sql(m) => m,
         })
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("the check stopped: {e}")))
 }
 
-/// The refusal of runtime arguments for a QUERY job whose saved query takes no parameters
+/// `parameter_names` off the async threads.
+pub async fn parameters_of(state: &AppState, query: &SavedQuery) -> Result<Vec<String>, String> {
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let query = query.clone();
+    tokio::task::spawn_blocking(move || parameter_names(&sources, &query))
+        .await
+        .unwrap_or_else(|e| Err(format!("the check stopped: {e}")))
+}
+
+/// The one rule for runtime arguments on a QUERY job whose saved query takes no parameters
 /// (`SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`): there is nothing they could fill, so a run with them
-/// could only fail. `None` when the query takes parameters, is gone, or cannot be checked.
-pub async fn no_parameters_refusal(
-    state: &AppState,
+/// could only fail. `None` when the query takes parameters, is gone, or cannot be checked. Used
+/// by the API (saves and runs) and `labcron jobs import`. Blocking.
+pub fn no_parameters_refusal_in(
+    conn: &rusqlite::Connection,
+    sources: &DataSources,
     query_id: i64,
     what: &str,
 ) -> Result<Option<ErrorItem>, ApiError> {
-    let Some(query) = state
-        .db
-        .read(move |c| store::queries::get_live(c, query_id))
-        .await?
-    else {
+    let Some(query) = store::queries::get_live(conn, query_id)? else {
         return Ok(None);
     };
-    match parameters_of(state, &query).await {
-        Ok(names) if names.is_empty() => Ok(Some(ErrorItem::new(
+    Ok(match parameter_names(sources, &query) {
+        Ok(names) if names.is_empty() => Some(ErrorItem::new(
             "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED",
             format!(
                 "{what}: saved query #{} {} takes no parameters, so there are no runtime \
                  parameters to give; add a named parameter such as :site to its SQL first.",
                 query.id, query.title
             ),
-        ))),
-        _ => Ok(None),
-    }
+        )),
+        _ => None,
+    })
+}
+
+/// `no_parameters_refusal_in` on a read connection, off the async threads.
+pub async fn no_parameters_refusal(
+    state: &AppState,
+    query_id: i64,
+    what: &str,
+) -> Result<Option<ErrorItem>, ApiError> {
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let what = what.to_string();
+    state
+        .db
+        .read(move |c| no_parameters_refusal_in(c, &sources, query_id, &what))
+        .await
 }

@@ -680,8 +680,11 @@ mod tests {
         // Every job is busy or waiting now.
         assert!(claim_runnable(&conn, 10, 100).unwrap().is_empty());
         // The retry's time comes; the limit takes the oldest first.
-        conn.execute("UPDATE runs SET status = 'SUCCEEDED' WHERE id IN (1, 3, 4)", [])
-            .unwrap();
+        conn.execute(
+            "UPDATE runs SET status = 'SUCCEEDED' WHERE id IN (1, 3, 4)",
+            [],
+        )
+        .unwrap();
         assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![5, 6]);
         assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![7, 9]);
         assert!(claim_runnable(&conn, 0, 600).unwrap().is_empty());
