@@ -719,6 +719,10 @@ async fn the_runs_list_across_jobs_reads_an_index_whatever_the_filter() {
             !plan.contains("TEMP B-TREE"),
             "sorts instead of reading in order: {plan}"
         );
+        assert!(
+            !plan.contains("LIST SUBQUERY") && !plan.contains("SCAN j"),
+            "reads every job at each request: {plan}"
+        );
         if let Some(index) = index {
             assert!(
                 plan.contains(index),
