@@ -795,7 +795,9 @@ async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u6
             Some(Enqueued::Duplicate(_)) => {}
             Some(Enqueued::QueueFull) | None => {
                 inner.stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
+                // Counted (`labcron_fires_skipped_total`); a line per skip would be a line a
+                // second for every busy every-second job.
+                tracing::debug!(
                     job_id,
                     "fire skipped: the job's previous run is still queued or running"
                 );

@@ -126,20 +126,40 @@ impl Library {
     pub async fn register(&self, job_id: i64, instant_ms: i64) -> Result<Uuid, LibraryError> {
         let lead = (instant_ms - EARLY_BY_MS - now_ms()).max(0) as u64;
         let due = std::time::Instant::now() + Duration::from_millis(lead);
-        let fired = self.fired.clone();
-        let job = Job::new_one_shot_at_instant_async(due, move |_id, _scheduler| {
-            // Reported at once, so the library's own work after a fire (several task hand-offs
-            // and a `Done` notification per fire) is over long before the instant.
-            let _ = fired.send(Fired { job_id, instant_ms });
-            Box::pin(std::future::ready(()))
-        })?;
+        let report = |fired: mpsc::UnboundedSender<Fired>| {
+            move |_id: Uuid,
+                  _scheduler: JobScheduler|
+                  -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+                // Reported at once, so the library's own work after a fire (several task
+                // hand-offs and a `Done` notification per fire) is over long before the instant.
+                let _ = fired.send(Fired { job_id, instant_ms });
+                Box::pin(std::future::ready(()))
+            }
+        };
+        let job = Job::new_one_shot_at_instant_async(due, report(self.fired.clone()))?;
+        let id = job.guid();
+        // The library stores an entry's schedule and its code in two tasks of its own, each
+        // listening to the same broadcast; an entry due at once (every fire of an every-second
+        // job: its instant is nearer than `EARLY_BY_MS`) can then be picked by the ticker before
+        // its code is stored, and the library drops it ("Error getting … from job code") — a lost
+        // fire, caught only by the driver's stall check, which restarts everything. So the code
+        // goes into the library's code map first; the library's own copy replaces it.
+        let code: Box<JobToRunAsync> = Box::new(report(self.fired.clone()));
+        self.code
+            .write()
+            .await
+            .insert(id, Arc::new(RwLock::new(code)));
         // `JobCreator::add` is what `JobScheduler::add` calls, without its info-level log line
         // per entry.
         let context = self.scheduler.context();
-        tokio::time::timeout(CALL_TIMEOUT, JobCreator::add(&context, job))
+        let added = tokio::time::timeout(CALL_TIMEOUT, JobCreator::add(&context, job))
             .await
-            .map_err(|_| LibraryError::Timeout("registration"))?
-            .map_err(LibraryError::from)
+            .map_err(|_| LibraryError::Timeout("registration"))
+            .and_then(|added| added.map_err(LibraryError::from));
+        if added.is_err() {
+            self.code.write().await.remove(&id);
+        }
+        added
     }
 
     /// Removes an entry (a no-op when the library already deleted it after firing it).
@@ -232,6 +252,37 @@ mod tests {
             library.remove(id).await.unwrap();
         }
         assert_eq!(settled(&library, Held::default()).await, Held::default());
+    }
+
+    /// Entries due at once (instants nearer than the early margin, as every fire of an
+    /// every-second job is) all fire: none is picked by the library's ticker before its code is
+    /// stored. Three rounds of a thousand, each registered while the last one's fires arrive.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_due_at_once_all_fire() {
+        const ENTRIES: i64 = 1_000;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let library = Library::start(channel_capacity(ENTRIES as usize), tx)
+            .await
+            .unwrap();
+        for round in 0..3 {
+            let instant_ms = now_ms() + 1_000;
+            for job_id in 0..ENTRIES {
+                library.register(job_id, instant_ms).await.unwrap();
+            }
+            let mut seen = std::collections::HashSet::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < ENTRIES as usize {
+                let fired = tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!("round {round}: only {} of {ENTRIES} fired", seen.len())
+                    })
+                    .unwrap();
+                if fired.instant_ms == instant_ms {
+                    seen.insert(fired.job_id);
+                }
+            }
+        }
     }
 
     /// An entry due later than the early margin waits in the library, then fires before its
