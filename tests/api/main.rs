@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod api_tokens;
 mod auth;
 mod backup;
 mod cli;
