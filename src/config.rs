@@ -79,6 +79,8 @@ pub struct RetentionSettings {
     /// When set, the ledger rows of runs that finished more than this many days ago are deleted
     /// too (with their files). Unset: run rows are kept for ever, as OpenSpecimen does.
     pub runs_days: Option<u64>,
+    /// Audit events older than this many days are deleted by the daily pass. 0: kept for ever.
+    pub audit_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -183,6 +185,7 @@ impl Default for RetentionSettings {
         RetentionSettings {
             files_days: 30,
             runs_days: None,
+            audit_days: 730,
         }
     }
 }
@@ -462,6 +465,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         Integer,
         "Days after which finished runs' rows are deleted too [default: unset, rows kept]",
     ),
+    spec(
+        "retention.audit_days",
+        Integer,
+        "Days after which audit events are deleted; 0: never [default: 730, two years]",
+    ),
 ];
 
 /// Settings given programmatically (tests, the CLI's subcommands): a config file and overrides
@@ -710,6 +718,9 @@ impl RetentionSettings {
             && !(1..=36_500).contains(&days)
         {
             bail!("setting `retention.runs_days` must be from 1 to 36500 days");
+        }
+        if self.audit_days > 36_500 {
+            bail!("setting `retention.audit_days` must be from 0 to 36500 days");
         }
         Ok(())
     }

@@ -63,6 +63,68 @@ pub async fn record_alone(state: &AppState, event: Event) {
     }
 }
 
+/// Fields of a job that change by themselves (the schedule moving on) and say nothing about
+/// what someone changed.
+const NOT_CHANGES: &[&str] = &["nextRunOn", "lastRunOn", "isActiveJob"];
+
+/// Fields whose values may hold a secret (a webhook address often carries a token): that they
+/// changed is recorded, never their values.
+const SECRET_FIELDS: &[&str] = &["webhookUrl", "password", "token", "webhookSecret"];
+
+/// Users by login name, so an event reads well and survives the user's later renames.
+fn readable(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(o) if o.contains_key("loginName") => o["loginName"].clone(),
+        Value::Array(items) => Value::Array(items.iter().map(readable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What differs between two JSON views of an object: `{"field": {"before": …, "after": …}}`,
+/// with secrets hidden.
+pub fn changes(
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Map, Value, json};
+    let empty = Map::new();
+    let (old, new) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Map::new();
+    for key in keys {
+        if NOT_CHANGES.contains(&key.as_str()) {
+            continue;
+        }
+        let (a, b) = (
+            old.get(key).map(readable).unwrap_or(Value::Null),
+            new.get(key).map(readable).unwrap_or(Value::Null),
+        );
+        if a == b {
+            continue;
+        }
+        let entry = if SECRET_FIELDS.contains(&key.as_str()) {
+            let shown = |v: &Value| {
+                if v.is_null() {
+                    Value::Null
+                } else {
+                    json!("(hidden)")
+                }
+            };
+            json!({"before": shown(&a), "after": shown(&b)})
+        } else {
+            json!({"before": a, "after": b})
+        };
+        out.insert(key.clone(), entry);
+    }
+    out
+}
+
 /// One event as the API shows it.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -137,4 +199,30 @@ async fn list(
         .await?;
     let views: Vec<AuditEventView> = events.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changes_name_each_field_before_and_after_and_hide_secrets() {
+        let before = json!({"name": "a", "timeoutSeconds": 60, "webhookUrl": "https://h/x?token=s1",
+            "nextRunOn": 1, "recipients": [{"id": 1, "loginName": "bob"}], "same": true});
+        let after = json!({"name": "b", "timeoutSeconds": 60, "webhookUrl": "https://h/x?token=s2",
+            "nextRunOn": 2, "recipients": [], "same": true, "command": "x.sh"});
+        let c = changes(&before, &after);
+        assert_eq!(c["name"], json!({"before": "a", "after": "b"}));
+        assert_eq!(c["recipients"], json!({"before": ["bob"], "after": []}));
+        assert_eq!(c["command"], json!({"before": null, "after": "x.sh"}));
+        assert_eq!(
+            c["webhookUrl"],
+            json!({"before": "(hidden)", "after": "(hidden)"})
+        );
+        assert!(!serde_json::to_string(&c).unwrap().contains("s2"));
+        for unchanged in ["timeoutSeconds", "nextRunOn", "same"] {
+            assert!(!c.contains_key(unchanged), "{unchanged}");
+        }
+    }
 }

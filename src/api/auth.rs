@@ -305,6 +305,7 @@ pub async fn sign_in(
     let login = normalize_login(login);
     let login = login.as_str();
     if let Some(retry_after_secs) = state.throttle.retry_after(login, client) {
+        failed_sign_in(state, login, client, "too many failed sign-ins").await;
         return Err(ApiError::TooManyAttempts { retry_after_secs });
     }
     let lookup = login.to_string();
@@ -331,9 +332,18 @@ pub async fn sign_in(
         }
         None => {
             state.throttle.record_failure(login, client);
+            failed_sign_in(state, login, client, "wrong login name or password").await;
             // Slow down guessing a little even before the lockout.
             tokio::time::sleep(Duration::from_millis(100)).await;
             Err(ApiError::invalid_credentials())
         }
     }
+}
+
+/// The audit event of a refused sign-in, on every path (JSON, Basic, the page form).
+async fn failed_sign_in(state: &AppState, login: &str, client: &str, reason: &str) {
+    let event =
+        store::audit::Event::new(login, super::audit::actions::SIGN_IN_FAILED, Some(client))
+            .detail("reason", reason);
+    super::audit::record_alone(state, event).await;
 }

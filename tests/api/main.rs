@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_tokens;
+mod audit;
 mod auth;
 mod backup;
 mod cli;
