@@ -309,22 +309,34 @@ pub async fn sign_in(
         return Err(ApiError::TooManyAttempts { retry_after_secs });
     }
     let lookup = login.to_string();
-    let found = state
+    let (found, source) = state
         .db
-        .read(move |c| store::users::get_with_hash(c, &lookup))
+        .read(move |c| {
+            Ok((
+                store::users::get_with_hash(c, &lookup)?,
+                store::users::source_by_login(c, &lookup)?,
+            ))
+        })
         .await?;
-    let password = password.to_string();
-    let verified = tokio::task::spawn_blocking(move || match found {
-        Some((user, Some(hash))) if user.active && !user.is_system => {
-            verify_password(&password, &hash).then_some(user)
-        }
-        _ => {
-            // Same work for unknown users, so timing does not reveal which names exist.
-            let _ = verify_password(&password, dummy_hash());
-            None
-        }
-    })
-    .await?;
+    let ldap = &state.settings.auth.ldap;
+    // The directory is asked about names it may own: unknown ones and directory accounts. A local
+    // account never is, so local admins sign in whatever the directory's state.
+    let verified = if ldap.enabled() && source.as_deref() != Some("LOCAL") {
+        directory_sign_in(state, login, password, client).await?
+    } else {
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || match found {
+            Some((user, Some(hash))) if user.active && !user.is_system => {
+                verify_password(&password, &hash).then_some(user)
+            }
+            _ => {
+                // Same work for unknown users, so timing does not reveal which names exist.
+                let _ = verify_password(&password, dummy_hash());
+                None
+            }
+        })
+        .await?
+    };
     match verified {
         Some(user) => {
             state.throttle.record_success(login, client);
@@ -336,6 +348,45 @@ pub async fn sign_in(
             // Slow down guessing a little even before the lockout.
             tokio::time::sleep(Duration::from_millis(100)).await;
             Err(ApiError::invalid_credentials())
+        }
+    }
+}
+
+/// A sign-in against the directory: the user's labcron account (made or refreshed) on success,
+/// `None` for wrong credentials, a 503 when the directory cannot be asked.
+async fn directory_sign_in(
+    state: &AppState,
+    login: &str,
+    password: &str,
+    client: &str,
+) -> Result<Option<User>, ApiError> {
+    match crate::ldap::authenticate(&state.settings.auth.ldap, login, password).await {
+        Ok(found) => {
+            let name = login.to_string();
+            let user = state
+                .db
+                .write(move |tx| {
+                    store::users::upsert_directory_user(
+                        tx,
+                        &name,
+                        &found.first_name,
+                        &found.last_name,
+                        &found.email_address,
+                        found.admin,
+                        now_ms(),
+                    )
+                })
+                .await?;
+            Ok(user)
+        }
+        Err(crate::ldap::DirectoryError::InvalidCredentials) => Ok(None),
+        Err(crate::ldap::DirectoryError::Unavailable(why)) => {
+            tracing::warn!(reason = %why, "directory sign-in: the directory cannot be asked");
+            failed_sign_in(state, login, client, "the directory is unavailable").await;
+            Err(ApiError::Unavailable(ErrorItem::new(
+                "AUTH_DIRECTORY_UNAVAILABLE",
+                "The sign-in directory cannot be reached; try again later (local accounts can still sign in).",
+            )))
         }
     }
 }

@@ -643,7 +643,12 @@ mod ops {
         description = "Checks the password (throttled per login name and client address) and \
             returns the user with a new `token` for `X-OS-API-TOKEN`.",
         request_body = SignInRequest,
-        responses((status = 200, description = "Signed in.", body = SessionView)))]
+        responses(
+            (status = 200, description = "Signed in.", body = SessionView),
+            (status = 503, description = "Directory sign-in (`[auth.ldap]`) is on and the \
+                directory cannot be reached in time (`AUTH_DIRECTORY_UNAVAILABLE`); local \
+                accounts still sign in.", body = ErrorList),
+        ))]
     fn sign_in() {}
 
     #[utoipa::path(delete, path = "/rest/ng/sessions", tag = "Sessions", operation_id = "signOut",
@@ -1057,7 +1062,8 @@ mod ops {
         summary = "Prometheus metrics (admins)",
         description = "Requests by route and status, runs by type and final status, run \
             durations, fire lateness, queued and running gauges, skipped and missed fires. \
-            Basic authorization suits Prometheus.",
+            An API token (`Authorization: Bearer`, Prometheus' `authorization` setting) is the \
+            cheap way to scrape; Basic authorization works too.",
         responses((status = 200, description = "Prometheus text exposition format 0.0.4.",
             content((String = "text/plain")))),
         security(("apiToken" = []), ("basic" = [])))]

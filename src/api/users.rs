@@ -134,6 +134,18 @@ fn profile_changes(before: &User, after: &User) -> Map<String, Value> {
     changes
 }
 
+/// A directory account has no password here: the directory keeps it.
+async fn refuse_directory_account(state: &AppState, id: i64) -> Result<(), ApiError> {
+    let source = state.db.read(move |c| store::users::source(c, id)).await?;
+    if source.as_deref() == Some("LDAP") {
+        return Err(ApiError::user(
+            "USER_DIRECTORY_ACCOUNT",
+            "This user signs in with the directory (LDAP); change the password there.",
+        ));
+    }
+    Ok(())
+}
+
 fn password_problem(password: &str) -> Option<ErrorItem> {
     (password.chars().count() < MIN_PASSWORD_CHARS).then(|| {
         ErrorItem::new(
@@ -281,6 +293,9 @@ async fn update(
     if !errors.is_empty() {
         return Err(ApiError::User(errors));
     }
+    if password.is_some() {
+        refuse_directory_account(&state, id).await?;
+    }
     let hash = match password {
         Some(p) => Some(tokio::task::spawn_blocking(move || hash_password(&p)).await??),
         None => None,
@@ -363,6 +378,7 @@ async fn change_password(
     if let Some(problem) = password_problem(&new_password) {
         return Err(ApiError::User(vec![problem]));
     }
+    refuse_directory_account(&state, id).await?;
     if !me.0.admin || me.0.id == id {
         let old = body
             .get("oldPassword")

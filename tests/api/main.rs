@@ -12,6 +12,7 @@ mod daemons;
 mod hardening;
 mod internal;
 mod jobs;
+mod ldap;
 mod metrics;
 mod notifications;
 mod openapi;
