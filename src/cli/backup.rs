@@ -133,8 +133,8 @@ pub fn backup(
     Ok(summary)
 }
 
-/// Who ran a command-line backup or restore: the operating-system user.
-fn cli_actor() -> String {
+/// Who ran a command-line backup, restore or user command: the operating-system user.
+pub(crate) fn cli_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| format!("uid {}", process_uid()));
