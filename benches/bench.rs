@@ -10,7 +10,8 @@
 //! `cargo bench`: `CARGO_BIN_EXE_labcron`) on 127.0.0.1 with a temporary data directory, and
 //! measure it from outside: run throughput, the runs list on a 1,000,000-run ledger, start-up,
 //! resident memory, fire lateness, memory while 1,000 jobs fire every second, and a 1 GiB
-//! result-file download. Run one with e.g.
+//! result-file download. `pg_export` (`benches/pg_export/`) exports a million rows from a private
+//! PostgreSQL. Run one with e.g.
 //! `cargo bench --bench bench -- runs_throughput`.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use labcron::query::csv::{Guard, Limits, export_csv};
 use labcron::query::sources::open_read_only;
 use serde_json::{Value, json};
 
+#[path = "pg_export/mod.rs"]
+mod pg_export;
 #[path = "system/mod.rs"]
 mod system;
 
@@ -30,6 +33,7 @@ type Bench = fn(&Context) -> Vec<Figure>;
 /// Every bench: (name, function). Add yours here.
 const BENCHES: &[(&str, Bench)] = &[
     ("csv_export", csv_export),
+    ("pg_export", pg_export::pg_export),
     ("runs_throughput", system::throughput::runs_throughput),
     ("memory_idle", system::ledger::memory_idle),
     ("ledger_1m", system::ledger::ledger_1m),

@@ -31,9 +31,17 @@ pub struct Settings {
     /// On the very first start (a new ledger), create a few example jobs (scheduled ones paused,
     /// the others on demand) so the Jobs page is not empty. Never again after that.
     pub example_jobs: bool,
-    /// Data sources of saved queries: `name = "path"` of a SQLite database, opened read-only.
-    /// Relative paths are relative to `data_dir`. `lab` defaults to `<data_dir>/lab.db`.
+    /// Data sources of saved queries: `name = "path"` of a SQLite database, opened read-only,
+    /// or `name = "postgres://user@host:5432/db"` of a PostgreSQL database, read in READ ONLY
+    /// transactions. Relative paths are relative to `data_dir`. `lab` defaults to
+    /// `<data_dir>/lab.db`.
     pub query_sources: BTreeMap<String, PathBuf>,
+    /// Passwords of PostgreSQL data sources by name (instead of one in the URL); best given as
+    /// `LABCRON_QUERY_SOURCE_PASSWORDS=name=password` (a password may not hold a comma there).
+    pub query_source_passwords: BTreeMap<String, String>,
+    /// Files holding the password of PostgreSQL data sources by name (one line; relative paths
+    /// are relative to `data_dir`), read at each use.
+    pub query_source_password_files: BTreeMap<String, PathBuf>,
     pub queries: QuerySettings,
     pub notifications: NotificationSettings,
     pub retention: RetentionSettings,
@@ -263,6 +271,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             example_jobs: true,
             query_sources: BTreeMap::new(),
+            query_source_passwords: BTreeMap::new(),
+            query_source_password_files: BTreeMap::new(),
             queries: QuerySettings::default(),
             notifications: NotificationSettings::default(),
             retention: RetentionSettings::default(),
@@ -424,10 +434,24 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         Boolean,
         "Create example jobs on the very first start [default: true]",
     ),
+    // Secret: a PostgreSQL source's URL may hold its password.
+    SettingSpec {
+        key: "query_sources",
+        kind: Map,
+        help: "Saved-query data sources, name=path,… (SQLite files, opened read-only) or \
+               name=postgres://user@host/db (read in READ ONLY transactions)",
+        secret: true,
+    },
+    SettingSpec {
+        key: "query_source_passwords",
+        kind: Map,
+        help: "Passwords of PostgreSQL data sources, name=password,… [default: none]",
+        secret: true,
+    },
     spec(
-        "query_sources",
+        "query_source_password_files",
         Map,
-        "Saved-query data sources, name=path,… (SQLite files, opened read-only)",
+        "Files holding the passwords of PostgreSQL data sources, name=path,… [default: none]",
     ),
     spec(
         "auth.session_timeout_minutes",
@@ -790,6 +814,41 @@ impl Settings {
             if path.as_os_str().is_empty() {
                 bail!("setting `query_sources.{name}`: the path is empty");
             }
+            if let Some(url) = path
+                .to_str()
+                .filter(|p| crate::query::postgres::is_postgres_url(p))
+            {
+                // The message never repeats the URL: it may hold a password.
+                if let Err(e) = crate::query::postgres::parse_url(url) {
+                    bail!("setting `query_sources.{name}`: not a usable PostgreSQL URL: {e}");
+                }
+            }
+        }
+        let postgres_names: Vec<&String> = self
+            .query_sources
+            .iter()
+            .filter(|(_, p)| {
+                p.to_str()
+                    .is_some_and(crate::query::postgres::is_postgres_url)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        for (setting, name) in self
+            .query_source_passwords
+            .keys()
+            .map(|n| ("query_source_passwords", n))
+            .chain(
+                self.query_source_password_files
+                    .keys()
+                    .map(|n| ("query_source_password_files", n)),
+            )
+        {
+            if !postgres_names.contains(&name) {
+                bail!(
+                    "setting `{setting}`: `{name}` is not a PostgreSQL data source \
+                     (query_sources.{name} = \"postgres://…\")"
+                );
+            }
         }
         Ok(())
     }
@@ -801,12 +860,18 @@ impl Settings {
             .unwrap_or_else(|| self.data_dir.join("scripts"))
     }
 
-    /// Every data source of saved queries by name, with `lab` defaulting to `<data_dir>/lab.db`
+    /// Every SQLite data source of saved queries by name, with `lab` defaulting to `<data_dir>/lab.db`
     /// and relative paths taken relative to `data_dir` (pass the canonical one when known).
     pub fn query_source_paths(&self, data_dir: &Path) -> BTreeMap<String, PathBuf> {
         let mut sources: BTreeMap<String, PathBuf> = self
             .query_sources
             .iter()
+            // PostgreSQL sources are not files (`query::sources` builds them).
+            .filter(|(_, path)| {
+                !path
+                    .to_str()
+                    .is_some_and(crate::query::postgres::is_postgres_url)
+            })
             .map(|(name, path)| (name.clone(), data_dir.join(path)))
             .collect();
         sources

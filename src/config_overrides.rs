@@ -53,6 +53,7 @@ pub fn apply_override(table: &mut toml::Table, key: &str, text: &str) -> anyhow:
             let mut map = toml::Table::new();
             for pair in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let Some((name, value)) = pair.split_once('=') else {
+                    let pair = if spec.secret { "(hidden)" } else { pair };
                     bail!("{where_from}: `{pair}` is not name=value");
                 };
                 map.insert(

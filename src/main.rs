@@ -122,6 +122,8 @@ fn used_settings(path: &str) -> Option<&'static [&'static str]> {
             "data_dir",
             "scripts_dir",
             "query_sources",
+            "query_source_passwords",
+            "query_source_password_files",
             "timezone",
             "runs.default_timeout_seconds",
             "runs.default_max_queued_runs",
@@ -296,7 +298,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     as_login,
                 },
         } => {
-            let plan = cli::jobs_file::import(&settings, &file, apply, &as_login)?;
+            // Off the async threads: checking a saved query may connect to a PostgreSQL source
+            // with the synchronous client.
+            let plan = tokio::task::block_in_place(|| {
+                cli::jobs_file::import(&settings, &file, apply, &as_login)
+            })?;
             print!("{}", plan.report());
             if !apply && plan.has_changes() {
                 println!(

@@ -1,7 +1,9 @@
 //! Wiring: `Application::build` prepares the data directory, opens and migrates the ledger, creates
 //! the first admin, recovers runs a crash interrupted, binds the HTTP listener (port 0 in tests),
-//! starts the executor (with its metrics and notifier) and the daily retention pass.
-//! `run_until_stopped` serves until SIGTERM/SIGINT (or `stop`), then
+//! starts the executor (with its metrics and notifier) and the daily retention pass. The data
+//! directory is locked for the server's life (one server per ledger), and the ledger file is
+//! watched: replaced or removed under the server, it stops the server (see `watch_ledger_file`).
+//! `run_until_stopped` serves until SIGTERM/SIGINT (or `stop`, or that watch), then
 //! stops accepting, lets runs finish for a grace period and stops the rest.
 
 use std::net::TcpListener;
@@ -33,11 +35,16 @@ pub struct Application {
     data_dir: PathBuf,
     /// Stops background passes (retention) at shutdown.
     background: tokio_util::sync::CancellationToken,
+    /// Set (with the reason) when the ledger file is no longer the one the server opened.
+    ledger_lost: tokio::sync::watch::Receiver<Option<String>>,
+    /// Held until the server has stopped; released last, when `Application` is dropped.
+    _lock: store::guard::DataDirLock,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let data_dir = prepare_data_dir(&settings.data_dir)?;
+        let lock = store::guard::DataDirLock::acquire(&data_dir)?;
         let scripts_dir = settings.scripts_dir();
         if settings.scripts_dir.is_none() {
             std::fs::create_dir_all(&scripts_dir).with_context(|| {
@@ -47,6 +54,8 @@ impl Application {
         let ledger_path = data_dir.join("labcron.db");
         let first_start = !ledger_path.exists();
         let db = Db::open(&ledger_path)?;
+        let ledger_identity = store::guard::FileIdentity::of(&ledger_path)
+            .with_context(|| format!("cannot read {}", ledger_path.display()))?;
         create_first_admin(&db, &data_dir, settings.admin_password.as_deref())?;
         if first_start {
             // The demo lab database and example jobs: on the very first start only. They are a
@@ -100,6 +109,8 @@ impl Application {
         );
         let scheduler = Scheduler::new(db.clone(), executor.clone(), &ledger_path)?;
         scheduler.start();
+        let ledger_lost =
+            watch_ledger_file(ledger_path.clone(), ledger_identity, background.clone());
 
         let state = web::Data::new(AppState {
             db,
@@ -151,6 +162,8 @@ impl Application {
             settings,
             data_dir,
             background,
+            ledger_lost,
+            _lock: lock,
         })
     }
 
@@ -181,10 +194,25 @@ impl Application {
         let signal = wait_for_stop_signal();
         tokio::pin!(signal);
         tokio::pin!(server);
+        let mut ledger_lost = self.ledger_lost.clone();
+        let lost = async move {
+            let seen = ledger_lost
+                .wait_for(Option::is_some)
+                .await
+                .map(|reason| reason.clone());
+            match seen {
+                Ok(reason) => reason,
+                // The watch ended without a loss: never finish this branch.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::pin!(lost);
         let mut served = None;
+        let mut lost_reason = None;
         tokio::select! {
             result = &mut server => served = Some(result),
             _ = &mut signal => {}
+            reason = &mut lost => lost_reason = reason,
         }
         let grace = Duration::from_secs(self.settings.runs.shutdown_grace_seconds);
         tracing::info!(
@@ -202,8 +230,62 @@ impl Application {
         };
         tracing::info!("stopped");
         served??;
+        if let Some(reason) = lost_reason {
+            anyhow::bail!(
+                "{reason}; the server stopped so that it does not go on writing a file nobody \
+                 reads: start it again to use the file now in place"
+            );
+        }
         Ok(())
     }
+}
+
+/// How often the ledger file's identity is checked. A replacement is an operator's act (a
+/// restore by hand, a copy over the file), so seconds are quick enough, and a `stat` is cheap.
+const LEDGER_WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Watches that `path` still names the ledger file the server opened. SQLite would go on using
+/// the old file (an unlinked inode) while the CLI, backups and the next start use the new one:
+/// the scheduler would fire from stale jobs and every run written would be lost. So a change
+/// stops the server (with an error, so a supervisor restarts it on the new file, where each job's
+/// misfire policy decides about the fires missed meanwhile).
+fn watch_ledger_file(
+    path: PathBuf,
+    opened: store::guard::FileIdentity,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (lost, receiver) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LEDGER_WATCH_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let (checked, path_again) = {
+                let path = path.clone();
+                match tokio::task::spawn_blocking(move || {
+                    (store::guard::still_the_opened_file(&path, opened), path)
+                })
+                .await
+                {
+                    Ok(result) => result,
+                    Err(_) => continue,
+                }
+            };
+            if let Err(reason) = checked {
+                tracing::error!(ledger = %path_again.display(), "{reason}; stopping the server");
+                for stale in store::guard::set_aside_replaced_journal(&path_again) {
+                    tracing::warn!(file = %stale.display(), "removed the replaced ledger's journal so it is never applied to the new file");
+                }
+                let _ = lost.send(Some(reason));
+                // Keep the sender until shutdown, so the reason stays readable.
+                stop.cancelled().await;
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 async fn wait_for_stop_signal() {

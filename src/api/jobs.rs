@@ -237,6 +237,45 @@ pub fn check_references(
     }
 }
 
+/// A QUERY job takes runtime parameters only when its saved query has parameters for them to
+/// fill (issue 13). A stored job is held to it when the save turns them on or changes the query,
+/// so that pausing an older job is never refused for it (its runs still refuse the arguments).
+/// The one check of a job save, for the API and `labcron jobs import`. Blocking.
+pub fn args_without_parameters_refusal(
+    conn: &rusqlite::Connection,
+    sources: &crate::query::sources::DataSources,
+    draft: &JobDraft,
+    existing: Option<&Job>,
+) -> Result<Option<ErrorItem>, ApiError> {
+    let unchanged = existing
+        .is_some_and(|job| job.rt_args_provided && job.saved_query_id == draft.saved_query_id);
+    if draft.job_type != JobType::Query || !draft.rt_args_provided || unchanged {
+        return Ok(None);
+    }
+    let Some(query_id) = draft.saved_query_id else {
+        return Ok(None);
+    };
+    super::saved_queries::no_parameters_refusal_in(conn, sources, query_id, "rtArgsProvided")
+}
+
+async fn refuse_args_without_parameters(
+    state: &AppState,
+    draft: &JobDraft,
+    existing: Option<&Job>,
+) -> Result<(), ApiError> {
+    let sources =
+        crate::query::sources::DataSources::from_settings(&state.settings, &state.data_dir);
+    let (draft, existing) = (draft.clone(), existing.cloned());
+    let refusal = state
+        .db
+        .read(move |c| args_without_parameters_refusal(c, &sources, &draft, existing.as_ref()))
+        .await?;
+    match refusal {
+        Some(item) => Err(ApiError::User(vec![item])),
+        None => Ok(()),
+    }
+}
+
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -244,6 +283,7 @@ async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft = validated_draft(&state, &body, &me.0, None)?;
+    refuse_args_without_parameters(&state, &draft, None).await?;
     let creator = me.0.id;
     let saver = me.0.clone();
     let audit = event(&me.0, &req, actions::JOB_CREATE);
@@ -293,6 +333,7 @@ async fn update(
     let job_id = path_id(&req, "jobId")?;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     let draft = validated_draft(&state, &body, &me.0, Some(&existing))?;
+    refuse_args_without_parameters(&state, &draft, Some(&existing)).await?;
     let saver = me.0.clone();
     let audit = event(&me.0, &req, actions::JOB_UPDATE).object("JOB", job_id);
     let view: JobView = state

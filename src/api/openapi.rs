@@ -463,6 +463,8 @@ struct JobRequest {
     command: Option<String>,
     /// Arguments appended on every run.
     fixed_args: Option<String>,
+    /// Whether runs take runtime `args`. A QUERY job whose saved query has no named parameters
+    /// may not (`SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`).
     rt_args_provided: Option<bool>,
     rt_args_help_text: Option<String>,
     /// QUERY: the saved query to run.
@@ -842,7 +844,8 @@ mod ops {
         description = "Queues a run and answers at once; the run is in the ledger before the \
             answer is sent. A run requested while another runs or waits is `QUEUED` and runs \
             after it. A paused job answers `SCHEDULED_JOB_NOT_ACTIVE`; a full queue \
-            `SCHEDULED_JOB_QUEUE_FULL`.",
+            `SCHEDULED_JOB_QUEUE_FULL`; `args` for a job that takes none (or for a QUERY job \
+            whose saved query has no parameters) `SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`.",
         params(
             ("jobId" = i64, Path, description = "The job's id."),
             ("response" = Option<String>, Query,

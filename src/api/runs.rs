@@ -23,7 +23,7 @@ use crate::clock::now_ms;
 use crate::domain::access;
 use crate::domain::args::split_args;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
-use crate::domain::job::Job;
+use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ApiError;
@@ -108,6 +108,21 @@ async fn create(
         .db
         .read(move |c| visible_job(c, job_id, &viewer))
         .await?;
+    // Arguments for a query without parameters could only fail the run: refused up front.
+    if args.is_some()
+        && job.rt_args_provided
+        && job.job_type == JobType::Query
+        && let Some(query_id) = job.saved_query_id
+        && let Some(mut item) = super::saved_queries::no_parameters_refusal(
+            &state,
+            query_id,
+            &format!("Job {}", job.name),
+        )
+        .await?
+    {
+        item.message.push_str(" Run it without args.");
+        return Err(ApiError::User(vec![item]));
+    }
     let request = RunRequest {
         trigger: Trigger::Manual,
         run_by: me.id,

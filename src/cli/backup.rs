@@ -315,22 +315,28 @@ pub fn restore(settings: &Settings, archive: &Path, force: bool) -> anyhow::Resu
     }
 
     let data_dir = &settings.data_dir;
-    if data_dir.exists() {
-        let non_empty = std::fs::read_dir(data_dir)
-            .with_context(|| format!("cannot read {}", data_dir.display()))?
-            .next()
-            .is_some();
-        if non_empty && !force {
+    let existed = data_dir.exists();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let root = data_dir.canonicalize()?;
+    // Under a running server the restored ledger would not be seen (SQLite keeps the file it
+    // opened) and its write-ahead log would be removed under it: refuse, and keep a server from
+    // starting on a half-restored directory.
+    let _lock = crate::store::guard::DataDirLock::acquire(&root)
+        .map_err(|refused| anyhow::anyhow!("cannot restore: {refused}"))?;
+    if existed && !force {
+        let non_empty = std::fs::read_dir(&root)
+            .with_context(|| format!("cannot read {}", root.display()))?
+            .filter_map(Result::ok)
+            .any(|entry| entry.file_name() != crate::store::guard::LOCK_FILE);
+        if non_empty {
             bail!(
                 "the data directory {} is not empty; restore into an empty one, or add --force to \
-                 overwrite what the backup holds (stop the server first)",
+                 overwrite what the backup holds",
                 data_dir.display()
             );
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let root = data_dir.canonicalize()?;
     // A stale write-ahead log beside the restored ledger would be applied to it.
     for stale in ["labcron.db-wal", "labcron.db-shm"] {
         let path = root.join(stale);

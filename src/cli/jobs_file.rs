@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use crate::api::jobs::{check_references, draft_from_body};
+use crate::api::jobs::{args_without_parameters_refusal, check_references, draft_from_body};
 use crate::api::views::{JobView, UserCache, job_view};
 use crate::clock::now_ms;
 use crate::config::Settings;
@@ -232,14 +232,15 @@ fn saved_query_ref(
         );
     }
     let sources = crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
-    let conn_source = sources.open(&draft.data_source).map_err(|e| {
-        anyhow::anyhow!(
-            "savedQuery.dataSource: {e} (configured: {})",
-            sources.names().join(", ")
-        )
-    })?;
-    crate::query::sources::check_sql(&conn_source, &draft.sql)
-        .map_err(|e| anyhow::anyhow!("savedQuery.sql: {e}"))?;
+    sources
+        .check(&draft.data_source, &draft.sql)
+        .map_err(|e| match e {
+            crate::query::sources::CheckError::Source(e) => anyhow::anyhow!(
+                "savedQuery.dataSource: {e} (configured: {})",
+                sources.names().join(", ")
+            ),
+            crate::query::sources::CheckError::Sql(e) => anyhow::anyhow!("savedQuery.sql: {e}"),
+        })?;
     let id = store::queries::insert(conn, &draft, creator, now_ms()).map_err(api_error)?;
     created.push(draft.title);
     Ok(id)
@@ -541,6 +542,14 @@ pub fn import(
         check_references(&tx, &draft, existing.as_ref().map(|j| j.id))
             .map_err(api_error)
             .with_context(context)?;
+        let sources =
+            crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
+        if let Some(refusal) =
+            args_without_parameters_refusal(&tx, &sources, &draft, existing.as_ref())
+                .map_err(api_error)?
+        {
+            return Err(api_error(ApiError::User(vec![refusal]))).with_context(context);
+        }
         crate::executor::followup::check_chains(
             &tx,
             &draft,

@@ -327,25 +327,30 @@ impl Executor {
             .write(move |tx| store::runs::claim_runnable(tx, free, now_ms()))
             .await?;
         for run_id in claimed {
-            let handle = RunningRun {
-                cancel: CancellationToken::new(),
-                reason: Arc::new(Mutex::new(None)),
-            };
-            let (cancel, reason) = (handle.cancel.clone(), handle.reason.clone());
-            self.inner
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(run_id, handle);
-            let executor = self.clone();
-            tokio::spawn(async move {
-                let span = tracing::info_span!("run", run_id, job_id = tracing::field::Empty);
-                let _ =
-                    tracing::Instrument::instrument(executor.execute(run_id, cancel, reason), span)
-                        .await;
-            });
+            self.start_claimed(run_id);
         }
         Ok(())
+    }
+
+    /// Registers a run just claimed (IN_PROGRESS in the ledger) as running and executes it in a
+    /// task of its own.
+    fn start_claimed(&self, run_id: i64) {
+        let handle = RunningRun {
+            cancel: CancellationToken::new(),
+            reason: Arc::new(Mutex::new(None)),
+        };
+        let (cancel, reason) = (handle.cancel.clone(), handle.reason.clone());
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run_id, handle);
+        let executor = self.clone();
+        tokio::spawn(async move {
+            let span = tracing::info_span!("run", run_id, job_id = tracing::field::Empty);
+            let _ = tracing::Instrument::instrument(executor.execute(run_id, cancel, reason), span)
+                .await;
+        });
     }
 
     /// Executes one claimed run and records its outcome, whatever happens.
@@ -380,9 +385,24 @@ impl Executor {
         };
         let succeeded = outcome.succeeded;
         let finished_at = now_ms();
+        // The run hands its slot to the next runnable run, claimed in the transaction that
+        // records its end: one commit less per run when runs are waiting (the dispatcher's own
+        // claim would be a second commit, and with `synchronous = FULL` every commit is an
+        // fsync). The slot count is unchanged by a hand-over, so `runs.max_concurrent` holds
+        // without taking the dispatcher's lock; and since the successor is registered before
+        // this run leaves `running`, a shutdown waiting for `running` to empty sees it.
         let recorded = self
             .record_end(run_id, job_id, &mut outcome, finished_at)
             .await;
+        let (recorded, successor) = match recorded {
+            Ok((follow_up, successor)) => (Ok(follow_up), successor),
+            Err(e) => (Err(e), None),
+        };
+        // Registered before this run leaves `running`, so the dispatcher never sees a free slot
+        // that is already handed over.
+        if let Some(next) = successor {
+            self.start_claimed(next);
+        }
         match recorded {
             Ok(Some(follow_up)) => {
                 if let Some((job_type, started_at)) = measured {
@@ -416,8 +436,9 @@ impl Executor {
         self.inner.wake.notify_one();
     }
 
-    /// Records the end of a run in the ledger, with what follows it (`followup`), in one
-    /// transaction; None when the run was no longer IN_PROGRESS. A full disk must not leave the run IN_PROGRESS:
+    /// Records the end of a run in the ledger, with what follows it (`followup`) and the claim of
+    /// the run that takes over its slot (unless shutting down), in one transaction; no follow-up
+    /// when the run was no longer IN_PROGRESS. A full disk must not leave the run IN_PROGRESS:
     /// when the write fails for lack of space, a failed run's (partial) result is removed to make
     /// room, saying so in its message, and the write is tried again every second for a while.
     async fn record_end(
@@ -426,19 +447,28 @@ impl Executor {
         job_id: Option<i64>,
         outcome: &mut Outcome,
         finished_at: i64,
-    ) -> Result<Option<followup::FollowUp>, ApiError> {
+    ) -> Result<(Option<followup::FollowUp>, Option<i64>), ApiError> {
         let mut freed = false;
         let mut attempts = 0;
         loop {
             let recorded = {
                 let outcome = outcome.clone();
+                // Looked at inside the transaction: a shutdown that began before it hands over
+                // nothing.
+                let stopping = self.inner.stop_dispatching.clone();
                 self.inner
                     .db
                     .write(move |tx| {
                         if !store::runs::finish(tx, run_id, &outcome, finished_at)? {
-                            return Ok(None);
+                            return Ok((None, None));
                         }
-                        followup::after_end(tx, run_id, finished_at).map(Some)
+                        let follow_up = followup::after_end(tx, run_id, finished_at)?;
+                        let successor = if !stopping.is_cancelled() {
+                            store::runs::claim_runnable(tx, 1, finished_at)?.pop()
+                        } else {
+                            None
+                        };
+                        Ok((Some(follow_up), successor))
                     })
                     .await
             };

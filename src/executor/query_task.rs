@@ -1,6 +1,6 @@
 //! A QUERY run: loads the job's saved query from the ledger, fills its named parameters from the
 //! run's arguments (`fixedArgs`, then `rtArgs`), runs it on a read-only connection to its data
-//! source and streams the rows as CSV to `scheduled_query_<queryId>_<runId>.csv` in the run
+//! source (a SQLite file, or a PostgreSQL database in a READ ONLY transaction) and streams the rows as CSV to `scheduled_query_<queryId>_<runId>.csv` in the run
 //! directory, written aside and renamed so the file appears only complete. It stops, FAILED and
 //! without a file, at the time limit (the smaller of the job's `timeoutSeconds` and the setting
 //! `queries.time_limit_seconds`), at the row limit (`queries.row_limit`), at the byte limit
@@ -9,6 +9,7 @@
 //! database work runs on a blocking thread; nothing is held across an `.await`. One line in the
 //! run log says what happened.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +23,9 @@ use crate::domain::args::split_args;
 use crate::domain::job::Job;
 use crate::domain::run::Run;
 use crate::query::csv::{ExportError, ExportStats, Guard, Limits, Stop, export_csv};
-use crate::query::params::{bind_params, parse_args};
+use crate::query::params::{bind_params, parse_args, values_by_name};
+use crate::query::pg_sql;
+use crate::query::postgres::{Failure as PgFailure, PgSource};
 use crate::query::sources::{DataSources, prepare_single};
 use crate::store::runs::Outcome;
 use crate::store::{self, Db};
@@ -193,37 +196,44 @@ async fn export_saved_query(
         query.id, query.title, query.data_source
     );
 
-    let job_result = tokio::task::spawn_blocking(move || -> Result<ExportStats, Failure> {
-        let conn = sources.open(&query.data_source).map_err(Failure::Message)?;
-        guard.install(&conn)?;
-        let mut stmt = prepare_single(&conn, &query.sql)
-            .map_err(|e| Failure::Message(format!("the saved query cannot run: {e}")))?;
-        if !stmt.readonly() {
-            return Err(Failure::Message(
-                "refused: the saved query is not a read-only statement".into(),
-            ));
-        }
-        let mut args = args;
-        // A chained run offers its upstream run's id as `upstreamRunId`, used when the query
-        // names that parameter (an argument of the same name wins).
-        if let Some(upstream) = upstream
-            && (1..=stmt.parameter_count()).any(|i| {
-                stmt.parameter_name(i)
-                    .is_some_and(|n| crate::query::params::bare_name(n) == UPSTREAM_ARG)
-            })
-        {
-            args.entry(UPSTREAM_ARG.to_string())
-                .or_insert_with(|| upstream.to_string());
-        }
-        bind_params(&mut stmt, &args).map_err(Failure::Message)?;
-        write_aside(&target, |tmp| {
-            let mut out = std::fs::File::create(tmp)?;
-            let stats = export_csv(&mut stmt, &mut out, limits, &guard)?;
-            out.sync_all()?;
-            Ok(stats)
+    let job_result = if let Some(source) = sources.postgres(&query.data_source).cloned() {
+        tokio::task::spawn_blocking(move || {
+            export_postgres(&source, &query.sql, args, upstream, &target, limits, &guard)
         })
-    })
-    .await;
+        .await
+    } else {
+        tokio::task::spawn_blocking(move || -> Result<ExportStats, Failure> {
+            let conn = sources.open(&query.data_source).map_err(Failure::Message)?;
+            guard.install(&conn)?;
+            let mut stmt = prepare_single(&conn, &query.sql)
+                .map_err(|e| Failure::Message(format!("the saved query cannot run: {e}")))?;
+            if !stmt.readonly() {
+                return Err(Failure::Message(
+                    "refused: the saved query is not a read-only statement".into(),
+                ));
+            }
+            let mut args = args;
+            // A chained run offers its upstream run's id as `upstreamRunId`, used when the query
+            // names that parameter (an argument of the same name wins).
+            if let Some(upstream) = upstream
+                && (1..=stmt.parameter_count()).any(|i| {
+                    stmt.parameter_name(i)
+                        .is_some_and(|n| crate::query::params::bare_name(n) == UPSTREAM_ARG)
+                })
+            {
+                args.entry(UPSTREAM_ARG.to_string())
+                    .or_insert_with(|| upstream.to_string());
+            }
+            bind_params(&mut stmt, &args).map_err(Failure::Message)?;
+            write_aside(&target, |tmp| {
+                let mut out = std::fs::File::create(tmp)?;
+                let stats = export_csv(&mut stmt, &mut out, limits, &guard)?;
+                out.sync_all()?;
+                Ok(stats)
+            })
+        })
+        .await
+    };
     match job_result {
         Ok(Ok(stats)) => Ok((file, stats, query_line)),
         Ok(Err(Failure::Message(m))) => Err(m),
@@ -240,6 +250,45 @@ async fn export_saved_query(
         )),
         Ok(Err(Failure::Export(e))) => Err(format!("the query failed: {e}")),
         Err(e) => Err(format!("the query task failed: {e}")),
+    }
+}
+
+/// The PostgreSQL side of `export_saved_query` (blocking): parameters by name, then the CSV.
+fn export_postgres(
+    source: &PgSource,
+    sql: &str,
+    mut args: BTreeMap<String, String>,
+    upstream: Option<i64>,
+    target: &Path,
+    limits: Limits,
+    guard: &Guard,
+) -> Result<ExportStats, Failure> {
+    let sql = pg_sql::rewrite(sql)
+        .map_err(|e| Failure::Message(format!("the saved query cannot run: {e}")))?;
+    if let Some(upstream) = upstream
+        && sql.names.iter().any(|n| n == UPSTREAM_ARG)
+    {
+        args.entry(UPSTREAM_ARG.to_string())
+            .or_insert_with(|| upstream.to_string());
+    }
+    let values = values_by_name(&sql.names, &args).map_err(Failure::Message)?;
+    write_aside(target, |tmp| {
+        let mut out = std::fs::File::create(tmp)?;
+        let stats = source.export_csv(&sql, &values, &mut out, limits, guard)?;
+        out.sync_all()?;
+        Ok(stats)
+    })
+}
+
+impl From<PgFailure> for Failure {
+    fn from(e: PgFailure) -> Self {
+        match e {
+            PgFailure::Source(m) => Failure::Message(m),
+            PgFailure::Sql(m) => Failure::Message(format!("the saved query cannot run: {m}")),
+            PgFailure::Query(m) => Failure::Message(format!("the query failed: {m}")),
+            PgFailure::Stopped(stop) => Failure::Export(ExportError::Stopped(stop)),
+            PgFailure::Export(e) => Failure::Export(e),
+        }
     }
 }
 

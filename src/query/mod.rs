@@ -1,5 +1,6 @@
 //! Saved queries and what they read: the `SavedQuery` type and the validation of a client's body
-//! (API.md §4), the read-only data sources (`sources`), run arguments as named parameters
+//! (API.md §4), the read-only data sources (`sources`: SQLite files, and PostgreSQL databases
+//! through `postgres` and `pg_sql`), run arguments as named parameters
 //! (`params`), the streaming CSV writer (`csv`), and what a first start creates: the demo lab
 //! database (`demo`) and the example saved queries and jobs (`examples`). Nothing here speaks
 //! HTTP or writes to a data source; the ledger is reached only through `store`.
@@ -8,6 +9,8 @@ pub mod csv;
 pub mod demo;
 pub mod examples;
 pub mod params;
+pub mod pg_sql;
+pub mod postgres;
 pub mod sources;
 
 use serde_json::{Map, Value};

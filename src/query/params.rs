@@ -3,6 +3,7 @@
 //! word for the same name wins, so fixed arguments act as defaults). A value that is a whole
 //! number in canonical form (`42`, `-7`, not `007`) is bound as an INTEGER, anything else as TEXT;
 //! an empty value is the empty string. A missing or unknown parameter is an error naming it.
+//! (A PostgreSQL source gets every value as text, typed by the server: see `postgres`.)
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,35 @@ pub fn bind_params(
         .map(String::as_str)
         .filter(|k| !used.contains(k))
         .collect();
+    problems(&missing, &unknown, &all)
+}
+
+/// The value of each parameter of `names` (bare names, as a PostgreSQL source's SQL has them as
+/// `:name`), in order. Fails as `bind_params` does.
+pub fn values_by_name<'a>(
+    names: &[String],
+    args: &'a BTreeMap<String, String>,
+) -> Result<Vec<&'a str>, String> {
+    let shown: Vec<String> = names.iter().map(|n| format!(":{n}")).collect();
+    let mut values = Vec::with_capacity(names.len());
+    let mut missing = Vec::new();
+    for (name, shown) in names.iter().zip(&shown) {
+        match args.get(name) {
+            Some(value) => values.push(value.as_str()),
+            None => missing.push(shown.clone()),
+        }
+    }
+    let unknown: Vec<&str> = args
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !names.iter().any(|n| n == k))
+        .collect();
+    problems(&missing, &unknown, &shown)?;
+    Ok(values)
+}
+
+/// The message naming missing and unknown parameters, if any.
+fn problems(missing: &[String], unknown: &[&str], all: &[String]) -> Result<(), String> {
     let mut problems = Vec::new();
     if !missing.is_empty() {
         let hints: Vec<String> = missing
@@ -179,5 +209,21 @@ mod tests {
         let err = bind_params(&mut plain, &parse_args(&words("x=1")).unwrap()).unwrap_err();
         assert!(err.contains("the query has no parameters"), "{err}");
         bind_params(&mut plain, &BTreeMap::new()).unwrap();
+    }
+
+    #[test]
+    fn values_are_found_by_name_for_positional_sql() {
+        let names = vec!["from".to_string(), "site".to_string()];
+        let args = parse_args(&words("site=BOS from=2024-01-01")).unwrap();
+        assert_eq!(
+            values_by_name(&names, &args).unwrap(),
+            ["2024-01-01", "BOS"]
+        );
+        let err =
+            values_by_name(&names, &parse_args(&words("from=1 sight=x")).unwrap()).unwrap_err();
+        assert!(err.contains("missing value for parameter :site"), "{err}");
+        assert!(err.contains("unknown parameter sight"), "{err}");
+        let err = values_by_name(&[], &parse_args(&words("x=1")).unwrap()).unwrap_err();
+        assert!(err.contains("the query has no parameters"), "{err}");
     }
 }

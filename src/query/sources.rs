@@ -6,6 +6,8 @@
 //! (`queries.value_byte_limit`, as SQLite's `SQLITE_LIMIT_LENGTH`). Also the check a saved
 //! query's SQL must pass: one read-only statement that returns rows and compiles against its
 //! source. Nothing here ever opens a data source for writing, and no message shows its path.
+//! A source whose setting is a `postgres://` URL is a PostgreSQL database instead, read through
+//! `postgres` (READ ONLY transactions); `check` and the callers pick the right kind by name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::{Batch, Connection, OpenFlags, Statement};
 
+use super::postgres::{Failure, PasswordFrom, PgSource, is_postgres_url};
 use crate::config::Settings;
 
 /// The data source a saved query uses when it names none.
@@ -34,17 +37,44 @@ pub fn valid_source_name(name: &str) -> bool {
 /// The configured data sources by name.
 #[derive(Debug, Clone)]
 pub struct DataSources {
+    /// SQLite sources.
     paths: BTreeMap<String, PathBuf>,
+    /// PostgreSQL sources.
+    postgres: BTreeMap<String, PgSource>,
     /// Longest string or blob a connection may make or read, in bytes.
     value_limit: Option<u64>,
+}
+
+/// Why a saved query's SQL cannot be used on its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The source is not configured, cannot be opened or reached.
+    Source(String),
+    /// The SQL is not one read-only query that compiles there.
+    Sql(String),
 }
 
 impl DataSources {
     /// The sources of `settings`, relative paths resolved against `data_dir`.
     pub fn from_settings(settings: &Settings, data_dir: &Path) -> Self {
+        let value_limit = Some(settings.queries.value_byte_limit);
+        let mut postgres = BTreeMap::new();
+        for (name, value) in &settings.query_sources {
+            if let Some(url) = value.to_str().filter(|v| is_postgres_url(v)) {
+                let from = PasswordFrom {
+                    value: settings.query_source_passwords.get(name).cloned(),
+                    file: settings
+                        .query_source_password_files
+                        .get(name)
+                        .map(|p| data_dir.join(p)),
+                };
+                postgres.insert(name.clone(), PgSource::new(name, url, &from, value_limit));
+            }
+        }
         DataSources {
             paths: settings.query_source_paths(data_dir),
-            value_limit: Some(settings.queries.value_byte_limit),
+            postgres,
+            value_limit,
         }
     }
 
@@ -52,21 +82,58 @@ impl DataSources {
     pub fn from_paths(paths: BTreeMap<String, PathBuf>) -> Self {
         DataSources {
             paths,
+            postgres: BTreeMap::new(),
             value_limit: None,
         }
     }
 
+    /// The file of SQLite source `name`.
     pub fn path(&self, name: &str) -> Option<&Path> {
         self.paths.get(name).map(PathBuf::as_path)
     }
 
+    /// PostgreSQL source `name`.
+    pub fn postgres(&self, name: &str) -> Option<&PgSource> {
+        self.postgres.get(name)
+    }
+
+    /// Whether a source of either kind is called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.paths.contains_key(name) || self.postgres.contains_key(name)
+    }
+
     pub fn names(&self) -> Vec<&str> {
-        self.paths.keys().map(String::as_str).collect()
+        let mut names: Vec<&str> = self
+            .paths
+            .keys()
+            .chain(self.postgres.keys())
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Checks `sql` against source `name` of either kind (blocking: it may connect to a server).
+    /// Returns the names of its parameters.
+    pub fn check(&self, name: &str, sql: &str) -> Result<Vec<String>, CheckError> {
+        if let Some(source) = self.postgres(name) {
+            return source.check_sql(sql).map_err(|e| match e {
+                Failure::Sql(m) | Failure::Query(m) => CheckError::Sql(m),
+                other => CheckError::Source(other.to_string()),
+            });
+        }
+        let conn = self.open(name).map_err(CheckError::Source)?;
+        check_sql(&conn, sql).map_err(CheckError::Sql)
     }
 
     /// Opens source `name` read-only, values capped; the message says what is wrong when it
     /// cannot, without the file's path (users see it; the server's log gets the path).
     pub fn open(&self, name: &str) -> Result<Connection, String> {
+        if self.postgres.contains_key(name) {
+            return Err(format!(
+                "data source `{name}` is a PostgreSQL database, not a SQLite file"
+            ));
+        }
         let path = self.path(name).ok_or_else(|| {
             format!(
                 "data source `{name}` is not configured (configured: {})",
@@ -353,6 +420,7 @@ mod tests {
         paths.insert("gone".to_string(), dir.path().join("secret-name.db"));
         let sources = DataSources {
             paths,
+            postgres: BTreeMap::new(),
             value_limit: Some(1000),
         };
         let conn = sources.open("s").unwrap();

@@ -8,6 +8,7 @@
 
 pub mod api_tokens; // service tokens (issue 15)
 pub mod audit; // the audit trail (issue 15)
+pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod jobs;
 pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
 pub mod queries; // saved queries

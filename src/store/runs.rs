@@ -166,16 +166,27 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
         return Ok(Vec::new());
     }
     // A job's oldest QUEUED run goes first; while it is a retry waiting for its delay
-    // (`not_before`), the job's later runs wait behind it.
+    // (`not_before`), the job's later runs wait behind it. The jobs with queued runs are found
+    // by skipping along the `runs_active` index (a recursive step per job, each an index seek)
+    // rather than grouping every queued run: a claim costs per job, not per queued run, which
+    // matters because it runs on the single writer at every run's end.
     let ids: Vec<i64> = conn
         .prepare_cached(&format!(
-            "SELECT n.id FROM runs n
-             WHERE n.id IN (SELECT min(q.id) FROM runs q
-                            WHERE q.{ACTIVE} AND q.status = 'QUEUED'
-                              AND NOT EXISTS (SELECT 1 FROM runs p
-                                              WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS'
-                                                AND p.job_id = q.job_id)
-                            GROUP BY q.job_id)
+            "WITH RECURSIVE queued_job(job_id) AS (
+                 SELECT (SELECT job_id FROM runs WHERE {ACTIVE} AND status = 'QUEUED'
+                         ORDER BY status, job_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT r.job_id FROM runs r
+                         WHERE r.{ACTIVE} AND r.status = 'QUEUED' AND r.job_id > q.job_id
+                         ORDER BY r.status, r.job_id LIMIT 1)
+                 FROM queued_job q WHERE q.job_id IS NOT NULL)
+             SELECT n.id FROM queued_job q
+             JOIN runs n ON n.id = (SELECT f.id FROM runs f
+                                    WHERE f.{ACTIVE} AND f.status = 'QUEUED' AND f.job_id = q.job_id
+                                    ORDER BY f.status, f.job_id, f.id LIMIT 1)
+             WHERE q.job_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM runs p
+                               WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = q.job_id)
                AND (n.not_before IS NULL OR n.not_before <= ?2)
              ORDER BY n.id LIMIT ?1"
         ))?
@@ -579,4 +590,103 @@ pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<Stri
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// How far back the Run dialog looks for the arguments it prefills (newest runs of the job).
+const LAST_ARGS_WINDOW: i64 = 1000;
+
+/// The arguments someone last typed for a job: the newest MANUAL run with arguments among the
+/// job's last runs, `user_id`'s own when there is one. Returns (run id, arguments, by `user_id`).
+pub fn last_manual_args(
+    conn: &Connection,
+    job_id: i64,
+    user_id: i64,
+) -> Result<Option<(i64, String, bool)>, ApiError> {
+    // The window bounds the work on a job with a long history of scheduled runs.
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, rt_args, run_by = ?2 AS mine FROM
+           (SELECT id, rt_args, run_by, run_trigger FROM runs WHERE job_id = ?1
+            ORDER BY id DESC LIMIT ?3)
+         WHERE run_trigger = 'MANUAL' AND rt_args IS NOT NULL AND rt_args <> ''
+         ORDER BY mine DESC, id DESC LIMIT 1",
+    )?;
+    Ok(stmt
+        .query_row(params![job_id, user_id, LAST_ARGS_WINDOW], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, bool>(2)?))
+        })
+        .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ledger with `jobs` jobs and runs given as (job, status, not_before).
+    fn ledger(jobs: i64, runs: &[(i64, &str, Option<i64>)]) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labcron.db");
+        drop(crate::store::Db::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO users (login_name, created_at) VALUES ('owner', 0)",
+            [],
+        )
+        .unwrap();
+        for job in 1..=jobs {
+            conn.execute(
+                "INSERT INTO jobs (id, name, type, repeat_schedule, timezone, start_date,
+                     activity_status, created_by, command, timeout_seconds, max_queued_runs,
+                     created_at, updated_at)
+                 VALUES (?1, 'job ' || ?1, 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active',
+                     (SELECT id FROM users WHERE login_name = 'owner'), 'x.sh', 60, 100, 0, 0)",
+                [job],
+            )
+            .unwrap();
+        }
+        for (job, status, not_before) in runs {
+            conn.execute(
+                "INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at, not_before)
+                 VALUES (?1, ?2, 'MANUAL', (SELECT id FROM users WHERE login_name = 'owner'), 0, ?3)",
+                params![job, status, not_before],
+            )
+            .unwrap();
+        }
+        (dir, conn)
+    }
+
+    #[test]
+    fn a_claim_takes_each_free_jobs_oldest_queued_run_oldest_first() {
+        let (_dir, conn) = ledger(
+            4,
+            &[
+                (3, "QUEUED", None),      // 1: job 3's oldest
+                (1, "SUCCEEDED", None),   // 2
+                (1, "QUEUED", None),      // 3: job 1's oldest
+                (2, "IN_PROGRESS", None), // 4: job 2 is busy
+                (2, "QUEUED", None),      // 5: waits for run 4
+                (1, "QUEUED", None),      // 6: behind run 3
+                (4, "QUEUED", Some(500)), // 7: a retry waiting until 500
+                (4, "QUEUED", None),      // 8: behind the waiting retry
+                (3, "QUEUED", None),      // 9: behind run 1
+            ],
+        );
+        assert_eq!(claim_runnable(&conn, 10, 100).unwrap(), vec![1, 3]);
+        let status = |id: i64| -> String {
+            conn.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(status(1), "IN_PROGRESS");
+        assert_eq!(status(3), "IN_PROGRESS");
+        // Every job is busy or waiting now.
+        assert!(claim_runnable(&conn, 10, 100).unwrap().is_empty());
+        // The retry's time comes; the limit takes the oldest first.
+        conn.execute(
+            "UPDATE runs SET status = 'SUCCEEDED' WHERE id IN (1, 3, 4)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![5, 6]);
+        assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![7, 9]);
+        assert!(claim_runnable(&conn, 0, 600).unwrap().is_empty());
+    }
 }

@@ -47,6 +47,11 @@ pub const PUBLIC: &[Asset] = &[
         body: include_str!("assets/job-form.js"),
     },
     Asset {
+        name: "job.js",
+        content_type: JS,
+        body: include_str!("assets/job.js"),
+    },
+    Asset {
         name: "runs.js",
         content_type: JS,
         body: include_str!("assets/runs.js"),
@@ -89,6 +94,7 @@ pub mod templates {
     pub const SIGN_IN: &str = include_str!("assets/sign-in.html");
     pub const JOBS: &str = include_str!("assets/jobs.html");
     pub const JOB_FORM: &str = include_str!("assets/job-form.html");
+    pub const JOB: &str = include_str!("assets/job.html");
     pub const RUNS: &str = include_str!("assets/runs.html");
     pub const RUN: &str = include_str!("assets/run.html");
     pub const ALL_RUNS: &str = include_str!("assets/all-runs.html");
@@ -173,6 +179,7 @@ mod tests {
             templates::SIGN_IN,
             templates::JOBS,
             templates::JOB_FORM,
+            templates::JOB,
             templates::RUNS,
             templates::RUN,
             templates::ALL_RUNS,

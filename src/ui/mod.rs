@@ -1,7 +1,8 @@
 //! The Jobs web pages: server-rendered shells for signing in, the jobs list, the add/edit form, a
-//! job's runs, one run, saved queries and users. Each shell is an HTML template compiled into the
-//! binary; small hand-written scripts (also compiled in) fill it by calling the JSON API with the
-//! session cookie and the session's anti-forgery token. No CDN, no Node, works offline.
+//! job's page and its runs, one run, saved queries and users. Each shell is an HTML template
+//! compiled into the binary; small hand-written scripts (also compiled in) fill it by calling the
+//! JSON API with the session cookie and the session's anti-forgery token. No CDN, no Node, works
+//! offline.
 //!
 //! UI routes answer only 200 or 3xx (the app's `json_errors` middleware would turn any HTML error
 //! status into JSON): a page that does not exist is a 200 "Page not found" page. This module owns
@@ -11,6 +12,7 @@
 mod assets;
 mod data;
 mod html;
+mod job_page;
 mod pages;
 mod query_preview;
 mod scripts;
@@ -34,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/ui/jobs").route(web::get().to(pages::jobs)))
         .service(web::resource("/ui/runs").route(web::get().to(pages::all_runs)))
         .service(web::resource("/ui/jobs/new").route(web::get().to(pages::new_job)))
+        .service(web::resource("/ui/jobs/{jobId}").route(web::get().to(job_page::page)))
         .service(web::resource("/ui/jobs/{jobId}/edit").route(web::get().to(pages::edit_job)))
         .service(web::resource("/ui/jobs/{jobId}/runs").route(web::get().to(pages::runs)))
         .service(web::resource("/ui/jobs/{jobId}/runs/{runId}").route(web::get().to(pages::run)))
@@ -49,6 +52,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/ui/api/me").route(web::get().to(data::me)))
         .service(web::resource("/ui/api/recent-runs").route(web::get().to(data::recent_runs)))
         .service(web::resource("/ui/api/scripts").route(web::get().to(scripts::scripts)))
+        .service(
+            web::resource("/ui/api/jobs/{jobId}/overview").route(web::get().to(job_page::overview)),
+        )
+        .service(
+            web::resource("/ui/api/jobs/{jobId}/run-form")
+                .route(web::get().to(job_page::run_form_facts)),
+        )
+        .service(
+            web::resource("/ui/api/saved-queries/{queryId}/facts")
+                .route(web::get().to(job_page::saved_query_facts)),
+        )
         .service(
             web::resource("/ui/api/schedule-preview").route(web::post().to(data::schedule_preview)),
         )

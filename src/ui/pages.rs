@@ -50,7 +50,7 @@ pub fn redirect(location: &str) -> HttpResponse {
         .finish()
 }
 
-fn to_sign_in(req: &HttpRequest) -> HttpResponse {
+pub(super) fn to_sign_in(req: &HttpRequest) -> HttpResponse {
     let mut here = req.path().to_string();
     if !req.query_string().is_empty() {
         here.push('?');

@@ -2,7 +2,9 @@
 //! source and returns the first rows as JSON. It goes through the same gate as a QUERY run — the
 //! read-only connection of `query::sources`, the one-statement check, named parameters filled from
 //! `name=value` words — with a short time limit and a row cap. Stores nothing, changes nothing.
+//! A PostgreSQL source is read the same way as its QUERY runs (a READ ONLY transaction).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, web};
@@ -17,7 +19,9 @@ use crate::domain::args::split_args;
 use crate::domain::input::Fields;
 use crate::error::{ApiError, ErrorItem};
 use crate::query::csv::Guard;
-use crate::query::params::{bind_params, parse_args};
+use crate::query::params::{bind_params, parse_args, values_by_name};
+use crate::query::pg_sql::rewrite;
+use crate::query::postgres::{Failure, PgSource};
 use crate::query::sources::{DEFAULT_SOURCE, DataSources, check_sql, prepare_single};
 use crate::query::{MAX_SQL_CHARS, invalid_data_source, invalid_sql};
 
@@ -74,6 +78,9 @@ fn run_preview(
         )
     })?;
     let args = parse_args(&words).map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+    if let Some(pg) = sources.postgres(source) {
+        return preview_postgres(pg, sql, &args);
+    }
     let conn = sources
         .open(source)
         .map_err(|e| user_error(invalid_data_source(&e)))?;
@@ -92,15 +99,6 @@ fn run_preview(
     let mut rows = Vec::new();
     let mut truncated = false;
     let mut raw = stmt.raw_query();
-    let stopped = || {
-        ApiError::user(
-            "SAVED_QUERY_PREVIEW_TIMEOUT",
-            format!(
-                "The try-out stopped after {} seconds; a scheduled run has a longer time limit.",
-                TIME_LIMIT.as_secs()
-            ),
-        )
-    };
     loop {
         let row = match raw.next() {
             Ok(Some(row)) => row,
@@ -129,6 +127,57 @@ fn run_preview(
         columns,
         rows,
         truncated,
+    })
+}
+
+fn stopped() -> ApiError {
+    ApiError::user(
+        "SAVED_QUERY_PREVIEW_TIMEOUT",
+        format!(
+            "The try-out stopped after {} seconds; a scheduled run has a longer time limit.",
+            TIME_LIMIT.as_secs()
+        ),
+    )
+}
+
+/// The same on a PostgreSQL source (its READ ONLY transaction and text forms; see
+/// `query::postgres`).
+fn preview_postgres(
+    source: &PgSource,
+    sql: &str,
+    args: &BTreeMap<String, String>,
+) -> Result<Preview, ApiError> {
+    let sql = rewrite(sql).map_err(|e| user_error(invalid_sql(&e)))?;
+    let values = values_by_name(&sql.names, args)
+        .map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+    let guard = Guard {
+        deadline: Some(Instant::now() + TIME_LIMIT),
+        cancel: None,
+    };
+    let preview = source
+        .preview(&sql, &values, PREVIEW_ROWS, &guard)
+        .map_err(|e| match e {
+            Failure::Stopped(_) => stopped(),
+            Failure::Source(m) => user_error(invalid_data_source(&m)),
+            Failure::Sql(m) | Failure::Query(m) => user_error(invalid_sql(&m)),
+            Failure::Export(e) => ApiError::Internal(e.into()),
+        })?;
+    let rows = preview
+        .rows
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|value| match value {
+                    Some(text) => cell(ValueRef::Text(text.as_bytes())),
+                    None => Value::Null,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(Preview {
+        columns: preview.columns,
+        rows,
+        truncated: preview.truncated,
     })
 }
 

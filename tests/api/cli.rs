@@ -857,6 +857,19 @@ async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames(
         message.contains("job \"Sites\"") && message.contains("savedQuery: unknown key `titel`"),
         "{message}"
     );
+    // The API's rule for runtime parameters on a query that takes none holds for imports too.
+    assert!(exported.contains("rtArgsProvided = false"), "{exported}");
+    let message = import_error(
+        exported
+            .replace("rtArgsProvided = false", "rtArgsProvided = true")
+            .replace("title = \"Site count\"", "title = \"Site total\"")
+            .replace(" WHERE name <> :skip", "")
+            .replace("fixedArgs = \"skip=none\"\n", ""),
+    );
+    assert!(
+        message.contains("job \"Sites\"") && message.contains("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED"),
+        "{message}"
+    );
     let message = import_error(exported.replace("2027-01-01T01:00:00+01:00", "next monday"));
     assert!(
         message.contains("job \"Sites\"") && message.contains("startDate: `next monday`"),

@@ -219,12 +219,14 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
 #[tokio::test]
 async fn runs_report_lists_the_runs_of_the_last_days() {
     let app = spawn_app().await;
-    let query = create_query(&app, "one", "SELECT 1 AS one").await;
+    // The fixed `y=1` fills the query; a run given `x=1`, which it has no parameter for, fails
+    // (a query without parameters would refuse runtime parameters outright).
+    let query = create_query(&app, "one", "SELECT :y AS one").await;
     let job = create_query_job(
         &app,
         "export, \"quoted\"",
         query,
-        json!({"rtArgsProvided": true}),
+        json!({"rtArgsProvided": true, "fixedArgs": "y=1"}),
     )
     .await;
     let old = run_to_end(&app, job, None).await;

@@ -2,6 +2,8 @@
 //! HTTP to it. Modules follow the API's resources.
 
 mod helpers;
+#[path = "../shared/postgres.rs"]
+mod postgres;
 
 mod api_tokens;
 mod audit;
@@ -13,11 +15,13 @@ mod hardening;
 mod internal;
 mod jobs;
 mod ldap;
+mod ledger_guard;
 mod metrics;
 mod notifications;
 mod openapi;
 mod openspecimen_client;
 mod packaging;
+mod pg_sources;
 mod queries;
 mod query_limits;
 mod readme;

@@ -984,3 +984,109 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
     assert!(!lab.exists());
     handle.stop(true).await;
 }
+
+/// The error array of a 400 answer: (code, message) pairs.
+async fn user_errors(response: reqwest::Response) -> Vec<(String, String)> {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let body: Value = serde_json::from_str(&text).expect("JSON error array");
+    body.as_array()
+        .expect("an array")
+        .iter()
+        .map(|e| {
+            (
+                e["code"].as_str().expect("code").to_string(),
+                e["message"].as_str().expect("message").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_query_without_parameters_refuses_runtime_parameters_at_save_and_at_run() {
+    let app = spawn_app().await;
+    let none = create_query(
+        &app,
+        "All sites",
+        "SELECT DISTINCT site FROM specimen_details",
+    )
+    .await;
+    let one = create_query(
+        &app,
+        "One site",
+        "SELECT count(*) AS n FROM specimen_details WHERE site = :site",
+    )
+    .await;
+    let body = |query: i64, rt: bool| {
+        json!({"name": "site export", "type": "QUERY", "repeatSchedule": "ONDEMAND",
+               "savedQuery": {"id": query}, "rtArgsProvided": rt, "rtArgsHelpText": "site=…"})
+    };
+
+    // Saving: refused in the contract's shape, the message naming the field and the query.
+    let errors = user_errors(app.post("/scheduled-jobs", &body(none, true)).await).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED");
+    assert!(
+        errors[0].1.starts_with("rtArgsProvided: saved query #")
+            && errors[0].1.contains("All sites takes no parameters"),
+        "{errors:?}"
+    );
+    let listed = ok_json(app.get("/scheduled-jobs/count").await).await;
+    let before = listed["count"].as_i64().expect("count");
+    let job = app.create_job(&body(none, false)).await;
+    assert_eq!(
+        ok_json(app.get("/scheduled-jobs/count").await).await["count"],
+        before + 1,
+        "only the job without runtime parameters was stored"
+    );
+    // Turning them on later is refused the same way; the stored job is unchanged.
+    let errors = user_errors(
+        app.put(&format!("/scheduled-jobs/{job}"), &body(none, true))
+            .await,
+    )
+    .await;
+    assert_eq!(errors[0].0, "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED");
+    let stored = ok_json(app.get(&format!("/scheduled-jobs/{job}")).await).await;
+    assert_eq!(stored["rtArgsProvided"], false);
+
+    // A query with a parameter takes them.
+    let saved = ok_json(
+        app.put(&format!("/scheduled-jobs/{job}"), &body(one, true))
+            .await,
+    )
+    .await;
+    assert_eq!(saved["rtArgsProvided"], true);
+    let run = run_to_end(&app, job, Some("site=BOS")).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+
+    // The query loses its parameter: runs with arguments are refused before they are queued…
+    ok_json(
+        app.put(
+            &format!("/saved-queries/{one}"),
+            &json!({"title": "One site", "sql": "SELECT count(*) AS n FROM specimen_details"}),
+        )
+        .await,
+    )
+    .await;
+    let runs_before = ok_json(app.get(&format!("/scheduled-jobs/{job}/runs")).await).await;
+    let errors = user_errors(
+        app.post(
+            &format!("/scheduled-jobs/{job}/runs"),
+            &json!({"args": "site=BOS"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(errors[0].0, "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED");
+    assert!(errors[0].1.contains("takes no parameters"), "{errors:?}");
+    let runs_after = ok_json(app.get(&format!("/scheduled-jobs/{job}/runs")).await).await;
+    assert_eq!(runs_before, runs_after, "no run was queued");
+    // …while a run without them works, and the job may still be paused as it is.
+    let run = run_to_end(&app, job, None).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let mut closed = body(one, true);
+    closed["activityStatus"] = json!("Closed");
+    let saved = ok_json(app.put(&format!("/scheduled-jobs/{job}"), &closed).await).await;
+    assert_eq!(saved["activityStatus"], "Closed");
+}

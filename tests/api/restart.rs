@@ -16,6 +16,8 @@ use crate::helpers::{ADMIN_PASSWORD, write_script};
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// Every line the server has logged so far (stderr).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -43,11 +45,13 @@ pub fn start_server_with(data_dir: &Path, extra: &[&str]) -> Server {
         .expect("start labcron");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let port = loop {
         let line = lines
             .next()
             .expect("labcron exited before listening")
             .expect("read log");
+        log.lock().unwrap().push(line.clone());
         if let Some(rest) = line.split("labcron listening port=").nth(1) {
             break rest
                 .split_whitespace()
@@ -58,10 +62,16 @@ pub fn start_server_with(data_dir: &Path, extra: &[&str]) -> Server {
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
     Server {
         child,
         base: format!("http://127.0.0.1:{port}/rest/ng"),
+        log,
     }
 }
 

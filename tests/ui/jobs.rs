@@ -264,6 +264,10 @@ async fn every_page_fits_a_phone_screen() {
         assert_eq!(label, json!("\"Repeat Interval\""));
         ui.wait_visible(&format!("{} [data-action=run]", row(job))).await;
 
+        ui.goto(&format!("/ui/jobs/{job}")).await;
+        ui.wait_visible("#next-runs tr").await;
+        ui.wait_visible("#duration-svg rect").await;
+        assert_fits(ui, "the job page").await;
         ui.goto(&format!("/ui/jobs/{job}/runs")).await;
         ui.wait_visible("#runs-body tr").await;
         ui.wait_visible("#runs-chart svg").await;

@@ -13,6 +13,7 @@ mod all_runs;
 mod audit;
 mod auth;
 mod job_form;
+mod job_page;
 mod jobs;
 mod runs;
 mod saved_queries;

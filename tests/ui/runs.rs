@@ -106,6 +106,9 @@ async fn external_job_runs_with_parameters_live_log_csv_preview_download_filters
         ui.wait_visible("#run-dialog").await;
         assert_eq!(ui.text("#run-dialog-title").await.as_deref(), Some("Specimen export"));
         ui.wait_contains("#run-help", "Site and year, e.g. North 2024").await;
+        // The field holds the arguments last used (run `first`); emptied, it must be filled.
+        assert_eq!(ui.js("return document.querySelector('#run-args').value;", vec![]).await, json!("first"));
+        ui.fill("#run-args", "").await;
         ui.click("#run-submit").await;
         ui.wait_contains("#run-error", "Enter the runtime parameters.").await;
         ui.fill("#run-args", "North 2024").await;

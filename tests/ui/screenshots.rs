@@ -1,7 +1,7 @@
 //! The README's screenshots, taken from the real pages with demo data:
-//! `cargo test --test ui -- --ignored readme_screenshots` writes `docs/screenshots/jobs.png` and
-//! `docs/screenshots/run.png` (and desktop/phone views of every page to `target/ui-screenshots/`
-//! for a look). Ignored by default so that a test run does not rewrite tracked files.
+//! `cargo test --test ui -- --ignored readme_screenshots` writes `docs/screenshots/jobs.png`,
+//! `docs/screenshots/run.png` and `docs/screenshots/job.png` (and desktop/phone views of every
+//! page to `target/ui-screenshots/` for a look). Ignored by default so that a test run does not rewrite tracked files.
 
 use std::path::PathBuf;
 
@@ -34,8 +34,8 @@ pub async fn seed_demo(app: &TestApp) -> (i64, i64) {
     app.write_script("export-specimens.sh", EXPORT_SCRIPT);
     let export = app
         .create_job(&json!({"name": "Specimen export for biobank", "type": "EXTERNAL", "command": "export-specimens.sh",
-            "repeatSchedule": "DAILY", "scheduledHour": 23, "scheduledMinute": 0, "timezone": "Europe/Berlin",
-            "rtArgsProvided": true, "rtArgsHelpText": "Optional: site name, or `fail` / `slow` for a demo"}))
+            "repeatSchedule": "DAILY", "scheduledHour": 23, "scheduledMinute": 0, "timezone": "America/New_York",
+            "notifyOn": "FAILURE", "rtArgsProvided": true, "rtArgsHelpText": "Optional: site name, or `fail` / `slow` for a demo"}))
         .await;
     app.create_job(&json!({"name": "Freezer temperature check", "type": "EXTERNAL", "command": "export-specimens.sh",
         "repeatSchedule": "HOURLY", "scheduledMinute": 5}))
@@ -101,6 +101,16 @@ async fn shoot_pages(ui: &Ui, export: i64, run: i64, suffix: &str, to_docs: bool
     ui.wait_visible("#result-preview tbody tr").await;
     ui.wait_contains("#log-state", "Complete").await;
     save(ui, &format!("run{suffix}"), to_docs).await;
+
+    ui.goto(&format!("/ui/jobs/{export}")).await;
+    ui.wait_visible("#next-runs tr").await;
+    ui.wait_visible("#duration-svg rect").await;
+    // A taller window, so the whole page (the chart of last runs too) is in the picture.
+    let (width, height) = if suffix.is_empty() { DESKTOP } else { PHONE };
+    ui.browser.set_window_size(width, height.max(1500)).await;
+    ui.wait_visible("#duration-svg rect").await;
+    save(ui, &format!("job{suffix}"), to_docs).await;
+    ui.browser.set_window_size(width, height).await;
 
     ui.goto(&format!("/ui/jobs/{export}/runs")).await;
     ui.wait_visible("#runs-body tr").await;

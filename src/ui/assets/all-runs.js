@@ -89,7 +89,7 @@
     if (run.attempt > 1) trigger += " (attempt " + run.attempt + ")";
     return el("tr", { dataset: { runId: run.id, status: run.status } },
       cell("Run ID", "title", el("a", { href: link, class: "run-link" }, el("span", { class: "job-id" }, "#" + run.id))),
-      cell("Job", null, el("a", { href: "/ui/jobs/" + run.jobId + "/runs", class: "job-link" }, run.jobName)),
+      cell("Job", null, el("a", { href: "/ui/jobs/" + run.jobId, class: "job-link" }, run.jobName)),
       cell("Run By", null, LC.userName(run.runBy)),
       cell("Trigger", null, trigger),
       cell("Queued", "nowrap", LC.timeEl(run.queuedAt, true)),

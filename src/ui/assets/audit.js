@@ -81,7 +81,7 @@
   if (jobId) {
     LC.byId("page-title").textContent = "Job " + jobId + ": History";
     LC.byId("history-crumb").hidden = false;
-    LC.byId("history-job-link").href = "/ui/jobs/" + jobId + "/edit";
+    LC.byId("history-job-link").href = "/ui/jobs/" + jobId;
     LC.byId("history-job-link").textContent = "Job " + jobId;
     LC.byId("audit-object-type").value = "JOB";
     LC.byId("audit-object-id").value = jobId;

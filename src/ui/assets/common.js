@@ -305,8 +305,31 @@
     return String((e && e.message) || e);
   }
 
-  // Queues a run of `job`, asking for runtime parameters when the job wants them (OpenSpecimen's
-  // "Run Job" dialog). Resolves to the new run, or null when cancelled.
+  // A value as one shell-like word that `split_args` gives back unchanged.
+  function shellWord(text) {
+    if (/^[A-Za-z0-9_.,:\/@%+=-]+$/.test(text)) return text;
+    return "'" + text.replace(/'/g, "'\\''") + "'";
+  }
+
+  // `name=value` words of an argument string (quotes removed the simple way) → {name: value}.
+  function namedValues(text) {
+    const out = {};
+    const re = /(?:^|\s)[:@$]?([A-Za-z_][A-Za-z0-9_]*)=('([^']*)'|"([^"]*)"|(\S*))/g;
+    let m;
+    while ((m = re.exec(text || "")) !== null) {
+      out[m[1]] = m[3] !== undefined ? m[3] : m[4] !== undefined ? m[4] : m[5];
+    }
+    return out;
+  }
+
+  // Queues a run of `job` (OpenSpecimen's "Run Job" dialog, improved):
+  // - a job that takes no runtime parameters runs at once with its fixed parameters: no dialog;
+  // - otherwise a dialog asks for them, prefilled with the arguments last used (the user's own
+  //   newest manual run, else anyone's); a QUERY job gets one field per parameter of its saved
+  //   query, with the fixed parameters' values as defaults, and only parameters without a
+  //   default must be filled; other jobs get one text field, optional when the job has fixed
+  //   parameters (Run then runs with them alone).
+  // Resolves to the new run, or null when cancelled.
   async function runJob(job) {
     const key = randomKey();
     const send = function (args) {
@@ -322,40 +345,99 @@
         return null;
       }
     }
+    let facts = null;
+    try {
+      facts = await api("GET", "/ui/api/jobs/" + job.id + "/run-form");
+    } catch (e) {
+      if (e.status === 401) return null;
+      // The dialog still works without the prefill and the query's parameters.
+    }
+    const last = facts && facts.lastArgs;
+    const query = facts && facts.query;
+    const params = job.type === "QUERY" && query && query.parameters && query.parameters.length ? query.parameters : null;
+    const fixedValues = (facts && facts.fixedValues) || {};
+    const hasFixed = !!(job.fixedArgs && job.fixedArgs.trim());
     return new Promise(function (resolve) {
       const previous = document.activeElement;
       let result = null;
       const dialog = el("dialog", { class: "run-dialog", id: "run-dialog", "aria-labelledby": "run-dialog-title" });
-      const args = el("textarea", { id: "run-args", name: "args", rows: "3", required: true, class: "mono", spellcheck: "false", "aria-describedby": "run-help" });
       const error = el("p", { class: "form-error", id: "run-error", role: "alert", hidden: true });
       const submit = el("button", { type: "submit", class: "primary", id: "run-submit" }, "Run Job");
+      const help = el("p", { class: "help", id: "run-help" }, el("em", {}, job.rtArgsHelpText || ""));
+      const prefill = last
+        ? el("p", { class: "help", id: "run-prefill" }, "Prefilled with the arguments of run #" + last.runId + (last.byMe ? " (your last run)." : " (the last run with arguments)."))
+        : null;
+      const fixedNote = hasFixed
+        ? el("p", { class: "help", id: "run-fixed" }, "Always passed first (fixed parameters): ", el("code", {}, job.fixedArgs))
+        : null;
+      let inputs = [];
+      let args = null;
+      let body;
+      if (params) {
+        const lastValues = namedValues(last ? last.args : "");
+        inputs = params.map(function (name) {
+          const fallback = Object.prototype.hasOwnProperty.call(fixedValues, name) ? fixedValues[name] : null;
+          const input = el("input", { id: "run-param-" + name, name: name, class: "mono", autocomplete: "off", spellcheck: "false", dataset: { param: name },
+            value: Object.prototype.hasOwnProperty.call(lastValues, name) ? lastValues[name] : "",
+            placeholder: fallback !== null ? "default: " + fallback : "",
+            required: fallback === null, "aria-describedby": "run-help" });
+          return { name: name, input: input, fallback: fallback };
+        });
+        body = el("fieldset", { class: "field run-params", id: "run-params" },
+          el("legend", {}, "Query parameters of ", el("q", {}, query.title)),
+          inputs.map(function (p) {
+            return el("div", { class: "field" },
+              el("label", { for: p.input.id }, ":" + p.name, p.fallback === null ? el("span", { class: "req", "aria-hidden": "true" }, " *") : null),
+              p.input);
+          }),
+          el("p", { class: "help" }, "Leave a field with a default empty to use the default."));
+      } else {
+        args = el("textarea", { id: "run-args", name: "args", rows: "3", required: !hasFixed, class: "mono", spellcheck: "false", "aria-describedby": "run-help" });
+        args.value = last ? last.args : "";
+        body = el("div", { class: "field" },
+          el("label", { for: "run-args" }, "Runtime Parameters ", hasFixed ? el("span", { class: "muted" }, "(optional)") : el("span", { class: "req", "aria-hidden": "true" }, "*")),
+          args);
+      }
       const form = el("form", { class: "stack", id: "run-form", novalidate: true },
         el("h2", { id: "run-dialog-title" }, job.name),
-        el("div", { class: "field" },
-          el("label", { for: "run-args" }, "Runtime Parameters ", el("span", { class: "req", "aria-hidden": "true" }, "*")),
-          args,
-          el("p", { class: "help", id: "run-help" }, el("em", {}, job.rtArgsHelpText || ""))),
+        body, help, fixedNote, prefill,
         error,
         el("div", { class: "buttons" },
           el("button", { type: "button", id: "run-cancel", onclick: function () { dialog.close(); } }, "Cancel"),
           submit));
+      function fail(message, target) {
+        error.textContent = message;
+        error.hidden = false;
+        if (target) {
+          target.setAttribute("aria-invalid", "true");
+          target.focus();
+        }
+      }
       form.addEventListener("submit", async function (event) {
         event.preventDefault();
-        const text = args.value.trim();
-        if (!text) {
-          error.textContent = "Enter the runtime parameters.";
-          error.hidden = false;
-          args.setAttribute("aria-invalid", "true");
-          args.focus();
-          return;
+        let text;
+        if (params) {
+          const missing = inputs.filter(function (p) { return p.fallback === null && !p.input.value.trim(); });
+          inputs.forEach(function (p) { p.input.removeAttribute("aria-invalid"); });
+          if (missing.length) {
+            fail("Enter a value for " + missing.map(function (p) { return ":" + p.name; }).join(", ") + ".", missing[0].input);
+            return;
+          }
+          text = inputs.filter(function (p) { return p.input.value.trim() !== ""; })
+            .map(function (p) { return p.name + "=" + shellWord(p.input.value.trim()); }).join(" ");
+        } else {
+          text = args.value.trim();
+          if (!text && !hasFixed) {
+            fail("Enter the runtime parameters.", args);
+            return;
+          }
         }
         submit.disabled = true;
         try {
-          result = await send(text);
+          result = await send(text ? text : null);
           dialog.close();
         } catch (e) {
-          error.textContent = errorText(e);
-          error.hidden = false;
+          fail(errorText(e), null);
           submit.disabled = false;
         }
       });
@@ -365,7 +447,7 @@
         if (result) announceRun(job, result);
         resolve(result);
       });
-      showDialog(dialog, args);
+      showDialog(dialog, params ? inputs[0].input : args);
     });
   }
 
@@ -512,6 +594,11 @@
   }
 
   // ---------------------------------------------------------------- page setup
+  // Every time on the pages is in the browser's zone; the labels the shells mark say which.
+  const zoneText = zone ? zone + ", " + fmtOffset(Date.now()) : fmtOffset(Date.now());
+  document.querySelectorAll("[data-zone-label]").forEach(function (n) { n.textContent = "(your time: " + zoneText + ")"; });
+  document.querySelectorAll("[data-zone-note]").forEach(function (n) { n.textContent = "Times are in your browser's time zone: " + zoneText + "."; });
+
   const zoneNote = byId("zone-note");
   if (zoneNote && zone) zoneNote.textContent = "· times in " + zone + " (" + fmtOffset(Date.now()) + ")";
 
@@ -556,6 +643,8 @@
     toast: toast,
     confirmDialog: confirmDialog,
     runJob: runJob,
+    shellWord: shellWord,
+    namedValues: namedValues,
     errorText: errorText,
     showError: showError,
     sparkline: sparkline,

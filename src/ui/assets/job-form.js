@@ -100,6 +100,14 @@
     if (end !== null) job.endDate = end;
     // PUT replaces the whole job: keep what this form has no field for.
     if (original && original.webhookUrl) job.webhookUrl = original.webhookUrl;
+    if (original) {
+      ["maxRetries", "retryDelaySeconds", "notifyOn"].forEach(function (name) {
+        if (original[name] !== undefined && original[name] !== null) job[name] = original[name];
+      });
+      ["onSuccess", "onFailure"].forEach(function (name) {
+        if (Array.isArray(original[name])) job[name] = original[name].map(function (r) { return { id: r.id }; });
+      });
+    }
     return job;
   }
 
@@ -138,6 +146,7 @@
     ACTIVITY_STATUS_INVALID: "activityStatus",
     USER_NOT_FOUND: "runAs",
     USER_ONE_OR_MORE_NOT_FOUND: "sharedWith",
+    SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED: "rtArgsProvided",
   };
   const NAMED_IN_MESSAGE = SCHEDULE_FIELDS.concat(["command", "fixedArgs", "startDate", "endDate", "runAs", "recipients", "sharedWith", "resultFromStdout", "rtArgsProvided", "savedQuery", "timezone"]);
 
@@ -233,15 +242,22 @@
     return m ? (m[1] === "Z" ? "+00:00" : m[1]) : "";
   }
 
+  // The job's own zone is the prominent one (the schedule's hours are read in it); the
+  // browser's follows, smaller, when it differs.
   function renderFires(fires, zone, note) {
     const list = LC.clear(LC.byId("next-runs"));
-    LC.byId("next-runs-zone").textContent = "(your time, " + (LC.zone || "browser zone") + ")";
+    const differs = !!zone && zone !== LC.zone;
+    LC.byId("next-runs-zone").textContent = zone ? "(in " + zone + ", the job's time zone" + (differs ? "; your time after each" : "") + ")" : "";
     let previousOffset = null;
     fires.forEach(function (fire) {
       const offset = offsetOf(fire.local);
-      const item = el("li", { dataset: { at: fire.at } }, LC.timeEl(fire.at), " ", el("span", { class: "muted" }, LC.fmtOffset(fire.at)));
-      if (zone && zone !== LC.zone) {
-        item.append(" ", el("span", { class: "muted job-local" }, "· " + fire.local.slice(0, 16).replace("T", " ") + " in " + zone + " (UTC" + offset + ")"));
+      const jobTime = fire.local.slice(0, 16).replace("T", " ");
+      const item = el("li", { dataset: { at: fire.at } });
+      if (differs) {
+        item.append(el("strong", { class: "job-local" }, jobTime + " in " + zone), " ", el("span", { class: "muted" }, "(UTC" + offset + ")"),
+          " ", el("span", { class: "muted browser-local" }, "· your time: ", LC.timeEl(fire.at), " " + LC.fmtOffset(fire.at)));
+      } else {
+        item.append(el("strong", { class: "job-local" }, jobTime), " ", el("span", { class: "muted" }, "UTC" + offset + (zone ? " (" + zone + ")" : "")));
       }
       if (previousOffset !== null && offset !== previousOffset) {
         item.append(el("span", { class: "dst", title: "The UTC offset changes (daylight saving time)" }, "DST: UTC" + previousOffset + " → UTC" + offset));
@@ -280,6 +296,52 @@
     }
   }
   const schedulePreview = LC.debounce(updatePreview, 300);
+
+  // ------------------------------------------------------------ the chosen saved query
+  // Its SQL and parameters, and a warning beside "Runtime Parameters" when it takes none (the
+  // API refuses such a job with SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED).
+  let queryFacts = null;
+  let factsGeneration = 0;
+  async function showQueryFacts() {
+    const box = LC.byId("saved-query-facts");
+    const id = input("savedQuery").value;
+    const mine = ++factsGeneration;
+    if (radioValue("type") !== "QUERY" || !id) {
+      box.hidden = true;
+      queryFacts = null;
+      updateRtNote();
+      return;
+    }
+    let facts = null, problem = null;
+    try {
+      facts = await LC.api("GET", "/ui/api/saved-queries/" + id + "/facts");
+    } catch (e) {
+      problem = e;
+    }
+    if (mine !== factsGeneration) return;
+    queryFacts = facts;
+    const params = LC.byId("saved-query-params");
+    LC.byId("saved-query-sql").textContent = facts ? facts.sql : "";
+    if (!facts) {
+      params.textContent = "The query cannot be read: " + LC.errorText(problem);
+    } else if (!facts.parameters) {
+      params.textContent = "Its parameters cannot be read: " + facts.parametersError;
+    } else if (facts.parameters.length) {
+      params.textContent = "Parameters: " + facts.parameters.map(function (p) { return ":" + p; }).join(", ") + " — give them as name=value in the fixed or runtime parameters.";
+    } else {
+      params.textContent = "This query takes no parameters.";
+    }
+    box.hidden = false;
+    updateRtNote();
+  }
+
+  function updateRtNote() {
+    const note = LC.byId("rt-args-note");
+    const none = radioValue("type") === "QUERY" && !!queryFacts && !!queryFacts.parameters && queryFacts.parameters.length === 0;
+    const asked = radioValue("rtArgsProvided") === "true";
+    note.hidden = !(none && asked);
+    note.textContent = none && asked ? "The chosen query takes no parameters, so its runs cannot be given any: choose Not Provided." : "";
+  }
 
   // ------------------------------------------------------------ loading
   function userChecklist(containerId, users, selected) {
@@ -435,6 +497,7 @@
     form.hidden = false;
     applyVisibility();
     updatePreview();
+    showQueryFacts();
     input("name").focus();
   }
 
@@ -442,6 +505,8 @@
   form.addEventListener("change", function (event) {
     applyVisibility();
     const name = event.target.name;
+    if (name === "savedQuery" || name === "type") showQueryFacts();
+    if (name === "rtArgsProvided") updateRtNote();
     if (name === "startDate") startDateTouched = true;
     if (isScheduleInput(name)) {
       scheduleDirty = true;

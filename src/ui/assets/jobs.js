@@ -128,7 +128,7 @@
   function jobRow(job, runs, now) {
     const title = "#" + job.id + " " + job.name;
     const edit = canEdit(job);
-    const titleLink = el("a", { href: edit ? "/ui/jobs/" + job.id + "/edit" : "/ui/jobs/" + job.id + "/runs", class: "job-title" },
+    const titleLink = el("a", { href: "/ui/jobs/" + job.id, class: "job-title" },
       el("span", { class: "job-id" }, "#" + job.id), " ", el("span", { class: "job-name" }, job.name));
     const last = runs[0];
     const status = last

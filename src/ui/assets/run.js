@@ -42,7 +42,7 @@
     const duration = LC.runDuration(run, Date.now());
     const facts = LC.clear(LC.byId("run-facts"));
     [
-      fact("Job", el("a", { href: "/ui/jobs/" + run.jobId + "/runs" }, jobLabel)),
+      fact("Job", el("a", { href: "/ui/jobs/" + run.jobId, id: "run-job-link" }, jobLabel)),
       fact("Run By", LC.userName(run.runBy)),
       fact("Trigger", LC.triggerLabel(run.trigger)),
       fact("Scheduled For", run.scheduledFor ? LC.timeEl(run.scheduledFor, true) : null),

@@ -51,9 +51,11 @@
     document.title = job.name + " run logs · labcron";
     LC.byId("page-title").textContent = job.name + " run logs";
     LC.byId("crumb-job").textContent = label;
+    LC.byId("crumb-job").href = "/ui/jobs/" + job.id;
     const summary = LC.clear(LC.byId("job-summary"));
     summary.append(el("span", { class: "job-id" }, "#" + job.id), " · ", LC.typeLabel(job.type), " · ", LC.scheduleEl(job)[0]);
-    if (job.nextRunOn) summary.append(" · next run ", LC.timeEl(job.nextRunOn));
+    if (job.repeatSchedule !== "ONDEMAND") summary.append(" ", el("span", { class: "muted" }, "(" + job.timezone + ")"));
+    if (job.nextRunOn) summary.append(" · next run ", LC.timeEl(job.nextRunOn), " ", el("span", { class: "muted" }, "(your time)"));
     if (job.activityStatus === "Closed") summary.append(" · paused");
     const runButton = LC.byId("run-job");
     runButton.hidden = false;
