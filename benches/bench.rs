@@ -40,6 +40,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("fire_lateness", system::lateness::fire_lateness),
     ("fire_memory", system::fire_memory::fire_memory),
     ("result_download", system::download::result_download),
+    ("metrics_auth", system::tokens::metrics_auth),
 ];
 
 /// What a bench gets: a scratch directory of its own.

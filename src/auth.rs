@@ -43,6 +43,15 @@ pub fn new_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
+/// What every API token starts with: sign-in tells it from a session token without a second
+/// lookup, and secret scanners can recognise one that leaked.
+pub const API_TOKEN_PREFIX: &str = "lct_";
+
+/// A new API token: the prefix and 256 random bits (like a session token, so a fast hash suffices).
+pub fn new_api_token() -> String {
+    format!("{API_TOKEN_PREFIX}{}", new_token())
+}
+
 /// What the ledger stores for a token.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -139,6 +148,9 @@ mod tests {
         assert!(a.len() >= 40);
         assert_eq!(token_hash(&a).len(), 64);
         assert_ne!(token_hash(&a), a);
+        let api = new_api_token();
+        assert!(api.starts_with(API_TOKEN_PREFIX) && api.len() == API_TOKEN_PREFIX.len() + 43);
+        assert_ne!(new_api_token(), api);
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct RetentionSettings {
     /// When set, the ledger rows of runs that finished more than this many days ago are deleted
     /// too (with their files). Unset: run rows are kept for ever, as OpenSpecimen does.
     pub runs_days: Option<u64>,
+    /// Audit events older than this many days are deleted by the daily pass. 0: kept for ever.
+    pub audit_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -119,6 +121,112 @@ pub struct AuthSettings {
     pub max_failed_logins: u32,
     /// Window (and lockout time) for failed sign-ins.
     pub lockout_minutes: u64,
+    /// Directory sign-in (`[auth.ldap]`); off while `url` is empty.
+    pub ldap: LdapSettings,
+}
+
+/// Directory sign-in over LDAP (issue 15): users without a local account sign in with their
+/// directory password, and get a labcron account (source LDAP) at the first success.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LdapSettings {
+    /// `ldap://host:389` or `ldaps://host:636`. Empty: directory sign-in is off.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before anything is sent.
+    pub start_tls: bool,
+    /// The account that searches for users (empty: an anonymous search).
+    pub bind_dn: String,
+    /// That account's password (prefer `bind_password_file` or LABCRON_AUTH_LDAP_BIND_PASSWORD).
+    pub bind_password: String,
+    /// A file holding that password (its first line); used when `bind_password` is empty.
+    pub bind_password_file: String,
+    /// Where users are searched for (the whole subtree).
+    pub user_search_base: String,
+    /// The search filter; `{login}` is replaced by the login name, escaped per RFC 4515.
+    pub user_filter: String,
+    /// The attribute holding the first name.
+    pub first_name_attribute: String,
+    /// The attribute holding the last name.
+    pub last_name_attribute: String,
+    /// The attribute holding the e-mail address.
+    pub email_attribute: String,
+    /// DN of a group whose members are admins (by `member`, `uniqueMember`, `memberUid` or the
+    /// user's `memberOf`). Empty: directory users are never admins.
+    pub admin_group: String,
+    /// A sign-in gives up on the directory after this many seconds (503).
+    pub timeout_seconds: u64,
+}
+
+impl Default for LdapSettings {
+    fn default() -> Self {
+        LdapSettings {
+            url: String::new(),
+            start_tls: false,
+            bind_dn: String::new(),
+            bind_password: String::new(),
+            bind_password_file: String::new(),
+            user_search_base: String::new(),
+            user_filter: "(uid={login})".into(),
+            first_name_attribute: "givenName".into(),
+            last_name_attribute: "sn".into(),
+            email_attribute: "mail".into(),
+            admin_group: String::new(),
+            timeout_seconds: 10,
+        }
+    }
+}
+
+impl LdapSettings {
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// Rejects settings that cannot work, naming the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = self.url.trim();
+        if !(url.starts_with("ldap://") || url.starts_with("ldaps://"))
+            || url::Url::parse(url).is_err()
+        {
+            bail!("setting `auth.ldap.url`: `{url}` is not an ldap:// or ldaps:// address");
+        }
+        if self.start_tls && url.starts_with("ldaps://") {
+            bail!(
+                "setting `auth.ldap.start_tls` is for ldap:// addresses; ldaps:// is TLS already"
+            );
+        }
+        if self.user_search_base.trim().is_empty() {
+            bail!("setting `auth.ldap.user_search_base` is required when `auth.ldap.url` is set");
+        }
+        if !self.user_filter.contains("{login}") {
+            bail!("setting `auth.ldap.user_filter` must contain {{login}}, e.g. (uid={{login}})");
+        }
+        if !(1..=300).contains(&self.timeout_seconds) {
+            bail!("setting `auth.ldap.timeout_seconds` must be from 1 to 300");
+        }
+        if !self.bind_password.is_empty() && !self.bind_password_file.is_empty() {
+            bail!(
+                "settings `auth.ldap.bind_password` and `auth.ldap.bind_password_file`: set one, not both"
+            );
+        }
+        Ok(())
+    }
+
+    /// The search account's password: `bind_password`, else the first line of `bind_password_file`.
+    pub fn bind_password(&self) -> anyhow::Result<String> {
+        if self.bind_password_file.is_empty() {
+            return Ok(self.bind_password.clone());
+        }
+        let text = std::fs::read_to_string(&self.bind_password_file).with_context(|| {
+            format!(
+                "setting `auth.ldap.bind_password_file`: cannot read {}",
+                self.bind_password_file
+            )
+        })?;
+        Ok(text.lines().next().unwrap_or_default().to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -193,6 +301,7 @@ impl Default for RetentionSettings {
         RetentionSettings {
             files_days: 30,
             runs_days: None,
+            audit_days: 730,
         }
     }
 }
@@ -216,6 +325,7 @@ impl Default for AuthSettings {
             session_max_hours: 24,
             max_failed_logins: 5,
             lockout_minutes: 15,
+            ldap: LdapSettings::default(),
         }
     }
 }
@@ -364,6 +474,65 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "Window and length of a sign-in lockout in minutes [default: 15]",
     ),
     spec(
+        "auth.ldap.url",
+        Text,
+        "Directory sign-in: ldap://host:389 or ldaps://host:636; empty: off [default: empty]",
+    ),
+    spec(
+        "auth.ldap.start_tls",
+        Boolean,
+        "Upgrade ldap:// with StartTLS [default: false]",
+    ),
+    spec(
+        "auth.ldap.bind_dn",
+        Text,
+        "DN of the account that searches for users; empty: anonymous [default: empty]",
+    ),
+    secret(
+        "auth.ldap.bind_password",
+        "Password of the search account [default: empty]",
+    ),
+    spec(
+        "auth.ldap.bind_password_file",
+        Text,
+        "File whose first line is the search account's password [default: empty]",
+    ),
+    spec(
+        "auth.ldap.user_search_base",
+        Text,
+        "Where users are searched for (subtree) [default: empty]",
+    ),
+    spec(
+        "auth.ldap.user_filter",
+        Text,
+        "User search filter; {login} is the escaped login name [default: (uid={login})]",
+    ),
+    spec(
+        "auth.ldap.first_name_attribute",
+        Text,
+        "Attribute of the first name [default: givenName]",
+    ),
+    spec(
+        "auth.ldap.last_name_attribute",
+        Text,
+        "Attribute of the last name [default: sn]",
+    ),
+    spec(
+        "auth.ldap.email_attribute",
+        Text,
+        "Attribute of the e-mail address [default: mail]",
+    ),
+    spec(
+        "auth.ldap.admin_group",
+        Text,
+        "DN of the group whose members are admins; empty: none [default: empty]",
+    ),
+    spec(
+        "auth.ldap.timeout_seconds",
+        Integer,
+        "A sign-in gives up on the directory after this long (503) [default: 10]",
+    ),
+    spec(
         "runs.max_concurrent",
         Integer,
         "Runs executing at once across all jobs [default: 8]",
@@ -486,6 +655,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         Integer,
         "Days after which finished runs' rows are deleted too [default: unset, rows kept]",
     ),
+    spec(
+        "retention.audit_days",
+        Integer,
+        "Days after which audit events are deleted; 0: never [default: 730, two years]",
+    ),
 ];
 
 /// Settings given programmatically (tests, the CLI's subcommands): a config file and overrides
@@ -605,6 +779,10 @@ impl Settings {
         }
         if self.auth.session_max_hours == 0 {
             bail!("setting `auth.session_max_hours` must be at least 1");
+        }
+        self.auth.ldap.validate()?;
+        if self.auth.ldap.enabled() {
+            self.auth.ldap.bind_password()?;
         }
         if self.http.body_timeout_seconds == 0 {
             bail!("setting `http.body_timeout_seconds` must be at least 1");
@@ -775,6 +953,9 @@ impl RetentionSettings {
             && !(1..=36_500).contains(&days)
         {
             bail!("setting `retention.runs_days` must be from 1 to 36500 days");
+        }
+        if self.audit_days > 36_500 {
+            bail!("setting `retention.audit_days` must be from 0 to 36500 days");
         }
         Ok(())
     }

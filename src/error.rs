@@ -37,6 +37,9 @@ pub enum ApiError {
     /// Body over the limit: 413.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// A service the request needs is down (the sign-in directory): 503.
+    #[error("unavailable: {0:?}")]
+    Unavailable(ErrorItem),
     /// No such route: 404 (only for paths outside the API).
     #[error("no such endpoint")]
     NoRoute,
@@ -84,7 +87,7 @@ impl ApiError {
     pub fn items(&self) -> Vec<ErrorItem> {
         match self {
             ApiError::User(items) => items.clone(),
-            ApiError::Unauthorized(item) => vec![item.clone()],
+            ApiError::Unauthorized(item) | ApiError::Unavailable(item) => vec![item.clone()],
             ApiError::TooManyAttempts { retry_after_secs } => vec![ErrorItem::new(
                 "AUTH_TOO_MANY_ATTEMPTS",
                 format!("Too many failed sign-ins. Try again in {retry_after_secs} seconds."),
@@ -104,7 +107,7 @@ impl ApiError {
     pub fn first_code(&self) -> Option<&str> {
         match self {
             ApiError::User(items) => items.first().map(|i| i.code.as_str()),
-            ApiError::Unauthorized(item) => Some(item.code.as_str()),
+            ApiError::Unauthorized(item) | ApiError::Unavailable(item) => Some(item.code.as_str()),
             ApiError::TooManyAttempts { .. } => Some("AUTH_TOO_MANY_ATTEMPTS"),
             ApiError::PayloadTooLarge => Some("PAYLOAD_TOO_LARGE"),
             ApiError::NoRoute => Some("NOT_FOUND"),
@@ -144,6 +147,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

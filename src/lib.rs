@@ -11,6 +11,7 @@ pub mod config_overrides; // LABCRON_* variables and --flags for every setting
 pub mod domain; // plain types and validation: jobs, runs, users, arguments, dates, the access policy
 pub mod error; // ApiError: the one mapping from failures to OpenSpecimen's error array
 pub mod executor; // durable run queue, dispatcher, process runner
+pub mod ldap; // directory sign-in: the LDAP search and bind (issue 15)
 pub mod metrics; // Prometheus series, their text rendering, the request middleware, GET /metrics
 pub mod notify; // e-mails and signed webhooks about finished runs
 pub mod query; // saved queries: read-only data sources, CSV streaming, the demo lab database

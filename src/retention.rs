@@ -4,7 +4,8 @@
 //! answers `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`) and, only when `retention.runs_days` is set,
 //! deletes the rows of runs that finished more than that many days ago, with their files, in
 //! batches of `ROW_BATCH` per write transaction so the ledger's writer is never held for long.
-//! Runs that are queued or running are never touched.
+//! Runs that are queued or running are never touched. The same pass deletes audit events older
+//! than `retention.audit_days` (default 730, two years; 0 keeps them for ever), also in batches.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct RetentionReport {
     pub bytes: u64,
     /// Run rows deleted (`retention.runs_days`).
     pub rows_deleted: u64,
+    /// Audit events deleted (`retention.audit_days`).
+    pub audit_events_deleted: u64,
 }
 
 /// Starts the daily pass (unless retention is off) until `stop` is cancelled.
@@ -49,8 +52,8 @@ pub fn spawn_daily(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    if settings.files_days == 0 && settings.runs_days.is_none() {
-        tracing::info!("retention off: run files and rows are kept");
+    if settings.files_days == 0 && settings.runs_days.is_none() && settings.audit_days == 0 {
+        tracing::info!("retention off: run files, run rows and audit events are kept");
         return;
     }
     tokio::spawn(async move {
@@ -69,6 +72,7 @@ pub fn spawn_daily(
                         files = report.files,
                         bytes = report.bytes,
                         rows_deleted = report.rows_deleted,
+                        audit_events_deleted = report.audit_events_deleted,
                         "retention pass done"
                     );
                 }
@@ -98,6 +102,17 @@ fn retention_pass(
     now: i64,
 ) -> Result<RetentionReport, ApiError> {
     let mut report = RetentionReport::default();
+    if settings.audit_days > 0 {
+        let cutoff = now - settings.audit_days as i64 * DAY_MS;
+        loop {
+            let deleted =
+                db.write_sync(|tx| crate::store::audit::delete_older_than(tx, cutoff, ROW_BATCH))?;
+            report.audit_events_deleted += deleted as u64;
+            if (deleted as i64) < ROW_BATCH {
+                break;
+            }
+        }
+    }
     if let Some(days) = settings.runs_days {
         delete_old_rows(db, data_dir, now - days as i64 * DAY_MS, &mut report)?;
     }

@@ -9,6 +9,7 @@ pub mod fire_memory;
 pub mod lateness;
 pub mod ledger;
 pub mod throughput;
+pub mod tokens;
 
 use std::fmt::Display;
 use std::io::{Read, Write};

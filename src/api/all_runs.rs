@@ -27,7 +27,7 @@ const STATUS_NAMES: &[&str] = &["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"];
 const TRIGGER_NAMES: &[&str] = &["MANUAL", "SCHEDULED", "CATCH_UP", "RETRY", "CHAINED"];
 
 /// The zone of dates without an offset: `X-OS-CLIENT-TZ`, else the server's.
-fn client_tz(state: &AppState, req: &HttpRequest) -> Result<chrono_tz::Tz, ApiError> {
+pub fn client_tz(state: &AppState, req: &HttpRequest) -> Result<chrono_tz::Tz, ApiError> {
     match req
         .headers()
         .get(CLIENT_TZ_HEADER)

@@ -5,8 +5,10 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::TimeZone;
 use serde::Serialize;
+use serde_json::Value;
 
 use super::AppState;
+use super::audit::{actions, changes, event};
 use super::auth::CurrentUser;
 use super::params::{Query, json_object, path_id};
 use super::views::{JobView, UserCache, job_view};
@@ -276,6 +278,7 @@ async fn refuse_args_without_parameters(
 
 async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -283,6 +286,7 @@ async fn create(
     refuse_args_without_parameters(&state, &draft, None).await?;
     let creator = me.0.id;
     let saver = me.0.clone();
+    let audit = event(&me.0, &req, actions::JOB_CREATE);
     let view: JobView = state
         .db
         .write(move |tx| {
@@ -290,7 +294,13 @@ async fn create(
             crate::executor::followup::check_chains(tx, &draft, None, &saver)?;
             let id = store::jobs::insert(tx, &draft, creator, now_ms())?;
             let job = store::jobs::get_live(tx, id)?.ok_or_else(ApiError::job_not_found)?;
-            job_view(tx, &job, &mut UserCache::default())
+            let view = job_view(tx, &job, &mut UserCache::default())?;
+            let audit = audit
+                .object("JOB", id)
+                .detail("name", view.name.clone())
+                .detail("changes", changes(&Value::Null, &to_json(&view)?));
+            store::audit::record(tx, &audit, now_ms())?;
+            Ok(view)
         })
         .await?;
     state.scheduler.job_changed(view.id);
@@ -325,16 +335,23 @@ async fn update(
     let draft = validated_draft(&state, &body, &me.0, Some(&existing))?;
     refuse_args_without_parameters(&state, &draft, Some(&existing)).await?;
     let saver = me.0.clone();
+    let audit = event(&me.0, &req, actions::JOB_UPDATE).object("JOB", job_id);
     let view: JobView = state
         .db
         .write(move |tx| {
             // The job may have been deleted since it was read.
-            store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            let old = store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            let before = to_json(&job_view(tx, &old, &mut UserCache::default())?)?;
             check_references(tx, &draft, Some(job_id))?;
             crate::executor::followup::check_chains(tx, &draft, Some(job_id), &saver)?;
             store::jobs::replace(tx, job_id, &draft, now_ms())?;
             let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
-            job_view(tx, &job, &mut UserCache::default())
+            let view = job_view(tx, &job, &mut UserCache::default())?;
+            let audit = audit
+                .detail("name", view.name.clone())
+                .detail("changes", changes(&before, &to_json(&view)?));
+            store::audit::record(tx, &audit, now_ms())?;
+            Ok(view)
         })
         .await?;
     state.scheduler.job_changed(job_id);
@@ -353,6 +370,9 @@ async fn delete(
         return Err(ApiError::op_not_allowed());
     }
     let message = format!("cancelled: job deleted by {}", me.0.login_name);
+    let audit = event(&me.0, &req, actions::JOB_DELETE)
+        .object("JOB", job_id)
+        .detail("name", existing.name.clone());
     let view: JobView = state
         .db
         .write(move |tx| {
@@ -362,12 +382,17 @@ async fn delete(
             store::runs::fail_all_queued(tx, job_id, &message, now)?;
             let job = store::jobs::get_any(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
             debug_assert_eq!(job.activity_status, ActivityStatus::Disabled);
+            store::audit::record(tx, &audit, now)?;
             job_view(tx, &job, &mut UserCache::default())
         })
         .await?;
     state.scheduler.job_changed(job_id);
     tracing::info!(job_id, "job deleted");
     Ok(HttpResponse::Ok().json(view))
+}
+
+fn to_json(view: &JobView) -> Result<Value, ApiError> {
+    serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

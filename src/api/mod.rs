@@ -6,6 +6,8 @@
 
 pub mod access_log; // one compact access line per request, short root spans
 pub mod all_runs;
+pub mod api_tokens; // service tokens (issue 15)
+pub mod audit; // the audit trail's route and how handlers start an event (issue 15)
 pub mod auth;
 pub mod cors;
 pub mod health;
@@ -61,7 +63,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(jobs::configure)
                 .configure(runs::configure)
                 .configure(all_runs::configure)
-                .configure(saved_queries::configure),
+                .configure(saved_queries::configure)
+                .configure(api_tokens::configure)
+                .configure(audit::configure),
         );
     }
     cfg.configure(health::configure);

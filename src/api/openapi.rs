@@ -23,6 +23,8 @@ use utoipa::{OpenApi, PartialSchema, ToSchema};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::BASE_PATHS;
+use super::api_tokens::{ApiTokenView, NewApiTokenView};
+use super::audit::AuditEventView;
 use super::jobs::FireTime;
 use super::saved_queries::SavedQueryView;
 use super::sessions::SessionView;
@@ -89,6 +91,13 @@ pub fn document() -> Document {
     basic.description =
         Some("Login name and password on every request (throttled like sign-in).".to_string());
     components.add_security_scheme(BASIC, SecurityScheme::Http(basic));
+    let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.description = Some(
+        "An API token from `POST /rest/ng/api-tokens` (or a session token) as \
+         `Authorization: Bearer <token>`; API tokens are also accepted in `X-OS-API-TOKEN`."
+            .to_string(),
+    );
+    components.add_security_scheme(BEARER, SecurityScheme::Http(bearer));
     for (name, response) in shared_responses() {
         components
             .responses
@@ -100,6 +109,7 @@ pub fn document() -> Document {
         let in_api = path.starts_with(DECLARED_BASE) || path == "/metrics";
         for operation in operations_mut(item) {
             optional_parts_without_null(operation);
+            accept_bearer(operation);
             if in_api {
                 add_shared_responses(operation);
             }
@@ -126,6 +136,18 @@ pub fn document() -> Document {
         doc.paths.paths.insert(path, item);
     }
     doc
+}
+
+/// Every operation that needs a sign-in also takes a Bearer token (issue 15).
+fn accept_bearer(operation: &mut Operation) {
+    if let Some(security) = operation.security.as_mut()
+        && !security.is_empty()
+    {
+        security.push(utoipa::openapi::security::SecurityRequirement::new(
+            BEARER,
+            Vec::<String>::new(),
+        ));
+    }
 }
 
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
@@ -186,6 +208,7 @@ fn optional_parts_without_null(operation: &mut Operation) {
 
 const API_TOKEN: &str = "apiToken";
 const BASIC: &str = "basic";
+const BEARER: &str = "bearer";
 
 /// The error responses of API operations: `(component name, status, response)`.
 fn shared_responses() -> Vec<(&'static str, Response)> {
@@ -363,6 +386,20 @@ struct SignInRequest {
     password: String,
     /// Accepted and ignored (OpenSpecimen's field).
     domain_name: Option<String>,
+}
+
+/// `POST /api-tokens`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct NewApiTokenRequest {
+    /// What the token is for, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
+    name: String,
+    /// Epoch milliseconds in the future; null or absent: the token does not expire.
+    expires_at: Option<i64>,
+    /// Admins only: make the token for this user (default: the caller).
+    user_id: Option<i64>,
 }
 
 /// A reference to a user or saved query by id (a bare number is accepted too).
@@ -577,6 +614,8 @@ impl ToSchema for FileBytes {}
         ops::list_all_runs, ops::count_all_runs,
         ops::list_saved_queries, ops::create_saved_query, ops::get_saved_query,
         ops::update_saved_query, ops::delete_saved_query,
+        ops::list_api_tokens, ops::create_api_token, ops::revoke_api_token,
+        ops::list_audit_events,
         ops::health, ops::metrics, ops::openapi_document, ops::docs_page,
     ),
     components(schemas(
@@ -589,6 +628,8 @@ impl ToSchema for FileBytes {}
         (name = "Jobs", description = "Scheduled jobs (`/scheduled-jobs`)."),
         (name = "Runs", description = "A job's runs: queue, list, wait for, download, follow, cancel."),
         (name = "Saved queries", description = "The SQL that QUERY jobs run."),
+        (name = "API tokens", description = "Long-lived tokens for services (shown once, stored hashed)."),
+        (name = "Audit", description = "Who did what: the audit trail (admins)."),
         (name = "Operations", description = "Health, metrics and this documentation."),
     )
 )]
@@ -604,7 +645,12 @@ mod ops {
         description = "Checks the password (throttled per login name and client address) and \
             returns the user with a new `token` for `X-OS-API-TOKEN`.",
         request_body = SignInRequest,
-        responses((status = 200, description = "Signed in.", body = SessionView)))]
+        responses(
+            (status = 200, description = "Signed in.", body = SessionView),
+            (status = 503, description = "Directory sign-in (`[auth.ldap]`) is on and the \
+                directory cannot be reached in time (`AUTH_DIRECTORY_UNAVAILABLE`); local \
+                accounts still sign in.", body = ErrorList),
+        ))]
     fn sign_in() {}
 
     #[utoipa::path(delete, path = "/rest/ng/sessions", tag = "Sessions", operation_id = "signOut",
@@ -955,6 +1001,58 @@ mod ops {
         security(("apiToken" = []), ("basic" = [])))]
     fn delete_saved_query() {}
 
+    #[utoipa::path(get, path = "/rest/ng/api-tokens", tag = "API tokens",
+        operation_id = "listApiTokens", summary = "List API tokens",
+        description = "The caller's tokens that are not revoked (expired ones included), newest \
+            first; never the secret. Admins: `all=true` for everyone's, `userId` for one user's.",
+        params(
+            ("all" = Option<bool>, Query, description = "Admins: every user's tokens."),
+            ("userId" = Option<i64>, Query, description = "Admins (or the user themself): this user's tokens."),
+        ),
+        responses((status = 200, description = "The tokens.", body = Vec<ApiTokenView>)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn list_api_tokens() {}
+
+    #[utoipa::path(post, path = "/rest/ng/api-tokens", tag = "API tokens",
+        operation_id = "createApiToken", summary = "Make an API token",
+        description = "Returns the token once (`token`); only its SHA-256 is kept. It \
+            authenticates as its user in `X-OS-API-TOKEN` or `Authorization: Bearer` until it \
+            expires or is revoked, and stops working when its user is disabled. A request \
+            authenticated by an API token cannot make one (`API_TOKEN_NOT_ALLOWED`).",
+        request_body = NewApiTokenRequest,
+        responses((status = 200, description = "The new token, with its secret.", body = NewApiTokenView)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn create_api_token() {}
+
+    #[utoipa::path(delete, path = "/rest/ng/api-tokens/{tokenId}", tag = "API tokens",
+        operation_id = "revokeApiToken", summary = "Revoke an API token",
+        description = "One's own, or (admins) anyone's. It stops working at once.",
+        params(("tokenId" = i64, Path, description = "The token's id.")),
+        responses((status = 200, description = "The revoked token.", body = ApiTokenView)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn revoke_api_token() {}
+
+    #[utoipa::path(get, path = "/rest/ng/audit-events", tag = "Audit",
+        operation_id = "listAuditEvents", summary = "The audit trail (admins)",
+        description = "Events newest first. Dates take the runs list's formats (`20220221`, \
+            `20220221T061500`, `2022-02-21 06:15`, `2022-02-21`, RFC 3339, epoch milliseconds); \
+            a date-only `toDate` covers that whole day; times without an offset are in \
+            `X-OS-CLIENT-TZ` or the server's zone. Events cannot be changed or deleted.",
+        params(
+            ("fromDate" = Option<String>, Query, description = "Events at or after this instant."),
+            ("toDate" = Option<String>, Query, description = "Events at or before this instant."),
+            ("actor" = Option<String>, Query, description = "Login name of whoever acted (any case)."),
+            ("action" = Option<String>, Query, description = "An action name, e.g. `JOB_UPDATE`."),
+            ("objectType" = Option<String>, Query, description = "`USER`, `API_TOKEN`, `JOB`, `RUN`, `SAVED_QUERY`, `LEDGER`."),
+            ("objectId" = Option<String>, Query, description = "The object's id."),
+            ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
+            ("maxResults" = Option<i64>, Query,
+                description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+        ),
+        responses((status = 200, description = "The events.", body = Vec<AuditEventView>)),
+        security(("apiToken" = []), ("basic" = [])))]
+    fn list_audit_events() {}
+
     #[utoipa::path(get, path = "/health", tag = "Operations", operation_id = "health",
         summary = "Health (no sign-in)",
         responses(
@@ -967,7 +1065,8 @@ mod ops {
         summary = "Prometheus metrics (admins)",
         description = "Requests by route and status, runs by type and final status, run \
             durations, fire lateness, queued and running gauges, skipped and missed fires. \
-            Basic authorization suits Prometheus.",
+            An API token (`Authorization: Bearer`, Prometheus' `authorization` setting) is the \
+            cheap way to scrape; Basic authorization works too.",
         responses((status = 200, description = "Prometheus text exposition format 0.0.4.",
             content((String = "text/plain")))),
         security(("apiToken" = []), ("basic" = [])))]

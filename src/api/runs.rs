@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::AppState;
+use super::audit::{actions, event, record_alone};
 use super::auth::CurrentUser;
 use super::jobs::visible_job;
 use super::params::{Query, json_object, path_id};
@@ -129,7 +130,12 @@ async fn create(
         scheduled_for: None,
         idempotency_key,
     };
-    let run_id = match state.executor.enqueue(job_id, request).await? {
+    let audit = event(&me, &req, actions::RUN_REQUEST);
+    let run_id = match state
+        .executor
+        .enqueue_audited(job_id, request, Some(audit))
+        .await?
+    {
         Enqueued::Queued(id) | Enqueued::Duplicate(id) => id,
         Enqueued::QueueFull => {
             return Err(ApiError::user(
@@ -280,6 +286,7 @@ async fn result_file(
     let job_id = path_id(&req, "jobId")?;
     let run_id = path_id(&req, "runId")?;
     let me = me.0;
+    let me_for_audit = me.clone();
     let run = state
         .db
         .read(move |c| {
@@ -331,6 +338,14 @@ async fn result_file(
         None => mime::APPLICATION_OCTET_STREAM,
     };
     let file = NamedFile::from_file(std_file, &file_name).map_err(|_| not_found())?;
+    // A download is a sensitive read (result files hold sample data); HEAD reads nothing.
+    if req.method() == actix_web::http::Method::GET {
+        let audit = event(&me_for_audit, &req, actions::RESULT_DOWNLOAD)
+            .object("RUN", run.id)
+            .detail("jobId", run.job_id)
+            .detail("file", file_name.clone());
+        record_alone(&state, audit).await;
+    }
     // A second handle for the whole-file path below.
     let whole = file.file().try_clone().ok();
     let size = file.metadata().len();
@@ -496,10 +511,19 @@ async fn log(
     }
     let follow = query.bool("follow", false)?;
     let me = me.0;
+    let viewer = me.clone();
     let (_, run) = state
         .db
-        .read(move |c| visible_run(c, job_id, run_id, &me))
+        .read(move |c| visible_run(c, job_id, run_id, &viewer))
         .await?;
+    // Reading a log from its start is one event; the pages' polls for more (offset > 0) are not.
+    if offset == 0 {
+        let audit = event(&me, &req, actions::LOG_DOWNLOAD)
+            .object("RUN", run.id)
+            .detail("jobId", run.job_id)
+            .detail("follow", follow);
+        record_alone(&state, audit).await;
+    }
     let log_path = LogSource {
         data_dir: state.data_dir.clone(),
         job_id: run.job_id,
@@ -637,7 +661,12 @@ async fn cancel(
         .db
         .read(move |c| visible_run(c, job_id, run_id, &viewer))
         .await?;
-    if !state.executor.cancel(run_id, &me.0).await? {
+    let audit = event(&me.0, &req, actions::RUN_CANCEL).detail("jobId", job_id);
+    if !state
+        .executor
+        .cancel_audited(run_id, &me.0, Some(audit))
+        .await?
+    {
         return Err(ApiError::user(
             "SCHEDULED_JOB_RUN_NOT_CANCELLABLE",
             format!("Run {run_id} has already finished."),

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use super::audit::{actions, changes, event};
 use super::auth::CurrentUser;
 use super::params::{Query, json_object, path_id};
 use super::views::UserCache;
@@ -137,16 +138,24 @@ async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraf
 
 async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let draft = validated_draft(&state, &body).await?;
     let creator = me.0.id;
+    let audit = event(&me.0, &req, actions::SAVED_QUERY_CREATE);
     let created = state
         .db
         .write(move |tx| {
             let id = store::queries::insert(tx, &draft, creator, now_ms())?;
             let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            let audit = audit
+                .object("SAVED_QUERY", id)
+                .detail("title", query.title.clone())
+                .detail("dataSource", query.data_source.clone())
+                .detail("sql", query.sql.clone());
+            store::audit::record(tx, &audit, now_ms())?;
             view(tx, query, &mut UserCache::default())
         })
         .await?;
@@ -178,12 +187,20 @@ async fn update(
         state.db.read(move |c| changeable(c, id, &me)).await?;
     }
     let draft = validated_draft(&state, &body).await?;
+    let audit = event(&me, &req, actions::SAVED_QUERY_UPDATE).object("SAVED_QUERY", id);
     let updated = state
         .db
         .write(move |tx| {
-            changeable(tx, id, &me)?;
+            let old = changeable(tx, id, &me)?;
             store::queries::replace(tx, id, &draft, now_ms())?;
             let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            let fields = |q: &SavedQuery| {
+                serde_json::json!({"title": q.title, "sql": q.sql, "dataSource": q.data_source})
+            };
+            let audit = audit
+                .detail("title", query.title.clone())
+                .detail("changes", changes(&fields(&old), &fields(&query)));
+            store::audit::record(tx, &audit, now_ms())?;
             view(tx, query, &mut UserCache::default())
         })
         .await?;
@@ -198,11 +215,14 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&req, "queryId")?;
     let me = me.0;
+    let audit = event(&me, &req, actions::SAVED_QUERY_DELETE).object("SAVED_QUERY", id);
     let deleted = state
         .db
         .write(move |tx| {
             let query = changeable(tx, id, &me)?;
             store::queries::soft_delete(tx, id, now_ms())?;
+            let audit = audit.detail("title", query.title.clone());
+            store::audit::record(tx, &audit, now_ms())?;
             view(tx, query, &mut UserCache::default())
         })
         .await?;

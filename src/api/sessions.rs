@@ -5,13 +5,15 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use super::audit::{actions, event};
 use super::auth::{CurrentUser, client_addr, request_token, sign_in};
 use super::params::json_object;
-use crate::auth::{new_token, token_hash};
+use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
 use crate::clock::now_ms;
 use crate::domain::input::Fields;
 use crate::error::ApiError;
 use crate::store;
+use crate::store::audit::Event;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -39,6 +41,7 @@ pub async fn open_session(
     login: &str,
     password: &str,
     client: &str,
+    via: &str,
 ) -> Result<SessionView, ApiError> {
     let user = sign_in(state, login, password, client).await?;
     let token = new_token();
@@ -47,13 +50,18 @@ pub async fn open_session(
     let auth = &state.settings.auth;
     let idle_ms = auth.session_timeout_minutes as i64 * 60_000;
     let max_age_ms = auth.session_max_hours as i64 * 3_600_000;
+    let event = Event::new(&user.login_name, actions::SIGN_IN, Some(client))
+        .object("USER", user.id)
+        .detail("via", via);
     state
         .db
         .write(move |tx| {
             let now = now_ms();
             // Expired sessions are removed as new ones open, so the table stays small.
             store::sessions::delete_expired(tx, now - idle_ms, now - max_age_ms)?;
-            store::sessions::insert(tx, &hash, user_id, now)
+            store::sessions::insert(tx, &hash, user_id, now)?;
+            store::audit::record(tx, &event, now)?;
+            Ok(())
         })
         .await?;
     Ok(SessionView {
@@ -87,20 +95,26 @@ async fn create(
             "loginName and password are required.",
         ));
     }
-    let session = open_session(&state, &login, &password, &client_addr(&req)).await?;
+    let session = open_session(&state, &login, &password, &client_addr(&req), "api").await?;
     Ok(HttpResponse::Ok().json(session))
 }
 
 async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
-    _user: CurrentUser,
+    user: CurrentUser,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(token) = request_token(&req) {
+    // An API token is not a session: "signing out" with one ends nothing.
+    if let Some(token) = request_token(&req).filter(|t| !t.starts_with(API_TOKEN_PREFIX)) {
         let hash = token_hash(&token);
+        let event = event(&user.0, &req, actions::SIGN_OUT).object("USER", user.0.id);
         state
             .db
-            .write(move |tx| store::sessions::delete(tx, &hash))
+            .write(move |tx| {
+                store::sessions::delete(tx, &hash)?;
+                store::audit::record(tx, &event, now_ms())?;
+                Ok(())
+            })
             .await?;
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "success"})))

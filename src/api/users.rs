@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::AppState;
+use super::audit::{actions, event};
 use super::auth::{CurrentUser, request_token};
 use super::params::{json_object, path_id};
 use crate::auth::{MIN_PASSWORD_CHARS, hash_password, token_hash};
@@ -98,6 +99,53 @@ fn user_not_found() -> ApiError {
     ApiError::user("USER_NOT_FOUND", "User does not exist.")
 }
 
+/// The profile fields that differ: `{"field": {"before": …, "after": …}}`.
+fn profile_changes(before: &User, after: &User) -> Map<String, Value> {
+    let mut changes = Map::new();
+    let mut compare = |name: &str, old: Value, new: Value| {
+        if old != new {
+            changes.insert(
+                name.to_string(),
+                serde_json::json!({"before": old, "after": new}),
+            );
+        }
+    };
+    compare(
+        "loginName",
+        before.login_name.clone().into(),
+        after.login_name.clone().into(),
+    );
+    compare(
+        "firstName",
+        before.first_name.clone().into(),
+        after.first_name.clone().into(),
+    );
+    compare(
+        "lastName",
+        before.last_name.clone().into(),
+        after.last_name.clone().into(),
+    );
+    compare(
+        "emailAddress",
+        before.email_address.clone().into(),
+        after.email_address.clone().into(),
+    );
+    compare("admin", before.admin.into(), after.admin.into());
+    changes
+}
+
+/// A directory account has no password here: the directory keeps it.
+async fn refuse_directory_account(state: &AppState, id: i64) -> Result<(), ApiError> {
+    let source = state.db.read(move |c| store::users::source(c, id)).await?;
+    if source.as_deref() == Some("LDAP") {
+        return Err(ApiError::user(
+            "USER_DIRECTORY_ACCOUNT",
+            "This user signs in with the directory (LDAP); change the password there.",
+        ));
+    }
+    Ok(())
+}
+
 fn password_problem(password: &str) -> Option<ErrorItem> {
     (password.chars().count() < MIN_PASSWORD_CHARS).then(|| {
         ErrorItem::new(
@@ -116,6 +164,7 @@ fn raw_password(body: &Map<String, Value>) -> Option<String> {
 
 async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -166,6 +215,13 @@ async fn create(
     let first_name = fields.string("firstName").unwrap_or_default();
     let last_name = fields.string("lastName").unwrap_or_default();
     let email = fields.string("emailAddress").unwrap_or_default();
+    let audit = event(&me.0, &req, actions::USER_CREATE)
+        .detail("loginName", login.clone())
+        .detail("firstName", first_name.clone())
+        .detail("lastName", last_name.clone())
+        .detail("emailAddress", email.clone())
+        .detail("admin", admin)
+        .detail("passwordSet", !hash.is_empty());
     let id = state
         .db
         .write(move |tx| {
@@ -177,12 +233,14 @@ async fn create(
                 admin,
                 password_hash: &hash,
             };
-            store::users::insert(tx, &new_user, now_ms())?.ok_or_else(|| {
+            let id = store::users::insert(tx, &new_user, now_ms())?.ok_or_else(|| {
                 ApiError::user(
                     "USER_DUP_LOGIN_NAME",
                     format!("Login name {login} is already in use."),
                 )
-            })
+            })?;
+            store::audit::record(tx, &audit.object("USER", id), now_ms())?;
+            Ok(id)
         })
         .await?;
     let user = load_user(&state, id).await?;
@@ -202,6 +260,7 @@ async fn update(
     let body = json_object(&body, false)?;
     let fields = Fields::new(&body);
     let mut user = load_user(&state, id).await?;
+    let before = user.clone();
     let mut errors = Vec::new();
     if let Some(first) = fields.string("firstName") {
         user.first_name = first;
@@ -234,6 +293,9 @@ async fn update(
     if !errors.is_empty() {
         return Err(ApiError::User(errors));
     }
+    if password.is_some() {
+        refuse_directory_account(&state, id).await?;
+    }
     let hash = match password {
         Some(p) => Some(tokio::task::spawn_blocking(move || hash_password(&p)).await??),
         None => None,
@@ -244,6 +306,15 @@ async fn update(
     let keep_session = (me.0.id == id)
         .then(|| request_token(&req).map(|t| token_hash(&t)))
         .flatten();
+    let changes = profile_changes(&before, &user);
+    let updated = (!changes.is_empty()).then(|| {
+        event(&me.0, &req, actions::USER_UPDATE)
+            .object("USER", id)
+            .detail("changes", Value::Object(changes))
+    });
+    let password_changed = hash
+        .is_some()
+        .then(|| event(&me.0, &req, actions::USER_PASSWORD_CHANGE).object("USER", id));
     state
         .db
         .write(move |tx| {
@@ -263,6 +334,9 @@ async fn update(
             }
             if let Some(hash) = &hash {
                 store::users::set_password_hash(tx, saved.id, hash, keep_session.as_deref())?;
+            }
+            for event in [&updated, &password_changed].into_iter().flatten() {
+                store::audit::record(tx, event, now_ms())?;
             }
             Ok(())
         })
@@ -304,6 +378,7 @@ async fn change_password(
     if let Some(problem) = password_problem(&new_password) {
         return Err(ApiError::User(vec![problem]));
     }
+    refuse_directory_account(&state, id).await?;
     if !me.0.admin || me.0.id == id {
         let old = body
             .get("oldPassword")
@@ -333,9 +408,14 @@ async fn change_password(
     let keep_session = (me.0.id == id)
         .then(|| request_token(&req).map(|t| token_hash(&t)))
         .flatten();
+    let audit = event(&me.0, &req, actions::USER_PASSWORD_CHANGE).object("USER", id);
     state
         .db
-        .write(move |tx| store::users::set_password_hash(tx, id, &hash, keep_session.as_deref()))
+        .write(move |tx| {
+            store::users::set_password_hash(tx, id, &hash, keep_session.as_deref())?;
+            store::audit::record(tx, &audit, now_ms())?;
+            Ok(())
+        })
         .await?;
     Ok(HttpResponse::Ok().json(true))
 }
@@ -348,10 +428,14 @@ async fn delete(
     me.require_admin()?;
     let id = path_id(&req, "userId")?;
     let user = load_user(&state, id).await?;
+    let audit = event(&me.0, &req, actions::USER_DISABLE)
+        .object("USER", id)
+        .detail("loginName", user.login_name.clone());
     state
         .db
         .write(move |tx| {
             store::users::disable(tx, id)?;
+            store::audit::record(tx, &audit, now_ms())?;
             if store::users::count_admins(tx)? == 0 {
                 return Err(ApiError::user(
                     "USER_LAST_ADMIN",

@@ -123,7 +123,37 @@ pub fn backup(
     if result.is_err() {
         let _ = std::fs::remove_file(target);
     }
-    result
+    let summary = result?;
+    let event = crate::store::audit::Event::new(&cli_actor(), "BACKUP_TAKEN", None)
+        .object("LEDGER", "labcron.db")
+        .detail("archive", target.display().to_string())
+        .detail("withRuns", with_runs)
+        .detail("via", "cli");
+    record_in(&ledger, &event)?;
+    Ok(summary)
+}
+
+/// Who ran a command-line backup, restore or user command: the operating-system user.
+pub(crate) fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", process_uid()));
+    format!("cli:{user}")
+}
+
+fn process_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+/// Appends an audit event to the ledger at `path` (bringing its schema up to date first).
+fn record_in(path: &Path, event: &crate::store::audit::Event) -> anyhow::Result<()> {
+    let db = crate::store::Db::open(path)?;
+    db.write_sync(|tx| crate::store::audit::record(tx, event, crate::clock::now_ms()))
+        .map_err(|e| anyhow::anyhow!("cannot write the audit event: {e:?}"))?;
+    Ok(())
 }
 
 fn write_archive(
@@ -364,6 +394,14 @@ pub fn restore(settings: &Settings, archive: &Path, force: bool) -> anyhow::Resu
     }
     summary.jobs = ledger.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?;
     summary.runs = ledger.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?;
+    drop(ledger);
+    // The restored ledger's own trail says it was restored, from what, by whom.
+    let event = crate::store::audit::Event::new(&cli_actor(), "BACKUP_RESTORED", None)
+        .object("LEDGER", LEDGER)
+        .detail("archive", archive.display().to_string())
+        .detail("files", summary.files as i64)
+        .detail("via", "cli");
+    record_in(&root.join(LEDGER), &event)?;
     Ok(summary)
 }
 

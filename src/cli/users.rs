@@ -7,6 +7,7 @@ use crate::auth::{MIN_PASSWORD_CHARS, hash_password};
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::store;
+use crate::store::audit;
 
 pub struct NewUserArgs<'a> {
     pub login: &'a str,
@@ -41,7 +42,16 @@ pub fn add_user(settings: &Settings, args: &NewUserArgs) -> anyhow::Result<i64> 
                 admin: args.admin,
                 password_hash: &hash,
             };
-            store::users::insert(tx, &user, now_ms())
+            let id = store::users::insert(tx, &user, now_ms())?;
+            if let Some(id) = id {
+                let event = audit::Event::new(&super::backup::cli_actor(), "USER_CREATE", None)
+                    .object("USER", id)
+                    .detail("loginName", user.login_name)
+                    .detail("admin", args.admin)
+                    .detail("via", "cli");
+                audit::record(tx, &event, now_ms())?;
+            }
+            Ok(id)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     match id {
@@ -64,6 +74,11 @@ pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow:
                 return Ok(false);
             }
             store::users::set_password_hash(tx, user.id, &hash, None)?;
+            let event =
+                audit::Event::new(&super::backup::cli_actor(), "USER_PASSWORD_CHANGE", None)
+                    .object("USER", user.id)
+                    .detail("via", "cli");
+            audit::record(tx, &event, now_ms())?;
             Ok(true)
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;

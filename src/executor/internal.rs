@@ -297,7 +297,7 @@ async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done,
     let file = format!("labcron-backup_{}.db", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     let guard = ctx.guard(limit);
-    blocking(move || {
+    let done = blocking(move || {
         let (jobs, runs) = write_aside(&target, |tmp| -> Result<(i64, i64), TaskError> {
             let source = Connection::open_with_flags(
                 &ledger,
@@ -333,7 +333,24 @@ async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done,
             ),
         })
     })
-    .await
+    .await?;
+    // The audit trail names who took the copy (the run's runner) and which run holds it.
+    let (run_id, job_id, run_by) = (ctx.run.id, ctx.run.job_id, ctx.run.run_by);
+    let (file, size) = (done.file.clone(), done.size);
+    ctx.db
+        .write(move |tx| {
+            let actor = crate::store::users::get(tx, run_by)?
+                .map(|u| u.login_name)
+                .unwrap_or_default();
+            let event = crate::store::audit::Event::new(&actor, "BACKUP_TAKEN", None)
+                .object("RUN", run_id)
+                .detail("jobId", job_id)
+                .detail("file", file)
+                .detail("bytes", size);
+            crate::store::audit::record(tx, &event, crate::clock::now_ms())
+        })
+        .await?;
+    Ok(done)
 }
 
 impl From<&str> for TaskError {

@@ -109,6 +109,17 @@ impl Executor {
     /// Stores a QUEUED run for `job_id` (checking, in the same transaction, that the job is live and
     /// active and its queue has room) and wakes the dispatcher.
     pub async fn enqueue(&self, job_id: i64, request: RunRequest) -> Result<Enqueued, ApiError> {
+        self.enqueue_audited(job_id, request, None).await
+    }
+
+    /// `enqueue`, recording `audit` (about the new run) in the transaction that stores the run;
+    /// nothing is recorded when no run was stored (a full queue, a repeated idempotency key).
+    pub async fn enqueue_audited(
+        &self,
+        job_id: i64,
+        request: RunRequest,
+        audit: Option<store::audit::Event>,
+    ) -> Result<Enqueued, ApiError> {
         let result = self
             .inner
             .db
@@ -140,7 +151,16 @@ impl Executor {
                     scheduled_for: request.scheduled_for,
                     idempotency_key: request.idempotency_key.as_deref(),
                 };
-                store::runs::enqueue(tx, &new_run, job.max_queued_runs, now_ms())
+                let enqueued = store::runs::enqueue(tx, &new_run, job.max_queued_runs, now_ms())?;
+                if let (Some(audit), Enqueued::Queued(run_id)) = (audit, &enqueued) {
+                    let audit = audit
+                        .object("RUN", run_id)
+                        .detail("jobId", job_id)
+                        .detail("jobName", job.name.clone())
+                        .detail("args", request.args.clone());
+                    store::audit::record(tx, &audit, now_ms())?;
+                }
+                Ok(enqueued)
             })
             .await?;
         if matches!(result, Enqueued::Queued(_)) {
@@ -152,11 +172,24 @@ impl Executor {
     /// Cancels a run: a QUEUED one fails at once; an IN_PROGRESS one has its process group stopped.
     /// Returns false when the run had already finished.
     pub async fn cancel(&self, run_id: i64, by: &User) -> Result<bool, ApiError> {
+        self.cancel_audited(run_id, by, None).await
+    }
+
+    /// `cancel`, recording `audit` in the transaction that marks the run cancelled (once, and
+    /// only when the run had not finished).
+    pub async fn cancel_audited(
+        &self,
+        run_id: i64,
+        by: &User,
+        audit: Option<store::audit::Event>,
+    ) -> Result<bool, ApiError> {
         let message = format!("cancelled by {}", by.login_name);
         let by_id = by.id;
+        let mut audit = audit;
         for _ in 0..50 {
             let msg = message.clone();
-            let status = self
+            let pending = audit.take();
+            let (status, unrecorded) = self
                 .inner
                 .db
                 .write(move |tx| {
@@ -164,11 +197,18 @@ impl Executor {
                     store::runs::mark_cancelled_by(tx, run_id, by_id)?;
                     if store::runs::fail_queued(tx, run_id, &msg, now_ms())? {
                         store::runs::set_series_end(tx, run_id)?;
-                        return Ok(None);
+                        record_cancel(tx, pending, run_id, "QUEUED")?;
+                        return Ok((None, None));
                     }
-                    Ok(store::runs::get(tx, run_id)?.map(|r| r.status))
+                    let status = store::runs::get(tx, run_id)?.map(|r| r.status);
+                    if status == Some(RunStatus::InProgress) {
+                        record_cancel(tx, pending, run_id, "IN_PROGRESS")?;
+                        return Ok((status, None));
+                    }
+                    Ok((status, pending))
                 })
                 .await?;
+            audit = unrecorded;
             match status {
                 None => {
                     self.inner.finished.notify_waiters();
@@ -783,4 +823,18 @@ async fn collect_result(
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// Records the audit event of a cancel (if one is still to be recorded) with the run's status.
+fn record_cancel(
+    tx: &rusqlite::Transaction,
+    pending: Option<store::audit::Event>,
+    run_id: i64,
+    was: &str,
+) -> Result<(), ApiError> {
+    if let Some(event) = pending {
+        let event = event.object("RUN", run_id).detail("status", was);
+        store::audit::record(tx, &event, now_ms())?;
+    }
+    Ok(())
 }

@@ -6,6 +6,8 @@
 //! failing write is rolled back alone), commits once, and only then answers them all (group
 //! commit). Blocking work runs off the async threads; no connection is held across an `.await`.
 
+pub mod api_tokens; // service tokens (issue 15)
+pub mod audit; // the audit trail (issue 15)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod jobs;
 pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
@@ -34,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_run_task.sql"),
     include_str!("../../migrations/0004_job_key.sql"),
     include_str!("../../migrations/0005_retries_chains.sql"),
+    include_str!("../../migrations/0006_accounts.sql"),
 ];
 
 /// Handle to the ledger; cheap to clone.

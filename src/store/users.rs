@@ -43,6 +43,56 @@ pub fn get_with_hash(
         .optional()?)
 }
 
+/// Where a user signs in: `LOCAL` (a password here) or `LDAP` (the directory), by login name.
+pub fn source_by_login(conn: &Connection, login_name: &str) -> Result<Option<String>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT source FROM users WHERE login_name = ?1")?
+        .query_row([login_name], |r| r.get(0))
+        .optional()?)
+}
+
+/// Where a user signs in, by id.
+pub fn source(conn: &Connection, id: i64) -> Result<Option<String>, ApiError> {
+    Ok(conn
+        .prepare_cached("SELECT source FROM users WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+/// A directory user's account after a successful directory sign-in: made at the first (source
+/// LDAP, no password), its names, e-mail and admin flag refreshed at each. `None` when the login
+/// name belongs to a local account (the two may not share a name) or a disabled one.
+pub fn upsert_directory_user(
+    conn: &Connection,
+    login_name: &str,
+    first_name: &str,
+    last_name: &str,
+    email_address: &str,
+    admin: bool,
+    now: i64,
+) -> Result<Option<User>, ApiError> {
+    match source_by_login(conn, login_name)?.as_deref() {
+        None => {
+            conn.execute(
+                "INSERT INTO users (login_name, first_name, last_name, email_address, admin, password_hash, created_at, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, 'LDAP')",
+                params![login_name, first_name, last_name, email_address, admin, now],
+            )?;
+        }
+        Some("LDAP") => {
+            conn.execute(
+                "UPDATE users SET first_name = ?2, last_name = ?3, email_address = ?4, admin = ?5
+                 WHERE login_name = ?1 AND source = 'LDAP'",
+                params![login_name, first_name, last_name, email_address, admin],
+            )?;
+        }
+        Some(_) => return Ok(None),
+    }
+    Ok(get_with_hash(conn, login_name)?
+        .map(|(u, _)| u)
+        .filter(|u| u.active && !u.is_system))
+}
+
 /// Active, non-system users, ordered by id.
 pub fn list(conn: &Connection) -> Result<Vec<User>, ApiError> {
     let mut stmt = conn.prepare_cached(&format!(

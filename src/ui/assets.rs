@@ -77,6 +77,11 @@ pub const PUBLIC: &[Asset] = &[
         body: include_str!("assets/users.js"),
     },
     Asset {
+        name: "audit.js",
+        content_type: JS,
+        body: include_str!("assets/audit.js"),
+    },
+    Asset {
         name: "favicon.svg",
         content_type: "image/svg+xml",
         body: include_str!("assets/favicon.svg"),
@@ -96,6 +101,7 @@ pub mod templates {
     pub const QUERIES: &str = include_str!("assets/queries.html");
     pub const QUERY_FORM: &str = include_str!("assets/query-form.html");
     pub const USERS: &str = include_str!("assets/users.html");
+    pub const AUDIT: &str = include_str!("assets/audit.html");
     pub const NOT_FOUND: &str = include_str!("assets/not-found.html");
 }
 
@@ -180,6 +186,7 @@ mod tests {
             templates::QUERIES,
             templates::QUERY_FORM,
             templates::USERS,
+            templates::AUDIT,
             templates::NOT_FOUND,
         ];
         for shell in shells {

@@ -47,6 +47,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(pages::edit_query)),
         )
         .service(web::resource("/ui/users").route(web::get().to(pages::users)))
+        .service(web::resource("/ui/audit").route(web::get().to(pages::audit)))
+        .service(web::resource("/ui/jobs/{jobId}/history").route(web::get().to(pages::job_history)))
         .service(web::resource("/ui/api/me").route(web::get().to(data::me)))
         .service(web::resource("/ui/api/recent-runs").route(web::get().to(data::recent_runs)))
         .service(web::resource("/ui/api/scripts").route(web::get().to(scripts::scripts)))

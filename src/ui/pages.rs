@@ -97,6 +97,7 @@ fn header_markup(page: &Page, me: &PageUser) -> String {
     nav.push_str(&link("/ui/saved-queries", "Saved queries", "quer"));
     if me.user.admin {
         nav.push_str(&link("/ui/users", "Users", "users"));
+        nav.push_str(&link("/ui/audit", "Audit", "audit"));
     }
     format!(
         "<header class=\"site-header\"><a class=\"brand\" href=\"/ui/jobs\">labcron</a>\
@@ -306,6 +307,33 @@ pub async fn users(req: HttpRequest) -> HttpResponse {
         script: "users.js",
         shell: templates::USERS,
         data: Vec::new(),
+    };
+    signed_in_page(&req, page).await
+}
+
+/// The audit trail (issue 15, admins; the API refuses others).
+pub async fn audit(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Audit trail",
+        name: "audit",
+        script: "audit.js",
+        shell: templates::AUDIT,
+        data: Vec::new(),
+    };
+    signed_in_page(&req, page).await
+}
+
+/// One job's history: the audit trail filtered to the job (issue 15).
+pub async fn job_history(req: HttpRequest) -> HttpResponse {
+    let Some(job_id) = path_id(&req, "jobId") else {
+        return not_found_page(&req);
+    };
+    let page = Page {
+        title: "Job history",
+        name: "audit-job",
+        script: "audit.js",
+        shell: templates::AUDIT,
+        data: vec![("job-id", job_id)],
     };
     signed_in_page(&req, page).await
 }

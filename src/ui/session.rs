@@ -155,7 +155,7 @@ pub async fn sign_in(
             Some("Enter your login name and password."),
         );
     }
-    match open_session(&state, login, &form.password, &client_addr(&req)).await {
+    match open_session(&state, login, &form.password, &client_addr(&req), "page").await {
         Ok(session) => {
             let mut response = redirect(safe_next(&form.next));
             let _ = response.add_cookie(&cookie(&req, SESSION_COOKIE, session.token, "/"));
@@ -196,9 +196,20 @@ pub async fn sign_out(
         return redirect("/ui/jobs");
     }
     let hash = token_hash(&token);
+    let who = page_user(&req).await.map(|me| {
+        crate::api::audit::event(&me.user, &req, crate::api::audit::actions::SIGN_OUT)
+            .object("USER", me.user.id)
+            .detail("via", "page")
+    });
     if let Err(e) = state
         .db
-        .write(move |tx| store::sessions::delete(tx, &hash))
+        .write(move |tx| {
+            store::sessions::delete(tx, &hash)?;
+            if let Some(event) = &who {
+                store::audit::record(tx, event, crate::clock::now_ms())?;
+            }
+            Ok(())
+        })
         .await
     {
         tracing::error!(error = ?e, "sign-out could not delete the session");

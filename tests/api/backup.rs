@@ -132,6 +132,13 @@ async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_do
     let output = labcron(&["backup", small.to_str().unwrap(), "--data-dir", &data]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(!entry_names(&small).iter().any(|n| n.starts_with("runs/")));
+    // Each backup taken is in the audit trail (issue 15); the refused one is not.
+    let taken = ok_json(app.get("/audit-events?action=BACKUP_TAKEN").await).await;
+    let taken = taken.as_array().unwrap();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert!(taken[0]["actor"].as_str().unwrap().starts_with("cli:"));
+    assert_eq!(taken[0]["detail"]["via"], "cli");
+    assert_eq!(taken[0]["detail"]["withRuns"], false);
 
     // Restore into a new directory, then start the real binary on it.
     let restored = dir.path().join("restored");
@@ -164,6 +171,18 @@ async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_do
         restored_text,
     ]);
     assert!(forced.status.success(), "{}", text(&forced));
+    let restored_events: i64 = rusqlite::Connection::open(restored.join("labcron.db"))
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE action = 'BACKUP_RESTORED'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        restored_events, 1,
+        "the forced restore's own event (the first was overwritten)"
+    );
     assert_eq!(
         std::fs::metadata(restored.join("scripts/count.sh"))
             .unwrap()

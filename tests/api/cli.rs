@@ -187,6 +187,23 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
     let output = run(short);
     assert!(!output.status.success());
     assert!(text(&output).contains("at least"), "{}", text(&output));
+    // Both commands are in the audit trail, by the shell's user (issue 15); the refused one is not.
+    for action in ["USER_CREATE", "USER_PASSWORD_CHANGE"] {
+        let events = ok_json(
+            app.get(&format!(
+                "/audit-events?action={action}&objectId={}",
+                dana["id"]
+            ))
+            .await,
+        )
+        .await;
+        assert_eq!(events.as_array().unwrap().len(), 1, "{action}: {events}");
+        assert!(
+            events[0]["actor"].as_str().unwrap().starts_with("cli:"),
+            "{events}"
+        );
+        assert_eq!(events[0]["detail"]["via"], "cli");
+    }
 
     app.write_script("noop.sh", "#!/bin/sh\n");
     app.create_external_job("backed up", "noop.sh").await;

@@ -5,6 +5,8 @@ mod helpers;
 #[path = "../shared/postgres.rs"]
 mod postgres;
 
+mod api_tokens;
+mod audit;
 mod auth;
 mod backup;
 mod cli;
@@ -12,6 +14,7 @@ mod daemons;
 mod hardening;
 mod internal;
 mod jobs;
+mod ldap;
 mod ledger_guard;
 mod metrics;
 mod notifications;

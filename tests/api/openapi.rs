@@ -289,6 +289,8 @@ async fn the_document_declares_both_ways_to_sign_in_and_the_headers_that_matter(
     assert_eq!(schemes["apiToken"]["name"], "X-OS-API-TOKEN");
     assert_eq!(schemes["basic"]["type"], "http");
     assert_eq!(schemes["basic"]["scheme"], "basic");
+    assert_eq!(schemes["bearer"]["type"], "http");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
 
     let public: BTreeSet<&str> = ["signIn", "health", "openapiDocument", "docsPage"].into();
     for (path, item) in doc["paths"].as_object().unwrap() {

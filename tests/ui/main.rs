@@ -10,6 +10,7 @@ mod support;
 mod webdriver;
 
 mod all_runs;
+mod audit;
 mod auth;
 mod job_form;
 mod job_page;

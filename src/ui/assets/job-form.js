@@ -9,6 +9,11 @@
   const LC = window.LC;
   const el = LC.el;
   const jobId = LC.page.jobId || null;
+  // The job's History (issue 15): the audit trail of this job, for admins.
+  if (jobId && LC.me.admin) {
+    LC.byId("job-history-link").href = "/ui/jobs/" + jobId + "/history";
+    LC.byId("job-history").hidden = false;
+  }
   const form = LC.byId("job-form");
   const params = new URLSearchParams(location.search);
   let original = null;

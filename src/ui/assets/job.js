@@ -247,6 +247,10 @@
     const edit = LC.byId("edit-job");
     edit.hidden = !data.may.edit;
     edit.href = "/ui/jobs/" + job.id + "/edit";
+    // The job's History (issue 15): its audit trail, for admins.
+    const history = LC.byId("job-page-history");
+    history.hidden = !LC.me.admin;
+    history.href = "/ui/jobs/" + job.id + "/history";
     const toggle = LC.byId("toggle-job");
     toggle.hidden = !data.may.edit;
     toggle.textContent = job.activityStatus === "Closed" ? "Reopen" : "Close";

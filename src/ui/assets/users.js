@@ -1,5 +1,7 @@
 // Users: admins list, create, edit and disable users; everyone else sees their own account and may
-// change their names and password. All through /rest/ng/users.
+// change their names and password. All through /rest/ng/users. Each row's "Tokens" dialog lists the
+// user's API tokens (names and dates, never the secret), makes one (its secret shown once) and
+// revokes them, through /rest/ng/api-tokens.
 "use strict";
 
 (function () {
@@ -33,6 +35,9 @@
       const edit = el("button", { type: "button", class: "small", "aria-label": "Edit user " + user.loginName, dataset: { action: "edit" } }, "Edit");
       edit.addEventListener("click", function () { openDialog(user); });
       actions.append(edit);
+      const tokens = el("button", { type: "button", class: "small", "aria-label": "API tokens of " + user.loginName, dataset: { action: "tokens" } }, "Tokens");
+      tokens.addEventListener("click", function () { openTokens(user); });
+      actions.append(tokens);
       if (LC.me.admin && user.id !== LC.me.id && user.activityStatus !== "Disabled") {
         const disable = el("button", { type: "button", class: "small danger", "aria-label": "Disable user " + user.loginName, dataset: { action: "disable" } }, "Disable");
         disable.addEventListener("click", function () { disableUser(user); });
@@ -116,6 +121,83 @@
     dialog.addEventListener("close", function () { dialog.remove(); });
     dialog.showModal();
     (creating ? inputs.loginName : inputs.firstName).focus();
+  }
+
+  function openTokens(user) {
+    const dialog = el("dialog", { "aria-labelledby": "tokens-dialog-title", id: "tokens-dialog" });
+    const list = el("tbody", { id: "tokens-body" });
+    const summary = el("p", { class: "form-error", role: "alert", hidden: true });
+    const shown = el("div", { class: "field", id: "new-token-box", hidden: true });
+    const name = el("input", { id: "user-token-name", autocomplete: "off", maxlength: "100" });
+    const days = el("input", { id: "user-token-days", type: "number", min: "1", step: "1", inputmode: "numeric" });
+    const dateOrNever = function (ms, never) { return ms ? LC.timeEl(ms) : never; };
+
+    async function refresh() {
+      const tokens = await LC.api("GET", "/api-tokens?userId=" + user.id);
+      LC.clear(list);
+      if (!tokens.length) list.append(el("tr", {}, el("td", { colspan: "5" }, "No API tokens.")));
+      tokens.forEach(function (token) {
+        const revoke = el("button", { type: "button", class: "small danger", dataset: { action: "revoke-token" }, "aria-label": "Revoke token " + token.name }, "Revoke");
+        revoke.addEventListener("click", async function () {
+          try {
+            await LC.api("DELETE", "/api-tokens/" + token.id);
+            LC.toast("Token " + token.name + " revoked.");
+            refresh();
+          } catch (e) {
+            LC.toast(LC.errorText(e), { error: true });
+          }
+        });
+        list.append(el("tr", { dataset: { tokenId: token.id } },
+          cell("Name", "title", token.name),
+          cell("Created", "nowrap", LC.timeEl(token.createdAt)),
+          cell("Expires", "nowrap", dateOrNever(token.expiresAt, "Never")),
+          cell("Last used", "nowrap", dateOrNever(token.lastUsedAt, "Not yet")),
+          cell("Actions", "actions", revoke)));
+      });
+    }
+
+    const form = el("form", { class: "stack", novalidate: true },
+      el("h2", { id: "tokens-dialog-title" }, "API tokens of " + user.loginName),
+      el("div", { class: "table-wrap" }, el("table", { class: "data responsive" },
+        el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Name"), el("th", { scope: "col" }, "Created"),
+          el("th", { scope: "col" }, "Expires"), el("th", { scope: "col" }, "Last used"),
+          el("th", { scope: "col" }, el("span", { class: "visually-hidden" }, "Actions")))),
+        list)),
+      field("token-name", "New token's name", name),
+      field("token-days", "Expires after (days)", days, "Leave empty for a token that does not expire."),
+      shown,
+      summary,
+      el("div", { class: "buttons" },
+        el("button", { type: "button", id: "tokens-close", onclick: function () { dialog.close(); } }, "Close"),
+        el("button", { type: "submit", class: "primary", id: "token-create" }, "Create token")));
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      summary.hidden = true;
+      const body = { name: name.value, userId: user.id };
+      if (days.value) body.expiresAt = Date.now() + Number(days.value) * 86400000;
+      try {
+        const made = await LC.api("POST", "/api-tokens", body);
+        LC.clear(shown);
+        shown.append(el("label", { for: "new-token" }, "Token " + made.name + " (copy it now: it is not shown again)"),
+          el("input", { id: "new-token", readonly: true, value: made.token, spellcheck: "false" }));
+        shown.hidden = false;
+        name.value = "";
+        days.value = "";
+        refresh();
+      } catch (e) {
+        summary.textContent = (e.errors || [{ message: LC.errorText(e) }]).map(function (x) { return x.message; }).join(" ");
+        summary.hidden = false;
+      }
+    });
+    dialog.append(form);
+    document.body.append(dialog);
+    dialog.addEventListener("close", function () { dialog.remove(); });
+    dialog.showModal();
+    name.focus();
+    refresh().catch(function (e) {
+      summary.textContent = LC.errorText(e);
+      summary.hidden = false;
+    });
   }
 
   async function disableUser(user) {
