@@ -4,7 +4,9 @@
 //! so the library's cron parser and its frozen-offset time zones are never used. Its ticker polls
 //! every 500 ms and stores instants as whole seconds, so an entry is registered `EARLY_BY_MS`
 //! before the instant; its closure reports `Fired` to the driver at once, and the driver waits for
-//! the exact millisecond. Its actors talk over broadcast channels whose loops
+//! the exact millisecond. An entry's code is put into the library's code map before its schedule
+//! is added, because the library stores the two in separate tasks and would otherwise drop an
+//! entry that is due at once. Its actors talk over broadcast channels whose loops
 //! stop, or drop messages, when a channel lags, so the channels are sized above the number of
 //! entries (`channel_capacity`), and every call into it has a time limit: a library that stops
 //! answering makes the driver fail, and the watchdog starts a fresh one.
