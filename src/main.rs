@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use labcron::cli;
 use labcron::config::Settings;
-use labcron::config_overrides::{overrides_from_matches, settings_args};
+use labcron::config::overrides::{overrides_from_matches, settings_args};
 use labcron::startup::Application;
 
 #[derive(Parser)]

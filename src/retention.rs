@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::RetentionSettings;
 use crate::error::ApiError;
-use crate::executor::files::RunPaths;
 use crate::executor::internal::remove_old_run_files;
 use crate::metrics::Metrics;
 use crate::query::csv::Guard;
+use crate::run_files::RunPaths;
 use crate::store::{Db, maintenance};
 
 /// The first pass waits this long after start, so start-up work goes first.
@@ -183,7 +183,7 @@ fn delete_old_rows(
 
 /// Removes a run directory: the files and bytes it held, or None when there was none.
 fn remove_run_dir(run_dir: &Path) -> std::io::Result<Option<(u64, u64)>> {
-    let listed = match crate::executor::files::list_files(run_dir) {
+    let listed = match crate::run_files::list_files(run_dir) {
         Ok(listed) => listed,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -16,7 +16,6 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tracing_actix_web::TracingLogger;
 
-use crate::api::{self, AppState};
 use crate::auth::{LoginThrottle, generate_password, hash_password};
 use crate::clock::now_ms;
 use crate::config::Settings;
@@ -25,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::scheduler::Scheduler;
 use crate::store::{self, Db};
+use crate::web::{AppState, access_log, api, cors, middleware};
 
 pub struct Application {
     port: u16,
@@ -62,7 +62,7 @@ impl Application {
             // convenience, so a failure is logged rather than stopping the server.
             let (db, settings, data_dir) = (db.clone(), settings.clone(), data_dir.clone());
             let prepared = tokio::task::spawn_blocking(move || {
-                crate::query::examples::prepare_first_start(&db, &settings, &data_dir)
+                crate::service::seed::prepare_first_start(&db, &settings, &data_dir)
             })
             .await?;
             if let Err(e) = prepared {
@@ -128,26 +128,24 @@ impl Application {
         let cors_origins = settings.http.cors_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(api::json_errors())
-                .wrap(actix_web::middleware::from_fn(
-                    api::access_log::body_deadline,
-                ))
-                .wrap(actix_web::middleware::from_fn(api::access_log::access_line))
-                .wrap(TracingLogger::<api::access_log::CompactRootSpan>::new())
+                .wrap(middleware::json_errors())
+                .wrap(actix_web::middleware::from_fn(access_log::body_deadline))
+                .wrap(actix_web::middleware::from_fn(access_log::access_line))
+                .wrap(TracingLogger::<access_log::CompactRootSpan>::new())
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(body_limit))
                 .configure(api::configure)
-                .configure(crate::ui::configure) // the web pages under / and /ui
-                .default_service(web::to(api::no_route))
+                .configure(crate::web::ui::configure) // the web pages under / and /ui
+                .default_service(web::to(middleware::no_route))
                 .wrap(actix_web::middleware::Condition::new(
                     !cors_origins.is_empty(),
-                    api::cors::cors(&cors_origins),
+                    cors::cors(&cors_origins),
                 ))
                 // Outermost but one, so it counts every request with its final status.
+                .wrap(actix_web::middleware::from_fn(middleware::track_requests))
                 .wrap(actix_web::middleware::from_fn(
-                    crate::metrics::track_requests,
+                    middleware::trim_api_trailing_slash,
                 ))
-                .wrap(actix_web::middleware::from_fn(api::trim_api_trailing_slash))
         })
         .listen(listener)?
         .disable_signals()

@@ -16,13 +16,13 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use crate::api::jobs::{args_without_parameters_refusal, check_references, draft_from_body};
-use crate::api::views::{JobView, UserCache, job_view};
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::job::Job;
 use crate::error::ApiError;
+use crate::present::{JobView, UserCache, job_view};
 use crate::store;
+use crate::web::api::jobs::{args_without_parameters_refusal, check_references, draft_from_body};
 
 /// Fields the server computes; never written to or read from a jobs file.
 const COMPUTED: &[&str] = &["id", "createdBy", "nextRunOn", "lastRunOn", "isActiveJob"];
@@ -208,7 +208,7 @@ fn saved_query_ref(
             expected(QUERY_KEYS)
         );
     }
-    let (draft, errors) = crate::query::parse_saved_query(table);
+    let (draft, errors) = crate::domain::saved_query::parse_saved_query(table);
     if let Some(error) = errors.first() {
         bail!("savedQuery: {}: {}", error.code, error.message);
     }

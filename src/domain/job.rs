@@ -733,7 +733,7 @@ fn validate_repeat(fields: &Fields, errors: &mut Vec<ErrorItem>) -> Repeat {
         }
         RepeatKind::Cron => {
             let expression = fields.string("cronExpression").unwrap_or_default();
-            if let Err(reason) = crate::scheduler::validate_cron(&expression) {
+            if let Err(reason) = crate::domain::schedule::validate_cron(&expression) {
                 errors.push(ErrorItem::new(
                     "SCHEDULED_JOB_INVALID_CRON",
                     format!("Cron expression `{expression}` is invalid: {reason}."),

@@ -6,5 +6,8 @@ pub mod args; // splitting argument strings into words without a shell
 pub mod dates; // the date formats accepted by the runs list
 pub mod input; // lenient reading of JSON bodies (numbers as strings, trimmed strings)
 pub mod job; // job enums, the stored Job, and job validation
+pub mod next_fire; // the pure calendar rules: when a job fires next (nextRunOn, /next-runs, the driver)
 pub mod run; // run status, trigger, the stored Run
+pub mod saved_query; // saved queries: the stored type, the draft from a body, its errors
+pub mod schedule; // CRON expression parsing (croner), shared by validation and next_fire
 pub mod user; // users and the UserSummary shape

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use super::files::RunPaths;
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
 use crate::error::ApiError;
 use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv};
 use crate::query::sources::{open_read_only, sqlite_message};
+use crate::run_files::RunPaths;
 use crate::store::maintenance;
 use crate::store::runs::Outcome;
 
@@ -281,7 +281,7 @@ fn numbered_dirs(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
 fn tree_size(dir: &Path) -> std::io::Result<(u64, u64)> {
     let mut files = 0;
     let mut bytes = 0;
-    for rel in super::files::list_files(dir)? {
+    for rel in crate::run_files::list_files(dir)? {
         files += 1;
         bytes += std::fs::symlink_metadata(dir.join(rel))?.len();
     }

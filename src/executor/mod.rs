@@ -5,7 +5,6 @@
 //! records the outcome, and wakes the dispatcher. Handlers never spawn processes; this module never
 //! parses HTTP.
 
-pub mod files;
 pub mod followup; // retries, chained runs and notifyOn, decided when a run's end is recorded
 pub mod internal; // INTERNAL runs: files-cleaner, database-backup, runs-report
 pub mod process;
@@ -30,8 +29,8 @@ use crate::domain::user::User;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::run_files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
 use crate::store::{self, Db};
-use files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
 use process::{ProcessEnd, ProcessSpec, run_process};
 use store::runs::{Enqueued, NewRun, Outcome};
 

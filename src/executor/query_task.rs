@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::files::RunPaths;
 use crate::config::Settings;
 use crate::domain::args::split_args;
 use crate::domain::job::Job;
@@ -27,6 +26,7 @@ use crate::query::params::{bind_params, parse_args, values_by_name};
 use crate::query::pg_sql;
 use crate::query::postgres::{Failure as PgFailure, PgSource};
 use crate::query::sources::{DataSources, prepare_single};
+use crate::run_files::RunPaths;
 use crate::store::runs::Outcome;
 use crate::store::{self, Db};
 

@@ -9,9 +9,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use super::files::RunPaths;
 use crate::clock::now_ms;
 use crate::error::ApiError;
+use crate::run_files::RunPaths;
 use crate::store::{self, Db};
 
 pub const RESTART_MESSAGE: &str = "interrupted by server restart";

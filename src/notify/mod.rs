@@ -23,13 +23,13 @@ use anyhow::Context;
 use bytes::Bytes;
 use rusqlite::Connection;
 
-use crate::api::views::{UserCache, run_view};
 use crate::config::Settings;
 use crate::domain::job::{Job, RepeatKind};
 use crate::domain::run::{Run, RunStatus};
 use crate::domain::user::User;
 use crate::error::ApiError;
 use crate::metrics::{Channel, Delivery, Metrics};
+use crate::present::{UserCache, run_view};
 use crate::store::{self, Db};
 
 /// Sends the notifications of finished runs; cheap to clone.
@@ -247,7 +247,7 @@ fn load_finished(
         Vec::new()
     };
     let log_tail = if with_email && run.status == RunStatus::Failed {
-        let log = crate::executor::files::RunPaths::new(data_dir, run.job_id, run.id).log;
+        let log = crate::run_files::RunPaths::new(data_dir, run.job_id, run.id).log;
         email::log_tail(&log, LOG_TAIL_LINES)
     } else {
         Vec::new()

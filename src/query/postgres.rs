@@ -26,12 +26,7 @@ use rusqlite::types::ValueRef;
 
 use super::csv::{CsvWriter, ExportError, ExportStats, Guard, Limits, Stop};
 use super::pg_sql::{PgSql, rewrite};
-
-/// Whether a data source's setting is a PostgreSQL URL rather than a SQLite file.
-pub fn is_postgres_url(text: &str) -> bool {
-    let lower = text.get(..13).unwrap_or(text).to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
-}
+use crate::config::sources::parse_url;
 
 /// Longest wait for a connection, when the run's time limit leaves more.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -65,55 +60,6 @@ pub struct PasswordFrom {
     pub value: Option<String>,
     /// `query_source_password_files.NAME`: a file holding the password (one line).
     pub file: Option<std::path::PathBuf>,
-}
-
-/// Parses a `postgres://` URL without ever repeating it (it may hold a password).
-pub fn parse_url(url: &str) -> Result<postgres::Config, String> {
-    let config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-        // The crate's parse errors name the option, never its value; still, hide any password.
-        let message = e.to_string();
-        match password_in_url(url) {
-            Some(pw) if !pw.is_empty() => message.replace(&pw, "***"),
-            _ => message,
-        }
-    })?;
-    if config.get_hosts().is_empty() {
-        return Err("the URL names no host".into());
-    }
-    if config.get_dbname().is_none() {
-        return Err("the URL names no database (postgres://user@host:5432/DATABASE)".into());
-    }
-    if config.get_user().is_none() {
-        return Err("the URL names no user (postgres://USER@host:5432/database)".into());
-    }
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err("sslmode=require is not supported yet (labcron connects without TLS)".into());
-    }
-    Ok(config)
-}
-
-/// The password part of a URL, percent-decoded, to hide it from messages.
-fn password_in_url(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    let pw = parsed.password()?;
-    Some(percent_decode(pw).unwrap_or_else(|| pw.to_string()))
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl PgSource {
@@ -691,28 +637,6 @@ impl Drop for Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_recognised_and_checked_without_being_repeated() {
-        assert!(is_postgres_url("postgres://u@h/db"));
-        assert!(is_postgres_url("PostgreSQL://u@h/db"));
-        assert!(!is_postgres_url("lab.db"));
-        assert!(!is_postgres_url("/srv/postgres/x.db"));
-        parse_url("postgres://reader:s3cret@db.lab:5433/lims").unwrap();
-        for (url, says) in [
-            ("postgres://reader@db.lab", "no database"),
-            ("postgres://db.lab/lims", "no user"),
-            (
-                "postgres://reader:s3cret@db.lab/lims?sslmode=require",
-                "sslmode",
-            ),
-            ("postgres://reader:s3cret@db.lab:notaport/lims", ""),
-        ] {
-            let err = parse_url(url).unwrap_err();
-            assert!(err.contains(says), "{url}: {err}");
-            assert!(!err.contains("s3cret"), "{url}: {err}");
-        }
-    }
 
     #[test]
     fn the_password_comes_from_the_value_then_the_file_then_the_url() {

@@ -18,21 +18,9 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
 use rusqlite::{Batch, Connection, OpenFlags, Statement};
 
-use super::postgres::{Failure, PasswordFrom, PgSource, is_postgres_url};
+use super::postgres::{Failure, PasswordFrom, PgSource};
 use crate::config::Settings;
-
-/// The data source a saved query uses when it names none.
-pub const DEFAULT_SOURCE: &str = "lab";
-/// File name of the demo database in the data directory.
-pub const DEMO_FILE: &str = "lab.db";
-
-/// 1 to 64 letters, digits, `_`, `-` or `.`.
-pub fn valid_source_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
+use crate::config::sources::is_postgres_url;
 
 /// The configured data sources by name.
 #[derive(Debug, Clone)]
@@ -506,9 +494,5 @@ mod tests {
                 .unwrap_err()
                 .contains("not configured")
         );
-        assert!(valid_source_name("lab-2.b_c"));
-        assert!(!valid_source_name(""));
-        assert!(!valid_source_name("a b"));
-        assert!(!valid_source_name("../x"));
     }
 }

@@ -31,7 +31,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -40,12 +40,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::library::{Fired, Held, Library, LibraryError, channel_capacity};
-use super::next_fire;
 use crate::clock::{from_ms, now_ms};
 use crate::domain::job::{Job, MisfirePolicy, Schedule};
+use crate::domain::next_fire::next_fire;
 use crate::domain::run::Trigger;
 use crate::error::ApiError;
 use crate::executor::Executor;
+use crate::metrics::scheduler::SchedulerStats;
 use crate::store::runs::{Enqueued, NewRun};
 use crate::store::{self, Db};
 
@@ -61,47 +62,6 @@ const LIBRARY_LATE_MS: i64 = 15_000;
 const BEAT_EVERY: usize = 256;
 /// Missed instants counted per job after downtime (a MINUTELY job down for a year stops counting).
 const MAX_MISSED_COUNTED: u64 = 100_000;
-
-/// Upper bounds (ms) of the fire-lateness histogram buckets.
-pub const LATENESS_BUCKETS_MS: &[u64] = &[
-    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000,
-];
-
-/// Counters the metrics read. All monotonic except the gauges noted.
-#[derive(Default)]
-pub struct SchedulerStats {
-    /// Fires that queued a run.
-    pub fires: AtomicU64,
-    /// Fires skipped because the job already had a run queued or running.
-    pub skipped_busy: AtomicU64,
-    /// Scheduled instants that passed without a fire (downtime, or a loop running late).
-    pub missed: AtomicU64,
-    /// Catch-up runs queued at start-up under `RUN_ONCE`.
-    pub catch_ups: AtomicU64,
-    /// Times the watchdog restarted the loop.
-    pub restarts: AtomicU64,
-    /// Fires that failed to reach the ledger.
-    pub errors: AtomicU64,
-    /// Jobs with a pending fire (gauge).
-    pub pending: AtomicU64,
-    /// Lateness histogram: per-bucket counts (cumulative is computed when exported), sum, count.
-    pub lateness_buckets: [AtomicU64; 12],
-    pub lateness_over: AtomicU64,
-    pub lateness_sum_ms: AtomicU64,
-    pub lateness_count: AtomicU64,
-}
-
-impl SchedulerStats {
-    fn record_lateness(&self, lateness_ms: i64) {
-        let ms = lateness_ms.max(0) as u64;
-        match LATENESS_BUCKETS_MS.iter().position(|bound| ms <= *bound) {
-            Some(i) => self.lateness_buckets[i].fetch_add(1, Ordering::Relaxed),
-            None => self.lateness_over.fetch_add(1, Ordering::Relaxed),
-        };
-        self.lateness_sum_ms.fetch_add(ms, Ordering::Relaxed);
-        self.lateness_count.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 enum Command {
     /// Re-read this job from the ledger (created, updated, closed, reopened or deleted).

@@ -1,37 +1,8 @@
-//! When jobs fire. `next_fire` is the one pure function that computes a job's next fire instant;
-//! `nextRunOn`, `/next-runs` and the driver (`driver::Scheduler`, which fires jobs through
-//! tokio-cron-scheduler, `library`) all use it, so what the API shows is what happens.
+//! When jobs fire. The driver (`driver::Scheduler`) keeps one tokio-cron-scheduler one-shot per
+//! active job (`library`) at the instant `domain::next_fire` computed — the same pure function that
+//! gives the API's `nextRunOn` and `/next-runs`, so what the API shows is what happens.
 
 pub mod driver;
 pub mod library;
-pub mod next_fire;
 
 pub use driver::Scheduler;
-
-pub use next_fire::{next_fire, next_fires};
-
-use croner::Cron;
-use croner::parser::{CronParser, Seconds, Year};
-
-/// Parses a CRON job's expression: 5 fields, or 6 with seconds first; `L`, `#` and `W` allowed;
-/// day-of-month and day-of-week combine with OR as in Vixie cron.
-pub fn parse_cron(expression: &str) -> Result<Cron, String> {
-    let fields = expression.split_whitespace().count();
-    if !(5..=6).contains(&fields) && !expression.trim_start().starts_with('@') {
-        return Err(format!("expected 5 or 6 fields, found {fields}"));
-    }
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(expression)
-        .map_err(|e| e.to_string())
-}
-
-/// Checks a CRON expression, giving the parser's reason when it is invalid.
-pub fn validate_cron(expression: &str) -> Result<(), String> {
-    if expression.trim().is_empty() {
-        return Err("a CRON job needs cronExpression".into());
-    }
-    parse_cron(expression).map(|_| ())
-}

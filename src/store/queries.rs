@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use crate::domain::saved_query::{SavedQuery, SavedQueryDraft};
 use crate::error::ApiError;
-use crate::query::{SavedQuery, SavedQueryDraft};
 
 const COLUMNS: &str = "id, title, sql, data_source, created_by, last_modified_on";
 

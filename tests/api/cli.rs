@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use labcron::config::SETTING_SPECS;
-use labcron::config_overrides::{env_name, flag_name};
+use labcron::config::overrides::{env_name, flag_name};
+use labcron::config::specs::SETTING_SPECS;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -1,6 +1,6 @@
 //! The OpenAPI document (`GET /openapi.json`) against what the server really serves:
 //! - every route registered in the source (`web::resource("…")` and its methods in each module
-//!   `src/api/mod.rs` configures, under each of its base paths) is documented, and every
+//!   `src/web/api/mod.rs` configures, under each of its base paths) is documented, and every
 //!   documented operation is served;
 //! - every documented GET answers (no 404 for a route that does not exist) with a documented status;
 //! - real responses, successes and errors, match the documented JSON schemas;
@@ -16,7 +16,7 @@ use crate::helpers::{TestApp, ok_json, spawn_app};
 
 /// `configure` functions that startup registers besides the API, and why they are not documented.
 const NOT_API: &[(&str, &str)] = &[(
-    "crate::ui::configure",
+    "crate::web::ui::configure",
     "the server-rendered web pages (/ and /ui/…) are for people, not API clients",
 )];
 
@@ -81,12 +81,12 @@ fn configured_modules(text: &str) -> Vec<String> {
     out
 }
 
-/// The source file of a module path as `src/api/mod.rs` names it.
+/// The source file of a module path as `src/web/api/mod.rs` names it.
 fn module_file(module: &str) -> String {
     let module = module.trim_end_matches("::configure");
     match module.strip_prefix("crate::") {
         Some(path) => format!("src/{}.rs", path.replace("::", "/")),
-        None => format!("src/api/{}.rs", module.replace("::", "/")),
+        None => format!("src/web/api/{}.rs", module.replace("::", "/")),
     }
 }
 
@@ -148,15 +148,15 @@ fn served_routes() -> BTreeSet<Route> {
         let known = module == "api::configure" || NOT_API.iter().any(|(m, _)| *m == module);
         assert!(
             known,
-            "src/startup.rs configures `{module}`: document its routes in src/api/openapi.rs and \
+            "src/startup.rs configures `{module}`: document its routes in src/web/api/openapi.rs and \
              teach this test where they are, or add it to NOT_API with the reason"
         );
     }
 
-    let api = source("src/api/mod.rs");
+    let api = source("src/web/api/mod.rs");
     let bases_decl = api
         .find("pub const BASE_PATHS")
-        .expect("BASE_PATHS in src/api/mod.rs");
+        .expect("BASE_PATHS in src/web/api/mod.rs");
     let bases_line = &api[bases_decl..bases_decl + api[bases_decl..].find(';').expect(";")];
     let bases: Vec<String> = bases_line
         .split('"')
@@ -270,7 +270,7 @@ async fn every_served_route_is_documented_and_every_documented_one_is_served() {
     let undocumented: Vec<_> = served.difference(&documented).collect();
     assert!(
         undocumented.is_empty(),
-        "served but missing from /openapi.json (declare them in src/api/openapi.rs): {undocumented:#?}"
+        "served but missing from /openapi.json (declare them in src/web/api/openapi.rs): {undocumented:#?}"
     );
     let unserved: Vec<_> = documented.difference(&served).collect();
     assert!(

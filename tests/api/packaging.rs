@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use labcron::config::Settings;
-use labcron::config_overrides::env_name;
+use labcron::config::overrides::env_name;
 
 fn repo_file(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
@@ -18,7 +18,7 @@ fn overrides(assignments: &[(String, String)]) -> Vec<(String, String)> {
         .iter()
         .filter(|(name, _)| name != "LABCRON_CONFIG")
         .map(|(name, value)| {
-            let spec = labcron::config::SETTING_SPECS
+            let spec = labcron::config::specs::SETTING_SPECS
                 .iter()
                 .find(|s| env_name(s.key) == *name)
                 .unwrap_or_else(|| panic!("{name} is not a labcron setting"));

@@ -575,9 +575,9 @@ fn the_compose_file_agrees_with_the_dockerfile() {
     for name in env.keys() {
         assert!(
             name == "LABCRON_CONFIG"
-                || labcron::config::SETTING_SPECS
+                || labcron::config::specs::SETTING_SPECS
                     .iter()
-                    .any(|s| labcron::config_overrides::env_name(s.key) == *name),
+                    .any(|s| labcron::config::overrides::env_name(s.key) == *name),
             "{name} is not a labcron setting"
         );
     }

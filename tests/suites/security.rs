@@ -1,4 +1,4 @@
-//! Security: the routes are read from the source (`web::resource("…")` in `src/api/*.rs` and
+//! Security: the routes are read from the source (`web::resource("…")` in `src/web/api/*.rs` and
 //! `src/metrics.rs`), so a new route is covered without touching this file. Without credentials
 //! every route but the public ones answers 401; a non-admin reaches no other user's job, run, log or
 //! file; path traversal in any path parameter gets a JSON 400/404, never a file; injection strings

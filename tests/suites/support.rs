@@ -434,7 +434,7 @@ pub fn write_script(data_dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// The routes the API registers, read from its source: every `web::resource("…")` in
-/// `src/api/*.rs` and `src/metrics.rs`, with the methods routed on it and the paths it is served
+/// `src/web/api/*.rs`, with the methods routed on it and the paths it is served
 /// at (under both base paths when its module is configured inside the base-path scope).
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -446,7 +446,8 @@ pub struct Route {
 
 pub fn discover_routes() -> Vec<Route> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let api_mod = std::fs::read_to_string(root.join("src/api/mod.rs")).expect("src/api/mod.rs");
+    let api_mod =
+        std::fs::read_to_string(root.join("src/web/api/mod.rs")).expect("src/web/api/mod.rs");
     // Modules configured inside `web::scope(base)` are served under every base path.
     let scoped: Vec<String> = api_mod
         .split("web::scope(")
@@ -469,14 +470,13 @@ pub fn discover_routes() -> Vec<Route> {
         .collect();
     assert!(
         !scoped.is_empty() && !bases.is_empty(),
-        "cannot read the scope of src/api/mod.rs"
+        "cannot read the scope of src/web/api/mod.rs"
     );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/api"))
-        .expect("src/api")
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/web/api"))
+        .expect("src/web/api")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "rs"))
         .collect();
-    files.push(root.join("src/metrics.rs"));
     files.sort();
     let mut routes = Vec::new();
     for file in files {

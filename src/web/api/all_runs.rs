@@ -1,0 +1,123 @@
+//! `/scheduled-job-runs` (ext, issue 13): the runs of every job the caller may see, newest first,
+//! in the per-job list's JSON and with its filters and date formats, plus `jobId`, `trigger` and
+//! `cancelled`; and `/scheduled-job-runs/count`. Admins see every live job's runs; other users
+//! those of the jobs they created or that are shared with them (as in the jobs list).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::auth::CurrentUser;
+use super::params::Query;
+use super::runs::CLIENT_TZ_HEADER;
+use crate::clock::now_ms;
+use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
+use crate::domain::run::{RunStatus, Trigger};
+use crate::domain::user::User;
+use crate::error::ApiError;
+use crate::present::{UserCache, run_view};
+use crate::store;
+use crate::store::runs::AllRunsFilter;
+use crate::web::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/scheduled-job-runs").route(web::get().to(list)))
+        .service(web::resource("/scheduled-job-runs/count").route(web::get().to(count)));
+}
+
+const STATUS_NAMES: &[&str] = &["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"];
+const TRIGGER_NAMES: &[&str] = &["MANUAL", "SCHEDULED", "CATCH_UP", "RETRY", "CHAINED"];
+
+/// The zone of dates without an offset: `X-OS-CLIENT-TZ`, else the server's.
+pub fn client_tz(state: &AppState, req: &HttpRequest) -> Result<chrono_tz::Tz, ApiError> {
+    match req
+        .headers()
+        .get(CLIENT_TZ_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
+        Some(name) if !name.is_empty() => name.parse::<chrono_tz::Tz>().map_err(|_| {
+            ApiError::invalid_request(format!(
+                "{CLIENT_TZ_HEADER} `{name}` is not an IANA time zone name."
+            ))
+        }),
+        _ => Ok(state.settings.tz()),
+    }
+}
+
+/// The filter a request asks for, limited to what `me` may see.
+pub fn filter_of(
+    query: &Query,
+    tz: chrono_tz::Tz,
+    me: &User,
+    now: i64,
+) -> Result<AllRunsFilter, ApiError> {
+    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
+        match query.text(name) {
+            None => Ok(None),
+            Some(text) => parse_date_param(text, tz, bound).map(Some).ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "{name} `{text}` is not a date; use {ACCEPTED_FORMATS}."
+                ))
+            }),
+        }
+    };
+    let job_id = match query.text("jobId") {
+        None => None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(id) if id > 0 => Some(id),
+            _ => {
+                return Err(ApiError::invalid_request(format!(
+                    "jobId must be a job's id (a whole number above 0), not `{text}`."
+                )));
+            }
+        },
+    };
+    let cancelled = match query.text("cancelled") {
+        None => None,
+        Some(_) => Some(query.bool("cancelled", false)?),
+    };
+    Ok(AllRunsFilter {
+        visible_to: (!me.admin).then_some(me.id),
+        from: date("fromDate", Bound::From)?,
+        to: Some(date("toDate", Bound::To)?.unwrap_or(now)),
+        status: query.choice::<RunStatus>("status", STATUS_NAMES)?,
+        job_id,
+        trigger: query.choice::<Trigger>("trigger", TRIGGER_NAMES)?,
+        cancelled,
+    })
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::from_request(&req)?;
+    let filter = filter_of(&query, client_tz(&state, &req)?, &me.0, now_ms())?;
+    let (start_at, max_results) = query.paging(100, 1000)?;
+    let data_dir = state.data_dir.clone();
+    let views = state
+        .db
+        .read(move |c| {
+            let runs = store::runs::list_all(c, &filter, start_at, max_results)?;
+            let mut users = UserCache::default();
+            runs.iter()
+                .map(|r| run_view(c, r, &mut users, &data_dir))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn count(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::from_request(&req)?;
+    let filter = filter_of(&query, client_tz(&state, &req)?, &me.0, now_ms())?;
+    let count = state
+        .db
+        .read(move |c| store::runs::count_all(c, &filter))
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
+}

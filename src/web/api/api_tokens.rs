@@ -1,0 +1,229 @@
+//! `/api-tokens` (issue 15): long-lived tokens for services (Prometheus, scripts), so they need no
+//! person's password. A token is shown once, when it is made; the ledger keeps its SHA-256. Anyone
+//! signed in makes, lists and revokes their own; admins also list everyone's (`?all=true` or
+//! `?userId=`), make one for another user and revoke anyone's. A request authenticated by an API
+//! token may not make tokens: a leaked one could otherwise outlive its own revocation.
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::audit::{actions, event};
+use super::auth::{ByApiToken, CurrentUser};
+use super::params::{Query, json_object, path_id};
+use crate::auth::{new_api_token, token_hash};
+use crate::clock::now_ms;
+use crate::domain::input::{Field, Fields};
+use crate::domain::user::UserSummary;
+use crate::error::{ApiError, ErrorItem};
+use crate::present::UserCache;
+use crate::store;
+use crate::store::api_tokens::ApiToken;
+use crate::web::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api-tokens")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(web::resource("/api-tokens/{tokenId}").route(web::delete().to(revoke)));
+}
+
+const MAX_NAME_CHARS: usize = 100;
+
+/// A token as listed (never the secret).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenView {
+    pub id: i64,
+    pub name: String,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// Epoch milliseconds, or null: the token does not expire.
+    pub expires_at: Option<i64>,
+    /// When the token was last used (recorded at most once a minute), or null.
+    pub last_used_at: Option<i64>,
+    /// Whose token it is.
+    pub user: Option<UserSummary>,
+}
+
+/// A token just made: the only answer that carries the secret.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewApiTokenView {
+    pub id: i64,
+    pub name: String,
+    /// The token itself; shown this once. Send it as `X-OS-API-TOKEN` or `Authorization: Bearer`.
+    pub token: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub user: Option<UserSummary>,
+}
+
+fn view(
+    conn: &rusqlite::Connection,
+    token: &ApiToken,
+    users: &mut UserCache,
+) -> Result<ApiTokenView, ApiError> {
+    Ok(ApiTokenView {
+        id: token.id,
+        name: token.name.clone(),
+        created_at: token.created_at,
+        expires_at: token.expires_at,
+        last_used_at: token.last_used_at,
+        user: users.summary(conn, token.user_id)?,
+    })
+}
+
+fn not_found() -> ApiError {
+    ApiError::user("API_TOKEN_NOT_FOUND", "API token does not exist.")
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::from_request(&req)?;
+    let all = query.bool("all", false)?;
+    let user_id = match query.text("userId") {
+        None => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ApiError::invalid_request(format!("userId must be a user's id, not `{text}`."))
+        })?),
+    };
+    let me = me.0;
+    // Everyone's (`all` without `userId`), one user's, or by default the caller's own.
+    let whose = if all && user_id.is_none() {
+        None
+    } else {
+        Some(user_id.unwrap_or(me.id))
+    };
+    if whose != Some(me.id) && !me.admin {
+        return Err(ApiError::access_denied());
+    }
+    let views = state
+        .db
+        .read(move |c| {
+            let mut users = UserCache::default();
+            store::api_tokens::list_live(c, whose)?
+                .iter()
+                .map(|t| view(c, t, &mut users))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    if req.extensions().get::<ByApiToken>().is_some() {
+        return Err(ApiError::user(
+            "API_TOKEN_NOT_ALLOWED",
+            "An API token cannot make API tokens; sign in with a password to make one.",
+        ));
+    }
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let now = now_ms();
+    let mut errors = Vec::new();
+    let name = fields.string("name").unwrap_or_default();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        errors.push(ErrorItem::new(
+            "API_TOKEN_NAME_REQUIRED",
+            format!("name is required (1 to {MAX_NAME_CHARS} characters)."),
+        ));
+    }
+    let expires_at = match body.get("expiresAt") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(at) if at > now => Some(at),
+            Some(_) => {
+                errors.push(ErrorItem::new(
+                    "API_TOKEN_INVALID_EXPIRY",
+                    "expiresAt must be in the future (epoch milliseconds), or null for no expiry.",
+                ));
+                None
+            }
+            None => {
+                errors.push(ErrorItem::new(
+                    "API_TOKEN_INVALID_EXPIRY",
+                    "expiresAt must be epoch milliseconds or null.",
+                ));
+                None
+            }
+        },
+    };
+    let user_id = match fields.int("userId") {
+        Field::Value(id) => id,
+        Field::Missing => me.0.id,
+        Field::Invalid => return Err(ApiError::invalid_request("userId must be a user's id.")),
+    };
+    if user_id != me.0.id && !me.0.admin {
+        return Err(ApiError::access_denied());
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::User(errors));
+    }
+    let token = new_api_token();
+    let hash = token_hash(&token);
+    let audit = event(&me.0, &req, actions::API_TOKEN_CREATE)
+        .detail("name", name.clone())
+        .detail("userId", user_id)
+        .detail("expiresAt", expires_at);
+    let (stored, user) = state
+        .db
+        .write(move |tx| {
+            let owner = store::users::get(tx, user_id)?
+                .filter(|u| u.active && !u.is_system)
+                .ok_or_else(|| ApiError::user("USER_NOT_FOUND", "User does not exist."))?;
+            let id = store::api_tokens::insert(tx, owner.id, &name, &hash, expires_at, now, audit)?;
+            let stored = store::api_tokens::get(tx, id)?.ok_or_else(not_found)?;
+            Ok((stored, UserSummary::from(&owner)))
+        })
+        .await?;
+    tracing::info!(token_id = stored.id, user_id, "API token created");
+    Ok(HttpResponse::Ok().json(NewApiTokenView {
+        id: stored.id,
+        name: stored.name,
+        token,
+        created_at: stored.created_at,
+        expires_at: stored.expires_at,
+        last_used_at: stored.last_used_at,
+        user: Some(user),
+    }))
+}
+
+async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "tokenId")?;
+    let me = me.0;
+    let audit = event(&me, &req, actions::API_TOKEN_REVOKE);
+    let revoked = state
+        .db
+        .write(move |tx| {
+            // Another user's token is "not found" to a non-admin: its existence is not theirs to know.
+            let token = store::api_tokens::get(tx, id)?
+                .filter(|t| t.revoked_at.is_none() && (me.admin || t.user_id == me.id))
+                .ok_or_else(not_found)?;
+            let audit = audit
+                .detail("name", token.name.clone())
+                .detail("userId", token.user_id);
+            if !store::api_tokens::revoke(tx, id, me.id, now_ms(), audit)? {
+                return Err(not_found());
+            }
+            view(tx, &token, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(token_id = id, "API token revoked");
+    Ok(HttpResponse::Ok().json(revoked))
+}

@@ -1,0 +1,32 @@
+//! `GET /metrics`: the Prometheus text exposition of `crate::metrics`, for signed-in admins (Basic
+//! or an API token suits Prometheus).
+
+use actix_web::{HttpResponse, web};
+
+use crate::error::ApiError;
+use crate::metrics::CONTENT_TYPE;
+use crate::store;
+use crate::web::AppState;
+use crate::web::api::auth::CurrentUser;
+
+/// Registers `GET /metrics`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(scrape)));
+}
+
+/// `GET /metrics`: any signed-in admin (Basic authorization suits Prometheus).
+async fn scrape(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ApiError> {
+    me.require_admin()?;
+    let queued = match state.db.read(store::runs::active_counts).await {
+        Ok((queued, _)) => Some(queued),
+        Err(e) => {
+            tracing::warn!(error = ?e, "metrics: the ledger could not count queued runs");
+            None
+        }
+    };
+    let running = state.executor.running_count() as u64;
+    let body = state
+        .metrics
+        .render(state.scheduler.stats(), queued, running);
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
+}

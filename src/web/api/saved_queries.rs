@@ -1,0 +1,292 @@
+//! `/saved-queries` (API.md §4): list, get, create, replace and soft-delete saved queries. Any
+//! signed-in user may list and read every saved query (a QUERY job names one by id, and the SQL
+//! is what a reviewer needs to see); only its creator or an admin may change or delete it. A body
+//! is validated in full, its SQL compiled read-only against its data source, before anything is
+//! stored; every problem comes back at once.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::audit::{actions, changes, event};
+use super::auth::CurrentUser;
+use super::params::{Query, json_object, path_id};
+use crate::clock::now_ms;
+use crate::domain::saved_query::{
+    MAX_SQL_CHARS, SavedQuery, SavedQueryDraft, invalid_data_source, invalid_sql, not_found,
+    parse_saved_query,
+};
+use crate::domain::user::{User, UserSummary};
+use crate::error::{ApiError, ErrorItem};
+use crate::present::UserCache;
+use crate::query::sources::{CheckError, DataSources};
+use crate::store;
+use crate::web::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/saved-queries")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/saved-queries/{queryId}")
+            .route(web::get().to(get))
+            .route(web::put().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// A saved query as every endpoint returns it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedQueryView {
+    pub id: i64,
+    pub title: String,
+    pub sql: String,
+    pub data_source: String,
+    pub created_by: Option<UserSummary>,
+    pub last_modified_on: i64,
+}
+
+fn view(
+    conn: &rusqlite::Connection,
+    query: SavedQuery,
+    users: &mut UserCache,
+) -> Result<SavedQueryView, ApiError> {
+    Ok(SavedQueryView {
+        created_by: users.summary(conn, query.created_by)?,
+        id: query.id,
+        title: query.title,
+        sql: query.sql,
+        data_source: query.data_source,
+        last_modified_on: query.last_modified_on,
+    })
+}
+
+fn not_found_error() -> ApiError {
+    ApiError::User(vec![not_found()])
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::from_request(&req)?;
+    let (start_at, max_results) = query.paging(100, 1000)?;
+    let text = query.text("query").map(str::to_string);
+    let views = state
+        .db
+        .read(move |c| {
+            let queries = store::queries::list(c, text.as_deref(), start_at, max_results)?;
+            let mut users = UserCache::default();
+            queries
+                .into_iter()
+                .map(|q| view(c, q, &mut users))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    _me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "queryId")?;
+    let found = state
+        .db
+        .read(move |c| {
+            let query = store::queries::get_live(c, id)?.ok_or_else(not_found_error)?;
+            view(c, query, &mut UserCache::default())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(found))
+}
+
+/// Parses a body and compiles its SQL against its data source (on the blocking pool).
+async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraft, ApiError> {
+    let body = json_object(body, false)?;
+    let (draft, mut errors) = parse_saved_query(&body);
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    if !sources.contains(&draft.data_source) {
+        errors.push(invalid_data_source(&format!(
+            "`{}` is not configured; configured data sources: {}",
+            draft.data_source,
+            sources.names().join(", ")
+        )));
+    } else if !draft.sql.is_empty() && draft.sql.chars().count() <= MAX_SQL_CHARS {
+        let (name, sql) = (draft.data_source.clone(), draft.sql.clone());
+        let checked: Result<(), ErrorItem> = tokio::task::spawn_blocking(move || {
+            sources.check(&name, &sql).map(|_| ()).map_err(|e| match e {
+                CheckError::Source(e) => invalid_data_source(&e),
+                CheckError::Sql(e) => invalid_sql(&e),
+            })
+        })
+        .await?;
+        if let Err(item) = checked {
+            errors.push(item);
+        }
+    }
+    if errors.is_empty() {
+        Ok(draft)
+    } else {
+        Err(ApiError::User(errors))
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let draft = validated_draft(&state, &body).await?;
+    let creator = me.0.id;
+    let audit = event(&me.0, &req, actions::SAVED_QUERY_CREATE);
+    let created = state
+        .db
+        .write(move |tx| {
+            let id = store::queries::insert(tx, &draft, creator, now_ms())?;
+            let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            let audit = audit
+                .object("SAVED_QUERY", id)
+                .detail("title", query.title.clone())
+                .detail("dataSource", query.data_source.clone())
+                .detail("sql", query.sql.clone());
+            store::audit::record(tx, &audit, now_ms())?;
+            view(tx, query, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(saved_query_id = created.id, "saved query created");
+    Ok(HttpResponse::Ok().json(created))
+}
+
+/// Checks, in the transaction that changes it, that the query is live and `me` may change it.
+fn changeable(conn: &rusqlite::Connection, id: i64, me: &User) -> Result<SavedQuery, ApiError> {
+    let query = store::queries::get_live(conn, id)?.ok_or_else(not_found_error)?;
+    if me.admin || query.created_by == me.id {
+        Ok(query)
+    } else {
+        Err(ApiError::access_denied())
+    }
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "queryId")?;
+    // Not found and not allowed come before validation, as for jobs.
+    let me = me.0;
+    {
+        let me = me.clone();
+        state.db.read(move |c| changeable(c, id, &me)).await?;
+    }
+    let draft = validated_draft(&state, &body).await?;
+    let audit = event(&me, &req, actions::SAVED_QUERY_UPDATE).object("SAVED_QUERY", id);
+    let updated = state
+        .db
+        .write(move |tx| {
+            let old = changeable(tx, id, &me)?;
+            store::queries::replace(tx, id, &draft, now_ms())?;
+            let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            let fields = |q: &SavedQuery| {
+                serde_json::json!({"title": q.title, "sql": q.sql, "dataSource": q.data_source})
+            };
+            let audit = audit
+                .detail("title", query.title.clone())
+                .detail("changes", changes(&fields(&old), &fields(&query)));
+            store::audit::record(tx, &audit, now_ms())?;
+            view(tx, query, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(saved_query_id = id, "saved query updated");
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "queryId")?;
+    let me = me.0;
+    let audit = event(&me, &req, actions::SAVED_QUERY_DELETE).object("SAVED_QUERY", id);
+    let deleted = state
+        .db
+        .write(move |tx| {
+            let query = changeable(tx, id, &me)?;
+            store::queries::soft_delete(tx, id, now_ms())?;
+            let audit = audit.detail("title", query.title.clone());
+            store::audit::record(tx, &audit, now_ms())?;
+            view(tx, query, &mut UserCache::default())
+        })
+        .await?;
+    tracing::info!(saved_query_id = id, "saved query deleted");
+    Ok(HttpResponse::Ok().json(deleted))
+}
+
+/// The named parameters of a stored query (without `:`, `@` or `$`), read by compiling its SQL
+/// against its data source as a run would. `Err` says why they cannot be known (the source is
+/// missing, the SQL no longer compiles); callers then make no claim about them. Blocking.
+pub fn parameter_names(sources: &DataSources, query: &SavedQuery) -> Result<Vec<String>, String> {
+    // PostgreSQL sources are checked too (`check` compiles on either engine).
+    sources
+        .check(&query.data_source, &query.sql)
+        .map_err(|e| match e {
+            CheckError::Source(m) | CheckError::Sql(m) => m,
+        })
+}
+
+/// `parameter_names` off the async threads.
+pub async fn parameters_of(state: &AppState, query: &SavedQuery) -> Result<Vec<String>, String> {
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let query = query.clone();
+    tokio::task::spawn_blocking(move || parameter_names(&sources, &query))
+        .await
+        .unwrap_or_else(|e| Err(format!("the check stopped: {e}")))
+}
+
+/// The one rule for runtime arguments on a QUERY job whose saved query takes no parameters
+/// (`SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`): there is nothing they could fill, so a run with them
+/// could only fail. `None` when the query takes parameters, is gone, or cannot be checked. Used
+/// by the API (saves and runs) and `labcron jobs import`. Blocking.
+pub fn no_parameters_refusal_in(
+    conn: &rusqlite::Connection,
+    sources: &DataSources,
+    query_id: i64,
+    what: &str,
+) -> Result<Option<ErrorItem>, ApiError> {
+    let Some(query) = store::queries::get_live(conn, query_id)? else {
+        return Ok(None);
+    };
+    Ok(match parameter_names(sources, &query) {
+        Ok(names) if names.is_empty() => Some(ErrorItem::new(
+            "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED",
+            format!(
+                "{what}: saved query #{} {} takes no parameters, so there are no runtime \
+                 parameters to give; add a named parameter such as :site to its SQL first.",
+                query.id, query.title
+            ),
+        )),
+        _ => None,
+    })
+}
+
+/// `no_parameters_refusal_in` on a read connection, off the async threads.
+pub async fn no_parameters_refusal(
+    state: &AppState,
+    query_id: i64,
+    what: &str,
+) -> Result<Option<ErrorItem>, ApiError> {
+    let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let what = what.to_string();
+    state
+        .db
+        .read(move |c| no_parameters_refusal_in(c, &sources, query_id, &what))
+        .await
+}

@@ -1,0 +1,121 @@
+//! `POST /sessions` signs in (OpenSpecimen's shape: the user plus a `token`); `DELETE /sessions`
+//! ends the caller's token.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::audit::{actions, event};
+use super::auth::{CurrentUser, client_addr, request_token, sign_in};
+use super::params::json_object;
+use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
+use crate::clock::now_ms;
+use crate::domain::input::Fields;
+use crate::error::ApiError;
+use crate::store;
+use crate::store::audit::Event;
+use crate::web::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/sessions")
+            .route(web::post().to(create))
+            .route(web::delete().to(delete)),
+    );
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub id: i64,
+    pub login_name: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email_address: String,
+    pub admin: bool,
+    pub token: String,
+}
+
+/// Signs in and returns a new token (also used by the web page's sign-in form).
+pub async fn open_session(
+    state: &AppState,
+    login: &str,
+    password: &str,
+    client: &str,
+    via: &str,
+) -> Result<SessionView, ApiError> {
+    let user = sign_in(state, login, password, client).await?;
+    let token = new_token();
+    let hash = token_hash(&token);
+    let user_id = user.id;
+    let auth = &state.settings.auth;
+    let idle_ms = auth.session_timeout_minutes as i64 * 60_000;
+    let max_age_ms = auth.session_max_hours as i64 * 3_600_000;
+    let event = Event::new(&user.login_name, actions::SIGN_IN, Some(client))
+        .object("USER", user.id)
+        .detail("via", via);
+    state
+        .db
+        .write(move |tx| {
+            let now = now_ms();
+            // Expired sessions are removed as new ones open, so the table stays small.
+            store::sessions::delete_expired(tx, now - idle_ms, now - max_age_ms)?;
+            store::sessions::insert(tx, &hash, user_id, now)?;
+            store::audit::record(tx, &event, now)?;
+            Ok(())
+        })
+        .await?;
+    Ok(SessionView {
+        id: user.id,
+        login_name: user.login_name,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        email_address: user.email_address,
+        admin: user.admin,
+        token,
+    })
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let login = fields.string("loginName").unwrap_or_default();
+    // Passwords are not trimmed: spaces may be part of one.
+    let password = body
+        .get("password")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if login.is_empty() || password.is_empty() {
+        return Err(ApiError::user(
+            "AUTH_CREDENTIALS_REQUIRED",
+            "loginName and password are required.",
+        ));
+    }
+    let session = open_session(&state, &login, &password, &client_addr(&req), "api").await?;
+    Ok(HttpResponse::Ok().json(session))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    // An API token is not a session: "signing out" with one ends nothing.
+    if let Some(token) = request_token(&req).filter(|t| !t.starts_with(API_TOKEN_PREFIX)) {
+        let hash = token_hash(&token);
+        let event = event(&user.0, &req, actions::SIGN_OUT).object("USER", user.0.id);
+        state
+            .db
+            .write(move |tx| {
+                store::sessions::delete(tx, &hash)?;
+                store::audit::record(tx, &event, now_ms())?;
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "success"})))
+}

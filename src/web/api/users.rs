@@ -1,0 +1,451 @@
+//! `/users`: anyone signed in lists users (to pick recipients and shared users; admins see every
+//! field); admins create, update and (softly) delete them; a user may change their own password
+//! and names. `PUT /users/password` changes a password the way OpenSpecimen's call does (admins
+//! without the old one, everyone else with it), and a user created without a password (as
+//! OpenSpecimen creates them) cannot sign in until one is set.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::audit::{actions, event};
+use super::auth::{CurrentUser, request_token};
+use super::params::{json_object, path_id};
+use crate::auth::{MIN_PASSWORD_CHARS, hash_password, token_hash};
+use crate::clock::now_ms;
+use crate::domain::input::{Field, Fields};
+use crate::domain::user::User;
+use crate::error::{ApiError, ErrorItem};
+use crate::store;
+use crate::web::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Registered before `/users/{userId}`, which would otherwise take `password` for an id.
+    cfg.service(web::resource("/users/password").route(web::put().to(change_password)))
+        .service(
+            web::resource("/users")
+                .route(web::get().to(list))
+                .route(web::post().to(create)),
+        )
+        .service(
+            web::resource("/users/{userId}")
+                .route(web::get().to(get))
+                .route(web::put().to(update))
+                .route(web::delete().to(delete)),
+        );
+}
+
+/// A user as the API shows it; `emailAddress`, `admin` and `activityStatus` only to admins and to
+/// the user themself.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: i64,
+    pub login_name: String,
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<i64>,
+}
+
+fn view(user: &User, full: bool) -> UserView {
+    UserView {
+        id: user.id,
+        login_name: user.login_name.clone(),
+        first_name: user.first_name.clone(),
+        last_name: user.last_name.clone(),
+        email_address: full.then(|| user.email_address.clone()),
+        admin: full.then_some(user.admin),
+        activity_status: full.then_some(if user.active { "Active" } else { "Disabled" }),
+        creation_date: full.then_some(user.created_at),
+    }
+}
+
+async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ApiError> {
+    let users = state.db.read(store::users::list).await?;
+    let views: Vec<UserView> = users
+        .iter()
+        .map(|u| view(u, me.0.admin || u.id == me.0.id))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "userId")?;
+    let user = load_user(&state, id).await?;
+    Ok(HttpResponse::Ok().json(view(&user, me.0.admin || user.id == me.0.id)))
+}
+
+async fn load_user(state: &AppState, id: i64) -> Result<User, ApiError> {
+    state
+        .db
+        .read(move |c| store::users::get(c, id))
+        .await?
+        .filter(|u| u.active && !u.is_system)
+        .ok_or_else(user_not_found)
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::user("USER_NOT_FOUND", "User does not exist.")
+}
+
+/// The profile fields that differ: `{"field": {"before": …, "after": …}}`.
+fn profile_changes(before: &User, after: &User) -> Map<String, Value> {
+    let mut changes = Map::new();
+    let mut compare = |name: &str, old: Value, new: Value| {
+        if old != new {
+            changes.insert(
+                name.to_string(),
+                serde_json::json!({"before": old, "after": new}),
+            );
+        }
+    };
+    compare(
+        "loginName",
+        before.login_name.clone().into(),
+        after.login_name.clone().into(),
+    );
+    compare(
+        "firstName",
+        before.first_name.clone().into(),
+        after.first_name.clone().into(),
+    );
+    compare(
+        "lastName",
+        before.last_name.clone().into(),
+        after.last_name.clone().into(),
+    );
+    compare(
+        "emailAddress",
+        before.email_address.clone().into(),
+        after.email_address.clone().into(),
+    );
+    compare("admin", before.admin.into(), after.admin.into());
+    changes
+}
+
+/// A directory account has no password here: the directory keeps it.
+async fn refuse_directory_account(state: &AppState, id: i64) -> Result<(), ApiError> {
+    let source = state.db.read(move |c| store::users::source(c, id)).await?;
+    if source.as_deref() == Some("LDAP") {
+        return Err(ApiError::user(
+            "USER_DIRECTORY_ACCOUNT",
+            "This user signs in with the directory (LDAP); change the password there.",
+        ));
+    }
+    Ok(())
+}
+
+fn password_problem(password: &str) -> Option<ErrorItem> {
+    (password.chars().count() < MIN_PASSWORD_CHARS).then(|| {
+        ErrorItem::new(
+            "USER_PASSWORD_TOO_SHORT",
+            format!("Password must have at least {MIN_PASSWORD_CHARS} characters."),
+        )
+    })
+}
+
+fn raw_password(body: &Map<String, Value>) -> Option<String> {
+    body.get("password")
+        .and_then(|v| v.as_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    me.require_admin()?;
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let mut errors = Vec::new();
+    let login = fields.string("loginName").unwrap_or_default();
+    if login.is_empty() {
+        errors.push(ErrorItem::new(
+            "USER_LOGIN_NAME_REQUIRED",
+            "Login name is required.",
+        ));
+    } else if login.chars().count() > 100 || login.starts_with('$') {
+        errors.push(ErrorItem::new(
+            "USER_INVALID_LOGIN_NAME",
+            "Login name must be 1–100 characters and not start with $.",
+        ));
+    }
+    // Without a password the user exists but cannot sign in until an admin sets one (OpenSpecimen
+    // creates users without one and mails them a link; labcron sends no such mail).
+    let password = raw_password(&body);
+    if let Some(p) = &password {
+        errors.extend(password_problem(p));
+    }
+    let admin = match fields.bool("admin") {
+        Field::Value(v) => v,
+        // OpenSpecimen's user `type`: SUPER is a super admin; the other types are plain users.
+        Field::Missing => fields
+            .string("type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("SUPER")),
+        Field::Invalid => {
+            errors.push(ErrorItem::new(
+                "INVALID_REQUEST",
+                "admin must be true or false.",
+            ));
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::User(errors));
+    }
+    // An empty hash matches no password (`verify_password` rejects it).
+    let hash = match password {
+        Some(p) => tokio::task::spawn_blocking(move || hash_password(&p)).await??,
+        None => String::new(),
+    };
+    let first_name = fields.string("firstName").unwrap_or_default();
+    let last_name = fields.string("lastName").unwrap_or_default();
+    let email = fields.string("emailAddress").unwrap_or_default();
+    let audit = event(&me.0, &req, actions::USER_CREATE)
+        .detail("loginName", login.clone())
+        .detail("firstName", first_name.clone())
+        .detail("lastName", last_name.clone())
+        .detail("emailAddress", email.clone())
+        .detail("admin", admin)
+        .detail("passwordSet", !hash.is_empty());
+    let id = state
+        .db
+        .write(move |tx| {
+            let new_user = store::users::NewUser {
+                login_name: &login,
+                first_name: &first_name,
+                last_name: &last_name,
+                email_address: &email,
+                admin,
+                password_hash: &hash,
+            };
+            let id = store::users::insert(tx, &new_user, now_ms())?.ok_or_else(|| {
+                ApiError::user(
+                    "USER_DUP_LOGIN_NAME",
+                    format!("Login name {login} is already in use."),
+                )
+            })?;
+            store::audit::record(tx, &audit.object("USER", id), now_ms())?;
+            Ok(id)
+        })
+        .await?;
+    let user = load_user(&state, id).await?;
+    Ok(HttpResponse::Ok().json(view(&user, true)))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&req, "userId")?;
+    if !me.0.admin && me.0.id != id {
+        return Err(ApiError::access_denied());
+    }
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let mut user = load_user(&state, id).await?;
+    let before = user.clone();
+    let mut errors = Vec::new();
+    if let Some(first) = fields.string("firstName") {
+        user.first_name = first;
+    }
+    if let Some(last) = fields.string("lastName") {
+        user.last_name = last;
+    }
+    if let Some(email) = fields.string("emailAddress") {
+        user.email_address = email;
+    }
+    if me.0.admin {
+        if let Some(login) = fields.string("loginName") {
+            user.login_name = login;
+        }
+        match fields.bool("admin") {
+            Field::Value(v) => user.admin = v,
+            Field::Missing => {}
+            Field::Invalid => errors.push(ErrorItem::new(
+                "INVALID_REQUEST",
+                "admin must be true or false.",
+            )),
+        }
+    } else if matches!(fields.bool("admin"), Field::Value(true)) {
+        return Err(ApiError::access_denied());
+    }
+    let password = raw_password(&body);
+    if let Some(p) = &password {
+        errors.extend(password_problem(p));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::User(errors));
+    }
+    if password.is_some() {
+        refuse_directory_account(&state, id).await?;
+    }
+    let hash = match password {
+        Some(p) => Some(tokio::task::spawn_blocking(move || hash_password(&p)).await??),
+        None => None,
+    };
+    let saved = user.clone();
+    // Changing one's own password keeps the session it was changed in; every other session of the
+    // user ends (an admin's reset ends them all).
+    let keep_session = (me.0.id == id)
+        .then(|| request_token(&req).map(|t| token_hash(&t)))
+        .flatten();
+    let changes = profile_changes(&before, &user);
+    let updated = (!changes.is_empty()).then(|| {
+        event(&me.0, &req, actions::USER_UPDATE)
+            .object("USER", id)
+            .detail("changes", Value::Object(changes))
+    });
+    let password_changed = hash
+        .is_some()
+        .then(|| event(&me.0, &req, actions::USER_PASSWORD_CHANGE).object("USER", id));
+    state
+        .db
+        .write(move |tx| {
+            if store::users::login_taken(tx, &saved.login_name, Some(saved.id))? {
+                return Err(ApiError::user(
+                    "USER_DUP_LOGIN_NAME",
+                    format!("Login name {} is already in use.", saved.login_name),
+                ));
+            }
+            let was_admin = store::users::get(tx, saved.id)?.is_some_and(|u| u.admin);
+            store::users::update_profile(tx, &saved)?;
+            if was_admin && !saved.admin && store::users::count_admins(tx)? == 0 {
+                return Err(ApiError::user(
+                    "USER_LAST_ADMIN",
+                    "The last admin cannot stop being an admin.",
+                ));
+            }
+            if let Some(hash) = &hash {
+                store::users::set_password_hash(tx, saved.id, hash, keep_session.as_deref())?;
+            }
+            for event in [&updated, &password_changed].into_iter().flatten() {
+                store::audit::record(tx, event, now_ms())?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(view(&user, true)))
+}
+
+/// `PUT /users/password` `{"userId", "oldPassword"?, "newPassword"}`, answering `true` as
+/// OpenSpecimen does. Admins may set another user's password without the old one; changing one's
+/// own password always needs the old one.
+async fn change_password(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body = json_object(&body, false)?;
+    let fields = Fields::new(&body);
+    let id = match fields.int("userId") {
+        Field::Value(id) => id,
+        Field::Missing => me.0.id,
+        Field::Invalid => return Err(ApiError::invalid_request("userId must be a user's id.")),
+    };
+    if !me.0.admin && me.0.id != id {
+        return Err(ApiError::access_denied());
+    }
+    let user = load_user(&state, id).await?;
+    let new_password = body
+        .get("newPassword")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if new_password.is_empty() {
+        return Err(ApiError::user(
+            "USER_NEW_PASSWORD_REQUIRED",
+            "New password is required.",
+        ));
+    }
+    if let Some(problem) = password_problem(&new_password) {
+        return Err(ApiError::User(vec![problem]));
+    }
+    refuse_directory_account(&state, id).await?;
+    if !me.0.admin || me.0.id == id {
+        let old = body
+            .get("oldPassword")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let login = user.login_name.clone();
+        let stored = state
+            .db
+            .read(move |c| store::users::get_with_hash(c, &login))
+            .await?
+            .and_then(|(_, hash)| hash)
+            .unwrap_or_default();
+        let valid = tokio::task::spawn_blocking(move || {
+            !old.is_empty() && crate::auth::verify_password(&old, &stored)
+        })
+        .await?;
+        if !valid {
+            return Err(ApiError::user(
+                "USER_INVALID_OLD_PASSWD",
+                "Old password is incorrect.",
+            ));
+        }
+    }
+    let hash = tokio::task::spawn_blocking(move || hash_password(&new_password)).await??;
+    // As with PUT /users/{id}: the user's other sessions end; one's own change keeps this one.
+    let keep_session = (me.0.id == id)
+        .then(|| request_token(&req).map(|t| token_hash(&t)))
+        .flatten();
+    let audit = event(&me.0, &req, actions::USER_PASSWORD_CHANGE).object("USER", id);
+    state
+        .db
+        .write(move |tx| {
+            store::users::set_password_hash(tx, id, &hash, keep_session.as_deref())?;
+            store::audit::record(tx, &audit, now_ms())?;
+            Ok(())
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    me.require_admin()?;
+    let id = path_id(&req, "userId")?;
+    let user = load_user(&state, id).await?;
+    let audit = event(&me.0, &req, actions::USER_DISABLE)
+        .object("USER", id)
+        .detail("loginName", user.login_name.clone());
+    state
+        .db
+        .write(move |tx| {
+            store::users::disable(tx, id)?;
+            store::audit::record(tx, &audit, now_ms())?;
+            if store::users::count_admins(tx)? == 0 {
+                return Err(ApiError::user(
+                    "USER_LAST_ADMIN",
+                    "The last admin cannot be deleted.",
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+    let mut shown = view(&user, true);
+    shown.activity_status = Some("Disabled");
+    Ok(HttpResponse::Ok().json(shown))
+}

@@ -1,0 +1,411 @@
+//! Page handlers: each checks the session cookie (redirecting to sign-in without one), then fills
+//! the shared layout with one page shell and the few values its script needs (ids from the path,
+//! the signed-in user, the anti-forgery token) as escaped `data-*` attributes. Pages carry no job
+//! or run data themselves; their scripts fetch it. Every page gets a strict Content-Security-Policy.
+
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+
+use super::assets::{self, templates};
+use super::html::{Slot, escape, fill};
+use crate::domain::user::User;
+use crate::web::AppState;
+use crate::web::api::auth::{CurrentUser, SESSION_COOKIE, csrf_token};
+
+/// Scripts only from us, no inline code or styles, no framing, forms post only to us.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The signed-in user of a page request and the anti-forgery token of their session.
+pub struct PageUser {
+    pub user: User,
+    pub csrf: String,
+}
+
+/// The user behind the session cookie, if it is valid.
+pub async fn page_user(req: &HttpRequest) -> Option<PageUser> {
+    let token = req.cookie(SESSION_COOKIE)?.value().to_string();
+    let user = CurrentUser::extract(req).await.ok()?;
+    Some(PageUser {
+        user: user.0,
+        csrf: csrf_token(&token),
+    })
+}
+
+/// Only local UI paths may be a sign-in's destination (no open redirect).
+pub fn safe_next(next: &str) -> &str {
+    let ok = next.starts_with("/ui/")
+        && !next.starts_with("/ui/sign-")
+        && !next.contains("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
+    if ok { next } else { "/ui/jobs" }
+}
+
+pub fn redirect(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+pub(super) fn to_sign_in(req: &HttpRequest) -> HttpResponse {
+    let mut here = req.path().to_string();
+    if !req.query_string().is_empty() {
+        here.push('?');
+        here.push_str(req.query_string());
+    }
+    let query = serde_urlencoded::to_string([("next", safe_next(&here))]).unwrap_or_default();
+    redirect(&format!("/ui/sign-in?{query}"))
+}
+
+/// What distinguishes one page from another in the layout.
+pub struct Page<'a> {
+    pub title: &'a str,
+    /// `data-page`, also the highlighted navigation entry.
+    pub name: &'a str,
+    /// The page's script under `/ui/assets/`.
+    pub script: &'a str,
+    /// The page shell (trusted markup from `templates`).
+    pub shell: &'a str,
+    /// Extra `data-*` attributes for the page script (escaped here).
+    pub data: Vec<(&'a str, String)>,
+}
+
+fn user_label(user: &User) -> String {
+    let name = format!("{} {}", user.first_name, user.last_name);
+    let name = name.trim();
+    if name.is_empty() {
+        user.login_name.clone()
+    } else {
+        format!("{name} ({})", user.login_name)
+    }
+}
+
+fn header_markup(page: &Page, me: &PageUser) -> String {
+    let link = |href: &str, label: &str, name: &str| {
+        let current = if page.name.starts_with(name) {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        format!("<li><a href=\"{href}\"{current}>{label}</a></li>")
+    };
+    let mut nav = link("/ui/jobs", "Jobs", "job");
+    nav.push_str(&link("/ui/runs", "Runs", "all-runs"));
+    nav.push_str(&link("/ui/saved-queries", "Saved queries", "quer"));
+    if me.user.admin {
+        nav.push_str(&link("/ui/users", "Users", "users"));
+        nav.push_str(&link("/ui/audit", "Audit", "audit"));
+    }
+    format!(
+        "<header class=\"site-header\"><a class=\"brand\" href=\"/ui/jobs\">labcron</a>\
+         <nav aria-label=\"Main\"><ul>{nav}</ul></nav>\
+         <div class=\"account\"><span class=\"who\">{who}</span>\
+         <form method=\"post\" action=\"/ui/sign-out\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\" class=\"link\" id=\"sign-out\">Sign out</button></form></div></header>",
+        who = escape(&user_label(&me.user)),
+        csrf = escape(&me.csrf),
+    )
+}
+
+/// The full HTML of a page. `me` is `None` only for the sign-in page.
+pub fn render_page(page: &Page, me: Option<&PageUser>) -> String {
+    let mut data = format!("data-page=\"{}\"", escape(page.name));
+    if let Some(me) = me {
+        data.push_str(&format!(
+            " data-csrf=\"{}\" data-user-id=\"{}\" data-user-login=\"{}\" data-admin=\"{}\"",
+            escape(&me.csrf),
+            me.user.id,
+            escape(&me.user.login_name),
+            me.user.admin
+        ));
+    }
+    for (key, value) in &page.data {
+        data.push_str(&format!(" data-{}=\"{}\"", escape(key), escape(value)));
+    }
+    let header = me.map(|me| header_markup(page, me)).unwrap_or_default();
+    let version = assets::version();
+    let mut scripts = format!("<script src=\"/ui/assets/common.js?v={version}\" defer></script>");
+    if page.script != "common.js" {
+        scripts.push_str(&format!(
+            "<script src=\"/ui/assets/{}?v={version}\" defer></script>",
+            escape(page.script)
+        ));
+    }
+    fill(
+        templates::LAYOUT,
+        &[
+            ("title", Slot::Text(page.title)),
+            ("version", Slot::Text(version)),
+            ("scripts", Slot::Markup(&scripts)),
+            ("data", Slot::Markup(&data)),
+            ("header", Slot::Markup(&header)),
+            ("main", Slot::Markup(page.shell)),
+        ],
+    )
+}
+
+/// An HTML response with the security headers every page gets.
+pub fn html_response(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::X_FRAME_OPTIONS, "DENY"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// A signed-in page, or a redirect to sign-in.
+async fn signed_in_page(req: &HttpRequest, page: Page<'_>) -> HttpResponse {
+    match page_user(req).await {
+        Some(me) => html_response(render_page(&page, Some(&me))),
+        None => to_sign_in(req),
+    }
+}
+
+/// A numeric path segment, or `None` (which shows the not-found page).
+fn path_id(req: &HttpRequest, name: &str) -> Option<String> {
+    let text = req.match_info().get(name)?;
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(|id| id.to_string())
+}
+
+pub async fn home(req: HttpRequest) -> HttpResponse {
+    if page_user(&req).await.is_some() {
+        redirect("/ui/jobs")
+    } else {
+        to_sign_in(&req)
+    }
+}
+
+pub async fn jobs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let page = Page {
+        title: "Jobs",
+        name: "jobs",
+        script: "jobs.js",
+        shell: templates::JOBS,
+        data: vec![("server-timezone", state.settings.timezone.clone())],
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn new_job(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let page = Page {
+        title: "Create job",
+        name: "job-form",
+        script: "job-form.js",
+        shell: templates::JOB_FORM,
+        data: vec![("server-timezone", state.settings.timezone.clone())],
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn edit_job(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(job_id) = path_id(&req, "jobId") else {
+        return not_found_page(&req);
+    };
+    let page = Page {
+        title: "Edit job",
+        name: "job-form",
+        script: "job-form.js",
+        shell: templates::JOB_FORM,
+        data: vec![
+            ("job-id", job_id),
+            ("server-timezone", state.settings.timezone.clone()),
+        ],
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn runs(req: HttpRequest) -> HttpResponse {
+    let Some(job_id) = path_id(&req, "jobId") else {
+        return not_found_page(&req);
+    };
+    let page = Page {
+        title: "Job runs",
+        name: "job-runs",
+        script: "runs.js",
+        shell: templates::RUNS,
+        data: vec![("job-id", job_id)],
+    };
+    signed_in_page(&req, page).await
+}
+
+/// The runs of every job the user may see (issue 13).
+pub async fn all_runs(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Runs",
+        name: "all-runs",
+        script: "all-runs.js",
+        shell: templates::ALL_RUNS,
+        data: vec![],
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn run(req: HttpRequest) -> HttpResponse {
+    let (Some(job_id), Some(run_id)) = (path_id(&req, "jobId"), path_id(&req, "runId")) else {
+        return not_found_page(&req);
+    };
+    let page = Page {
+        title: "Job run",
+        name: "job-run",
+        script: "run.js",
+        shell: templates::RUN,
+        data: vec![("job-id", job_id), ("run-id", run_id)],
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn queries(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Saved queries",
+        name: "queries",
+        script: "queries.js",
+        shell: templates::QUERIES,
+        data: Vec::new(),
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn new_query(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Create saved query",
+        name: "query-form",
+        script: "queries.js",
+        shell: templates::QUERY_FORM,
+        data: Vec::new(),
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn edit_query(req: HttpRequest) -> HttpResponse {
+    let Some(query_id) = path_id(&req, "queryId") else {
+        return not_found_page(&req);
+    };
+    let page = Page {
+        title: "Edit saved query",
+        name: "query-form",
+        script: "queries.js",
+        shell: templates::QUERY_FORM,
+        data: vec![("query-id", query_id)],
+    };
+    signed_in_page(&req, page).await
+}
+
+pub async fn users(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Users",
+        name: "users",
+        script: "users.js",
+        shell: templates::USERS,
+        data: Vec::new(),
+    };
+    signed_in_page(&req, page).await
+}
+
+/// The audit trail (issue 15, admins; the API refuses others).
+pub async fn audit(req: HttpRequest) -> HttpResponse {
+    let page = Page {
+        title: "Audit trail",
+        name: "audit",
+        script: "audit.js",
+        shell: templates::AUDIT,
+        data: Vec::new(),
+    };
+    signed_in_page(&req, page).await
+}
+
+/// One job's history: the audit trail filtered to the job (issue 15).
+pub async fn job_history(req: HttpRequest) -> HttpResponse {
+    let Some(job_id) = path_id(&req, "jobId") else {
+        return not_found_page(&req);
+    };
+    let page = Page {
+        title: "Job history",
+        name: "audit-job",
+        script: "audit.js",
+        shell: templates::AUDIT,
+        data: vec![("job-id", job_id)],
+    };
+    signed_in_page(&req, page).await
+}
+
+/// A "Page not found" page with status 404 (the error middleware lets HTML error pages through).
+pub fn not_found_page(req: &HttpRequest) -> HttpResponse {
+    let _ = req;
+    let page = Page {
+        title: "Page not found",
+        name: "not-found",
+        script: "common.js",
+        shell: templates::NOT_FOUND,
+        data: Vec::new(),
+    };
+    let mut response = html_response(render_page(&page, None));
+    *response.status_mut() = actix_web::http::StatusCode::NOT_FOUND;
+    response
+}
+
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    not_found_page(&req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_must_be_a_local_ui_path() {
+        assert_eq!(
+            safe_next("/ui/jobs/3/runs?status=FAILED"),
+            "/ui/jobs/3/runs?status=FAILED"
+        );
+        assert_eq!(safe_next("https://evil.example/"), "/ui/jobs");
+        assert_eq!(safe_next("//evil.example/ui/"), "/ui/jobs");
+        assert_eq!(safe_next("/ui//evil.example"), "/ui/jobs");
+        assert_eq!(safe_next("/ui/\\evil"), "/ui/jobs");
+        assert_eq!(safe_next("/ui/sign-in"), "/ui/jobs");
+        assert_eq!(safe_next("/rest/ng/users"), "/ui/jobs");
+    }
+
+    #[test]
+    fn page_data_is_escaped() {
+        let me = PageUser {
+            user: User {
+                id: 7,
+                login_name: "\"><script>x</script>".into(),
+                first_name: "<b>".into(),
+                last_name: String::new(),
+                email_address: String::new(),
+                admin: false,
+                is_system: false,
+                active: true,
+                created_at: 0,
+            },
+            csrf: "abc".into(),
+        };
+        let page = Page {
+            title: "<t>",
+            name: "jobs",
+            script: "jobs.js",
+            shell: "<p>shell</p>",
+            data: vec![("job-id", "\"1".into())],
+        };
+        let html = render_page(&page, Some(&me));
+        assert!(!html.contains("<script>x"));
+        assert!(!html.contains("<b>"));
+        assert!(html.contains("data-job-id=\"&quot;1\""));
+        assert!(html.contains("<title>&lt;t&gt;"));
+        assert!(
+            !html.contains("href=\"/ui/users\""),
+            "no Users link for non-admins"
+        );
+    }
+}
