@@ -134,6 +134,9 @@ pub struct LdapSettings {
     pub url: String,
     /// Upgrade an `ldap://` connection with StartTLS before anything is sent.
     pub start_tls: bool,
+    /// A PEM file of the CA certificate(s) that sign the directory's certificate. Set, only
+    /// these CAs are trusted for `ldaps://` and StartTLS; empty: the system's trust store.
+    pub ca_file: String,
     /// The account that searches for users (empty: an anonymous search).
     pub bind_dn: String,
     /// That account's password (prefer `bind_password_file` or LABCRON_AUTH_LDAP_BIND_PASSWORD).
@@ -162,6 +165,7 @@ impl Default for LdapSettings {
         LdapSettings {
             url: String::new(),
             start_tls: false,
+            ca_file: String::new(),
             bind_dn: String::new(),
             bind_password: String::new(),
             bind_password_file: String::new(),
@@ -197,6 +201,16 @@ impl LdapSettings {
                 "setting `auth.ldap.start_tls` is for ldap:// addresses; ldaps:// is TLS already"
             );
         }
+        if !self.ca_file.is_empty() {
+            // A CA file with a plain ldap:// address would look safe and send passwords in clear.
+            if !(self.start_tls || url.starts_with("ldaps://")) {
+                bail!(
+                    "setting `auth.ldap.ca_file` is for TLS: use an ldaps:// `auth.ldap.url` or \
+                     set `auth.ldap.start_tls = true`"
+                );
+            }
+            self.ca_roots()?;
+        }
         if self.user_search_base.trim().is_empty() {
             bail!("setting `auth.ldap.user_search_base` is required when `auth.ldap.url` is set");
         }
@@ -212,6 +226,39 @@ impl LdapSettings {
             );
         }
         Ok(())
+    }
+
+    /// The CAs of `ca_file` as a trust store (`None` when it is empty). Read at each call, so a
+    /// renewed file is used without a restart; an unreadable file, or one without a certificate,
+    /// is an error naming the setting.
+    pub fn ca_roots(&self) -> anyhow::Result<Option<rustls::RootCertStore>> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        if self.ca_file.is_empty() {
+            return Ok(None);
+        }
+        let file = &self.ca_file;
+        // Read first, so a missing file says "cannot read" rather than a PEM error.
+        let text = std::fs::read(file)
+            .with_context(|| format!("setting `auth.ldap.ca_file`: cannot read {file}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for (n, cert) in CertificateDer::pem_slice_iter(&text).enumerate() {
+            let cert = cert.map_err(|e| {
+                anyhow::anyhow!("setting `auth.ldap.ca_file`: {file} is not valid PEM: {e}")
+            })?;
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!(
+                    "setting `auth.ldap.ca_file`: certificate {} in {file} is not usable as a CA: {e}",
+                    n + 1
+                )
+            })?;
+        }
+        if roots.is_empty() {
+            bail!(
+                "setting `auth.ldap.ca_file`: {file} holds no certificate \
+                 (expected PEM blocks `-----BEGIN CERTIFICATE-----`)"
+            );
+        }
+        Ok(Some(roots))
     }
 
     /// The search account's password: `bind_password`, else the first line of `bind_password_file`.
@@ -482,6 +529,12 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "auth.ldap.start_tls",
         Boolean,
         "Upgrade ldap:// with StartTLS [default: false]",
+    ),
+    spec(
+        "auth.ldap.ca_file",
+        Text,
+        "PEM file of the CAs that sign the directory's certificate; only they are trusted for \
+         ldaps:// and StartTLS; empty: the system's trust store [default: empty]",
     ),
     spec(
         "auth.ldap.bind_dn",
