@@ -177,7 +177,8 @@ async fn exchange(
 /// Only them, not them added to the system's store: the file names who signs the directory's
 /// certificate, and trusting every public CA as well would let any of them vouch for the
 /// directory's name. Without `ca_file`, ldap3's default is used: the system's store (rustls-
-/// native-certs: `/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`). Either way the server's
+/// native-certs: `/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`; ldap3 trusts nothing if
+/// reading it reports any error). Either way the server's
 /// certificate must be valid for the host of `url`; there is no switch to skip that check.
 fn tls_config(
     settings: &LdapSettings,
