@@ -3,8 +3,12 @@
 //! search account (or anonymously), find the user by `user_filter` (the login escaped per RFC
 //! 4515), read the names, e-mail and admin-group membership, then bind as the user with the
 //! password. The whole exchange has one deadline (`timeout_seconds`): a directory that is down or
-//! silent is an `Unavailable` answer, never a hang. No ledger or HTTP here; `api::auth` decides.
+//! silent is an `Unavailable` answer, never a hang. TLS (`ldaps://`, StartTLS) is rustls: with
+//! `ca_file` only its CAs are trusted, else the system's trust store; a certificate that is not
+//! trusted or not for the address's name is also `Unavailable` (with why), never "wrong password".
+//! No ledger or HTTP here; `api::auth` decides.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
@@ -88,12 +92,15 @@ async fn exchange(
     password: &str,
     limit: Duration,
 ) -> Result<DirectoryUser, DirectoryError> {
-    let conn_settings = LdapConnSettings::new()
+    let mut conn_settings = LdapConnSettings::new()
         .set_conn_timeout(limit)
         .set_starttls(settings.start_tls);
+    if let Some(config) = tls_config(settings)? {
+        conn_settings = conn_settings.set_config(config);
+    }
     let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, settings.url.trim())
         .await
-        .map_err(|e| unavailable("cannot connect to the directory", e))?;
+        .map_err(|e| connect_error(settings, e))?;
     ldap3::drive!(conn);
     ldap.with_timeout(limit);
 
@@ -163,6 +170,65 @@ async fn exchange(
             Err(DirectoryError::InvalidCredentials)
         }
         Err(e) => Err(unavailable("the user's bind failed", e)),
+    }
+}
+
+/// The TLS client configuration when `ca_file` is set: those CAs, and only those, are the roots.
+/// Only them, not them added to the system's store: the file names who signs the directory's
+/// certificate, and trusting every public CA as well would let any of them vouch for the
+/// directory's name. Without `ca_file`, ldap3's default is used: the system's store (rustls-
+/// native-certs: `/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`; ldap3 trusts nothing if
+/// reading it reports any error). Either way the server's
+/// certificate must be valid for the host of `url`; there is no switch to skip that check.
+fn tls_config(
+    settings: &LdapSettings,
+) -> Result<Option<Arc<rustls::ClientConfig>>, DirectoryError> {
+    let Some(roots) = settings
+        .ca_roots()
+        .map_err(|e| DirectoryError::Unavailable(format!("{e:#}")))?
+    else {
+        return Ok(None);
+    };
+    // ring named here, as ldap3 and the rest of the binary use it, rather than rustls' process
+    // default, which would be ambiguous if another provider were ever linked in.
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| unavailable("TLS set-up", e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Some(Arc::new(config)))
+}
+
+/// A failed connection, said plainly when it is the TLS handshake that failed (the certificate
+/// not trusted, not for this name, expired, …): that is what an operator must fix.
+fn connect_error(settings: &LdapSettings, e: ldap3::LdapError) -> DirectoryError {
+    let tls = match &e {
+        ldap3::LdapError::Io { source } => source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            let why = match why {
+                rustls::CertificateError::UnknownIssuer => {
+                    "it is not signed by a trusted CA (UnknownIssuer)".to_string()
+                }
+                other => other.to_string(),
+            };
+            let trusted = if settings.ca_file.is_empty() {
+                "the system's trust store (set `auth.ldap.ca_file` to the CA that signs it)".into()
+            } else {
+                format!("`auth.ldap.ca_file` {}", settings.ca_file)
+            };
+            DirectoryError::Unavailable(format!(
+                "the directory's TLS certificate is not accepted: {why}; trusted: {trusted}"
+            ))
+        }
+        Some(other) => unavailable("TLS with the directory failed", other),
+        None => unavailable("cannot connect to the directory", e),
     }
 }
 

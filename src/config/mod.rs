@@ -138,6 +138,9 @@ pub struct LdapSettings {
     pub url: String,
     /// Upgrade an `ldap://` connection with StartTLS before anything is sent.
     pub start_tls: bool,
+    /// A PEM file of the CA certificate(s) that sign the directory's certificate. Set, only
+    /// these CAs are trusted for `ldaps://` and StartTLS; empty: the system's trust store.
+    pub ca_file: String,
     /// The account that searches for users (empty: an anonymous search).
     pub bind_dn: String,
     /// That account's password (prefer `bind_password_file` or LABCRON_AUTH_LDAP_BIND_PASSWORD).
@@ -166,6 +169,7 @@ impl Default for LdapSettings {
         LdapSettings {
             url: String::new(),
             start_tls: false,
+            ca_file: String::new(),
             bind_dn: String::new(),
             bind_password: String::new(),
             bind_password_file: String::new(),
@@ -201,6 +205,16 @@ impl LdapSettings {
                 "setting `auth.ldap.start_tls` is for ldap:// addresses; ldaps:// is TLS already"
             );
         }
+        if !self.ca_file.is_empty() {
+            // A CA file with a plain ldap:// address would look safe and send passwords in clear.
+            if !(self.start_tls || url.starts_with("ldaps://")) {
+                bail!(
+                    "setting `auth.ldap.ca_file` is for TLS: use an ldaps:// `auth.ldap.url` or \
+                     set `auth.ldap.start_tls = true`"
+                );
+            }
+            self.ca_roots()?;
+        }
         if self.user_search_base.trim().is_empty() {
             bail!("setting `auth.ldap.user_search_base` is required when `auth.ldap.url` is set");
         }
@@ -216,6 +230,39 @@ impl LdapSettings {
             );
         }
         Ok(())
+    }
+
+    /// The CAs of `ca_file` as a trust store (`None` when it is empty). Read at each call, so a
+    /// renewed file is used without a restart; an unreadable file, or one without a certificate,
+    /// is an error naming the setting.
+    pub fn ca_roots(&self) -> anyhow::Result<Option<rustls::RootCertStore>> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        if self.ca_file.is_empty() {
+            return Ok(None);
+        }
+        let file = &self.ca_file;
+        // Read first, so a missing file says "cannot read" rather than a PEM error.
+        let text = std::fs::read(file)
+            .with_context(|| format!("setting `auth.ldap.ca_file`: cannot read {file}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for (n, cert) in CertificateDer::pem_slice_iter(&text).enumerate() {
+            let cert = cert.map_err(|e| {
+                anyhow::anyhow!("setting `auth.ldap.ca_file`: {file} is not valid PEM: {e}")
+            })?;
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!(
+                    "setting `auth.ldap.ca_file`: certificate {} in {file} is not usable as a CA: {e}",
+                    n + 1
+                )
+            })?;
+        }
+        if roots.is_empty() {
+            bail!(
+                "setting `auth.ldap.ca_file`: {file} holds no certificate \
+                 (expected PEM blocks `-----BEGIN CERTIFICATE-----`)"
+            );
+        }
+        Ok(Some(roots))
     }
 
     /// The search account's password: `bind_password`, else the first line of `bind_password_file`.
@@ -643,5 +690,151 @@ impl RetentionSettings {
             bail!("setting `retention.audit_days` must be from 0 to 36500 days");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ldaps_with_ca(ca_file: &Path) -> LdapSettings {
+        LdapSettings {
+            url: "ldaps://ldap.lab.example:636".into(),
+            user_search_base: "ou=people,dc=lab,dc=example".into(),
+            ca_file: ca_file.display().to_string(),
+            ..LdapSettings::default()
+        }
+    }
+
+    fn error_of(settings: &LdapSettings) -> String {
+        format!("{:#}", settings.validate().expect_err("refused"))
+    }
+
+    /// A self-signed CA certificate made by `openssl` in `dir` (PEM), as an institution's CA is.
+    fn make_ca(dir: &Path, name: &str) -> PathBuf {
+        let pem = dir.join(format!("{name}.pem"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={name}")])
+            .arg("-addext")
+            .arg("basicConstraints=critical,CA:TRUE")
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(&pem)
+            .output()
+            .expect("openssl (Debian: apt-get install openssl; scripts/test does it)");
+        assert!(out.status.success(), "openssl: {out:?}");
+        pem
+    }
+
+    #[test]
+    fn ldap_ca_file_must_be_readable_hold_certificates_and_go_with_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-ca.pem");
+        let error = error_of(&ldaps_with_ca(&missing));
+        assert!(
+            error.contains("setting `auth.ldap.ca_file`: cannot read")
+                && error.contains(&missing.display().to_string()),
+            "{error}"
+        );
+
+        // A file without any certificate: prose, or a key alone.
+        let ca = make_ca(dir.path(), "Lab CA");
+        let key = dir.path().join("Lab CA.key");
+        for file in [&key, &dir.path().join("notes.txt")] {
+            if !file.exists() {
+                std::fs::write(file, "the CA is on the wiki\n").unwrap();
+            }
+            let error = error_of(&ldaps_with_ca(file));
+            assert!(
+                error.contains("setting `auth.ldap.ca_file`")
+                    && error.contains("holds no certificate"),
+                "{}: {error}",
+                file.display()
+            );
+        }
+        // A certificate block that is not base64, and one that is base64 but no certificate.
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n#!%\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let error = error_of(&ldaps_with_ca(&broken));
+        assert!(
+            error.contains("setting `auth.ldap.ca_file`") && error.contains("not valid PEM"),
+            "{error}"
+        );
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let error = error_of(&ldaps_with_ca(&broken));
+        assert!(
+            error.contains("setting `auth.ldap.ca_file`")
+                && error.contains("certificate 1")
+                && error.contains("not usable as a CA"),
+            "{error}"
+        );
+
+        // A real CA: accepted with ldaps:// and with StartTLS, refused with plain ldap://.
+        let settings = ldaps_with_ca(&ca);
+        settings
+            .validate()
+            .expect("an ldaps:// address with a CA file");
+        assert_eq!(settings.ca_roots().unwrap().map(|r| r.len()), Some(1));
+        let start_tls = LdapSettings {
+            url: "ldap://ldap.lab.example:389".into(),
+            start_tls: true,
+            ..settings.clone()
+        };
+        start_tls.validate().expect("StartTLS with a CA file");
+        let plain = LdapSettings {
+            start_tls: false,
+            ..start_tls
+        };
+        let error = error_of(&plain);
+        assert!(
+            error.contains("setting `auth.ldap.ca_file` is for TLS"),
+            "{error}"
+        );
+        // A bundle: every CA in it is trusted; a key in between is skipped.
+        let other = make_ca(dir.path(), "Old Lab CA");
+        let bundle = dir.path().join("bundle.pem");
+        let text: String = [&ca, &key, &other]
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        std::fs::write(&bundle, text).unwrap();
+        assert_eq!(
+            ldaps_with_ca(&bundle).ca_roots().unwrap().map(|r| r.len()),
+            Some(2)
+        );
+        // Empty: no CA file, the system's store (nothing to read).
+        assert!(LdapSettings::default().ca_roots().unwrap().is_none());
+
+        // The whole load (a flag or LABCRON_AUTH_LDAP_CA_FILE) stops on a bad file, naming it.
+        let overrides = [
+            (
+                "auth.ldap.url".to_string(),
+                "ldaps://ldap.lab.example".to_string(),
+            ),
+            (
+                "auth.ldap.user_search_base".into(),
+                "dc=lab,dc=example".into(),
+            ),
+            ("auth.ldap.ca_file".into(), missing.display().to_string()),
+        ];
+        let error = format!("{:#}", Settings::load_from(None, &overrides).unwrap_err());
+        assert!(error.contains("auth.ldap.ca_file"), "{error}");
     }
 }

@@ -133,6 +133,12 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "Upgrade ldap:// with StartTLS [default: false]",
     ),
     spec(
+        "auth.ldap.ca_file",
+        Text,
+        "PEM file of the CAs that sign the directory's certificate; only they are trusted for \
+         ldaps:// and StartTLS; empty: the system's trust store [default: empty]",
+    ),
+    spec(
         "auth.ldap.bind_dn",
         Text,
         "DN of the account that searches for users; empty: anonymous [default: empty]",

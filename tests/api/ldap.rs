@@ -3,6 +3,12 @@
 //! user, `-d 0` so it never detaches), shared by the tests of this binary. It is started under a
 //! small `sh` that holds a pipe from this process and kills slapd by its pid when the pipe closes,
 //! that is when the test process ends however it ends, so no slapd is left behind.
+//!
+//! The same slapd also speaks TLS: at start the fixture makes a throw-away CA and a server
+//! certificate for 127.0.0.1 and localhost with `openssl` in the temp dir, and slapd listens on
+//! `ldap://127.0.0.1:P1/` (StartTLS offered), `ldaps://127.0.0.1:P2/` and `ldaps://127.0.0.2:P2/`
+//! (the same certificate, reached by an address it is not for). One person, erin, may only bind
+//! over TLS, so a sign-in of hers proves the password went encrypted.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,10 +33,21 @@ const PEOPLE: &[(&str, &str, &str, &str)] = &[
     ("bob", "Bob", "Brown", "bob-directory-pw"),
     ("carol", "Carol", "Clark", "carol-directory-pw"),
     ("dave", "Dave", "Dunn", "dave-directory-pw"),
+    ("erin", "Erin", "Evans", "erin-directory-pw"),
 ];
 
+/// The person whose password the directory accepts over TLS only (an ACL on `tls_ssf`).
+const TLS_ONLY: &str = "erin";
+
 struct Directory {
+    /// `ldap://127.0.0.1:P1/` (StartTLS is offered on it).
     url: String,
+    /// P1 and P2: the `ldap://` and the `ldaps://` ports.
+    port: u16,
+    ldaps_port: u16,
+    /// The throw-away CA that signed slapd's certificate, and another CA that signed nothing here.
+    ca_file: PathBuf,
+    other_ca_file: PathBuf,
     dir: PathBuf,
     /// Held for the life of the process: when its stdin pipe closes (this process ends), the
     /// keeper kills slapd by its pid.
@@ -58,10 +75,90 @@ fn directory() -> &'static Directory {
     DIRECTORY.get_or_init(start_directory)
 }
 
+/// Runs `openssl` with `args` in `dir`, failing the fixture with its output if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian: apt-get install openssl; scripts/test does it)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// Makes, in `dir`: `ca.pem` (a CA), `server.pem` and `server.key` (its certificate for
+/// IP:127.0.0.1 and DNS:localhost), and `other-ca.pem` (a CA that signed nothing). EC P-256 keys,
+/// valid for a week: generated in a blink, and accepted by both GnuTLS (slapd) and rustls.
+fn make_certificates(dir: &std::path::Path) {
+    std::fs::write(
+        dir.join("pki.cnf"),
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
+         [ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n\
+         [server]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n\
+         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for (name, subject) in [
+        ("ca", "/CN=labcron test directory CA"),
+        ("other-ca", "/CN=some other CA"),
+    ] {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut args = vec!["req", "-x509", "-config", "pki.cnf", "-extensions", "ca"];
+        args.extend(ec);
+        args.extend([
+            "-keyout", &key, "-out", &pem, "-days", "7", "-subj", subject,
+        ]);
+        openssl(dir, &args);
+    }
+    let mut args = vec!["req", "-new", "-config", "pki.cnf"];
+    args.extend(ec);
+    args.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(dir, &args);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "7",
+            "-extfile",
+            "pki.cnf",
+            "-extensions",
+            "server",
+            "-out",
+            "server.pem",
+        ],
+    );
+}
+
 fn start_directory() -> Directory {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().to_path_buf();
     std::fs::create_dir(dir.join("db")).unwrap();
+    make_certificates(&dir);
     let conf = dir.join("slapd.conf");
     std::fs::write(
         &conf,
@@ -73,12 +170,17 @@ fn start_directory() -> Directory {
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
              pidfile {dir}/slapd.pid\n\
+             TLSCACertificateFile {dir}/ca.pem\n\
+             TLSCertificateFile {dir}/server.pem\n\
+             TLSCertificateKeyFile {dir}/server.key\n\
              database mdb\n\
              maxsize 10485760\n\
              suffix \"{SUFFIX}\"\n\
              rootdn \"{ROOT_DN}\"\n\
              rootpw {ROOT_PASSWORD}\n\
              directory {dir}/db\n\
+             access to dn.exact=\"uid={TLS_ONLY},ou=people,{SUFFIX}\" attrs=userPassword \
+             by anonymous tls_ssf=1 auth by * none\n\
              access to attrs=userPassword by anonymous auth by * none\n\
              access to * by * read\n",
             dir = dir.display()
@@ -110,13 +212,18 @@ fn start_directory() -> Directory {
     assert!(loaded.status.success(), "slapadd: {loaded:?}");
 
     let port = free_port();
+    let ldaps_port = free_port();
     let url = format!("ldap://127.0.0.1:{port}/");
+    // slapd runs as this process's user (no `-u`), so the key file openssl wrote (mode 600) is
+    // readable by it, root or not.
+    let listeners =
+        format!("{url} ldaps://127.0.0.1:{ldaps_port}/ ldaps://127.0.0.2:{ldaps_port}/");
     let mut keeper = Command::new("sh")
         .arg("-c")
         .arg(r#""$1" -h "$2" -f "$3" -d 0 2>>"$4" & pid=$!; cat >/dev/null; kill "$pid"; wait "$pid""#)
         .arg("sh")
         .arg(slapd_path())
-        .arg(&url)
+        .arg(&listeners)
         .arg(&conf)
         .arg(dir.join("slapd.log"))
         .stdin(Stdio::piped())
@@ -125,16 +232,26 @@ fn start_directory() -> Directory {
         .expect("start slapd");
     let keeper_stdin = keeper.stdin.take().expect("keeper pipe");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "slapd did not listen on {port}: {}",
-            std::fs::read_to_string(dir.join("slapd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    for address in [
+        ("127.0.0.1", port),
+        ("127.0.0.1", ldaps_port),
+        ("127.0.0.2", ldaps_port),
+    ] {
+        while std::net::TcpStream::connect(address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "slapd did not listen on {address:?}: {}",
+                std::fs::read_to_string(dir.join("slapd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     Directory {
         url,
+        port,
+        ldaps_port,
+        ca_file: dir.join("ca.pem"),
+        other_ca_file: dir.join("other-ca.pem"),
         dir,
         _keeper: Mutex::new((keeper, keeper_stdin)),
         _temp: temp,
@@ -437,4 +554,327 @@ async fn a_directory_that_is_down_or_silent_answers_503_and_local_admins_still_s
         );
     }
     drop(silent);
+}
+
+/// `ldap_settings` for `url` with TLS as given: `start_tls`, and `ca_file` (empty: none).
+fn tls_settings(url: &str, start_tls: bool, ca_file: &std::path::Path) -> LdapSettings {
+    let d = directory();
+    LdapSettings {
+        start_tls,
+        ca_file: ca_file.display().to_string(),
+        ..ldap_settings(url, &d.dir)
+    }
+}
+
+async fn app_with_ldap(ldap: LdapSettings) -> TestApp {
+    spawn_app_configured(move |s: &mut Settings| s.auth.ldap = ldap).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_sign_in_over_ldaps_and_start_tls_trusts_the_ca_file() {
+    let d = directory();
+    // erin's password is only accepted over TLS: over plain ldap:// she cannot sign in, which
+    // makes her sign-ins below the proof that the connection really was TLS.
+    let plain = app_with_directory(50).await;
+    let (status, body) = sign_in_status(&plain, TLS_ONLY, "erin-directory-pw").await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "plain ldap:// for erin: {body}"
+    );
+
+    for (url, start_tls) in [
+        // By address: the certificate's IP:127.0.0.1.
+        (format!("ldaps://127.0.0.1:{}/", d.ldaps_port), false),
+        // By name: its DNS:localhost, upgraded with StartTLS on the plain port.
+        (format!("ldap://localhost:{}/", d.port), true),
+    ] {
+        let app = app_with_ldap(tls_settings(&url, start_tls, &d.ca_file)).await;
+        let (status, alice) = sign_in_status(&app, "alice", "alice-directory-pw").await;
+        assert_eq!(status, StatusCode::OK, "{url}: {alice}");
+        assert_eq!(alice["lastName"], "Adams", "{url}");
+        assert_eq!(
+            alice["admin"], true,
+            "{url}: the admin group is read over TLS too"
+        );
+        assert_eq!(
+            ledger_user(&app, "alice"),
+            ("LDAP".into(), None, true),
+            "{url}"
+        );
+        let (status, erin) = sign_in_status(&app, TLS_ONLY, "erin-directory-pw").await;
+        assert_eq!(status, StatusCode::OK, "{url}: {erin}");
+        assert_eq!(erin["emailAddress"], "erin@dir.lab.example", "{url}");
+        // A wrong password over TLS is still a wrong password, not a directory failure.
+        let (status, _) = sign_in_status(&app, "alice", "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{url}");
+        let basic = app
+            .client
+            .get(app.url("/scheduled-jobs"))
+            .basic_auth("bob", Some("bob-directory-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(basic.status(), StatusCode::OK, "{url}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_or_misnamed_directory_certificate_is_refused_with_503_and_admins_still_sign_in()
+ {
+    let d = directory();
+    let none = std::path::Path::new("");
+    let ldaps = format!("ldaps://127.0.0.1:{}/", d.ldaps_port);
+    for (case, ldap) in [
+        (
+            "ldaps://, the system's store only",
+            tls_settings(&ldaps, false, none),
+        ),
+        (
+            "StartTLS, the system's store only",
+            tls_settings(&format!("ldap://localhost:{}/", d.port), true, none),
+        ),
+        (
+            "ldaps://, ca_file of another CA",
+            tls_settings(&ldaps, false, &d.other_ca_file),
+        ),
+        (
+            "ldaps:// by an address the certificate is not for",
+            tls_settings(
+                &format!("ldaps://127.0.0.2:{}/", d.ldaps_port),
+                false,
+                &d.ca_file,
+            ),
+        ),
+    ] {
+        let app = app_with_ldap(ldap).await;
+        let response = app
+            .client
+            .post(app.url("/sessions"))
+            .json(&json!({"loginName": "alice", "password": "alice-directory-pw"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_codes(response, StatusCode::SERVICE_UNAVAILABLE).await,
+            ["AUTH_DIRECTORY_UNAVAILABLE"],
+            "{case}"
+        );
+        let basic = app
+            .client
+            .get(app.url("/scheduled-jobs"))
+            .basic_auth("alice", Some("alice-directory-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(basic.status(), StatusCode::SERVICE_UNAVAILABLE, "{case}");
+        let (status, _) = sign_in_status(&app, "admin", ADMIN_PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "{case}: the local admin signs in");
+        let users = ok_json(app.get("/users").await).await;
+        assert!(
+            users
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|u| u["loginName"] != "alice"),
+            "{case}: no account made: {users}"
+        );
+        let events = ok_json(
+            app.get("/audit-events?action=SIGN_IN_FAILED&actor=alice")
+                .await,
+        )
+        .await;
+        assert_eq!(
+            events[0]["detail"]["reason"], "the directory is unavailable",
+            "{case}"
+        );
+    }
+}
+
+/// The real binary, its stderr (JSON log lines) collected; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    lines: std::sync::Arc<Mutex<Vec<String>>>,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        use std::io::{BufRead, BufReader};
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--data-dir",
+            ])
+            .arg(data.path())
+            .args(args)
+            .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start labcron");
+        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["fields"]["message"] == "labcron listening"
+                {
+                    let _ = port_tx.send(v["fields"]["port"].as_u64().unwrap() as u16);
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let mut server = Server {
+            child,
+            port: 0,
+            lines,
+            _data: data,
+        };
+        server.port = port_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!("labcron did not start: {:?}", server.lines.lock().unwrap())
+            });
+        server
+    }
+
+    async fn sign_in(&self, login: &str, password: &str) -> StatusCode {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/rest/ng/sessions", self.port))
+            .json(&json!({"loginName": login, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// The `reason` of the log line saying the directory cannot be asked (waits for it).
+    async fn refusal_reason(&self) -> (String, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lines = self.lines.lock().unwrap().clone();
+            let reason = lines.iter().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == "directory sign-in: the directory cannot be asked").then(
+                    || {
+                        v["fields"]["reason"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    },
+                )
+            });
+            if let Some(reason) = reason {
+                return (reason, lines);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no refusal in the log: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_log_says_why_the_directory_certificate_was_refused_and_no_secret() {
+    let d = directory();
+    let base = format!("ou=people,{SUFFIX}");
+    let common = |url: String| {
+        vec![
+            "--auth-ldap-url".to_string(),
+            url,
+            "--auth-ldap-bind-dn".into(),
+            ROOT_DN.into(),
+            "--auth-ldap-user-search-base".into(),
+            base.clone(),
+            "--auth-ldap-user-filter".into(),
+            "(uid={login})".into(),
+        ]
+    };
+    let ca_file = d.ca_file.display().to_string();
+    let secrets = [("LABCRON_AUTH_LDAP_BIND_PASSWORD", ROOT_PASSWORD)];
+
+    // Not trusted: no ca_file, and the system's store does not know the test CA.
+    let args = common(format!("ldaps://127.0.0.1:{}/", d.ldaps_port));
+    let server = Server::start(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &secrets,
+    );
+    let status = server.sign_in("alice", "alice-directory-pw").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (reason, lines) = server.refusal_reason().await;
+    assert!(reason.contains("certificate is not accepted"), "{reason}");
+    assert!(reason.contains("not signed by a trusted CA"), "{reason}");
+    assert!(
+        reason.contains("auth.ldap.ca_file"),
+        "the fix is named: {reason}"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains(ROOT_PASSWORD),
+            "bind password in the log: {line}"
+        );
+        assert!(
+            !line.contains("alice-directory-pw"),
+            "user password in the log: {line}"
+        );
+    }
+    drop(server);
+
+    // Trusted, but reached by an address the certificate is not for (ca_file by its flag).
+    let mut args = common(format!("ldaps://127.0.0.2:{}/", d.ldaps_port));
+    args.extend(["--auth-ldap-ca-file".to_string(), ca_file.clone()]);
+    let server = Server::start(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &secrets,
+    );
+    let status = server.sign_in("alice", "alice-directory-pw").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (reason, lines) = server.refusal_reason().await;
+    assert!(
+        reason.contains("not valid for name \"127.0.0.2\""),
+        "{reason}"
+    );
+    assert!(reason.contains(&ca_file), "{reason}");
+    for line in &lines {
+        assert!(
+            !line.contains(ROOT_PASSWORD),
+            "bind password in the log: {line}"
+        );
+        assert!(
+            !line.contains("alice-directory-pw"),
+            "user password in the log: {line}"
+        );
+    }
+    drop(server);
+
+    // Trusted and the right name (ca_file by its environment variable): the sign-in works.
+    let args = common(format!("ldaps://localhost:{}/", d.ldaps_port));
+    let server = Server::start(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[secrets[0], ("LABCRON_AUTH_LDAP_CA_FILE", &ca_file)],
+    );
+    assert_eq!(
+        server.sign_in("alice", "alice-directory-pw").await,
+        StatusCode::OK
+    );
 }
