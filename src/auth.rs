@@ -69,9 +69,6 @@ pub fn normalize_login(login: &str) -> String {
     login.trim().to_lowercase()
 }
 
-/// Minimum length of a password set through the API.
-pub const MIN_PASSWORD_CHARS: usize = 8;
-
 /// Counts failed sign-ins per (login name, client address) in a sliding window.
 pub struct LoginThrottle {
     max_failures: u32,

@@ -2,6 +2,9 @@
 //! OpenSpecimen's scheduled-jobs REST API. `main.rs` only parses the command line; everything else
 //! lives here so that the integration tests can start the real application in-process.
 
+// A failed `unwrap()` in the server is a crash with no message for the user: errors are returned.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod auth; // password hashing, session tokens, sign-in throttling
 pub mod cli; // the administration subcommands: users, backup, jobs files, healthcheck
 pub mod clock; // the one source of "now"

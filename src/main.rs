@@ -1,6 +1,8 @@
 //! The `labcron` command: parse the command line, load the settings, start logging, then serve or
 //! run one of the administration subcommands.
 
+#![warn(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

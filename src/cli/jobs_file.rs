@@ -16,13 +16,14 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Map, Value};
 
+use super::api_error;
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::job::Job;
 use crate::error::ApiError;
 use crate::present::{JobView, UserCache, job_view};
+use crate::service::jobs::{args_without_parameters_refusal, draft_from_body, save};
 use crate::store;
-use crate::web::api::jobs::{args_without_parameters_refusal, check_references, draft_from_body};
 
 /// Fields the server computes; never written to or read from a jobs file.
 const COMPUTED: &[&str] = &["id", "createdBy", "nextRunOn", "lastRunOn", "isActiveJob"];
@@ -103,19 +104,6 @@ fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
     drop(crate::store::Db::open(&path)?);
     // The server's writer settings, durability included.
     Ok(crate::store::writer_connection(&path)?)
-}
-
-fn api_error(e: ApiError) -> anyhow::Error {
-    match e {
-        ApiError::User(items) => {
-            let text: Vec<String> = items
-                .iter()
-                .map(|i| format!("{}: {}", i.code, i.message))
-                .collect();
-            anyhow::anyhow!("{}", text.join("; "))
-        }
-        other => anyhow::anyhow!("{other}"),
-    }
 }
 
 /// A job as the API shows it, turned into its file form (a JSON object with file conventions).
@@ -539,9 +527,6 @@ pub fn import(
         let draft = draft_from_body(&body, settings, &creator, existing.as_ref())
             .map_err(api_error)
             .with_context(context)?;
-        check_references(&tx, &draft, existing.as_ref().map(|j| j.id))
-            .map_err(api_error)
-            .with_context(context)?;
         let sources =
             crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
         if let Some(refusal) =
@@ -550,14 +535,6 @@ pub fn import(
         {
             return Err(api_error(ApiError::User(vec![refusal]))).with_context(context);
         }
-        crate::executor::followup::check_chains(
-            &tx,
-            &draft,
-            existing.as_ref().map(|j| j.id),
-            &creator,
-        )
-        .map_err(api_error)
-        .with_context(context)?;
         let now = now_ms();
         let set_key = |id: i64| -> anyhow::Result<()> {
             if let Some(k) = &key {
@@ -575,7 +552,9 @@ pub fn import(
         };
         match existing {
             None => {
-                let id = store::jobs::insert(&tx, &draft, creator.id, now).map_err(api_error)?;
+                let id = save(&tx, &draft, None, &creator, now)
+                    .map_err(api_error)
+                    .with_context(context)?;
                 set_key(id)?;
                 touched.insert(id);
                 plan.changes.push(Change::Create { name });
@@ -583,7 +562,10 @@ pub fn import(
             Some(job) => {
                 touched.insert(job.id);
                 let before = portable(&tx, &job, settings).map_err(api_error)?;
-                store::jobs::replace(&tx, job.id, &draft, job.updated_at).map_err(api_error)?;
+                // The change time stays until `push_update` finds a real change.
+                save(&tx, &draft, Some(&job), &creator, job.updated_at)
+                    .map_err(api_error)
+                    .with_context(context)?;
                 set_key(job.id)?;
                 let replaced = store::jobs::get_live(&tx, job.id)
                     .map_err(api_error)?

@@ -10,6 +10,7 @@ pub mod users;
 use anyhow::{Context, bail};
 
 use crate::config::Settings;
+use crate::error::ApiError;
 use crate::store::Db;
 
 /// Opens the ledger of `settings` (it must exist: the server creates it on first start).
@@ -38,4 +39,18 @@ pub fn read_new_password() -> anyhow::Result<String> {
         bail!("no password given (set LABCRON_NEW_PASSWORD or pipe it on standard input)");
     }
     Ok(password)
+}
+
+/// A rule's refusal as a command-line message: `CODE: message` for each item.
+pub(crate) fn api_error(e: ApiError) -> anyhow::Error {
+    match e {
+        ApiError::User(items) => {
+            let text: Vec<String> = items
+                .iter()
+                .map(|i| format!("{}: {}", i.code, i.message))
+                .collect();
+            anyhow::anyhow!("{}", text.join("; "))
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
 }

@@ -3,9 +3,13 @@
 use anyhow::bail;
 
 use super::open_ledger;
-use crate::auth::{MIN_PASSWORD_CHARS, hash_password};
+use crate::auth::hash_password;
 use crate::clock::now_ms;
 use crate::config::Settings;
+use crate::domain::audit::actions;
+use crate::domain::user::{login_name_problem, password_problem};
+use crate::error::ApiError;
+use crate::service;
 use crate::store;
 use crate::store::audit;
 
@@ -18,72 +22,55 @@ pub struct NewUserArgs<'a> {
     pub password: &'a str,
 }
 
-fn check_password(password: &str) -> anyhow::Result<()> {
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
+/// The rules of `domain::user`, as the API applies them.
+fn check(problem: Option<crate::error::ErrorItem>) -> anyhow::Result<()> {
+    match problem {
+        Some(item) => bail!("{}", item.message),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub fn add_user(settings: &Settings, args: &NewUserArgs) -> anyhow::Result<i64> {
-    check_password(args.password)?;
-    if args.login.trim().is_empty() || args.login.starts_with('$') {
-        bail!("`{}` is not a valid login name", args.login);
-    }
+    check(password_problem(args.password))?;
+    check(login_name_problem(args.login))?;
     let hash = hash_password(args.password)?;
     let db = open_ledger(settings)?;
-    let id = db
-        .write_sync(|tx| {
-            let user = store::users::NewUser {
-                login_name: args.login.trim(),
-                first_name: args.first_name,
-                last_name: args.last_name,
-                email_address: args.email,
-                admin: args.admin,
-                password_hash: &hash,
-            };
-            let id = store::users::insert(tx, &user, now_ms())?;
-            if let Some(id) = id {
-                let event = audit::Event::new(&super::backup::cli_actor(), "USER_CREATE", None)
-                    .object("USER", id)
-                    .detail("loginName", user.login_name)
-                    .detail("admin", args.admin)
-                    .detail("via", "cli");
-                audit::record(tx, &event, now_ms())?;
-            }
-            Ok(id)
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    match id {
-        Some(id) => Ok(id),
-        None => bail!("login name `{}` is already in use", args.login),
-    }
+    db.write_sync(|tx| {
+        let user = store::users::NewUser {
+            login_name: args.login,
+            first_name: args.first_name,
+            last_name: args.last_name,
+            email_address: args.email,
+            admin: args.admin,
+            password_hash: &hash,
+        };
+        let event = audit::Event::new(&super::backup::cli_actor(), actions::USER_CREATE, None)
+            .detail("loginName", args.login.trim())
+            .detail("admin", args.admin)
+            .detail("via", "cli");
+        service::users::create(tx, &user, event, now_ms())
+    })
+    .map_err(super::api_error)
 }
 
 pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow::Result<()> {
-    check_password(password)?;
+    check(password_problem(password))?;
     let hash = hash_password(password)?;
     let db = open_ledger(settings)?;
     let login = login.to_string();
-    let changed = db
-        .write_sync(|tx| {
-            let Some((user, _)) = store::users::get_with_hash(tx, &login)? else {
-                return Ok(false);
-            };
-            if user.is_system {
-                return Ok(false);
-            }
-            store::users::set_password_hash(tx, user.id, &hash, None)?;
-            let event =
-                audit::Event::new(&super::backup::cli_actor(), "USER_PASSWORD_CHANGE", None)
-                    .object("USER", user.id)
-                    .detail("via", "cli");
-            audit::record(tx, &event, now_ms())?;
-            Ok(true)
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !changed {
-        bail!("no user `{login}`");
-    }
-    Ok(())
+    db.write_sync(|tx| {
+        let user = store::users::get_with_hash(tx, &login)?
+            .map(|(user, _)| user)
+            .filter(|u| !u.is_system)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no user `{login}`")))?;
+        let event = audit::Event::new(
+            &super::backup::cli_actor(),
+            actions::USER_PASSWORD_CHANGE,
+            None,
+        )
+        .object("USER", user.id)
+        .detail("via", "cli");
+        service::users::set_password(tx, user.id, &hash, None, &event, now_ms())
+    })
+    .map_err(super::api_error)
 }

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::error::ErrorItem;
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub id: i64,
@@ -42,3 +44,63 @@ impl From<&User> for UserSummary {
 
 /// The login name of the built-in user that runs scheduled jobs; it cannot sign in.
 pub const SYSTEM_LOGIN: &str = "$system";
+
+/// Minimum length of a password set here (API, pages or `labcron user`).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest login name.
+pub const MAX_LOGIN_CHARS: usize = 100;
+
+/// Why `login` cannot be a login name, if it cannot: 1 to 100 characters after trimming, and not
+/// starting with `$` (reserved for built-in users such as `$system`).
+pub fn login_name_problem(login: &str) -> Option<ErrorItem> {
+    let login = login.trim();
+    if login.is_empty() {
+        return Some(ErrorItem::new(
+            "USER_LOGIN_NAME_REQUIRED",
+            "Login name is required.",
+        ));
+    }
+    (login.chars().count() > MAX_LOGIN_CHARS || login.starts_with('$')).then(|| {
+        ErrorItem::new(
+            "USER_INVALID_LOGIN_NAME",
+            format!("Login name must be 1–{MAX_LOGIN_CHARS} characters and not start with $."),
+        )
+    })
+}
+
+/// Why `password` cannot be a password, if it cannot.
+pub fn password_problem(password: &str) -> Option<ErrorItem> {
+    (password.chars().count() < MIN_PASSWORD_CHARS).then(|| {
+        ErrorItem::new(
+            "USER_PASSWORD_TOO_SHORT",
+            format!("Password must have at least {MIN_PASSWORD_CHARS} characters."),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_and_passwords_follow_one_rule() {
+        assert!(login_name_problem("alice").is_none());
+        assert_eq!(
+            login_name_problem("  ").map(|e| e.code),
+            Some("USER_LOGIN_NAME_REQUIRED".to_string())
+        );
+        for bad in ["$system", "$x", &"a".repeat(101)] {
+            assert_eq!(
+                login_name_problem(bad).map(|e| e.code),
+                Some("USER_INVALID_LOGIN_NAME".to_string()),
+                "{bad}"
+            );
+        }
+        assert!(
+            login_name_problem(&"é".repeat(100)).is_none(),
+            "characters, not bytes"
+        );
+        assert!(password_problem("1234567").is_some());
+        assert!(password_problem("12345678").is_none());
+    }
+}

@@ -4,18 +4,15 @@
 //! series' end queues the jobs of `onSuccess` / `onFailure` and may notify, so a retried run sends
 //! one notification, not one per attempt. Everything here runs inside the write transaction that
 //! records the run's end, so a crash never leaves a failed run without its retry or chained runs.
-//!
-//! Chain rules and cycle checks at save time live here too (`check_chains`), beside the rules that
-//! use them at queue time.
-
-use std::collections::{HashMap, HashSet};
+//! The save-time chain rules (targets the saver may run, no cycle) are `service::jobs::check_chains`;
+//! at queue time the same `service::access::can_run` decides.
 
 use rusqlite::Connection;
 
-use crate::domain::job::{Job, JobDraft, NotifyOn};
+use crate::domain::job::{Job, NotifyOn};
 use crate::domain::run::{Run, RunStatus, Trigger};
-use crate::domain::user::User;
-use crate::error::{ApiError, ErrorItem};
+use crate::error::ApiError;
+use crate::service::access;
 use crate::store;
 use crate::store::runs::{Enqueued, FollowUpRun};
 
@@ -136,7 +133,7 @@ fn queue_chained(
             "user {} of the upstream run is disabled",
             user.login_name
         )),
-        Some(user) if !may_run(conn, &target, user)? => Some(format!(
+        Some(user) if !access::can_run(conn, &target, user)? => Some(format!(
             "user {} of the upstream run may no longer run job {}",
             user.login_name, target.name
         )),
@@ -161,13 +158,6 @@ fn queue_chained(
     }
 }
 
-/// Whether `user` may run `job`: admins, its creator, the users it is shared with.
-fn may_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
-    Ok(user.admin
-        || job.created_by == user.id
-        || store::jobs::is_shared_with(conn, job.id, user.id)?)
-}
-
 /// The job's `notifyOn` rule for the end of `run`'s series.
 fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, ApiError> {
     let failed = run.status == RunStatus::Failed;
@@ -182,133 +172,4 @@ fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, ApiErr
             None => failed,
         },
     })
-}
-
-/// Save-time rules of `onSuccess` / `onFailure`: every target is a live job that `saver` may run,
-/// and the lists close no cycle (A → B → A, any length, either list). `job_id` is None for a job
-/// being created (nothing can point at it yet).
-pub fn check_chains(
-    conn: &Connection,
-    draft: &JobDraft,
-    job_id: Option<i64>,
-    saver: &User,
-) -> Result<(), ApiError> {
-    let mut errors = Vec::new();
-    let mut targets: Vec<i64> = draft.on_success.clone();
-    targets.extend(
-        draft
-            .on_failure
-            .iter()
-            .filter(|t| !draft.on_success.contains(t)),
-    );
-    for target in &targets {
-        match store::jobs::get_live(conn, *target)? {
-            None => errors.push(ErrorItem::new(
-                "SCHEDULED_JOB_CHAIN_TARGET_NOT_FOUND",
-                format!("Job {target} of onSuccess/onFailure does not exist."),
-            )),
-            Some(job) if !may_run(conn, &job, saver)? => errors.push(ErrorItem::new(
-                "SCHEDULED_JOB_OP_NOT_ALLOWED",
-                format!(
-                    "You may not run job {} ({target}), so it cannot follow this job.",
-                    job.name
-                ),
-            )),
-            Some(_) => {}
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::User(errors));
-    }
-    let Some(job_id) = job_id else {
-        return Ok(());
-    };
-    let mut edges: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (from, to) in store::jobs::chain_edges(conn, Some(job_id))? {
-        edges.entry(from).or_default().push(to);
-    }
-    edges.insert(job_id, targets);
-    if let Some(cycle) = find_cycle_through(&edges, job_id) {
-        let mut names = Vec::with_capacity(cycle.len());
-        for id in &cycle {
-            let name = if *id == job_id {
-                draft.name.clone()
-            } else {
-                store::jobs::name_of(conn, *id)?.unwrap_or_else(|| id.to_string())
-            };
-            names.push(format!("{name} ({id})"));
-        }
-        return Err(ApiError::user(
-            "SCHEDULED_JOB_CHAIN_CYCLE",
-            format!(
-                "onSuccess/onFailure would close a cycle: {}.",
-                names.join(" → ")
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A path `start → … → start` in `edges`, as the list of its jobs (start first and last).
-pub fn find_cycle_through(edges: &HashMap<i64, Vec<i64>>, start: i64) -> Option<Vec<i64>> {
-    // Depth-first with an explicit stack of (node, next child index); `path` is the current walk.
-    let mut visited = HashSet::new();
-    let mut path = vec![start];
-    let mut stack: Vec<(i64, usize)> = vec![(start, 0)];
-    while let Some((node, index)) = stack.last_mut() {
-        let children = edges.get(node).map(Vec::as_slice).unwrap_or_default();
-        if let Some(child) = children.get(*index).copied() {
-            *index += 1;
-            if child == start {
-                path.push(start);
-                return Some(path);
-            }
-            if visited.insert(child) {
-                path.push(child);
-                stack.push((child, 0));
-            }
-        } else {
-            stack.pop();
-            path.pop();
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn graph(edges: &[(i64, i64)]) -> HashMap<i64, Vec<i64>> {
-        let mut g: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (a, b) in edges {
-            g.entry(*a).or_default().push(*b);
-        }
-        g
-    }
-
-    #[test]
-    fn cycles_of_any_length_are_found_with_their_path() {
-        assert_eq!(find_cycle_through(&graph(&[(1, 1)]), 1), Some(vec![1, 1]));
-        assert_eq!(
-            find_cycle_through(&graph(&[(1, 2), (2, 1)]), 1),
-            Some(vec![1, 2, 1])
-        );
-        assert_eq!(
-            find_cycle_through(&graph(&[(1, 5), (1, 2), (2, 3), (3, 4), (4, 1)]), 1),
-            Some(vec![1, 2, 3, 4, 1])
-        );
-    }
-
-    #[test]
-    fn diamonds_and_cycles_elsewhere_are_not_cycles_through_the_job() {
-        assert_eq!(
-            find_cycle_through(&graph(&[(1, 2), (1, 3), (2, 4), (3, 4)]), 1),
-            None
-        );
-        assert_eq!(
-            find_cycle_through(&graph(&[(1, 2), (2, 3), (3, 2)]), 1),
-            None
-        );
-    }
 }

@@ -84,7 +84,7 @@ pub enum ExportError {
     ValueTooBig,
     #[error("stopped: {0:?}")]
     Stopped(Stop),
-    #[error("{}", super::sources::sqlite_message(.0))]
+    #[error("{}", super::sqlite_message(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error("cannot write the CSV file: {0}")]
     Io(#[from] io::Error),

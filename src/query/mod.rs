@@ -10,3 +10,15 @@ pub mod params;
 pub mod pg_sql;
 pub mod postgres;
 pub mod sources;
+
+/// SQLite's own message of an error, without rusqlite's decoration.
+pub fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
+        rusqlite::Error::MultipleStatement => {
+            "only one statement is allowed (remove everything after the first `;`)".to_string()
+        }
+        other => other.to_string(),
+    }
+}

@@ -19,6 +19,7 @@ use rusqlite::limits::Limit;
 use rusqlite::{Batch, Connection, OpenFlags, Statement};
 
 use super::postgres::{Failure, PasswordFrom, PgSource};
+use super::sqlite_message;
 use crate::config::Settings;
 use crate::config::sources::is_postgres_url;
 
@@ -223,18 +224,6 @@ const STATUS_PRAGMAS: &[&str] = &[
     "pragma_list",
     "compile_options",
 ];
-
-/// SQLite's own message of an error, without rusqlite's decoration.
-pub fn sqlite_message(e: &rusqlite::Error) -> String {
-    match e {
-        rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
-        rusqlite::Error::SqlInputError { msg, .. } => msg.clone(),
-        rusqlite::Error::MultipleStatement => {
-            "only one statement is allowed (remove everything after the first `;`)".to_string()
-        }
-        other => other.to_string(),
-    }
-}
 
 const READ_ONLY_ONLY: &str = "only read-only statements (SELECT, WITH … SELECT, VALUES) are allowed; this one would change the database or reach another file";
 

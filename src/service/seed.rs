@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::config::sources::DEMO_FILE;
-use crate::domain::job::{JobDefaults, validate_job};
 use crate::domain::saved_query::DEFAULT_SOURCE;
 use crate::domain::saved_query::SavedQueryDraft;
 use crate::error::ApiError;
 use crate::query::demo::{DemoSummary, create_demo_database};
 use crate::query::sources;
+use crate::service::jobs;
 use crate::store::{self, Db};
 
 /// What a first start created.
@@ -179,31 +179,28 @@ fn create_example_queries(
 }
 
 fn create_example_jobs(db: &Db, settings: &Settings, bodies: &[Value]) -> anyhow::Result<usize> {
-    let defaults = JobDefaults {
-        now_ms: now_ms(),
-        timezone: &settings.timezone,
-        timeout_seconds: settings.runs.default_timeout_seconds as i64,
-        max_queued_runs: settings.runs.default_max_queued_runs as i64,
-        existing_start_date: None,
-    };
+    let system = db.read_sync(|c| {
+        let id = store::users::system_user_id(c)?;
+        store::users::get(c, id)?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no system user")))
+    })?;
+    // The examples go through the API's own rules, as the built-in (admin) system user.
     let mut drafts = Vec::new();
     for body in bodies {
         let Some(object) = body.as_object() else {
             continue;
         };
-        let (draft, errors) = validate_job(object, &defaults);
-        if !errors.is_empty() {
-            anyhow::bail!("example job {} is invalid: {errors:?}", body["name"]);
-        }
+        let draft = jobs::draft_from_body(object, settings, &system, None)
+            .map_err(|e| anyhow::anyhow!("example job {} is invalid: {e:?}", body["name"]))?;
         drafts.push(draft);
     }
     let count = drafts.len();
     db.write_sync(move |tx| {
-        let system = store::users::system_user_id(tx)?;
         let now = now_ms();
         for draft in &drafts {
+            // A name a user took before the examples were made is theirs; that example is skipped.
             if !store::jobs::name_taken(tx, &draft.name, None)? {
-                store::jobs::insert(tx, draft, system, now)?;
+                jobs::save(tx, draft, None, &system, now)?;
             }
         }
         Ok(())

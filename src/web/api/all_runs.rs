@@ -6,8 +6,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::auth::CurrentUser;
-use super::params::Query;
-use super::runs::CLIENT_TZ_HEADER;
+use super::params::{Query, client_tz};
 use crate::clock::now_ms;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::domain::run::{RunStatus, Trigger};
@@ -25,23 +24,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 const STATUS_NAMES: &[&str] = &["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"];
 const TRIGGER_NAMES: &[&str] = &["MANUAL", "SCHEDULED", "CATCH_UP", "RETRY", "CHAINED"];
-
-/// The zone of dates without an offset: `X-OS-CLIENT-TZ`, else the server's.
-pub fn client_tz(state: &AppState, req: &HttpRequest) -> Result<chrono_tz::Tz, ApiError> {
-    match req
-        .headers()
-        .get(CLIENT_TZ_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
-        Some(name) if !name.is_empty() => name.parse::<chrono_tz::Tz>().map_err(|_| {
-            ApiError::invalid_request(format!(
-                "{CLIENT_TZ_HEADER} `{name}` is not an IANA time zone name."
-            ))
-        }),
-        _ => Ok(state.settings.tz()),
-    }
-}
 
 /// The filter a request asks for, limited to what `me` may see.
 pub fn filter_of(
@@ -92,7 +74,12 @@ async fn list(
     me: CurrentUser,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::from_request(&req)?;
-    let filter = filter_of(&query, client_tz(&state, &req)?, &me.0, now_ms())?;
+    let filter = filter_of(
+        &query,
+        client_tz(&req, state.settings.tz())?,
+        &me.0,
+        now_ms(),
+    )?;
     let (start_at, max_results) = query.paging(100, 1000)?;
     let data_dir = state.data_dir.clone();
     let views = state
@@ -114,7 +101,12 @@ async fn count(
     me: CurrentUser,
 ) -> Result<HttpResponse, ApiError> {
     let query = Query::from_request(&req)?;
-    let filter = filter_of(&query, client_tz(&state, &req)?, &me.0, now_ms())?;
+    let filter = filter_of(
+        &query,
+        client_tz(&req, state.settings.tz())?,
+        &me.0,
+        now_ms(),
+    )?;
     let count = state
         .db
         .read(move |c| store::runs::count_all(c, &filter))

@@ -8,11 +8,12 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::audit::{actions, event};
+use super::audit_trail::event;
 use super::auth::{ByApiToken, CurrentUser};
 use super::params::{Query, json_object, path_id};
 use crate::auth::{new_api_token, token_hash};
 use crate::clock::now_ms;
+use crate::domain::audit::actions;
 use crate::domain::input::{Field, Fields};
 use crate::domain::user::UserSummary;
 use crate::error::{ApiError, ErrorItem};

@@ -17,6 +17,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use super::params::client_addr;
 use crate::auth::{API_TOKEN_PREFIX, dummy_hash, normalize_login, token_hash, verify_password};
 use crate::clock::now_ms;
 use crate::domain::user::User;
@@ -45,13 +46,6 @@ impl CurrentUser {
             Err(ApiError::access_denied())
         }
     }
-}
-
-/// The client address used for throttling: the TCP peer (forwarding headers are not trusted).
-pub fn client_addr(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
 }
 
 /// How a request says who is calling. A credential header that is present but empty or malformed
@@ -393,8 +387,11 @@ async fn directory_sign_in(
 
 /// The audit event of a refused sign-in, on every path (JSON, Basic, the page form).
 async fn failed_sign_in(state: &AppState, login: &str, client: &str, reason: &str) {
-    let event =
-        store::audit::Event::new(login, super::audit::actions::SIGN_IN_FAILED, Some(client))
-            .detail("reason", reason);
-    super::audit::record_alone(state, event).await;
+    let event = store::audit::Event::new(
+        login,
+        crate::domain::audit::actions::SIGN_IN_FAILED,
+        Some(client),
+    )
+    .detail("reason", reason);
+    super::audit_trail::record_alone(state, event).await;
 }

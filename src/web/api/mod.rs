@@ -6,7 +6,8 @@
 
 pub mod all_runs;
 pub mod api_tokens; // service tokens (issue 15)
-pub mod audit; // the audit trail's route and how handlers start an event (issue 15)
+pub mod audit; // GET /audit-events
+pub mod audit_trail; // how handlers start and record audit events
 pub mod auth;
 pub mod health;
 pub mod jobs;

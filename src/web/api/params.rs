@@ -1,5 +1,6 @@
 //! Reading request inputs with messages that name the parameter: query-string values, numeric path
-//! segments, and JSON object bodies. Everything here answers `INVALID_REQUEST` on bad input.
+//! segments, JSON object bodies, the client's time zone header and address. Everything here
+//! answers `INVALID_REQUEST` on bad input.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -8,6 +9,34 @@ use actix_web::HttpRequest;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+
+/// The header naming the zone of dates without an offset (OpenSpecimen's).
+pub const CLIENT_TZ_HEADER: &str = "X-OS-CLIENT-TZ";
+
+/// The zone of dates without an offset: `X-OS-CLIENT-TZ`, else `default` (the server's).
+pub fn client_tz(req: &HttpRequest, default: chrono_tz::Tz) -> Result<chrono_tz::Tz, ApiError> {
+    match req
+        .headers()
+        .get(CLIENT_TZ_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
+        Some(name) if !name.is_empty() => name.parse::<chrono_tz::Tz>().map_err(|_| {
+            ApiError::invalid_request(format!(
+                "{CLIENT_TZ_HEADER} `{name}` is not an IANA time zone name."
+            ))
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// The client address used for throttling and the audit trail: the TCP peer (forwarding headers
+/// are not trusted).
+pub fn client_addr(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
 
 /// The decoded query string of a request.
 pub struct Query {

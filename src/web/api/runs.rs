@@ -13,13 +13,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::audit::{actions, event, record_alone};
+use super::audit_trail::{event, record_alone};
 use super::auth::CurrentUser;
-use super::jobs::visible_job;
-use super::params::{Query, json_object, path_id};
+use super::params::{Query, client_tz, json_object, path_id};
 use crate::clock::now_ms;
-use crate::domain::access;
 use crate::domain::args::split_args;
+use crate::domain::audit::actions;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
@@ -28,6 +27,7 @@ use crate::error::ApiError;
 use crate::executor::RunRequest;
 use crate::present::{UserCache, job_view, run_view};
 use crate::run_files::open_run_file;
+use crate::service::access::visible_job;
 use crate::store;
 use crate::store::runs::{Enqueued, RunFilter};
 use crate::web::AppState;
@@ -50,7 +50,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-pub const CLIENT_TZ_HEADER: &str = "X-OS-CLIENT-TZ";
 const STATUS_NAMES: &[&str] = &["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"];
 const MAX_WAIT_SECONDS: i64 = 60;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
@@ -178,19 +177,7 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let job_id = path_id(&req, "jobId")?;
     let query = Query::from_request(&req)?;
-    let tz = match req
-        .headers()
-        .get(CLIENT_TZ_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
-        Some(name) if !name.is_empty() => name.parse::<chrono_tz::Tz>().map_err(|_| {
-            ApiError::invalid_request(format!(
-                "{CLIENT_TZ_HEADER} `{name}` is not an IANA time zone name."
-            ))
-        })?,
-        _ => state.settings.tz(),
-    };
+    let tz = client_tz(&req, state.settings.tz())?;
     let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
         match query.text(name) {
             None => Ok(None),
@@ -294,9 +281,7 @@ async fn result_file(
             let run = store::runs::get(c, run_id)?
                 .filter(|r| r.job_id == job_id)
                 .ok_or_else(ApiError::run_not_found)?;
-            let shared = store::jobs::is_shared_with(c, job_id, me.id)?;
-            let recipient = store::jobs::is_recipient(c, job_id, me.id)?;
-            let allowed = access::can_download_result(&run, &job, &me, shared, recipient);
+            let allowed = crate::service::access::can_download_result(c, &run, &job, &me)?;
             if allowed {
                 Ok(run)
             } else {

@@ -7,10 +7,11 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::audit::{actions, changes, event};
+use super::audit_trail::event;
 use super::auth::CurrentUser;
 use super::params::{Query, json_object, path_id};
 use crate::clock::now_ms;
+use crate::domain::audit::{actions, changes};
 use crate::domain::saved_query::{
     MAX_SQL_CHARS, SavedQuery, SavedQueryDraft, invalid_data_source, invalid_sql, not_found,
     parse_saved_query,
@@ -19,6 +20,7 @@ use crate::domain::user::{User, UserSummary};
 use crate::error::{ApiError, ErrorItem};
 use crate::present::UserCache;
 use crate::query::sources::{CheckError, DataSources};
+use crate::service;
 use crate::store;
 use crate::web::AppState;
 
@@ -230,51 +232,13 @@ async fn delete(
     Ok(HttpResponse::Ok().json(deleted))
 }
 
-/// The named parameters of a stored query (without `:`, `@` or `$`), read by compiling its SQL
-/// against its data source as a run would. `Err` says why they cannot be known (the source is
-/// missing, the SQL no longer compiles); callers then make no claim about them. Blocking.
-pub fn parameter_names(sources: &DataSources, query: &SavedQuery) -> Result<Vec<String>, String> {
-    // PostgreSQL sources are checked too (`check` compiles on either engine).
-    sources
-        .check(&query.data_source, &query.sql)
-        .map_err(|e| match e {
-            CheckError::Source(m) | CheckError::Sql(m) => m,
-        })
-}
-
 /// `parameter_names` off the async threads.
 pub async fn parameters_of(state: &AppState, query: &SavedQuery) -> Result<Vec<String>, String> {
     let sources = DataSources::from_settings(&state.settings, &state.data_dir);
     let query = query.clone();
-    tokio::task::spawn_blocking(move || parameter_names(&sources, &query))
+    tokio::task::spawn_blocking(move || service::saved_queries::parameter_names(&sources, &query))
         .await
         .unwrap_or_else(|e| Err(format!("the check stopped: {e}")))
-}
-
-/// The one rule for runtime arguments on a QUERY job whose saved query takes no parameters
-/// (`SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`): there is nothing they could fill, so a run with them
-/// could only fail. `None` when the query takes parameters, is gone, or cannot be checked. Used
-/// by the API (saves and runs) and `labcron jobs import`. Blocking.
-pub fn no_parameters_refusal_in(
-    conn: &rusqlite::Connection,
-    sources: &DataSources,
-    query_id: i64,
-    what: &str,
-) -> Result<Option<ErrorItem>, ApiError> {
-    let Some(query) = store::queries::get_live(conn, query_id)? else {
-        return Ok(None);
-    };
-    Ok(match parameter_names(sources, &query) {
-        Ok(names) if names.is_empty() => Some(ErrorItem::new(
-            "SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED",
-            format!(
-                "{what}: saved query #{} {} takes no parameters, so there are no runtime \
-                 parameters to give; add a named parameter such as :site to its SQL first.",
-                query.id, query.title
-            ),
-        )),
-        _ => None,
-    })
 }
 
 /// `no_parameters_refusal_in` on a read connection, off the async threads.
@@ -287,6 +251,8 @@ pub async fn no_parameters_refusal(
     let what = what.to_string();
     state
         .db
-        .read(move |c| no_parameters_refusal_in(c, &sources, query_id, &what))
+        .read(move |c| {
+            service::saved_queries::no_parameters_refusal_in(c, &sources, query_id, &what)
+        })
         .await
 }

@@ -4,11 +4,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-use super::audit::{actions, event};
-use super::auth::{CurrentUser, client_addr, request_token, sign_in};
-use super::params::json_object;
+use super::audit_trail::event;
+use super::auth::{CurrentUser, request_token, sign_in};
+use super::params::{client_addr, json_object};
 use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
 use crate::clock::now_ms;
+use crate::domain::audit::actions;
 use crate::domain::input::Fields;
 use crate::error::ApiError;
 use crate::store;

@@ -8,14 +8,16 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::audit::{actions, event};
+use super::audit_trail::event;
 use super::auth::{CurrentUser, request_token};
 use super::params::{json_object, path_id};
-use crate::auth::{MIN_PASSWORD_CHARS, hash_password, token_hash};
+use crate::auth::{hash_password, token_hash};
 use crate::clock::now_ms;
+use crate::domain::audit::actions;
 use crate::domain::input::{Field, Fields};
-use crate::domain::user::User;
+use crate::domain::user::{User, login_name_problem, password_problem};
 use crate::error::{ApiError, ErrorItem};
+use crate::service;
 use crate::store;
 use crate::web::AppState;
 
@@ -89,14 +91,8 @@ async fn get(
 async fn load_user(state: &AppState, id: i64) -> Result<User, ApiError> {
     state
         .db
-        .read(move |c| store::users::get(c, id))
-        .await?
-        .filter(|u| u.active && !u.is_system)
-        .ok_or_else(user_not_found)
-}
-
-fn user_not_found() -> ApiError {
-    ApiError::user("USER_NOT_FOUND", "User does not exist.")
+        .read(move |c| service::users::live_user(c, id))
+        .await
 }
 
 /// The profile fields that differ: `{"field": {"before": …, "after": …}}`.
@@ -134,25 +130,13 @@ fn profile_changes(before: &User, after: &User) -> Map<String, Value> {
     changes
 }
 
-/// A directory account has no password here: the directory keeps it.
+/// A directory account has no password here (`service::users::refuse_password_here`), checked
+/// before the slow hashing; the write checks it again.
 async fn refuse_directory_account(state: &AppState, id: i64) -> Result<(), ApiError> {
-    let source = state.db.read(move |c| store::users::source(c, id)).await?;
-    if source.as_deref() == Some("LDAP") {
-        return Err(ApiError::user(
-            "USER_DIRECTORY_ACCOUNT",
-            "This user signs in with the directory (LDAP); change the password there.",
-        ));
-    }
-    Ok(())
-}
-
-fn password_problem(password: &str) -> Option<ErrorItem> {
-    (password.chars().count() < MIN_PASSWORD_CHARS).then(|| {
-        ErrorItem::new(
-            "USER_PASSWORD_TOO_SHORT",
-            format!("Password must have at least {MIN_PASSWORD_CHARS} characters."),
-        )
-    })
+    state
+        .db
+        .read(move |c| service::users::refuse_password_here(c, id))
+        .await
 }
 
 fn raw_password(body: &Map<String, Value>) -> Option<String> {
@@ -173,17 +157,7 @@ async fn create(
     let fields = Fields::new(&body);
     let mut errors = Vec::new();
     let login = fields.string("loginName").unwrap_or_default();
-    if login.is_empty() {
-        errors.push(ErrorItem::new(
-            "USER_LOGIN_NAME_REQUIRED",
-            "Login name is required.",
-        ));
-    } else if login.chars().count() > 100 || login.starts_with('$') {
-        errors.push(ErrorItem::new(
-            "USER_INVALID_LOGIN_NAME",
-            "Login name must be 1–100 characters and not start with $.",
-        ));
-    }
+    errors.extend(login_name_problem(&login));
     // Without a password the user exists but cannot sign in until an admin sets one (OpenSpecimen
     // creates users without one and mails them a link; labcron sends no such mail).
     let password = raw_password(&body);
@@ -233,14 +207,7 @@ async fn create(
                 admin,
                 password_hash: &hash,
             };
-            let id = store::users::insert(tx, &new_user, now_ms())?.ok_or_else(|| {
-                ApiError::user(
-                    "USER_DUP_LOGIN_NAME",
-                    format!("Login name {login} is already in use."),
-                )
-            })?;
-            store::audit::record(tx, &audit.object("USER", id), now_ms())?;
-            Ok(id)
+            service::users::create(tx, &new_user, audit, now_ms())
         })
         .await?;
     let user = load_user(&state, id).await?;
@@ -318,25 +285,11 @@ async fn update(
     state
         .db
         .write(move |tx| {
-            if store::users::login_taken(tx, &saved.login_name, Some(saved.id))? {
-                return Err(ApiError::user(
-                    "USER_DUP_LOGIN_NAME",
-                    format!("Login name {} is already in use.", saved.login_name),
-                ));
-            }
-            let was_admin = store::users::get(tx, saved.id)?.is_some_and(|u| u.admin);
-            store::users::update_profile(tx, &saved)?;
-            if was_admin && !saved.admin && store::users::count_admins(tx)? == 0 {
-                return Err(ApiError::user(
-                    "USER_LAST_ADMIN",
-                    "The last admin cannot stop being an admin.",
-                ));
-            }
-            if let Some(hash) = &hash {
-                store::users::set_password_hash(tx, saved.id, hash, keep_session.as_deref())?;
-            }
-            for event in [&updated, &password_changed].into_iter().flatten() {
-                store::audit::record(tx, event, now_ms())?;
+            let now = now_ms();
+            service::users::save_profile(tx, &saved, updated.as_ref(), now)?;
+            if let (Some(hash), Some(audit)) = (&hash, &password_changed) {
+                let keep = keep_session.as_deref();
+                service::users::set_password(tx, saved.id, hash, keep, audit, now)?;
             }
             Ok(())
         })
@@ -412,9 +365,8 @@ async fn change_password(
     state
         .db
         .write(move |tx| {
-            store::users::set_password_hash(tx, id, &hash, keep_session.as_deref())?;
-            store::audit::record(tx, &audit, now_ms())?;
-            Ok(())
+            let keep = keep_session.as_deref();
+            service::users::set_password(tx, id, &hash, keep, &audit, now_ms())
         })
         .await?;
     Ok(HttpResponse::Ok().json(true))
@@ -433,17 +385,7 @@ async fn delete(
         .detail("loginName", user.login_name.clone());
     state
         .db
-        .write(move |tx| {
-            store::users::disable(tx, id)?;
-            store::audit::record(tx, &audit, now_ms())?;
-            if store::users::count_admins(tx)? == 0 {
-                return Err(ApiError::user(
-                    "USER_LAST_ADMIN",
-                    "The last admin cannot be deleted.",
-                ));
-            }
-            Ok(())
-        })
+        .write(move |tx| service::users::disable(tx, id, &audit, now_ms()))
         .await?;
     let mut shown = view(&user, true);
     shown.activity_status = Some("Disabled");

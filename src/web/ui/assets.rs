@@ -122,13 +122,11 @@ pub fn find(name: &str) -> Option<&'static Asset> {
     PUBLIC.iter().find(|a| a.name == name)
 }
 
-/// `GET /ui/assets/{name}`: the file, cached for a year when the request names the current
-/// version, else revalidated each time. Unknown names fall through to the not-found page.
-pub async fn serve(req: HttpRequest) -> HttpResponse {
+/// The answer to `GET /ui/assets/{name}`: the file, cached for a year when the request names the
+/// current version, else revalidated each time; `None` for an unknown name.
+pub fn response(req: &HttpRequest) -> Option<HttpResponse> {
     let name = req.match_info().get("name").unwrap_or_default();
-    let Some(asset) = find(name) else {
-        return super::pages::not_found_page(&req);
-    };
+    let asset = find(name)?;
     let versioned = req
         .query_string()
         .split('&')
@@ -138,11 +136,13 @@ pub async fn serve(req: HttpRequest) -> HttpResponse {
     } else {
         "no-cache"
     };
-    HttpResponse::Ok()
-        .content_type(asset.content_type)
-        .insert_header((header::CACHE_CONTROL, cache))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(asset.body)
+    Some(
+        HttpResponse::Ok()
+            .content_type(asset.content_type)
+            .insert_header((header::CACHE_CONTROL, cache))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .body(asset.body),
+    )
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@ use crate::clock::{from_ms, now_ms};
 use crate::domain::job::{ActivityStatus, JobDefaults, Schedule, validate_job};
 use crate::domain::next_fire::next_fires;
 use crate::error::{ApiError, ErrorItem};
+use crate::service::access::visible_job;
 use crate::store;
 use crate::store::runs::RunFilter;
 use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
-use crate::web::api::jobs::visible_job;
 use crate::web::api::params::{Query, json_object};
 
 /// `GET /ui/api/me`: `{"signedIn": false}`, or the user. Never 401, so the sign-in page can ask.

@@ -29,11 +29,11 @@ use crate::domain::user::User;
 use crate::error::ApiError;
 use crate::present::{JobView, RunView, UserCache, job_view, run_view};
 use crate::query::params::parse_args;
+use crate::service::access::visible_job;
 use crate::store;
 use crate::store::runs::RunFilter;
 use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
-use crate::web::api::jobs::visible_job;
 use crate::web::api::params::path_id;
 use crate::web::api::saved_queries::parameters_of;
 
@@ -86,13 +86,13 @@ struct Rights {
     delete: bool,
 }
 
-/// Only admins create or change INTERNAL and EXTERNAL jobs; creators may delete their own
-/// INTERNAL ones (the API's rules, `api::jobs`).
-fn rights(job_type: JobType, may_change: bool, admin: bool) -> Rights {
+/// What the page offers `user` on `job`: the access policy's answers, so the page never shows a
+/// button the API would refuse.
+fn rights(job: &Job, user: &User) -> Rights {
     Rights {
         run: true,
-        edit: may_change && (admin || job_type == JobType::Query),
-        delete: may_change && (admin || job_type != JobType::External),
+        edit: access::can_edit(job, user),
+        delete: access::can_delete(job, user),
     }
 }
 
@@ -296,7 +296,7 @@ pub async fn overview(
         .await?;
     let run_form = run_form(&state, &job, &me).await?;
     Ok(HttpResponse::Ok().json(Overview {
-        may: rights(job.job_type, access::can_change(&job, &me), me.admin),
+        may: rights(&job, &me),
         timezone: job.schedule().timezone.name().to_string(),
         paused: !job.is_active(),
         next_runs: upcoming_fires(&job.schedule(), now_ms(), NEXT_FIRES),
@@ -403,22 +403,5 @@ mod tests {
         let mut schedule = daily(chrono_tz::UTC);
         schedule.repeat = Repeat::OnDemand;
         assert!(upcoming_fires(&schedule, 0, 5).is_empty());
-    }
-
-    #[test]
-    fn rights_follow_the_apis_rules() {
-        let creator = rights(JobType::External, true, false);
-        assert!(
-            creator.run && !creator.edit && !creator.delete,
-            "EXTERNAL jobs are admins' to change"
-        );
-        let creator = rights(JobType::Internal, true, false);
-        assert!(!creator.edit && creator.delete);
-        let admin = rights(JobType::External, true, true);
-        assert!(admin.edit && admin.delete);
-        let creator = rights(JobType::Query, true, false);
-        assert!(creator.edit && creator.delete);
-        let shared = rights(JobType::Query, false, false);
-        assert!(shared.run && !shared.edit && !shared.delete);
     }
 }

@@ -26,7 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(pages::home)))
         .service(web::resource("/ui").route(web::get().to(pages::home)))
         .service(web::resource("/ui/").route(web::get().to(pages::home)))
-        .service(web::resource("/ui/assets/{name}").route(web::get().to(assets::serve)))
+        .service(web::resource("/ui/assets/{name}").route(web::get().to(serve_asset)))
         .service(
             web::resource("/ui/sign-in")
                 .route(web::get().to(session::sign_in_page))
@@ -71,4 +71,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(query_preview::saved_query_preview)),
         )
         .service(web::resource("/ui/{tail:.*}").route(web::get().to(pages::not_found)));
+}
+
+/// `GET /ui/assets/{name}`: the embedded file, or the not-found page for an unknown name.
+async fn serve_asset(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    assets::response(&req).unwrap_or_else(|| pages::not_found_page(&req))
 }

@@ -106,9 +106,7 @@ fn run_preview(
             Ok(None) => break,
             Err(_) if guard.check().is_some() => return Err(stopped()),
             Err(e) => {
-                return Err(user_error(invalid_sql(
-                    &crate::query::sources::sqlite_message(&e),
-                )));
+                return Err(user_error(invalid_sql(&crate::query::sqlite_message(&e))));
             }
         };
         if rows.len() == PREVIEW_ROWS {

@@ -16,7 +16,8 @@ use crate::auth::token_hash;
 use crate::error::ApiError;
 use crate::store;
 use crate::web::AppState;
-use crate::web::api::auth::{SESSION_COOKIE, client_addr, csrf_token_matches};
+use crate::web::api::auth::{SESSION_COOKIE, csrf_token_matches};
+use crate::web::api::params::client_addr;
 use crate::web::api::sessions::open_session;
 
 /// Holds the sign-in form's anti-forgery token (before there is a session).
@@ -197,7 +198,7 @@ pub async fn sign_out(
     }
     let hash = token_hash(&token);
     let who = page_user(&req).await.map(|me| {
-        crate::web::api::audit::event(&me.user, &req, crate::web::api::audit::actions::SIGN_OUT)
+        crate::web::api::audit_trail::event(&me.user, &req, crate::domain::audit::actions::SIGN_OUT)
             .object("USER", me.user.id)
             .detail("via", "page")
     });

@@ -1,0 +1,66 @@
+//! The access policy of `domain::access` with the ledger facts it needs read here: whether a job is
+//! shared with the user, whether the user is one of its recipients. Every caller that loads a job,
+//! a run or a result on a user's behalf (the API, the pages, the CLI, chains at save time) goes
+//! through these, so the answer is the same everywhere. Blocking: call on a ledger connection.
+
+use rusqlite::Connection;
+
+use crate::domain::access;
+use crate::domain::job::Job;
+use crate::domain::run::Run;
+use crate::domain::user::User;
+use crate::error::ApiError;
+use crate::store;
+
+/// Whether `user` may see `job` (and its runs, logs and results).
+pub fn can_see(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
+    // Admins and creators need no ledger read.
+    if access::can_change(job, user) {
+        return Ok(true);
+    }
+    let shared = store::jobs::is_shared_with(conn, job.id, user.id)?;
+    Ok(access::can_see(job, user, shared))
+}
+
+/// Whether `user` may queue a run of `job` (by hand, or as a chain target of a job they save).
+pub fn can_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
+    if access::can_change(job, user) {
+        return Ok(true);
+    }
+    let shared = store::jobs::is_shared_with(conn, job.id, user.id)?;
+    Ok(access::can_run(job, user, shared))
+}
+
+/// A live job `user` may see: `SCHEDULED_JOB_NOT_FOUND` or `SCHEDULED_JOB_OP_NOT_ALLOWED`.
+pub fn visible_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ApiError> {
+    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ApiError::job_not_found)?;
+    if can_see(conn, &job, user)? {
+        Ok(job)
+    } else {
+        Err(ApiError::op_not_allowed())
+    }
+}
+
+/// A live job `user` may change or delete: its creator or an admin.
+pub fn changeable_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ApiError> {
+    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ApiError::job_not_found)?;
+    if access::can_change(&job, user) {
+        Ok(job)
+    } else {
+        Err(ApiError::op_not_allowed())
+    }
+}
+
+/// Whether `user` may download `run`'s result file (a run of `job`).
+pub fn can_download_result(
+    conn: &Connection,
+    run: &Run,
+    job: &Job,
+    user: &User,
+) -> Result<bool, ApiError> {
+    let shared = store::jobs::is_shared_with(conn, job.id, user.id)?;
+    let recipient = store::jobs::is_recipient(conn, job.id, user.id)?;
+    Ok(access::can_download_result(
+        run, job, user, shared, recipient,
+    ))
+}
