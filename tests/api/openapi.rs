@@ -86,7 +86,15 @@ fn module_file(module: &str) -> String {
     let module = module.trim_end_matches("::configure");
     match module.strip_prefix("crate::") {
         Some(path) => format!("src/{}.rs", path.replace("::", "/")),
-        None => format!("src/web/api/{}.rs", module.replace("::", "/")),
+        None => {
+            let file = format!("src/web/api/{}.rs", module.replace("::", "/"));
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            if root.join(&file).exists() {
+                file
+            } else {
+                format!("src/web/api/{}/mod.rs", module.replace("::", "/"))
+            }
+        }
     }
 }
 

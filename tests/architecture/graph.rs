@@ -18,6 +18,16 @@ impl Graph {
     pub fn read(src: &Path) -> Graph {
         let mut files = Vec::new();
         collect(src, src, &mut files);
+        // A file declared `#[cfg(test)] mod tests;` is test code, like an inline test module.
+        let test_files: BTreeSet<ModulePath> = files
+            .iter()
+            .flat_map(|(module, _, text)| {
+                test_module_declarations(&blank_comments_and_literals(text))
+                    .into_iter()
+                    .map(move |name| [module.clone(), vec![name]].concat())
+            })
+            .collect();
+        files.retain(|(module, _, _)| !test_files.iter().any(|t| module.starts_with(t)));
         let modules: BTreeSet<ModulePath> = files.iter().map(|(m, _, _)| m.clone()).collect();
         let mut edges: BTreeMap<ModulePath, BTreeSet<ModulePath>> = BTreeMap::new();
         for (module, is_folder_root, text) in &files {
@@ -178,6 +188,27 @@ fn char_literal_len(chars: &[char], i: usize) -> Option<usize> {
         }
         _ => (chars.get(i + 2) == Some(&'\'')).then_some(3),
     }
+}
+
+/// The names of the modules declared `#[cfg(test)] mod NAME;` (their code is in another file).
+fn test_module_declarations(code: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        rest = &rest[at + "#[cfg(test)]".len()..];
+        let declaration = rest.trim_start();
+        let declaration = declaration.strip_prefix("pub ").unwrap_or(declaration);
+        if let Some(after) = declaration.strip_prefix("mod ") {
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if after[name.len()..].trim_start().starts_with(';') {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// The code with every `#[cfg(test)]` module (attribute to closing brace) removed.

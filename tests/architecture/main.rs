@@ -212,8 +212,9 @@ fn the_reader_finds_a_cycle_it_is_shown() {
     );
     write(
         "a/y.rs",
-        "use super::x;\n#[cfg(test)]\nmod tests {\n    use crate::web::Anything;\n}\n",
+        "use super::x;\n#[cfg(test)]\nmod tests {\n    use crate::web::Anything;\n}\n#[cfg(test)]\nmod more;\n",
     );
+    write("a/y/more.rs", "use crate::web::Anything;\n");
     write("b.rs", "pub fn h() { crate::a::x::f(); }\n");
     write("web/mod.rs", "use crate::a;\n");
     let graph = Graph::read(dir.path());
@@ -231,6 +232,10 @@ fn the_reader_finds_a_cycle_it_is_shown() {
         "test modules are left out"
     );
     assert_eq!(deps("b"), BTreeSet::from([path("a::x")]));
+    assert!(
+        !graph.edges.contains_key(&path("a::y::more")),
+        "test files are left out"
+    );
     let top: BTreeMap<String, BTreeSet<String>> = BTreeMap::from([
         ("a".into(), BTreeSet::from(["b".into()])),
         ("b".into(), BTreeSet::from(["a".into()])),

@@ -475,13 +475,19 @@ pub fn discover_routes() -> Vec<Route> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/web/api"))
         .expect("src/web/api")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        // A resource module is a file or a folder with its routes in mod.rs.
+        .map(|p| if p.is_dir() { p.join("mod.rs") } else { p })
+        .filter(|p| p.extension().is_some_and(|e| e == "rs") && p.exists())
         .collect();
     files.sort();
     let mut routes = Vec::new();
     for file in files {
-        let module = file
-            .file_stem()
+        let named = if file.ends_with("mod.rs") {
+            file.parent().and_then(|p| p.file_name())
+        } else {
+            file.file_stem()
+        };
+        let module = named
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();

@@ -1,0 +1,211 @@
+//! `GET /scheduled-jobs/{jobId}/runs/{runId}/log`: the run's log from an offset, or followed while
+//! the run goes on, as plain text or Server-Sent Events, read through `open_run_file` (no links).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::http::header::{self};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::domain::audit::actions;
+use crate::domain::run::RunStatus;
+use crate::error::ApiError;
+use crate::run_files::open_run_file;
+use crate::store;
+use crate::web::AppState;
+use crate::web::api::audit_trail::{event, record_alone};
+use crate::web::api::auth::CurrentUser;
+use crate::web::api::params::{Query, path_id};
+
+use super::{nosniff, visible_run};
+
+/// Where a run's log is: the run it belongs to, read through `open_run_file` (no links).
+#[derive(Clone)]
+struct LogSource {
+    data_dir: PathBuf,
+    job_id: i64,
+    run_id: i64,
+}
+
+/// Reads the log from `offset`: the bytes (up to `limit`) and the new offset.
+async fn read_log_from(
+    source: &LogSource,
+    offset: u64,
+    limit: usize,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let LogSource {
+        data_dir,
+        job_id,
+        run_id,
+    } = source.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || open_run_file(&data_dir, job_id, run_id, "run.log"))
+            .await
+            .map_err(std::io::Error::other)?;
+    let mut file = match opened {
+        Ok(f) => tokio::fs::File::from_std(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        // A link or other non-file where the log belongs is never read; the log is empty.
+        Err(e) => {
+            tracing::warn!(run_id = source.run_id, error = %e, "the run's log is not a regular file");
+            return Ok((Vec::new(), offset));
+        }
+    };
+    // Nothing at or past the end; seeking far past it fails (EINVAL) on some file systems.
+    if offset >= file.metadata().await?.len() {
+        return Ok((Vec::new(), offset));
+    }
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut buf = Vec::new();
+    (&mut file).take(limit as u64).read_to_end(&mut buf).await?;
+    let next = offset + buf.len() as u64;
+    Ok((buf, next))
+}
+
+const LOG_CHUNK: usize = 256 * 1024;
+
+pub async fn log(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path_id(&req, "jobId")?;
+    let run_id = path_id(&req, "runId")?;
+    let query = Query::from_request(&req)?;
+    let offset = query.int("offset", 0)?;
+    if offset < 0 {
+        return Err(ApiError::invalid_request("offset must be 0 or more."));
+    }
+    let follow = query.bool("follow", false)?;
+    let me = me.0;
+    let viewer = me.clone();
+    let (_, run) = state
+        .db
+        .read(move |c| visible_run(c, job_id, run_id, &viewer))
+        .await?;
+    // Reading a log from its start is one event; the pages' polls for more (offset > 0) are not.
+    if offset == 0 {
+        let audit = event(&me, &req, actions::LOG_DOWNLOAD)
+            .object("RUN", run.id)
+            .detail("jobId", run.job_id)
+            .detail("follow", follow);
+        record_alone(&state, audit).await;
+    }
+    let log_path = LogSource {
+        data_dir: state.data_dir.clone(),
+        job_id: run.job_id,
+        run_id: run.id,
+    };
+    let sse = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+
+    if !follow || run.status.is_finished() && !sse {
+        let mut out = Vec::new();
+        let mut position = offset as u64;
+        loop {
+            let (chunk, next) = read_log_from(&log_path, position, LOG_CHUNK).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+            position = next;
+        }
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .insert_header(nosniff())
+            .insert_header(("X-Log-Offset", position.to_string()))
+            .insert_header(("X-Run-Status", run.status.as_str()))
+            .body(out));
+    }
+
+    let db = state.db.clone();
+    let follow_state = Some(Follow {
+        offset: offset as u64,
+        log_path,
+        db,
+        run_id,
+        sse,
+        ended: false,
+    });
+    let stream = futures_util::stream::unfold(follow_state, |state| async move {
+        let mut st = state?;
+        loop {
+            match read_log_from(&st.log_path, st.offset, LOG_CHUNK).await {
+                Ok((chunk, next)) if !chunk.is_empty() => {
+                    st.offset = next;
+                    let bytes = if st.sse {
+                        sse_event("log", &String::from_utf8_lossy(&chunk))
+                    } else {
+                        chunk
+                    };
+                    return Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), Some(st)));
+                }
+                Ok(_) if st.ended => {
+                    // The run had ended before this last read found nothing more: finish.
+                    let status = run_status(&st.db, st.run_id).await;
+                    if st.sse {
+                        let end = sse_event("end", status.map_or("", |s| s.as_str()));
+                        return Some((Ok(Bytes::from(end)), None));
+                    }
+                    return None;
+                }
+                Ok(_) => {
+                    if run_status(&st.db, st.run_id)
+                        .await
+                        .is_none_or(|s| s.is_finished())
+                    {
+                        // Read once more: output written just before the end must not be lost.
+                        st.ended = true;
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+    });
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(nosniff())
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+struct Follow {
+    offset: u64,
+    log_path: LogSource,
+    db: crate::store::Db,
+    run_id: i64,
+    sse: bool,
+    ended: bool,
+}
+
+async fn run_status(db: &crate::store::Db, run_id: i64) -> Option<RunStatus> {
+    db.read(move |c| Ok(store::runs::get(c, run_id)?.map(|r| r.status)))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// One Server-Sent Event; every line of `data` becomes its own `data:` line.
+fn sse_event(event: &str, data: &str) -> Vec<u8> {
+    let mut out = format!("event: {event}\n");
+    for line in data.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line.trim_end_matches('\r'));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.into_bytes()
+}

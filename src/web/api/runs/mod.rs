@@ -1,0 +1,321 @@
+//! `/scheduled-jobs/{jobId}/runs`: queue a run, list and read runs (with long-poll), download the
+//! result file, read or follow the run log, cancel. Who may: admins, the job's creator and the users
+//! it is shared with; the result file also its recipients and the run's `runBy`. The download is
+//! `result_file`, the log and its follower `log`.
+
+pub mod log; // GET …/log: a byte range, or the growing log followed as text or Server-Sent Events
+pub mod result_file; // GET/HEAD …/result-file: the file a run left, never through a link
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::audit_trail::event;
+use super::auth::CurrentUser;
+use super::params::{Query, client_tz, json_object, path_id};
+use crate::clock::now_ms;
+use crate::domain::args::split_args;
+use crate::domain::audit::actions;
+use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
+use crate::domain::job::{Job, JobType};
+use crate::domain::run::{Run, RunStatus, Trigger};
+use crate::domain::user::User;
+use crate::error::ApiError;
+use crate::executor::RunRequest;
+use crate::present::{UserCache, job_view, run_view};
+use crate::service::access::visible_job;
+use crate::store;
+use crate::store::runs::{Enqueued, RunFilter};
+use crate::web::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/scheduled-jobs/{jobId}/runs")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(web::resource("/scheduled-jobs/{jobId}/runs/{runId}").route(web::get().to(get)))
+    .service(
+        web::resource("/scheduled-jobs/{jobId}/runs/{runId}/result-file")
+            .route(web::get().to(result_file::result_file))
+            .route(web::head().to(result_file::result_file)),
+    )
+    .service(
+        web::resource("/scheduled-jobs/{jobId}/runs/{runId}/log").route(web::get().to(log::log)),
+    )
+    .service(
+        web::resource("/scheduled-jobs/{jobId}/runs/{runId}/cancel").route(web::post().to(cancel)),
+    );
+}
+
+const STATUS_NAMES: &[&str] = &["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"];
+const MAX_WAIT_SECONDS: i64 = 60;
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+/// The base path the request came in on, for `Location` headers.
+fn base_path(req: &HttpRequest) -> &'static str {
+    if req.path().starts_with("/openspecimen/") {
+        "/openspecimen/rest/ng"
+    } else {
+        "/rest/ng"
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path_id(&req, "jobId")?;
+    let query = Query::from_request(&req)?;
+    let body = json_object(&body, true)?;
+    let args = match body.get("args") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "args must be a string of space-separated arguments.",
+            ));
+        }
+    };
+    if let Some(text) = &args
+        && let Err(e) = split_args(text)
+    {
+        return Err(ApiError::user(
+            "SCHEDULED_JOB_INVALID_RUN_ARGS",
+            format!("args cannot be split into words: {e}."),
+        ));
+    }
+    let idempotency_key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().map(str::trim).unwrap_or_default();
+            if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+                return Err(ApiError::invalid_request(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible characters."
+                )));
+            }
+            Some(key.to_string())
+        }
+    };
+    let me = me.0;
+    let viewer = me.clone();
+    let job = state
+        .db
+        .read(move |c| visible_job(c, job_id, &viewer))
+        .await?;
+    // Arguments for a query without parameters could only fail the run: refused up front.
+    if args.is_some()
+        && job.rt_args_provided
+        && job.job_type == JobType::Query
+        && let Some(query_id) = job.saved_query_id
+        && let Some(mut item) = super::saved_queries::no_parameters_refusal(
+            &state,
+            query_id,
+            &format!("Job {}", job.name),
+        )
+        .await?
+    {
+        item.message.push_str(" Run it without args.");
+        return Err(ApiError::User(vec![item]));
+    }
+    let request = RunRequest {
+        trigger: Trigger::Manual,
+        run_by: me.id,
+        args,
+        scheduled_for: None,
+        idempotency_key,
+    };
+    let audit = event(&me, &req, actions::RUN_REQUEST);
+    let run_id = match state
+        .executor
+        .enqueue_audited(job_id, request, Some(audit))
+        .await?
+    {
+        Enqueued::Queued(id) | Enqueued::Duplicate(id) => id,
+        Enqueued::QueueFull => {
+            return Err(ApiError::user(
+                "SCHEDULED_JOB_QUEUE_FULL",
+                format!(
+                    "Job {} already has {} runs waiting; try again later.",
+                    job.name, job.max_queued_runs
+                ),
+            ));
+        }
+    };
+    let location = format!("{}/scheduled-jobs/{job_id}/runs/{run_id}", base_path(&req));
+    let want_run = query.text("response") == Some("run");
+    let data_dir = state.data_dir.clone();
+    let body = state
+        .db
+        .read(move |c| {
+            let mut users = UserCache::default();
+            if want_run {
+                let run = store::runs::get(c, run_id)?.ok_or_else(ApiError::run_not_found)?;
+                Ok(serde_json::to_value(run_view(
+                    c, &run, &mut users, &data_dir,
+                )?))
+            } else {
+                let job = store::jobs::get_any(c, job_id)?.ok_or_else(ApiError::job_not_found)?;
+                Ok(serde_json::to_value(job_view(c, &job, &mut users)?))
+            }
+        })
+        .await?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::LOCATION, location))
+        .json(body))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path_id(&req, "jobId")?;
+    let query = Query::from_request(&req)?;
+    let tz = client_tz(&req, state.settings.tz())?;
+    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
+        match query.text(name) {
+            None => Ok(None),
+            Some(text) => parse_date_param(text, tz, bound).map(Some).ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "{name} `{text}` is not a date; use {ACCEPTED_FORMATS}."
+                ))
+            }),
+        }
+    };
+    let filter = RunFilter {
+        job_id,
+        from: date("fromDate", Bound::From)?,
+        to: Some(date("toDate", Bound::To)?.unwrap_or_else(now_ms)),
+        status: query.choice::<RunStatus>("status", STATUS_NAMES)?,
+    };
+    let (start_at, max_results) = query.paging(100, 1000)?;
+    let me = me.0;
+    let data_dir = state.data_dir.clone();
+    let views = state
+        .db
+        .read(move |c| {
+            visible_job(c, job_id, &me)?;
+            let runs = store::runs::list(c, &filter, start_at, max_results)?;
+            let mut users = UserCache::default();
+            runs.iter()
+                .map(|r| run_view(c, r, &mut users, &data_dir))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// A run of a job the caller may see; a run of another job is "not found".
+fn visible_run(
+    conn: &rusqlite::Connection,
+    job_id: i64,
+    run_id: i64,
+    me: &User,
+) -> Result<(Job, Run), ApiError> {
+    let job = visible_job(conn, job_id, me)?;
+    let run = store::runs::get(conn, run_id)?
+        .filter(|r| r.job_id == job_id)
+        .ok_or_else(ApiError::run_not_found)?;
+    Ok((job, run))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path_id(&req, "jobId")?;
+    let run_id = path_id(&req, "runId")?;
+    let wait = Query::from_request(&req)?.int("waitSeconds", 0)?;
+    if !(0..=MAX_WAIT_SECONDS).contains(&wait) {
+        return Err(ApiError::invalid_request(format!(
+            "waitSeconds must be from 0 to {MAX_WAIT_SECONDS}."
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    let me = me.0;
+    loop {
+        let viewer = me.clone();
+        let data_dir = state.data_dir.clone();
+        let (finished, view) = state
+            .db
+            .read(move |c| {
+                let (_, run) = visible_run(c, job_id, run_id, &viewer)?;
+                Ok((
+                    run.status.is_finished(),
+                    run_view(c, &run, &mut UserCache::default(), &data_dir)?,
+                ))
+            })
+            .await?;
+        let now = tokio::time::Instant::now();
+        if finished || now >= deadline {
+            return Ok(HttpResponse::Ok().json(view));
+        }
+        // Woken by any run's end; re-check at least every second regardless.
+        state
+            .executor
+            .wait_for_any_finish((deadline - now).min(Duration::from_secs(1)))
+            .await;
+    }
+}
+
+/// Program output is never to be sniffed into HTML or script by a browser.
+pub fn nosniff() -> (header::HeaderName, HeaderValue) {
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    )
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path_id(&req, "jobId")?;
+    let run_id = path_id(&req, "runId")?;
+    let viewer = me.0.clone();
+    state
+        .db
+        .read(move |c| visible_run(c, job_id, run_id, &viewer))
+        .await?;
+    let audit = event(&me.0, &req, actions::RUN_CANCEL).detail("jobId", job_id);
+    if !state
+        .executor
+        .cancel_audited(run_id, &me.0, Some(audit))
+        .await?
+    {
+        return Err(ApiError::user(
+            "SCHEDULED_JOB_RUN_NOT_CANCELLABLE",
+            format!("Run {run_id} has already finished."),
+        ));
+    }
+    // A running one stops within the kill grace period; answer with its end when it comes soon.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let viewer = me.0.clone();
+        let data_dir = state.data_dir.clone();
+        let (finished, view) = state
+            .db
+            .read(move |c| {
+                let (_, run) = visible_run(c, job_id, run_id, &viewer)?;
+                Ok((
+                    run.status.is_finished(),
+                    run_view(c, &run, &mut UserCache::default(), &data_dir)?,
+                ))
+            })
+            .await?;
+        if finished || tokio::time::Instant::now() >= deadline {
+            return Ok(HttpResponse::Ok().json(view));
+        }
+        state
+            .executor
+            .wait_for_any_finish(Duration::from_millis(200))
+            .await;
+    }
+}

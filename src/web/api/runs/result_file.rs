@@ -1,0 +1,191 @@
+//! `GET` and `HEAD /scheduled-jobs/{jobId}/runs/{runId}/result-file`: the file a run left, to
+//! whoever may download it (`service::access::can_download_result`), opened without following a
+//! link on any component and only if it is a regular file, sent in pieces read ahead of the socket.
+
+use actix_files::NamedFile;
+use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+
+use crate::domain::audit::actions;
+use crate::error::ApiError;
+use crate::run_files::open_run_file;
+use crate::store;
+use crate::web::AppState;
+use crate::web::api::audit_trail::{event, record_alone};
+use crate::web::api::auth::CurrentUser;
+use crate::web::api::params::path_id;
+
+use super::nosniff;
+
+pub async fn result_file(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = path_id(&req, "jobId")?;
+    let run_id = path_id(&req, "runId")?;
+    let me = me.0;
+    let me_for_audit = me.clone();
+    let run = state
+        .db
+        .read(move |c| {
+            let job = store::jobs::get_live(c, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            let run = store::runs::get(c, run_id)?
+                .filter(|r| r.job_id == job_id)
+                .ok_or_else(ApiError::run_not_found)?;
+            let allowed = crate::service::access::can_download_result(c, &run, &job, &me)?;
+            if allowed {
+                Ok(run)
+            } else {
+                Err(ApiError::op_not_allowed())
+            }
+        })
+        .await?;
+    let not_available = || {
+        ApiError::user(
+            "SCHEDULED_JOB_RESULT_DATA_FILE_NOT_AVAILABLE",
+            "Job run result data file is not generated.",
+        )
+    };
+    let not_found = || {
+        ApiError::user(
+            "SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND",
+            "Job run result data file is damaged or replaced.",
+        )
+    };
+    let relative = run.result_file.clone().ok_or_else(not_available)?;
+    // Opened without following links on any component, and only if it is a regular file: a
+    // script could have replaced its result by a link to the ledger.
+    let data_dir = state.data_dir.clone();
+    let (job_of_run, id_of_run) = (run.job_id, run.id);
+    let opened = web::block(move || open_run_file(&data_dir, job_of_run, id_of_run, &relative))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let std_file = opened.map_err(|_| not_found())?;
+    let file_name = run.result_file_name().unwrap_or("result").to_string();
+    let content_type = match std::path::Path::new(&file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+    {
+        Some("csv") => mime::TEXT_CSV_UTF_8,
+        Some("zip") => "application/zip"
+            .parse()
+            .unwrap_or(mime::APPLICATION_OCTET_STREAM),
+        Some(ext) => actix_files::file_extension_to_mime(ext),
+        None => mime::APPLICATION_OCTET_STREAM,
+    };
+    let file = NamedFile::from_file(std_file, &file_name).map_err(|_| not_found())?;
+    // A download is a sensitive read (result files hold sample data); HEAD reads nothing.
+    if req.method() == actix_web::http::Method::GET {
+        let audit = event(&me_for_audit, &req, actions::RESULT_DOWNLOAD)
+            .object("RUN", run.id)
+            .detail("jobId", run.job_id)
+            .detail("file", file_name.clone());
+        record_alone(&state, audit).await;
+    }
+    // A second handle for the whole-file path below.
+    let whole = file.file().try_clone().ok();
+    let size = file.metadata().len();
+    let mut response = file
+        .set_content_type(content_type)
+        .set_content_disposition(attachment(&file_name))
+        .into_response(&req);
+    // The whole file (a 200 to a GET; not a Range, a 304 or a HEAD): read in big pieces on one
+    // blocking thread rather than actix-files' 64 KiB per blocking task, several times faster for
+    // big results. Everything else keeps actix-files' answer.
+    if response.status() == actix_web::http::StatusCode::OK
+        && req.method() == actix_web::http::Method::GET
+        && let Some(whole) = whole
+    {
+        response = response
+            .set_body(actix_web::body::SizedStream::new(
+                size,
+                read_whole_file(whole, size),
+            ))
+            .map_into_boxed_body();
+    }
+    let (name, value) = nosniff();
+    response.headers_mut().insert(name, value);
+    Ok(response)
+}
+
+/// `Content-Disposition: attachment` for a name a script chose: control characters (CR, LF…)
+/// become `_` and bidi controls are dropped, so the header is always valid and the name cannot be
+/// shown reversed; `filename` carries an ASCII fallback, `filename*` (RFC 6266) the UTF-8 name.
+fn attachment(name: &str) -> ContentDisposition {
+    let is_bidi = |c: char| matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    let shown: String = name
+        .chars()
+        .filter(|c| !is_bidi(*c))
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let shown = if shown.trim().is_empty() {
+        "result".to_string()
+    } else {
+        shown
+    };
+    let ascii: String = shown
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut parameters = vec![DispositionParam::Filename(ascii.clone())];
+    if ascii != shown {
+        parameters.push(DispositionParam::FilenameExt(header::ExtendedValue {
+            charset: header::Charset::Ext("UTF-8".to_string()),
+            language_tag: None,
+            value: shown.into_bytes(),
+        }));
+    }
+    ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters,
+    }
+}
+
+/// Pieces a whole result file is sent in.
+const FILE_CHUNK: u64 = 1 << 20;
+
+/// The file from its start, read on one blocking thread a piece ahead of the socket. The reader
+/// stops when the client goes away (the channel closes).
+fn read_whole_file(
+    file: std::fs::File,
+    size: u64,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    use std::io::{Read, Seek};
+    let (pieces, received) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(0)) {
+            let _ = pieces.blocking_send(Err(e));
+            return;
+        }
+        let mut sent = 0u64;
+        while sent < size {
+            let want = (size - sent).min(FILE_CHUNK);
+            let mut piece = Vec::with_capacity(want as usize);
+            let read = match (&mut file).take(want).read_to_end(&mut piece) {
+                Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            let item = read.map(|n| {
+                sent += n as u64;
+                Bytes::from(piece)
+            });
+            if pieces.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|item| (item, received))
+    })
+}
