@@ -337,7 +337,83 @@ pub fn validate_job(
 ) -> (JobDraft, Vec<ErrorItem>) {
     let fields = Fields::new(body);
     let mut errors = Vec::new();
+    // One concern after another, in the order their errors are reported.
+    let name = name_field(&fields, &mut errors);
+    let schedule = schedule_fields(&fields, defaults, &mut errors);
+    let activity_status = activity_status_field(&fields, &mut errors);
+    let task = task_fields(&fields, &mut errors);
+    let (run_as, recipients, shared_with) = people_fields(&fields, &mut errors);
+    let rt_args_provided = bool_field(&fields, "rtArgsProvided", false, &mut errors);
+    let result_from_stdout = bool_field(&fields, "resultFromStdout", false, &mut errors);
+    if result_from_stdout && task.job_type.is_some() && task.job_type != Some(JobType::External) {
+        errors.push(ErrorItem::new(
+            "INVALID_REQUEST",
+            "resultFromStdout applies only to EXTERNAL jobs.",
+        ));
+    }
+    let (timeout_seconds, max_queued_runs, misfire_policy) =
+        limit_fields(&fields, defaults, &mut errors);
+    let webhook_url = webhook_field(&fields, &mut errors);
+    let (max_retries, retry_delay_seconds) = retry_fields(&fields, &mut errors);
+    let notify_on = notify_on_field(&fields, &mut errors);
+    let on_success = chain_list(&fields, "onSuccess", &mut errors);
+    let on_failure = chain_list(&fields, "onFailure", &mut errors);
 
+    let draft = JobDraft {
+        name,
+        job_type: task.job_type.unwrap_or(JobType::External),
+        repeat: schedule.repeat,
+        timezone: schedule.timezone,
+        start_date: schedule.start_date,
+        end_date: schedule.end_date,
+        activity_status,
+        run_as,
+        recipients,
+        shared_with,
+        task_impl_fqn: task.task_impl_fqn,
+        command: task.command,
+        program: task.program,
+        fixed_args: task.fixed_args,
+        rt_args_provided,
+        rt_args_help_text: fields.string("rtArgsHelpText"),
+        saved_query_id: task.saved_query_id,
+        timeout_seconds,
+        misfire_policy,
+        max_queued_runs,
+        result_from_stdout,
+        webhook_url,
+        max_retries,
+        retry_delay_seconds,
+        notify_on,
+        on_success,
+        on_failure,
+    };
+    (draft, errors)
+}
+
+/// The schedule part of a body: when the job fires, in which zone, from when until when.
+#[derive(Debug, Clone)]
+pub struct ScheduleDraft {
+    pub repeat: Repeat,
+    pub timezone: String,
+    pub start_date: i64,
+    pub end_date: Option<i64>,
+}
+
+/// Only the schedule fields of a job body and their problems, with its activity status (a
+/// `Closed` job keeps its schedule but does not fire): what the job form's preview shows.
+pub fn validate_schedule(
+    body: &Map<String, Value>,
+    defaults: &JobDefaults,
+) -> (ScheduleDraft, ActivityStatus, Vec<ErrorItem>) {
+    let fields = Fields::new(body);
+    let mut errors = Vec::new();
+    let schedule = schedule_fields(&fields, defaults, &mut errors);
+    let activity_status = activity_status_field(&fields, &mut Vec::new());
+    (schedule, activity_status, errors)
+}
+
+fn name_field(fields: &Fields, errors: &mut Vec<ErrorItem>) -> String {
     let name = fields.string("name").unwrap_or_default();
     if name.is_empty() {
         errors.push(ErrorItem::new(
@@ -350,8 +426,15 @@ pub fn validate_job(
             format!("Job name must be at most {MAX_NAME_CHARS} characters."),
         ));
     }
+    name
+}
 
-    let repeat = validate_repeat(&fields, &mut errors);
+fn schedule_fields(
+    fields: &Fields,
+    defaults: &JobDefaults,
+    errors: &mut Vec<ErrorItem>,
+) -> ScheduleDraft {
+    let repeat = validate_repeat(fields, errors);
 
     let timezone = match fields.string("timezone") {
         None => defaults.timezone.to_string(),
@@ -393,8 +476,16 @@ pub fn validate_job(
             "Job end-date is before start-date.",
         ));
     }
+    ScheduleDraft {
+        repeat,
+        timezone,
+        start_date,
+        end_date,
+    }
+}
 
-    let activity_status = match fields.string("activityStatus").as_deref() {
+fn activity_status_field(fields: &Fields, errors: &mut Vec<ErrorItem>) -> ActivityStatus {
+    match fields.string("activityStatus").as_deref() {
         None => ActivityStatus::Active,
         Some("Active") => ActivityStatus::Active,
         Some("Closed") => ActivityStatus::Closed,
@@ -405,8 +496,20 @@ pub fn validate_job(
             ));
             ActivityStatus::Active
         }
-    };
+    }
+}
 
+/// What a run of the job does: its type and the task, command or saved query of that type.
+struct TaskFields {
+    job_type: Option<JobType>,
+    task_impl_fqn: Option<String>,
+    command: Option<String>,
+    program: Option<String>,
+    fixed_args: Option<String>,
+    saved_query_id: Option<i64>,
+}
+
+fn task_fields(fields: &Fields, errors: &mut Vec<ErrorItem>) -> TaskFields {
     let job_type = match fields.string("type") {
         Some(t) => match JobType::from_str(&t) {
             Ok(t) => Some(t),
@@ -468,7 +571,21 @@ pub fn validate_job(
     {
         errors.push(invalid_command("fixedArgs", &e));
     }
+    TaskFields {
+        job_type,
+        task_impl_fqn,
+        command,
+        program,
+        fixed_args,
+        saved_query_id,
+    }
+}
 
+/// Who the job runs as, who hears of its runs, who else may see it.
+fn people_fields(
+    fields: &Fields,
+    errors: &mut Vec<ErrorItem>,
+) -> (Option<i64>, Vec<i64>, Vec<i64>) {
     let run_as = match fields.id_ref("runAs") {
         Field::Value(id) => Some(id),
         Field::Missing => None,
@@ -480,18 +597,16 @@ pub fn validate_job(
             None
         }
     };
-    let recipients = id_list(&fields, "recipients", &mut errors);
-    let shared_with = id_list(&fields, "sharedWith", &mut errors);
+    let recipients = id_list(fields, "recipients", errors);
+    let shared_with = id_list(fields, "sharedWith", errors);
+    (run_as, recipients, shared_with)
+}
 
-    let rt_args_provided = bool_field(&fields, "rtArgsProvided", false, &mut errors);
-    let result_from_stdout = bool_field(&fields, "resultFromStdout", false, &mut errors);
-    if result_from_stdout && job_type.is_some() && job_type != Some(JobType::External) {
-        errors.push(ErrorItem::new(
-            "INVALID_REQUEST",
-            "resultFromStdout applies only to EXTERNAL jobs.",
-        ));
-    }
-
+fn limit_fields(
+    fields: &Fields,
+    defaults: &JobDefaults,
+    errors: &mut Vec<ErrorItem>,
+) -> (i64, i64, MisfirePolicy) {
     let timeout_seconds = match fields.int("timeoutSeconds") {
         Field::Missing => defaults.timeout_seconds,
         Field::Value(v) if (1..=MAX_TIMEOUT_SECONDS).contains(&v) => v,
@@ -524,8 +639,11 @@ pub fn validate_job(
             MisfirePolicy::Skip
         }),
     };
+    (timeout_seconds, max_queued_runs, misfire_policy)
+}
 
-    let webhook_url = match fields.string("webhookUrl") {
+fn webhook_field(fields: &Fields, errors: &mut Vec<ErrorItem>) -> Option<String> {
+    match fields.string("webhookUrl") {
         None => None,
         Some(text) if valid_webhook_url(&text) => Some(text),
         Some(text) => {
@@ -538,8 +656,10 @@ pub fn validate_job(
             ));
             None
         }
-    };
+    }
+}
 
+fn retry_fields(fields: &Fields, errors: &mut Vec<ErrorItem>) -> (i64, i64) {
     let max_retries = match fields.int("maxRetries") {
         Field::Missing => 0,
         Field::Value(v) if (0..=MAX_RETRIES).contains(&v) => v,
@@ -564,7 +684,11 @@ pub fn validate_job(
             60
         }
     };
-    let notify_on = match fields.string("notifyOn") {
+    (max_retries, retry_delay_seconds)
+}
+
+fn notify_on_field(fields: &Fields, errors: &mut Vec<ErrorItem>) -> NotifyOn {
+    match fields.string("notifyOn") {
         None => NotifyOn::Always,
         Some(text) => NotifyOn::from_str(&text).unwrap_or_else(|()| {
             errors.push(ErrorItem::new(
@@ -573,40 +697,7 @@ pub fn validate_job(
             ));
             NotifyOn::Always
         }),
-    };
-    let on_success = chain_list(&fields, "onSuccess", &mut errors);
-    let on_failure = chain_list(&fields, "onFailure", &mut errors);
-
-    let draft = JobDraft {
-        name,
-        job_type: job_type.unwrap_or(JobType::External),
-        repeat,
-        timezone,
-        start_date,
-        end_date,
-        activity_status,
-        run_as,
-        recipients,
-        shared_with,
-        task_impl_fqn,
-        command,
-        program,
-        fixed_args,
-        rt_args_provided,
-        rt_args_help_text: fields.string("rtArgsHelpText"),
-        saved_query_id,
-        timeout_seconds,
-        misfire_policy,
-        max_queued_runs,
-        result_from_stdout,
-        webhook_url,
-        max_retries,
-        retry_delay_seconds,
-        notify_on,
-        on_success,
-        on_failure,
-    };
-    (draft, errors)
+    }
 }
 
 /// An `onSuccess` / `onFailure` list: job references, each kept once, in the order given.
@@ -816,6 +907,36 @@ mod tests {
                 "SCHEDULED_JOB_REPEAT_SCHEDULE_REQUIRED",
                 "SCHEDULED_JOB_INVALID_TYPE"
             ]
+        );
+    }
+
+    #[test]
+    fn the_schedule_alone_reports_only_schedule_problems_in_the_same_words() {
+        let body = json!({"type": "NOPE", "timeoutSeconds": -1, "activityStatus": "Closed",
+            "repeatSchedule": "DAILY", "scheduledHour": 25, "scheduledMinute": 0,
+            "timezone": "Mars/Olympus", "startDate": 5_000, "endDate": 10});
+        let (schedule, status, errors) = validate_schedule(body.as_object().unwrap(), &defaults());
+        let schedule_codes: Vec<String> = errors.iter().map(|e| e.code.clone()).collect();
+        assert_eq!(
+            schedule_codes,
+            vec![
+                "SCHEDULED_JOB_INVALID_SCHEDULED_TIME",
+                "SCHEDULED_JOB_INVALID_TIMEZONE",
+                "SCHEDULED_JOB_END_DATE_BEFORE_START_DATE"
+            ]
+        );
+        assert_eq!(status, ActivityStatus::Closed);
+        assert_eq!((schedule.start_date, schedule.end_date), (5_000, Some(10)));
+        let (_, all) = validate_job(body.as_object().unwrap(), &defaults());
+        for item in &errors {
+            assert!(
+                all.contains(item),
+                "the job's own validation says the same: {item:?}"
+            );
+        }
+        assert!(
+            all.len() > errors.len(),
+            "the type and timeout are reported by the job's"
         );
     }
 

@@ -10,9 +10,10 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use crate::clock::{from_ms, now_ms};
-use crate::domain::job::{ActivityStatus, JobDefaults, Schedule, validate_job};
+use crate::domain::job::{ActivityStatus, Schedule, validate_schedule};
 use crate::domain::next_fire::next_fires;
 use crate::error::{ApiError, ErrorItem};
+use crate::service;
 use crate::service::access::visible_job;
 use crate::store;
 use crate::store::runs::RunFilter;
@@ -115,22 +116,6 @@ pub async fn recent_runs(
     Ok(HttpResponse::Ok().json(runs))
 }
 
-/// The error codes that concern the schedule (the preview reports only these).
-const SCHEDULE_CODES: &[&str] = &[
-    "SCHEDULED_JOB_REPEAT_SCHEDULE_REQUIRED",
-    "SCHEDULED_JOB_INVALID_REPEAT_SCHEDULE",
-    "SCHEDULED_JOB_INVALID_SCHEDULED_TIME",
-    "SCHEDULED_JOB_INVALID_CRON",
-    "SCHEDULED_JOB_INVALID_TIMEZONE",
-    "SCHEDULED_JOB_END_DATE_BEFORE_START_DATE",
-];
-
-fn concerns_schedule(item: &ErrorItem) -> bool {
-    SCHEDULE_CODES.contains(&item.code.as_str())
-        || item.code == "INVALID_REQUEST"
-            && (item.message.starts_with("startDate") || item.message.starts_with("endDate"))
-}
-
 #[derive(Serialize)]
 struct FireTime {
     at: i64,
@@ -163,15 +148,8 @@ pub async fn schedule_preview(
     let body = json_object(&body, false)?;
     let settings = &state.settings;
     let now = now_ms();
-    let defaults = JobDefaults {
-        now_ms: now,
-        timezone: &settings.timezone,
-        timeout_seconds: settings.runs.default_timeout_seconds as i64,
-        max_queued_runs: settings.runs.default_max_queued_runs as i64,
-        existing_start_date: None,
-    };
-    let (draft, errors) = validate_job(&body, &defaults);
-    let errors: Vec<ErrorItem> = errors.into_iter().filter(concerns_schedule).collect();
+    let (draft, activity_status, errors) =
+        validate_schedule(&body, &service::jobs::job_defaults(settings, None));
     let timezone = draft
         .timezone
         .parse::<chrono_tz::Tz>()
@@ -196,7 +174,7 @@ pub async fn schedule_preview(
     Ok(HttpResponse::Ok().json(Preview {
         next_runs,
         timezone: timezone.name().to_string(),
-        paused: draft.activity_status == ActivityStatus::Closed,
+        paused: activity_status == ActivityStatus::Closed,
         errors,
     }))
 }
