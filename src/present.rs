@@ -191,7 +191,7 @@ pub fn job_view(conn: &Connection, job: &Job, users: &mut UserCache) -> Result<J
         minutely_interval: r.minutely_interval(),
         hourly_interval: r.hourly_interval(),
         cron_expression: r.cron_expression().map(str::to_string),
-        timezone: job.timezone.clone(),
+        timezone: job.timezone.name().to_string(),
         start_date: job.start_date,
         end_date: job.end_date,
         activity_status: job.activity_status,

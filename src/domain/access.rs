@@ -4,13 +4,9 @@
 //! notifications all ask the same questions and get the same answers. Nothing here reads the
 //! ledger or knows HTTP.
 
-use super::job::{Job, JobType};
+use super::job::{InternalTask, Job, JobType};
 use super::run::Run;
 use super::user::User;
-
-/// The built-in task whose result is a copy of the whole ledger (password and token hashes
-/// included): only admins may download it.
-pub const LEDGER_BACKUP_TASK: &str = "database-backup";
 
 /// Whether `user` may see `job` (and its runs, logs and results): admins, its creator, and the
 /// users it is shared with.
@@ -58,7 +54,8 @@ pub fn can_run(job: &Job, user: &User, shared_with_user: bool) -> bool {
 /// the file), never the job's present task: pointing a backup job at another task must not open
 /// its old backups to the users it is shared with.
 pub fn result_is_admin_only(run: &Run) -> bool {
-    run.task.as_deref() == Some(LEDGER_BACKUP_TASK)
+    // The backup's result is a copy of the whole ledger, password and token hashes included.
+    run.task.as_deref().and_then(InternalTask::parse) == Some(InternalTask::DatabaseBackup)
 }
 
 /// Whether `user` may download `run`'s result file: admins; for other results also whoever may
@@ -129,7 +126,7 @@ mod tests {
             name: "j".into(),
             job_type,
             repeat: Repeat::OnDemand,
-            timezone: "UTC".into(),
+            timezone: chrono_tz::UTC,
             start_date: 0,
             end_date: None,
             activity_status: ActivityStatus::Active,

@@ -6,6 +6,7 @@
 use std::str::FromStr;
 
 use chrono::Weekday;
+use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::args::{ArgsError, split_args};
@@ -72,13 +73,32 @@ string_enum!(
     NotifyOn { Always => "ALWAYS", Failure => "FAILURE", Change => "CHANGE", Never => "NEVER" }
 );
 
-/// Built-in INTERNAL task names (and OpenSpecimen's class name for the cleaner).
-pub const INTERNAL_TASKS: &[&str] = &[
-    "files-cleaner",
-    "FilesBacklogCleaner",
-    "database-backup",
-    "runs-report",
-];
+/// The built-in tasks an INTERNAL job runs (`taskImplFqn`). The name is stored as the client
+/// gave it, so OpenSpecimen's class name for the cleaner reads back unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTask {
+    /// Removes old runs' files (`filesRetentionDays`).
+    FilesCleaner,
+    /// A consistent copy of the ledger as the run's result: admins' only.
+    DatabaseBackup,
+    /// A CSV of recent runs.
+    RunsReport,
+}
+
+impl InternalTask {
+    /// The names a client may give, for messages.
+    pub const NAMES: &'static str = "files-cleaner, database-backup, runs-report";
+
+    /// The task a `taskImplFqn` names (`FilesBacklogCleaner` is OpenSpecimen's cleaner).
+    pub fn parse(name: &str) -> Option<InternalTask> {
+        match name {
+            "files-cleaner" | "FilesBacklogCleaner" => Some(InternalTask::FilesCleaner),
+            "database-backup" => Some(InternalTask::DatabaseBackup),
+            "runs-report" => Some(InternalTask::RunsReport),
+            _ => None,
+        }
+    }
+}
 
 /// A repeat schedule with exactly the fields it uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +235,8 @@ pub struct Job {
     pub name: String,
     pub job_type: JobType,
     pub repeat: Repeat,
-    pub timezone: String,
+    /// Parsed when read (a row with a zone this build does not know is an error, not UTC).
+    pub timezone: Tz,
     pub start_date: i64,
     pub end_date: Option<i64>,
     pub activity_status: ActivityStatus,
@@ -246,7 +267,7 @@ impl Job {
     pub fn schedule(&self) -> Schedule {
         Schedule {
             repeat: self.repeat.clone(),
-            timezone: chrono_tz::Tz::from_str(&self.timezone).unwrap_or(chrono_tz::UTC),
+            timezone: self.timezone,
             start_date: self.start_date,
             end_date: self.end_date,
         }
@@ -262,7 +283,7 @@ pub struct JobDraft {
     pub name: String,
     pub job_type: JobType,
     pub repeat: Repeat,
-    pub timezone: String,
+    pub timezone: Tz,
     pub start_date: i64,
     pub end_date: Option<i64>,
     pub activity_status: ActivityStatus,
@@ -291,9 +312,10 @@ pub struct JobDraft {
 }
 
 /// What validation needs from outside the request body.
-pub struct JobDefaults<'a> {
+pub struct JobDefaults {
     pub now_ms: i64,
-    pub timezone: &'a str,
+    /// The server's zone (`timezone`), for a body that names none.
+    pub timezone: Tz,
     pub timeout_seconds: i64,
     pub max_queued_runs: i64,
     /// On update: the stored start date, kept when the body has none.
@@ -395,7 +417,7 @@ pub fn validate_job(
 #[derive(Debug, Clone)]
 pub struct ScheduleDraft {
     pub repeat: Repeat,
-    pub timezone: String,
+    pub timezone: Tz,
     pub start_date: i64,
     pub end_date: Option<i64>,
 }
@@ -437,15 +459,14 @@ fn schedule_fields(
     let repeat = validate_repeat(fields, errors);
 
     let timezone = match fields.string("timezone") {
-        None => defaults.timezone.to_string(),
-        Some(tz) if chrono_tz::Tz::from_str(&tz).is_ok() => tz,
-        Some(tz) => {
+        None => defaults.timezone,
+        Some(tz) => Tz::from_str(&tz).unwrap_or_else(|_| {
             errors.push(ErrorItem::new(
                 "SCHEDULED_JOB_INVALID_TIMEZONE",
                 format!("Time zone `{tz}` is not an IANA time zone name such as Europe/Berlin."),
             ));
-            defaults.timezone.to_string()
-        }
+            defaults.timezone
+        }),
     };
 
     let start_date = match fields.int("startDate") {
@@ -541,28 +562,38 @@ fn task_fields(fields: &Fields, errors: &mut Vec<ErrorItem>) -> TaskFields {
                 "SCHEDULED_JOB_TASK_IMPL_FQN_REQUIRED",
                 "Job implementation class is required.",
             )),
-            Some(name) if INTERNAL_TASKS.contains(&name.as_str()) => task_impl_fqn = Some(name),
+            Some(name) if InternalTask::parse(&name).is_some() => task_impl_fqn = Some(name),
             Some(name) => errors.push(ErrorItem::new(
                 "SCHEDULED_JOB_INVALID_TASK_IMPL_FQN",
                 format!(
-                    "Job implementation class `{name}` is invalid. Built-in tasks: files-cleaner, database-backup, runs-report."
+                    "Job implementation class `{name}` is invalid. Built-in tasks: {}.",
+                    InternalTask::NAMES
                 ),
             )),
         },
         Some(JobType::External) => match fields.string("command") {
-            None => errors.push(ErrorItem::new("SCHEDULED_JOB_EXTERNAL_COMMAND_REQUIRED", "External command is required.")),
+            None => errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_EXTERNAL_COMMAND_REQUIRED",
+                "External command is required.",
+            )),
             Some(text) => match split_args(&text) {
                 Ok(words) if !words.is_empty() => {
                     program = Some(words[0].clone());
                     command = Some(text);
                 }
-                Ok(_) => errors.push(ErrorItem::new("SCHEDULED_JOB_EXTERNAL_COMMAND_REQUIRED", "External command is required.")),
+                Ok(_) => errors.push(ErrorItem::new(
+                    "SCHEDULED_JOB_EXTERNAL_COMMAND_REQUIRED",
+                    "External command is required.",
+                )),
                 Err(e) => errors.push(invalid_command("command", &e)),
             },
         },
         Some(JobType::Query) => match fields.id_ref("savedQuery") {
             Field::Value(id) => saved_query_id = Some(id),
-            _ => errors.push(ErrorItem::new("SCHEDULED_JOB_QUERY_REQ", "Saved query ID is required.")),
+            _ => errors.push(ErrorItem::new(
+                "SCHEDULED_JOB_QUERY_REQ",
+                "Saved query ID is required.",
+            )),
         },
         None => {}
     }
@@ -883,10 +914,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn defaults() -> JobDefaults<'static> {
+    fn defaults() -> JobDefaults {
         JobDefaults {
             now_ms: 1_000,
-            timezone: "UTC",
+            timezone: chrono_tz::UTC,
             timeout_seconds: 60,
             max_queued_runs: 100,
             existing_start_date: None,

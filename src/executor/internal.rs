@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
+use crate::domain::job::InternalTask;
 use crate::error::ApiError;
 use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv};
 use crate::query::sources::open_read_only;
@@ -37,12 +38,13 @@ pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
     let started = Instant::now();
     let limit = Duration::from_secs(ctx.job.timeout_seconds.max(1) as u64);
     let task = ctx.job.task_impl_fqn.clone().unwrap_or_default();
-    let result = match task.as_str() {
-        "files-cleaner" | "FilesBacklogCleaner" => files_cleaner(&ctx, limit).await,
-        "database-backup" => database_backup(&ctx, limit).await,
-        "runs-report" => runs_report(&ctx, limit).await,
-        other => Err(TaskError::Message(format!(
-            "`{other}` is not a built-in task (files-cleaner, database-backup, runs-report)"
+    let result = match InternalTask::parse(&task) {
+        Some(InternalTask::FilesCleaner) => files_cleaner(&ctx, limit).await,
+        Some(InternalTask::DatabaseBackup) => database_backup(&ctx, limit).await,
+        Some(InternalTask::RunsReport) => runs_report(&ctx, limit).await,
+        None => Err(TaskError::Message(format!(
+            "`{task}` is not a built-in task ({})",
+            InternalTask::NAMES
         ))),
     };
     let seconds = started.elapsed().as_secs_f64();

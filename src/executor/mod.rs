@@ -765,7 +765,7 @@ fn run_env(job: &Job, run: &Run, paths: &RunPaths) -> Vec<(String, String)> {
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
         ("HOME".into(), paths.work_dir.display().to_string()),
         ("LANG".into(), "C.UTF-8".into()),
-        ("TZ".into(), job.timezone.clone()),
+        ("TZ".into(), job.timezone.name().to_string()),
         ("OS_JOB_RUN_ID".into(), run.id.to_string()),
         ("LABCRON_JOB_ID".into(), job.id.to_string()),
         ("LABCRON_JOB_NAME".into(), job.name.clone()),

@@ -21,10 +21,10 @@ use crate::store;
 
 /// What a body leaves out is filled from the settings (zone, timeout, queue size) and, for a
 /// replace, the job's own start date.
-pub fn job_defaults<'a>(settings: &'a Settings, existing: Option<&Job>) -> JobDefaults<'a> {
+pub fn job_defaults(settings: &Settings, existing: Option<&Job>) -> JobDefaults {
     JobDefaults {
         now_ms: now_ms(),
-        timezone: &settings.timezone,
+        timezone: settings.tz(),
         timeout_seconds: settings.runs.default_timeout_seconds as i64,
         max_queued_runs: settings.runs.default_max_queued_runs as i64,
         existing_start_date: existing.map(|j| j.start_date),

@@ -46,7 +46,8 @@ fn map_job(row: &Row) -> rusqlite::Result<Job> {
         name: row.get(1)?,
         job_type: JobType::from_str(&row.get::<_, String>(2)?).map_err(|()| corrupt(2, "type"))?,
         repeat,
-        timezone: row.get(11)?,
+        timezone: chrono_tz::Tz::from_str(&row.get::<_, String>(11)?)
+            .map_err(|_| corrupt(11, "timezone"))?,
         start_date: row.get(12)?,
         end_date: row.get(13)?,
         activity_status: ActivityStatus::from_str(&row.get::<_, String>(14)?)
@@ -229,7 +230,7 @@ fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<()
             r.minutely_interval(),
             r.hourly_interval(),
             r.cron_expression(),
-            d.timezone,
+            d.timezone.name(),
             d.start_date,
             d.end_date,
             d.activity_status.as_str(),
@@ -404,4 +405,34 @@ pub fn saved_query_title(conn: &Connection, id: i64) -> Result<Option<String>, A
         .prepare_cached("SELECT title FROM saved_queries WHERE id = ?1 AND deleted = 0")?
         .query_row([id], |r| r.get(0))
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_zone_is_read_parsed_and_an_unknown_one_is_an_error_not_utc() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labcron.db");
+        drop(crate::store::Db::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, name, type, repeat_schedule, timezone, start_date,
+                 activity_status, created_by, command, timeout_seconds, max_queued_runs,
+                 created_at, updated_at)
+             VALUES (1, 'j', 'EXTERNAL', 'ONDEMAND', 'Europe/Berlin', 0, 'Active',
+                 (SELECT id FROM users LIMIT 1), 'x.sh', 60, 100, 0, 0)",
+            [],
+        )
+        .unwrap();
+        let job = get_live(&conn, 1).unwrap().unwrap();
+        assert_eq!(job.timezone, chrono_tz::Europe::Berlin);
+        conn.execute("UPDATE jobs SET timezone = 'Mars/Olympus' WHERE id = 1", [])
+            .unwrap();
+        assert!(
+            get_live(&conn, 1).is_err(),
+            "a zone nobody knows is not silently UTC"
+        );
+    }
 }

@@ -150,10 +150,7 @@ pub async fn schedule_preview(
     let now = now_ms();
     let (draft, activity_status, errors) =
         validate_schedule(&body, &service::jobs::job_defaults(settings, None));
-    let timezone = draft
-        .timezone
-        .parse::<chrono_tz::Tz>()
-        .unwrap_or_else(|_| settings.tz());
+    let timezone = draft.timezone;
     let next_runs = if errors.is_empty() {
         let schedule = Schedule {
             repeat: draft.repeat.clone(),
