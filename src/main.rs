@@ -10,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use labcron::cli;
 use labcron::config::Settings;
 use labcron::config::overrides::{overrides_from_matches, settings_args};
+use labcron::config::primitives::LogFormat;
 use labcron::startup::Application;
 
 #[derive(Parser)]
@@ -158,7 +159,7 @@ fn with_settings(mut command: clap::Command, path: &str) -> clap::Command {
     command
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -166,7 +167,7 @@ fn init_tracing(format: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -203,7 +204,7 @@ async fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if matches!(command, Command::Serve) {
-        init_tracing(&settings.log_format);
+        init_tracing(settings.log_format);
     }
     match run(command, settings).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -81,7 +81,7 @@ fn job_zone(fields: &Map<String, Value>, settings: &Settings) -> chrono_tz::Tz {
         .get("timezone")
         .and_then(Value::as_str)
         .and_then(|z| z.parse().ok())
-        .unwrap_or_else(|| settings.tz())
+        .unwrap_or(settings.timezone)
 }
 
 fn rfc3339(ms: i64, zone: chrono_tz::Tz) -> Option<String> {

@@ -3,15 +3,17 @@
 //! Every setting is checked here, so a wrong value stops start-up with a message naming it.
 
 pub mod overrides; // LABCRON_* variables and --flags for every setting, written into the TOML table
+pub mod primitives; // setting values parsed when read: log format, SMTP security, time zone
 pub mod sources; // what a data source setting means: SQLite file or postgres:// URL
 pub mod specs; // SETTING_SPECS: every setting's key, kind and help
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
+
+use primitives::{LogFormat, SmtpSecurity};
 
 /// All settings of a running server. Field comments are the documentation of each setting.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -24,11 +26,12 @@ pub struct Settings {
     /// The only directory EXTERNAL jobs may run programs from. Default `<data_dir>/scripts`.
     pub scripts_dir: Option<PathBuf>,
     /// IANA time zone used for jobs without a `timezone` and for dates without an offset.
-    pub timezone: String,
+    #[serde(with = "primitives::zone")]
+    pub timezone: chrono_tz::Tz,
     /// Password for the `admin` user created on first start (otherwise one is generated).
     pub admin_password: Option<String>,
     /// Log format: `text` (readable) or `json` (one object per line).
-    pub log_format: String,
+    pub log_format: LogFormat,
     pub auth: AuthSettings,
     pub runs: RunSettings,
     pub http: HttpSettings,
@@ -62,7 +65,7 @@ pub struct NotificationSettings {
     pub smtp_port: Option<u16>,
     /// How the SMTP connection is secured: `none` (plain SMTP), `starttls` (upgraded with
     /// STARTTLS, which the server must offer) or `tls` (TLS from the first byte).
-    pub smtp_security: String,
+    pub smtp_security: SmtpSecurity,
     /// User name for SMTP authentication. Empty: no authentication.
     pub smtp_username: String,
     /// Password for SMTP authentication.
@@ -314,9 +317,9 @@ impl Default for Settings {
             bind: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             scripts_dir: None,
-            timezone: "UTC".into(),
+            timezone: chrono_tz::UTC,
             admin_password: None,
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             auth: AuthSettings::default(),
             runs: RunSettings::default(),
             http: HttpSettings::default(),
@@ -336,7 +339,7 @@ impl Default for NotificationSettings {
         NotificationSettings {
             smtp_host: String::new(),
             smtp_port: None,
-            smtp_security: "starttls".into(),
+            smtp_security: SmtpSecurity::StartTls,
             smtp_username: String::new(),
             smtp_password: String::new(),
             from_address: "labcron <labcron@localhost>".into(),
@@ -498,18 +501,6 @@ impl Settings {
                 self.bind
             );
         }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!(
-                "setting `log_format`: `{}` is not `text` or `json`",
-                self.log_format
-            );
-        }
-        if chrono_tz::Tz::from_str(&self.timezone).is_err() {
-            bail!(
-                "setting `timezone`: `{}` is not an IANA time zone name",
-                self.timezone
-            );
-        }
         if self.runs.max_concurrent == 0 {
             bail!("setting `runs.max_concurrent` must be at least 1");
         }
@@ -611,11 +602,6 @@ impl Settings {
             .or_insert_with(|| data_dir.join(sources::DEMO_FILE));
         sources
     }
-
-    /// The server's time zone (validated at load).
-    pub fn tz(&self) -> chrono_tz::Tz {
-        chrono_tz::Tz::from_str(&self.timezone).unwrap_or(chrono_tz::UTC)
-    }
 }
 
 impl NotificationSettings {
@@ -625,12 +611,6 @@ impl NotificationSettings {
             bail!(
                 "setting `notifications.smtp_host`: `{}` is not a host name",
                 self.smtp_host
-            );
-        }
-        if !matches!(self.smtp_security.as_str(), "none" | "starttls" | "tls") {
-            bail!(
-                "setting `notifications.smtp_security`: `{}` is not `none`, `starttls` or `tls`",
-                self.smtp_security
             );
         }
         if self.smtp_port == Some(0) {
@@ -667,11 +647,7 @@ impl NotificationSettings {
 
     /// The SMTP port: the configured one, else the usual one for `smtp_security`.
     pub fn smtp_port(&self) -> u16 {
-        self.smtp_port.unwrap_or(match self.smtp_security.as_str() {
-            "none" => 25,
-            "tls" => 465,
-            _ => 587,
-        })
+        self.smtp_port.unwrap_or(self.smtp_security.default_port())
     }
 }
 

@@ -13,6 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::NotificationSettings;
+use crate::config::primitives::SmtpSecurity;
 use crate::domain::run::{Run, RunStatus};
 use crate::domain::user::User;
 
@@ -158,14 +159,17 @@ impl Mailer {
         if host.is_empty() {
             return Ok(None);
         }
-        let builder = match settings.smtp_security.as_str() {
-            "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host).with_context(|| {
-                format!("setting `notifications.smtp_host`: cannot use `{host}` with TLS")
-            })?,
-            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).with_context(|| {
-                format!("setting `notifications.smtp_host`: cannot use `{host}` with STARTTLS")
-            })?,
+        let builder = match settings.smtp_security {
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpSecurity::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(host).with_context(|| {
+                    format!("setting `notifications.smtp_host`: cannot use `{host}` with TLS")
+                })?
+            }
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
+                .with_context(|| {
+                    format!("setting `notifications.smtp_host`: cannot use `{host}` with STARTTLS")
+                })?,
         };
         let mut builder = builder
             .port(settings.smtp_port())
@@ -366,10 +370,14 @@ mod tests {
 
     #[test]
     fn transports_are_built_for_every_security_without_connecting() {
-        for security in ["none", "starttls", "tls"] {
+        for security in [
+            SmtpSecurity::None,
+            SmtpSecurity::StartTls,
+            SmtpSecurity::Tls,
+        ] {
             let settings = NotificationSettings {
                 smtp_host: "smtp.lab.example".into(),
-                smtp_security: security.into(),
+                smtp_security: security,
                 smtp_username: "user".into(),
                 smtp_password: "secret".into(),
                 ..NotificationSettings::default()

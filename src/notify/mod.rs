@@ -90,7 +90,7 @@ impl Notifier {
             inner: Arc::new(Inner {
                 db,
                 data_dir,
-                tz: settings.tz(),
+                tz: settings.timezone,
                 metrics,
                 mailer,
                 webhooks,

@@ -24,7 +24,7 @@ use crate::store;
 pub fn job_defaults(settings: &Settings, existing: Option<&Job>) -> JobDefaults {
     JobDefaults {
         now_ms: now_ms(),
-        timezone: settings.tz(),
+        timezone: settings.timezone,
         timeout_seconds: settings.runs.default_timeout_seconds as i64,
         max_queued_runs: settings.runs.default_max_queued_runs as i64,
         existing_start_date: existing.map(|j| j.start_date),

@@ -334,7 +334,7 @@ async fn app_with_smtp(port: u16) -> TestApp {
     spawn_app_configured(move |s| {
         s.notifications.smtp_host = "127.0.0.1".into();
         s.notifications.smtp_port = Some(port);
-        s.notifications.smtp_security = "none".into();
+        s.notifications.smtp_security = labcron::config::primitives::SmtpSecurity::None;
         s.notifications.from_address = "Lab Jobs <jobs@lab.example>".into();
         s.notifications.public_base_url = "https://jobs.lab.example/".into();
     })
@@ -581,7 +581,7 @@ async fn webhooks_are_signed_retried_on_5xx_and_carry_the_run_while_a_dead_smtp_
     let app = spawn_app_configured(move |s| {
         s.notifications.smtp_host = "127.0.0.1".into();
         s.notifications.smtp_port = Some(dead_smtp);
-        s.notifications.smtp_security = "none".into();
+        s.notifications.smtp_security = labcron::config::primitives::SmtpSecurity::None;
         s.notifications.webhook_secret = SECRET.into();
     })
     .await;
@@ -848,7 +848,7 @@ async fn a_retried_series_notifies_once_at_its_end_and_the_failure_email_says_wh
     let app = spawn_app_configured(move |s| {
         s.notifications.smtp_host = "127.0.0.1".into();
         s.notifications.smtp_port = Some(smtp);
-        s.notifications.smtp_security = "none".into();
+        s.notifications.smtp_security = labcron::config::primitives::SmtpSecurity::None;
         s.notifications.from_address = "Lab Jobs <jobs@lab.example>".into();
         s.notifications.public_base_url = "https://jobs.lab.example/".into();
         s.notifications.webhook_secret = SECRET.into();

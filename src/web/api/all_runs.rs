@@ -76,7 +76,7 @@ async fn list(
     let query = Query::from_request(&req)?;
     let filter = filter_of(
         &query,
-        client_tz(&req, state.settings.tz())?,
+        client_tz(&req, state.settings.timezone)?,
         &me.0,
         now_ms(),
     )?;
@@ -103,7 +103,7 @@ async fn count(
     let query = Query::from_request(&req)?;
     let filter = filter_of(
         &query,
-        client_tz(&req, state.settings.tz())?,
+        client_tz(&req, state.settings.timezone)?,
         &me.0,
         now_ms(),
     )?;

@@ -64,7 +64,7 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     me.require_admin()?;
     let query = Query::from_request(&req)?;
-    let tz = client_tz(&req, state.settings.tz())?;
+    let tz = client_tz(&req, state.settings.timezone)?;
     let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
         match query.text(name) {
             None => Ok(None),

@@ -191,7 +191,10 @@ pub async fn jobs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         name: "jobs",
         script: "jobs.js",
         shell: templates::JOBS,
-        data: vec![("server-timezone", state.settings.timezone.clone())],
+        data: vec![(
+            "server-timezone",
+            state.settings.timezone.name().to_string(),
+        )],
     };
     signed_in_page(&req, page).await
 }
@@ -202,7 +205,10 @@ pub async fn new_job(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         name: "job-form",
         script: "job-form.js",
         shell: templates::JOB_FORM,
-        data: vec![("server-timezone", state.settings.timezone.clone())],
+        data: vec![(
+            "server-timezone",
+            state.settings.timezone.name().to_string(),
+        )],
     };
     signed_in_page(&req, page).await
 }
@@ -218,7 +224,10 @@ pub async fn edit_job(req: HttpRequest, state: web::Data<AppState>) -> HttpRespo
         shell: templates::JOB_FORM,
         data: vec![
             ("job-id", job_id),
-            ("server-timezone", state.settings.timezone.clone()),
+            (
+                "server-timezone",
+                state.settings.timezone.name().to_string(),
+            ),
         ],
     };
     signed_in_page(&req, page).await

@@ -176,7 +176,7 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let job_id = path_id(&req, "jobId")?;
     let query = Query::from_request(&req)?;
-    let tz = client_tz(&req, state.settings.tz())?;
+    let tz = client_tz(&req, state.settings.timezone)?;
     let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
         match query.text(name) {
             None => Ok(None),
