@@ -50,7 +50,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
         .and_then(|t| t.parse::<i64>().ok())
         .filter(|id| *id > 0)
     else {
-        return not_found_page(&req);
+        return not_found_page();
     };
     let Some(me) = page_user(&req).await else {
         return to_sign_in(&req);
@@ -59,10 +59,10 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let job = match state.db.read(move |c| visible_job(c, job_id, &user)).await {
         Ok(job) => job,
         // Not found and not allowed look the same: the page does not say which jobs exist.
-        Err(ApiError::User(_)) => return not_found_page(&req),
+        Err(ApiError::User(_)) => return not_found_page(),
         Err(e) => {
             tracing::warn!(job_id, error = %e, "the job page could not read its job");
-            return not_found_page(&req);
+            return not_found_page();
         }
     };
     let title = format!("#{} {}", job.id, job.name);

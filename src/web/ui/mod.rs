@@ -32,23 +32,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(session::sign_in_page))
                 .route(web::post().to(session::sign_in)),
         )
-        .service(web::resource("/ui/sign-out").route(web::post().to(session::sign_out)))
-        .service(web::resource("/ui/jobs").route(web::get().to(pages::jobs)))
-        .service(web::resource("/ui/runs").route(web::get().to(pages::all_runs)))
-        .service(web::resource("/ui/jobs/new").route(web::get().to(pages::new_job)))
-        .service(web::resource("/ui/jobs/{jobId}").route(web::get().to(job_page::page)))
-        .service(web::resource("/ui/jobs/{jobId}/edit").route(web::get().to(pages::edit_job)))
-        .service(web::resource("/ui/jobs/{jobId}/runs").route(web::get().to(pages::runs)))
-        .service(web::resource("/ui/jobs/{jobId}/runs/{runId}").route(web::get().to(pages::run)))
-        .service(web::resource("/ui/saved-queries").route(web::get().to(pages::queries)))
-        .service(web::resource("/ui/saved-queries/new").route(web::get().to(pages::new_query)))
-        .service(
-            web::resource("/ui/saved-queries/{queryId}/edit")
-                .route(web::get().to(pages::edit_query)),
-        )
-        .service(web::resource("/ui/users").route(web::get().to(pages::users)))
-        .service(web::resource("/ui/audit").route(web::get().to(pages::audit)))
-        .service(web::resource("/ui/jobs/{jobId}/history").route(web::get().to(pages::job_history)))
+        .service(web::resource("/ui/sign-out").route(web::post().to(session::sign_out)));
+    // Before `/ui/jobs/{jobId}`, which would otherwise take `new` for an id.
+    for page in pages::PAGES {
+        cfg.service(
+            web::resource(page.path)
+                .route(web::get().to(move |req, state| pages::shell_page(req, state, page))),
+        );
+    }
+    cfg.service(web::resource("/ui/jobs/{jobId}").route(web::get().to(job_page::page)))
         .service(web::resource("/ui/api/me").route(web::get().to(data::me)))
         .service(web::resource("/ui/api/recent-runs").route(web::get().to(data::recent_runs)))
         .service(web::resource("/ui/api/scripts").route(web::get().to(scripts::scripts)))
@@ -75,5 +67,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `GET /ui/assets/{name}`: the embedded file, or the not-found page for an unknown name.
 async fn serve_asset(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
-    assets::response(&req).unwrap_or_else(|| pages::not_found_page(&req))
+    assets::response(&req).unwrap_or_else(pages::not_found_page)
 }

@@ -185,171 +185,169 @@ pub async fn home(req: HttpRequest) -> HttpResponse {
     }
 }
 
-pub async fn jobs(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let page = Page {
+/// A page that is a shell filled by its script: what it shows and which path segments (numeric
+/// ids) it hands to the script as `data-*` attributes.
+pub struct ShellPage {
+    pub path: &'static str,
+    title: &'static str,
+    /// `data-page`, also the highlighted navigation entry.
+    name: &'static str,
+    script: &'static str,
+    shell: &'static str,
+    /// `(data attribute, path segment)`: `("job-id", "jobId")` passes `{jobId}` as `data-job-id`.
+    ids: &'static [(&'static str, &'static str)],
+    /// Whether the script needs the server's time zone (`data-server-timezone`).
+    server_timezone: bool,
+}
+
+const JOB_ID: (&str, &str) = ("job-id", "jobId");
+
+/// Every shell page (the job page, with its own data, is `job_page`).
+pub const PAGES: &[ShellPage] = &[
+    ShellPage {
+        path: "/ui/jobs",
         title: "Jobs",
         name: "jobs",
         script: "jobs.js",
         shell: templates::JOBS,
-        data: vec![(
-            "server-timezone",
-            state.settings.timezone.name().to_string(),
-        )],
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn new_job(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let page = Page {
-        title: "Create job",
-        name: "job-form",
-        script: "job-form.js",
-        shell: templates::JOB_FORM,
-        data: vec![(
-            "server-timezone",
-            state.settings.timezone.name().to_string(),
-        )],
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn edit_job(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(job_id) = path_id(&req, "jobId") else {
-        return not_found_page(&req);
-    };
-    let page = Page {
-        title: "Edit job",
-        name: "job-form",
-        script: "job-form.js",
-        shell: templates::JOB_FORM,
-        data: vec![
-            ("job-id", job_id),
-            (
-                "server-timezone",
-                state.settings.timezone.name().to_string(),
-            ),
-        ],
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn runs(req: HttpRequest) -> HttpResponse {
-    let Some(job_id) = path_id(&req, "jobId") else {
-        return not_found_page(&req);
-    };
-    let page = Page {
-        title: "Job runs",
-        name: "job-runs",
-        script: "runs.js",
-        shell: templates::RUNS,
-        data: vec![("job-id", job_id)],
-    };
-    signed_in_page(&req, page).await
-}
-
-/// The runs of every job the user may see (issue 13).
-pub async fn all_runs(req: HttpRequest) -> HttpResponse {
-    let page = Page {
+        ids: &[],
+        server_timezone: true,
+    },
+    ShellPage {
+        path: "/ui/runs",
         title: "Runs",
         name: "all-runs",
         script: "all-runs.js",
         shell: templates::ALL_RUNS,
-        data: vec![],
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn run(req: HttpRequest) -> HttpResponse {
-    let (Some(job_id), Some(run_id)) = (path_id(&req, "jobId"), path_id(&req, "runId")) else {
-        return not_found_page(&req);
-    };
-    let page = Page {
+        ids: &[],
+        server_timezone: false,
+    },
+    ShellPage {
+        path: "/ui/jobs/new",
+        title: "Create job",
+        name: "job-form",
+        script: "job-form.js",
+        shell: templates::JOB_FORM,
+        ids: &[],
+        server_timezone: true,
+    },
+    ShellPage {
+        path: "/ui/jobs/{jobId}/edit",
+        title: "Edit job",
+        name: "job-form",
+        script: "job-form.js",
+        shell: templates::JOB_FORM,
+        ids: &[JOB_ID],
+        server_timezone: true,
+    },
+    ShellPage {
+        path: "/ui/jobs/{jobId}/runs",
+        title: "Job runs",
+        name: "job-runs",
+        script: "runs.js",
+        shell: templates::RUNS,
+        ids: &[JOB_ID],
+        server_timezone: false,
+    },
+    ShellPage {
+        path: "/ui/jobs/{jobId}/runs/{runId}",
         title: "Job run",
         name: "job-run",
         script: "run.js",
         shell: templates::RUN,
-        data: vec![("job-id", job_id), ("run-id", run_id)],
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn queries(req: HttpRequest) -> HttpResponse {
-    let page = Page {
-        title: "Saved queries",
-        name: "queries",
-        script: "queries.js",
-        shell: templates::QUERIES,
-        data: Vec::new(),
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn new_query(req: HttpRequest) -> HttpResponse {
-    let page = Page {
-        title: "Create saved query",
-        name: "query-form",
-        script: "queries.js",
-        shell: templates::QUERY_FORM,
-        data: Vec::new(),
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn edit_query(req: HttpRequest) -> HttpResponse {
-    let Some(query_id) = path_id(&req, "queryId") else {
-        return not_found_page(&req);
-    };
-    let page = Page {
-        title: "Edit saved query",
-        name: "query-form",
-        script: "queries.js",
-        shell: templates::QUERY_FORM,
-        data: vec![("query-id", query_id)],
-    };
-    signed_in_page(&req, page).await
-}
-
-pub async fn users(req: HttpRequest) -> HttpResponse {
-    let page = Page {
-        title: "Users",
-        name: "users",
-        script: "users.js",
-        shell: templates::USERS,
-        data: Vec::new(),
-    };
-    signed_in_page(&req, page).await
-}
-
-/// The audit trail (issue 15, admins; the API refuses others).
-pub async fn audit(req: HttpRequest) -> HttpResponse {
-    let page = Page {
-        title: "Audit trail",
-        name: "audit",
-        script: "audit.js",
-        shell: templates::AUDIT,
-        data: Vec::new(),
-    };
-    signed_in_page(&req, page).await
-}
-
-/// One job's history: the audit trail filtered to the job (issue 15).
-pub async fn job_history(req: HttpRequest) -> HttpResponse {
-    let Some(job_id) = path_id(&req, "jobId") else {
-        return not_found_page(&req);
-    };
-    let page = Page {
+        ids: &[JOB_ID, ("run-id", "runId")],
+        server_timezone: false,
+    },
+    // One job's history: the audit trail filtered to the job (issue 15).
+    ShellPage {
+        path: "/ui/jobs/{jobId}/history",
         title: "Job history",
         name: "audit-job",
         script: "audit.js",
         shell: templates::AUDIT,
-        data: vec![("job-id", job_id)],
+        ids: &[JOB_ID],
+        server_timezone: false,
+    },
+    ShellPage {
+        path: "/ui/saved-queries",
+        title: "Saved queries",
+        name: "queries",
+        script: "queries.js",
+        shell: templates::QUERIES,
+        ids: &[],
+        server_timezone: false,
+    },
+    ShellPage {
+        path: "/ui/saved-queries/new",
+        title: "Create saved query",
+        name: "query-form",
+        script: "queries.js",
+        shell: templates::QUERY_FORM,
+        ids: &[],
+        server_timezone: false,
+    },
+    ShellPage {
+        path: "/ui/saved-queries/{queryId}/edit",
+        title: "Edit saved query",
+        name: "query-form",
+        script: "queries.js",
+        shell: templates::QUERY_FORM,
+        ids: &[("query-id", "queryId")],
+        server_timezone: false,
+    },
+    ShellPage {
+        path: "/ui/users",
+        title: "Users",
+        name: "users",
+        script: "users.js",
+        shell: templates::USERS,
+        ids: &[],
+        server_timezone: false,
+    },
+    // The audit trail (issue 15, admins; the API refuses others).
+    ShellPage {
+        path: "/ui/audit",
+        title: "Audit trail",
+        name: "audit",
+        script: "audit.js",
+        shell: templates::AUDIT,
+        ids: &[],
+        server_timezone: false,
+    },
+];
+
+/// `GET` of a shell page: signed in, with its ids (a segment that is not an id shows the
+/// not-found page).
+pub async fn shell_page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    spec: &'static ShellPage,
+) -> HttpResponse {
+    let mut data = Vec::with_capacity(spec.ids.len() + 1);
+    for (attribute, segment) in spec.ids {
+        let Some(id) = path_id(&req, segment) else {
+            return not_found_page();
+        };
+        data.push((*attribute, id));
+    }
+    if spec.server_timezone {
+        data.push((
+            "server-timezone",
+            state.settings.timezone.name().to_string(),
+        ));
+    }
+    let page = Page {
+        title: spec.title,
+        name: spec.name,
+        script: spec.script,
+        shell: spec.shell,
+        data,
     };
     signed_in_page(&req, page).await
 }
 
 /// A "Page not found" page with status 404 (the error middleware lets HTML error pages through).
-pub fn not_found_page(req: &HttpRequest) -> HttpResponse {
-    let _ = req;
+pub fn not_found_page() -> HttpResponse {
     let page = Page {
         title: "Page not found",
         name: "not-found",
@@ -362,8 +360,8 @@ pub fn not_found_page(req: &HttpRequest) -> HttpResponse {
     response
 }
 
-pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    not_found_page(&req)
+pub async fn not_found() -> HttpResponse {
+    not_found_page()
 }
 
 #[cfg(test)]
