@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{AppOptions, TestApp, ok_json, spawn_app_with};
+use crate::common::{AppOptions, TestApp, ok_json, spawn_app_with};
 
 /// `$1`: where to write the daemon's pid; `$2`: `stay` to keep running until stopped.
 const DAEMON_SCRIPT: &str = r#"#!/bin/sh

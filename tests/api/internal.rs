@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_codes, ok_json, spawn_app};
+use crate::common::{TestApp, error_codes, ok_json, spawn_app};
 use crate::queries::{create_query, create_query_job, download, result_text, run_log, run_to_end};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -194,16 +194,15 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
         )
         .unwrap();
     let refused = app
-        .request_as(
+        .send_as(
             &bob,
             reqwest::Method::GET,
             &format!("/scheduled-jobs/{backup}/runs/{}/result-file", id(&run)),
+            None,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
-        crate::helpers::error_codes(refused, StatusCode::BAD_REQUEST).await,
+        crate::common::error_codes(refused, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
 
@@ -282,11 +281,7 @@ async fn only_admins_create_internal_jobs() {
     let app = spawn_app().await;
     let (_, user) = app.create_user("carol", false).await;
     let response = app
-        .request_as(&user, Method::POST, "/scheduled-jobs")
-        .json(&json!({"name": "mine", "type": "INTERNAL", "taskImplFqn": "database-backup", "repeatSchedule": "ONDEMAND"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(&user, Method::POST, "/scheduled-jobs", Some(&json!({"name": "mine", "type": "INTERNAL", "taskImplFqn": "database-backup", "repeatSchedule": "ONDEMAND"}))).await;
     assert_eq!(
         error_codes(response, StatusCode::BAD_REQUEST).await,
         ["SCHEDULED_JOB_OP_NOT_ALLOWED"]

@@ -1,4 +1,4 @@
-//! QUERY jobs on a PostgreSQL data source, against the private test server (`shared/postgres.rs`):
+//! QUERY jobs on a PostgreSQL data source, against the private test server (`common/postgres.rs`):
 //! a CSV of every common type, parameters bound (not pasted), the time, row, byte and value
 //! limits, writes refused by the READ ONLY transaction, cancel, a wrong password that no message
 //! repeats, a password from a file, and a server that is down.
@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_codes, ok_json, spawn_app_configured};
+use crate::common::{TestApp, error_codes, ok_json, spawn_app_configured};
 use crate::postgres::{self, TestDb};
 use crate::queries::{create_query_job, result_text, run_log, run_to_end};
 
@@ -605,12 +605,7 @@ async fn big_result_measured_alone() {
 }
 
 fn labcron_command(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(args)
-        .env_remove("LABCRON_ADMIN_PASSWORD")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run labcron")
+    crate::common::command(args).output().expect("run labcron")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use labcron::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with};
+use crate::common::{AppOptions, TestApp, spawn_app, spawn_app_with};
 use crate::queries::{create_query, create_query_job, run_to_end};
 
 /// 40 rows of 25 MB blobs: 1.3 GB of base64 if nothing stops it.

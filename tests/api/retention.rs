@@ -9,7 +9,7 @@ use labcron::store::Db;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with};
+use crate::common::{AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 

@@ -4,7 +4,6 @@
 //! `JobScheduler` one entry per active job, and a job imported by the CLI while the server runs
 //! fires at its first instant.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Timelike;
@@ -13,7 +12,7 @@ use labcron::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, ok_json, spawn_app, spawn_app_with};
+use crate::common::{AppOptions, TestApp, ok_json, spawn_app, spawn_app_with};
 use crate::metrics::scrape;
 
 fn cron_job(name: &str, cron: &str) -> Value {
@@ -436,14 +435,11 @@ async fn a_job_imported_by_the_cli_while_the_server_runs_fires_at_its_first_inst
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(["jobs", "import"])
+    let output = crate::common::command(&["jobs", "import"])
         .arg(&file)
         .arg("--apply")
         .arg("--data-dir")
         .arg(&app.data_dir)
-        .env_remove("LABCRON_ADMIN_PASSWORD")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(

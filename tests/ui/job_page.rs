@@ -8,7 +8,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::ok_json;
+use crate::common::ok_json;
 use crate::support::{Ui, create_saved_query, ui_test, wait_for};
 
 async fn run_count(ui: &Ui, job: i64) -> usize {

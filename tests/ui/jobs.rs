@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, ok_json};
+use crate::common::{AppOptions, ok_json};
 use crate::support::{PHONE, Ui, create_saved_query, ui_test, ui_test_with, wait_for};
 use crate::webdriver::BROWSER_TZ;
 
