@@ -33,7 +33,7 @@ fn entry_names(file: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_downloads() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script(
         "count.sh",

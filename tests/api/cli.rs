@@ -131,7 +131,7 @@ async fn flags_beat_variables_beat_the_file_and_healthcheck_follows_bind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_backups_from_the_shell_while_the_server_runs() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     let mut add = labcron(&[
         "user",
@@ -243,7 +243,7 @@ fn comparable(job: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_applied() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script("export.sh", "#!/bin/sh\n");
     let (bob, _) = app.create_user("bob", false).await;
@@ -350,7 +350,7 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
     );
 
     // Into a fresh ledger with the same users, the API shows the very same jobs.
-    let other = spawn_app().await;
+    let other = spawn_app().await.with_fresh_connections();
     other.write_script("export.sh", "#!/bin/sh\n");
     other.create_user("bob", false).await;
     std::fs::write(&file, &exported).unwrap();
@@ -649,7 +649,7 @@ exit 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script("export.sh", "#!/bin/sh\n");
     let query = ok_json(
@@ -705,7 +705,7 @@ async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames(
     );
 
     // Into an empty server (no saved queries, no jobs), then out again: the same file.
-    let other = spawn_app().await;
+    let other = spawn_app().await.with_fresh_connections();
     other.write_script("export.sh", "#!/bin/sh\n");
     let other_data = other.data_dir.to_str().unwrap().to_string();
     let output = run(labcron(&[

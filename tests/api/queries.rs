@@ -10,7 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{
-    AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_as_shipped, spawn_app_with,
+    AppOptions, TestApp, assert_failed_with, error_codes, ok_json, run_alone, spawn_app,
+    spawn_app_as_shipped, spawn_app_with,
 };
 
 /// Creates a saved query on `lab` and returns its id.
@@ -80,18 +81,6 @@ pub async fn run_log(app: &TestApp, run: &Value) -> String {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
-}
-
-fn assert_failed_with(run: &Value, words: &[&str]) {
-    assert_eq!(run["status"], "FAILED", "{run}");
-    let message = run["message"].as_str().unwrap_or_default();
-    for word in words {
-        assert!(message.contains(word), "message `{message}` lacks `{word}`");
-    }
-    assert!(
-        run["logFilePath"].is_null(),
-        "a failed query keeps no file: {run}"
-    );
 }
 
 fn count_rows(db: &Path, sql: &str) -> i64 {
@@ -650,14 +639,7 @@ async fn a_running_query_can_be_cancelled() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    ok_json(
-        app.post(
-            &format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
+    app.cancel_run(job, run_id).await;
     let run = app.wait_run(job, run_id).await;
     assert_failed_with(&run, &["cancelled by admin"]);
 }
@@ -684,21 +666,7 @@ const MEMORY_CHILD: &str = "LABCRON_TEST_MEMORY_CHILD";
 async fn a_million_row_query_streams_in_bounded_memory() {
     // Other tests share this process and its peak memory, so the measurement runs in a process
     // of its own: this test binary again, running only the test below.
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "queries::million_rows_measured_alone",
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(MEMORY_CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    run_alone("queries::million_rows_measured_alone", MEMORY_CHILD);
 }
 
 #[tokio::test]

@@ -420,7 +420,7 @@ async fn ten_thousand_fires_leave_the_job_scheduler_one_entry_per_active_job() {
 /// its first instant as a SCHEDULED run; no fire is counted missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_imported_by_the_cli_while_the_server_runs_fires_at_its_first_instant() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
     let mut at = chrono::Utc::now() + chrono::Duration::seconds(10);
     at -= chrono::Duration::nanoseconds(at.timestamp_subsec_nanos() as i64);

@@ -1,5 +1,6 @@
 //! A data directory's files as the tests touch them: executable scripts in a scripts directory,
-//! and the ledger opened beside a running server (WAL allows it).
+//! the ledger opened beside a running server (WAL allows it), a run aged in it, and what a
+//! failed run leaves in its directory.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,29 @@ pub fn ledger(data_dir: &Path) -> rusqlite::Connection {
     conn.busy_timeout(Duration::from_secs(30))
         .expect("busy timeout");
     conn
+}
+
+/// Moves a run's times `days` into the past, directly in the ledger.
+pub fn age_run(data_dir: &Path, run_id: i64, days: i64) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let changed = ledger(data_dir)
+        .execute(
+            "UPDATE runs SET queued_at = queued_at - ?2, started_at = started_at - ?2, finished_at = finished_at - ?2
+             WHERE id = ?1",
+            rusqlite::params![run_id, days * DAY_MS],
+        )
+        .expect("age the run");
+    assert_eq!(changed, 1, "run {run_id} is in the ledger");
+}
+
+/// Asserts that only the run log is left in a run's directory (no partial result).
+pub fn assert_only_the_log(data_dir: &Path, run: &serde_json::Value) {
+    let run_dir = data_dir.join(format!("runs/{}/{}", run["jobId"], run["id"]));
+    let files: Vec<String> = std::fs::read_dir(&run_dir)
+        .expect("the run's directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["run.log"], "in {}", run_dir.display());
 }
 
 /// `PRAGMA integrity_check` of a data directory's ledger (`ok` when sound).

@@ -1,4 +1,5 @@
-//! Processes seen through `/proc`: alive or not, resident memory, CPU time, environment.
+//! Processes seen through `/proc` (alive or not, resident memory, CPU time, environment), a test
+//! run alone in a process of its own, and a line past the test harness's capture.
 
 /// A numeric field of `/proc/<pid>/status` (`VmRSS:`, `Threads:`).
 pub fn status_field(pid: u32, field: &str) -> Option<u64> {
@@ -46,6 +47,26 @@ pub fn process_env(pid: i32) -> Vec<String> {
         .filter(|v| !v.is_empty())
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .collect()
+}
+
+/// Runs one `#[ignore]`d test of this test binary again, alone in a process of its own with
+/// `flag` set (so other tests' memory is not counted in what it measures), and asserts it passed.
+pub fn run_alone(test: &str, flag: &str) {
+    let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(flag, "1")
+        .output()
+        .expect("run the test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
 }
 
 /// Prints a line on the real stdout, past the test harness's capture, so it shows even when the

@@ -263,6 +263,16 @@ impl Api {
     }
 }
 
+/// Asserts that a run failed with all of `words` in its message and kept no result file.
+pub fn assert_failed_with(run: &Value, words: &[&str]) {
+    assert_eq!(run["status"], "FAILED", "{run}");
+    let message = run["message"].as_str().unwrap_or_default();
+    for word in words {
+        assert!(message.contains(word), "message `{message}` lacks `{word}`");
+    }
+    assert!(run["logFilePath"].is_null(), "no result is kept: {run}");
+}
+
 /// The run id at the end of a response's Location header, if it has one.
 pub fn location_run_id(response: &Response) -> Option<i64> {
     response

@@ -21,7 +21,7 @@ use tempfile::TempDir;
 
 use super::ADMIN_PASSWORD;
 use super::process::rss_kib;
-use super::requests::{Api, client, health_status};
+use super::requests::{Api, client, fresh_connections, health_status};
 
 /// The labcron binary cargo built for this test or bench.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_labcron");
@@ -179,6 +179,13 @@ impl TestApp {
         self.api.base = format!("http://127.0.0.1:{}", self.port);
         self.handle = app.handle();
         self.server = Some(tokio::spawn(app.run_until_stopped()));
+    }
+
+    /// The same app with a client that opens a connection per request, for a test that runs the
+    /// CLI (blocking its runtime) while the server runs: see `requests::fresh_connections`.
+    pub fn with_fresh_connections(mut self) -> TestApp {
+        self.api.client = fresh_connections();
+        self
     }
 
     /// Writes an executable script into the scripts directory.

@@ -150,13 +150,11 @@ async fn a_full_disk_fails_runs_with_a_message_and_keeps_the_server_and_ledger_s
     // Fill the disk outright (the failed runs' partial results were removed to record them).
     let filler = small.join("filler");
     fill_disk(&filler);
-    let health = admin
-        .client
-        .get(format!("{}/health", admin.base))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), 200, "/health on a full disk");
+    assert_eq!(
+        crate::common::health_status(server.port),
+        Some(200),
+        "/health on a full disk"
+    );
     admin.ok(Method::GET, "/scheduled-jobs", None).await;
     // A run requested now cannot even get its directory: it must still end, once there is room to
     // record it, never stay IN_PROGRESS. (The request itself may be refused: no room for the row.)
