@@ -22,6 +22,8 @@ use labcron::query::csv::{Guard, Limits, export_csv};
 use labcron::query::sources::open_read_only;
 use serde_json::{Value, json};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "pg_export/mod.rs"]
 mod pg_export;
 #[path = "system/mod.rs"]

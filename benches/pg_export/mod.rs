@@ -1,7 +1,7 @@
 //! labcron's CSV export of a million rows from a PostgreSQL data source (the code path of a QUERY
 //! run on a `postgres://` source, without HTTP: READ ONLY transaction, text forms, streamed rows)
 //! against `psql`'s `\copy (…) to stdout with (format csv, header)` of the same query, on a private
-//! server started as the tests start theirs (`tests/shared/postgres.rs`).
+//! server started as the tests start theirs (`tests/common/postgres.rs`).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,8 +12,7 @@ use labcron::query::postgres::{PasswordFrom, PgSource};
 
 use crate::{Context, EXPORT_ROWS, Figure, Target, median_time};
 
-#[path = "../../tests/shared/postgres.rs"]
-mod fixture;
+use crate::common::postgres as fixture;
 
 const QUERY: &str = "SELECT * FROM specimens ORDER BY id";
 

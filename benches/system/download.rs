@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use super::{
-    Conn, OrMessage, Server, call_json, create_ledger, get_request, median, post_request, sign_in,
+    Conn, OrMessage, call_json, create_ledger, get_request, launch, median, post_request, sign_in,
     write_script,
 };
 use crate::{Context, Figure, Target};
@@ -48,7 +48,7 @@ fn measure(ctx: &Context) -> Result<Measured, String> {
         &format!("#!/bin/sh\nhead -c {SIZE} /dev/zero > \"$LABCRON_RESULT_DIR/big.bin\"\n"),
     )?;
     create_ledger(&data_dir, &log)?;
-    let (server, _) = Server::start(&data_dir, &log, &[])?;
+    let (server, _) = launch(&data_dir, &log, &[])?;
     let rt = super::runtime()?;
     let result = rt.block_on(async {
         let token = sign_in(server.port).await?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::params;
 
-use super::{OrMessage, Server, create_ledger, now_ms, write_script};
+use super::{OrMessage, ServerFigures, create_ledger, launch, now_ms, write_script};
 use crate::{Context, Figure, Target};
 
 const JOBS: i64 = 1_000;
@@ -78,7 +78,7 @@ fn measure(ctx: &Context) -> Result<(f64, f64, String), String> {
         }
         tx.commit().msg("commit")?;
     }
-    let (server, _) = Server::start(
+    let (server, _) = launch(
         &data_dir,
         &log,
         &[

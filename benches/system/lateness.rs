@@ -9,7 +9,7 @@ use base64::Engine;
 use rusqlite::params;
 
 use super::{
-    ADMIN_PASSWORD, Conn, OrMessage, Server, create_ledger, now_ms, percentile, write_script,
+    ADMIN_PASSWORD, Conn, OrMessage, create_ledger, launch, now_ms, percentile, write_script,
 };
 use crate::{Context, Figure, Target};
 
@@ -63,7 +63,7 @@ fn measure(ctx: &Context) -> Result<(f64, String), String> {
         }
         tx.commit().msg("commit")?;
     }
-    let (server, _) = Server::start(&data_dir, &log, &[])?;
+    let (server, _) = launch(&data_dir, &log, &[])?;
     if now_ms() >= fire_at - 500 {
         return Err("the server took too long to start for the fire instant".into());
     }

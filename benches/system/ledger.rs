@@ -10,8 +10,8 @@ use chrono::{Datelike, Timelike};
 use rusqlite::params;
 
 use super::{
-    Conn, Load, OrMessage, Server, call_json, closed_loop, create_ledger, get_request, median,
-    now_ms, open_loop, sign_in,
+    Conn, Load, OrMessage, ServerFigures, call_json, closed_loop, create_ledger, get_request,
+    launch, median, now_ms, open_loop, sign_in,
 };
 use crate::{Context, Figure, Target};
 
@@ -32,7 +32,7 @@ pub fn memory_idle(ctx: &Context) -> Vec<Figure> {
         let data_dir = ctx.dir.join("data");
         let log = ctx.dir.join("server.log");
         create_ledger(&data_dir, &log)?;
-        let (server, _) = Server::start(&data_dir, &log, &[])?;
+        let (server, _) = launch(&data_dir, &log, &[])?;
         std::thread::sleep(Duration::from_secs(2));
         let rss = server.rss_mib()?;
         server.stop(Duration::from_secs(30))?;
@@ -69,11 +69,11 @@ fn measure(ctx: &Context) -> Result<Vec<Figure>, String> {
     // Three starts: the median is the figure.
     let mut startups = Vec::new();
     for _ in 0..2 {
-        let (server, took) = Server::start(&data_dir, &log, &[])?;
+        let (server, took) = launch(&data_dir, &log, &[])?;
         startups.push(took.as_secs_f64() * 1000.0);
         server.stop(Duration::from_secs(30))?;
     }
-    let (server, took) = Server::start(&data_dir, &log, &[])?;
+    let (server, took) = launch(&data_dir, &log, &[])?;
     startups.push(took.as_secs_f64() * 1000.0);
     let startup_list = startups
         .iter()

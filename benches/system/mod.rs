@@ -1,5 +1,5 @@
 //! What the system benches share: the real `labcron` binary started on 127.0.0.1 with a data
-//! directory of the bench's own (`Server`), a small HTTP/1.1 keep-alive client that costs the
+//! directory of the bench's own (`launch`: the tests' `Server` from `tests/common`), a small HTTP/1.1 keep-alive client that costs the
 //! machine little (the load generator shares the two cores with the server), a closed-loop load
 //! runner, resident memory from `/proc`, percentiles, and a filler that writes jobs and runs
 //! straight into a stopped server's ledger.
@@ -12,17 +12,14 @@ pub mod throughput;
 pub mod tokens;
 
 use std::fmt::Display;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The release binary cargo builds for `cargo bench`.
-pub const BINARY: &str = env!("CARGO_BIN_EXE_labcron");
-pub const ADMIN_PASSWORD: &str = "bench-admin-password";
+pub use crate::common::{ADMIN_PASSWORD, Server};
+use crate::common::{Launch, cpu_seconds, rss_kib, try_write_script};
 
 /// Turns any error into the message a skipped figure shows.
 pub trait OrMessage<T> {
@@ -62,182 +59,48 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// A free port on 127.0.0.1 (the binary binds it right after).
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").msg("bind a probe port")?;
-    Ok(listener.local_addr().msg("probe port")?.port())
+/// Starts the release binary the way the tests do (`tests/common`: port 0, learnt from its log)
+/// on `data_dir` with no example jobs, its log appended to `log`, and waits until `/health`
+/// answers 200; returns it and the time from the spawn to that answer.
+pub fn launch(data_dir: &Path, log: &Path, extra: &[&str]) -> Result<(Server, Duration), String> {
+    let server = Launch::new(data_dir)
+        .no_example_jobs()
+        .args(extra)
+        .log_file(log)
+        .try_start()?;
+    let took = server.start_up;
+    Ok((server, took))
 }
 
-/// A running `labcron`; SIGKILLed when dropped.
-pub struct Server {
-    child: Child,
-    pub port: u16,
-    pub log: PathBuf,
-}
-
-impl Server {
-    /// Starts the binary on a free loopback port with `data_dir`, logging to `log`.
-    pub fn spawn(data_dir: &Path, log: &Path, extra: &[&str]) -> Result<Server, String> {
-        let port = free_port()?;
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .msg("open the server log")?;
-        let child = Command::new(BINARY)
-            .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data_dir)
-            .args(["--example-jobs", "false"])
-            .args(extra)
-            .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .msg("start labcron")?;
-        Ok(Server {
-            child,
-            port,
-            log: log.to_path_buf(),
-        })
-    }
-
-    /// Starts the binary and waits until `/health` answers 200; returns the server and the time
-    /// from the spawn to that answer.
-    pub fn start(
-        data_dir: &Path,
-        log: &Path,
-        extra: &[&str],
-    ) -> Result<(Server, Duration), String> {
-        let started = Instant::now();
-        let mut server = Server::spawn(data_dir, log, extra)?;
-        server.wait_healthy(Duration::from_secs(60))?;
-        Ok((server, started.elapsed()))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Polls `/health` (a new connection each time, every millisecond) until it answers 200.
-    pub fn wait_healthy(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "labcron exited with {status} before it was healthy: {}",
-                    self.log_tail()
-                ));
-            }
-            if health_status(self.port) == Some(200) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not healthy after {limit:?}: {}", self.log_tail()));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
+/// What the benches read of a running server, as figures or the message of a skipped one.
+pub trait ServerFigures {
     /// VmRSS of the server process, in MiB.
-    pub fn rss_mib(&self) -> Result<f64, String> {
-        rss_kib(self.pid()).map(|kib| kib as f64 / 1024.0)
-    }
-
+    fn rss_mib(&self) -> Result<f64, String>;
     /// CPU time the server process has used so far (user + system, all threads), in seconds.
-    pub fn cpu_seconds(&self) -> Result<f64, String> {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).msg("read /proc stat")?;
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| -> Result<f64, String> {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .msg("cpu ticks")
-        };
-        // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        Ok((ticks(11)? + ticks(12)?) / per_second.max(1.0))
-    }
-
-    /// SIGTERM, then SIGKILL when it has not exited within `grace`.
-    pub fn stop(mut self, grace: Duration) -> Result<(), String> {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Err("labcron did not stop on SIGTERM in time (killed)".into())
-    }
-
-    /// The end of the server's log, for error messages.
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(3).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    }
+    fn cpu_seconds(&self) -> Result<f64, String>;
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl ServerFigures for Server {
+    fn rss_mib(&self) -> Result<f64, String> {
+        rss_kib(self.pid())
+            .map(|kib| kib as f64 / 1024.0)
+            .msg("no VmRSS in /proc status")
     }
-}
-
-/// VmRSS of a process in KiB.
-pub fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).msg("read /proc status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .msg("no VmRSS in /proc status")
-}
-
-/// The status of `GET /health` on a fresh connection, or None when nothing answers yet.
-fn health_status(port: u16) -> Option<u16> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).ok()?;
-    let text = String::from_utf8_lossy(&reply);
-    text.split(' ').nth(1)?.parse().ok()
+    fn cpu_seconds(&self) -> Result<f64, String> {
+        cpu_seconds(self.pid()).msg("no CPU times in /proc stat")
+    }
 }
 
 /// Starts the binary once on an empty data directory (creating the ledger and `admin`) and stops it.
 pub fn create_ledger(data_dir: &Path, log: &Path) -> Result<(), String> {
     std::fs::create_dir_all(data_dir.join("scripts")).msg("create the scripts directory")?;
-    let (server, _) = Server::start(data_dir, log, &[])?;
-    server.stop(Duration::from_secs(30))
+    let (server, _) = launch(data_dir, log, &[])?;
+    server.stop(Duration::from_secs(30)).map(|_| ())
 }
 
 /// Writes an executable script into the data directory's scripts directory.
 pub fn write_script(data_dir: &Path, name: &str, body: &str) -> Result<PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = data_dir.join("scripts");
-    std::fs::create_dir_all(&dir).msg("create the scripts directory")?;
-    let path = dir.join(name);
-    std::fs::write(&path, body).msg("write a script")?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-        .msg("chmod a script")?;
-    Ok(path)
+    try_write_script(&data_dir.join("scripts"), name, body).msg("write a script")
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    Conn, OrMessage, Server, call_json, create_ledger, post_request, sign_in, write_script,
+    Conn, OrMessage, ServerFigures, call_json, create_ledger, launch, post_request, sign_in,
+    write_script,
 };
 use crate::{Context, Figure, Target};
 
@@ -36,7 +37,7 @@ fn measure(ctx: &Context) -> Result<(f64, f64, String), String> {
     let log = ctx.dir.join("server.log");
     let script = write_script(&data_dir, "exit0.sh", SCRIPT)?;
     create_ledger(&data_dir, &log)?;
-    let (server, _) = Server::start(&data_dir, &log, &[])?;
+    let (server, _) = launch(&data_dir, &log, &[])?;
     let rt = super::runtime()?;
     let ledger = rusqlite::Connection::open_with_flags(
         data_dir.join("labcron.db"),

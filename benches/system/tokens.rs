@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::{
-    ADMIN_PASSWORD, Conn, OrMessage, Server, call_json, closed_loop, create_ledger, post_request,
+    ADMIN_PASSWORD, Conn, OrMessage, call_json, closed_loop, create_ledger, launch, post_request,
     runtime, sign_in,
 };
 use crate::{Context, Figure, Target};
@@ -35,7 +35,7 @@ fn measure(ctx: &Context) -> Result<(f64, f64, f64, f64), String> {
     let data_dir = ctx.dir.join("data");
     let log = ctx.dir.join("server.log");
     create_ledger(&data_dir, &log)?;
-    let (server, _) = Server::start(&data_dir, &log, &[])?;
+    let (server, _) = launch(&data_dir, &log, &[])?;
     let rt = runtime()?;
     let result = rt.block_on(async {
         let session = sign_in(server.port).await?;

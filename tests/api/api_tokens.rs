@@ -6,15 +6,12 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, error_codes, ok_json, spawn_app};
+use crate::common::{TestApp, error_codes, ok_json, spawn_app};
 
 async fn make_token(app: &TestApp, session: &str, body: Value) -> Value {
     ok_json(
-        app.request_as(session, Method::POST, "/api-tokens")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(session, Method::POST, "/api-tokens", Some(&body))
+            .await,
     )
     .await
 }
@@ -75,10 +72,8 @@ async fn a_token_is_shown_once_stored_hashed_and_works_in_both_headers_until_rev
 
     // Both headers, on the API, both base paths, and /metrics.
     let jobs = app
-        .request_as(&token, Method::GET, "/scheduled-jobs")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&token, Method::GET, "/scheduled-jobs", None)
+        .await;
     assert_eq!(jobs.status(), StatusCode::OK);
     for path in [
         "/rest/ng/scheduled-jobs",
@@ -115,11 +110,13 @@ async fn a_token_is_shown_once_stored_hashed_and_works_in_both_headers_until_rev
 
     // An API token cannot make more tokens.
     let minted = app
-        .request_as(&token, Method::POST, "/api-tokens")
-        .json(&json!({"name": "child"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &token,
+            Method::POST,
+            "/api-tokens",
+            Some(&json!({"name": "child"})),
+        )
+        .await;
     assert_eq!(
         error_codes(minted, StatusCode::BAD_REQUEST).await,
         ["API_TOKEN_NOT_ALLOWED"]
@@ -133,10 +130,8 @@ async fn a_token_is_shown_once_stored_hashed_and_works_in_both_headers_until_rev
         StatusCode::UNAUTHORIZED
     );
     let after = app
-        .request_as(&token, Method::GET, "/scheduled-jobs")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&token, Method::GET, "/scheduled-jobs", None)
+        .await;
     assert_eq!(
         error_codes(after, StatusCode::UNAUTHORIZED).await,
         ["AUTH_REQUIRED"]
@@ -189,11 +184,7 @@ async fn bad_input_expired_tokens_and_unknown_tokens_are_refused() {
     while now_ms() <= expires_at + 500 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let expired = app
-        .request_as(&token, Method::GET, "/users")
-        .send()
-        .await
-        .unwrap();
+    let expired = app.send_as(&token, Method::GET, "/users", None).await;
     assert_eq!(
         error_codes(expired, StatusCode::UNAUTHORIZED).await,
         ["AUTH_REQUIRED"]
@@ -230,10 +221,8 @@ async fn admins_see_and_revoke_anyones_tokens_and_a_disabled_users_tokens_stop()
 
     // Bob sees only his own and may not ask for everyone's or carol's.
     let own = ok_json(
-        app.request_as(&bob_session, Method::GET, "/api-tokens")
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&bob_session, Method::GET, "/api-tokens", None)
+            .await,
     )
     .await;
     let names: Vec<&str> = own
@@ -245,10 +234,13 @@ async fn admins_see_and_revoke_anyones_tokens_and_a_disabled_users_tokens_stop()
     assert_eq!(names, ["bob-other", "bob-script"], "newest first");
     for query in ["?all=true", &format!("?userId={}", carols["user"]["id"])] {
         let refused = app
-            .request_as(&bob_session, Method::GET, &format!("/api-tokens{query}"))
-            .send()
-            .await
-            .unwrap();
+            .send_as(
+                &bob_session,
+                Method::GET,
+                &format!("/api-tokens{query}"),
+                None,
+            )
+            .await;
         assert_eq!(
             error_codes(refused, StatusCode::BAD_REQUEST).await,
             ["ACCESS_DENIED"],
@@ -257,24 +249,25 @@ async fn admins_see_and_revoke_anyones_tokens_and_a_disabled_users_tokens_stop()
     }
     // Bob cannot revoke carol's token, nor make one for her.
     let theirs = app
-        .request_as(
+        .send_as(
             &bob_session,
             Method::DELETE,
             &format!("/api-tokens/{}", carols["id"]),
+            None,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         error_codes(theirs, StatusCode::BAD_REQUEST).await,
         ["API_TOKEN_NOT_FOUND"]
     );
     let for_carol = app
-        .request_as(&bob_session, Method::POST, "/api-tokens")
-        .json(&json!({"name": "x", "userId": carols["user"]["id"]}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob_session,
+            Method::POST,
+            "/api-tokens",
+            Some(&json!({"name": "x", "userId": carols["user"]["id"]})),
+        )
+        .await;
     assert_eq!(
         error_codes(for_carol, StatusCode::BAD_REQUEST).await,
         ["ACCESS_DENIED"]
@@ -302,14 +295,13 @@ async fn admins_see_and_revoke_anyones_tokens_and_a_disabled_users_tokens_stop()
         make_token(&app, &app.token, json!({"name": "for-bob", "userId": bob})).await;
     assert_eq!(made_for_bob["user"]["id"], bob);
     let me = ok_json(
-        app.request_as(
+        app.send_as(
             made_for_bob["token"].as_str().unwrap(),
             Method::GET,
             &format!("/users/{bob}"),
+            None,
         )
-        .send()
-        .await
-        .unwrap(),
+        .await,
     )
     .await;
     assert_eq!(

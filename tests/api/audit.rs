@@ -7,7 +7,7 @@ use labcron::store::Db;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, error_codes, ok_json, spawn_app};
+use crate::common::{ADMIN_PASSWORD, TestApp, error_codes, ok_json, spawn_app};
 
 /// The newest event with `action` (and, when given, about `object_id`).
 async fn newest(app: &TestApp, action: &str, object_id: Option<i64>) -> Value {
@@ -124,10 +124,8 @@ async fn sign_ins_users_and_tokens_leave_events() {
 
     // Bob may not read the trail; no route changes or deletes it.
     let refused = app
-        .request_as(&bob_token, Method::GET, "/audit-events")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&bob_token, Method::GET, "/audit-events", None)
+        .await;
     assert_eq!(
         refused.status(),
         StatusCode::UNAUTHORIZED,
@@ -135,10 +133,8 @@ async fn sign_ins_users_and_tokens_leave_events() {
     );
     let bob_again = app.sign_in("bob", "bob-third-password").await;
     let refused = app
-        .request_as(&bob_again, Method::GET, "/audit-events")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&bob_again, Method::GET, "/audit-events", None)
+        .await;
     assert_eq!(
         error_codes(refused, StatusCode::BAD_REQUEST).await,
         ["ACCESS_DENIED"]
@@ -171,10 +167,8 @@ async fn sign_ins_users_and_tokens_leave_events() {
     );
     let session = app.sign_in("admin", ADMIN_PASSWORD).await;
     ok_json(
-        app.request_as(&session, Method::DELETE, "/sessions")
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&session, Method::DELETE, "/sessions", None)
+            .await,
     )
     .await;
     let out = newest(&app, "SIGN_OUT", None).await;
@@ -281,14 +275,13 @@ async fn jobs_runs_downloads_queries_and_backups_leave_events() {
     // A refused download leaves no event.
     let (_carol, carol) = app.create_user("carol", false).await;
     let refused = app
-        .request_as(
+        .send_as(
             &carol,
             Method::GET,
             &format!("/scheduled-jobs/{job}/runs/{run}/result-file"),
+            None,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let downloads = ok_json(app.get("/audit-events?action=RESULT_DOWNLOAD").await).await;
     assert_eq!(downloads.as_array().unwrap().len(), 1);

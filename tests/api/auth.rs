@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{ADMIN_PASSWORD, error_codes, ok_json, spawn_app};
+use crate::common::{ADMIN_PASSWORD, error_codes, ok_json, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_returns_the_user_and_a_token_that_works_until_signed_out() {
@@ -23,23 +23,15 @@ async fn sign_in_returns_the_user_and_a_token_that_works_until_signed_out() {
     assert!(token.len() >= 22, "token too short for 128 bits: {token}");
 
     let jobs = app
-        .request_as(&token, Method::GET, "/scheduled-jobs")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&token, Method::GET, "/scheduled-jobs", None)
+        .await;
     assert_eq!(jobs.status(), StatusCode::OK);
 
-    let out = app
-        .request_as(&token, Method::DELETE, "/sessions")
-        .send()
-        .await
-        .unwrap();
+    let out = app.send_as(&token, Method::DELETE, "/sessions", None).await;
     assert_eq!(out.status(), StatusCode::OK);
     let after = app
-        .request_as(&token, Method::GET, "/scheduled-jobs")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&token, Method::GET, "/scheduled-jobs", None)
+        .await;
     assert_eq!(
         error_codes(after, StatusCode::UNAUTHORIZED).await,
         vec!["AUTH_REQUIRED"]
@@ -114,10 +106,8 @@ async fn basic_auth_works_and_bad_credentials_are_rejected() {
         vec!["AUTH_INVALID_CREDENTIALS"]
     );
     let bad_token = app
-        .request_as("not-a-token", Method::GET, "/scheduled-jobs")
-        .send()
-        .await
-        .unwrap();
+        .send_as("not-a-token", Method::GET, "/scheduled-jobs", None)
+        .await;
     assert_eq!(
         error_codes(bad_token, StatusCode::UNAUTHORIZED).await,
         vec!["AUTH_REQUIRED"]
@@ -201,13 +191,7 @@ async fn admins_manage_users_and_others_may_not() {
     let (bob_id, bob) = app.create_user("bob", false).await;
 
     // Everyone may list users (to pick recipients) but only sees others' public fields.
-    let users = ok_json(
-        app.request_as(&bob, Method::GET, "/users")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let users = ok_json(app.send_as(&bob, Method::GET, "/users", None).await).await;
     let admin = users
         .as_array()
         .unwrap()
@@ -232,11 +216,13 @@ async fn admins_manage_users_and_others_may_not() {
     );
 
     let denied = app
-        .request_as(&bob, Method::POST, "/users")
-        .json(&json!({"loginName": "eve", "password": "eve-password"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::POST,
+            "/users",
+            Some(&json!({"loginName": "eve", "password": "eve-password"})),
+        )
+        .await;
     assert_eq!(
         error_codes(denied, StatusCode::BAD_REQUEST).await,
         vec!["ACCESS_DENIED"]
@@ -262,19 +248,23 @@ async fn admins_manage_users_and_others_may_not() {
 
     // Bob changes his own password; he cannot make himself admin.
     let own = app
-        .request_as(&bob, Method::PUT, &format!("/users/{bob_id}"))
-        .json(&json!({"password": "bob-new-password"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::PUT,
+            &format!("/users/{bob_id}"),
+            Some(&json!({"password": "bob-new-password"})),
+        )
+        .await;
     assert_eq!(own.status(), StatusCode::OK);
     app.sign_in("bob", "bob-new-password").await;
     let promote = app
-        .request_as(&bob, Method::PUT, &format!("/users/{bob_id}"))
-        .json(&json!({"admin": true}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::PUT,
+            &format!("/users/{bob_id}"),
+            Some(&json!({"admin": true})),
+        )
+        .await;
     assert_eq!(
         error_codes(promote, StatusCode::BAD_REQUEST).await,
         vec!["ACCESS_DENIED"]
@@ -286,10 +276,8 @@ async fn admins_manage_users_and_others_may_not() {
         StatusCode::OK
     );
     let gone = app
-        .request_as(&bob, Method::GET, "/scheduled-jobs")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&bob, Method::GET, "/scheduled-jobs", None)
+        .await;
     assert_eq!(
         error_codes(gone, StatusCode::UNAUTHORIZED).await,
         vec!["AUTH_REQUIRED"]
@@ -327,7 +315,7 @@ async fn first_start_without_a_configured_password_writes_a_generated_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_is_off_by_default_and_allows_only_configured_origins() {
-    use crate::helpers::{AppOptions, spawn_app_with};
+    use crate::common::{AppOptions, spawn_app_with};
     let plain = spawn_app().await;
     let response = plain
         .request(Method::GET, "/scheduled-jobs")
@@ -405,9 +393,7 @@ async fn a_trailing_slash_reaches_the_same_route() {
     let closed = app.delete(&format!("/users/{id}/?close=true")).await;
     assert_eq!(ok_json(closed).await["activityStatus"], "Disabled");
     let gone = app
-        .request_as(&token, Method::GET, "/scheduled-jobs/count")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&token, Method::GET, "/scheduled-jobs/count", None)
+        .await;
     assert_eq!(gone.status(), StatusCode::UNAUTHORIZED);
 }

@@ -6,21 +6,16 @@
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 
-use crate::helpers::{ok_json, spawn_app};
-use crate::restart::{sign_in, start_server};
+use crate::common::{Api, command, ok_json, spawn_app};
+use crate::restart::start_server;
 
 fn labcron(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(args)
-        .env_remove("LABCRON_ADMIN_PASSWORD")
-        .env_remove("LABCRON_DATA_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run labcron")
+    command(args).output().expect("run labcron")
 }
 
 fn text(output: &Output) -> String {
@@ -36,21 +31,9 @@ fn entry_names(file: &Path) -> Vec<String> {
     zip.file_names().map(str::to_string).collect()
 }
 
-async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> Value {
-    ok_json(
-        client
-            .get(url)
-            .header("X-OS-API-TOKEN", token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_downloads() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script(
         "count.sh",
@@ -194,56 +177,37 @@ async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_do
     );
 
     let server = start_server(&restored);
-    let client = reqwest::Client::new();
     // The users came with the ledger: the admin's password is the one of the first server.
-    let token = sign_in(&client, &server).await;
-    let jobs_after = get_json(&client, &format!("{}/scheduled-jobs", server.base), &token).await;
+    let api: Api = server.admin().await;
+    let jobs_after = ok_json(api.get("/scheduled-jobs").await).await;
     assert_eq!(jobs_after, jobs_before);
-    let runs_after = get_json(
-        &client,
-        &format!("{}/scheduled-jobs/{external}/runs", server.base),
-        &token,
-    )
-    .await;
+    let runs_after = ok_json(api.get(&format!("/scheduled-jobs/{external}/runs")).await).await;
     assert_eq!(runs_after, runs_before);
     for (job, run, before) in [
         (external, run, &result_before),
         (query_job, query_run, &query_result_before),
     ] {
-        let response = client
-            .get(format!(
-                "{}/scheduled-jobs/{job}/runs/{run}/result-file",
-                server.base
-            ))
-            .header("X-OS-API-TOKEN", &token)
-            .send()
-            .await
-            .unwrap();
+        let response = api
+            .get(&format!("/scheduled-jobs/{job}/runs/{run}/result-file"))
+            .await;
         assert_eq!(response.status(), 200);
         assert_eq!(&response.bytes().await.unwrap(), before);
     }
     // The restored scripts and data source still run.
     for job in [external, query_job] {
-        let run: Value = client
-            .post(format!(
-                "{}/scheduled-jobs/{job}/runs?response=run",
-                server.base
+        let run = api
+            .ok(
+                Method::POST,
+                &format!("/scheduled-jobs/{job}/runs?response=run"),
+                Some(&json!({})),
+            )
+            .await;
+        let finished = ok_json(
+            api.get(&format!(
+                "/scheduled-jobs/{job}/runs/{}?waitSeconds=60",
+                run["id"]
             ))
-            .header("X-OS-API-TOKEN", &token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let finished = get_json(
-            &client,
-            &format!(
-                "{}/scheduled-jobs/{job}/runs/{}?waitSeconds=60",
-                server.base, run["id"]
-            ),
-            &token,
+            .await,
         )
         .await;
         assert_eq!(finished["status"], "SUCCEEDED", "{finished}");
@@ -260,16 +224,12 @@ async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_do
     ]);
     assert!(output.status.success(), "{}", text(&output));
     let server = start_server(&without);
-    let token = sign_in(&client, &server).await;
-    let response = client
-        .get(format!(
-            "{}/scheduled-jobs/{external}/runs/{run}/result-file",
-            server.base
+    let api = server.admin().await;
+    let response = api
+        .get(&format!(
+            "/scheduled-jobs/{external}/runs/{run}/result-file"
         ))
-        .header("X-OS-API-TOKEN", &token)
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), 400);
     assert!(
         response

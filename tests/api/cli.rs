@@ -12,16 +12,10 @@ use labcron::config::specs::SETTING_SPECS;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{ok_json, spawn_app};
-use crate::restart::{sign_in, start_server_with};
+use crate::common::{Launch, ok_json, spawn_app};
 
 fn labcron(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_labcron"));
-    command
-        .args(args)
-        .env_remove("LABCRON_ADMIN_PASSWORD")
-        .stdin(Stdio::null());
-    command
+    crate::common::command(args)
 }
 
 fn run(mut command: Command) -> Output {
@@ -137,7 +131,7 @@ async fn flags_beat_variables_beat_the_file_and_healthcheck_follows_bind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_and_backups_from_the_shell_while_the_server_runs() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     let mut add = labcron(&[
         "user",
@@ -162,13 +156,7 @@ async fn users_and_backups_from_the_shell_while_the_server_runs() {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     let token = app.sign_in("dana", "dana-password-1").await;
-    let me = ok_json(
-        app.request_as(&token, Method::GET, "/users")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let me = ok_json(app.send_as(&token, Method::GET, "/users", None).await).await;
     let dana = me
         .as_array()
         .unwrap()
@@ -255,7 +243,7 @@ fn comparable(job: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_applied() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script("export.sh", "#!/bin/sh\n");
     let (bob, _) = app.create_user("bob", false).await;
@@ -362,7 +350,7 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
     );
 
     // Into a fresh ledger with the same users, the API shows the very same jobs.
-    let other = spawn_app().await;
+    let other = spawn_app().await.with_fresh_connections();
     other.write_script("export.sh", "#!/bin/sh\n");
     other.create_user("bob", false).await;
     std::fs::write(&file, &exported).unwrap();
@@ -431,52 +419,35 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
 async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    crate::helpers::write_script(
+    crate::common::write_script(
         &data_dir.join("scripts"),
         "long.sh",
         "#!/bin/sh\necho started\nsleep 300\n",
     );
-    crate::helpers::write_script(
+    crate::common::write_script(
         &data_dir.join("scripts"),
         "short.sh",
         "#!/bin/sh\nsleep 1\necho done\n",
     );
-    let mut server = start_server_with(
-        &data_dir,
-        &[
+    let server = Launch::new(&data_dir)
+        .args([
             "--runs-shutdown-grace-seconds",
             "3",
             "--runs-kill-grace-seconds",
             "1",
-        ],
-    );
-    let client = reqwest::Client::new();
-    let token = sign_in(&client, &server).await;
+        ])
+        .start();
+    let api = server.admin().await;
     let mut runs = Vec::new();
     for script in ["long.sh", "short.sh"] {
-        let job: Value = client
-            .post(format!("{}/scheduled-jobs", server.base))
-            .header("X-OS-API-TOKEN", &token)
-            .json(&json!({"name": script, "type": "EXTERNAL", "command": script, "repeatSchedule": "ONDEMAND"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let job = job["id"].as_i64().unwrap();
-        let run: Value = client
-            .post(format!(
-                "{}/scheduled-jobs/{job}/runs?response=run",
-                server.base
-            ))
-            .header("X-OS-API-TOKEN", &token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let job = api.create_external_job(script, script).await;
+        let run = api
+            .ok(
+                Method::POST,
+                &format!("/scheduled-jobs/{job}/runs?response=run"),
+                None,
+            )
+            .await;
         runs.push(run["id"].as_i64().unwrap());
     }
     // Both are running before the signal.
@@ -496,17 +467,11 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
         assert!(Instant::now() < deadline, "runs did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // SAFETY: kill with a valid pid of our own child.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGTERM);
-    }
-    let status = tokio::task::spawn_blocking(move || {
-        let status = server.child.wait().unwrap();
-        (status, server)
-    })
-    .await
-    .unwrap();
-    let (status, _server) = status;
+    // SIGTERM, and wait (off the runtime) for the exit.
+    let status = tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(600)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
     let outcome = |run: i64| -> (String, Option<String>) {
         ledger
@@ -533,52 +498,20 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_request_ids_and_each_run_its_job_and_run_ids() {
-    use std::io::{BufRead, BufReader};
-    use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    crate::helpers::write_script(
+    crate::common::write_script(
         &data_dir.join("scripts"),
         "hello.sh",
         "#!/bin/sh\necho hello\n",
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(&data_dir)
-        .env("LABCRON_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    {
-        let lines = lines.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["fields"]["message"] == "labcron listening"
-                {
-                    let _ = port_tx.send(v["fields"]["port"].as_u64().unwrap());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server listening");
+    let server = Launch::new(&data_dir)
+        .args(["--log-format", "json"])
+        .start();
+    let port = server.port;
     let base = format!("http://127.0.0.1:{port}/rest/ng");
     let client = reqwest::Client::new();
-    let auth = ("admin", Some(crate::helpers::ADMIN_PASSWORD));
+    let auth = ("admin", Some(crate::common::ADMIN_PASSWORD));
     let job: Value = client
         .post(format!("{base}/scheduled-jobs"))
         .basic_auth(auth.0, auth.1)
@@ -608,7 +541,7 @@ async fn json_logs_carry_request_ids_and_each_run_its_job_and_run_ids() {
         .await
         .unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::BAD_REQUEST);
-    crate::helpers::write_script(
+    crate::common::write_script(
         &data_dir.join("scripts"),
         "fail.sh",
         "#!/bin/sh
@@ -636,13 +569,12 @@ exit 3
     let finished =
         |lines: &[String]| lines.iter().filter(|l| l.contains("run finished")).count() >= 2;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !finished(&lines.lock().unwrap()) {
+    while !finished(&server.log_lines()) {
         assert!(Instant::now() < deadline, "no `run finished` log line");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let lines = lines.lock().unwrap().clone();
+    let lines = server.log_lines();
+    server.kill();
     let events: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
@@ -717,7 +649,7 @@ exit 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script("export.sh", "#!/bin/sh\n");
     let query = ok_json(
@@ -773,7 +705,7 @@ async fn jobs_files_for_git_round_trip_into_an_empty_server_and_survive_renames(
     );
 
     // Into an empty server (no saved queries, no jobs), then out again: the same file.
-    let other = spawn_app().await;
+    let other = spawn_app().await.with_fresh_connections();
     other.write_script("export.sh", "#!/bin/sh\n");
     let other_data = other.data_dir.to_str().unwrap().to_string();
     let output = run(labcron(&[

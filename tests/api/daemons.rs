@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{AppOptions, TestApp, ok_json, spawn_app_with};
+use crate::common::{AppOptions, TestApp, spawn_app_with};
 
 /// `$1`: where to write the daemon's pid; `$2`: `stay` to keep running until stopped.
 const DAEMON_SCRIPT: &str = r#"#!/bin/sh
@@ -127,14 +127,7 @@ async fn a_daemon_started_by_a_run_ends_when_the_run_is_cancelled() {
     let daemon = Daemon(Some(read_pid(&pid_file(&app, "cancel")).await));
     let pid = daemon.0.unwrap_or_default();
     assert!(is_our_sleep(pid), "the daemon runs while the run does");
-    ok_json(
-        app.post(
-            &format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
+    app.cancel_run(job, run_id).await;
     let run = app.wait_run(job, run_id).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, error_codes, ok_json, spawn_app, spawn_app_with};
+use crate::common::{AppOptions, error_codes, ok_json, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn padded_login_names_share_the_throttle_on_every_sign_in_path() {
@@ -183,30 +183,26 @@ async fn runtime_arguments_only_where_the_job_takes_them() {
         )
         .await;
     let by_user = app
-        .request_as(
+        .send_as(
             &user_token,
             Method::POST,
             &format!("/scheduled-jobs/{cleaner}/runs"),
+            Some(&json!({"args": "filesRetentionDays=0"})),
         )
-        .json(&json!({"args": "filesRetentionDays=0"}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         error_codes(by_user, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED"]
     );
     // The fixed run still works for the user; the admin may pass arguments.
     let plain = app
-        .request_as(
+        .send_as(
             &user_token,
             Method::POST,
             &format!("/scheduled-jobs/{cleaner}/runs"),
+            Some(&json!({})),
         )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(plain.status(), StatusCode::OK);
     let by_admin = app
         .post(
@@ -282,11 +278,13 @@ async fn a_password_change_ends_the_users_other_sessions_and_sessions_age_out() 
     assert_eq!(works(second.clone()).await, StatusCode::OK);
     // Carol changes her own password with her first session: it stays, the second ends.
     let changed = app
-        .request_as(&first, Method::PUT, &format!("/users/{user_id}"))
-        .json(&json!({"password": "carol-new-password"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &first,
+            Method::PUT,
+            &format!("/users/{user_id}"),
+            Some(&json!({"password": "carol-new-password"})),
+        )
+        .await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_eq!(works(first.clone()).await, StatusCode::OK);
     assert_eq!(works(second).await, StatusCode::UNAUTHORIZED);
@@ -339,36 +337,38 @@ async fn only_admins_make_a_job_run_as_someone_else() {
         .as_i64()
         .unwrap();
     let spoofed = app
-        .request_as(&user_token, Method::POST, "/scheduled-jobs")
-        .json(&body(admin_id))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &user_token,
+            Method::POST,
+            "/scheduled-jobs",
+            Some(&body(admin_id)),
+        )
+        .await;
     assert_eq!(
         error_codes(spoofed, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
     let own = app
-        .request_as(&user_token, Method::POST, "/scheduled-jobs")
-        .json(&body(user_id))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &user_token,
+            Method::POST,
+            "/scheduled-jobs",
+            Some(&body(user_id)),
+        )
+        .await;
     let own = ok_json(own).await;
     assert_eq!(own["runAs"]["id"], user_id);
     // Changing it to the admin later is refused too; an admin may set anyone.
     let mut changed = own.clone();
     changed["runAs"] = json!({"id": admin_id});
     let refused = app
-        .request_as(
+        .send_as(
             &user_token,
             Method::PUT,
             &format!("/scheduled-jobs/{}", own["id"]),
+            Some(&changed),
         )
-        .json(&changed)
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let by_admin = app.post("/scheduled-jobs", &body(user_id)).await;
     assert_eq!(by_admin.status(), StatusCode::BAD_REQUEST, "duplicate name");
@@ -603,40 +603,15 @@ async fn run_messages_do_not_show_server_paths() {
 /// in the 0600 file (the log says where), and what it creates is private (umask 077).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_admin_password_is_never_logged() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
+    let mut server = crate::common::Launch::new(&data_dir)
         .env_remove("LABCRON_ADMIN_PASSWORD")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !log.iter().any(|l: &String| l.contains("labcron listening")) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => log.push(line),
-            Err(_) => panic!("the server did not start: {log:#?}"),
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    while let Ok(line) = rx.try_recv() {
-        log.push(line);
-    }
+        .start();
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    // Its stderr went straight to the file: all it logged is there.
+    let log = server.log_lines();
     let password_file = data_dir.join("initial-admin-password");
     let password = std::fs::read_to_string(&password_file).unwrap();
     let password = password.trim();

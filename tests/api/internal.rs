@@ -5,10 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_codes, ok_json, spawn_app};
+use crate::common::{TestApp, age_run, error_codes, ok_json, spawn_app};
 use crate::queries::{create_query, create_query_job, download, result_text, run_log, run_to_end};
-
-const DAY_MS: i64 = 24 * 3600 * 1000;
 
 async fn create_internal_job(
     app: &TestApp,
@@ -23,22 +21,6 @@ async fn create_internal_job(
     .await
 }
 
-/// Moves a run's times `days` into the past, directly in the ledger.
-fn age_run(app: &TestApp, run_id: i64, days: i64) {
-    let ledger = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    ledger
-        .busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
-    let changed = ledger
-        .execute(
-            "UPDATE runs SET queued_at = queued_at - ?2, started_at = started_at - ?2, finished_at = finished_at - ?2
-             WHERE id = ?1",
-            rusqlite::params![run_id, days * DAY_MS],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
-}
-
 fn id(run: &Value) -> i64 {
     run["id"].as_i64().unwrap()
 }
@@ -51,7 +33,7 @@ async fn files_cleaner_removes_the_files_of_old_runs_and_keeps_their_rows() {
     let old = run_to_end(&app, job, None).await;
     let recent = run_to_end(&app, job, None).await;
     assert_eq!(old["status"], "SUCCEEDED");
-    age_run(&app, id(&old), 40);
+    age_run(&app.data_dir, id(&old), 40);
     let old_dir = app.data_dir.join(format!("runs/{job}/{}", id(&old)));
     assert!(old_dir.join("run.log").exists());
 
@@ -194,16 +176,15 @@ async fn database_backup_is_a_consistent_copy_that_sqlite3_opens() {
         )
         .unwrap();
     let refused = app
-        .request_as(
+        .send_as(
             &bob,
             reqwest::Method::GET,
             &format!("/scheduled-jobs/{backup}/runs/{}/result-file", id(&run)),
+            None,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
-        crate::helpers::error_codes(refused, StatusCode::BAD_REQUEST).await,
+        crate::common::error_codes(refused, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
 
@@ -231,7 +212,7 @@ async fn runs_report_lists_the_runs_of_the_last_days() {
     .await;
     let old = run_to_end(&app, job, None).await;
     let recent = run_to_end(&app, job, Some("x=1")).await;
-    age_run(&app, id(&old), 10);
+    age_run(&app.data_dir, id(&old), 10);
 
     let report_job = create_internal_job(&app, "report", "runs-report", Some("days=7")).await;
     let run = run_to_end(&app, report_job, None).await;
@@ -282,11 +263,7 @@ async fn only_admins_create_internal_jobs() {
     let app = spawn_app().await;
     let (_, user) = app.create_user("carol", false).await;
     let response = app
-        .request_as(&user, Method::POST, "/scheduled-jobs")
-        .json(&json!({"name": "mine", "type": "INTERNAL", "taskImplFqn": "database-backup", "repeatSchedule": "ONDEMAND"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(&user, Method::POST, "/scheduled-jobs", Some(&json!({"name": "mine", "type": "INTERNAL", "taskImplFqn": "database-backup", "repeatSchedule": "ONDEMAND"}))).await;
     assert_eq!(
         error_codes(response, StatusCode::BAD_REQUEST).await,
         ["SCHEDULED_JOB_OP_NOT_ALLOWED"]

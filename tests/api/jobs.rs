@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, error_codes, ok_json, spawn_app, spawn_app_with};
+use crate::common::{AppOptions, error_codes, ok_json, spawn_app, spawn_app_with};
 
 fn daily_job(name: &str) -> Value {
     json!({"name": name, "type": "EXTERNAL", "command": "noop.sh", "repeatSchedule": "DAILY",
@@ -422,10 +422,8 @@ async fn non_admins_see_only_their_own_or_shared_jobs_and_cannot_touch_external_
     let private_id = app.create_job(&daily_job("Admin only")).await;
 
     let listed = ok_json(
-        app.request_as(&bob, Method::GET, "/scheduled-jobs")
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&bob, Method::GET, "/scheduled-jobs", None)
+            .await,
     )
     .await;
     let names: Vec<&str> = listed
@@ -436,33 +434,32 @@ async fn non_admins_see_only_their_own_or_shared_jobs_and_cannot_touch_external_
         .collect();
     assert_eq!(names, vec!["Shared with bob"]);
     let count = ok_json(
-        app.request_as(&carol, Method::GET, "/scheduled-jobs/count")
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&carol, Method::GET, "/scheduled-jobs/count", None)
+            .await,
     )
     .await;
     assert_eq!(count["count"], 0);
 
     let hidden = app
-        .request_as(&bob, Method::GET, &format!("/scheduled-jobs/{private_id}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::GET,
+            &format!("/scheduled-jobs/{private_id}"),
+            None,
+        )
+        .await;
     assert_eq!(
         error_codes(hidden, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
     let run_hidden = app
-        .request_as(
+        .send_as(
             &carol,
             Method::POST,
             &format!("/scheduled-jobs/{shared_id}/runs"),
+            Some(&json!({})),
         )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         error_codes(run_hidden, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
@@ -470,31 +467,31 @@ async fn non_admins_see_only_their_own_or_shared_jobs_and_cannot_touch_external_
 
     // Shared users may see but not change; nobody but admins creates EXTERNAL jobs.
     let change = app
-        .request_as(&bob, Method::PUT, &format!("/scheduled-jobs/{shared_id}"))
-        .json(&daily_job("Mine now"))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::PUT,
+            &format!("/scheduled-jobs/{shared_id}"),
+            Some(&daily_job("Mine now")),
+        )
+        .await;
     assert_eq!(
         error_codes(change, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
     let create = app
-        .request_as(&bob, Method::POST, "/scheduled-jobs")
-        .json(&daily_job("Bob's script"))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::POST,
+            "/scheduled-jobs",
+            Some(&daily_job("Bob's script")),
+        )
+        .await;
     assert_eq!(
         error_codes(create, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
     let internal = app
-        .request_as(&bob, Method::POST, "/scheduled-jobs")
-        .json(&json!({"name": "clean", "type": "INTERNAL", "taskImplFqn": "files-cleaner", "repeatSchedule": "ONDEMAND"}))
-        .send()
-        .await
-        .unwrap();
+        .send_as(&bob, Method::POST, "/scheduled-jobs", Some(&json!({"name": "clean", "type": "INTERNAL", "taskImplFqn": "files-cleaner", "repeatSchedule": "ONDEMAND"}))).await;
     assert_eq!(
         error_codes(internal, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
@@ -523,32 +520,28 @@ async fn only_admins_set_a_webhook_because_the_server_calls_it() {
     let app = spawn_app().await;
     let (_, bob) = app.create_user("bob", false).await;
     let query = ok_json(
-        app.request_as(&bob, Method::POST, "/saved-queries")
-            .json(&json!({"title": "one", "sql": "SELECT 1 AS one"}))
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(
+            &bob,
+            Method::POST,
+            "/saved-queries",
+            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
+        )
+        .await,
     )
     .await;
     let mut body = json!({"name": "bob's export", "type": "QUERY", "repeatSchedule": "ONDEMAND",
         "savedQuery": {"id": query["id"]}, "webhookUrl": "http://127.0.0.1:9/internal"});
     let refused = app
-        .request_as(&bob, Method::POST, "/scheduled-jobs")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(&bob, Method::POST, "/scheduled-jobs", Some(&body))
+        .await;
     assert_eq!(
         error_codes(refused, StatusCode::BAD_REQUEST).await,
         vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
     );
     body.as_object_mut().unwrap().remove("webhookUrl");
     let created = ok_json(
-        app.request_as(&bob, Method::POST, "/scheduled-jobs")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&bob, Method::POST, "/scheduled-jobs", Some(&body))
+            .await,
     )
     .await;
     // An admin may add one; Bob's later full replace keeps it when he sends it back unchanged.
@@ -556,11 +549,13 @@ async fn only_admins_set_a_webhook_because_the_server_calls_it() {
     body["webhookUrl"] = json!("https://hooks.lab.example/labcron");
     ok_json(app.put(&format!("/scheduled-jobs/{id}"), &body).await).await;
     let kept = app
-        .request_as(&bob, Method::PUT, &format!("/scheduled-jobs/{id}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::PUT,
+            &format!("/scheduled-jobs/{id}"),
+            Some(&body),
+        )
+        .await;
     assert_eq!(
         ok_json(kept).await["webhookUrl"],
         "https://hooks.lab.example/labcron"

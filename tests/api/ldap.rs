@@ -20,7 +20,9 @@ use labcron::config::{LdapSettings, Settings};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, error_codes, ok_json, spawn_app_configured};
+use crate::common::{
+    ADMIN_PASSWORD, Api, Launch, Server, TestApp, error_codes, ok_json, spawn_app_configured,
+};
 
 const SUFFIX: &str = "dc=lab,dc=example";
 const ROOT_DN: &str = "cn=admin,dc=lab,dc=example";
@@ -303,11 +305,7 @@ async fn app_with_directory(max_failed_logins: u32) -> TestApp {
     .await
 }
 
-async fn sign_in_status(
-    app: &TestApp,
-    login: &str,
-    password: &str,
-) -> (StatusCode, serde_json::Value) {
+async fn sign_in_status(app: &Api, login: &str, password: &str) -> (StatusCode, serde_json::Value) {
     let response = app
         .client
         .post(app.url("/sessions"))
@@ -691,107 +689,34 @@ async fn an_untrusted_or_misnamed_directory_certificate_is_refused_with_503_and_
     }
 }
 
-/// The real binary, its stderr (JSON log lines) collected; killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    lines: std::sync::Arc<Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
+/// The real binary with JSON log lines, on a data directory of its own.
+fn start_server(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let mut launch = Launch::on_own_dir()
+        .args(["--log-format", "json"])
+        .args(args);
+    for (name, value) in envs {
+        launch = launch.env(name, value);
+    }
+    launch.start()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(args: &[&str], envs: &[(&str, &str)]) -> Server {
-        use std::io::{BufRead, BufReader};
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
-            .args([
-                "--bind",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .args(args)
-            .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "info")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start labcron");
-        let lines = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let kept = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["fields"]["message"] == "labcron listening"
-                {
-                    let _ = port_tx.send(v["fields"]["port"].as_u64().unwrap() as u16);
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let mut server = Server {
-            child,
-            port: 0,
-            lines,
-            _data: data,
-        };
-        server.port = port_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                panic!("labcron did not start: {:?}", server.lines.lock().unwrap())
-            });
-        server
-    }
-
-    async fn sign_in(&self, login: &str, password: &str) -> StatusCode {
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{}/rest/ng/sessions", self.port))
-            .json(&json!({"loginName": login, "password": password}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    }
-
-    /// The `reason` of the log line saying the directory cannot be asked (waits for it).
-    async fn refusal_reason(&self) -> (String, Vec<String>) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let lines = self.lines.lock().unwrap().clone();
-            let reason = lines.iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["fields"]["message"] == "directory sign-in: the directory cannot be asked").then(
-                    || {
-                        v["fields"]["reason"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string()
-                    },
-                )
-            });
-            if let Some(reason) = reason {
-                return (reason, lines);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no refusal in the log: {lines:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// The `reason` of the log line saying the directory cannot be asked (waits for it), and the
+/// log so far.
+async fn refusal_reason(server: &Server) -> (String, Vec<String>) {
+    let reason = server
+        .wait_log("refusal", |l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "directory sign-in: the directory cannot be asked").then(
+                || {
+                    v["fields"]["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                },
+            )
+        })
+        .await;
+    (reason, server.log_lines())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -815,13 +740,15 @@ async fn the_server_log_says_why_the_directory_certificate_was_refused_and_no_se
 
     // Not trusted: no ca_file, and the system's store does not know the test CA.
     let args = common(format!("ldaps://127.0.0.1:{}/", d.ldaps_port));
-    let server = Server::start(
+    let server = start_server(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &secrets,
     );
-    let status = server.sign_in("alice", "alice-directory-pw").await;
+    let status = sign_in_status(&server.api(), "alice", "alice-directory-pw")
+        .await
+        .0;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let (reason, lines) = server.refusal_reason().await;
+    let (reason, lines) = refusal_reason(&server).await;
     assert!(reason.contains("certificate is not accepted"), "{reason}");
     assert!(reason.contains("not signed by a trusted CA"), "{reason}");
     assert!(
@@ -843,13 +770,15 @@ async fn the_server_log_says_why_the_directory_certificate_was_refused_and_no_se
     // Trusted, but reached by an address the certificate is not for (ca_file by its flag).
     let mut args = common(format!("ldaps://127.0.0.2:{}/", d.ldaps_port));
     args.extend(["--auth-ldap-ca-file".to_string(), ca_file.clone()]);
-    let server = Server::start(
+    let server = start_server(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &secrets,
     );
-    let status = server.sign_in("alice", "alice-directory-pw").await;
+    let status = sign_in_status(&server.api(), "alice", "alice-directory-pw")
+        .await
+        .0;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    let (reason, lines) = server.refusal_reason().await;
+    let (reason, lines) = refusal_reason(&server).await;
     assert!(
         reason.contains("not valid for name \"127.0.0.2\""),
         "{reason}"
@@ -869,12 +798,14 @@ async fn the_server_log_says_why_the_directory_certificate_was_refused_and_no_se
 
     // Trusted and the right name (ca_file by its environment variable): the sign-in works.
     let args = common(format!("ldaps://localhost:{}/", d.ldaps_port));
-    let server = Server::start(
+    let server = start_server(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[secrets[0], ("LABCRON_AUTH_LDAP_CA_FILE", &ca_file)],
     );
     assert_eq!(
-        server.sign_in("alice", "alice-directory-pw").await,
+        sign_in_status(&server.api(), "alice", "alice-directory-pw")
+            .await
+            .0,
         StatusCode::OK
     );
 }

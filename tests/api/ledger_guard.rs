@@ -4,32 +4,27 @@
 //! not left to be applied to the new file, and the next start serves the new file's jobs.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::restart::{Server, sign_in, start_server};
+use crate::common::{ADMIN_PASSWORD, Api, Server, command, fresh_connections, ok_json};
+use crate::restart::start_server;
 
 fn labcron(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(args)
+    command(args)
         .arg("--data-dir")
         .arg(data_dir)
-        .env("LABCRON_ADMIN_PASSWORD", crate::helpers::ADMIN_PASSWORD)
-        .env_remove("LABCRON_DATA_DIR")
-        .stdin(Stdio::null())
+        .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .output()
         .expect("run labcron")
 }
 
-/// A client that opens a connection per request: the CLI calls block this test's runtime for
-/// seconds, during which the server closes idle keep-alive connections unseen by the pool.
-fn fresh_connections() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .expect("client")
+/// `admin` on `server`, with a connection per request: the CLI calls block this test's runtime
+/// for seconds (see `fresh_connections`).
+async fn admin(server: &Server) -> Api {
+    server.admin().await.with_client(fresh_connections())
 }
 
 fn text(output: &Output) -> String {
@@ -40,52 +35,21 @@ fn text(output: &Output) -> String {
     )
 }
 
-async fn create_job(
-    client: &reqwest::Client,
-    server: &Server,
-    token: &str,
-    name: &str,
-    data: &Path,
-) {
-    let scripts = data.join("scripts");
-    crate::helpers::write_script(&scripts, "hello.sh", "#!/bin/sh\necho hello\n");
-    let response = client
-        .post(format!("{}/scheduled-jobs", server.base))
-        .header("X-OS-API-TOKEN", token)
-        .json(
+async fn create_job(api: &Api, name: &str, data: &Path) {
+    crate::common::write_script(&data.join("scripts"), "hello.sh", "#!/bin/sh\necho hello\n");
+    ok_json(
+        api.post(
+            "/scheduled-jobs",
             &json!({"name": name, "type": "EXTERNAL", "command": "hello.sh",
                       "repeatSchedule": "ONDEMAND"}),
         )
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e:?} [{}]: {}",
-                std::fs::read_to_string(format!("/proc/{}/stat", server.child.id()))
-                    .unwrap_or_default(),
-                server.log.lock().unwrap().join("\n")
-            )
-        });
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        .await,
+    )
+    .await;
 }
 
-async fn job_names(client: &reqwest::Client, server: &Server, token: &str) -> Vec<String> {
-    let jobs: Value = client
-        .get(format!("{}/scheduled-jobs", server.base))
-        .header("X-OS-API-TOKEN", token)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e:?} [{}]: {}",
-                std::fs::read_to_string(format!("/proc/{}/stat", server.child.id()))
-                    .unwrap_or_default(),
-                server.log.lock().unwrap().join("\n")
-            )
-        })
-        .json()
-        .await
-        .unwrap();
+async fn job_names(api: &Api) -> Vec<String> {
+    let jobs = ok_json(api.get("/scheduled-jobs").await).await;
     let mut names: Vec<String> = jobs
         .as_array()
         .unwrap()
@@ -100,11 +64,10 @@ async fn job_names(client: &reqwest::Client, server: &Server, token: &str) -> Ve
 async fn a_second_server_and_a_restore_are_refused_while_a_server_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut server = start_server(&data);
-    let pid = server.child.id();
-    let client = fresh_connections();
-    let token = sign_in(&client, &server).await;
-    let jobs_before = job_names(&client, &server, &token).await;
+    let server = start_server(&data);
+    let pid = server.pid();
+    let api = admin(&server).await;
+    let jobs_before = job_names(&api).await;
 
     let second = labcron(&["--bind", "127.0.0.1:0"], &data);
     assert!(!second.status.success(), "{}", text(&second));
@@ -131,16 +94,15 @@ async fn a_second_server_and_a_restore_are_refused_while_a_server_runs() {
         text(&restore)
     );
     // The refused restore changed nothing: the server still answers from its ledger.
-    assert_eq!(job_names(&client, &server, &token).await, jobs_before);
+    assert_eq!(job_names(&api).await, jobs_before);
 
     // Once it has stopped, both work.
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    server.kill();
     let restored = labcron(&["restore", backup.to_str().unwrap(), "--force"], &data);
     assert!(restored.status.success(), "{}", text(&restored));
     let again = start_server(&data);
-    let token = sign_in(&client, &again).await;
-    assert_eq!(job_names(&client, &again, &token).await, jobs_before);
+    let api = admin(&again).await;
+    assert_eq!(job_names(&api).await, jobs_before);
 }
 
 #[tokio::test]
@@ -149,13 +111,12 @@ async fn a_ledger_replaced_under_the_running_server_stops_it_and_the_next_start_
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut server = start_server(&data);
-    let client = fresh_connections();
-    let token = sign_in(&client, &server).await;
-    create_job(&client, &server, &token, "In the backup", &data).await;
+    let api = admin(&server).await;
+    create_job(&api, "In the backup", &data).await;
     let backup = dir.path().join("backup.zip");
     let taken = labcron(&["backup", backup.to_str().unwrap()], &data);
     assert!(taken.status.success(), "{}", text(&taken));
-    create_job(&client, &server, &token, "Only in the old file", &data).await;
+    create_job(&api, "Only in the old file", &data).await;
 
     // Put the backup's ledger in place the way an operator might: a rename over the file.
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&backup).unwrap()).unwrap();
@@ -164,24 +125,15 @@ async fn a_ledger_replaced_under_the_running_server_stops_it_and_the_next_start_
     std::io::copy(&mut entry, &mut std::fs::File::create(&new_file).unwrap()).unwrap();
     std::fs::rename(&new_file, data.join("labcron.db")).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server kept running on a replaced ledger"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .expect("the server kept running on a replaced ledger");
     assert!(
         !status.success(),
         "it stops with an error, so a supervisor restarts it"
     );
-    // The reader thread may still be taking the last lines off the pipe.
-    std::thread::sleep(Duration::from_millis(500));
-    let log = server.log.lock().unwrap().join("\n");
+    // Its stderr went straight to the file: everything it logged is there once it has exited.
+    let log = server.log_text();
     assert!(
         log.contains("was replaced by another file while the server ran"),
         "{log}"
@@ -196,8 +148,8 @@ async fn a_ledger_replaced_under_the_running_server_stops_it_and_the_next_start_
     );
 
     let again = start_server(&data);
-    let token = sign_in(&client, &again).await;
-    let names = job_names(&client, &again, &token).await;
+    let api = admin(&again).await;
+    let names = job_names(&api).await;
     assert!(names.contains(&"In the backup".to_string()), "{names:?}");
     assert!(
         !names.contains(&"Only in the old file".to_string()),

@@ -1,9 +1,9 @@
 //! Black-box API tests: each test starts the real server on port 0 with a temp data dir and talks
 //! HTTP to it. Modules follow the API's resources.
 
-mod helpers;
-#[path = "../shared/postgres.rs"]
-mod postgres;
+#[path = "../common/mod.rs"]
+mod common;
+use common::postgres;
 
 mod api_tokens;
 mod audit;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ADMIN_PASSWORD, TestApp, error_codes, ok_json, spawn_app};
+use crate::common::{ADMIN_PASSWORD, TestApp, error_codes, ok_json, spawn_app};
 
 /// One sample line.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{
+use crate::common::{
     TestApp, error_codes, ok_json, run_id_from_location, spawn_app, spawn_app_configured,
 };
 use crate::metrics::scrape_until;
@@ -344,11 +344,8 @@ async fn app_with_smtp(port: u16) -> TestApp {
 /// Creates a job as the user with `token` and returns its id.
 async fn create_job_as(app: &TestApp, token: &str, body: Value) -> i64 {
     let response = app
-        .request_as(token, Method::POST, "/scheduled-jobs")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(token, Method::POST, "/scheduled-jobs", Some(&body))
+        .await;
     ok_json(response).await["id"].as_i64().unwrap()
 }
 
@@ -359,11 +356,13 @@ async fn run_as(app: &TestApp, token: &str, job: i64, args: Option<&str>) -> Val
         None => json!({}),
     };
     let response = app
-        .request_as(token, Method::POST, &format!("/scheduled-jobs/{job}/runs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            token,
+            Method::POST,
+            &format!("/scheduled-jobs/{job}/runs"),
+            Some(&body),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let run = run_id_from_location(&response);
     app.wait_run(job, run).await

@@ -12,7 +12,7 @@ use std::path::Path;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, ok_json, spawn_app};
+use crate::common::{TestApp, ok_json, spawn_app};
 
 /// `configure` functions that startup registers besides the API, and why they are not documented.
 const NOT_API: &[(&str, &str)] = &[(
@@ -575,7 +575,7 @@ async fn real_responses_match_the_documented_schemas() {
         (
             Method::POST,
             "/rest/ng/sessions",
-            Some(json!({"loginName": "admin", "password": crate::helpers::ADMIN_PASSWORD})),
+            Some(json!({"loginName": "admin", "password": crate::common::ADMIN_PASSWORD})),
             None,
             200,
         ),

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::{ADMIN_PASSWORD, ok_json, spawn_app};
+use crate::common::{ADMIN_PASSWORD, ok_json, spawn_app};
 
 const VENV: &str = "openspecimen-venv/bin/python";
 

@@ -3,7 +3,6 @@
 //! runs here; this is what can be checked without one.)
 
 use std::path::Path;
-use std::process::Command;
 
 use labcron::config::Settings;
 use labcron::config::overrides::env_name;
@@ -28,8 +27,7 @@ fn overrides(assignments: &[(String, String)]) -> Vec<(String, String)> {
 }
 
 fn binary_accepts(args: &[&str]) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(args)
+    crate::common::command(args)
         .arg("--help")
         .output()
         .unwrap()

@@ -1,4 +1,4 @@
-//! QUERY jobs on a PostgreSQL data source, against the private test server (`shared/postgres.rs`):
+//! QUERY jobs on a PostgreSQL data source, against the private test server (`common/postgres.rs`):
 //! a CSV of every common type, parameters bound (not pasted), the time, row, byte and value
 //! limits, writes refused by the READ ONLY transaction, cancel, a wrong password that no message
 //! repeats, a password from a file, and a server that is down.
@@ -8,7 +8,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_codes, ok_json, spawn_app_configured};
+use crate::common::{
+    TestApp, assert_failed_with, assert_only_the_log, error_codes, ok_json, run_alone,
+    spawn_app_configured,
+};
 use crate::postgres::{self, TestDb};
 use crate::queries::{create_query_job, result_text, run_log, run_to_end};
 
@@ -64,27 +67,6 @@ fn slip_into_ledger(app: &TestApp, title: &str, sql: &str, source: &str) -> i64 
         )
         .unwrap();
     ledger.last_insert_rowid()
-}
-
-fn assert_failed_with(run: &Value, words: &[&str]) {
-    assert_eq!(run["status"], "FAILED", "{run}");
-    let message = run["message"].as_str().unwrap_or_default();
-    for word in words {
-        assert!(message.contains(word), "message `{message}` lacks `{word}`");
-    }
-    assert!(run["logFilePath"].is_null(), "no result is kept: {run}");
-}
-
-/// Only the run log is left in the run's directory (no partial CSV).
-fn assert_only_the_log(app: &TestApp, run: &Value) {
-    let run_dir = app
-        .data_dir
-        .join(format!("runs/{}/{}", run["jobId"], run["id"]));
-    let files: Vec<String> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(files, ["run.log"], "in {}", run_dir.display());
 }
 
 fn duration_ms(run: &Value) -> i64 {
@@ -247,7 +229,7 @@ async fn writes_are_refused_by_the_read_only_transaction() {
     for (job, sql) in jobs {
         let run = run_to_end(&app, job, None).await;
         assert_eq!(run["status"], "FAILED", "`{sql}` ran: {run}");
-        assert_only_the_log(&app, &run);
+        assert_only_the_log(&app.data_dir, &run);
         if sql.contains("set_config") {
             assert_failed_with(&run, &["read-write mode must be set before any query"]);
         } else if sql.contains("add_specimen") || sql.contains("nextval") {
@@ -303,7 +285,7 @@ async fn the_time_limit_stops_the_statement_on_the_server() {
         "a 1 s limit ended after {} ms",
         duration_ms(&run)
     );
-    assert_only_the_log(&app, &run);
+    assert_only_the_log(&app.data_dir, &run);
     assert_stops_on_the_server("time-limit-marker").await;
 }
 
@@ -324,14 +306,7 @@ async fn a_running_postgres_query_can_be_cancelled() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ok_json(
-        app.post(
-            &format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
+    app.cancel_run(job, run_id).await;
     let run = app.wait_run(job, run_id).await;
     assert_failed_with(&run, &["cancelled by admin"]);
     assert_stops_on_the_server("cancel-marker").await;
@@ -349,7 +324,7 @@ async fn the_row_byte_and_value_limits_hold() {
     let job = create_query_job(&app, "rows", rows, json!({})).await;
     let run = run_to_end(&app, job, None).await;
     assert_failed_with(&run, &["more than 100 rows", "queries.row_limit"]);
-    assert_only_the_log(&app, &run);
+    assert_only_the_log(&app.data_dir, &run);
 
     // A huge result stops on the server too once the limit is hit, rather than being read to
     // its end before the transaction can close.
@@ -373,7 +348,7 @@ async fn the_row_byte_and_value_limits_hold() {
     let job = create_query_job(&app, "bytes", bytes, json!({})).await;
     let run = run_to_end(&app, job, None).await;
     assert_failed_with(&run, &["2000 bytes", "queries.result_byte_limit"]);
-    assert_only_the_log(&app, &run);
+    assert_only_the_log(&app.data_dir, &run);
 
     for sql in [
         "SELECT repeat('x', 5000) AS x",
@@ -383,7 +358,7 @@ async fn the_row_byte_and_value_limits_hold() {
         let job = create_query_job(&app, sql, value, json!({})).await;
         let run = run_to_end(&app, job, None).await;
         assert_failed_with(&run, &["1024 bytes", "queries.value_byte_limit"]);
-        assert_only_the_log(&app, &run);
+        assert_only_the_log(&app.data_dir, &run);
     }
 
     // Inside every limit, the same shapes export whole.
@@ -551,21 +526,7 @@ fn peak_rss() -> u64 {
 async fn a_big_postgres_result_streams_in_bounded_memory() {
     // Alone in a process of its own (this test binary again), so other tests' memory is not
     // counted, as query_limits does.
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "pg_sources::big_result_measured_alone",
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(MEMORY_CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    run_alone("pg_sources::big_result_measured_alone", MEMORY_CHILD);
 }
 
 #[tokio::test]
@@ -605,17 +566,13 @@ async fn big_result_measured_alone() {
 }
 
 fn labcron_command(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(args)
-        .env_remove("LABCRON_ADMIN_PASSWORD")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run labcron")
+    crate::common::command(args).output().expect("run labcron")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_import_checks_saved_queries_against_the_postgres_source() {
     let (app, db) = app_on_postgres(no_change).await;
+    let app = app.with_fresh_connections();
     let query = pg_query(&app, "Count", "SELECT count(*) AS n FROM specimens").await;
     create_query_job(&app, "Count job", query, json!({})).await;
     let dir = tempfile::tempdir().unwrap();
@@ -633,7 +590,7 @@ async fn jobs_import_checks_saved_queries_against_the_postgres_source() {
     assert!(exported.contains("dataSource = \"lims\""), "{exported}");
 
     let url = db.url();
-    let other = spawn_app_configured(|_| {}).await;
+    let other = spawn_app_configured(|_| {}).await.with_fresh_connections();
     let other_data = other.data_dir.to_str().unwrap().to_string();
     let sources = format!("lims={url}");
     let import = |path: &std::path::Path| {

@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use labcron::config::{Settings, SettingsArgs};
-use labcron::startup::Application;
+use labcron::config::Settings;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    ADMIN_PASSWORD, AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with,
+use crate::common::{
+    AppOptions, TestApp, assert_failed_with, error_codes, ok_json, run_alone, spawn_app,
+    spawn_app_as_shipped, spawn_app_with,
 };
 
 /// Creates a saved query on `lab` and returns its id.
@@ -81,18 +81,6 @@ pub async fn run_log(app: &TestApp, run: &Value) -> String {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.text().await.unwrap()
-}
-
-fn assert_failed_with(run: &Value, words: &[&str]) {
-    assert_eq!(run["status"], "FAILED", "{run}");
-    let message = run["message"].as_str().unwrap_or_default();
-    for word in words {
-        assert!(message.contains(word), "message `{message}` lacks `{word}`");
-    }
-    assert!(
-        run["logFilePath"].is_null(),
-        "a failed query keeps no file: {run}"
-    );
 }
 
 fn count_rows(db: &Path, sql: &str) -> i64 {
@@ -343,58 +331,54 @@ async fn any_user_reads_saved_queries_but_only_the_creator_or_an_admin_changes_t
     let (_, alice) = app.create_user("alice", false).await;
     let (_, bob) = app.create_user("bob", false).await;
     let created = ok_json(
-        app.request_as(&alice, Method::POST, "/saved-queries")
-            .json(&json!({"title": "Alice's", "sql": "SELECT 1 AS one"}))
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(
+            &alice,
+            Method::POST,
+            "/saved-queries",
+            Some(&json!({"title": "Alice's", "sql": "SELECT 1 AS one"})),
+        )
+        .await,
     )
     .await;
     let id = created["id"].as_i64().unwrap();
     assert_eq!(created["createdBy"]["loginName"], "alice");
 
-    let listed = ok_json(
-        app.request_as(&bob, Method::GET, "/saved-queries")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let listed = ok_json(app.send_as(&bob, Method::GET, "/saved-queries", None).await).await;
     assert_eq!(listed[0]["id"], id);
     ok_json(
-        app.request_as(&bob, Method::GET, &format!("/saved-queries/{id}"))
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&bob, Method::GET, &format!("/saved-queries/{id}"), None)
+            .await,
     )
     .await;
     let change = json!({"title": "Bob's now", "sql": "SELECT 2"});
     let put = app
-        .request_as(&bob, Method::PUT, &format!("/saved-queries/{id}"))
-        .json(&change)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &bob,
+            Method::PUT,
+            &format!("/saved-queries/{id}"),
+            Some(&change),
+        )
+        .await;
     assert_eq!(
         error_codes(put, StatusCode::BAD_REQUEST).await,
         ["ACCESS_DENIED"]
     );
     let delete = app
-        .request_as(&bob, Method::DELETE, &format!("/saved-queries/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as(&bob, Method::DELETE, &format!("/saved-queries/{id}"), None)
+        .await;
     assert_eq!(
         error_codes(delete, StatusCode::BAD_REQUEST).await,
         ["ACCESS_DENIED"]
     );
 
     let put = app
-        .request_as(&alice, Method::PUT, &format!("/saved-queries/{id}"))
-        .json(&change)
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &alice,
+            Method::PUT,
+            &format!("/saved-queries/{id}"),
+            Some(&change),
+        )
+        .await;
     assert_eq!(ok_json(put).await["title"], "Bob's now");
     let put = app
         .put(
@@ -411,33 +395,31 @@ async fn any_user_reads_saved_queries_but_only_the_creator_or_an_admin_changes_t
 
     // A non-admin may run a QUERY job on it.
     let job = ok_json(
-        app.request_as(&bob, Method::POST, "/scheduled-jobs")
-            .json(&json!({"name": "bob's export", "type": "QUERY", "repeatSchedule": "ONDEMAND", "savedQuery": {"id": id}}))
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&bob, Method::POST, "/scheduled-jobs", Some(&json!({"name": "bob's export", "type": "QUERY", "repeatSchedule": "ONDEMAND", "savedQuery": {"id": id}}))).await,
     )
     .await;
     let job_id = job["id"].as_i64().unwrap();
     let response = app
-        .request_as(
+        .send_as(
             &bob,
             Method::POST,
             &format!("/scheduled-jobs/{job_id}/runs?response=run"),
+            None,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let run_id = ok_json(response).await["id"].as_i64().unwrap();
     let run = app.wait_run(job_id, run_id).await;
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
     assert_eq!(result_text(&app, &run).await, "3\r\n3\r\n");
 
     let delete = app
-        .request_as(&alice, Method::DELETE, &format!("/saved-queries/{id}"))
-        .send()
-        .await
-        .unwrap();
+        .send_as(
+            &alice,
+            Method::DELETE,
+            &format!("/saved-queries/{id}"),
+            None,
+        )
+        .await;
     ok_json(delete).await;
 }
 
@@ -657,14 +639,7 @@ async fn a_running_query_can_be_cancelled() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    ok_json(
-        app.post(
-            &format!("/scheduled-jobs/{job}/runs/{run_id}/cancel"),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
+    app.cancel_run(job, run_id).await;
     let run = app.wait_run(job, run_id).await;
     assert_failed_with(&run, &["cancelled by admin"]);
 }
@@ -691,21 +666,7 @@ const MEMORY_CHILD: &str = "LABCRON_TEST_MEMORY_CHILD";
 async fn a_million_row_query_streams_in_bounded_memory() {
     // Other tests share this process and its peak memory, so the measurement runs in a process
     // of its own: this test binary again, running only the test below.
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "queries::million_rows_measured_alone",
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(MEMORY_CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    run_alone("queries::million_rows_measured_alone", MEMORY_CHILD);
 }
 
 #[tokio::test]
@@ -812,50 +773,12 @@ async fn a_configured_data_source_is_used_and_stays_read_only() {
     );
 }
 
-async fn start(data_dir: &Path) -> (actix_web::dev::ServerHandle, String, reqwest::Client) {
-    let args = SettingsArgs {
-        bind: Some("127.0.0.1:0".into()),
-        data_dir: Some(data_dir.to_path_buf()),
-        admin_password: Some(ADMIN_PASSWORD.into()),
-        ..SettingsArgs::default()
-    };
-    let settings = Settings::load(&args).unwrap();
-    assert!(settings.example_jobs, "examples are on by default");
-    let app = Application::build(settings).await.unwrap();
-    let base = format!("http://127.0.0.1:{}/rest/ng", app.port());
-    let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
-    let session: Value = client
-        .post(format!("{base}/sessions"))
-        .json(&json!({"loginName": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["token"].as_str().unwrap().to_string();
-    let client = reqwest::Client::builder()
-        .default_headers(
-            std::iter::once(("X-OS-API-TOKEN".parse().unwrap(), token.parse().unwrap())).collect(),
-        )
-        .build()
-        .unwrap();
-    (handle, base, client)
-}
-
-async fn get_json(client: &reqwest::Client, url: String) -> Value {
-    ok_json(client.get(url).send().await.unwrap()).await
-}
-
 #[tokio::test]
 async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts_leave_them_alone()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let (handle, base, client) = start(&data_dir).await;
-    let lab = data_dir.join("lab.db");
+    let mut app = spawn_app_as_shipped().await;
+    assert!(app.settings.example_jobs, "examples are on by default");
+    let lab = app.data_dir.join("lab.db");
     assert_eq!(
         count_rows(&lab, "SELECT count(*) FROM participants"),
         labcron::query::demo::PARTICIPANTS as i64
@@ -871,7 +794,7 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
         0
     );
 
-    let jobs = get_json(&client, format!("{base}/scheduled-jobs")).await;
+    let jobs = ok_json(app.get("/scheduled-jobs").await).await;
     let jobs = jobs.as_array().unwrap().clone();
     let by_name = |name: &str| {
         jobs.iter()
@@ -893,7 +816,7 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
         );
         assert!(job["nextRunOn"].is_null(), "{job}");
     }
-    let queries = get_json(&client, format!("{base}/saved-queries")).await;
+    let queries = ok_json(app.get("/saved-queries").await).await;
     assert_eq!(queries.as_array().unwrap().len(), 3);
 
     // The examples work.
@@ -911,41 +834,18 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
         (&script, None),
     ] {
         let id = job["id"].as_i64().unwrap();
-        let mut request = client.post(format!("{base}/scheduled-jobs/{id}/runs?response=run"));
-        if let Some(args) = args {
-            request = request.json(&json!({"args": args}));
-        }
-        let run = ok_json(request.send().await.unwrap()).await;
-        let run_id = run["id"].as_i64().unwrap();
-        let mut run = run;
-        for _ in 0..12 {
-            run = get_json(
-                &client,
-                format!("{base}/scheduled-jobs/{id}/runs/{run_id}?waitSeconds=10"),
-            )
-            .await;
-            if run["status"] == "SUCCEEDED" || run["status"] == "FAILED" {
-                break;
-            }
-        }
+        let run = app.run_to_end(id, args).await;
         assert_eq!(run["status"], "SUCCEEDED", "{} {run}", job["name"]);
     }
 
     // Delete one example, change the demo database's modification time check, restart.
     let deleted = script["id"].as_i64().unwrap();
-    ok_json(
-        client
-            .delete(format!("{base}/scheduled-jobs/{deleted}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    ok_json(app.delete(&format!("/scheduled-jobs/{deleted}")).await).await;
     let demo_bytes = std::fs::read(&lab).unwrap();
     let demo_modified = std::fs::metadata(&lab).unwrap().modified().unwrap();
-    handle.stop(true).await;
+    app.stop().await;
 
-    let (handle, base, client) = start(&data_dir).await;
+    app.start_again().await;
     assert_eq!(
         std::fs::read(&lab).unwrap(),
         demo_bytes,
@@ -955,7 +855,7 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
         std::fs::metadata(&lab).unwrap().modified().unwrap(),
         demo_modified
     );
-    let again = get_json(&client, format!("{base}/scheduled-jobs")).await;
+    let again = ok_json(app.get("/scheduled-jobs").await).await;
     assert_eq!(
         again.as_array().unwrap().len(),
         jobs.len() - 1,
@@ -969,20 +869,20 @@ async fn the_first_start_creates_the_demo_database_and_examples_and_later_starts
             .any(|j| j["name"] == "Example script")
     );
     assert_eq!(
-        get_json(&client, format!("{base}/saved-queries"))
+        ok_json(app.get("/saved-queries").await)
             .await
             .as_array()
             .unwrap()
             .len(),
         3
     );
-    handle.stop(true).await;
+    app.stop().await;
 
     // Even with lab.db gone, a later start does not recreate it.
     std::fs::remove_file(&lab).unwrap();
-    let (handle, _, _) = start(&data_dir).await;
+    app.start_again().await;
     assert!(!lab.exists());
-    handle.stop(true).await;
+    app.stop().await;
 }
 
 /// The error array of a 400 answer: (code, message) pairs.

@@ -11,7 +11,9 @@ use labcron::config::Settings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, spawn_app, spawn_app_with};
+use crate::common::{
+    AppOptions, assert_failed_with, assert_only_the_log, run_alone, spawn_app, spawn_app_with,
+};
 use crate::queries::{create_query, create_query_job, run_to_end};
 
 /// 40 rows of 25 MB blobs: 1.3 GB of base64 if nothing stops it.
@@ -50,44 +52,9 @@ fn duration_ms(run: &Value) -> i64 {
     run["finishedAt"].as_i64().unwrap() - run["startedAt"].as_i64().unwrap()
 }
 
-fn assert_failed_with(run: &Value, words: &[&str]) {
-    assert_eq!(run["status"], "FAILED", "{run}");
-    let message = run["message"].as_str().unwrap_or_default();
-    for word in words {
-        assert!(message.contains(word), "message `{message}` lacks `{word}`");
-    }
-    assert!(run["logFilePath"].is_null(), "no result is kept: {run}");
-}
-
-/// Only the run log is left in the run's directory (no partial CSV).
-fn assert_only_the_log(app: &TestApp, run: &Value) {
-    let run_dir = app
-        .data_dir
-        .join(format!("runs/{}/{}", run["jobId"], run["id"]));
-    let files: Vec<String> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(files, ["run.log"], "in {}", run_dir.display());
-}
-
 #[tokio::test]
 async fn big_values_stay_inside_every_limit() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "query_limits::big_values_measured_alone",
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(LIMITS_CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    run_alone("query_limits::big_values_measured_alone", LIMITS_CHILD);
 }
 
 #[tokio::test]
@@ -110,7 +77,7 @@ async fn big_values_measured_alone() {
         "a 1 s limit ended after {} ms",
         duration_ms(&run)
     );
-    assert_only_the_log(&app, &run);
+    assert_only_the_log(&app.data_dir, &run);
     drop(app);
 
     // Size: the result stops at the byte limit, and no more than that is ever written.
@@ -146,7 +113,7 @@ async fn big_values_measured_alone() {
         written <= 50_000_000 + 1024 * 1024,
         "{written} bytes were written for a 50,000,000-byte limit"
     );
-    assert_only_the_log(&app, &run);
+    assert_only_the_log(&app.data_dir, &run);
 
     // Memory: a 1 GB value is refused by SQLite before it exists, so memory stays flat.
     let query = create_query(&app, "one huge value", "SELECT zeroblob(1000000000) AS b").await;
@@ -166,7 +133,7 @@ async fn big_values_measured_alone() {
         "peak memory grew by {grown} bytes"
     );
     assert!(duration_ms(&run) < 5_000, "{run}");
-    assert_only_the_log(&app, &run);
+    assert_only_the_log(&app.data_dir, &run);
 
     // A value under the cap still exports whole: "b" CRLF, 4,000,000 base64 characters, CRLF.
     let query = create_query(&app, "under the cap", "SELECT zeroblob(3000000) AS b").await;

@@ -7,10 +7,11 @@
 //! its `PATH`, and `LABCRON_BIND` naming the test server so the administration commands find it.
 //! A failing example fails the test naming its README line and first line.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use crate::common::{BINARY, Launch, Server, clean_command};
 
 const SKIP_MARKER: &str = "<!-- readme-test: skip -->";
 
@@ -82,59 +83,13 @@ pub fn start_password(blocks: &[Block]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The `labcron` binary running in `dir` the README's way, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A command with none of the caller's `LABCRON_*` settings (a newcomer has none).
-fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut command = Command::new(program);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LABCRON_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
+/// The `labcron` binary running in `dir` the README's way (its default data directory there, no
+/// flags but the address), killed when dropped.
 fn start_server(dir: &Path, admin_password: &str) -> Server {
-    let mut child = clean_command(env!("CARGO_BIN_EXE_labcron"))
+    Launch::bare()
         .current_dir(dir)
-        .args(["--bind", "127.0.0.1:0"])
         .env("LABCRON_ADMIN_PASSWORD", admin_password)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start labcron");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("labcron exited before listening")
-            .expect("read log");
-        if let Some(rest) = line.split("labcron listening port=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok())
-                .expect("port in the log");
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, port }
+        .start()
 }
 
 /// What running the blocks gave.
@@ -205,7 +160,7 @@ pub fn run_readme(readme: &str, dir: &Path) -> Outcome {
     let script_file = dir.join(".readme.sh");
     std::fs::write(&script_file, &script).expect("write the script");
 
-    let binary_dir = Path::new(env!("CARGO_BIN_EXE_labcron"))
+    let binary_dir = Path::new(BINARY)
         .parent()
         .expect("binary dir")
         .to_path_buf();

@@ -2,116 +2,23 @@
 //! every accepted run is in the ledger, the interrupted one is FAILED "interrupted by server
 //! restart", its processes are gone, and the queued ones still run, in order.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, write_script};
+use crate::common::{Api, Launch, Server, integrity_check, ledger, pid_alive, write_script};
 
-/// A running `labcron` process, killed when dropped.
-pub struct Server {
-    pub child: Child,
-    pub base: String,
-    /// Every line the server has logged so far (stderr).
-    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts the binary on `data_dir` (port 0) and waits until it answers.
 pub fn start_server(data_dir: &Path) -> Server {
-    start_server_with(data_dir, &[])
+    Launch::new(data_dir).start()
 }
 
-/// Starts the binary on port 0 with extra arguments and waits until it listens.
-pub fn start_server_with(data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start labcron");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("labcron exited before listening")
-            .expect("read log");
-        log.lock().unwrap().push(line.clone());
-        if let Some(rest) = line.split("labcron listening port=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<u16>()
-                .expect("port");
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    let kept = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            kept.lock().unwrap().push(line);
-        }
-    });
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}/rest/ng"),
-        log,
-    }
-}
-
-fn pid_alive(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    !status.is_empty()
-        && !status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-}
-
-pub async fn sign_in(client: &reqwest::Client, server: &Server) -> String {
-    let body: Value = client
-        .post(format!("{}/sessions", server.base))
-        .json(&json!({"loginName": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["token"].as_str().unwrap().to_string()
-}
-
-async fn get_run(
-    client: &reqwest::Client,
-    server: &Server,
-    token: &str,
-    job: i64,
-    run: i64,
-) -> Value {
-    let response = client
-        .get(format!(
-            "{}/scheduled-jobs/{job}/runs/{run}?waitSeconds=5",
-            server.base
-        ))
-        .header("X-OS-API-TOKEN", token)
-        .send()
-        .await
-        .unwrap();
+async fn get_run(api: &Api, job: i64, run: i64) -> Value {
+    let response = api
+        .get(&format!("/scheduled-jobs/{job}/runs/{run}?waitSeconds=5"))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -131,37 +38,21 @@ async fn sigkill_and_restart_loses_no_run_and_leaves_no_child() {
             trace = trace.display()
         ),
     );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
 
     let server = start_server(&data_dir);
-    let token = sign_in(&client, &server).await;
-    let job: Value = client
-        .post(format!("{}/scheduled-jobs", server.base))
-        .header("X-OS-API-TOKEN", &token)
-        .json(&json!({"name": "survivor", "type": "EXTERNAL", "command": "work.sh", "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let job = job["id"].as_i64().unwrap();
+    let api = server.admin().await;
+    let job = api
+        .create_job(&json!({"name": "survivor", "type": "EXTERNAL", "command": "work.sh", "repeatSchedule": "ONDEMAND", "rtArgsProvided": true}))
+        .await;
     let mut runs = Vec::new();
     for args in ["long", "short-1", "short-2"] {
-        let response = client
-            .post(format!(
-                "{}/scheduled-jobs/{job}/runs?response=run",
-                server.base
-            ))
-            .header("X-OS-API-TOKEN", &token)
-            .json(&json!({"args": args}))
-            .send()
-            .await
-            .unwrap();
-        let run: Value = response.json().await.unwrap();
+        let run = api
+            .ok(
+                Method::POST,
+                &format!("/scheduled-jobs/{job}/runs?response=run"),
+                Some(&json!({"args": args})),
+            )
+            .await;
         runs.push(run["id"].as_i64().unwrap());
     }
     // Wait until the long run's processes exist.
@@ -175,10 +66,7 @@ async fn sigkill_and_restart_loses_no_run_and_leaves_no_child() {
         assert!(Instant::now() < deadline, "the long run never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        get_run(&client, &server, &token, job, runs[1]).await["status"],
-        "QUEUED"
-    );
+    assert_eq!(get_run(&api, job, runs[1]).await["status"], "QUEUED");
 
     drop(server); // SIGKILL
     assert!(
@@ -193,17 +81,17 @@ async fn sigkill_and_restart_loses_no_run_and_leaves_no_child() {
             "process {pid} from before the crash is still running"
         );
     }
-    let token = sign_in(&client, &server).await;
-    let interrupted = get_run(&client, &server, &token, job, runs[0]).await;
+    let api = server.admin().await;
+    let interrupted = get_run(&api, job, runs[0]).await;
     assert_eq!(interrupted["status"], "FAILED");
     assert_eq!(interrupted["message"], "interrupted by server restart");
     for run in &runs[1..] {
-        let mut finished = get_run(&client, &server, &token, job, *run).await;
+        let mut finished = get_run(&api, job, *run).await;
         for _ in 0..10 {
             if finished["status"] == "SUCCEEDED" {
                 break;
             }
-            finished = get_run(&client, &server, &token, job, *run).await;
+            finished = get_run(&api, job, *run).await;
         }
         assert_eq!(finished["status"], "SUCCEEDED", "{finished}");
     }
@@ -213,12 +101,8 @@ async fn sigkill_and_restart_loses_no_run_and_leaves_no_child() {
     );
     drop(server);
 
-    let conn = rusqlite::Connection::open(data_dir.join("labcron.db")).unwrap();
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    let total: i64 = conn
+    assert_eq!(integrity_check(&data_dir), "ok");
+    let total: i64 = ledger(&data_dir)
         .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
         .unwrap();
     assert_eq!(total, 3);

@@ -9,28 +9,11 @@ use labcron::store::Db;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{AppOptions, TestApp, error_codes, ok_json, spawn_app, spawn_app_with};
+use crate::common::{
+    AppOptions, TestApp, age_run, error_codes, ledger, ok_json, spawn_app, spawn_app_with,
+};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
-
-fn ledger(app: &TestApp) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .unwrap();
-    conn
-}
-
-/// Moves a run's times `days` into the past, directly in the ledger.
-fn age_run(app: &TestApp, run_id: i64, days: i64) {
-    let changed = ledger(app)
-        .execute(
-            "UPDATE runs SET queued_at = queued_at - ?2, started_at = started_at - ?2, finished_at = finished_at - ?2
-             WHERE id = ?1",
-            rusqlite::params![run_id, days * DAY_MS],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
-}
 
 async fn retention_pass(app: &TestApp) -> RetentionReport {
     let db = Db::open(&app.data_dir.join("labcron.db")).expect("ledger");
@@ -96,8 +79,8 @@ async fn old_result_files_and_logs_go_and_their_rows_stay_by_default() {
     let old = finished_run(&app, job).await;
     let younger = finished_run(&app, job).await;
     let recent = finished_run(&app, job).await;
-    age_run(&app, id(&old), 31);
-    age_run(&app, id(&younger), 29);
+    age_run(&app.data_dir, id(&old), 31);
+    age_run(&app.data_dir, id(&younger), 29);
 
     let report = retention_pass(&app).await;
     assert_eq!(report.runs_with_files_removed, 1, "{report:?}");
@@ -133,13 +116,13 @@ async fn with_runs_days_old_rows_go_too_batch_after_batch() {
     let ancient = finished_run(&app, job).await;
     let old = finished_run(&app, job).await;
     let recent = finished_run(&app, job).await;
-    age_run(&app, id(&ancient), 90);
-    age_run(&app, id(&old), 40);
+    age_run(&app.data_dir, id(&ancient), 90);
+    age_run(&app.data_dir, id(&old), 40);
 
     // More old rows than one batch holds, with no files.
     let extra = 2 * ROW_BATCH + 345;
     {
-        let mut conn = ledger(&app);
+        let mut conn = ledger(&app.data_dir);
         let tx = conn.transaction().unwrap();
         let at = chrono::Utc::now().timestamp_millis() - 100 * DAY_MS;
         for i in 0..extra {
@@ -182,7 +165,7 @@ async fn with_runs_days_old_rows_go_too_batch_after_batch() {
     assert_file_gone(&app, job, &old).await;
     assert_downloads(&app, job, &recent).await;
 
-    let remaining: i64 = ledger(&app)
+    let remaining: i64 = ledger(&app.data_dir)
         .query_row("SELECT count(*) FROM runs WHERE job_id = ?1", [job], |r| {
             r.get(0)
         })

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{
+use crate::common::{
     AppOptions, TestApp, error_codes, ok_json, run_id_from_location, spawn_app, spawn_app_with,
 };
 

@@ -4,7 +4,6 @@
 //! `JobScheduler` one entry per active job, and a job imported by the CLI while the server runs
 //! fires at its first instant.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Timelike;
@@ -13,7 +12,7 @@ use labcron::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, TestApp, ok_json, spawn_app, spawn_app_with};
+use crate::common::{AppOptions, TestApp, ok_json, spawn_app, spawn_app_with};
 use crate::metrics::scrape;
 
 fn cron_job(name: &str, cron: &str) -> Value {
@@ -421,7 +420,7 @@ async fn ten_thousand_fires_leave_the_job_scheduler_one_entry_per_active_job() {
 /// its first instant as a SCHEDULED run; no fire is counted missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_imported_by_the_cli_while_the_server_runs_fires_at_its_first_instant() {
-    let app = spawn_app().await;
+    let app = spawn_app().await.with_fresh_connections();
     app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
     let mut at = chrono::Utc::now() + chrono::Duration::seconds(10);
     at -= chrono::Duration::nanoseconds(at.timestamp_subsec_nanos() as i64);
@@ -436,14 +435,11 @@ async fn a_job_imported_by_the_cli_while_the_server_runs_fires_at_its_first_inst
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(["jobs", "import"])
+    let output = crate::common::command(&["jobs", "import"])
         .arg(&file)
         .arg("--apply")
         .arg("--data-dir")
         .arg(&app.data_dir)
-        .env_remove("LABCRON_ADMIN_PASSWORD")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{error_codes, ok_json, spawn_app};
+use crate::common::{error_codes, ok_json, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_see_the_programs_of_the_scripts_directory_and_nothing_outside() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_codes, ok_json, run_id_from_location, spawn_app};
+use crate::common::{TestApp, error_codes, ok_json, run_id_from_location, spawn_app};
 
 /// Generous: a busy 2-core machine runs many test binaries at once.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -420,11 +420,13 @@ async fn chains_need_the_right_to_run_the_target_at_save_and_at_queue_time() {
         .as_i64()
         .unwrap();
     let query = ok_json(
-        app.request_as(&ann_token, Method::POST, "/saved-queries")
-            .json(&json!({"title": "one", "sql": "SELECT 1 AS one"}))
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(
+            &ann_token,
+            Method::POST,
+            "/saved-queries",
+            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
+        )
+        .await,
     )
     .await["id"]
         .as_i64()
@@ -432,11 +434,8 @@ async fn chains_need_the_right_to_run_the_target_at_save_and_at_queue_time() {
     let body = json!({"name": "ann-query", "type": "QUERY", "savedQuery": {"id": query},
                       "repeatSchedule": "ONDEMAND", "onSuccess": [{"id": target}]});
     let refused = app
-        .request_as(&ann_token, Method::POST, "/scheduled-jobs")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .send_as(&ann_token, Method::POST, "/scheduled-jobs", Some(&body))
+        .await;
     assert_eq!(
         error_codes(refused, StatusCode::BAD_REQUEST).await,
         ["SCHEDULED_JOB_OP_NOT_ALLOWED"]
@@ -452,11 +451,8 @@ async fn chains_need_the_right_to_run_the_target_at_save_and_at_queue_time() {
     )
     .await;
     let created = ok_json(
-        app.request_as(&ann_token, Method::POST, "/scheduled-jobs")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(&ann_token, Method::POST, "/scheduled-jobs", Some(&body))
+            .await,
     )
     .await;
     let ann_job = created["id"].as_i64().unwrap();
@@ -471,15 +467,13 @@ async fn chains_need_the_right_to_run_the_target_at_save_and_at_queue_time() {
     )
     .await;
     let response = app
-        .request_as(
+        .send_as(
             &ann_token,
             Method::POST,
             &format!("/scheduled-jobs/{ann_job}/runs"),
+            Some(&json!({})),
         )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .await;
     let upstream = run_id_from_location(&response);
     assert_eq!(app.wait_run(ann_job, upstream).await["status"], "SUCCEEDED");
     let runs = wait_runs(&app, target, 1).await;
@@ -558,24 +552,28 @@ async fn the_runs_list_across_jobs_shows_what_the_caller_may_see_newest_first_wi
         .as_i64()
         .unwrap();
     let query = ok_json(
-        app.request_as(&ann_token, Method::POST, "/saved-queries")
-            .json(&json!({"title": "one", "sql": "SELECT 1 AS one"}))
-            .send()
-            .await
-            .unwrap(),
+        app.send_as(
+            &ann_token,
+            Method::POST,
+            "/saved-queries",
+            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
+        )
+        .await,
     )
     .await["id"]
         .as_i64()
         .unwrap();
     let ann_job = ok_json(
-        app.request_as(&ann_token, Method::POST, "/scheduled-jobs")
-            .json(
+        app.send_as(
+            &ann_token,
+            Method::POST,
+            "/scheduled-jobs",
+            Some(
                 &json!({"name": "ann-q", "type": "QUERY", "savedQuery": {"id": query},
                           "repeatSchedule": "ONDEMAND"}),
-            )
-            .send()
-            .await
-            .unwrap(),
+            ),
+        )
+        .await,
     )
     .await["id"]
         .as_i64()
@@ -660,10 +658,8 @@ async fn the_runs_list_across_jobs_shows_what_the_caller_may_see_newest_first_wi
         assert_eq!(listed(&ok_json(response).await), [ids[3]]);
     }
     let count = app
-        .request_as(&ann_token, Method::GET, "/scheduled-job-runs/count")
-        .send()
-        .await
-        .unwrap();
+        .send_as(&ann_token, Method::GET, "/scheduled-job-runs/count", None)
+        .await;
     assert_eq!(ok_json(count).await, json!({"count": 1}));
     // Bad filters say which parameter is wrong.
     for bad_query in [

@@ -10,15 +10,17 @@
 //! program to use another installation. `LABCRON_FUZZ_EXAMPLES` (examples per operation) and
 //! `LABCRON_FUZZ_SEED` change the run.
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::json;
 
-const ADMIN_PASSWORD: &str = "fuzz-admin-password-1";
+use common::{ADMIN_PASSWORD, Api, Server, start_server, write_script};
 /// Examples per operation (schemathesis `--max-examples`); the phases together make several
 /// requests per example, so this gives well over 2,000 requests.
 const DEFAULT_EXAMPLES: u32 = 50;
@@ -36,69 +38,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 ///   like OpenSpecimen's Jackson setup (numeric strings for numbers, blank means absent, unknown
 ///   fields ignored).
 const EXCLUDED_CHECKS: &str = "positive_data_acceptance,negative_data_rejection";
-
-/// `labcron`, killed when dropped; its log goes to a file.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(dir: &Path) -> Server {
-    let log_path = dir.join("server.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labcron"))
-        .args(["--bind", "127.0.0.1:0", "--example-jobs", "false"])
-        // Random Basic credentials must answer 401, not trip the sign-in lockout (429), which
-        // the API tests cover.
-        .args(["--auth-max-failed-logins", "1000000"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env("LABCRON_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start labcron");
-    let stderr = child.stderr.take().expect("stderr");
-    let (port_tx, port_rx) = mpsc::channel();
-    let log_file = log_path.clone();
-    std::thread::spawn(move || {
-        let mut log = std::fs::File::create(&log_file).expect("server log");
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("labcron listening port=").nth(1) {
-                let port = rest
-                    .split_whitespace()
-                    .next()
-                    .and_then(|p| p.parse::<u16>().ok());
-                let _ = port_tx.send(port);
-            }
-            let _ = writeln!(log, "{line}");
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(60))
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            panic!(
-                "labcron did not start listening; its log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            )
-        });
-    Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        log: log_path,
-    }
-}
 
 /// The schemathesis CLI (`st`): `LABCRON_SCHEMATHESIS`, the venv `scripts/test` makes under the
 /// target directory, or `st` / `schemathesis` on PATH.
@@ -126,53 +65,11 @@ fn find_schemathesis() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}/rest/ng{path}", self.base))
-            .header("X-OS-API-TOKEN", &self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        assert!(status.is_success(), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).expect("JSON")
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// Queues a run, waits for its end and returns its id.
-    async fn run(&self, job: i64, args: Option<&str>) -> i64 {
-        let body = args.map_or_else(|| json!({}), |a| json!({"args": a}));
-        let run = self
-            .post(&format!("/scheduled-jobs/{job}/runs?response=run"), body)
-            .await;
-        let id = run["id"].as_i64().expect("run id");
-        for _ in 0..12 {
-            let run = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/scheduled-jobs/{job}/runs/{id}?waitSeconds=10"),
-                    None,
-                )
-                .await;
-            if matches!(run["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
-                return id;
-            }
-        }
-        panic!("run {id} of job {job} did not finish");
-    }
+/// Queues a run, waits for its end and returns its id.
+async fn run(api: &Api, job: i64, args: Option<&str>) -> i64 {
+    api.run_to_end(job, args).await["id"]
+        .as_i64()
+        .expect("run id")
 }
 
 /// Objects the generated requests can name: (fuzzing user, victim users, jobs, runs, queries).
@@ -185,55 +82,37 @@ struct Seeded {
 }
 
 async fn seed(server: &Server, data_dir: &Path) -> (Api, Seeded) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .expect("client");
-    let session: Value = client
-        .post(format!("{}/rest/ng/sessions", server.base))
-        .json(&json!({"loginName": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("sign in")
-        .json()
-        .await
-        .expect("session");
+    let session = server.api().session("admin", ADMIN_PASSWORD).await;
     let api = Api {
-        client,
-        base: server.base.clone(),
         token: session["token"].as_str().expect("token").to_string(),
+        ..server.api()
     };
     let me = session["id"].as_i64().expect("user id");
 
-    let scripts = data_dir.join("scripts");
-    std::fs::create_dir_all(&scripts).expect("scripts dir");
-    let script = scripts.join("report.sh");
-    std::fs::write(
-        &script,
+    write_script(
+        &data_dir.join("scripts"),
+        "report.sh",
         "#!/bin/sh\necho \"report $*\"\necho 'a warning' >&2\n\
          printf 'site,specimens\\nMain,42\\n' > \"$LABCRON_RESULT_DIR/counts.csv\"\n",
-    )
-    .expect("script");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    );
 
     let mut victims = Vec::new();
     for login in ["victim1", "victim2", "victim3"] {
         let user = api
-            .post(
+            .ok(
+                Method::POST,
                 "/users",
-                json!({"loginName": login, "password": "victim-password-1",
-                       "firstName": login, "lastName": "Fuzz", "emailAddress": format!("{login}@lab.example")}),
+                Some(&json!({"loginName": login, "password": "victim-password-1",
+                       "firstName": login, "lastName": "Fuzz", "emailAddress": format!("{login}@lab.example")})),
             )
             .await;
         victims.push(user["id"].as_i64().expect("user id"));
     }
     let query = api
-        .post(
+        .ok(
+            Method::POST,
             "/saved-queries",
-            json!({"title": "Specimens", "sql": "SELECT 1 AS one, 'x' AS label"}),
+            Some(&json!({"title": "Specimens", "sql": "SELECT 1 AS one, 'x' AS label"})),
         )
         .await;
     let query_id = query["id"].as_i64().expect("query id");
@@ -253,21 +132,17 @@ async fn seed(server: &Server, data_dir: &Path) -> (Api, Seeded) {
                "repeatSchedule": "CRON", "cronExpression": "0 7 * * 1-5"}),
     ];
     for body in bodies {
-        let job = api.post("/scheduled-jobs", body).await;
-        let id = job["id"].as_i64().expect("job id");
+        let id = api.create_job(&body).await;
         jobs.push(id);
-        runs.push(api.run(id, None).await);
+        runs.push(run(&api, id, None).await);
     }
-    runs.push(api.run(jobs[0], Some("--from 2022-02-01 'a b'")).await);
+    runs.push(run(&api, jobs[0], Some("--from 2022-02-01 'a b'")).await);
     // A paused job too.
     let closed = api
-        .post(
-            "/scheduled-jobs",
-            json!({"name": "Paused", "type": "INTERNAL", "taskImplFqn": "files-cleaner",
-                   "repeatSchedule": "MINUTELY", "minutelyInterval": 5, "activityStatus": "Closed"}),
-        )
+        .create_job(&json!({"name": "Paused", "type": "INTERNAL", "taskImplFqn": "files-cleaner",
+                   "repeatSchedule": "MINUTELY", "minutelyInterval": 5, "activityStatus": "Closed"}))
         .await;
-    jobs.push(closed["id"].as_i64().expect("job id"));
+    jobs.push(closed);
     (
         api,
         Seeded {
@@ -402,8 +277,10 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema()
         );
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(dir.path());
     let data_dir = dir.path().join("data");
+    // Random Basic credentials must answer 401, not trip the sign-in lockout (429), which the API
+    // tests cover.
+    let server = start_server(&data_dir, &["--auth-max-failed-logins", "1000000"]);
     let (api, seeded) = seed(&server, &data_dir).await;
     let config = write_config(dir.path(), &seeded);
     let before: u64 = served_requests(&api).await.iter().map(|r| r.3).sum();
@@ -468,7 +345,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema()
     let served = served_requests(&api).await;
     let total: u64 = served.iter().map(|r| r.3).sum::<u64>() - before;
     let server_errors: Vec<_> = served.iter().filter(|r| r.2.starts_with('5')).collect();
-    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+    let log = server.log_text();
     let internal_errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("internal error") || l.contains("panicked"))

@@ -13,9 +13,8 @@ use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{
-    Api, Server, integrity_check, ledger, pid_alive, process_env, run_id_from_location,
-    write_script,
+use crate::common::{
+    integrity_check, ledger, location_run_id, pid_alive, process_env, start_server, write_script,
 };
 
 const CRASHES: usize = 5;
@@ -27,7 +26,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    crate::support::announce(&format!(
+    crate::common::announce(&format!(
         "crash suite seed: {seed} (replay with LABCRON_CRASH_SEED={seed})"
     ));
     let mut rng = StdRng::seed_from_u64(seed);
@@ -37,7 +36,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
     let pids = dir.path().join("pids");
     // `long` runs leave a background child behind them and wait: they are what a crash interrupts.
     write_script(
-        &data_dir,
+        &data_dir.join("scripts"),
         "work.sh",
         &format!(
             "#!/bin/sh\necho \"$LABCRON_RUN_ID $$\" >> {pids}\n\
@@ -53,7 +52,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
         "1",
     ];
 
-    let mut server = Server::start(&data_dir, &flags);
+    let mut server = start_server(&data_dir, &flags);
     let admin = server.admin().await;
     let mut on_demand = Vec::new();
     for i in 0..3 {
@@ -90,7 +89,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
             );
             let mut client_rng = StdRng::seed_from_u64(seed ^ (crash as u64 * 1000 + client));
             clients.push(tokio::spawn(async move {
-                let http = Api::client();
+                let http = crate::common::client();
                 loop {
                     let job = jobs[client_rng.random_range(0..jobs.len())];
                     let args = if client_rng.random_ratio(1, 10) {
@@ -107,7 +106,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
                     // Only a 200 is an accepted run; a crash may cut any request short.
                     if let Ok(response) = sent
                         && response.status() == 200
-                        && let Some(id) = run_id_from_location(&response)
+                        && let Some(id) = location_run_id(&response)
                     {
                         accepted.lock().expect("accepted").insert(id);
                     }
@@ -128,7 +127,7 @@ async fn sigkill_under_load_loses_no_accepted_run_and_leaves_no_orphan() {
             let _ = client.await;
         }
         let restarted_at = now_ms();
-        server = Server::start(&data_dir, &flags);
+        server = start_server(&data_dir, &flags);
         check_after_restart(&data_dir, &pids, &accepted, restarted_at, crash, seed).await;
         println!(
             "crash {crash}: killed after {before_kill} ms with {alive_at_kill} run processes alive; \

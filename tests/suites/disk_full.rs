@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Api, Server, integrity_check, write_script};
+use crate::common::{Api, Launch, integrity_check, location_run_id, write_script};
 
 /// Unmounts the tmpfs when dropped (lazily if something still holds it).
 struct Mounted(PathBuf);
@@ -77,7 +77,7 @@ async fn a_full_disk_fails_runs_with_a_message_and_keeps_the_server_and_ledger_s
     let _mounted = match mount_small_tmpfs(&small) {
         Ok(mounted) => mounted,
         Err(why) => {
-            crate::support::announce(&format!(
+            crate::common::announce(&format!(
                 "SKIPPED disk-full suite: cannot mount a small tmpfs here: {why}"
             ));
             return;
@@ -85,21 +85,27 @@ async fn a_full_disk_fails_runs_with_a_message_and_keeps_the_server_and_ledger_s
     };
     let data_dir = small.join("data");
     write_script(
-        &data_dir,
+        &data_dir.join("scripts"),
         "fill.sh",
         "#!/bin/sh\nhead -c 20000000 /dev/zero > \"$LABCRON_RESULT_DIR/big.bin\"\n",
     );
     write_script(
-        &data_dir,
+        &data_dir.join("scripts"),
         "fill-stdout.sh",
         "#!/bin/sh\nhead -c 20000000 /dev/zero\n",
     );
     write_script(
-        &data_dir,
+        &data_dir.join("scripts"),
         "small.sh",
         "#!/bin/sh\necho small result > \"$LABCRON_RESULT_DIR/small.txt\"\necho done\n",
     );
-    let server = Server::start(&data_dir, &["--queries-demo-database", "false"]);
+    // The log stays off the small disk: what fills up is the data directory, not the server's
+    // stderr.
+    let server = Launch::new(&data_dir)
+        .no_example_jobs()
+        .args(["--queries-demo-database", "false"])
+        .log_file(&dir.path().join("server.log"))
+        .start();
     let admin = server.admin().await;
     let fill = admin
         .create_job(
@@ -144,13 +150,11 @@ async fn a_full_disk_fails_runs_with_a_message_and_keeps_the_server_and_ledger_s
     // Fill the disk outright (the failed runs' partial results were removed to record them).
     let filler = small.join("filler");
     fill_disk(&filler);
-    let health = admin
-        .client
-        .get(format!("{}/health", admin.base))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), 200, "/health on a full disk");
+    assert_eq!(
+        crate::common::health_status(server.port),
+        Some(200),
+        "/health on a full disk"
+    );
     admin.ok(Method::GET, "/scheduled-jobs", None).await;
     // A run requested now cannot even get its directory: it must still end, once there is room to
     // record it, never stay IN_PROGRESS. (The request itself may be refused: no room for the row.)
@@ -158,7 +162,7 @@ async fn a_full_disk_fails_runs_with_a_message_and_keeps_the_server_and_ledger_s
         .post(&format!("/scheduled-jobs/{small_job}/runs"), &json!({}))
         .await;
     let status = response.status();
-    let queued = crate::support::run_id_from_location(&response);
+    let queued = location_run_id(&response);
     let body = response.text().await.unwrap_or_default();
     println!("run request on a full disk: {status} {body}");
     assert!(

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::support::{Server, run_id_from_location, write_script};
+use crate::common::{location_run_id, start_server, write_script};
 
 const CLIENTS: usize = 200;
 const JOBS: usize = 20;
@@ -39,11 +39,11 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
     write_script(
-        &data_dir,
+        &data_dir.join("scripts"),
         "quick.sh",
         "#!/bin/sh\necho \"run $LABCRON_RUN_ID\"\n",
     );
-    let server = Server::start(&data_dir, &[]);
+    let server = start_server(&data_dir, &[]);
     let admin = server.admin().await;
     let mut jobs = Vec::new();
     for i in 0..JOBS {
@@ -63,7 +63,7 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
             )
             .await;
     }
-    let (_, user) = admin.create_user("loaduser", false).await;
+    let (_, user) = admin.create_user_api("loaduser", false).await;
     let seed_run = admin.start_run(jobs[0], None).await;
     admin.wait_run(jobs[0], seed_run).await;
 
@@ -82,7 +82,7 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
             user.clone()
         } else {
             let mut api = admin.clone();
-            api.client = crate::support::Api::client();
+            api.client = crate::common::client();
             api
         };
         let is_admin = client % 10 != 9;
@@ -170,7 +170,7 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
                     Ok(response) if response.status() == 200 => {
                         if label == "run request" {
                             tally.runs_requested.fetch_add(1, Ordering::Relaxed);
-                            if let Some(id) = run_id_from_location(&response) {
+                            if let Some(id) = location_run_id(&response) {
                                 my_runs.push(id);
                             }
                         }
@@ -211,7 +211,7 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = server.rss_kib();
         samples.push(rss);
-        threads.push(crate::support::status_field(server.pid(), "Threads:").unwrap_or(0));
+        threads.push(crate::common::status_field(server.pid(), "Threads:").unwrap_or(0));
         if after_warmup.is_none() && started.elapsed() >= WARMUP.min(length / 2) {
             after_warmup = Some(rss);
         }
@@ -248,12 +248,6 @@ async fn two_hundred_clients_get_only_200s_and_memory_stays_flat() {
     );
     let log = server.log_text();
     assert!(!log.contains("panicked"), "the server panicked under load");
-    let health = admin
-        .client
-        .get(format!("{}/health", admin.base))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(health.status(), 200);
+    assert_eq!(crate::common::health_status(server.port), Some(200));
     server.terminate(Duration::from_secs(60));
 }

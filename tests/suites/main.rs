@@ -4,6 +4,8 @@
 //! disk. Each stops by itself; together they take a few minutes (`LABCRON_LOAD_SECONDS` shortens
 //! the load suite, 60 s by default).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 mod crash;

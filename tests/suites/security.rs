@@ -10,10 +10,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{
-    Api, Server, discover_routes, fill, integrity_check, parameters, raw_get, raw_request,
-    write_script,
-};
+use crate::common::{client, integrity_check, raw_get, raw_request, start_server, write_script};
+use crate::support::{discover_routes, fill, parameters};
 
 /// Routes that answer without credentials: (method, path suffix).
 const PUBLIC: &[(&str, &str)] = &[
@@ -38,7 +36,7 @@ fn is_public(method: &Method, path: &str) -> bool {
 fn prepared_data_dir(dir: &std::path::Path) -> std::path::PathBuf {
     let data_dir = dir.join("data");
     write_script(
-        &data_dir,
+        &data_dir.join("scripts"),
         "echo-args.sh",
         "#!/bin/sh\necho \"secret log of run $LABCRON_RUN_ID\"\n\
          printf '%s\\n' \"$@\" > \"$LABCRON_RESULT_DIR/args.txt\"\n",
@@ -81,7 +79,7 @@ fn assert_json_error(
 async fn every_route_without_credentials_answers_401_except_the_public_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = prepared_data_dir(dir.path());
-    let server = Server::start(&data_dir, &[]);
+    let server = start_server(&data_dir, &[]);
     let admin = server.admin().await;
     let job = admin
         .create_job(
@@ -97,7 +95,7 @@ async fn every_route_without_credentials_answers_401_except_the_public_ones() {
         ("userId", "2".to_string()),
         ("queryId", "1".to_string()),
     ];
-    let anonymous = Api::client();
+    let anonymous = client();
     let mut checked = 0;
     for route in discover_routes() {
         for path in &route.paths {
@@ -162,10 +160,10 @@ async fn every_route_without_credentials_answers_401_except_the_public_ones() {
 async fn a_non_admin_reaches_no_other_users_job_run_log_or_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = prepared_data_dir(dir.path());
-    let server = Server::start(&data_dir, &[]);
+    let server = start_server(&data_dir, &[]);
     let admin = server.admin().await;
-    let (_, alice) = admin.create_user("alice", false).await;
-    let (bob_id, bob) = admin.create_user("bob", false).await;
+    let (_, alice) = admin.create_user_api("alice", false).await;
+    let (bob_id, bob) = admin.create_user_api("bob", false).await;
 
     // Alice's QUERY job on the demo database, run once: it has a run, a log and a result file.
     let query = alice
@@ -376,7 +374,7 @@ const TRAVERSALS: &[&str] = &[
 async fn path_traversal_in_any_path_parameter_never_serves_a_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = prepared_data_dir(dir.path());
-    let server = Server::start(&data_dir, &[]);
+    let server = start_server(&data_dir, &[]);
     let admin = server.admin().await;
     let job = admin
         .create_job(
@@ -515,7 +513,7 @@ async fn injection_strings_are_stored_and_handled_literally() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = prepared_data_dir(dir.path());
     let canary = dir.path().join("pwned");
-    let server = Server::start(&data_dir, &[]);
+    let server = start_server(&data_dir, &[]);
     let admin = server.admin().await;
     let plain = admin
         .create_job(
@@ -711,7 +709,7 @@ async fn injection_strings_are_stored_and_handled_literally() {
 async fn oversized_bodies_get_413_and_oversized_headers_431_or_400() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = prepared_data_dir(dir.path());
-    let server = Server::start(&data_dir, &[]);
+    let server = start_server(&data_dir, &[]);
     let admin = server.admin().await;
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
     for (path, signed_in) in [
@@ -802,10 +800,10 @@ async fn oversized_bodies_get_413_and_oversized_headers_431_or_400() {
 async fn brute_force_sign_in_is_throttled_with_retry_after() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = prepared_data_dir(dir.path());
-    let server = Server::start(&data_dir, &["--auth-max-failed-logins", "5"]);
+    let server = start_server(&data_dir, &["--auth-max-failed-logins", "5"]);
     let admin = server.admin().await;
-    let (_, _) = admin.create_user("victim", false).await;
-    let client = Api::client();
+    let (_, _) = admin.create_user_api("victim", false).await;
+    let client = client();
     // Password sign-in.
     let mut throttled = None;
     for attempt in 1..=12 {
@@ -838,14 +836,14 @@ async fn brute_force_sign_in_is_throttled_with_retry_after() {
     // While locked, even the right password is refused.
     let right = client
         .post(format!("{}/rest/ng/sessions", server.base))
-        .json(&json!({"loginName": "victim", "password": "victim-password-1"}))
+        .json(&json!({"loginName": "victim", "password": "victim-password"}))
         .send()
         .await
         .expect("request");
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // Basic authorization is throttled the same way.
-    let (_, _) = admin.create_user("basicvictim", false).await;
+    let (_, _) = admin.create_user_api("basicvictim", false).await;
     let mut throttled = false;
     for attempt in 1..=12 {
         let response = client

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::ok_json;
+use crate::common::ok_json;
 use crate::support::{ui_test, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
-use crate::helpers::{ADMIN_PASSWORD, spawn_app};
+use crate::common::{ADMIN_PASSWORD, spawn_app};
 use crate::support::ui_test;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +54,7 @@ async fn signing_in_and_out_in_the_browser() {
 }
 
 /// Signs in through the form with reqwest and returns the session cookie value.
-async fn form_sign_in(app: &crate::helpers::TestApp) -> String {
+async fn form_sign_in(app: &crate::common::TestApp) -> String {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -145,7 +145,7 @@ async fn cookie_requests_that_change_state_need_the_anti_forgery_token() {
         .await
         .expect("post");
     assert_eq!(
-        crate::helpers::error_codes(forged, StatusCode::BAD_REQUEST).await,
+        crate::common::error_codes(forged, StatusCode::BAD_REQUEST).await,
         ["AUTH_CSRF_TOKEN_INVALID"]
     );
     let forged_delete = app
@@ -157,11 +157,11 @@ async fn cookie_requests_that_change_state_need_the_anti_forgery_token() {
         .await
         .expect("delete");
     assert_eq!(
-        crate::helpers::error_codes(forged_delete, StatusCode::BAD_REQUEST).await,
+        crate::common::error_codes(forged_delete, StatusCode::BAD_REQUEST).await,
         ["AUTH_CSRF_TOKEN_INVALID"]
     );
     let runs: serde_json::Value =
-        crate::helpers::ok_json(app.get(&format!("/scheduled-jobs/{job_id}/runs")).await).await;
+        crate::common::ok_json(app.get(&format!("/scheduled-jobs/{job_id}/runs")).await).await;
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "nothing was queued");
 
     // The page's token (in the page, derived from the session) makes it through.

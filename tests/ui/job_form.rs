@@ -5,7 +5,7 @@
 use chrono::{Datelike, Duration as Days, NaiveDate, Weekday};
 use serde_json::json;
 
-use crate::helpers::ok_json;
+use crate::common::ok_json;
 use crate::support::{Ui, ui_test, wait_for};
 
 async fn visible(ui: &Ui, css: &str) -> bool {

@@ -8,7 +8,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::ok_json;
+use crate::common::ok_json;
 use crate::support::{Ui, create_saved_query, ui_test, wait_for};
 
 async fn run_count(ui: &Ui, job: i64) -> usize {
@@ -269,11 +269,7 @@ async fn the_run_dialog_prefills_the_last_arguments_the_users_own_first() {
         let mine = app.start_run(job, Some("North 2024")).await;
         app.wait_run(job, mine).await;
         let response = app
-            .request_as(&bob_token, reqwest::Method::POST, &format!("/scheduled-jobs/{job}/runs"))
-            .json(&json!({"args": "South 2025"}))
-            .send()
-            .await
-            .expect("bob's run");
+            .send_as(&bob_token, reqwest::Method::POST, &format!("/scheduled-jobs/{job}/runs"), Some(&json!({"args": "South 2025"}))).await;
         assert_eq!(response.status(), StatusCode::OK);
         wait_runs(ui, job, 2).await;
 

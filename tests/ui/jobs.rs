@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, ok_json};
+use crate::common::{AppOptions, ok_json};
 use crate::support::{PHONE, Ui, create_saved_query, ui_test, ui_test_with, wait_for};
 use crate::webdriver::BROWSER_TZ;
 
@@ -131,11 +131,7 @@ async fn a_non_admin_sees_only_their_jobs() {
         let query_id = create_saved_query(&ui.app, "Sites", "SELECT DISTINCT site FROM specimen_details").await;
         let own = ok_json(
             ui.app
-                .request_as(&bob_token, reqwest::Method::POST, "/scheduled-jobs")
-                .json(&json!({"name": "Bob's query", "type": "QUERY", "savedQuery": {"id": query_id}, "repeatSchedule": "ONDEMAND"}))
-                .send()
-                .await
-                .expect("create"),
+                .send_as(&bob_token, reqwest::Method::POST, "/scheduled-jobs", Some(&json!({"name": "Bob's query", "type": "QUERY", "savedQuery": {"id": query_id}, "repeatSchedule": "ONDEMAND"}))).await,
         )
         .await["id"]
             .as_i64()

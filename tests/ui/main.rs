@@ -3,9 +3,8 @@
 //! Debian's `chromium` and `chromium-driver`; without them they fail and say so. On failure a
 //! screenshot, the page HTML and the console go to `target/ui-screenshots/`.
 
-#[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 mod webdriver;
 

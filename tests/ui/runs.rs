@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, ok_json};
+use crate::common::{TestApp, ok_json};
 use crate::support::{Ui, ui_test, wait_for};
 
 /// A script that logs its arguments, waits for `<dir>/gate-<first argument>`, then writes a CSV

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::helpers::{AppOptions, TestApp, ok_json};
+use crate::common::{AppOptions, TestApp, ok_json};
 use crate::support::{DESKTOP, PHONE, Ui, artefact_dir, ui_test_with};
 
 const EXPORT_SCRIPT: &str = r#"#!/bin/sh

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_PASSWORD, AppOptions, TestApp, spawn_app_with};
+use crate::common::{ADMIN_PASSWORD, AppOptions, TestApp, spawn_app_with};
 use crate::webdriver::{Browser, Element};
 
 /// How long a condition may take to become true.
@@ -44,7 +44,7 @@ pub fn ensure_lab_db(app: &TestApp) {
 /// Creates a saved query (as admin) on the `lab` source and returns its id.
 pub async fn create_saved_query(app: &TestApp, title: &str, sql: &str) -> i64 {
     ensure_lab_db(app);
-    let query = crate::helpers::ok_json(
+    let query = crate::common::ok_json(
         app.post("/saved-queries", &json!({"title": title, "sql": sql}))
             .await,
     )

@@ -115,7 +115,7 @@ async fn admins_make_list_and_revoke_a_users_api_tokens() {
         };
         assert_eq!(status(secret.clone()).await, 200);
         let tokens =
-            crate::helpers::ok_json(ui.app.get(&format!("/api-tokens?userId={bob}")).await).await;
+            crate::common::ok_json(ui.app.get(&format!("/api-tokens?userId={bob}")).await).await;
         assert_eq!(tokens[0]["name"], "bob-backup-script");
         assert!(
             tokens[0]["expiresAt"].as_i64().is_some(),

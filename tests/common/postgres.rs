@@ -7,9 +7,7 @@
 //! `atexit` handler sends it SIGINT (fast shutdown), waits for it and removes the directory, and
 //! the postmaster gets a parent-death signal too, so even a killed test process leaves no server
 //! (its directory is removed by the next process that starts one).
-//! Include it with `#[path = "../shared/postgres.rs"] mod postgres;`.
-
-#![allow(dead_code)]
+//! Part of `tests/common` (`common::postgres`; not re-exported at the top, its names are generic).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,59 @@
+//! A data directory's files as the tests touch them: executable scripts in a scripts directory,
+//! the ledger opened beside a running server (WAL allows it), a run aged in it, and what a
+//! failed run leaves in its directory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Writes an executable script `name` into `scripts_dir` (created if missing).
+pub fn try_write_script(scripts_dir: &Path, name: &str, body: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(scripts_dir)?;
+    let path = scripts_dir.join(name);
+    std::fs::write(&path, body)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path)
+}
+
+/// `try_write_script`, panicking on an error.
+pub fn write_script(scripts_dir: &Path, name: &str, body: &str) -> PathBuf {
+    try_write_script(scripts_dir, name, body).expect("write an executable script")
+}
+
+/// Opens the ledger of a data directory (the server may be running: WAL allows it).
+pub fn ledger(data_dir: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(data_dir.join("labcron.db")).expect("open the ledger");
+    conn.busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
+    conn
+}
+
+/// Moves a run's times `days` into the past, directly in the ledger.
+pub fn age_run(data_dir: &Path, run_id: i64, days: i64) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    let changed = ledger(data_dir)
+        .execute(
+            "UPDATE runs SET queued_at = queued_at - ?2, started_at = started_at - ?2, finished_at = finished_at - ?2
+             WHERE id = ?1",
+            rusqlite::params![run_id, days * DAY_MS],
+        )
+        .expect("age the run");
+    assert_eq!(changed, 1, "run {run_id} is in the ledger");
+}
+
+/// Asserts that only the run log is left in a run's directory (no partial result).
+pub fn assert_only_the_log(data_dir: &Path, run: &serde_json::Value) {
+    let run_dir = data_dir.join(format!("runs/{}/{}", run["jobId"], run["id"]));
+    let files: Vec<String> = std::fs::read_dir(&run_dir)
+        .expect("the run's directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["run.log"], "in {}", run_dir.display());
+}
+
+/// `PRAGMA integrity_check` of a data directory's ledger (`ok` when sound).
+pub fn integrity_check(data_dir: &Path) -> String {
+    ledger(data_dir)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check")
+}
