@@ -5,23 +5,8 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
 
-/// One element of an error response.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ErrorItem {
-    pub code: String,
-    pub message: String,
-}
-
-impl ErrorItem {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
-        ErrorItem {
-            code: code.to_string(),
-            message: message.into(),
-        }
-    }
-}
+use crate::domain::errors::ErrorItem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -92,14 +77,10 @@ impl ApiError {
                 "AUTH_TOO_MANY_ATTEMPTS",
                 format!("Too many failed sign-ins. Try again in {retry_after_secs} seconds."),
             )],
-            ApiError::PayloadTooLarge => {
-                vec![ErrorItem::new(
-                    "PAYLOAD_TOO_LARGE",
-                    "The request body is larger than the server accepts.",
-                )]
-            }
-            ApiError::NoRoute => vec![ErrorItem::new("NOT_FOUND", "No such endpoint.")],
-            ApiError::Internal(_) => vec![internal_item(&new_error_id())],
+            ApiError::PayloadTooLarge => vec![status_item(StatusCode::PAYLOAD_TOO_LARGE)],
+            ApiError::NoRoute => vec![status_item(StatusCode::NOT_FOUND)],
+            // No error id here: only the response (`error_response`) mints one, and logs it.
+            ApiError::Internal(_) => vec![status_item(StatusCode::INTERNAL_SERVER_ERROR)],
         }
     }
 
@@ -113,6 +94,27 @@ impl ApiError {
             ApiError::NoRoute => Some("NOT_FOUND"),
             ApiError::Internal(_) => Some("INTERNAL_ERROR"),
         }
+    }
+}
+
+/// The problem a bare HTTP status stands for, for the errors actix answers by itself (an
+/// oversized body, an unknown route or method, a body it cannot read) and the variants above
+/// that carry no item: each text exists only here.
+pub fn status_item(status: StatusCode) -> ErrorItem {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorItem::new(
+            "PAYLOAD_TOO_LARGE",
+            "The request body is larger than the server accepts.",
+        ),
+        StatusCode::NOT_FOUND => ErrorItem::new("NOT_FOUND", "No such endpoint."),
+        StatusCode::METHOD_NOT_ALLOWED => ErrorItem::new(
+            "METHOD_NOT_ALLOWED",
+            "This endpoint does not accept that method.",
+        ),
+        s if s.is_server_error() => {
+            ErrorItem::new("INTERNAL_ERROR", "Sorry, something went wrong.")
+        }
+        _ => ErrorItem::new("INVALID_REQUEST", "The request is malformed."),
     }
 }
 
@@ -200,5 +202,40 @@ impl From<std::io::Error> for ApiError {
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::Internal(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_gets_its_id_only_in_the_response_that_logs_it() {
+        let error = ApiError::Internal(anyhow::anyhow!("disk on fire"));
+        let items = error.items();
+        assert_eq!(items, vec![status_item(StatusCode::INTERNAL_SERVER_ERROR)]);
+        assert!(
+            !items[0].message.contains("Error:"),
+            "no id that nobody logged"
+        );
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn the_variants_without_items_say_what_actixs_own_errors_say() {
+        assert_eq!(
+            ApiError::PayloadTooLarge.items(),
+            vec![status_item(ApiError::PayloadTooLarge.status_code())]
+        );
+        assert_eq!(
+            ApiError::NoRoute.items(),
+            vec![status_item(ApiError::NoRoute.status_code())]
+        );
+        assert_eq!(
+            status_item(StatusCode::METHOD_NOT_ALLOWED).code,
+            "METHOD_NOT_ALLOWED"
+        );
+        assert_eq!(status_item(StatusCode::BAD_REQUEST).code, "INVALID_REQUEST");
     }
 }

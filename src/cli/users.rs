@@ -23,7 +23,7 @@ pub struct NewUserArgs<'a> {
 }
 
 /// The rules of `domain::user`, as the API applies them.
-fn check(problem: Option<crate::error::ErrorItem>) -> anyhow::Result<()> {
+fn check(problem: Option<crate::domain::errors::ErrorItem>) -> anyhow::Result<()> {
     match problem {
         Some(item) => bail!("{}", item.message),
         None => Ok(()),

@@ -10,8 +10,8 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::args::{ArgsError, split_args};
+use super::errors::ErrorItem;
 use super::input::{Field, Fields};
-use crate::error::ErrorItem;
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {

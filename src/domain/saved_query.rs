@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value};
 
+use super::errors::ErrorItem;
 use crate::domain::input::Fields;
-use crate::error::ErrorItem;
 
 /// A saved query as stored in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::error::ErrorItem;
+use super::errors::ErrorItem;
 
 #[derive(Debug, Clone)]
 pub struct User {

@@ -3,8 +3,9 @@
 //! arguments for a query that has none to fill. Blocking: a PostgreSQL source is a network call,
 //! so callers run these on a read connection, never in the write transaction.
 
+use crate::domain::errors::ErrorItem;
 use crate::domain::saved_query::SavedQuery;
-use crate::error::{ApiError, ErrorItem};
+use crate::error::ApiError;
 use crate::query::sources::{CheckError, DataSources};
 use crate::store;
 

@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::web;
 
-use crate::error::{ApiError, ErrorItem, error_response};
+use crate::error::{ApiError, error_response, status_item};
 use crate::metrics::UNKNOWN_ROUTE;
 use crate::web::AppState;
 
@@ -90,21 +89,7 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
             return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
         }
         let status = res.status();
-        let item = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => ErrorItem::new(
-                "PAYLOAD_TOO_LARGE",
-                "The request body is larger than the server accepts.",
-            ),
-            StatusCode::NOT_FOUND => ErrorItem::new("NOT_FOUND", "No such endpoint."),
-            StatusCode::METHOD_NOT_ALLOWED => ErrorItem::new(
-                "METHOD_NOT_ALLOWED",
-                "This endpoint does not accept that method.",
-            ),
-            s if s.is_server_error() => {
-                ErrorItem::new("INTERNAL_ERROR", "Sorry, something went wrong.")
-            }
-            _ => ErrorItem::new("INVALID_REQUEST", "The request is malformed."),
-        };
+        let item = status_item(status);
         let (req, old) = res.into_parts();
         let mut new = error_response(status, &[item]);
         for (name, value) in old.headers() {

@@ -29,10 +29,11 @@ use super::jobs::FireTime;
 use super::saved_queries::SavedQueryView;
 use super::sessions::SessionView;
 use super::users::UserView;
+use crate::domain::errors::ErrorItem;
 use crate::domain::job::{ActivityStatus, JobType, MisfirePolicy, NotifyOn, RepeatKind};
 use crate::domain::run::{RunStatus, Trigger};
 use crate::domain::user::UserSummary;
-use crate::error::{ApiError, ErrorItem};
+use crate::error::ApiError;
 use crate::present::{JobRef, JobView, RunView, SavedQueryRef};
 
 /// Where the document is served.

@@ -12,12 +12,13 @@ use super::auth::CurrentUser;
 use super::params::{Query, json_object, path_id};
 use crate::clock::now_ms;
 use crate::domain::audit::{actions, changes};
+use crate::domain::errors::ErrorItem;
 use crate::domain::saved_query::{
     MAX_SQL_CHARS, SavedQuery, SavedQueryDraft, invalid_data_source, invalid_sql, not_found,
     parse_saved_query,
 };
 use crate::domain::user::{User, UserSummary};
-use crate::error::{ApiError, ErrorItem};
+use crate::error::ApiError;
 use crate::present::UserCache;
 use crate::query::sources::{CheckError, DataSources};
 use crate::service;

@@ -10,9 +10,10 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use crate::clock::{from_ms, now_ms};
+use crate::domain::errors::ErrorItem;
 use crate::domain::job::{ActivityStatus, Schedule, validate_schedule};
 use crate::domain::next_fire::next_fires;
-use crate::error::{ApiError, ErrorItem};
+use crate::error::ApiError;
 use crate::service;
 use crate::service::access::visible_job;
 use crate::store;

@@ -13,10 +13,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::args::split_args;
+use crate::domain::errors::ErrorItem;
 use crate::domain::input::Fields;
 use crate::domain::saved_query::DEFAULT_SOURCE;
 use crate::domain::saved_query::{MAX_SQL_CHARS, invalid_data_source, invalid_sql};
-use crate::error::{ApiError, ErrorItem};
+use crate::error::ApiError;
 use crate::query::csv::Guard;
 use crate::query::params::{bind_params, parse_args, values_by_name};
 use crate::query::pg_sql::rewrite;
