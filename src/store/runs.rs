@@ -169,10 +169,30 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
     // (`not_before`), the job's later runs wait behind it. The jobs with queued runs are found
     // by skipping along the `runs_active` index (a recursive step per job, each an index seek)
     // rather than grouping every queued run: a claim costs per job, not per queued run, which
-    // matters because it runs on the single writer at every run's end.
+    // matters because it runs on the single writer at every run's end. The limit is applied
+    // while reading, not as `LIMIT ?`: SQLite (with STAT4, as bundled) plans a LIMIT with the
+    // bound value, so binding a new one expired the statement and every claim parsed and planned
+    // the query again — half of the claim's cost. The ORDER BY reads every candidate anyway (one
+    // per job with queued runs).
     let ids: Vec<i64> = conn
-        .prepare_cached(&format!(
-            "WITH RECURSIVE queued_job(job_id) AS (
+        .prepare_cached(&claim_query())?
+        .query_map(params![now], |r| r.get(0))?
+        .take(limit)
+        .collect::<Result<_, _>>()?;
+    let mut start = conn.prepare_cached(
+        "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2 WHERE id = ?1 AND status = 'QUEUED'",
+    )?;
+    for id in &ids {
+        start.execute(params![id, now])?;
+    }
+    Ok(ids)
+}
+
+/// The claim's query (`claim_runnable`): for each job with queued runs and nothing in progress,
+/// its oldest queued run whose time has come (`?1`: now), oldest first.
+fn claim_query() -> String {
+    format!(
+        "WITH RECURSIVE queued_job(job_id) AS (
                  SELECT (SELECT job_id FROM runs WHERE {ACTIVE} AND status = 'QUEUED'
                          ORDER BY status, job_id LIMIT 1)
                  UNION ALL
@@ -187,18 +207,9 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
              WHERE q.job_id IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM runs p
                                WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = q.job_id)
-               AND (n.not_before IS NULL OR n.not_before <= ?2)
-             ORDER BY n.id LIMIT ?1"
-        ))?
-        .query_map(params![limit as i64, now], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut start = conn.prepare_cached(
-        "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2 WHERE id = ?1 AND status = 'QUEUED'",
-    )?;
-    for id in &ids {
-        start.execute(params![id, now])?;
-    }
-    Ok(ids)
+               AND (n.not_before IS NULL OR n.not_before <= ?1)
+             ORDER BY n.id"
+    )
 }
 
 /// The outcome of a finished run.
@@ -705,5 +716,27 @@ mod tests {
         assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![5, 6]);
         assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![7, 9]);
         assert!(claim_runnable(&conn, 0, 600).unwrap().is_empty());
+    }
+
+    #[test]
+    fn claims_reuse_one_prepared_statement_whatever_the_limit_and_time() {
+        let (_dir, conn) = ledger(3, &[(1, "QUEUED", None), (2, "QUEUED", None)]);
+        // Different limits and instants, as the dispatcher (free slots) and a run's end (one
+        // slot) ask; each run is put back to QUEUED so every claim has something to read.
+        for (limit, now) in [(8, 100), (1, 101), (3, 102), (1, 103), (8, 104)] {
+            let claimed = claim_runnable(&conn, limit, now).unwrap();
+            assert_eq!(claimed.len(), limit.min(2), "limit {limit}");
+            conn.execute("UPDATE runs SET status = 'QUEUED'", [])
+                .unwrap();
+        }
+        // The statement the claims used, from the connection's cache: never parsed and planned
+        // again because a bound value changed.
+        let stmt = conn.prepare_cached(&claim_query()).unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the claim's statement was prepared again"
+        );
+        assert!(stmt.get_status(rusqlite::StatementStatus::Run) >= 5);
     }
 }
