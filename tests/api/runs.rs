@@ -448,6 +448,30 @@ async fn many_runs_of_one_job_run_one_at_a_time_in_order_and_none_is_lost() {
     assert_eq!(listed.as_array().unwrap().len(), 20);
 }
 
+/// The run log appears with the program's first output: a quiet run leaves no log file, and its
+/// log reads as empty; a run that writes has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
+    let app = spawn_app().await;
+    app.write_script("quiet.sh", "#!/bin/sh\nexit 0\n");
+    app.write_script("talks.sh", "#!/bin/sh\necho hello >&2\n");
+    let quiet = app.create_external_job("quiet", "quiet.sh").await;
+    let talks = app.create_external_job("talks", "talks.sh").await;
+    for (job, expected) in [(quiet, ""), (talks, "hello\n")] {
+        let run_id = app.start_run(job, None).await;
+        let run = app.wait_run(job, run_id).await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        assert_eq!(run["logSize"], expected.len(), "{run}");
+        let file = app.data_dir.join(format!("runs/{job}/{run_id}/run.log"));
+        assert_eq!(file.exists(), !expected.is_empty(), "{}", file.display());
+        let log = app
+            .get(&format!("/scheduled-jobs/{job}/runs/{run_id}/log"))
+            .await;
+        assert_eq!(log.status(), StatusCode::OK);
+        assert_eq!(log.text().await.unwrap(), expected);
+    }
+}
+
 /// With one run slot for the whole server, a run that ends hands the slot to the oldest runnable
 /// run in the transaction that records its end: the next run starts at the very instant the
 /// previous one finished (the dispatcher's own claim would come after that commit, later), the
