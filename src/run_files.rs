@@ -1,5 +1,6 @@
 //! Where a run's files live and which programs may run. A run owns `<data>/runs/<job>/<run>/`
-//! with `run.log`, `result/` (LABCRON_RESULT_DIR) and a fresh `work/` directory. Programs come only
+//! with `run.log` (once the program has written something), `result/` (LABCRON_RESULT_DIR) and a
+//! fresh `work/` directory. Programs come only
 //! from the scripts directory, with `..` and symlinks resolved before the check.
 
 use std::io::{self, Write};

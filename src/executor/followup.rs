@@ -25,6 +25,9 @@ pub struct FollowUp {
     pub chained: Vec<i64>,
     /// Whether the job's `notifyOn` asks for a notification about this end.
     pub notify: bool,
+    /// Whether the job has a webhook (as the end was recorded): with e-mail off, a notification
+    /// goes nowhere without one.
+    pub webhook: bool,
 }
 
 impl FollowUp {
@@ -56,6 +59,7 @@ pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, A
     }
     store::runs::set_series_end(conn, run.id)?;
     follow_up.notify = should_notify(conn, &job, &run)?;
+    follow_up.webhook = job.webhook_url.is_some();
     // A cancelled run was stopped on purpose: nothing is chained to it.
     if !cancelled && job.activity_status != crate::domain::job::ActivityStatus::Disabled {
         let list = if run.status == RunStatus::Succeeded {

@@ -411,8 +411,9 @@ impl Executor {
                         .observe_run(job_type.as_str(), succeeded, duration_ms);
                 }
                 // After the outcome is in the ledger; delivery runs in its own tasks. A run whose
-                // retry is queued, or whose job's notifyOn says no, sends nothing.
-                if follow_up.notify {
+                // retry is queued, or whose job's notifyOn says no, sends nothing; nor does one
+                // with no channel (no webhook, e-mail off), which is not even read again.
+                if follow_up.notify && self.inner.notifier.would_send(follow_up.webhook) {
                     self.inner.notifier.run_finished(run_id);
                 }
             }
@@ -624,7 +625,17 @@ impl Executor {
             marker: Some(recovery::run_marker(paths)),
         };
         let report = run_process(spec, cancel).await;
-        clear_work_dir(paths.work_dir.clone()).await;
+        // Results are kept for programs that ended by themselves; a stopped run's output is partial.
+        let ended_by_itself =
+            matches!(report.end, ProcessEnd::Exited(_) | ProcessEnd::Signalled(_));
+        let collected = after_process(
+            paths.clone(),
+            ended_by_itself,
+            stdout_tmp,
+            stdout_rel,
+            format!("{}_{}.zip", file_stem(&job.name), run.id),
+        )
+        .await;
 
         let mut outcome = Outcome {
             log_size: report.log_size as i64,
@@ -664,32 +675,16 @@ impl Executor {
                 .unwrap_or_else(|| "exit code 0".into());
             outcome.message = Some(format!("cannot write the result file (stdout): {e}; {end}"));
         }
-        // Results are kept for programs that ended by themselves; a stopped run's output is partial.
-        let ended_by_itself =
-            matches!(report.end, ProcessEnd::Exited(_) | ProcessEnd::Signalled(_));
-        if ended_by_itself {
-            match collect_result(
-                paths,
-                stdout_tmp.as_deref(),
-                stdout_rel.as_deref(),
-                job,
-                run.id,
-            )
-            .await
-            {
-                Ok(Some((file, size))) => {
-                    outcome.result_file = Some(file);
-                    outcome.result_file_size = Some(size as i64);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    outcome.succeeded = false;
-                    outcome.message = Some(format!("cannot keep the result file: {e}"));
-                }
+        match collected {
+            Ok(Some((file, size))) => {
+                outcome.result_file = Some(file);
+                outcome.result_file_size = Some(size as i64);
             }
-        }
-        if let Some(tmp) = stdout_tmp {
-            let _ = tokio::fs::remove_file(tmp).await;
+            Ok(None) => {}
+            Err(e) => {
+                outcome.succeeded = false;
+                outcome.message = Some(format!("cannot keep the result file: {e}"));
+            }
         }
         outcome
     }
@@ -744,19 +739,68 @@ fn is_disk_full(e: &ApiError) -> bool {
 /// (the retention pass removes it with the run's other files): deleting it costs more than keeping
 /// it, because on ext4 without a journal every recently deleted inode slows down the next mkdir —
 /// at hundreds of runs a second, creating run directories became the executor's biggest cost.
-async fn clear_work_dir(work_dir: PathBuf) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let empty = std::fs::read_dir(&work_dir).is_ok_and(|mut entries| entries.next().is_none());
-        if !empty {
-            let _ = std::fs::remove_dir_all(&work_dir);
-        }
-    })
-    .await;
+fn clear_work_dir(work_dir: &std::path::Path) {
+    let empty = std::fs::read_dir(work_dir).is_ok_and(|mut entries| entries.next().is_none());
+    if !empty {
+        let _ = std::fs::remove_dir_all(work_dir);
+    }
 }
 
+/// What follows a program's end on disk, in one trip to the blocking pool: the working directory
+/// is cleared, the result picked (`collect_result`, when `keep_result`: the program ended by
+/// itself) and stdout's temporary file removed.
+async fn after_process(
+    paths: RunPaths,
+    keep_result: bool,
+    stdout_tmp: Option<PathBuf>,
+    stdout_rel: Option<String>,
+    zip_name: String,
+) -> std::io::Result<Option<(String, u64)>> {
+    tokio::task::spawn_blocking(move || {
+        clear_work_dir(&paths.work_dir);
+        let result = if keep_result {
+            collect_result(
+                &paths,
+                stdout_tmp.as_deref(),
+                stdout_rel.as_deref(),
+                &zip_name,
+            )
+        } else {
+            Ok(None)
+        };
+        if let Some(tmp) = &stdout_tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+        result
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Creates the run's directory with its `result/` and `work/`, in one trip to the blocking pool:
+/// three `mkdir`s when the job's directory exists (every run but its job's first).
 async fn prepare_dirs(paths: &RunPaths) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(&paths.result_dir).await?;
-    tokio::fs::create_dir_all(&paths.work_dir).await
+    let paths = paths.clone();
+    tokio::task::spawn_blocking(move || {
+        match std::fs::create_dir(&paths.run_dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&paths.run_dir)?
+            }
+            // Left by an earlier attempt (a restart): kept, with what it holds, as
+            // `create_dir_all` would.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && paths.run_dir.is_dir() => {}
+            other => other?,
+        }
+        for dir in [&paths.result_dir, &paths.work_dir] {
+            match std::fs::create_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// The environment of API.md §5, and nothing else.
@@ -778,50 +822,43 @@ fn run_env(job: &Job, run: &Run, paths: &RunPaths) -> Vec<(String, String)> {
 }
 
 /// Picks the run's result file (relative to the run directory) and its size: stdout when the job
-/// says so, else the one file in `result/`, else a zip of all of them.
-async fn collect_result(
+/// says so, else the one file in `result/`, else a zip of all of them (`zip_name`). Blocking.
+fn collect_result(
     paths: &RunPaths,
     stdout_tmp: Option<&std::path::Path>,
     stdout_rel: Option<&str>,
-    job: &Job,
-    run_id: i64,
+    zip_name: &str,
 ) -> std::io::Result<Option<(String, u64)>> {
     if let (Some(tmp), Some(rel)) = (stdout_tmp, stdout_rel) {
         let target = paths.run_dir.join(rel);
-        tokio::fs::rename(tmp, &target).await?;
-        let size = tokio::fs::metadata(&target).await?.len();
+        std::fs::rename(tmp, &target)?;
+        let size = std::fs::metadata(&target)?.len();
         return Ok(Some((rel.to_string(), size)));
     }
-    let paths = paths.clone();
-    let zip_name = format!("{}_{}.zip", file_stem(&job.name), run_id);
-    tokio::task::spawn_blocking(move || {
-        let found = list_files(&paths.result_dir)?;
-        match found.as_slice() {
-            [] => Ok(None),
-            [one] => {
-                let rel = PathBuf::from("result").join(one);
-                // The ledger keeps the name as text; a name that is not UTF-8 could never be found
-                // again, so the run fails saying why rather than succeed with an undownloadable file.
-                let Some(rel_text) = rel.to_str() else {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "its name `{}` is not valid UTF-8; write result files with UTF-8 names",
-                            one.to_string_lossy()
-                        ),
-                    ));
-                };
-                let size = std::fs::metadata(paths.run_dir.join(&rel))?.len();
-                Ok(Some((rel_text.to_string(), size)))
-            }
-            many => {
-                let size = zip_files(&paths.result_dir, many, &paths.run_dir.join(&zip_name))?;
-                Ok(Some((zip_name, size)))
-            }
+    let found = list_files(&paths.result_dir)?;
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => {
+            let rel = PathBuf::from("result").join(one);
+            // The ledger keeps the name as text; a name that is not UTF-8 could never be found
+            // again, so the run fails saying why rather than succeed with an undownloadable file.
+            let Some(rel_text) = rel.to_str() else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "its name `{}` is not valid UTF-8; write result files with UTF-8 names",
+                        one.to_string_lossy()
+                    ),
+                ));
+            };
+            let size = std::fs::metadata(paths.run_dir.join(&rel))?.len();
+            Ok(Some((rel_text.to_string(), size)))
         }
-    })
-    .await
-    .map_err(std::io::Error::other)?
+        many => {
+            let size = zip_files(&paths.result_dir, many, &paths.run_dir.join(zip_name))?;
+            Ok(Some((zip_name.to_string(), size)))
+        }
+    }
 }
 
 /// Records the audit event of a cancel (if one is still to be recorded) with the run's status.

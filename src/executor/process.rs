@@ -5,8 +5,13 @@
 //! and killed too, and every leftover this server adopted is reaped: the server is a child
 //! subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of a run become its children rather than
 //! init's, and none is left running or a zombie once the run has ended.
+//!
+//! Looking for leftovers costs at every run's end, so the look is narrow: orphans come to the
+//! server's main thread or to the thread that started the run's program (which of the two
+//! depends on the kernel), so only those threads' children are read, and the live programs of
+//! other runs among them are known (registered from spawn to wait) and skipped unread.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -16,6 +21,35 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+
+/// The pids of runs' programs that are running now (from spawn until they have been waited for):
+/// children of this server that are known, so the leftover search need not read them.
+static RUN_PROGRAMS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// The threads (tids) that have started runs' programs: a thread's orphaned grandchildren may
+/// come to it (see `children`).
+static SPAWNERS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn locked<T>(set: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A run's program in `RUN_PROGRAMS`, taken out when this is dropped (once it has been waited for,
+/// or if the run's task is dropped).
+struct Registered(i32);
+
+impl Registered {
+    fn new(pid: i32) -> Registered {
+        locked(&RUN_PROGRAMS).insert(pid);
+        Registered(pid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        locked(&RUN_PROGRAMS).remove(&self.0);
+    }
+}
 
 /// Everything needed to start the program.
 pub struct ProcessSpec {
@@ -56,14 +90,52 @@ pub struct ProcessReport {
 }
 
 /// The run log: keeps at most `cap` bytes, then notes the truncation once and counts the rest.
+/// The file is created at the program's first byte of output: a run that writes nothing leaves
+/// no log file (one file fewer to create per run; the API reads a missing log as empty).
 struct LogSink {
-    file: tokio::fs::File,
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    /// The log could not be created: the output is drained and dropped.
+    unavailable: bool,
     written: u64,
     cap: u64,
     truncated: bool,
 }
 
 impl LogSink {
+    fn new(path: PathBuf, cap: u64) -> LogSink {
+        LogSink {
+            path,
+            file: None,
+            unavailable: false,
+            written: 0,
+            cap,
+            truncated: false,
+        }
+    }
+
+    /// Appends `bytes` to the log file (created on first use); whether they were written.
+    async fn append(&mut self, bytes: &[u8]) -> bool {
+        if self.file.is_none() && !self.unavailable {
+            let opened = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await;
+            match opened {
+                Ok(file) => self.file = Some(file),
+                Err(e) => {
+                    self.unavailable = true;
+                    tracing::warn!(error = %e, "cannot create the run log: the run's output is dropped");
+                }
+            }
+        }
+        match self.file.as_mut() {
+            Some(file) => file.write_all(bytes).await.is_ok(),
+            None => false,
+        }
+    }
+
     async fn write(&mut self, chunk: &[u8]) {
         if self.truncated {
             return;
@@ -71,13 +143,13 @@ impl LogSink {
         let room = self.cap.saturating_sub(self.written) as usize;
         let take = chunk.len().min(room);
         // A failing log write must not stop the draining, or the program would block on a full pipe.
-        if take > 0 && self.file.write_all(&chunk[..take]).await.is_ok() {
+        if take > 0 && self.append(&chunk[..take]).await {
             self.written += take as u64;
         }
         if take < chunk.len() {
             self.truncated = true;
             let marker = format!("\n[labcron: log truncated at {} bytes]\n", self.cap);
-            if self.file.write_all(marker.as_bytes()).await.is_ok() {
+            if self.append(marker.as_bytes()).await {
                 self.written += marker.len() as u64;
             }
         }
@@ -144,21 +216,10 @@ fn signal_group(pgid: u32, signal: i32) {
 
 /// Runs the program to its end (or until timeout/cancel) and reports how it went.
 pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> ProcessReport {
-    let log_file = match tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log_path)
-        .await
-    {
-        Ok(f) => f,
-        Err(e) => return spawn_failed(format!("cannot open the run log: {e}")),
-    };
-    let sink = Arc::new(Mutex::new(LogSink {
-        file: log_file,
-        written: 0,
-        cap: spec.log_cap,
-        truncated: false,
-    }));
+    let sink = Arc::new(Mutex::new(LogSink::new(
+        spec.log_path.clone(),
+        spec.log_cap,
+    )));
 
     let stdout_file = match &spec.stdout_path {
         Some(path) => match tokio::fs::File::create(path).await {
@@ -179,6 +240,9 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // The thread that starts the program is its parent (see `children`).
+    // SAFETY: gettid has no preconditions.
+    let spawner = unsafe { libc::gettid() };
     let mut child = match command.spawn() {
         Ok(child) => child,
         // The program's name only: run messages are read by every user the job is shared with.
@@ -194,6 +258,8 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
     let Some(pgid) = child.id() else {
         return spawn_failed("the program exited before it could be supervised".into());
     };
+    locked(&SPAWNERS).insert(spawner);
+    let registered = Registered::new(pgid as i32);
 
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -238,6 +304,8 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
             ProcessEnd::Cancelled
         }
     };
+    // Waited for (or lost): its pid may be reused from here on.
+    drop(registered);
     // Whatever the program left running in its group goes too, and whatever left the group but
     // still carries the run's marker; then their pipes close, and the server reaps them.
     signal_group(pgid, libc::SIGKILL);
@@ -266,7 +334,9 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
         .filter(|s| !s.is_empty());
 
     let mut sink = sink.lock().await;
-    let _ = sink.file.flush().await;
+    if let Some(file) = sink.file.as_mut() {
+        let _ = file.flush().await;
+    }
     ProcessReport {
         end,
         log_size: sink.written,
@@ -295,8 +365,15 @@ pub fn become_subreaper() {
 fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
     let mut killed: HashSet<i32> = HashSet::new();
     let own = Ids::own();
-    // One look at the children serves both questions below (a look costs a read per thread).
-    let kids = children();
+    // One look at the children serves both questions below. Runs' programs still running are
+    // other runs' (this one's was waited for) and are left out unread.
+    let kids: Vec<i32> = {
+        let running = locked(&RUN_PROGRAMS);
+        children()
+            .into_iter()
+            .filter(|pid| !running.contains(pid))
+            .collect()
+    };
     if let Some(marker) = marker
         && may_have_left_the_group(&kids, marker, &own)
     {
@@ -354,19 +431,30 @@ impl Ids {
     }
 }
 
-/// The children of this process (of all its threads): the runs' programs, and the orphans it
-/// adopted as a subreaper.
+/// The children of the threads of this process that can have adopted a run's orphans: runs'
+/// programs, and the orphans it adopted as a subreaper. A process orphaned below a subreaper goes
+/// to one of the subreaper's live threads: since Linux 4.11 the first one, the main thread; before
+/// that, the thread that started the run's program (while it lives). Children are listed per
+/// thread (`/proc/self/task/<tid>/children`), and reading only these few instead of every thread
+/// (the blocking pools keep dozens) made this look a tenth of what it cost.
 fn children() -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
+    let mut threads: Vec<i32> = locked(&SPAWNERS).iter().copied().collect();
+    let main = std::process::id() as i32;
+    if !threads.contains(&main) {
+        threads.push(main);
+    }
     let mut pids = Vec::new();
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(
+    for tid in threads {
+        match std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) {
+            Ok(list) => pids.extend(
                 list.split_whitespace()
                     .filter_map(|p| p.parse::<i32>().ok()),
-            );
+            ),
+            // A thread that has ended passed its children to a live one (the main thread).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                locked(&SPAWNERS).remove(&tid);
+            }
+            Err(_) => {}
         }
     }
     pids

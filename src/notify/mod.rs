@@ -99,6 +99,12 @@ impl Notifier {
         })
     }
 
+    /// Whether a finished run of a job with (or without) a webhook has anywhere to go: e-mail is
+    /// on, or the job has a webhook.
+    pub fn would_send(&self, job_has_webhook: bool) -> bool {
+        job_has_webhook || self.inner.mailer.is_some()
+    }
+
     /// Sends the notifications of run `run_id`, whose end has just been recorded, in the
     /// background.
     pub fn run_finished(&self, run_id: i64) {

@@ -169,10 +169,60 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
     // (`not_before`), the job's later runs wait behind it. The jobs with queued runs are found
     // by skipping along the `runs_active` index (a recursive step per job, each an index seek)
     // rather than grouping every queued run: a claim costs per job, not per queued run, which
-    // matters because it runs on the single writer at every run's end.
-    let ids: Vec<i64> = conn
-        .prepare_cached(&format!(
-            "WITH RECURSIVE queued_job(job_id) AS (
+    // matters because it runs on the single writer at every run's end. The limit is applied
+    // while reading, not as `LIMIT ?`: SQLite (with STAT4, as bundled) plans a LIMIT with the
+    // bound value, so binding a new one expired the statement and every claim parsed and planned
+    // the query again — half of the claim's cost. The ORDER BY reads every candidate anyway (one
+    // per job with queued runs).
+    //
+    // Most claims (a run's end hands over one slot) are answered among the oldest queued runs,
+    // so those are looked at first: when `limit` of the first `QUICK_LOOK` are runnable, they are
+    // the oldest runnable ones (every other queued run is younger). Otherwise the whole query.
+    let mut ids: Vec<i64> = conn
+        .prepare_cached(&quick_claim_query())?
+        .query_map(params![now], |r| r.get(0))?
+        .take(limit)
+        .collect::<Result<_, _>>()?;
+    if ids.len() < limit {
+        ids = conn
+            .prepare_cached(&claim_query())?
+            .query_map(params![now], |r| r.get(0))?
+            .take(limit)
+            .collect::<Result<_, _>>()?;
+    }
+    let mut start = conn.prepare_cached(
+        "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2 WHERE id = ?1 AND status = 'QUEUED'",
+    )?;
+    for id in &ids {
+        start.execute(params![id, now])?;
+    }
+    Ok(ids)
+}
+
+/// How many of the oldest queued runs the claim looks at before it asks about every job.
+const QUICK_LOOK: usize = 32;
+
+/// The runnable runs (as `claim_query` decides) among the `QUICK_LOOK` oldest queued runs, oldest
+/// first: each the oldest queued run of its job, the job with nothing in progress, its time come.
+fn quick_claim_query() -> String {
+    format!(
+        "SELECT r.id FROM (SELECT id, job_id, not_before FROM runs INDEXED BY runs_status_id
+                           WHERE status = 'QUEUED' ORDER BY status, id LIMIT {QUICK_LOOK}) r
+         WHERE (r.not_before IS NULL OR r.not_before <= ?1)
+           AND NOT EXISTS (SELECT 1 FROM runs o
+                           WHERE o.{ACTIVE} AND o.status = 'QUEUED' AND o.job_id = r.job_id
+                             AND o.id < r.id)
+           AND NOT EXISTS (SELECT 1 FROM runs p
+                           WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = r.job_id)
+         ORDER BY r.id"
+    )
+}
+
+/// The claim's query (`claim_runnable`): for each job with queued runs and nothing in progress,
+/// its oldest queued run whose time has come (`?1`: now), oldest first.
+fn claim_query() -> String {
+    format!(
+        "WITH RECURSIVE queued_job(job_id) AS (
                  SELECT (SELECT job_id FROM runs WHERE {ACTIVE} AND status = 'QUEUED'
                          ORDER BY status, job_id LIMIT 1)
                  UNION ALL
@@ -187,18 +237,9 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
              WHERE q.job_id IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM runs p
                                WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = q.job_id)
-               AND (n.not_before IS NULL OR n.not_before <= ?2)
-             ORDER BY n.id LIMIT ?1"
-        ))?
-        .query_map(params![limit as i64, now], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let mut start = conn.prepare_cached(
-        "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2 WHERE id = ?1 AND status = 'QUEUED'",
-    )?;
-    for id in &ids {
-        start.execute(params![id, now])?;
-    }
-    Ok(ids)
+               AND (n.not_before IS NULL OR n.not_before <= ?1)
+             ORDER BY n.id"
+    )
 }
 
 /// The outcome of a finished run.
@@ -440,7 +481,8 @@ pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result
 
 /// Marks a finished run as the end of its series.
 pub fn set_series_end(conn: &Connection, run_id: i64) -> Result<(), ApiError> {
-    conn.execute("UPDATE runs SET series_end = 1 WHERE id = ?1", [run_id])?;
+    conn.prepare_cached("UPDATE runs SET series_end = 1 WHERE id = ?1")?
+        .execute([run_id])?;
     Ok(())
 }
 
@@ -705,5 +747,86 @@ mod tests {
         assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![5, 6]);
         assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![7, 9]);
         assert!(claim_runnable(&conn, 0, 600).unwrap().is_empty());
+    }
+
+    #[test]
+    fn claims_reuse_one_prepared_statement_whatever_the_limit_and_time() {
+        let (_dir, conn) = ledger(3, &[(1, "QUEUED", None), (2, "QUEUED", None)]);
+        // Different limits and instants, as the dispatcher (free slots) and a run's end (one
+        // slot) ask; each run is put back to QUEUED so every claim has something to read.
+        for (limit, now) in [(8, 100), (1, 101), (3, 102), (1, 103), (8, 104)] {
+            let claimed = claim_runnable(&conn, limit, now).unwrap();
+            assert_eq!(claimed.len(), limit.min(2), "limit {limit}");
+            conn.execute("UPDATE runs SET status = 'QUEUED'", [])
+                .unwrap();
+        }
+        // The statements the claims used (the quick look always, the whole query when the
+        // limit was not reached), from the connection's cache: never parsed and planned again
+        // because a bound value changed.
+        for (sql, runs) in [(quick_claim_query(), 5), (claim_query(), 2)] {
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "the claim's statement was prepared again: {sql}"
+            );
+            assert!(
+                stmt.get_status(rusqlite::StatementStatus::Run) >= runs,
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_claim_looks_past_the_oldest_queued_runs_when_they_all_wait() {
+        // Job 1 is busy with more queued runs than the quick look sees; job 2's one run, younger
+        // than all of them, is the only runnable one.
+        let mut runs = vec![(1, "IN_PROGRESS", None)];
+        runs.extend(std::iter::repeat_n((1, "QUEUED", None), QUICK_LOOK + 5));
+        runs.push((2, "QUEUED", None));
+        let (_dir, conn) = ledger(2, &runs);
+        let youngest = runs.len() as i64;
+        assert_eq!(claim_runnable(&conn, 1, 100).unwrap(), vec![youngest]);
+        assert!(claim_runnable(&conn, 8, 100).unwrap().is_empty());
+        // Job 1's first run ends: its oldest queued run goes next, whatever the limit.
+        conn.execute("UPDATE runs SET status = 'SUCCEEDED' WHERE id = 1", [])
+            .unwrap();
+        assert_eq!(claim_runnable(&conn, 8, 100).unwrap(), vec![2]);
+    }
+
+    #[test]
+    fn the_quick_look_and_the_whole_query_agree() {
+        // Jobs 1..=6 with interleaved runs; some busy, one waiting for a retry's delay.
+        let mut runs = Vec::new();
+        for round in 0..10 {
+            for job in 1..=6 {
+                let status = if round == 0 && job % 3 == 0 {
+                    "IN_PROGRESS"
+                } else {
+                    "QUEUED"
+                };
+                let not_before = (round == 0 && job == 2).then_some(500);
+                runs.push((job, status, not_before));
+            }
+        }
+        let (_dir, conn) = ledger(6, &runs);
+        for now in [100, 600] {
+            let all: Vec<i64> = conn
+                .prepare(&claim_query())
+                .unwrap()
+                .query_map(params![now], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let quick: Vec<i64> = conn
+                .prepare(&quick_claim_query())
+                .unwrap()
+                .query_map(params![now], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(quick, all, "at {now}");
+            assert!(!all.is_empty());
+        }
     }
 }

@@ -448,6 +448,77 @@ async fn many_runs_of_one_job_run_one_at_a_time_in_order_and_none_is_lost() {
     assert_eq!(listed.as_array().unwrap().len(), 20);
 }
 
+/// The run log appears with the program's first output: a quiet run leaves no log file, and its
+/// log reads as empty; a run that writes has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
+    let app = spawn_app().await;
+    app.write_script("quiet.sh", "#!/bin/sh\nexit 0\n");
+    app.write_script("talks.sh", "#!/bin/sh\necho hello >&2\n");
+    let quiet = app.create_external_job("quiet", "quiet.sh").await;
+    let talks = app.create_external_job("talks", "talks.sh").await;
+    for (job, expected) in [(quiet, ""), (talks, "hello\n")] {
+        let run_id = app.start_run(job, None).await;
+        let run = app.wait_run(job, run_id).await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        assert_eq!(run["logSize"], expected.len(), "{run}");
+        let file = app.data_dir.join(format!("runs/{job}/{run_id}/run.log"));
+        assert_eq!(file.exists(), !expected.is_empty(), "{}", file.display());
+        let log = app
+            .get(&format!("/scheduled-jobs/{job}/runs/{run_id}/log"))
+            .await;
+        assert_eq!(log.status(), StatusCode::OK);
+        assert_eq!(log.text().await.unwrap(), expected);
+    }
+}
+
+/// With one run slot for the whole server, a run that ends hands the slot to the oldest runnable
+/// run in the transaction that records its end: the next run starts at the very instant the
+/// previous one finished (the dispatcher's own claim would come after that commit, later), the
+/// runs go oldest first across jobs, and no two ever overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finishing_run_hands_its_slot_to_the_oldest_queued_run() {
+    let app = spawn_app_with(AppOptions {
+        max_concurrent_runs: Some(1),
+        ..AppOptions::default()
+    })
+    .await;
+    let gate = app.data_dir.join("gate");
+    app.write_script(
+        "gated.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {0} ]; do sleep 0.02; done\n",
+            gate.display()
+        ),
+    );
+    let a = app.create_external_job("hand-over a", "gated.sh").await;
+    let b = app.create_external_job("hand-over b", "gated.sh").await;
+    let first = app.start_run(a, None).await;
+    eventually("the first run holds the only slot", || async {
+        app.run_status(a, first).await == "IN_PROGRESS"
+    })
+    .await;
+    // Queued behind it: b's run, then a's second (a's own next run also waits for its first).
+    let second = app.start_run(b, None).await;
+    let third = app.start_run(a, None).await;
+    assert_eq!(app.run_status(b, second).await, "QUEUED", "one slot only");
+    std::fs::write(&gate, "open").unwrap();
+
+    let mut previous: Option<Value> = None;
+    for (job, run_id) in [(a, first), (b, second), (a, third)] {
+        let run = app.wait_run(job, run_id).await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        if let Some(before) = &previous {
+            assert_eq!(
+                run["startedAt"], before["finishedAt"],
+                "run {run_id} took the slot when run {} ended: {run} after {before}",
+                before["id"]
+            );
+        }
+        previous = Some(run);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_limit_idempotency_and_closed_jobs() {
     let app = spawn_app().await;
