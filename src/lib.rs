@@ -2,6 +2,7 @@
 //! OpenSpecimen's scheduled-jobs REST API. `main.rs` only parses the command line; everything else
 //! lives here so that the integration tests can start the real application in-process.
 
+pub mod allocator; // glibc malloc: arenas capped at one per core, free pages handed back
 pub mod api; // HTTP resources, one module each, plus the auth extractor
 pub mod auth; // password hashing, session tokens, sign-in throttling
 pub mod cli; // the administration subcommands: users, backup, jobs files, healthcheck
