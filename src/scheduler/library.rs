@@ -13,8 +13,8 @@
 //! answering makes the driver fail, and the watchdog starts a fresh one.
 //!
 //! This module owns the library instance: starting it, registering and removing entries, counting
-//! what it holds (its metadata store and its job-code map, both shared with us), and stopping its
-//! ticker when the instance is dropped.
+//! what it holds (its metadata store, shared with us, and the code map labcron keeps for it), and
+//! stopping its ticker when the instance is dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,11 +85,21 @@ struct OwnCode {
 impl ToCode<Box<JobToRunAsync>> for OwnCode {
     fn init(
         &mut self,
-        _context: &tokio_cron_scheduler::Context,
+        context: &tokio_cron_scheduler::Context,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobSchedulerError>> + Send>>
     {
-        // No listeners: only `Library` changes the map.
-        Box::pin(std::future::ready(Ok(())))
+        // Only `Library` changes the map. But the library's deleter logs an error for every
+        // deletion nobody listens to (a line per fire), and the store it replaces was that
+        // listener, so the deletions are received here and ignored.
+        let mut deletions = context.job_deleted_tx.subscribe();
+        Box::pin(async move {
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                // Until the library's channels close (never, while its tasks live).
+                while let Ok(_) | Err(RecvError::Lagged(_)) = deletions.recv().await {}
+            });
+            Ok(())
+        })
     }
 
     fn get(&mut self, uuid: Uuid) -> PinnedGetFuture<Box<JobToRunAsync>> {
@@ -370,6 +380,17 @@ mod tests {
         let id = *library.code.read().await.keys().next().unwrap();
         library.remove(id).await.unwrap();
         assert_eq!(library.held().await, Held::default());
+    }
+
+    /// The library's deleter reports every deletion on a broadcast and logs an error for each
+    /// one nobody receives (a line per fire); `OwnCode` is that receiver.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_librarys_deletions_have_a_receiver() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let library = Library::start(channel_capacity(1), tx).await.unwrap();
+        let context = library.scheduler.context();
+        assert!(context.job_deleted_tx.receiver_count() >= 1);
+        assert!(context.job_deleted_tx.send(Ok(Uuid::new_v4())).is_ok());
     }
 
     /// Entries due at once (instants nearer than the early margin, as every fire of an
