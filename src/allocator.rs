@@ -6,7 +6,7 @@
 //! and dropped each second on the tokio workers, plus the blocking pool's short-lived threads),
 //! so each of up to 16 arenas grew to the highest burst it had happened to take: measured with
 //! `fire_memory`, 13 arenas held 13.3 MB for 6.9 MB in use, and VmRSS rose 3.6 MiB in an hour
-//! (26.8 → 30.4) with no growth of the memory in use; one `malloc_trim(0)` by hand gave 3.5 MiB
+//! (26.8 → 30.4) with no growth of the memory in use; one `malloc_trim(0)` by hand gave 3.5 MB
 //! back at once. So the server caps the arenas at one per core (more cannot run at once anyway)
 //! before its runtime starts threads, and a background task hands free pages back every
 //! `TRIM_EVERY`. Other allocators (musl) have neither knob; there this module does nothing.
