@@ -9,6 +9,7 @@
 // A failed `unwrap()` in the server is a crash with no message for the user: errors are returned.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod allocator; // glibc malloc: arenas capped at one per core, free pages handed back
 pub mod auth; // password hashing, session tokens, sign-in throttling
 pub mod cli; // the administration subcommands: users, backup, jobs files, healthcheck
 pub mod clock; // the one source of "now"

@@ -174,8 +174,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before the runtime starts its threads: arenas made before the cap would stay.
+    labcron::allocator::limit_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(async_main()),
+        Err(e) => {
+            eprintln!("labcron: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     // Everything labcron creates (ledger, backups, logs, results, run directories) is private to
     // its user unless it says otherwise: the ledger holds password and token hashes.
     // SAFETY: umask only sets the process's file-creation mask; it cannot fail.

@@ -107,6 +107,7 @@ impl Application {
             metrics.clone(),
             background.clone(),
         );
+        crate::allocator::spawn_trim(background.clone());
         let scheduler = Scheduler::new(db.clone(), executor.clone(), &ledger_path)?;
         scheduler.start();
         let ledger_lost =

@@ -4,16 +4,17 @@
 //! so the library's cron parser and its frozen-offset time zones are never used. Its ticker polls
 //! every 500 ms and stores instants as whole seconds, so an entry is registered `EARLY_BY_MS`
 //! before the instant; its closure reports `Fired` to the driver at once, and the driver waits for
-//! the exact millisecond. An entry's code is put into the library's code map before its schedule
-//! is added, because the library stores the two in separate tasks and would otherwise drop an
-//! entry that is due at once. Its actors talk over broadcast channels whose loops
+//! the exact millisecond. The entries' code lives in a code map of labcron's own (`OwnCode`): an
+//! entry's code goes in before its schedule is added and comes out only when the driver removes
+//! the entry, because the library's own map, kept by tasks of its own, lost the code of entries
+//! that were due at once (see `OwnCode`). Its actors talk over broadcast channels whose loops
 //! stop, or drop messages, when a channel lags, so the channels are sized above the number of
 //! entries (`channel_capacity`), and every call into it has a time limit: a library that stops
 //! answering makes the driver fail, and the watchdog starts a fresh one.
 //!
 //! This module owns the library instance: starting it, registering and removing entries, counting
-//! what it holds (its metadata store and its job-code map, both shared with us), and stopping its
-//! ticker when the instance is dropped.
+//! what it holds (its metadata store, shared with us, and the code map labcron keeps for it), and
+//! stopping its ticker when the instance is dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use tokio::sync::{RwLock, mpsc};
 use tokio_cron_scheduler::job::job_data::JobStoredData;
 use tokio_cron_scheduler::job::{JobCreator, JobDeleter};
 use tokio_cron_scheduler::{
-    Job, JobScheduler, JobToRunAsync, SimpleJobCode, SimpleMetadataStore, SimpleNotificationCode,
-    SimpleNotificationStore,
+    Job, JobCode, JobScheduler, JobSchedulerError, JobToRunAsync, PinnedGetFuture,
+    SimpleMetadataStore, SimpleNotificationCode, SimpleNotificationStore, ToCode,
 };
 use uuid::Uuid;
 
@@ -67,6 +68,48 @@ pub enum LibraryError {
 
 type CodeMap = HashMap<Uuid, Arc<RwLock<Box<JobToRunAsync>>>>;
 
+/// The library's job-code store, kept by labcron: `Library::register` puts an entry's code in
+/// before its schedule and `Library::remove` takes it out; the library only reads it. Its own
+/// store (`SimpleJobCode`) adds and drops code in two tasks of its own, listening to the entries'
+/// creations and deletions, while its ticker deletes a fired one-shot's schedule 500 ms after
+/// activating it and hands the activation to the runner in a task of its own. On a loaded
+/// machine the activation could reach the runner after that deletion had dropped the code: the
+/// entry's fire was lost ("Error getting … from job code"), the driver's stall check restarted
+/// the loop with a fresh `JobScheduler` (every job missing an instant), and the old instance's
+/// tasks, which never end, kept about 4 MB each (seen in `fire_memory` with the machine's load
+/// above 8: 145 lost fires at once). With this store the code outlives the library's deletion.
+struct OwnCode {
+    map: Arc<RwLock<CodeMap>>,
+}
+
+impl ToCode<Box<JobToRunAsync>> for OwnCode {
+    fn init(
+        &mut self,
+        context: &tokio_cron_scheduler::Context,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), JobSchedulerError>> + Send>>
+    {
+        // Only `Library` changes the map. But the library's deleter logs an error for every
+        // deletion nobody listens to (a line per fire), and the store it replaces was that
+        // listener, so the deletions are received here and ignored.
+        let mut deletions = context.job_deleted_tx.subscribe();
+        Box::pin(async move {
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                // Until the library's channels close (never, while its tasks live).
+                while let Ok(_) | Err(RecvError::Lagged(_)) = deletions.recv().await {}
+            });
+            Ok(())
+        })
+    }
+
+    fn get(&mut self, uuid: Uuid) -> PinnedGetFuture<Box<JobToRunAsync>> {
+        let map = self.map.clone();
+        Box::pin(async move { Ok(map.read().await.get(&uuid).cloned()) })
+    }
+}
+
+impl JobCode for OwnCode {}
+
 /// Channel size for a library holding `entries` entries: every fire of a burst puts one message
 /// on the activation channel, three on the notification channel and one on the deletion channel,
 /// so four times the entries, never less than `MIN_CHANNEL`, rounded to a power of two (the size
@@ -96,8 +139,10 @@ impl Library {
     ) -> Result<Library, LibraryError> {
         let store = SimpleMetadataStore::default();
         let entries = store.data.clone();
-        let code = SimpleJobCode::default();
-        let code_map = code.job_code.clone();
+        let code_map = Arc::new(RwLock::new(CodeMap::new()));
+        let code = OwnCode {
+            map: code_map.clone(),
+        };
         let mut scheduler = JobScheduler::new_with_storage_and_code(
             Box::new(store),
             Box::new(SimpleNotificationStore::default()),
@@ -140,12 +185,10 @@ impl Library {
         };
         let job = Job::new_one_shot_at_instant_async(due, report(self.fired.clone()))?;
         let id = job.guid();
-        // The library stores an entry's schedule and its code in two tasks of its own, each
-        // listening to the same broadcast; an entry due at once (every fire of an every-second
-        // job: its instant is nearer than `EARLY_BY_MS`) can then be picked by the ticker before
-        // its code is stored, and the library drops it ("Error getting … from job code") — a lost
-        // fire, caught only by the driver's stall check, which restarts everything. So the code
-        // goes into the library's code map first; the library's own copy replaces it.
+        // The code goes in first: an entry due at once (every fire of an every-second job: its
+        // instant is nearer than `EARLY_BY_MS`) can be activated as soon as its schedule is
+        // stored. The library's own copy of the code (sent with the creation) is not kept:
+        // `OwnCode` has no listener, and this closure is the same one.
         let code: Box<JobToRunAsync> = Box::new(report(self.fired.clone()));
         self.code
             .write()
@@ -164,13 +207,16 @@ impl Library {
         added
     }
 
-    /// Removes an entry (a no-op when the library already deleted it after firing it).
+    /// Removes an entry (a no-op for the schedule when the library already deleted it after
+    /// firing it) and its code.
     pub async fn remove(&self, entry: Uuid) -> Result<(), LibraryError> {
         let context = self.scheduler.context();
-        tokio::time::timeout(CALL_TIMEOUT, JobDeleter::remove(&context, &entry))
+        let removed = tokio::time::timeout(CALL_TIMEOUT, JobDeleter::remove(&context, &entry))
             .await
-            .map_err(|_| LibraryError::Timeout("removal"))?
-            .map_err(LibraryError::from)
+            .map_err(|_| LibraryError::Timeout("removal"))
+            .and_then(|removed| removed.map_err(LibraryError::from));
+        self.code.write().await.remove(&entry);
+        removed
     }
 
     /// What the library holds right now.
@@ -193,8 +239,8 @@ impl Drop for Library {
 mod tests {
     use super::*;
 
-    /// What the library holds once it has caught up: it drops a removed closure in its own task,
-    /// shortly after `remove` returns, so look again for up to two seconds.
+    /// What the library holds once it has caught up: it deletes a fired one-shot's schedule in a
+    /// task of its own, so look again for up to two seconds.
     async fn settled(library: &Library, expected: Held) -> Held {
         let mut held = library.held().await;
         for _ in 0..100 {
@@ -293,6 +339,58 @@ mod tests {
                 instant_ms
             }
         );
+    }
+
+    /// An activation that reaches the library's runner late, after the library has already
+    /// deleted the fired one-shot's schedule (its ticker does so 500 ms after activating it, and
+    /// on a loaded machine the runner can be further behind), still finds the entry's code and
+    /// fires. The runner is held back by holding the lock it takes before looking the code up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_activation_still_finds_the_code_after_the_library_deleted_the_entry() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let library = Library::start(channel_capacity(1), tx).await.unwrap();
+        let context = library.scheduler.context();
+        let runner_held = context.job_code.write().await;
+        // Nearer than the early margin: due in the library at once.
+        let instant_ms = now_ms() + 1_000;
+        library.register(7, instant_ms).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !library.entries.read().await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the library never deleted the activated one-shot"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(rx.try_recv().is_err(), "fired while the runner was held");
+        drop(runner_held);
+        let fired = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("the late activation found no code")
+            .unwrap();
+        assert_eq!(
+            fired,
+            Fired {
+                job_id: 7,
+                instant_ms
+            }
+        );
+        // The code stays until the driver removes the entry, then goes.
+        assert_eq!(library.held().await.closures, 1);
+        let id = *library.code.read().await.keys().next().unwrap();
+        library.remove(id).await.unwrap();
+        assert_eq!(library.held().await, Held::default());
+    }
+
+    /// The library's deleter reports every deletion on a broadcast and logs an error for each
+    /// one nobody receives (a line per fire); `OwnCode` is that receiver.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_librarys_deletions_have_a_receiver() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let library = Library::start(channel_capacity(1), tx).await.unwrap();
+        let context = library.scheduler.context();
+        assert!(context.job_deleted_tx.receiver_count() >= 1);
+        assert!(context.job_deleted_tx.send(Ok(Uuid::new_v4())).is_ok());
     }
 
     /// Entries due at once (instants nearer than the early margin, as every fire of an
