@@ -124,8 +124,10 @@ async fn external_job_runs_with_parameters_live_log_csv_preview_download_filters
         // The list shows the newest run's status without a reload.
         ui.wait_contains(&format!("{} td.status", row(job)), "Queued").await;
 
-        // The run's page while it waits; then it starts, logs, finishes — all without reloading.
-        ui.click(".toast a").await;
+        // The run's page (the toast's link, checked above) while it waits; then it starts, logs,
+        // finishes — all without reloading. The link is followed by its address: a toast lasts 6 s,
+        // which waiting for the list on a busy machine can outlast.
+        ui.goto(&run_link).await;
         ui.wait_path(&run_link).await;
         ui.wait_contains("#run-status", "Queued").await;
         ui.wait_contains("#log-state", "Waiting to start").await;
