@@ -54,6 +54,9 @@ impl ApiError {
             "You do not have sufficient rights to perform this action.",
         )
     }
+    pub fn user_not_found() -> Self {
+        ApiError::user("USER_NOT_FOUND", "User does not exist.")
+    }
     pub fn access_denied() -> Self {
         ApiError::user("ACCESS_DENIED", "User does not have sufficient rights.")
     }

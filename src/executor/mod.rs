@@ -137,7 +137,7 @@ impl Executor {
                 // that accepts the run, whoever asks (API, pages, CLI).
                 if request.args.is_some() {
                     let runner = store::users::get(tx, request.run_by)?
-                        .ok_or_else(|| ApiError::user("USER_NOT_FOUND", "User does not exist."))?;
+                        .ok_or_else(ApiError::user_not_found)?;
                     if let Some(why) = access::runtime_args_refusal(&job, &runner) {
                         return Err(ApiError::user("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED", why));
                     }

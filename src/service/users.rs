@@ -70,7 +70,7 @@ pub fn save_profile(
 /// password, and the built-in user never signs in.
 pub fn refuse_password_here(conn: &Connection, user_id: i64) -> Result<(), ApiError> {
     if store::users::get(conn, user_id)?.is_some_and(|u| u.is_system) {
-        return Err(ApiError::user("USER_NOT_FOUND", "User does not exist."));
+        return Err(ApiError::user_not_found());
     }
     if store::users::source(conn, user_id)?.as_deref() == Some("LDAP") {
         return Err(ApiError::user(
@@ -114,5 +114,5 @@ pub fn disable(tx: &Connection, user_id: i64, audit: &Event, now: i64) -> Result
 pub fn live_user(conn: &Connection, user_id: i64) -> Result<User, ApiError> {
     store::users::get(conn, user_id)?
         .filter(|u| u.active && !u.is_system)
-        .ok_or_else(|| ApiError::user("USER_NOT_FOUND", "User does not exist."))
+        .ok_or_else(ApiError::user_not_found)
 }

@@ -184,7 +184,7 @@ async fn create(
         .write(move |tx| {
             let owner = store::users::get(tx, user_id)?
                 .filter(|u| u.active && !u.is_system)
-                .ok_or_else(|| ApiError::user("USER_NOT_FOUND", "User does not exist."))?;
+                .ok_or_else(ApiError::user_not_found)?;
             let id = store::api_tokens::insert(tx, owner.id, &name, &hash, expires_at, now, audit)?;
             let stored = store::api_tokens::get(tx, id)?.ok_or_else(not_found)?;
             Ok((stored, UserSummary::from(&owner)))
