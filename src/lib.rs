@@ -15,7 +15,7 @@ pub mod cli; // the administration subcommands: users, backup, jobs files, healt
 pub mod clock; // the one source of "now"
 pub mod config; // settings: defaults < TOML file < LABCRON_* env < flags
 pub mod domain; // pure types and rules: jobs, runs, users, schedules, the access policy, audit diffs
-pub mod error; // ApiError and ErrorItem: failures and OpenSpecimen's error array
+pub mod error; // ServiceError and ErrorItem: failures and OpenSpecimen's error array
 pub mod executor; // durable run queue, dispatcher, process runner
 pub mod ldap; // directory sign-in: the LDAP search and bind (issue 15)
 pub mod metrics; // Prometheus series and their text rendering, the scheduler's counters

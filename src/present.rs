@@ -13,7 +13,7 @@ use crate::domain::job::{
 use crate::domain::next_fire::next_fire;
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::UserSummary;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::run_files::RunPaths;
 use crate::store;
 
@@ -88,7 +88,7 @@ pub fn chain_refs(
     conn: &Connection,
     job_id: i64,
     on_result: &str,
-) -> Result<Vec<JobRef>, ApiError> {
+) -> Result<Vec<JobRef>, ServiceError> {
     let mut refs = Vec::new();
     for id in store::jobs::chain_targets(conn, job_id, on_result)? {
         if let Some(name) = store::jobs::name_of(conn, id)? {
@@ -140,7 +140,11 @@ pub struct UserCache {
 }
 
 impl UserCache {
-    pub fn summary(&mut self, conn: &Connection, id: i64) -> Result<Option<UserSummary>, ApiError> {
+    pub fn summary(
+        &mut self,
+        conn: &Connection,
+        id: i64,
+    ) -> Result<Option<UserSummary>, ServiceError> {
         if let Some(found) = self.users.get(&id) {
             return Ok(found.clone());
         }
@@ -158,9 +162,13 @@ pub fn next_run_on(job: &Job) -> Option<i64> {
     next_fire(&job.schedule(), from_ms(now_ms())).map(|t| t.timestamp_millis())
 }
 
-pub fn job_view(conn: &Connection, job: &Job, users: &mut UserCache) -> Result<JobView, ApiError> {
+pub fn job_view(
+    conn: &Connection,
+    job: &Job,
+    users: &mut UserCache,
+) -> Result<JobView, ServiceError> {
     let (recipient_ids, shared_ids) = store::jobs::user_lists(conn, job.id)?;
-    let mut summaries = |ids: Vec<i64>| -> Result<Vec<UserSummary>, ApiError> {
+    let mut summaries = |ids: Vec<i64>| -> Result<Vec<UserSummary>, ServiceError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.extend(users.summary(conn, id)?);
@@ -229,7 +237,7 @@ pub fn run_view(
     run: &Run,
     users: &mut UserCache,
     data_dir: &std::path::Path,
-) -> Result<RunView, ApiError> {
+) -> Result<RunView, ServiceError> {
     // While a run executes its log grows on disk; the ledger has the final size only at the end.
     let log_size = if run.status == RunStatus::InProgress {
         std::fs::metadata(RunPaths::new(data_dir, run.job_id, run.id).log)

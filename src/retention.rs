@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::RetentionSettings;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::executor::internal::remove_old_run_files;
 use crate::metrics::Metrics;
 use crate::query::csv::Guard;
@@ -88,7 +88,7 @@ pub async fn run_retention_now(
     db: &Db,
     settings: &RetentionSettings,
     data_dir: &Path,
-) -> Result<RetentionReport, ApiError> {
+) -> Result<RetentionReport, ServiceError> {
     let db = db.clone();
     let settings = settings.clone();
     let data_dir = data_dir.to_path_buf();
@@ -100,7 +100,7 @@ fn retention_pass(
     settings: &RetentionSettings,
     data_dir: &Path,
     now: i64,
-) -> Result<RetentionReport, ApiError> {
+) -> Result<RetentionReport, ServiceError> {
     let mut report = RetentionReport::default();
     if settings.audit_days > 0 {
         let cutoff = now - settings.audit_days as i64 * DAY_MS;
@@ -125,10 +125,11 @@ fn retention_pass(
         // (0, 0) is no run: the pass has no run directory of its own to spare.
         let removed = db
             .read_sync(|c| {
-                remove_old_run_files(c, data_dir, cutoff, (0, 0), &never).map_err(ApiError::from)
+                remove_old_run_files(c, data_dir, cutoff, (0, 0), &never)
+                    .map_err(ServiceError::from)
             })?
             .map_err(|stop| {
-                ApiError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}"))
+                ServiceError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}"))
             })?;
         for r in &removed {
             report.runs_with_files_removed += 1;
@@ -146,7 +147,7 @@ fn delete_old_rows(
     data_dir: &Path,
     cutoff: i64,
     report: &mut RetentionReport,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     let mut after = 0;
     loop {
         let batch = db.read_sync(|c| maintenance::finished_before(c, cutoff, after, ROW_BATCH))?;

@@ -20,7 +20,7 @@ use super::api_error;
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::job::Job;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::{JobView, UserCache, job_view};
 use crate::service::jobs::{args_without_parameters_refusal, draft_from_body, save};
 use crate::store;
@@ -111,12 +111,12 @@ fn portable(
     conn: &Connection,
     job: &Job,
     settings: &Settings,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Map<String, Value>, ServiceError> {
     let view = job_view(conn, job, &mut UserCache::default())?;
     let Value::Object(mut fields) =
-        serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))?
+        serde_json::to_value(view).map_err(|e| ServiceError::Internal(e.into()))?
     else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
+        return Err(ServiceError::Internal(anyhow::anyhow!(
             "a job is not a JSON object"
         )));
     };
@@ -533,7 +533,7 @@ pub fn import(
             args_without_parameters_refusal(&tx, &sources, &draft, existing.as_ref())
                 .map_err(api_error)?
         {
-            return Err(api_error(ApiError::User(vec![refusal]))).with_context(context);
+            return Err(api_error(ServiceError::User(vec![refusal]))).with_context(context);
         }
         let now = now_ms();
         let set_key = |id: i64| -> anyhow::Result<()> {
@@ -622,7 +622,7 @@ fn find_existing(
     conn: &Connection,
     key: Option<&str>,
     name: &str,
-) -> Result<Option<Job>, ApiError> {
+) -> Result<Option<Job>, ServiceError> {
     let by_key: Option<i64> = match key {
         Some(k) => rusqlite::OptionalExtension::optional(conn.query_row(
             "SELECT id FROM jobs WHERE key = ?1 AND activity_status <> 'Disabled'",

@@ -10,7 +10,7 @@ pub mod users;
 use anyhow::{Context, bail};
 
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store::Db;
 
 /// Opens the ledger of `settings` (it must exist: the server creates it on first start).
@@ -42,9 +42,9 @@ pub fn read_new_password() -> anyhow::Result<String> {
 }
 
 /// A rule's refusal as a command-line message: `CODE: message` for each item.
-pub(crate) fn api_error(e: ApiError) -> anyhow::Error {
+pub(crate) fn api_error(e: ServiceError) -> anyhow::Error {
     match e {
-        ApiError::User(items) => {
+        ServiceError::User(items) => {
             let text: Vec<String> = items
                 .iter()
                 .map(|i| format!("{}: {}", i.code, i.message))

@@ -8,7 +8,7 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::audit::actions;
 use crate::domain::user::{login_name_problem, password_problem};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::service;
 use crate::store;
 use crate::store::audit;
@@ -62,7 +62,7 @@ pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow:
         let user = store::users::get_with_hash(tx, &login)?
             .map(|(user, _)| user)
             .filter(|u| !u.is_system)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no user `{login}`")))?;
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("no user `{login}`")))?;
         let event = audit::Event::new(
             &super::backup::cli_actor(),
             actions::USER_PASSWORD_CHANGE,

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 
 use crate::domain::job::{Job, NotifyOn};
 use crate::domain::run::{Run, RunStatus, Trigger};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::service::access;
 use crate::store;
 use crate::store::runs::{Enqueued, FollowUpRun};
@@ -39,7 +39,7 @@ impl FollowUp {
 
 /// Decides and stores what follows the end of run `run_id`, which has just been recorded. Call in
 /// the write transaction that recorded it.
-pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, ApiError> {
+pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, ServiceError> {
     let Some(run) = store::runs::get(conn, run_id)? else {
         return Ok(FollowUp::default());
     };
@@ -78,7 +78,12 @@ pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, A
 
 /// Queues the next attempt of a failed run, after the job's delay. None when the job cannot take
 /// it (closed, deleted, queue full): the series ends there.
-fn queue_retry(conn: &Connection, run: &Run, job: &Job, now: i64) -> Result<Option<i64>, ApiError> {
+fn queue_retry(
+    conn: &Connection,
+    run: &Run,
+    job: &Job,
+    now: i64,
+) -> Result<Option<i64>, ServiceError> {
     if !job.is_active() {
         return Ok(None);
     }
@@ -115,7 +120,7 @@ fn queue_chained(
     job: &Job,
     target_id: i64,
     now: i64,
-) -> Result<i64, ApiError> {
+) -> Result<i64, ServiceError> {
     let chained = FollowUpRun {
         job_id: target_id,
         trigger: Trigger::Chained,
@@ -163,7 +168,7 @@ fn queue_chained(
 }
 
 /// The job's `notifyOn` rule for the end of `run`'s series.
-fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, ApiError> {
+fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, ServiceError> {
     let failed = run.status == RunStatus::Failed;
     Ok(match job.notify_on {
         NotifyOn::Always => true,

@@ -23,7 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
 use crate::domain::job::InternalTask;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv};
 use crate::query::sources::open_read_only;
 use crate::query::sqlite_message;
@@ -95,8 +95,8 @@ impl From<rusqlite::Error> for TaskError {
     }
 }
 
-impl From<ApiError> for TaskError {
-    fn from(e: ApiError) -> Self {
+impl From<ServiceError> for TaskError {
+    fn from(e: ServiceError) -> Self {
         TaskError::Message(format!("ledger error: {e}"))
     }
 }
@@ -159,7 +159,7 @@ async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, T
     let target = ctx.paths.run_dir.join(&file);
     blocking(move || {
         let removed = db.read_sync(|c| {
-            remove_old_run_files(c, &data_dir, cutoff, own_run, &guard).map_err(ApiError::from)
+            remove_old_run_files(c, &data_dir, cutoff, own_run, &guard).map_err(ServiceError::from)
         });
         let removed = match removed {
             Ok(Ok(removed)) => removed,

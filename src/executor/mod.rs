@@ -26,7 +26,7 @@ use crate::domain::args::split_args;
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::run_files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
@@ -107,7 +107,11 @@ impl Executor {
 
     /// Stores a QUEUED run for `job_id` (checking, in the same transaction, that the job is live and
     /// active and its queue has room) and wakes the dispatcher.
-    pub async fn enqueue(&self, job_id: i64, request: RunRequest) -> Result<Enqueued, ApiError> {
+    pub async fn enqueue(
+        &self,
+        job_id: i64,
+        request: RunRequest,
+    ) -> Result<Enqueued, ServiceError> {
         self.enqueue_audited(job_id, request, None).await
     }
 
@@ -118,14 +122,15 @@ impl Executor {
         job_id: i64,
         request: RunRequest,
         audit: Option<store::audit::Event>,
-    ) -> Result<Enqueued, ApiError> {
+    ) -> Result<Enqueued, ServiceError> {
         let result = self
             .inner
             .db
             .write(move |tx| {
-                let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+                let job =
+                    store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
                 if !job.is_active() {
-                    return Err(ApiError::user(
+                    return Err(ServiceError::user(
                         "SCHEDULED_JOB_NOT_ACTIVE",
                         format!(
                             "Job {} is Closed; reopen it (activityStatus Active) to run it.",
@@ -137,9 +142,9 @@ impl Executor {
                 // that accepts the run, whoever asks (API, pages, CLI).
                 if request.args.is_some() {
                     let runner = store::users::get(tx, request.run_by)?
-                        .ok_or_else(ApiError::user_not_found)?;
+                        .ok_or_else(ServiceError::user_not_found)?;
                     if let Some(why) = access::runtime_args_refusal(&job, &runner) {
-                        return Err(ApiError::user("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED", why));
+                        return Err(ServiceError::user("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED", why));
                     }
                 }
                 let new_run = NewRun {
@@ -170,7 +175,7 @@ impl Executor {
 
     /// Cancels a run: a QUEUED one fails at once; an IN_PROGRESS one has its process group stopped.
     /// Returns false when the run had already finished.
-    pub async fn cancel(&self, run_id: i64, by: &User) -> Result<bool, ApiError> {
+    pub async fn cancel(&self, run_id: i64, by: &User) -> Result<bool, ServiceError> {
         self.cancel_audited(run_id, by, None).await
     }
 
@@ -181,7 +186,7 @@ impl Executor {
         run_id: i64,
         by: &User,
         audit: Option<store::audit::Event>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, ServiceError> {
         let message = format!("cancelled by {}", by.login_name);
         let by_id = by.id;
         let mut audit = audit;
@@ -306,7 +311,7 @@ impl Executor {
         }
     }
 
-    async fn dispatch_once(&self) -> Result<(), ApiError> {
+    async fn dispatch_once(&self) -> Result<(), ServiceError> {
         let _dispatching = self.inner.dispatching.lock().await;
         if self.inner.stop_dispatching.is_cancelled() {
             return Ok(());
@@ -447,7 +452,7 @@ impl Executor {
         job_id: Option<i64>,
         outcome: &mut Outcome,
         finished_at: i64,
-    ) -> Result<(Option<followup::FollowUp>, Option<i64>), ApiError> {
+    ) -> Result<(Option<followup::FollowUp>, Option<i64>), ServiceError> {
         let mut freed = false;
         let mut attempts = 0;
         loop {
@@ -521,13 +526,13 @@ impl Executor {
         removed
     }
 
-    async fn load(&self, run_id: i64) -> Result<(Run, Job), ApiError> {
+    async fn load(&self, run_id: i64) -> Result<(Run, Job), ServiceError> {
         self.inner
             .db
             .read(move |c| {
-                let run = store::runs::get(c, run_id)?.ok_or_else(ApiError::run_not_found)?;
+                let run = store::runs::get(c, run_id)?.ok_or_else(ServiceError::run_not_found)?;
                 let job =
-                    store::jobs::get_any(c, run.job_id)?.ok_or_else(ApiError::job_not_found)?;
+                    store::jobs::get_any(c, run.job_id)?.ok_or_else(ServiceError::job_not_found)?;
                 Ok((run, job))
             })
             .await
@@ -723,9 +728,9 @@ impl Executor {
 const DISK_FULL_ATTEMPTS: u32 = 120;
 
 /// Whether a ledger write failed because the disk (or the database) is full.
-fn is_disk_full(e: &ApiError) -> bool {
+fn is_disk_full(e: &ServiceError) -> bool {
     match e {
-        ApiError::Internal(cause) => {
+        ServiceError::Internal(cause) => {
             cause
                 .downcast_ref::<rusqlite::Error>()
                 .and_then(rusqlite::Error::sqlite_error_code)
@@ -867,7 +872,7 @@ fn record_cancel(
     pending: Option<store::audit::Event>,
     run_id: i64,
     was: &str,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     if let Some(event) = pending {
         let event = event.object("RUN", run_id).detail("status", was);
         store::audit::record(tx, &event, now_ms())?;

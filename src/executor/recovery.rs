@@ -10,14 +10,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::clock::now_ms;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::run_files::RunPaths;
 use crate::store::{self, Db};
 
 pub const RESTART_MESSAGE: &str = "interrupted by server restart";
 
 /// Kills leftovers of interrupted runs and marks those runs FAILED. Returns how many runs.
-pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ApiError> {
+pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ServiceError> {
     let interrupted = db.read_sync(store::runs::in_progress)?;
     if interrupted.is_empty() {
         return Ok(0);

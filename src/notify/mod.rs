@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::domain::job::{Job, RepeatKind};
 use crate::domain::run::{Run, RunStatus};
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::metrics::{Channel, Delivery, Metrics};
 use crate::present::{UserCache, run_view};
 use crate::store::{self, Db};
@@ -232,7 +232,7 @@ fn load_finished(
     run_id: i64,
     with_email: bool,
     data_dir: &std::path::Path,
-) -> Result<Option<FinishedRun>, ApiError> {
+) -> Result<Option<FinishedRun>, ServiceError> {
     let Some(run) = store::runs::get(conn, run_id)? else {
         return Ok(None);
     };
@@ -246,7 +246,7 @@ fn load_finished(
         return Ok(None);
     }
     let view = run_view(conn, &run, &mut UserCache::default(), data_dir)?;
-    let run_json = serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.into()))?;
+    let run_json = serde_json::to_vec(&view).map_err(|e| ServiceError::Internal(e.into()))?;
     let recipients = if with_email {
         recipients(conn, &job, &run)?
     } else {
@@ -276,7 +276,7 @@ fn reachable(user: &User) -> bool {
 /// runner (ONDEMAND jobs) or the job's creator (every other schedule), keeping active, non-system
 /// users with an e-mail address, each address once; a FAILED run with nobody left goes to every
 /// admin instead.
-pub fn recipients(conn: &Connection, job: &Job, run: &Run) -> Result<Vec<User>, ApiError> {
+pub fn recipients(conn: &Connection, job: &Job, run: &Run) -> Result<Vec<User>, ServiceError> {
     let (mut ids, _) = store::jobs::user_lists(conn, job.id)?;
     ids.push(if job.repeat.kind() == RepeatKind::OnDemand {
         run.run_by

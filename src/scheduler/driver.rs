@@ -44,7 +44,7 @@ use crate::clock::{from_ms, now_ms};
 use crate::domain::job::{Job, MisfirePolicy, Schedule};
 use crate::domain::next_fire::next_fire;
 use crate::domain::run::Trigger;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::executor::Executor;
 use crate::metrics::scheduler::SchedulerStats;
 use crate::store::runs::{Enqueued, NewRun};
@@ -90,7 +90,7 @@ struct Inner {
 }
 
 impl Scheduler {
-    pub fn new(db: Db, executor: Executor, ledger_path: &Path) -> Result<Scheduler, ApiError> {
+    pub fn new(db: Db, executor: Executor, ledger_path: &Path) -> Result<Scheduler, ServiceError> {
         let system_user = db.read_sync(store::users::system_user_id)?;
         let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Scheduler {
@@ -196,7 +196,7 @@ enum LoopError {
     #[error(transparent)]
     Library(#[from] LibraryError),
     #[error(transparent)]
-    Ledger(#[from] ApiError),
+    Ledger(#[from] ServiceError),
     #[error("the JobScheduler left job {job_id}'s fire at {due_ms} unfired")]
     LibraryStalled { job_id: i64, due_ms: i64 },
 }
@@ -481,7 +481,7 @@ fn note_misfires(
 async fn queue_catch_ups(
     inner: &Inner,
     catch_ups: Vec<(i64, i64, Trigger)>,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     if !catch_ups.is_empty() {
         let queued = fire_batch(inner, catch_ups).await?;
         inner.stats.catch_ups.fetch_add(queued, Ordering::Relaxed);
@@ -513,7 +513,7 @@ async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<
         .read(move |c| {
             ids.into_iter()
                 .map(|id| Ok((id, store::jobs::get_live(c, id)?)))
-                .collect::<Result<Vec<_>, ApiError>>()
+                .collect::<Result<Vec<_>, ServiceError>>()
         })
         .await?;
     let now = now_ms();
@@ -705,7 +705,7 @@ impl LedgerWatch {
 }
 
 /// Records fires in one write transaction. Returns how many queued a run.
-async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u64, ApiError> {
+async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u64, ServiceError> {
     let system_user = inner.system_user;
     let outcomes = inner
         .db

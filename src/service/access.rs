@@ -9,11 +9,11 @@ use crate::domain::access;
 use crate::domain::job::Job;
 use crate::domain::run::Run;
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store;
 
 /// Whether `user` may see `job` (and its runs, logs and results).
-pub fn can_see(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
+pub fn can_see(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
     // Admins and creators need no ledger read.
     if access::can_change(job, user) {
         return Ok(true);
@@ -22,34 +22,34 @@ pub fn can_see(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiErr
 }
 
 /// Whether `user` may queue a run of `job` (by hand, or as a chain target of a job they save).
-pub fn can_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
+pub fn can_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
     if access::can_change(job, user) {
         return Ok(true);
     }
     Ok(access::can_run(job, user, shared_with(conn, job, user)?))
 }
 
-fn shared_with(conn: &Connection, job: &Job, user: &User) -> Result<bool, ApiError> {
+fn shared_with(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
     store::jobs::is_shared_with(conn, job.id, user.id)
 }
 
 /// A live job `user` may see: `SCHEDULED_JOB_NOT_FOUND` or `SCHEDULED_JOB_OP_NOT_ALLOWED`.
-pub fn visible_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ApiError> {
-    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ApiError::job_not_found)?;
+pub fn visible_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ServiceError> {
+    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ServiceError::job_not_found)?;
     if can_see(conn, &job, user)? {
         Ok(job)
     } else {
-        Err(ApiError::op_not_allowed())
+        Err(ServiceError::op_not_allowed())
     }
 }
 
 /// A live job `user` may change or delete: its creator or an admin.
-pub fn changeable_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ApiError> {
-    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ApiError::job_not_found)?;
+pub fn changeable_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ServiceError> {
+    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ServiceError::job_not_found)?;
     if access::can_change(&job, user) {
         Ok(job)
     } else {
-        Err(ApiError::op_not_allowed())
+        Err(ServiceError::op_not_allowed())
     }
 }
 
@@ -59,7 +59,7 @@ pub fn can_download_result(
     run: &Run,
     job: &Job,
     user: &User,
-) -> Result<bool, ApiError> {
+) -> Result<bool, ServiceError> {
     if user.admin {
         // Admins may download every result; no ledger facts are needed.
         return Ok(true);

@@ -14,7 +14,7 @@ use crate::domain::access;
 use crate::domain::errors::ErrorItem;
 use crate::domain::job::{Job, JobDefaults, JobDraft, JobType, validate_job};
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::query::sources::DataSources;
 use crate::run_files::resolve_program;
 use crate::service::access as access_ledger;
@@ -40,17 +40,17 @@ pub fn draft_from_body(
     settings: &Settings,
     caller: &User,
     existing: Option<&Job>,
-) -> Result<JobDraft, ApiError> {
+) -> Result<JobDraft, ServiceError> {
     let (draft, mut errors) = validate_job(body, &job_defaults(settings, existing));
     if !access::may_set_webhook(
         caller,
         draft.webhook_url.as_deref(),
         existing.and_then(|j| j.webhook_url.as_deref()),
     ) {
-        return Err(ApiError::op_not_allowed());
+        return Err(ServiceError::op_not_allowed());
     }
     if !access::may_save_job_type(caller, draft.job_type, existing.map(|j| j.job_type)) {
-        return Err(ApiError::op_not_allowed());
+        return Err(ServiceError::op_not_allowed());
     }
     // A job's scheduled runs are recorded as run by its runAs user, so naming another user would
     // act in their name.
@@ -71,7 +71,7 @@ pub fn draft_from_body(
     if errors.is_empty() {
         Ok(draft)
     } else {
-        Err(ApiError::User(errors))
+        Err(ServiceError::User(errors))
     }
 }
 
@@ -81,7 +81,7 @@ pub fn check_references(
     conn: &rusqlite::Connection,
     draft: &JobDraft,
     job_id: Option<i64>,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
     if store::jobs::name_taken(conn, &draft.name, job_id)? {
         errors.push(ErrorItem::new(
@@ -121,7 +121,7 @@ pub fn check_references(
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::User(errors))
+        Err(ServiceError::User(errors))
     }
 }
 
@@ -135,7 +135,7 @@ pub fn args_without_parameters_refusal(
     sources: &DataSources,
     draft: &JobDraft,
     existing: Option<&Job>,
-) -> Result<Option<ErrorItem>, ApiError> {
+) -> Result<Option<ErrorItem>, ServiceError> {
     let unchanged = existing
         .is_some_and(|job| job.rt_args_provided && job.saved_query_id == draft.saved_query_id);
     if draft.job_type != JobType::Query || !draft.rt_args_provided || unchanged {
@@ -156,7 +156,7 @@ pub fn save(
     existing: Option<&Job>,
     saver: &User,
     updated_at: i64,
-) -> Result<i64, ApiError> {
+) -> Result<i64, ServiceError> {
     let job_id = existing.map(|j| j.id);
     check_references(tx, draft, job_id)?;
     check_chains(tx, draft, job_id, saver)?;
@@ -177,7 +177,7 @@ pub fn check_chains(
     draft: &JobDraft,
     job_id: Option<i64>,
     saver: &User,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
     let mut targets: Vec<i64> = draft.on_success.clone();
     targets.extend(
@@ -205,7 +205,7 @@ pub fn check_chains(
         }
     }
     if !errors.is_empty() {
-        return Err(ApiError::User(errors));
+        return Err(ServiceError::User(errors));
     }
     let Some(job_id) = job_id else {
         return Ok(());
@@ -225,7 +225,7 @@ pub fn check_chains(
             };
             names.push(format!("{name} ({id})"));
         }
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "SCHEDULED_JOB_CHAIN_CYCLE",
             format!(
                 "onSuccess/onFailure would close a cycle: {}.",

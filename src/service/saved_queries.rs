@@ -5,7 +5,7 @@
 
 use crate::domain::errors::ErrorItem;
 use crate::domain::saved_query::SavedQuery;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::query::sources::{CheckError, DataSources};
 use crate::store;
 
@@ -30,7 +30,7 @@ pub fn no_parameters_refusal_in(
     sources: &DataSources,
     query_id: i64,
     what: &str,
-) -> Result<Option<ErrorItem>, ApiError> {
+) -> Result<Option<ErrorItem>, ServiceError> {
     let Some(query) = store::queries::get_live(conn, query_id)? else {
         return Ok(None);
     };

@@ -14,7 +14,7 @@ use crate::config::Settings;
 use crate::config::sources::DEMO_FILE;
 use crate::domain::saved_query::DEFAULT_SOURCE;
 use crate::domain::saved_query::SavedQueryDraft;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::query::demo::{DemoSummary, create_demo_database};
 use crate::query::sources;
 use crate::service::jobs;
@@ -173,7 +173,7 @@ fn create_example_queries(
                 };
                 store::queries::insert(tx, &draft, system, now)
             })
-            .collect::<Result<Vec<_>, ApiError>>()
+            .collect::<Result<Vec<_>, ServiceError>>()
     })?;
     Ok(ids)
 }
@@ -182,7 +182,7 @@ fn create_example_jobs(db: &Db, settings: &Settings, bodies: &[Value]) -> anyhow
     let system = db.read_sync(|c| {
         let id = store::users::system_user_id(c)?;
         store::users::get(c, id)?
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no system user")))
+            .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("no system user")))
     })?;
     // The examples go through the API's own rules, as the built-in (admin) system user.
     let mut drafts = Vec::new();

@@ -7,12 +7,12 @@
 use rusqlite::Connection;
 
 use crate::domain::user::{User, login_name_problem};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store;
 use crate::store::audit::Event;
 
-fn duplicate_login(login: &str) -> ApiError {
-    ApiError::user(
+fn duplicate_login(login: &str) -> ServiceError {
+    ServiceError::user(
         "USER_DUP_LOGIN_NAME",
         format!("Login name {login} is already in use."),
     )
@@ -24,10 +24,10 @@ pub fn create(
     user: &store::users::NewUser,
     audit: Event,
     now: i64,
-) -> Result<i64, ApiError> {
+) -> Result<i64, ServiceError> {
     let login = user.login_name.trim();
     if let Some(problem) = login_name_problem(login) {
-        return Err(ApiError::User(vec![problem]));
+        return Err(ServiceError::User(vec![problem]));
     }
     let user = store::users::NewUser {
         login_name: login,
@@ -45,9 +45,9 @@ pub fn save_profile(
     user: &User,
     audit: Option<&Event>,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     if let Some(problem) = login_name_problem(&user.login_name) {
-        return Err(ApiError::User(vec![problem]));
+        return Err(ServiceError::User(vec![problem]));
     }
     if store::users::login_taken(tx, &user.login_name, Some(user.id))? {
         return Err(duplicate_login(&user.login_name));
@@ -55,7 +55,7 @@ pub fn save_profile(
     let was_admin = store::users::get(tx, user.id)?.is_some_and(|u| u.admin);
     store::users::update_profile(tx, user)?;
     if was_admin && !user.admin && store::users::count_admins(tx)? == 0 {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "USER_LAST_ADMIN",
             "The last admin cannot stop being an admin.",
         ));
@@ -68,12 +68,12 @@ pub fn save_profile(
 
 /// Refuses a password for an account that signs in elsewhere: the directory keeps an LDAP user's
 /// password, and the built-in user never signs in.
-pub fn refuse_password_here(conn: &Connection, user_id: i64) -> Result<(), ApiError> {
+pub fn refuse_password_here(conn: &Connection, user_id: i64) -> Result<(), ServiceError> {
     if store::users::get(conn, user_id)?.is_some_and(|u| u.is_system) {
-        return Err(ApiError::user_not_found());
+        return Err(ServiceError::user_not_found());
     }
     if store::users::source(conn, user_id)?.as_deref() == Some("LDAP") {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "USER_DIRECTORY_ACCOUNT",
             "This user signs in with the directory (LDAP); change the password there.",
         ));
@@ -90,7 +90,7 @@ pub fn set_password(
     keep_session: Option<&str>,
     audit: &Event,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     refuse_password_here(tx, user_id)?;
     store::users::set_password_hash(tx, user_id, hash, keep_session)?;
     store::audit::record(tx, audit, now)?;
@@ -98,11 +98,11 @@ pub fn set_password(
 }
 
 /// Disables (softly deletes) `user_id`, unless they are the last admin.
-pub fn disable(tx: &Connection, user_id: i64, audit: &Event, now: i64) -> Result<(), ApiError> {
+pub fn disable(tx: &Connection, user_id: i64, audit: &Event, now: i64) -> Result<(), ServiceError> {
     store::users::disable(tx, user_id)?;
     store::audit::record(tx, audit, now)?;
     if store::users::count_admins(tx)? == 0 {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "USER_LAST_ADMIN",
             "The last admin cannot be deleted.",
         ));
@@ -111,8 +111,8 @@ pub fn disable(tx: &Connection, user_id: i64, audit: &Event, now: i64) -> Result
 }
 
 /// A live, ordinary user by id (not the built-in one), or `USER_NOT_FOUND`.
-pub fn live_user(conn: &Connection, user_id: i64) -> Result<User, ApiError> {
+pub fn live_user(conn: &Connection, user_id: i64) -> Result<User, ServiceError> {
     store::users::get(conn, user_id)?
         .filter(|u| u.active && !u.is_system)
-        .ok_or_else(ApiError::user_not_found)
+        .ok_or_else(ServiceError::user_not_found)
 }

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, Row, params};
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// What happened, as a handler describes it before the change is made.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ impl Event {
 }
 
 /// Appends an event at `at` (epoch ms).
-pub fn record(conn: &Connection, event: &Event, at: i64) -> Result<i64, ApiError> {
+pub fn record(conn: &Connection, event: &Event, at: i64) -> Result<i64, ServiceError> {
     let detail = Value::Object(event.detail.clone()).to_string();
     conn.prepare_cached(
         "INSERT INTO audit_events (at, actor, action, object_type, object_id, detail, remote_addr)
@@ -108,7 +108,7 @@ pub fn list(
     filter: &EventFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<StoredEvent>, ApiError> {
+) -> Result<Vec<StoredEvent>, ServiceError> {
     // Login names and the other texts compare without regard to ASCII case, as sign-in does.
     let mut stmt = conn.prepare_cached(
         "SELECT id, at, actor, action, object_type, object_id, detail, remote_addr
@@ -139,7 +139,11 @@ pub fn list(
 }
 
 /// Deletes up to `limit` events older than `cutoff`; returns how many (the retention pass).
-pub fn delete_older_than(conn: &Connection, cutoff: i64, limit: i64) -> Result<usize, ApiError> {
+pub fn delete_older_than(
+    conn: &Connection,
+    cutoff: i64,
+    limit: i64,
+) -> Result<usize, ServiceError> {
     Ok(conn.execute(
         "DELETE FROM audit_events WHERE id IN
            (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",

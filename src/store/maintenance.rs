@@ -5,10 +5,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// The file of the ledger's main database.
-pub fn ledger_file(conn: &Connection) -> Result<String, ApiError> {
+pub fn ledger_file(conn: &Connection) -> Result<String, ServiceError> {
     Ok(conn.query_row(
         "SELECT file FROM pragma_database_list WHERE name = 'main'",
         [],
@@ -17,7 +17,11 @@ pub fn ledger_file(conn: &Connection) -> Result<String, ApiError> {
 }
 
 /// When run `run_id` of job `job_id` finished, if it has.
-pub fn finished_at(conn: &Connection, job_id: i64, run_id: i64) -> Result<Option<i64>, ApiError> {
+pub fn finished_at(
+    conn: &Connection,
+    job_id: i64,
+    run_id: i64,
+) -> Result<Option<i64>, ServiceError> {
     Ok(conn
         .prepare_cached(
             "SELECT finished_at FROM runs
@@ -52,7 +56,7 @@ pub fn finished_before(
     cutoff: i64,
     after: i64,
     limit: i64,
-) -> Result<Vec<(i64, i64)>, ApiError> {
+) -> Result<Vec<(i64, i64)>, ServiceError> {
     let rows = conn
         .prepare_cached(
             "SELECT job_id, id FROM runs
@@ -72,7 +76,7 @@ pub fn delete_finished_runs(
     conn: &Connection,
     run_ids: &[i64],
     cutoff: i64,
-) -> Result<u64, ApiError> {
+) -> Result<u64, ServiceError> {
     let mut delete = conn.prepare_cached(
         "DELETE FROM runs WHERE id = ?1 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?2",
     )?;

@@ -27,7 +27,7 @@ use anyhow::{Context, anyhow, bail};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -111,10 +111,10 @@ impl Db {
     }
 
     /// Runs `f` with a read-only connection on the blocking pool.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, ServiceError> + Send + 'static,
     {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
@@ -128,10 +128,13 @@ impl Db {
     /// other writes (in a savepoint of its own); its changes are kept when it succeeds and rolled
     /// back when it fails. Answers once the transaction is committed and synced, so a success is
     /// durable. The write is queued when this is called, before the first poll.
-    pub fn write<T, F>(&self, f: F) -> impl Future<Output = Result<T, ApiError>> + Send + 'static
+    pub fn write<T, F>(
+        &self,
+        f: F,
+    ) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, ServiceError> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |slot| {
@@ -142,8 +145,10 @@ impl Db {
                     return Pending::answered();
                 }
             };
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)))
-                .unwrap_or_else(|_| Err(ApiError::Internal(anyhow!("a ledger write panicked"))));
+            let result =
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|_| {
+                    Err(ServiceError::Internal(anyhow!("a ledger write panicked")))
+                });
             Pending {
                 succeeded: result.is_ok(),
                 answer: Box::new(move |commit| {
@@ -157,25 +162,25 @@ impl Db {
         });
         let queued = self.queue.send(job);
         async move {
-            queued.map_err(|_| ApiError::Internal(anyhow!("the ledger writer has stopped")))?;
+            queued.map_err(|_| ServiceError::Internal(anyhow!("the ledger writer has stopped")))?;
             answered
                 .await
-                .map_err(|_| ApiError::Internal(anyhow!("the ledger writer dropped a write")))?
+                .map_err(|_| ServiceError::Internal(anyhow!("the ledger writer dropped a write")))?
         }
     }
 
     /// The blocking form of [`Db::write`], for code already on a blocking thread.
-    pub fn write_sync<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub fn write_sync<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
-        F: FnOnce(&Transaction) -> Result<T, ApiError>,
+        F: FnOnce(&Transaction) -> Result<T, ServiceError>,
     {
         write_blocking(&self.writer, f)
     }
 
     /// The blocking form of [`Db::read`].
-    pub fn read_sync<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub fn read_sync<T, F>(&self, f: F) -> Result<T, ServiceError>
     where
-        F: FnOnce(&Connection) -> Result<T, ApiError>,
+        F: FnOnce(&Connection) -> Result<T, ServiceError>,
     {
         let conn = self.readers.get()?;
         f(&conn)
@@ -302,9 +307,9 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn write_blocking<T, F>(writer: &Mutex<Connection>, f: F) -> Result<T, ApiError>
+fn write_blocking<T, F>(writer: &Mutex<Connection>, f: F) -> Result<T, ServiceError>
 where
-    F: FnOnce(&Transaction) -> Result<T, ApiError>,
+    F: FnOnce(&Transaction) -> Result<T, ServiceError>,
 {
     // A panic while holding the lock leaves the connection usable (the transaction rolled back
     // on drop), so a poisoned mutex is recovered rather than propagated.
@@ -412,7 +417,7 @@ mod tests {
                 db.write(move |tx| {
                     tx.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
                     match x % 10 {
-                        3 => Err(ApiError::user("NO", "refused after writing")),
+                        3 => Err(ServiceError::user("NO", "refused after writing")),
                         7 => panic!("a write that panics after writing"),
                         _ => Ok(x),
                     }

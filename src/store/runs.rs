@@ -11,7 +11,7 @@ use std::str::FromStr;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::domain::run::{Run, RunStatus, Trigger};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// The condition of the `runs_active` partial index, to be repeated verbatim in queries on it.
 const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
@@ -52,7 +52,7 @@ fn map_run(row: &Row) -> rusqlite::Result<Run> {
     })
 }
 
-pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, ApiError> {
+pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, ServiceError> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?1"
@@ -92,7 +92,7 @@ pub fn enqueue(
     run: &NewRun,
     max_queued: i64,
     now: i64,
-) -> Result<Enqueued, ApiError> {
+) -> Result<Enqueued, ServiceError> {
     if let Some(key) = run.idempotency_key {
         let earlier: Option<i64> = conn
             .prepare_cached(
@@ -139,7 +139,7 @@ pub fn count_with_status(
     conn: &Connection,
     job_id: i64,
     status: RunStatus,
-) -> Result<i64, ApiError> {
+) -> Result<i64, ServiceError> {
     let sql = if matches!(status, RunStatus::Queued | RunStatus::InProgress) {
         format!("SELECT count(*) FROM runs WHERE {ACTIVE} AND status = ?2 AND job_id = ?1")
     } else {
@@ -151,7 +151,7 @@ pub fn count_with_status(
 }
 
 /// Whether the job has a run waiting or executing.
-pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
+pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, ServiceError> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM runs WHERE status IN ('QUEUED', 'IN_PROGRESS') AND job_id = ?1 LIMIT 1",
@@ -161,7 +161,7 @@ pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, ApiError> {
 
 /// Marks up to `limit` runs IN_PROGRESS: for each job with nothing in progress, its oldest QUEUED
 /// run. Returns their ids, oldest first. Call in a write transaction.
-pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i64>, ApiError> {
+pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i64>, ServiceError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -262,7 +262,7 @@ pub fn finish(
     run_id: i64,
     outcome: &Outcome,
     now: i64,
-) -> Result<bool, ApiError> {
+) -> Result<bool, ServiceError> {
     let status = if outcome.succeeded {
         "SUCCEEDED"
     } else {
@@ -294,7 +294,7 @@ pub fn fail_queued(
     run_id: i64,
     message: &str,
     now: i64,
-) -> Result<bool, ApiError> {
+) -> Result<bool, ServiceError> {
     let changed = conn.execute(
         "UPDATE runs SET status = 'FAILED', finished_at = ?2, message = ?3 WHERE id = ?1 AND status = 'QUEUED'",
         params![run_id, now, message],
@@ -308,7 +308,7 @@ pub fn fail_all_queued(
     job_id: i64,
     message: &str,
     now: i64,
-) -> Result<usize, ApiError> {
+) -> Result<usize, ServiceError> {
     Ok(conn.execute(
         &format!(
             "UPDATE runs SET status = 'FAILED', finished_at = ?2, message = ?3
@@ -319,7 +319,7 @@ pub fn fail_all_queued(
 }
 
 /// Ids (and job ids) of runs left IN_PROGRESS.
-pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ApiError> {
+pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ServiceError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT id, job_id FROM runs WHERE {ACTIVE} AND status = 'IN_PROGRESS' ORDER BY id"
     ))?;
@@ -330,7 +330,11 @@ pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ApiError> {
 }
 
 /// Fails every IN_PROGRESS run with `message` (after a crash or at shutdown).
-pub fn fail_all_in_progress(conn: &Connection, message: &str, now: i64) -> Result<usize, ApiError> {
+pub fn fail_all_in_progress(
+    conn: &Connection,
+    message: &str,
+    now: i64,
+) -> Result<usize, ServiceError> {
     Ok(conn.execute(
         &format!(
             "UPDATE runs SET status = 'FAILED', finished_at = ?1, message = ?2
@@ -354,7 +358,7 @@ pub fn list(
     f: &RunFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<Run>, ApiError> {
+) -> Result<Vec<Run>, ServiceError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id
          WHERE r.job_id = ?1 AND (?2 IS NULL OR r.queued_at >= ?2) AND (?3 IS NULL OR r.queued_at <= ?3)
@@ -383,7 +387,7 @@ pub fn set_log_progress(
     run_id: i64,
     log_size: i64,
     truncated: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     conn.execute(
         "UPDATE runs SET log_size = ?2, log_truncated = ?3 WHERE id = ?1",
         params![run_id, log_size, truncated],
@@ -392,7 +396,7 @@ pub fn set_log_progress(
 }
 
 /// Counts of QUEUED and IN_PROGRESS runs across all jobs.
-pub fn active_counts(conn: &Connection) -> Result<(i64, i64), ApiError> {
+pub fn active_counts(conn: &Connection) -> Result<(i64, i64), ServiceError> {
     Ok(conn.query_row(
         "SELECT coalesce(sum(status = 'QUEUED'), 0), coalesce(sum(status = 'IN_PROGRESS'), 0)
          FROM runs WHERE status IN ('QUEUED', 'IN_PROGRESS')",
@@ -419,7 +423,7 @@ pub fn enqueue_follow_up(
     run: &FollowUpRun,
     max_queued: i64,
     now: i64,
-) -> Result<Enqueued, ApiError> {
+) -> Result<Enqueued, ServiceError> {
     if count_with_status(conn, run.job_id, RunStatus::Queued)? >= max_queued {
         return Ok(Enqueued::QueueFull);
     }
@@ -449,7 +453,7 @@ pub fn insert_refused(
     run: &FollowUpRun,
     message: &str,
     now: i64,
-) -> Result<i64, ApiError> {
+) -> Result<i64, ServiceError> {
     conn.prepare_cached(
         "INSERT INTO runs (job_id, status, run_trigger, run_by, rt_args, queued_at, finished_at, message,
                            attempt, retry_of, chained_from, series_end)
@@ -470,7 +474,7 @@ pub fn insert_refused(
 }
 
 /// Notes who cancels a run that is still QUEUED or IN_PROGRESS.
-pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result<(), ApiError> {
+pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result<(), ServiceError> {
     conn.execute(
         "UPDATE runs SET cancelled_by = ?2 WHERE id = ?1 AND status IN ('QUEUED', 'IN_PROGRESS')
            AND cancelled_by IS NULL",
@@ -480,7 +484,7 @@ pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result
 }
 
 /// Marks a finished run as the end of its series.
-pub fn set_series_end(conn: &Connection, run_id: i64) -> Result<(), ApiError> {
+pub fn set_series_end(conn: &Connection, run_id: i64) -> Result<(), ServiceError> {
     conn.prepare_cached("UPDATE runs SET series_end = 1 WHERE id = ?1")?
         .execute([run_id])?;
     Ok(())
@@ -491,7 +495,7 @@ pub fn previous_series_end(
     conn: &Connection,
     job_id: i64,
     before_id: i64,
-) -> Result<Option<RunStatus>, ApiError> {
+) -> Result<Option<RunStatus>, ServiceError> {
     let status: Option<String> = conn
         .prepare_cached(
             "SELECT status FROM runs WHERE series_end = 1 AND job_id = ?1 AND id < ?2
@@ -603,7 +607,7 @@ pub fn list_all(
     f: &AllRunsFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<Run>, ApiError> {
+) -> Result<Vec<Run>, ServiceError> {
     let (clause, mut values) = f.where_clause(true);
     values.push(rusqlite::types::Value::Integer(max_results));
     values.push(rusqlite::types::Value::Integer(start_at));
@@ -622,7 +626,7 @@ pub fn list_all(
 }
 
 /// How many runs `list_all` would return without paging.
-pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ApiError> {
+pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ServiceError> {
     let (clause, values) = f.where_clause(false);
     let sql = format!("SELECT count(*) FROM {} WHERE {clause}", f.table_clause());
     Ok(conn
@@ -631,7 +635,7 @@ pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ApiError> 
 }
 
 /// The query plan of `list_all` (for the test that keeps it on an index).
-pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<String>, ApiError> {
+pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<String>, ServiceError> {
     let (clause, mut values) = f.where_clause(true);
     values.push(rusqlite::types::Value::Integer(100));
     values.push(rusqlite::types::Value::Integer(0));
@@ -660,7 +664,7 @@ pub fn last_manual_args(
     conn: &Connection,
     job_id: i64,
     user_id: i64,
-) -> Result<Option<(i64, String, bool)>, ApiError> {
+) -> Result<Option<(i64, String, bool)>, ServiceError> {
     // The window bounds the work on a job with a long history of scheduled runs.
     let mut stmt = conn.prepare_cached(
         "SELECT id, rt_args, run_by = ?2 AS mine FROM

@@ -3,9 +3,14 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
-pub fn insert(conn: &Connection, token_hash: &str, user_id: i64, now: i64) -> Result<(), ApiError> {
+pub fn insert(
+    conn: &Connection,
+    token_hash: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<(), ServiceError> {
     conn.execute(
         "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at) VALUES (?1, ?2, ?3, ?3)",
         params![token_hash, user_id, now],
@@ -20,7 +25,7 @@ pub struct Session {
     pub last_used_at: i64,
 }
 
-pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<Session>, ApiError> {
+pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<Session>, ServiceError> {
     Ok(conn
         .prepare_cached(
             "SELECT s.user_id, s.created_at, s.last_used_at FROM sessions s
@@ -43,14 +48,14 @@ pub fn delete_for_user(
     conn: &Connection,
     user_id: i64,
     keep: Option<&str>,
-) -> Result<usize, ApiError> {
+) -> Result<usize, ServiceError> {
     Ok(conn.execute(
         "DELETE FROM sessions WHERE user_id = ?1 AND token_hash IS NOT ?2",
         params![user_id, keep],
     )?)
 }
 
-pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), ApiError> {
+pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), ServiceError> {
     conn.execute(
         "UPDATE sessions SET last_used_at = ?2 WHERE token_hash = ?1",
         params![token_hash, now],
@@ -58,7 +63,7 @@ pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), ApiErr
     Ok(())
 }
 
-pub fn delete(conn: &Connection, token_hash: &str) -> Result<(), ApiError> {
+pub fn delete(conn: &Connection, token_hash: &str) -> Result<(), ServiceError> {
     conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
     Ok(())
 }
@@ -68,7 +73,7 @@ pub fn delete_expired(
     conn: &Connection,
     idle_cutoff: i64,
     created_cutoff: i64,
-) -> Result<usize, ApiError> {
+) -> Result<usize, ServiceError> {
     Ok(conn.execute(
         "DELETE FROM sessions WHERE last_used_at < ?1 OR created_at < ?2",
         params![idle_cutoff, created_cutoff],

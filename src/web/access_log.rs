@@ -13,7 +13,7 @@ use actix_web::{Error, HttpMessage};
 use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// Who a request was authenticated as, left in the request's extensions by the `CurrentUser`
 /// extractor for the access line.
@@ -57,8 +57,8 @@ pub async fn access_line(
             let code = res
                 .response()
                 .error()
-                .and_then(|e| e.as_error::<ApiError>())
-                .and_then(ApiError::first_code)
+                .and_then(|e| e.as_error::<ServiceError>())
+                .and_then(ServiceError::first_code)
                 .unwrap_or_default();
             tracing::info!(
                 %method,

@@ -10,7 +10,8 @@ use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::web;
 
-use crate::error::{ApiError, error_response, status_item};
+use super::error::{error_response, status_item};
+use crate::error::ServiceError;
 use crate::metrics::UNKNOWN_ROUTE;
 use crate::web::AppState;
 
@@ -71,8 +72,8 @@ pub async fn trim_api_trailing_slash(
 }
 
 /// Unknown routes answer in the contract's shape.
-pub async fn no_route() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NoRoute)
+pub async fn no_route() -> Result<actix_web::HttpResponse, ServiceError> {
+    Err(ServiceError::NoRoute)
 }
 
 /// Replaces any error response that is not already JSON or an HTML page of the web UI (actix's own

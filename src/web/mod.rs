@@ -5,6 +5,7 @@
 pub mod access_log; // one compact access line per request, short root spans, the body deadline
 pub mod api; // OpenSpecimen's REST API, one module per resource
 pub mod cors; // the CORS policy from `http.cors_origins`
+pub mod error; // ServiceError to HTTP: the status and the contract's JSON array, once
 pub mod middleware; // request metrics, trailing slashes, unknown routes, actix errors as the contract's array
 pub mod ui; // the Jobs web pages
 

@@ -11,7 +11,7 @@ use crate::clock::now_ms;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::domain::run::{RunStatus, Trigger};
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::{UserCache, run_view};
 use crate::store;
 use crate::store::runs::AllRunsFilter;
@@ -31,12 +31,12 @@ pub fn filter_of(
     tz: chrono_tz::Tz,
     me: &User,
     now: i64,
-) -> Result<AllRunsFilter, ApiError> {
-    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
+) -> Result<AllRunsFilter, ServiceError> {
+    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ServiceError> {
         match query.text(name) {
             None => Ok(None),
             Some(text) => parse_date_param(text, tz, bound).map(Some).ok_or_else(|| {
-                ApiError::invalid_request(format!(
+                ServiceError::invalid_request(format!(
                     "{name} `{text}` is not a date; use {ACCEPTED_FORMATS}."
                 ))
             }),
@@ -47,7 +47,7 @@ pub fn filter_of(
         Some(text) => match text.parse::<i64>() {
             Ok(id) if id > 0 => Some(id),
             _ => {
-                return Err(ApiError::invalid_request(format!(
+                return Err(ServiceError::invalid_request(format!(
                     "jobId must be a job's id (a whole number above 0), not `{text}`."
                 )));
             }
@@ -72,7 +72,7 @@ async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     let filter = filter_of(
         &query,
@@ -99,7 +99,7 @@ async fn count(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     let filter = filter_of(
         &query,

@@ -17,7 +17,7 @@ use crate::domain::audit::actions;
 use crate::domain::errors::ErrorItem;
 use crate::domain::input::{Field, Fields};
 use crate::domain::user::UserSummary;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::UserCache;
 use crate::store;
 use crate::store::api_tokens::ApiToken;
@@ -68,7 +68,7 @@ fn view(
     conn: &rusqlite::Connection,
     token: &ApiToken,
     users: &mut UserCache,
-) -> Result<ApiTokenView, ApiError> {
+) -> Result<ApiTokenView, ServiceError> {
     Ok(ApiTokenView {
         id: token.id,
         name: token.name.clone(),
@@ -79,21 +79,21 @@ fn view(
     })
 }
 
-fn not_found() -> ApiError {
-    ApiError::user("API_TOKEN_NOT_FOUND", "API token does not exist.")
+fn not_found() -> ServiceError {
+    ServiceError::user("API_TOKEN_NOT_FOUND", "API token does not exist.")
 }
 
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     let all = query.bool("all", false)?;
     let user_id = match query.text("userId") {
         None => None,
         Some(text) => Some(text.parse::<i64>().map_err(|_| {
-            ApiError::invalid_request(format!("userId must be a user's id, not `{text}`."))
+            ServiceError::invalid_request(format!("userId must be a user's id, not `{text}`."))
         })?),
     };
     let me = me.0;
@@ -104,7 +104,7 @@ async fn list(
         Some(user_id.unwrap_or(me.id))
     };
     if whose != Some(me.id) && !me.admin {
-        return Err(ApiError::access_denied());
+        return Err(ServiceError::access_denied());
     }
     let views = state
         .db
@@ -124,9 +124,9 @@ async fn create(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     if req.extensions().get::<ByApiToken>().is_some() {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "API_TOKEN_NOT_ALLOWED",
             "An API token cannot make API tokens; sign in with a password to make one.",
         ));
@@ -165,13 +165,13 @@ async fn create(
     let user_id = match fields.int("userId") {
         Field::Value(id) => id,
         Field::Missing => me.0.id,
-        Field::Invalid => return Err(ApiError::invalid_request("userId must be a user's id.")),
+        Field::Invalid => return Err(ServiceError::invalid_request("userId must be a user's id.")),
     };
     if user_id != me.0.id && !me.0.admin {
-        return Err(ApiError::access_denied());
+        return Err(ServiceError::access_denied());
     }
     if !errors.is_empty() {
-        return Err(ApiError::User(errors));
+        return Err(ServiceError::User(errors));
     }
     let token = new_api_token();
     let hash = token_hash(&token);
@@ -184,7 +184,7 @@ async fn create(
         .write(move |tx| {
             let owner = store::users::get(tx, user_id)?
                 .filter(|u| u.active && !u.is_system)
-                .ok_or_else(ApiError::user_not_found)?;
+                .ok_or_else(ServiceError::user_not_found)?;
             let id = store::api_tokens::insert(tx, owner.id, &name, &hash, expires_at, now, audit)?;
             let stored = store::api_tokens::get(tx, id)?.ok_or_else(not_found)?;
             Ok((stored, UserSummary::from(&owner)))
@@ -206,7 +206,7 @@ async fn revoke(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path_id(&req, "tokenId")?;
     let me = me.0;
     let audit = event(&me, &req, actions::API_TOKEN_REVOKE);

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::auth::CurrentUser;
 use super::params::{Query, client_tz};
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store;
 use crate::store::audit::{EventFilter, StoredEvent};
 use crate::web::AppState;
@@ -61,15 +61,15 @@ async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
     let query = Query::from_request(&req)?;
     let tz = client_tz(&req, state.settings.timezone)?;
-    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
+    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ServiceError> {
         match query.text(name) {
             None => Ok(None),
             Some(text) => parse_date_param(text, tz, bound).map(Some).ok_or_else(|| {
-                ApiError::invalid_request(format!(
+                ServiceError::invalid_request(format!(
                     "{name} `{text}` is not a date; use {ACCEPTED_FORMATS}."
                 ))
             }),

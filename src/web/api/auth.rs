@@ -22,7 +22,7 @@ use crate::auth::{API_TOKEN_PREFIX, dummy_hash, normalize_login, token_hash, ver
 use crate::clock::now_ms;
 use crate::domain::errors::ErrorItem;
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store;
 use crate::web::AppState;
 use crate::web::access_log::SignedInAs;
@@ -40,11 +40,11 @@ pub struct CurrentUser(pub User);
 pub struct ByApiToken(pub i64);
 
 impl CurrentUser {
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub fn require_admin(&self) -> Result<(), ServiceError> {
         if self.0.admin {
             Ok(())
         } else {
-            Err(ApiError::access_denied())
+            Err(ServiceError::access_denied())
         }
     }
 }
@@ -154,8 +154,8 @@ fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
 }
 
 impl FromRequest for CurrentUser {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Error = ServiceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ServiceError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
@@ -166,30 +166,30 @@ impl FromRequest for CurrentUser {
         let req = req.clone();
         Box::pin(async move {
             if forged {
-                return Err(ApiError::user(
+                return Err(ServiceError::user(
                     "AUTH_CSRF_TOKEN_INVALID",
                     "The request lacks the page's anti-forgery token (X-CSRF-Token); reload the page and try again.",
                 ));
             }
-            let state =
-                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("app state missing")))?;
+            let state = state
+                .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("app state missing")))?;
             let user = match credential {
                 Credential::Token(token) => user_for_token(&state, &req, &token).await?,
                 // The cookie only ever holds a session token, never an API token.
                 Credential::Cookie(token) if token.starts_with(API_TOKEN_PREFIX) => {
-                    return Err(ApiError::auth_required());
+                    return Err(ServiceError::auth_required());
                 }
                 Credential::Cookie(token) => user_for_token(&state, &req, &token).await?,
                 Credential::Basic(login, password) => {
                     CurrentUser(sign_in(&state, &login, &password, &client).await?)
                 }
                 Credential::Malformed(why) => {
-                    return Err(ApiError::Unauthorized(ErrorItem::new(
+                    return Err(ServiceError::Unauthorized(ErrorItem::new(
                         "AUTH_INVALID_CREDENTIALS",
                         why,
                     )));
                 }
-                Credential::None => return Err(ApiError::auth_required()),
+                Credential::None => return Err(ServiceError::auth_required()),
             };
             req.extensions_mut()
                 .insert(SignedInAs(user.0.login_name.clone()));
@@ -202,7 +202,7 @@ async fn user_for_token(
     state: &AppState,
     req: &HttpRequest,
     token: &str,
-) -> Result<CurrentUser, ApiError> {
+) -> Result<CurrentUser, ServiceError> {
     if token.starts_with(API_TOKEN_PREFIX) {
         return user_for_api_token(state, req, token).await;
     }
@@ -221,7 +221,7 @@ async fn user_for_token(
         })
         .await?;
     let Some((user, session)) = found else {
-        return Err(ApiError::Unauthorized(ErrorItem::new(
+        return Err(ServiceError::Unauthorized(ErrorItem::new(
             "AUTH_REQUIRED",
             "The session token is not valid.",
         )));
@@ -232,7 +232,7 @@ async fn user_for_token(
             .db
             .write(move |tx| store::sessions::delete(tx, &hash))
             .await?;
-        return Err(ApiError::Unauthorized(ErrorItem::new(
+        return Err(ServiceError::Unauthorized(ErrorItem::new(
             "AUTH_REQUIRED",
             "The session has expired; sign in again.",
         )));
@@ -254,7 +254,7 @@ async fn user_for_api_token(
     state: &AppState,
     req: &HttpRequest,
     token: &str,
-) -> Result<CurrentUser, ApiError> {
+) -> Result<CurrentUser, ServiceError> {
     let hash = token_hash(token);
     let found = state
         .db
@@ -266,14 +266,14 @@ async fn user_for_api_token(
         })
         .await?;
     let Some((user, token)) = found else {
-        return Err(ApiError::Unauthorized(ErrorItem::new(
+        return Err(ServiceError::Unauthorized(ErrorItem::new(
             "AUTH_REQUIRED",
             "The API token is not valid (unknown, revoked, or its user is disabled).",
         )));
     };
     let now = now_ms();
     if token.expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::Unauthorized(ErrorItem::new(
+        return Err(ServiceError::Unauthorized(ErrorItem::new(
             "AUTH_REQUIRED",
             "The API token has expired.",
         )));
@@ -295,13 +295,13 @@ pub async fn sign_in(
     login: &str,
     password: &str,
     client: &str,
-) -> Result<User, ApiError> {
+) -> Result<User, ServiceError> {
     // One normalised name for the throttle and the lookup alike, on every sign-in path.
     let login = normalize_login(login);
     let login = login.as_str();
     if let Some(retry_after_secs) = state.throttle.retry_after(login, client) {
         failed_sign_in(state, login, client, "too many failed sign-ins").await;
-        return Err(ApiError::TooManyAttempts { retry_after_secs });
+        return Err(ServiceError::TooManyAttempts { retry_after_secs });
     }
     let lookup = login.to_string();
     let (found, source) = state
@@ -342,7 +342,7 @@ pub async fn sign_in(
             failed_sign_in(state, login, client, "wrong login name or password").await;
             // Slow down guessing a little even before the lockout.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            Err(ApiError::invalid_credentials())
+            Err(ServiceError::invalid_credentials())
         }
     }
 }
@@ -354,7 +354,7 @@ async fn directory_sign_in(
     login: &str,
     password: &str,
     client: &str,
-) -> Result<Option<User>, ApiError> {
+) -> Result<Option<User>, ServiceError> {
     match crate::ldap::authenticate(&state.settings.auth.ldap, login, password).await {
         Ok(found) => {
             let name = login.to_string();
@@ -378,7 +378,7 @@ async fn directory_sign_in(
         Err(crate::ldap::DirectoryError::Unavailable(why)) => {
             tracing::warn!(reason = %why, "directory sign-in: the directory cannot be asked");
             failed_sign_in(state, login, client, "the directory is unavailable").await;
-            Err(ApiError::Unavailable(ErrorItem::new(
+            Err(ServiceError::Unavailable(ErrorItem::new(
                 "AUTH_DIRECTORY_UNAVAILABLE",
                 "The sign-in directory cannot be reached; try again later (local accounts can still sign in).",
             )))

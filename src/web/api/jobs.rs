@@ -16,7 +16,7 @@ use crate::domain::audit::{actions, changes};
 use crate::domain::job::{ActivityStatus, Job, JobDraft, JobType};
 use crate::domain::next_fire::next_fires;
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::{JobView, UserCache, job_view};
 use crate::service;
 use crate::store;
@@ -41,7 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 const TYPE_NAMES: &[&str] = &["INTERNAL", "EXTERNAL", "QUERY"];
 
-fn filter_of<'a>(query: &'a Query, me: &User) -> Result<JobFilter<'a>, ApiError> {
+fn filter_of<'a>(query: &'a Query, me: &User) -> Result<JobFilter<'a>, ServiceError> {
     Ok(JobFilter {
         visible_to: (!me.admin).then_some(me.id),
         query: query.text("query"),
@@ -53,7 +53,7 @@ async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     filter_of(&query, &me.0)?;
     let (start_at, max_results) = query.paging(100, 1000)?;
@@ -76,7 +76,7 @@ async fn count(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     filter_of(&query, &me.0)?;
     let me = me.0;
@@ -91,7 +91,7 @@ async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let me = me.0;
     let view = state
@@ -110,7 +110,7 @@ fn validated_draft(
     body: &[u8],
     me: &User,
     existing: Option<&Job>,
-) -> Result<JobDraft, ApiError> {
+) -> Result<JobDraft, ServiceError> {
     let body = json_object(body, false)?;
     service::jobs::draft_from_body(&body, &state.settings, me, existing)
 }
@@ -119,7 +119,7 @@ async fn refuse_args_without_parameters(
     state: &AppState,
     draft: &JobDraft,
     existing: Option<&Job>,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     let sources =
         crate::query::sources::DataSources::from_settings(&state.settings, &state.data_dir);
     let (draft, existing) = (draft.clone(), existing.cloned());
@@ -130,7 +130,7 @@ async fn refuse_args_without_parameters(
         })
         .await?;
     match refusal {
-        Some(item) => Err(ApiError::User(vec![item])),
+        Some(item) => Err(ServiceError::User(vec![item])),
         None => Ok(()),
     }
 }
@@ -140,7 +140,7 @@ async fn create(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let draft = validated_draft(&state, &body, &me.0, None)?;
     refuse_args_without_parameters(&state, &draft, None).await?;
     let saver = me.0.clone();
@@ -149,7 +149,7 @@ async fn create(
         .db
         .write(move |tx| {
             let id = service::jobs::save(tx, &draft, None, &saver, now_ms())?;
-            let job = store::jobs::get_live(tx, id)?.ok_or_else(ApiError::job_not_found)?;
+            let job = store::jobs::get_live(tx, id)?.ok_or_else(ServiceError::job_not_found)?;
             let view = job_view(tx, &job, &mut UserCache::default())?;
             let audit = audit
                 .object("JOB", id)
@@ -165,7 +165,7 @@ async fn create(
 }
 
 /// A live job the caller may change (`service::access::changeable_job` on a read connection).
-async fn changeable_job(state: &AppState, job_id: i64, me: &User) -> Result<Job, ApiError> {
+async fn changeable_job(state: &AppState, job_id: i64, me: &User) -> Result<Job, ServiceError> {
     let me = me.clone();
     state
         .db
@@ -178,7 +178,7 @@ async fn update(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     let draft = validated_draft(&state, &body, &me.0, Some(&existing))?;
@@ -192,7 +192,7 @@ async fn update(
             let old = service::access::changeable_job(tx, job_id, &saver)?;
             let before = to_json(&job_view(tx, &old, &mut UserCache::default())?)?;
             service::jobs::save(tx, &draft, Some(&old), &saver, now_ms())?;
-            let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
             let view = job_view(tx, &job, &mut UserCache::default())?;
             let audit = audit
                 .detail("name", view.name.clone())
@@ -210,11 +210,11 @@ async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     if !access::can_delete(&existing, &me.0) {
-        return Err(ApiError::op_not_allowed());
+        return Err(ServiceError::op_not_allowed());
     }
     let message = format!("cancelled: job deleted by {}", me.0.login_name);
     let audit = event(&me.0, &req, actions::JOB_DELETE)
@@ -223,11 +223,11 @@ async fn delete(
     let view: JobView = state
         .db
         .write(move |tx| {
-            store::jobs::get_live(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
             let now = now_ms();
             store::jobs::soft_delete(tx, job_id, now)?;
             store::runs::fail_all_queued(tx, job_id, &message, now)?;
-            let job = store::jobs::get_any(tx, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            let job = store::jobs::get_any(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
             debug_assert_eq!(job.activity_status, ActivityStatus::Disabled);
             store::audit::record(tx, &audit, now)?;
             job_view(tx, &job, &mut UserCache::default())
@@ -238,8 +238,8 @@ async fn delete(
     Ok(HttpResponse::Ok().json(view))
 }
 
-fn to_json(view: &JobView) -> Result<Value, ApiError> {
-    serde_json::to_value(view).map_err(|e| ApiError::Internal(e.into()))
+fn to_json(view: &JobView) -> Result<Value, ServiceError> {
+    serde_json::to_value(view).map_err(|e| ServiceError::Internal(e.into()))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -254,12 +254,14 @@ async fn next_runs(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let query = Query::from_request(&req)?;
     let count = query.int("count", 5)?;
     if !(1..=100).contains(&count) {
-        return Err(ApiError::invalid_request("count must be from 1 to 100."));
+        return Err(ServiceError::invalid_request(
+            "count must be from 1 to 100.",
+        ));
     }
     let me = me.0;
     let job = state

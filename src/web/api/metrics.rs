@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::metrics::CONTENT_TYPE;
 use crate::store;
 use crate::web::AppState;
@@ -15,7 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /metrics`: any signed-in admin (Basic authorization suits Prometheus).
-async fn scrape(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ApiError> {
+async fn scrape(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
     let queued = match state.db.read(store::runs::active_counts).await {
         Ok((queued, _)) => Some(queued),

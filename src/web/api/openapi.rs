@@ -33,7 +33,7 @@ use crate::domain::errors::ErrorItem;
 use crate::domain::job::{ActivityStatus, JobType, MisfirePolicy, NotifyOn, RepeatKind};
 use crate::domain::run::{RunStatus, Trigger};
 use crate::domain::user::UserSummary;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::{JobRef, JobView, RunView, SavedQueryRef};
 
 /// Where the document is served.
@@ -58,10 +58,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 static DOCUMENT_JSON: LazyLock<Result<String, String>> =
     LazyLock::new(|| serde_json::to_string(&document()).map_err(|e| e.to_string()));
 
-async fn openapi_json() -> Result<HttpResponse, ApiError> {
+async fn openapi_json() -> Result<HttpResponse, ServiceError> {
     let body = DOCUMENT_JSON
         .as_ref()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("OpenAPI document: {e}")))?;
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("OpenAPI document: {e}")))?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -8,13 +8,13 @@ use std::str::FromStr;
 use actix_web::HttpRequest;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// The header naming the zone of dates without an offset (OpenSpecimen's).
 pub const CLIENT_TZ_HEADER: &str = "X-OS-CLIENT-TZ";
 
 /// The zone of dates without an offset: `X-OS-CLIENT-TZ`, else `default` (the server's).
-pub fn client_tz(req: &HttpRequest, default: chrono_tz::Tz) -> Result<chrono_tz::Tz, ApiError> {
+pub fn client_tz(req: &HttpRequest, default: chrono_tz::Tz) -> Result<chrono_tz::Tz, ServiceError> {
     match req
         .headers()
         .get(CLIENT_TZ_HEADER)
@@ -22,7 +22,7 @@ pub fn client_tz(req: &HttpRequest, default: chrono_tz::Tz) -> Result<chrono_tz:
         .map(str::trim)
     {
         Some(name) if !name.is_empty() => name.parse::<chrono_tz::Tz>().map_err(|_| {
-            ApiError::invalid_request(format!(
+            ServiceError::invalid_request(format!(
                 "{CLIENT_TZ_HEADER} `{name}` is not an IANA time zone name."
             ))
         }),
@@ -44,9 +44,9 @@ pub struct Query {
 }
 
 impl Query {
-    pub fn from_request(req: &HttpRequest) -> Result<Query, ApiError> {
+    pub fn from_request(req: &HttpRequest) -> Result<Query, ServiceError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-            .map_err(|_| ApiError::invalid_request("The query string is malformed."))?;
+            .map_err(|_| ServiceError::invalid_request("The query string is malformed."))?;
         Ok(Query {
             values: pairs.into_iter().collect(),
         })
@@ -61,33 +61,37 @@ impl Query {
     }
 
     /// A whole number, or `default` when absent.
-    pub fn int(&self, name: &str, default: i64) -> Result<i64, ApiError> {
+    pub fn int(&self, name: &str, default: i64) -> Result<i64, ServiceError> {
         match self.text(name) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| {
-                ApiError::invalid_request(format!("{name} must be a whole number, not `{v}`."))
+                ServiceError::invalid_request(format!("{name} must be a whole number, not `{v}`."))
             }),
         }
     }
 
     /// A boolean (`true`/`false`), or `default`.
-    pub fn bool(&self, name: &str, default: bool) -> Result<bool, ApiError> {
+    pub fn bool(&self, name: &str, default: bool) -> Result<bool, ServiceError> {
         match self.text(name) {
             None => Ok(default),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(v) => Err(ApiError::invalid_request(format!(
+            Some(v) => Err(ServiceError::invalid_request(format!(
                 "{name} must be true or false, not `{v}`."
             ))),
         }
     }
 
     /// One of an enum's names, listing the accepted ones when it is not.
-    pub fn choice<T: FromStr>(&self, name: &str, accepted: &[&str]) -> Result<Option<T>, ApiError> {
+    pub fn choice<T: FromStr>(
+        &self,
+        name: &str,
+        accepted: &[&str],
+    ) -> Result<Option<T>, ServiceError> {
         match self.text(name) {
             None => Ok(None),
             Some(v) => T::from_str(v).map(Some).map_err(|_| {
-                ApiError::invalid_request(format!(
+                ServiceError::invalid_request(format!(
                     "{name} must be one of {}, not `{v}`.",
                     accepted.join(", ")
                 ))
@@ -97,7 +101,7 @@ impl Query {
 
     /// OpenSpecimen's paging: a negative `startAt` is 0; a `maxResults` of 0 or less is `default`;
     /// more than `max` is `max`.
-    pub fn paging(&self, default: i64, max: i64) -> Result<(i64, i64), ApiError> {
+    pub fn paging(&self, default: i64, max: i64) -> Result<(i64, i64), ServiceError> {
         let start_at = self.int("startAt", 0)?.max(0);
         let mut max_results = self.int("maxResults", default)?;
         if max_results <= 0 {
@@ -108,24 +112,31 @@ impl Query {
 }
 
 /// A numeric path segment such as `{jobId}`.
-pub fn path_id(req: &HttpRequest, name: &str) -> Result<i64, ApiError> {
+pub fn path_id(req: &HttpRequest, name: &str) -> Result<i64, ServiceError> {
     let raw = req.match_info().get(name).unwrap_or_default();
-    raw.parse::<i64>()
-        .map_err(|_| ApiError::invalid_request(format!("{name} must be a number, not `{raw}`.")))
+    raw.parse::<i64>().map_err(|_| {
+        ServiceError::invalid_request(format!("{name} must be a number, not `{raw}`."))
+    })
 }
 
 /// A JSON object body. An empty body is an empty object when `optional`.
-pub fn json_object(body: &[u8], optional: bool) -> Result<Map<String, Value>, ApiError> {
+pub fn json_object(body: &[u8], optional: bool) -> Result<Map<String, Value>, ServiceError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return if optional {
             Ok(Map::new())
         } else {
-            Err(ApiError::invalid_request("A JSON object body is required."))
+            Err(ServiceError::invalid_request(
+                "A JSON object body is required.",
+            ))
         };
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::invalid_request("The body must be a JSON object.")),
-        Err(e) => Err(ApiError::invalid_request(format!("Malformed JSON: {e}."))),
+        Ok(_) => Err(ServiceError::invalid_request(
+            "The body must be a JSON object.",
+        )),
+        Err(e) => Err(ServiceError::invalid_request(format!(
+            "Malformed JSON: {e}."
+        ))),
     }
 }

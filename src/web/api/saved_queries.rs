@@ -18,7 +18,7 @@ use crate::domain::saved_query::{
     parse_saved_query,
 };
 use crate::domain::user::{User, UserSummary};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::UserCache;
 use crate::query::sources::{CheckError, DataSources};
 use crate::service;
@@ -55,7 +55,7 @@ fn view(
     conn: &rusqlite::Connection,
     query: SavedQuery,
     users: &mut UserCache,
-) -> Result<SavedQueryView, ApiError> {
+) -> Result<SavedQueryView, ServiceError> {
     Ok(SavedQueryView {
         created_by: users.summary(conn, query.created_by)?,
         id: query.id,
@@ -66,15 +66,15 @@ fn view(
     })
 }
 
-fn not_found_error() -> ApiError {
-    ApiError::User(vec![not_found()])
+fn not_found_error() -> ServiceError {
+    ServiceError::User(vec![not_found()])
 }
 
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     _me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     let (start_at, max_results) = query.paging(100, 1000)?;
     let text = query.text("query").map(str::to_string);
@@ -96,7 +96,7 @@ async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     _me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path_id(&req, "queryId")?;
     let found = state
         .db
@@ -109,7 +109,7 @@ async fn get(
 }
 
 /// Parses a body and compiles its SQL against its data source (on the blocking pool).
-async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraft, ApiError> {
+async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraft, ServiceError> {
     let body = json_object(body, false)?;
     let (draft, mut errors) = parse_saved_query(&body);
     let sources = DataSources::from_settings(&state.settings, &state.data_dir);
@@ -135,7 +135,7 @@ async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraf
     if errors.is_empty() {
         Ok(draft)
     } else {
-        Err(ApiError::User(errors))
+        Err(ServiceError::User(errors))
     }
 }
 
@@ -144,7 +144,7 @@ async fn create(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let draft = validated_draft(&state, &body).await?;
     let creator = me.0.id;
     let audit = event(&me.0, &req, actions::SAVED_QUERY_CREATE);
@@ -167,12 +167,12 @@ async fn create(
 }
 
 /// Checks, in the transaction that changes it, that the query is live and `me` may change it.
-fn changeable(conn: &rusqlite::Connection, id: i64, me: &User) -> Result<SavedQuery, ApiError> {
+fn changeable(conn: &rusqlite::Connection, id: i64, me: &User) -> Result<SavedQuery, ServiceError> {
     let query = store::queries::get_live(conn, id)?.ok_or_else(not_found_error)?;
     if me.admin || query.created_by == me.id {
         Ok(query)
     } else {
-        Err(ApiError::access_denied())
+        Err(ServiceError::access_denied())
     }
 }
 
@@ -181,7 +181,7 @@ async fn update(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path_id(&req, "queryId")?;
     // Not found and not allowed come before validation, as for jobs.
     let me = me.0;
@@ -215,7 +215,7 @@ async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path_id(&req, "queryId")?;
     let me = me.0;
     let audit = event(&me, &req, actions::SAVED_QUERY_DELETE).object("SAVED_QUERY", id);
@@ -247,7 +247,7 @@ pub async fn no_parameters_refusal(
     state: &AppState,
     query_id: i64,
     what: &str,
-) -> Result<Option<ErrorItem>, ApiError> {
+) -> Result<Option<ErrorItem>, ServiceError> {
     let sources = DataSources::from_settings(&state.settings, &state.data_dir);
     let what = what.to_string();
     state

@@ -11,7 +11,7 @@ use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
 use crate::clock::now_ms;
 use crate::domain::audit::actions;
 use crate::domain::input::Fields;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store;
 use crate::store::audit::Event;
 use crate::web::AppState;
@@ -43,7 +43,7 @@ pub async fn open_session(
     password: &str,
     client: &str,
     via: &str,
-) -> Result<SessionView, ApiError> {
+) -> Result<SessionView, ServiceError> {
     let user = sign_in(state, login, password, client).await?;
     let token = new_token();
     let hash = token_hash(&token);
@@ -80,7 +80,7 @@ async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let body = json_object(&body, false)?;
     let fields = Fields::new(&body);
     let login = fields.string("loginName").unwrap_or_default();
@@ -91,7 +91,7 @@ async fn create(
         .unwrap_or_default()
         .to_string();
     if login.is_empty() || password.is_empty() {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "AUTH_CREDENTIALS_REQUIRED",
             "loginName and password are required.",
         ));
@@ -104,7 +104,7 @@ async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     user: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     // An API token is not a session: "signing out" with one ends nothing.
     if let Some(token) = request_token(&req).filter(|t| !t.starts_with(API_TOKEN_PREFIX)) {
         let hash = token_hash(&token);

@@ -17,7 +17,7 @@ use crate::domain::audit::actions;
 use crate::domain::errors::ErrorItem;
 use crate::domain::input::{Field, Fields};
 use crate::domain::user::{User, login_name_problem, password_problem};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::service;
 use crate::store;
 use crate::web::AppState;
@@ -70,7 +70,7 @@ fn view(user: &User, full: bool) -> UserView {
     }
 }
 
-async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ApiError> {
+async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ServiceError> {
     let users = state.db.read(store::users::list).await?;
     let views: Vec<UserView> = users
         .iter()
@@ -83,13 +83,13 @@ async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path_id(&req, "userId")?;
     let user = load_user(&state, id).await?;
     Ok(HttpResponse::Ok().json(view(&user, me.0.admin || user.id == me.0.id)))
 }
 
-async fn load_user(state: &AppState, id: i64) -> Result<User, ApiError> {
+async fn load_user(state: &AppState, id: i64) -> Result<User, ServiceError> {
     state
         .db
         .read(move |c| service::users::live_user(c, id))
@@ -133,7 +133,7 @@ fn profile_changes(before: &User, after: &User) -> Map<String, Value> {
 
 /// A directory account has no password here (`service::users::refuse_password_here`), checked
 /// before the slow hashing; the write checks it again.
-async fn refuse_directory_account(state: &AppState, id: i64) -> Result<(), ApiError> {
+async fn refuse_directory_account(state: &AppState, id: i64) -> Result<(), ServiceError> {
     state
         .db
         .read(move |c| service::users::refuse_password_here(c, id))
@@ -152,7 +152,7 @@ async fn create(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
     let body = json_object(&body, false)?;
     let fields = Fields::new(&body);
@@ -180,7 +180,7 @@ async fn create(
         }
     };
     if !errors.is_empty() {
-        return Err(ApiError::User(errors));
+        return Err(ServiceError::User(errors));
     }
     // An empty hash matches no password (`verify_password` rejects it).
     let hash = match password {
@@ -220,10 +220,10 @@ async fn update(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let id = path_id(&req, "userId")?;
     if !me.0.admin && me.0.id != id {
-        return Err(ApiError::access_denied());
+        return Err(ServiceError::access_denied());
     }
     let body = json_object(&body, false)?;
     let fields = Fields::new(&body);
@@ -252,14 +252,14 @@ async fn update(
             )),
         }
     } else if matches!(fields.bool("admin"), Field::Value(true)) {
-        return Err(ApiError::access_denied());
+        return Err(ServiceError::access_denied());
     }
     let password = raw_password(&body);
     if let Some(p) = &password {
         errors.extend(password_problem(p));
     }
     if !errors.is_empty() {
-        return Err(ApiError::User(errors));
+        return Err(ServiceError::User(errors));
     }
     if password.is_some() {
         refuse_directory_account(&state, id).await?;
@@ -306,16 +306,16 @@ async fn change_password(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let body = json_object(&body, false)?;
     let fields = Fields::new(&body);
     let id = match fields.int("userId") {
         Field::Value(id) => id,
         Field::Missing => me.0.id,
-        Field::Invalid => return Err(ApiError::invalid_request("userId must be a user's id.")),
+        Field::Invalid => return Err(ServiceError::invalid_request("userId must be a user's id.")),
     };
     if !me.0.admin && me.0.id != id {
-        return Err(ApiError::access_denied());
+        return Err(ServiceError::access_denied());
     }
     let user = load_user(&state, id).await?;
     let new_password = body
@@ -324,13 +324,13 @@ async fn change_password(
         .unwrap_or_default()
         .to_string();
     if new_password.is_empty() {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "USER_NEW_PASSWORD_REQUIRED",
             "New password is required.",
         ));
     }
     if let Some(problem) = password_problem(&new_password) {
-        return Err(ApiError::User(vec![problem]));
+        return Err(ServiceError::User(vec![problem]));
     }
     refuse_directory_account(&state, id).await?;
     if !me.0.admin || me.0.id == id {
@@ -351,7 +351,7 @@ async fn change_password(
         })
         .await?;
         if !valid {
-            return Err(ApiError::user(
+            return Err(ServiceError::user(
                 "USER_INVALID_OLD_PASSWD",
                 "Old password is incorrect.",
             ));
@@ -377,7 +377,7 @@ async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
     let id = path_id(&req, "userId")?;
     let user = load_user(&state, id).await?;

@@ -13,7 +13,7 @@ use crate::clock::{from_ms, now_ms};
 use crate::domain::errors::ErrorItem;
 use crate::domain::job::{ActivityStatus, Schedule, validate_schedule};
 use crate::domain::next_fire::next_fires;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::service;
 use crate::service::access::visible_job;
 use crate::store;
@@ -55,11 +55,11 @@ pub async fn recent_runs(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     let count = query.int("count", 20)?;
     if !(1..=MAX_RECENT).contains(&count) {
-        return Err(ApiError::invalid_request(format!(
+        return Err(ServiceError::invalid_request(format!(
             "count must be from 1 to {MAX_RECENT}."
         )));
     }
@@ -70,7 +70,7 @@ pub async fn recent_runs(
             continue;
         }
         let id: i64 = part.parse().map_err(|_| {
-            ApiError::invalid_request(format!(
+            ServiceError::invalid_request(format!(
                 "jobIds must be job ids separated by commas, not `{part}`."
             ))
         })?;
@@ -79,7 +79,7 @@ pub async fn recent_runs(
     ids.sort_unstable();
     ids.dedup();
     if ids.len() > MAX_JOB_IDS {
-        return Err(ApiError::invalid_request(format!(
+        return Err(ServiceError::invalid_request(format!(
             "jobIds may list at most {MAX_JOB_IDS} jobs."
         )));
     }
@@ -141,10 +141,10 @@ pub async fn schedule_preview(
     req: HttpRequest,
     _me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let count = Query::from_request(&req)?.int("count", 5)?;
     if !(1..=50).contains(&count) {
-        return Err(ApiError::invalid_request("count must be from 1 to 50."));
+        return Err(ServiceError::invalid_request("count must be from 1 to 50."));
     }
     let body = json_object(&body, false)?;
     let settings = &state.settings;

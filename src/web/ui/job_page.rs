@@ -26,7 +26,7 @@ use crate::domain::args::split_args;
 use crate::domain::job::{Job, JobType, RepeatKind, Schedule};
 use crate::domain::next_fire::next_fires;
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::present::{JobView, RunView, UserCache, job_view, run_view};
 use crate::query::params::parse_args;
 use crate::service::access::visible_job;
@@ -59,7 +59,7 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     let job = match state.db.read(move |c| visible_job(c, job_id, &user)).await {
         Ok(job) => job,
         // Not found and not allowed look the same: the page does not say which jobs exist.
-        Err(ApiError::User(_)) => return not_found_page(),
+        Err(ServiceError::User(_)) => return not_found_page(),
         Err(e) => {
             tracing::warn!(job_id, error = %e, "the job page could not read its job");
             return not_found_page();
@@ -157,7 +157,7 @@ pub struct QueryFacts {
     parameters_error: Option<String>,
 }
 
-async fn query_facts(state: &AppState, query_id: i64) -> Result<Option<QueryFacts>, ApiError> {
+async fn query_facts(state: &AppState, query_id: i64) -> Result<Option<QueryFacts>, ServiceError> {
     let Some(query) = state
         .db
         .read(move |c| store::queries::get_live(c, query_id))
@@ -203,7 +203,7 @@ struct RunForm {
     query: Option<QueryFacts>,
 }
 
-async fn run_form(state: &AppState, job: &Job, user: &User) -> Result<RunForm, ApiError> {
+async fn run_form(state: &AppState, job: &Job, user: &User) -> Result<RunForm, ServiceError> {
     let (job_id, user_id) = (job.id, user.id);
     let last_args = state
         .db
@@ -258,7 +258,7 @@ pub async fn overview(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let me = me.0;
     let viewer = me.clone();
@@ -313,7 +313,7 @@ pub async fn run_form_facts(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let me = me.0;
     let viewer = me.clone();
@@ -329,13 +329,13 @@ pub async fn saved_query_facts(
     state: web::Data<AppState>,
     req: HttpRequest,
     _me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let query_id = path_id(&req, "queryId")?;
     match query_facts(&state, query_id).await? {
         Some(facts) => Ok(HttpResponse::Ok().json(facts)),
-        None => Err(ApiError::User(
-            vec![crate::domain::saved_query::not_found()],
-        )),
+        None => Err(ServiceError::User(vec![
+            crate::domain::saved_query::not_found(),
+        ])),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::domain::errors::ErrorItem;
 use crate::domain::input::Fields;
 use crate::domain::saved_query::DEFAULT_SOURCE;
 use crate::domain::saved_query::{MAX_SQL_CHARS, invalid_data_source, invalid_sql};
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::query::csv::Guard;
 use crate::query::params::{bind_params, parse_args, values_by_name};
 use crate::query::pg_sql::rewrite;
@@ -62,8 +62,8 @@ fn cell(value: ValueRef<'_>) -> Value {
     }
 }
 
-fn user_error(item: ErrorItem) -> ApiError {
-    ApiError::User(vec![item])
+fn user_error(item: ErrorItem) -> ServiceError {
+    ServiceError::User(vec![item])
 }
 
 /// Runs the statement on a blocking thread; the error is already the API's.
@@ -72,14 +72,14 @@ fn run_preview(
     source: &str,
     sql: &str,
     args: &str,
-) -> Result<Preview, ApiError> {
+) -> Result<Preview, ServiceError> {
     let words = split_args(args).map_err(|e| {
-        ApiError::user(
+        ServiceError::user(
             "SAVED_QUERY_INVALID_ARGS",
             format!("The parameters cannot be split into words: {e}."),
         )
     })?;
-    let args = parse_args(&words).map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+    let args = parse_args(&words).map_err(|e| ServiceError::user("SAVED_QUERY_INVALID_ARGS", e))?;
     if let Some(pg) = sources.postgres(source) {
         return preview_postgres(pg, sql, &args);
     }
@@ -93,9 +93,9 @@ fn run_preview(
     };
     guard
         .install(&conn)
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ServiceError::Internal(e.into()))?;
     let mut stmt = prepare_single(&conn, sql).map_err(|e| user_error(invalid_sql(&e)))?;
-    bind_params(&mut stmt, &args).map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+    bind_params(&mut stmt, &args).map_err(|e| ServiceError::user("SAVED_QUERY_INVALID_ARGS", e))?;
     let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
     let width = columns.len();
     let mut rows = Vec::new();
@@ -118,7 +118,7 @@ fn run_preview(
         for index in 0..width {
             values.push(cell(
                 row.get_ref(index)
-                    .map_err(|e| ApiError::Internal(e.into()))?,
+                    .map_err(|e| ServiceError::Internal(e.into()))?,
             ));
         }
         rows.push(values);
@@ -130,8 +130,8 @@ fn run_preview(
     })
 }
 
-fn stopped() -> ApiError {
-    ApiError::user(
+fn stopped() -> ServiceError {
+    ServiceError::user(
         "SAVED_QUERY_PREVIEW_TIMEOUT",
         format!(
             "The try-out stopped after {} seconds; a scheduled run has a longer time limit.",
@@ -146,10 +146,10 @@ fn preview_postgres(
     source: &PgSource,
     sql: &str,
     args: &BTreeMap<String, String>,
-) -> Result<Preview, ApiError> {
+) -> Result<Preview, ServiceError> {
     let sql = rewrite(sql).map_err(|e| user_error(invalid_sql(&e)))?;
     let values = values_by_name(&sql.names, args)
-        .map_err(|e| ApiError::user("SAVED_QUERY_INVALID_ARGS", e))?;
+        .map_err(|e| ServiceError::user("SAVED_QUERY_INVALID_ARGS", e))?;
     let guard = Guard {
         deadline: Some(Instant::now() + TIME_LIMIT),
         cancel: None,
@@ -160,7 +160,7 @@ fn preview_postgres(
             Failure::Stopped(_) => stopped(),
             Failure::Source(m) => user_error(invalid_data_source(&m)),
             Failure::Sql(m) | Failure::Query(m) => user_error(invalid_sql(&m)),
-            Failure::Export(e) => ApiError::Internal(e.into()),
+            Failure::Export(e) => ServiceError::Internal(e.into()),
         })?;
     let rows = preview
         .rows
@@ -188,7 +188,7 @@ pub async fn saved_query_preview(
     state: web::Data<AppState>,
     _me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let body = json_object(&body, false)?;
     let fields = Fields::new(&body);
     let sql = body
@@ -197,7 +197,7 @@ pub async fn saved_query_preview(
         .unwrap_or_default()
         .to_string();
     if sql.trim().is_empty() {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "SAVED_QUERY_SQL_REQUIRED",
             "Write the SQL to try.",
         ));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::run_files::resolve_program;
 use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
@@ -99,7 +99,7 @@ pub fn list_programs(scripts_dir: &Path) -> Vec<Program> {
 pub async fn scripts(
     state: web::Data<AppState>,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
     let dir = state.settings.scripts_dir();
     let programs = tokio::task::spawn_blocking(move || list_programs(&dir)).await?;

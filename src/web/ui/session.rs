@@ -13,7 +13,7 @@ use super::assets::templates;
 use super::html::{Slot, escape, fill};
 use super::pages::{Page, html_response, page_user, redirect, render_page, safe_next};
 use crate::auth::token_hash;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::store;
 use crate::web::AppState;
 use crate::web::api::auth::{SESSION_COOKIE, csrf_token_matches};
@@ -166,7 +166,7 @@ pub async fn sign_in(
         }
         Err(e) => {
             let message = match &e {
-                ApiError::Internal(cause) => {
+                ServiceError::Internal(cause) => {
                     tracing::error!(error = ?cause, "web sign-in failed");
                     "Sorry, something went wrong. Please try again.".to_string()
                 }

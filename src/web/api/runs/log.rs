@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::domain::audit::actions;
 use crate::domain::run::RunStatus;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::run_files::open_run_file;
 use crate::store;
 use crate::web::AppState;
@@ -70,13 +70,13 @@ pub async fn log(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let run_id = path_id(&req, "runId")?;
     let query = Query::from_request(&req)?;
     let offset = query.int("offset", 0)?;
     if offset < 0 {
-        return Err(ApiError::invalid_request("offset must be 0 or more."));
+        return Err(ServiceError::invalid_request("offset must be 0 or more."));
     }
     let follow = query.bool("follow", false)?;
     let me = me.0;

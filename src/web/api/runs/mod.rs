@@ -21,7 +21,7 @@ use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::executor::RunRequest;
 use crate::present::{UserCache, job_view, run_view};
 use crate::service::access::visible_job;
@@ -67,7 +67,7 @@ async fn create(
     req: HttpRequest,
     me: CurrentUser,
     body: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let query = Query::from_request(&req)?;
     let body = json_object(&body, true)?;
@@ -75,7 +75,7 @@ async fn create(
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
         Some(_) => {
-            return Err(ApiError::invalid_request(
+            return Err(ServiceError::invalid_request(
                 "args must be a string of space-separated arguments.",
             ));
         }
@@ -83,7 +83,7 @@ async fn create(
     if let Some(text) = &args
         && let Err(e) = split_args(text)
     {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "SCHEDULED_JOB_INVALID_RUN_ARGS",
             format!("args cannot be split into words: {e}."),
         ));
@@ -93,7 +93,7 @@ async fn create(
         Some(value) => {
             let key = value.to_str().map(str::trim).unwrap_or_default();
             if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-                return Err(ApiError::invalid_request(format!(
+                return Err(ServiceError::invalid_request(format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible characters."
                 )));
             }
@@ -119,7 +119,7 @@ async fn create(
         .await?
     {
         item.message.push_str(" Run it without args.");
-        return Err(ApiError::User(vec![item]));
+        return Err(ServiceError::User(vec![item]));
     }
     let request = RunRequest {
         trigger: Trigger::Manual,
@@ -136,7 +136,7 @@ async fn create(
     {
         Enqueued::Queued(id) | Enqueued::Duplicate(id) => id,
         Enqueued::QueueFull => {
-            return Err(ApiError::user(
+            return Err(ServiceError::user(
                 "SCHEDULED_JOB_QUEUE_FULL",
                 format!(
                     "Job {} already has {} runs waiting; try again later.",
@@ -153,17 +153,18 @@ async fn create(
         .read(move |c| {
             let mut users = UserCache::default();
             if want_run {
-                let run = store::runs::get(c, run_id)?.ok_or_else(ApiError::run_not_found)?;
+                let run = store::runs::get(c, run_id)?.ok_or_else(ServiceError::run_not_found)?;
                 Ok(serde_json::to_value(run_view(
                     c, &run, &mut users, &data_dir,
                 )?))
             } else {
-                let job = store::jobs::get_any(c, job_id)?.ok_or_else(ApiError::job_not_found)?;
+                let job =
+                    store::jobs::get_any(c, job_id)?.ok_or_else(ServiceError::job_not_found)?;
                 Ok(serde_json::to_value(job_view(c, &job, &mut users)?))
             }
         })
         .await?
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ServiceError::Internal(e.into()))?;
     Ok(HttpResponse::Ok()
         .insert_header((header::LOCATION, location))
         .json(body))
@@ -173,15 +174,15 @@ async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let query = Query::from_request(&req)?;
     let tz = client_tz(&req, state.settings.timezone)?;
-    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ApiError> {
+    let date = |name: &str, bound: Bound| -> Result<Option<i64>, ServiceError> {
         match query.text(name) {
             None => Ok(None),
             Some(text) => parse_date_param(text, tz, bound).map(Some).ok_or_else(|| {
-                ApiError::invalid_request(format!(
+                ServiceError::invalid_request(format!(
                     "{name} `{text}` is not a date; use {ACCEPTED_FORMATS}."
                 ))
             }),
@@ -216,11 +217,11 @@ fn visible_run(
     job_id: i64,
     run_id: i64,
     me: &User,
-) -> Result<(Job, Run), ApiError> {
+) -> Result<(Job, Run), ServiceError> {
     let job = visible_job(conn, job_id, me)?;
     let run = store::runs::get(conn, run_id)?
         .filter(|r| r.job_id == job_id)
-        .ok_or_else(ApiError::run_not_found)?;
+        .ok_or_else(ServiceError::run_not_found)?;
     Ok((job, run))
 }
 
@@ -228,12 +229,12 @@ async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let run_id = path_id(&req, "runId")?;
     let wait = Query::from_request(&req)?.int("waitSeconds", 0)?;
     if !(0..=MAX_WAIT_SECONDS).contains(&wait) {
-        return Err(ApiError::invalid_request(format!(
+        return Err(ServiceError::invalid_request(format!(
             "waitSeconds must be from 0 to {MAX_WAIT_SECONDS}."
         )));
     }
@@ -276,7 +277,7 @@ async fn cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let run_id = path_id(&req, "runId")?;
     let viewer = me.0.clone();
@@ -290,7 +291,7 @@ async fn cancel(
         .cancel_audited(run_id, &me.0, Some(audit))
         .await?
     {
-        return Err(ApiError::user(
+        return Err(ServiceError::user(
             "SCHEDULED_JOB_RUN_NOT_CANCELLABLE",
             format!("Run {run_id} has already finished."),
         ));

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
 use crate::domain::audit::actions;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::run_files::open_run_file;
 use crate::store;
 use crate::web::AppState;
@@ -22,7 +22,7 @@ pub async fn result_file(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, ServiceError> {
     let job_id = path_id(&req, "jobId")?;
     let run_id = path_id(&req, "runId")?;
     let me = me.0;
@@ -30,26 +30,26 @@ pub async fn result_file(
     let run = state
         .db
         .read(move |c| {
-            let job = store::jobs::get_live(c, job_id)?.ok_or_else(ApiError::job_not_found)?;
+            let job = store::jobs::get_live(c, job_id)?.ok_or_else(ServiceError::job_not_found)?;
             let run = store::runs::get(c, run_id)?
                 .filter(|r| r.job_id == job_id)
-                .ok_or_else(ApiError::run_not_found)?;
+                .ok_or_else(ServiceError::run_not_found)?;
             let allowed = crate::service::access::can_download_result(c, &run, &job, &me)?;
             if allowed {
                 Ok(run)
             } else {
-                Err(ApiError::op_not_allowed())
+                Err(ServiceError::op_not_allowed())
             }
         })
         .await?;
     let not_available = || {
-        ApiError::user(
+        ServiceError::user(
             "SCHEDULED_JOB_RESULT_DATA_FILE_NOT_AVAILABLE",
             "Job run result data file is not generated.",
         )
     };
     let not_found = || {
-        ApiError::user(
+        ServiceError::user(
             "SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND",
             "Job run result data file is damaged or replaced.",
         )
@@ -61,7 +61,7 @@ pub async fn result_file(
     let (job_of_run, id_of_run) = (run.job_id, run.id);
     let opened = web::block(move || open_run_file(&data_dir, job_of_run, id_of_run, &relative))
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(|e| ServiceError::Internal(e.into()))?;
     let std_file = opened.map_err(|_| not_found())?;
     let file_name = run.result_file_name().unwrap_or("result").to_string();
     let content_type = match std::path::Path::new(&file_name)

@@ -65,7 +65,7 @@
   }
 
   // ---------------------------------------------------------------- the JSON API
-  class ApiError extends Error {
+  class ServiceError extends Error {
     constructor(status, errors) {
       super(errors.map(function (e) { return e.message; }).join(" "));
       this.status = status;
@@ -95,11 +95,11 @@
       response = await fetch(url, init);
     } catch (e) {
       if (e && e.name === "AbortError") throw e;
-      throw new ApiError(0, [{ code: "NETWORK", message: "The server cannot be reached. Check the connection and try again." }]);
+      throw new ServiceError(0, [{ code: "NETWORK", message: "The server cannot be reached. Check the connection and try again." }]);
     }
     if (response.status === 401) {
       signInAgain();
-      throw new ApiError(401, [{ code: "AUTH_REQUIRED", message: "Please sign in again." }]);
+      throw new ServiceError(401, [{ code: "AUTH_REQUIRED", message: "Please sign in again." }]);
     }
     if (!response.ok && !(opts.raw && response.status === 206)) {
       let errors;
@@ -109,7 +109,7 @@
       } catch (e) {
         errors = [{ code: "HTTP_" + response.status, message: "The server answered " + response.status + "." }];
       }
-      throw new ApiError(response.status, errors);
+      throw new ServiceError(response.status, errors);
     }
     if (opts.raw) return response;
     return response.json();
@@ -301,7 +301,7 @@
   }
 
   function errorText(e) {
-    if (e instanceof ApiError) return e.errors.map(function (x) { return x.message; }).join(" ");
+    if (e instanceof ServiceError) return e.errors.map(function (x) { return x.message; }).join(" ");
     return String((e && e.message) || e);
   }
 
@@ -621,7 +621,7 @@
     byId: byId,
     clear: clear,
     api: api,
-    ApiError: ApiError,
+    ServiceError: ServiceError,
     query: query,
     randomKey: randomKey,
     pad: pad,

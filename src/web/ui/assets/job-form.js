@@ -539,8 +539,8 @@
       location.assign("/ui/jobs");
     } catch (e) {
       save.disabled = false;
-      if (e instanceof LC.ApiError && e.status !== 401) showErrors(e.errors);
-      else if (!(e instanceof LC.ApiError)) showErrors([{ code: "CLIENT", message: LC.errorText(e) }]);
+      if (e instanceof LC.ServiceError && e.status !== 401) showErrors(e.errors);
+      else if (!(e instanceof LC.ServiceError)) showErrors([{ code: "CLIENT", message: LC.errorText(e) }]);
     }
   });
 

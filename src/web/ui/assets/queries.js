@@ -190,7 +190,7 @@
       } catch (e) {
         wrap.hidden = true;
         state.textContent = "";
-        if (e instanceof LC.ApiError && e.status !== 401) showErrors(e.errors);
+        if (e instanceof LC.ServiceError && e.status !== 401) showErrors(e.errors);
       }
     });
 
@@ -204,7 +204,7 @@
         location.assign("/ui/saved-queries");
       } catch (e) {
         save.disabled = false;
-        if (e instanceof LC.ApiError && e.status !== 401) showErrors(e.errors);
+        if (e instanceof LC.ServiceError && e.status !== 401) showErrors(e.errors);
       }
     });
     init();

@@ -1,0 +1,116 @@
+//! The one mapping from a failure to HTTP: each kind of `ServiceError` gets the contract's status
+//! (400 user errors, 401, 413, 429, 503, 500) and goes out as OpenSpecimen's JSON array of
+//! `{"code","message"}`. An internal cause is logged here with an error id, and only the id is
+//! sent. The middleware reuses `status_item` and `error_response` for the errors actix answers by
+//! itself, so no text exists twice.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::domain::errors::ErrorItem;
+use crate::error::ServiceError;
+
+/// The problem a bare HTTP status stands for, for the errors actix answers by itself (an
+/// oversized body, an unknown route or method, a body it cannot read).
+pub fn status_item(status: StatusCode) -> ErrorItem {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorItem::payload_too_large(),
+        StatusCode::NOT_FOUND => ErrorItem::no_such_endpoint(),
+        StatusCode::METHOD_NOT_ALLOWED => ErrorItem::method_not_allowed(),
+        s if s.is_server_error() => ErrorItem::internal(),
+        _ => ErrorItem::malformed_request(),
+    }
+}
+
+fn new_error_id() -> String {
+    hex::encode(rand::random::<[u8; 6]>())
+}
+
+/// A JSON error array response with the given status.
+pub fn error_response(status: StatusCode, items: &[ErrorItem]) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ))
+        .json(items)
+}
+
+impl ResponseError for ServiceError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ServiceError::User(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ServiceError::NoRoute => StatusCode::NOT_FOUND,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ServiceError::Internal(cause) => {
+                let error_id = new_error_id();
+                tracing::error!(error_id = %error_id, error = ?cause, "internal error");
+                error_response(
+                    self.status_code(),
+                    &[ErrorItem::internal_with_id(&error_id)],
+                )
+            }
+            ServiceError::TooManyAttempts { retry_after_secs } => {
+                let mut response = error_response(self.status_code(), &self.items());
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+            ServiceError::Unauthorized(_) => {
+                let mut response = error_response(self.status_code(), &self.items());
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"labcron\""),
+                );
+                response
+            }
+            _ => error_response(self.status_code(), &self.items()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_gets_its_id_only_in_the_response_that_logs_it() {
+        let error = ServiceError::Internal(anyhow::anyhow!("disk on fire"));
+        let items = error.items();
+        assert_eq!(items, vec![status_item(StatusCode::INTERNAL_SERVER_ERROR)]);
+        assert!(
+            !items[0].message.contains("Error:"),
+            "no id that nobody logged"
+        );
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn the_variants_without_items_say_what_actixs_own_errors_say() {
+        assert_eq!(
+            ServiceError::PayloadTooLarge.items(),
+            vec![status_item(ServiceError::PayloadTooLarge.status_code())]
+        );
+        assert_eq!(
+            ServiceError::NoRoute.items(),
+            vec![status_item(ServiceError::NoRoute.status_code())]
+        );
+        assert_eq!(
+            status_item(StatusCode::METHOD_NOT_ALLOWED).code,
+            "METHOD_NOT_ALLOWED"
+        );
+        assert_eq!(status_item(StatusCode::BAD_REQUEST).code, "INVALID_REQUEST");
+    }
+}
