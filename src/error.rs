@@ -5,6 +5,7 @@
 //! writes the JSON array of `{"code","message"}`.
 
 use crate::domain::errors::ErrorItem;
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -26,7 +27,10 @@ pub enum ServiceError {
     /// No such route: 404 (only for paths outside the API).
     #[error("no such endpoint")]
     NoRoute,
-    /// Anything unexpected: 500, logged with an id.
+    /// The ledger failed (a full disk among the causes): 500, logged with an id.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Anything else unexpected: 500, logged with an id.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -81,7 +85,7 @@ impl ServiceError {
             ServiceError::PayloadTooLarge => vec![ErrorItem::payload_too_large()],
             ServiceError::NoRoute => vec![ErrorItem::no_such_endpoint()],
             // No error id here: only the response (`web::error`) mints one, and logs it.
-            ServiceError::Internal(_) => vec![ErrorItem::internal()],
+            ServiceError::Store(_) | ServiceError::Internal(_) => vec![ErrorItem::internal()],
         }
     }
 
@@ -95,20 +99,29 @@ impl ServiceError {
             ServiceError::TooManyAttempts { .. } => Some("AUTH_TOO_MANY_ATTEMPTS"),
             ServiceError::PayloadTooLarge => Some("PAYLOAD_TOO_LARGE"),
             ServiceError::NoRoute => Some("NOT_FOUND"),
-            ServiceError::Internal(_) => Some("INTERNAL_ERROR"),
+            ServiceError::Store(_) | ServiceError::Internal(_) => Some("INTERNAL_ERROR"),
         }
     }
 }
 
+impl ServiceError {
+    /// Whether the ledger's disk is full (worth waiting for space and trying again).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, ServiceError::Store(e) if e.is_disk_full())
+    }
+}
+
+/// SQL run outside the store's own functions (a use case's query inside `Db::read`) fails as the
+/// store's would, so a full disk is recognised there too.
 impl From<rusqlite::Error> for ServiceError {
     fn from(e: rusqlite::Error) -> Self {
-        ServiceError::Internal(e.into())
+        ServiceError::Store(e.into())
     }
 }
 
 impl From<r2d2::Error> for ServiceError {
     fn from(e: r2d2::Error) -> Self {
-        ServiceError::Internal(e.into())
+        ServiceError::Store(e.into())
     }
 }
 

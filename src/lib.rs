@@ -15,17 +15,17 @@ pub mod cli; // the administration subcommands: users, backup, jobs files, healt
 pub mod clock; // the one source of "now"
 pub mod config; // settings: defaults < TOML file < LABCRON_* env < flags
 pub mod domain; // pure types and rules: jobs, runs, users, schedules, the access policy, audit diffs
-pub mod error; // ServiceError and ErrorItem: failures and OpenSpecimen's error array
+pub mod error; // ServiceError: what use cases and workers fail with, in the contract's terms (no HTTP)
 pub mod executor; // durable run queue, dispatcher, process runner
 pub mod ldap; // directory sign-in: the LDAP search and bind (issue 15)
 pub mod metrics; // Prometheus series and their text rendering, the scheduler's counters
 pub mod notify; // e-mails and signed webhooks about finished runs
 pub mod present; // the OpenSpecimen JSON shapes of jobs, runs and saved queries (used by web, cli, notify)
 pub mod query; // what saved queries read: read-only data sources, CSV streaming, the demo database
-pub mod retention; // the daily pass removing old run files (and, if asked, rows)
+pub mod retention; // the daily pass removing old run files (and, if asked, rows), expired sessions
 pub mod run_files; // <data>/runs/<job>/<run>/: layout, program lookup in the scripts dir, zip of results
 pub mod scheduler; // when jobs fire: the driver and its JobScheduler entries (next_fire is in domain)
 pub mod service; // use cases shared by web, cli and the workers: one place for each rule
 pub mod startup; // Application::build and run_until_stopped
-pub mod store; // every SQL statement: pool, migrations, jobs, runs, users, sessions
+pub mod store; // every SQL statement: pool, migrations, jobs, runs, users, sessions; store::Error
 pub mod web; // HTTP: the OpenSpecimen API (web::api) and the Jobs pages (web::ui); nothing below names it

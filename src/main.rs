@@ -329,7 +329,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck => {
-            let body = cli::healthcheck::check(&settings.bind)?;
+            let body = cli::healthcheck::check(settings.bind)?;
             println!("{body}");
             Ok(())
         }

@@ -5,7 +5,10 @@
 //! deletes the rows of runs that finished more than that many days ago, with their files, in
 //! batches of `ROW_BATCH` per write transaction so the ledger's writer is never held for long.
 //! Runs that are queued or running are never touched. The same pass deletes audit events older
-//! than `retention.audit_days` (default 730, two years; 0 keeps them for ever), also in batches.
+//! than `retention.audit_days` (default 730, two years; 0 keeps them for ever), also in batches,
+//! and every expired session (idle longer than `auth.session_timeout_minutes`, or older than
+//! `auth.session_max_hours`) whatever the retention settings: a server nobody signs in to keeps
+//! no dead tokens (sign-in also removes them, as it opens a new session).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,13 +17,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
-use crate::config::RetentionSettings;
+use crate::config::Settings;
 use crate::error::ServiceError;
 use crate::executor::internal::remove_old_run_files;
 use crate::metrics::Metrics;
 use crate::query::csv::Guard;
 use crate::run_files::RunPaths;
-use crate::store::{Db, maintenance};
+use crate::store::{self, Db, maintenance};
 
 /// The first pass waits this long after start, so start-up work goes first.
 pub const FIRST_PASS_DELAY: Duration = Duration::from_secs(60);
@@ -42,19 +45,23 @@ pub struct RetentionReport {
     pub rows_deleted: u64,
     /// Audit events deleted (`retention.audit_days`).
     pub audit_events_deleted: u64,
+    /// Expired sessions deleted.
+    pub sessions_deleted: u64,
 }
 
-/// Starts the daily pass (unless retention is off) until `stop` is cancelled.
+/// Starts the daily pass until `stop` is cancelled.
 pub fn spawn_daily(
     db: Db,
-    settings: RetentionSettings,
+    settings: Arc<Settings>,
     data_dir: PathBuf,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    if settings.files_days == 0 && settings.runs_days.is_none() && settings.audit_days == 0 {
-        tracing::info!("retention off: run files, run rows and audit events are kept");
-        return;
+    let retention = &settings.retention;
+    if retention.files_days == 0 && retention.runs_days.is_none() && retention.audit_days == 0 {
+        tracing::info!(
+            "retention off: run files, run rows and audit events are kept (expired sessions are still removed)"
+        );
     }
     tokio::spawn(async move {
         let mut wait = FIRST_PASS_DELAY;
@@ -73,6 +80,7 @@ pub fn spawn_daily(
                         bytes = report.bytes,
                         rows_deleted = report.rows_deleted,
                         audit_events_deleted = report.audit_events_deleted,
+                        sessions_deleted = report.sessions_deleted,
                         "retention pass done"
                     );
                 }
@@ -86,7 +94,7 @@ pub fn spawn_daily(
 /// canonical data directory.
 pub async fn run_retention_now(
     db: &Db,
-    settings: &RetentionSettings,
+    settings: &Settings,
     data_dir: &Path,
 ) -> Result<RetentionReport, ServiceError> {
     let db = db.clone();
@@ -97,16 +105,20 @@ pub async fn run_retention_now(
 
 fn retention_pass(
     db: &Db,
-    settings: &RetentionSettings,
+    all: &Settings,
     data_dir: &Path,
     now: i64,
 ) -> Result<RetentionReport, ServiceError> {
     let mut report = RetentionReport::default();
+    let cutoffs = all.auth.session_cutoffs(now);
+    let sessions = db.write_sync(|tx| store::sessions::delete_expired(tx, cutoffs))?;
+    report.sessions_deleted = sessions as u64;
+    let settings = &all.retention;
     if settings.audit_days > 0 {
         let cutoff = now - settings.audit_days as i64 * DAY_MS;
         loop {
             let deleted =
-                db.write_sync(|tx| crate::store::audit::delete_older_than(tx, cutoff, ROW_BATCH))?;
+                db.write_sync(|tx| store::audit::delete_older_than(tx, cutoff, ROW_BATCH))?;
             report.audit_events_deleted += deleted as u64;
             if (deleted as i64) < ROW_BATCH {
                 break;

@@ -78,7 +78,7 @@ impl Application {
         }
 
         // Bound before the executor starts: run e-mails link to the address it listens on.
-        let listener = TcpListener::bind(&settings.bind)
+        let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("setting `bind`: cannot listen on {}", settings.bind))?;
         let port = listener.local_addr()?.port();
 
@@ -102,7 +102,7 @@ impl Application {
         let background = tokio_util::sync::CancellationToken::new();
         crate::retention::spawn_daily(
             db.clone(),
-            settings.retention.clone(),
+            settings.clone(),
             data_dir.clone(),
             metrics.clone(),
             background.clone(),

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use super::api_error;
+use super::service_error;
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::job::Job;
@@ -229,7 +229,7 @@ fn saved_query_ref(
             ),
             crate::query::sources::CheckError::Sql(e) => anyhow::anyhow!("savedQuery.sql: {e}"),
         })?;
-    let id = store::queries::insert(conn, &draft, creator, now_ms()).map_err(api_error)?;
+    let id = store::queries::insert(conn, &draft, creator, now_ms()).map_err(service_error)?;
     created.push(draft.title);
     Ok(id)
 }
@@ -249,7 +249,7 @@ fn api_body(
             .as_str()
             .with_context(|| format!("{field}: users are written as login names"))?;
         let user = store::users::get_with_hash(conn, name)
-            .map_err(api_error)?
+            .map_err(service_error)?
             .filter(|(u, _)| u.active && !u.is_system)
             .with_context(|| format!("{field}: no user `{name}`"))?;
         Ok(serde_json::json!({"id": user.0.id}))
@@ -312,7 +312,7 @@ fn new_key(name: &str) -> String {
 /// every later export writes the same).
 pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
     let conn = ledger(settings)?;
-    let mut jobs = store::jobs::list_all_live(&conn).map_err(api_error)?;
+    let mut jobs = store::jobs::list_all_live(&conn).map_err(service_error)?;
     jobs.sort_by_key(|j| j.id);
     for job in &jobs {
         conn.execute(
@@ -322,7 +322,7 @@ pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
     }
     let mut tables = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        let fields = portable(&conn, job, settings).map_err(api_error)?;
+        let fields = portable(&conn, job, settings).map_err(service_error)?;
         tables.push(
             toml::Value::try_from(Value::Object(fields))
                 .context("a job cannot be written as TOML")?,
@@ -461,7 +461,7 @@ pub fn import(
     let allowed = job_keys();
     let mut conn = ledger(settings)?;
     let creator = store::users::get_with_hash(&conn, as_login)
-        .map_err(api_error)?
+        .map_err(service_error)?
         .filter(|(u, _)| u.active && !u.is_system)
         .with_context(|| format!("no user `{as_login}` to record as the creator"))?
         .0;
@@ -523,17 +523,17 @@ pub fn import(
         for title in created_queries {
             plan.changes.push(Change::CreateQuery { title });
         }
-        let existing = find_existing(&tx, key.as_deref(), &name).map_err(api_error)?;
+        let existing = find_existing(&tx, key.as_deref(), &name).map_err(service_error)?;
         let draft = draft_from_body(&body, settings, &creator, existing.as_ref())
-            .map_err(api_error)
+            .map_err(service_error)
             .with_context(context)?;
         let sources =
             crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
         if let Some(refusal) =
             args_without_parameters_refusal(&tx, &sources, &draft, existing.as_ref())
-                .map_err(api_error)?
+                .map_err(service_error)?
         {
-            return Err(api_error(ServiceError::User(vec![refusal]))).with_context(context);
+            return Err(service_error(ServiceError::User(vec![refusal]))).with_context(context);
         }
         let now = now_ms();
         let set_key = |id: i64| -> anyhow::Result<()> {
@@ -553,7 +553,7 @@ pub fn import(
         match existing {
             None => {
                 let id = save(&tx, &draft, None, &creator, now)
-                    .map_err(api_error)
+                    .map_err(service_error)
                     .with_context(context)?;
                 set_key(id)?;
                 touched.insert(id);
@@ -561,16 +561,16 @@ pub fn import(
             }
             Some(job) => {
                 touched.insert(job.id);
-                let before = portable(&tx, &job, settings).map_err(api_error)?;
+                let before = portable(&tx, &job, settings).map_err(service_error)?;
                 // The change time stays until `push_update` finds a real change.
                 save(&tx, &draft, Some(&job), &creator, job.updated_at)
-                    .map_err(api_error)
+                    .map_err(service_error)
                     .with_context(context)?;
                 set_key(job.id)?;
                 let replaced = store::jobs::get_live(&tx, job.id)
-                    .map_err(api_error)?
+                    .map_err(service_error)?
                     .context("job vanished")?;
-                let mut after = portable(&tx, &replaced, settings).map_err(api_error)?;
+                let mut after = portable(&tx, &replaced, settings).map_err(service_error)?;
                 if key.is_none() {
                     // A file without keys says nothing about them.
                     after.remove(KEY);
@@ -583,7 +583,7 @@ pub fn import(
             }
         }
     }
-    for job in store::jobs::list_all_live(&tx).map_err(api_error)? {
+    for job in store::jobs::list_all_live(&tx).map_err(service_error)? {
         if !touched.contains(&job.id) {
             plan.not_in_file.push(job.name);
         }
@@ -641,7 +641,7 @@ fn find_existing(
         ))?,
     };
     match id {
-        Some(id) => store::jobs::get_live(conn, id),
+        Some(id) => Ok(store::jobs::get_live(conn, id)?),
         None => Ok(None),
     }
 }

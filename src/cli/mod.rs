@@ -22,7 +22,7 @@ pub fn open_ledger(settings: &Settings) -> anyhow::Result<Db> {
             path.display()
         );
     }
-    Db::open(&path)
+    Ok(Db::open(&path)?)
 }
 
 /// Reads a password from the `LABCRON_NEW_PASSWORD` variable or the first line of standard input.
@@ -42,8 +42,8 @@ pub fn read_new_password() -> anyhow::Result<String> {
 }
 
 /// A rule's refusal as a command-line message: `CODE: message` for each item.
-pub(crate) fn api_error(e: ServiceError) -> anyhow::Error {
-    match e {
+pub(crate) fn service_error(e: impl Into<ServiceError>) -> anyhow::Error {
+    match e.into() {
         ServiceError::User(items) => {
             let text: Vec<String> = items
                 .iter()

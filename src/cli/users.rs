@@ -50,7 +50,7 @@ pub fn add_user(settings: &Settings, args: &NewUserArgs) -> anyhow::Result<i64> 
             .detail("via", "cli");
         service::users::create(tx, &user, event, now_ms())
     })
-    .map_err(super::api_error)
+    .map_err(super::service_error)
 }
 
 pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow::Result<()> {
@@ -72,5 +72,5 @@ pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow:
         .detail("via", "cli");
         service::users::set_password(tx, user.id, &hash, None, &event, now_ms())
     })
-    .map_err(super::api_error)
+    .map_err(super::service_error)
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::user::SessionCutoffs;
 use primitives::{LogFormat, SmtpSecurity};
 
 /// All settings of a running server. Field comments are the documentation of each setting.
@@ -20,7 +21,8 @@ use primitives::{LogFormat, SmtpSecurity};
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address and port the HTTP server listens on.
-    pub bind: String,
+    #[serde(with = "primitives::socket")]
+    pub bind: std::net::SocketAddr,
     /// Where the ledger (`labcron.db`), run logs and results (`runs/`) live.
     pub data_dir: PathBuf,
     /// The only directory EXTERNAL jobs may run programs from. Default `<data_dir>/scripts`.
@@ -314,7 +316,7 @@ pub struct HttpSettings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            bind: "127.0.0.1:8080".into(),
+            bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             scripts_dir: None,
             timezone: chrono_tz::UTC,
@@ -368,6 +370,17 @@ impl Default for QuerySettings {
             result_byte_limit: 4 * 1024 * 1024 * 1024,
             value_byte_limit: 64 * 1024 * 1024,
             demo_database: true,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// When sessions expire at `now` (ms): the one rule sign-in, each request and the retention
+    /// pass apply.
+    pub fn session_cutoffs(&self, now: i64) -> SessionCutoffs {
+        SessionCutoffs {
+            idle_before: now - self.session_timeout_minutes as i64 * 60_000,
+            created_before: now - self.session_max_hours as i64 * 3_600_000,
         }
     }
 }
@@ -495,12 +508,6 @@ impl Settings {
 
     /// Rejects values that cannot work, naming the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.bind.parse::<std::net::SocketAddr>().is_err() {
-            bail!(
-                "setting `bind`: `{}` is not an address like 127.0.0.1:8080",
-                self.bind
-            );
-        }
         if self.runs.max_concurrent == 0 {
             bail!("setting `runs.max_concurrent` must be at least 1");
         }

@@ -252,6 +252,16 @@ mod tests {
         let error =
             Settings::load_from(None, &[("timezone".into(), "Mars/Olympus".into())]).unwrap_err();
         assert!(error.to_string().contains("timezone"), "{error}");
+        let error = Settings::load_from(None, &[("bind".into(), "localhost".into())]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("setting `bind`: `localhost` is not an address like 127.0.0.1:8080"),
+            "{error}"
+        );
+        let settings = Settings::load_from(None, &[("bind".into(), "0.0.0.0:9090".into())])
+            .expect("an address");
+        assert_eq!(settings.bind.port(), 9090);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Setting values that are parsed once, when the settings are read, instead of being checked as
-//! text and re-read later: the log format, how SMTP is secured, and the server's time zone. A
-//! wrong value fails the load with a message naming the setting.
+//! text and re-read later: the log format, how SMTP is secured, the server's time zone and the
+//! address it listens on. A wrong value fails the load with a message naming the setting.
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -97,6 +97,25 @@ pub mod zone {
     }
 }
 
+/// `bind`: the address and port to listen on, kept parsed.
+pub mod socket {
+    use super::*;
+    use std::net::SocketAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            D::Error::custom(format!(
+                "setting `bind`: `{text}` is not an address like 127.0.0.1:8080"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(addr: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&addr.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +126,12 @@ mod tests {
         smtp_security: SmtpSecurity,
         #[serde(with = "zone")]
         timezone: chrono_tz::Tz,
+        #[serde(with = "socket", default = "loopback")]
+        bind: std::net::SocketAddr,
+    }
+
+    fn loopback() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
     }
 
     #[test]
@@ -118,6 +143,14 @@ mod tests {
         assert_eq!(probe.log_format, LogFormat::Json);
         assert_eq!(probe.smtp_security.default_port(), 465);
         assert_eq!(probe.timezone, chrono_tz::Europe::Berlin);
+        let bound: Probe = toml::from_str(
+            "log_format = \"json\"\nsmtp_security = \"tls\"\ntimezone = \"UTC\"\nbind = \"[::1]:9000\"",
+        )
+        .unwrap();
+        assert_eq!(
+            bound.bind,
+            std::net::SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9000))
+        );
         let text = toml::to_string(&probe).unwrap();
         assert!(text.contains("timezone = \"Europe/Berlin\""), "{text}");
         for (toml_text, says) in [
@@ -132,6 +165,10 @@ mod tests {
             (
                 "log_format = \"text\"\nsmtp_security = \"tls\"\ntimezone = \"Mars/Olympus\"",
                 "setting `timezone`: `Mars/Olympus` is not an IANA time zone name",
+            ),
+            (
+                "log_format = \"text\"\nsmtp_security = \"tls\"\ntimezone = \"UTC\"\nbind = \"localhost\"",
+                "setting `bind`: `localhost` is not an address like 127.0.0.1:8080",
             ),
         ] {
             let error = toml::from_str::<Probe>(toml_text).unwrap_err();

@@ -78,6 +78,20 @@ pub fn password_problem(password: &str) -> Option<ErrorItem> {
     })
 }
 
+/// The instants before which a session is dead at a given moment: last used before
+/// `idle_before` (idle too long) or signed in before `created_before` (too old).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCutoffs {
+    pub idle_before: i64,
+    pub created_before: i64,
+}
+
+impl SessionCutoffs {
+    pub fn is_expired(&self, last_used_at: i64, created_at: i64) -> bool {
+        last_used_at < self.idle_before || created_at < self.created_before
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

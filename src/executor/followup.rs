@@ -133,7 +133,12 @@ fn queue_chained(
     };
     let Some(target) = store::jobs::get_live(conn, target_id)? else {
         // Chain targets are live (deleted ones drop out), so this is a race with a delete.
-        return store::runs::insert_refused(conn, &chained, "not run: the job was deleted", now);
+        return Ok(store::runs::insert_refused(
+            conn,
+            &chained,
+            "not run: the job was deleted",
+            now,
+        )?);
     };
     let runner = store::users::get(conn, run.run_by)?;
     let refusal = match &runner {
@@ -151,11 +156,16 @@ fn queue_chained(
     };
     let prefix = format!("not run after run {} of job {}", run.id, job.name);
     if let Some(why) = refusal {
-        return store::runs::insert_refused(conn, &chained, &format!("{prefix}: {why}"), now);
+        return Ok(store::runs::insert_refused(
+            conn,
+            &chained,
+            &format!("{prefix}: {why}"),
+            now,
+        )?);
     }
     match store::runs::enqueue_follow_up(conn, &chained, target.max_queued_runs, now)? {
         Enqueued::Queued(id) => Ok(id),
-        _ => store::runs::insert_refused(
+        _ => Ok(store::runs::insert_refused(
             conn,
             &chained,
             &format!(
@@ -163,7 +173,7 @@ fn queue_chained(
                 target.name, target.max_queued_runs
             ),
             now,
-        ),
+        )?),
     }
 }
 

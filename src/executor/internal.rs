@@ -28,8 +28,8 @@ use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv}
 use crate::query::sources::open_read_only;
 use crate::query::sqlite_message;
 use crate::run_files::RunPaths;
-use crate::store::maintenance;
 use crate::store::runs::Outcome;
+use crate::store::{self, maintenance};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -97,6 +97,12 @@ impl From<rusqlite::Error> for TaskError {
 
 impl From<ServiceError> for TaskError {
     fn from(e: ServiceError) -> Self {
+        TaskError::Message(format!("ledger error: {e}"))
+    }
+}
+
+impl From<store::Error> for TaskError {
+    fn from(e: store::Error) -> Self {
         TaskError::Message(format!("ledger error: {e}"))
     }
 }

@@ -21,18 +21,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::Settings;
-use crate::domain::access;
 use crate::domain::args::split_args;
 use crate::domain::job::{Job, JobType};
-use crate::domain::run::{Run, RunStatus, Trigger};
+use crate::domain::run::{Run, RunStatus};
 use crate::domain::user::User;
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::run_files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
+use crate::service;
+use crate::service::runs::RunRequest;
 use crate::store::{self, Db};
 use process::{ProcessEnd, ProcessSpec, run_process};
-use store::runs::{Enqueued, NewRun, Outcome};
+use store::runs::{Enqueued, Outcome};
 
 /// A run that is executing: how to stop it, and why it was stopped.
 struct RunningRun {
@@ -62,15 +63,6 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Told about every run whose end was recorded (e-mail, webhook); never waited for.
     notifier: Notifier,
-}
-
-/// A request to run a job.
-pub struct RunRequest {
-    pub trigger: Trigger,
-    pub run_by: i64,
-    pub args: Option<String>,
-    pub scheduled_for: Option<i64>,
-    pub idempotency_key: Option<String>,
 }
 
 impl Executor {
@@ -126,46 +118,7 @@ impl Executor {
         let result = self
             .inner
             .db
-            .write(move |tx| {
-                let job =
-                    store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
-                if !job.is_active() {
-                    return Err(ServiceError::user(
-                        "SCHEDULED_JOB_NOT_ACTIVE",
-                        format!(
-                            "Job {} is Closed; reopen it (activityStatus Active) to run it.",
-                            job.name
-                        ),
-                    ));
-                }
-                // Runtime arguments are checked against the job as stored, in the transaction
-                // that accepts the run, whoever asks (API, pages, CLI).
-                if request.args.is_some() {
-                    let runner = store::users::get(tx, request.run_by)?
-                        .ok_or_else(ServiceError::user_not_found)?;
-                    if let Some(why) = access::runtime_args_refusal(&job, &runner) {
-                        return Err(ServiceError::user("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED", why));
-                    }
-                }
-                let new_run = NewRun {
-                    job_id,
-                    trigger: request.trigger,
-                    run_by: request.run_by,
-                    rt_args: request.args.as_deref(),
-                    scheduled_for: request.scheduled_for,
-                    idempotency_key: request.idempotency_key.as_deref(),
-                };
-                let enqueued = store::runs::enqueue(tx, &new_run, job.max_queued_runs, now_ms())?;
-                if let (Some(audit), Enqueued::Queued(run_id)) = (audit, &enqueued) {
-                    let audit = audit
-                        .object("RUN", run_id)
-                        .detail("jobId", job_id)
-                        .detail("jobName", job.name.clone())
-                        .detail("args", request.args.clone());
-                    store::audit::record(tx, &audit, now_ms())?;
-                }
-                Ok(enqueued)
-            })
+            .write(move |tx| service::runs::accept_on_demand(tx, job_id, &request, audit, now_ms()))
             .await?;
         if matches!(result, Enqueued::Queued(_)) {
             self.inner.wake.notify_one();
@@ -196,7 +149,7 @@ impl Executor {
             let (status, unrecorded) = self
                 .inner
                 .db
-                .write(move |tx| {
+                .write(move |tx| -> Result<_, ServiceError> {
                     // `cancelledBy` on the wire; a cancelled run is never retried.
                     store::runs::mark_cancelled_by(tx, run_id, by_id)?;
                     if store::runs::fail_queued(tx, run_id, &msg, now_ms())? {
@@ -463,7 +416,7 @@ impl Executor {
                 let stopping = self.inner.stop_dispatching.clone();
                 self.inner
                     .db
-                    .write(move |tx| {
+                    .write(move |tx| -> Result<_, ServiceError> {
                         if !store::runs::finish(tx, run_id, &outcome, finished_at)? {
                             return Ok((None, None));
                         }
@@ -478,7 +431,7 @@ impl Executor {
                     .await
             };
             match recorded {
-                Err(e) if is_disk_full(&e) && attempts < DISK_FULL_ATTEMPTS => {
+                Err(e) if e.is_disk_full() && attempts < DISK_FULL_ATTEMPTS => {
                     attempts += 1;
                     if !freed && !outcome.succeeded {
                         freed = true;
@@ -726,19 +679,6 @@ impl Executor {
 
 /// How many times the end of a run is tried again while the disk is full (about a second apart).
 const DISK_FULL_ATTEMPTS: u32 = 120;
-
-/// Whether a ledger write failed because the disk (or the database) is full.
-fn is_disk_full(e: &ServiceError) -> bool {
-    match e {
-        ServiceError::Internal(cause) => {
-            cause
-                .downcast_ref::<rusqlite::Error>()
-                .and_then(rusqlite::Error::sqlite_error_code)
-                == Some(rusqlite::ErrorCode::DiskFull)
-        }
-        _ => false,
-    }
-}
 
 /// Removes a run's working directory when the program left something in it. An empty one stays
 /// (the retention pass removes it with the run's other files): deleting it costs more than keeping

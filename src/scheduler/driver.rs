@@ -47,7 +47,8 @@ use crate::domain::run::Trigger;
 use crate::error::ServiceError;
 use crate::executor::Executor;
 use crate::metrics::scheduler::SchedulerStats;
-use crate::store::runs::{Enqueued, NewRun};
+use crate::service::runs::{Fire, accept_fire};
+use crate::store::runs::Enqueued;
 use crate::store::{self, Db};
 
 /// How often the loop compares what it holds with the ledger.
@@ -197,6 +198,8 @@ enum LoopError {
     Library(#[from] LibraryError),
     #[error(transparent)]
     Ledger(#[from] ServiceError),
+    #[error(transparent)]
+    Store(#[from] store::Error),
     #[error("the JobScheduler left job {job_id}'s fire at {due_ms} unfired")]
     LibraryStalled { job_id: i64, due_ms: i64 },
 }
@@ -709,35 +712,12 @@ async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u6
     let system_user = inner.system_user;
     let outcomes = inner
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             let now = now_ms();
             let mut outcomes = Vec::with_capacity(batch.len());
             for (job_id, instant, trigger) in batch {
-                let Some(job) = store::jobs::get_live(tx, job_id)? else {
-                    continue;
-                };
-                if !job.is_active() {
-                    continue;
-                }
-                store::jobs::set_last_fired_for(tx, job_id, instant)?;
-                if store::runs::job_busy(tx, job_id)? {
-                    outcomes.push((job_id, instant, None));
-                    continue;
-                }
-                let run_by = match job.run_as {
-                    Some(user) if store::users::missing_ids(tx, &[user])?.is_empty() => user,
-                    _ => system_user,
-                };
-                let new_run = NewRun {
-                    job_id,
-                    trigger,
-                    run_by,
-                    rt_args: None,
-                    scheduled_for: Some(instant),
-                    idempotency_key: None,
-                };
-                let result = store::runs::enqueue(tx, &new_run, job.max_queued_runs.max(1), now)?;
-                outcomes.push((job_id, instant, Some(result)));
+                let fire = accept_fire(tx, job_id, instant, trigger, system_user, now)?;
+                outcomes.push((job_id, instant, fire));
             }
             Ok(outcomes)
         })
@@ -746,14 +726,15 @@ async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u6
     let mut queued = 0;
     for (job_id, instant, outcome) in outcomes {
         match outcome {
-            Some(Enqueued::Queued(run_id)) => {
+            Fire::Gone => {}
+            Fire::Enqueued(Enqueued::Queued(run_id)) => {
                 queued += 1;
                 inner.stats.fires.fetch_add(1, Ordering::Relaxed);
                 inner.stats.record_lateness(fired_at - instant);
                 tracing::debug!(job_id, run_id, lateness_ms = fired_at - instant, "fired");
             }
-            Some(Enqueued::Duplicate(_)) => {}
-            Some(Enqueued::QueueFull) | None => {
+            Fire::Enqueued(Enqueued::Duplicate(_)) => {}
+            Fire::Enqueued(Enqueued::QueueFull) | Fire::Busy => {
                 inner.stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
                 // Counted (`labcron_fires_skipped_total`); a line per skip would be a line a
                 // second for every busy every-second job.

@@ -30,7 +30,7 @@ pub fn can_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, Servic
 }
 
 fn shared_with(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
-    store::jobs::is_shared_with(conn, job.id, user.id)
+    Ok(store::jobs::is_shared_with(conn, job.id, user.id)?)
 }
 
 /// A live job `user` may see: `SCHEDULED_JOB_NOT_FOUND` or `SCHEDULED_JOB_OP_NOT_ALLOWED`.

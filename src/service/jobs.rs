@@ -161,7 +161,7 @@ pub fn save(
     check_references(tx, draft, job_id)?;
     check_chains(tx, draft, job_id, saver)?;
     match job_id {
-        None => store::jobs::insert(tx, draft, saver.id, updated_at),
+        None => Ok(store::jobs::insert(tx, draft, saver.id, updated_at)?),
         Some(id) => {
             store::jobs::replace(tx, id, draft, updated_at)?;
             Ok(id)

@@ -4,6 +4,7 @@
 
 pub mod access; // the access policy with the ledger facts it needs (shared with, recipient)
 pub mod jobs; // a job from a body, its ledger checks and its one way into the ledger
-pub mod saved_queries;
-pub mod seed; // the first start: the demo database, example saved queries and jobs // the parameters a saved query takes; no runtime arguments without them
+pub mod runs; // accepting a run: the one way a run enters the ledger, for clients and fires
+pub mod saved_queries; // the parameters a saved query takes; no runtime arguments without them
+pub mod seed; // the first start: the demo database, example saved queries and jobs
 pub mod users; // user rules for the API and `labcron user`: login names, last admin, passwords

@@ -173,7 +173,7 @@ fn create_example_queries(
                 };
                 store::queries::insert(tx, &draft, system, now)
             })
-            .collect::<Result<Vec<_>, ServiceError>>()
+            .collect::<Result<Vec<_>, store::Error>>()
     })?;
     Ok(ids)
 }
@@ -195,7 +195,7 @@ fn create_example_jobs(db: &Db, settings: &Settings, bodies: &[Value]) -> anyhow
         drafts.push(draft);
     }
     let count = drafts.len();
-    db.write_sync(move |tx| {
+    db.write_sync(move |tx| -> Result<_, ServiceError> {
         let now = now_ms();
         for draft in &drafts {
             // A name a user took before the examples were made is theirs; that example is skipped.

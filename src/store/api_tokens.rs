@@ -4,8 +4,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Error;
 use super::audit::{self, Event};
-use crate::error::ServiceError;
 
 /// A token as the ledger keeps it (never the secret).
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ pub fn insert(
     expires_at: Option<i64>,
     now: i64,
     event: Event,
-) -> Result<i64, ServiceError> {
+) -> Result<i64, Error> {
     conn.execute(
         "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -53,7 +53,7 @@ pub fn insert(
     Ok(id)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<ApiToken>, ServiceError> {
+pub fn get(conn: &Connection, id: i64) -> Result<Option<ApiToken>, Error> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1"),
@@ -64,7 +64,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<ApiToken>, ServiceError>
 }
 
 /// The tokens that are not revoked, of one user or (`None`) of everyone, newest first.
-pub fn list_live(conn: &Connection, user_id: Option<i64>) -> Result<Vec<ApiToken>, ServiceError> {
+pub fn list_live(conn: &Connection, user_id: Option<i64>) -> Result<Vec<ApiToken>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM api_tokens WHERE revoked_at IS NULL AND user_id IS COALESCE(?1, user_id)
          ORDER BY id DESC"
@@ -77,7 +77,7 @@ pub fn list_live(conn: &Connection, user_id: Option<i64>) -> Result<Vec<ApiToken
 
 /// The live token with this hash whose user is active: (token, user id). Expiry is the caller's
 /// check (it answers a different message).
-pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<ApiToken>, ServiceError> {
+pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<ApiToken>, Error> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {} FROM api_tokens t JOIN users u ON u.id = t.user_id
@@ -94,7 +94,7 @@ pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<ApiToken>, S
 
 /// Records a use, at most once a minute per token: a write on every request would serialise
 /// every scrape behind the ledger's writer. Returns whether the row changed.
-pub fn touch(conn: &Connection, id: i64, now: i64) -> Result<bool, ServiceError> {
+pub fn touch(conn: &Connection, id: i64, now: i64) -> Result<bool, Error> {
     Ok(conn.execute(
         "UPDATE api_tokens SET last_used_at = ?2
          WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at <= ?2 - 60000)",
@@ -103,13 +103,7 @@ pub fn touch(conn: &Connection, id: i64, now: i64) -> Result<bool, ServiceError>
 }
 
 /// Revokes a live token and records the event; `false` when it was not live.
-pub fn revoke(
-    conn: &Connection,
-    id: i64,
-    by: i64,
-    now: i64,
-    event: Event,
-) -> Result<bool, ServiceError> {
+pub fn revoke(conn: &Connection, id: i64, by: i64, now: i64, event: Event) -> Result<bool, Error> {
     let changed = conn.execute(
         "UPDATE api_tokens SET revoked_at = ?2, revoked_by = ?3 WHERE id = ?1 AND revoked_at IS NULL",
         params![id, now, by],

@@ -6,7 +6,7 @@
 use rusqlite::{Connection, Row, params};
 use serde_json::{Map, Value};
 
-use crate::error::ServiceError;
+use super::Error;
 
 /// What happened, as a handler describes it before the change is made.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,7 @@ impl Event {
 }
 
 /// Appends an event at `at` (epoch ms).
-pub fn record(conn: &Connection, event: &Event, at: i64) -> Result<i64, ServiceError> {
+pub fn record(conn: &Connection, event: &Event, at: i64) -> Result<i64, Error> {
     let detail = Value::Object(event.detail.clone()).to_string();
     conn.prepare_cached(
         "INSERT INTO audit_events (at, actor, action, object_type, object_id, detail, remote_addr)
@@ -108,7 +108,7 @@ pub fn list(
     filter: &EventFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<StoredEvent>, ServiceError> {
+) -> Result<Vec<StoredEvent>, Error> {
     // Login names and the other texts compare without regard to ASCII case, as sign-in does.
     let mut stmt = conn.prepare_cached(
         "SELECT id, at, actor, action, object_type, object_id, detail, remote_addr
@@ -139,11 +139,7 @@ pub fn list(
 }
 
 /// Deletes up to `limit` events older than `cutoff`; returns how many (the retention pass).
-pub fn delete_older_than(
-    conn: &Connection,
-    cutoff: i64,
-    limit: i64,
-) -> Result<usize, ServiceError> {
+pub fn delete_older_than(conn: &Connection, cutoff: i64, limit: i64) -> Result<usize, Error> {
     Ok(conn.execute(
         "DELETE FROM audit_events WHERE id IN
            (SELECT id FROM audit_events WHERE at < ?1 ORDER BY at LIMIT ?2)",
@@ -159,7 +155,7 @@ mod tests {
     async fn events_are_appended_listed_newest_first_and_never_changed() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::store::Db::open(&dir.path().join("labcron.db")).unwrap();
-        db.write(|tx| {
+        db.write(|tx| -> Result<_, Error> {
             record(tx, &Event::new("alice", "SIGN_IN", Some("10.0.0.1")), 1_000)?;
             record(
                 tx,
@@ -189,7 +185,9 @@ mod tests {
         assert_eq!(alice.len(), 1);
         assert_eq!(alice[0].action, "SIGN_OUT");
         let changed = db
-            .write(|tx| Ok(tx.execute("UPDATE audit_events SET actor = 'mallory'", [])?))
+            .write(|tx| {
+                Ok::<_, Error>(tx.execute("UPDATE audit_events SET actor = 'mallory'", [])?)
+            })
             .await;
         assert!(changed.is_err(), "the ledger refuses to change an event");
         let removed = db

@@ -5,11 +5,11 @@ use std::str::FromStr;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Error;
 use crate::domain::job::{
     ActivityStatus, Job, JobDraft, JobType, MisfirePolicy, NotifyOn, RepeatColumns, RepeatKind,
     parse_weekday, weekday_name,
 };
-use crate::error::ServiceError;
 
 const COLUMNS: &str = "id, name, type, repeat_schedule, scheduled_minute, scheduled_hour, scheduled_day_of_week,
     scheduled_day_of_month, minutely_interval, hourly_interval, cron_expression, timezone, start_date, end_date,
@@ -76,7 +76,7 @@ fn map_job(row: &Row) -> rusqlite::Result<Job> {
 }
 
 /// A job that is not deleted.
-pub fn get_live(conn: &Connection, id: i64) -> Result<Option<Job>, ServiceError> {
+pub fn get_live(conn: &Connection, id: i64) -> Result<Option<Job>, Error> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE id = ?1 AND activity_status <> 'Disabled'"
@@ -86,7 +86,7 @@ pub fn get_live(conn: &Connection, id: i64) -> Result<Option<Job>, ServiceError>
 }
 
 /// A job whatever its status (runs of deleted jobs still need their job).
-pub fn get_any(conn: &Connection, id: i64) -> Result<Option<Job>, ServiceError> {
+pub fn get_any(conn: &Connection, id: i64) -> Result<Option<Job>, Error> {
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?
         .query_row([id], map_job)
@@ -94,7 +94,7 @@ pub fn get_any(conn: &Connection, id: i64) -> Result<Option<Job>, ServiceError> 
 }
 
 /// All live jobs (for the scheduler).
-pub fn list_all_live(conn: &Connection) -> Result<Vec<Job>, ServiceError> {
+pub fn list_all_live(conn: &Connection) -> Result<Vec<Job>, Error> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE activity_status <> 'Disabled'"
     ))?;
@@ -132,7 +132,7 @@ pub fn list(
     filter: &JobFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<Job>, ServiceError> {
+) -> Result<Vec<Job>, Error> {
     let sql = format!("SELECT {COLUMNS} {FILTER_SQL} ORDER BY j.id DESC LIMIT ?4 OFFSET ?5");
     let mut stmt = conn.prepare_cached(&sql)?;
     let jobs = stmt
@@ -150,7 +150,7 @@ pub fn list(
     Ok(jobs)
 }
 
-pub fn count(conn: &Connection, filter: &JobFilter) -> Result<i64, ServiceError> {
+pub fn count(conn: &Connection, filter: &JobFilter) -> Result<i64, Error> {
     Ok(conn
         .prepare_cached(&format!("SELECT count(*) {FILTER_SQL}"))?
         .query_row(
@@ -164,11 +164,7 @@ pub fn count(conn: &Connection, filter: &JobFilter) -> Result<i64, ServiceError>
 }
 
 /// Whether a live job other than `except_id` has this exact name.
-pub fn name_taken(
-    conn: &Connection,
-    name: &str,
-    except_id: Option<i64>,
-) -> Result<bool, ServiceError> {
+pub fn name_taken(conn: &Connection, name: &str, except_id: Option<i64>) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM jobs WHERE name = ?1 AND activity_status <> 'Disabled' AND id IS NOT ?2",
@@ -176,13 +172,13 @@ pub fn name_taken(
         .exists(params![name, except_id])?)
 }
 
-pub fn is_shared_with(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, ServiceError> {
+pub fn is_shared_with(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM job_shared_users WHERE job_id = ?1 AND user_id = ?2")?
         .exists([job_id, user_id])?)
 }
 
-pub fn is_recipient(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, ServiceError> {
+pub fn is_recipient(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM job_recipients WHERE job_id = ?1 AND user_id = ?2")?
         .exists([job_id, user_id])?)
@@ -194,7 +190,7 @@ pub fn insert(
     draft: &JobDraft,
     created_by: i64,
     now: i64,
-) -> Result<i64, ServiceError> {
+) -> Result<i64, Error> {
     conn.execute(
         "INSERT INTO jobs (name, type, repeat_schedule, timezone, start_date, activity_status, created_by,
                            timeout_seconds, max_queued_runs, created_at, updated_at)
@@ -207,11 +203,11 @@ pub fn insert(
 }
 
 /// Replaces every user-settable field of job `id` (PUT is a full replace).
-pub fn replace(conn: &Connection, id: i64, draft: &JobDraft, now: i64) -> Result<(), ServiceError> {
+pub fn replace(conn: &Connection, id: i64, draft: &JobDraft, now: i64) -> Result<(), Error> {
     write_fields(conn, id, draft, now)
 }
 
-fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<(), ServiceError> {
+fn write_fields(conn: &Connection, id: i64, d: &JobDraft, now: i64) -> Result<(), Error> {
     let r = &d.repeat;
     conn.execute(
         "UPDATE jobs SET name = ?2, type = ?3, repeat_schedule = ?4, scheduled_minute = ?5, scheduled_hour = ?6,
@@ -271,7 +267,7 @@ fn replace_chains(
     job_id: i64,
     on_success: &[i64],
     on_failure: &[i64],
-) -> Result<(), ServiceError> {
+) -> Result<(), Error> {
     conn.execute("DELETE FROM job_chains WHERE job_id = ?1", [job_id])?;
     let mut stmt = conn.prepare_cached(
         "INSERT OR IGNORE INTO job_chains (job_id, on_result, target_id, position) VALUES (?1, ?2, ?3, ?4)",
@@ -286,11 +282,7 @@ fn replace_chains(
 
 /// The live jobs a job's series end queues, for `on_result` (`CHAIN_SUCCESS` / `CHAIN_FAILURE`),
 /// in the order they were given. Deleted targets drop out.
-pub fn chain_targets(
-    conn: &Connection,
-    job_id: i64,
-    on_result: &str,
-) -> Result<Vec<i64>, ServiceError> {
+pub fn chain_targets(conn: &Connection, job_id: i64, on_result: &str) -> Result<Vec<i64>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT c.target_id FROM job_chains c JOIN jobs t ON t.id = c.target_id
          WHERE c.job_id = ?1 AND c.on_result = ?2 AND t.activity_status <> 'Disabled'
@@ -303,7 +295,7 @@ pub fn chain_targets(
 }
 
 /// The live jobs whose series end queues `job_id`, with the list they name it in.
-pub fn chain_sources(conn: &Connection, job_id: i64) -> Result<Vec<(i64, String)>, ServiceError> {
+pub fn chain_sources(conn: &Connection, job_id: i64) -> Result<Vec<(i64, String)>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT c.job_id, c.on_result FROM job_chains c JOIN jobs s ON s.id = c.job_id
          WHERE c.target_id = ?1 AND s.activity_status <> 'Disabled' ORDER BY c.job_id, c.on_result",
@@ -315,10 +307,7 @@ pub fn chain_sources(conn: &Connection, job_id: i64) -> Result<Vec<(i64, String)
 }
 
 /// Every chain edge between live jobs, except those leaving `except_job` (being replaced).
-pub fn chain_edges(
-    conn: &Connection,
-    except_job: Option<i64>,
-) -> Result<Vec<(i64, i64)>, ServiceError> {
+pub fn chain_edges(conn: &Connection, except_job: Option<i64>) -> Result<Vec<(i64, i64)>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT c.job_id, c.target_id FROM job_chains c
          JOIN jobs s ON s.id = c.job_id JOIN jobs t ON t.id = c.target_id
@@ -332,7 +321,7 @@ pub fn chain_edges(
 }
 
 /// A job's name whatever its status.
-pub fn name_of(conn: &Connection, id: i64) -> Result<Option<String>, ServiceError> {
+pub fn name_of(conn: &Connection, id: i64) -> Result<Option<String>, Error> {
     Ok(conn
         .prepare_cached("SELECT name FROM jobs WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -344,7 +333,7 @@ fn replace_user_list(
     table: &str,
     job_id: i64,
     user_ids: &[i64],
-) -> Result<(), ServiceError> {
+) -> Result<(), Error> {
     conn.execute(&format!("DELETE FROM {table} WHERE job_id = ?1"), [job_id])?;
     let mut stmt = conn.prepare_cached(&format!(
         "INSERT OR IGNORE INTO {table} (job_id, user_id) VALUES (?1, ?2)"
@@ -356,8 +345,8 @@ fn replace_user_list(
 }
 
 /// User ids of a job's recipients and shared users.
-pub fn user_lists(conn: &Connection, job_id: i64) -> Result<(Vec<i64>, Vec<i64>), ServiceError> {
-    let ids = |table: &str| -> Result<Vec<i64>, ServiceError> {
+pub fn user_lists(conn: &Connection, job_id: i64) -> Result<(Vec<i64>, Vec<i64>), Error> {
+    let ids = |table: &str| -> Result<Vec<i64>, Error> {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT user_id FROM {table} WHERE job_id = ?1 ORDER BY user_id"
         ))?;
@@ -370,7 +359,7 @@ pub fn user_lists(conn: &Connection, job_id: i64) -> Result<(Vec<i64>, Vec<i64>)
 }
 
 /// Soft delete: status `Disabled`, name `<name>_<epochMillis>` (cut to fit 255 characters).
-pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), ServiceError> {
+pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), Error> {
     let name: String = conn.query_row("SELECT name FROM jobs WHERE id = ?1", [id], |r| r.get(0))?;
     let suffix = format!("_{now}");
     let keep = 255usize.saturating_sub(suffix.chars().count());
@@ -388,7 +377,7 @@ pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), ServiceEr
 }
 
 /// Records the schedule instant the scheduler last fired.
-pub fn set_last_fired_for(conn: &Connection, id: i64, instant: i64) -> Result<(), ServiceError> {
+pub fn set_last_fired_for(conn: &Connection, id: i64, instant: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE jobs SET last_fired_for = ?2 WHERE id = ?1",
         params![id, instant],
@@ -397,14 +386,14 @@ pub fn set_last_fired_for(conn: &Connection, id: i64, instant: i64) -> Result<()
 }
 
 /// Creation time of the newest run of each of `job_ids`.
-pub fn last_run_on(conn: &Connection, job_id: i64) -> Result<Option<i64>, ServiceError> {
+pub fn last_run_on(conn: &Connection, job_id: i64) -> Result<Option<i64>, Error> {
     Ok(conn
         .prepare_cached("SELECT max(queued_at) FROM runs WHERE job_id = ?1")?
         .query_row([job_id], |r| r.get(0))?)
 }
 
 /// Title of a saved query, if it exists and is not deleted.
-pub fn saved_query_title(conn: &Connection, id: i64) -> Result<Option<String>, ServiceError> {
+pub fn saved_query_title(conn: &Connection, id: i64) -> Result<Option<String>, Error> {
     Ok(conn
         .prepare_cached("SELECT title FROM saved_queries WHERE id = ?1 AND deleted = 0")?
         .query_row([id], |r| r.get(0))

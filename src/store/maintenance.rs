@@ -5,10 +5,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::ServiceError;
+use super::Error;
 
 /// The file of the ledger's main database.
-pub fn ledger_file(conn: &Connection) -> Result<String, ServiceError> {
+pub fn ledger_file(conn: &Connection) -> Result<String, Error> {
     Ok(conn.query_row(
         "SELECT file FROM pragma_database_list WHERE name = 'main'",
         [],
@@ -17,11 +17,7 @@ pub fn ledger_file(conn: &Connection) -> Result<String, ServiceError> {
 }
 
 /// When run `run_id` of job `job_id` finished, if it has.
-pub fn finished_at(
-    conn: &Connection,
-    job_id: i64,
-    run_id: i64,
-) -> Result<Option<i64>, ServiceError> {
+pub fn finished_at(conn: &Connection, job_id: i64, run_id: i64) -> Result<Option<i64>, Error> {
     Ok(conn
         .prepare_cached(
             "SELECT finished_at FROM runs
@@ -56,7 +52,7 @@ pub fn finished_before(
     cutoff: i64,
     after: i64,
     limit: i64,
-) -> Result<Vec<(i64, i64)>, ServiceError> {
+) -> Result<Vec<(i64, i64)>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT job_id, id FROM runs
@@ -72,11 +68,7 @@ pub fn finished_before(
 
 /// Deletes the rows of `run_ids` that finished before `cutoff`; returns how many went. Call in a
 /// write transaction (the retention pass keeps each to one batch).
-pub fn delete_finished_runs(
-    conn: &Connection,
-    run_ids: &[i64],
-    cutoff: i64,
-) -> Result<u64, ServiceError> {
+pub fn delete_finished_runs(conn: &Connection, run_ids: &[i64], cutoff: i64) -> Result<u64, Error> {
     let mut delete = conn.prepare_cached(
         "DELETE FROM runs WHERE id = ?1 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?2",
     )?;

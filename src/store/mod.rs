@@ -8,6 +8,7 @@
 
 pub mod api_tokens; // service tokens (issue 15)
 pub mod audit; // the audit trail (issue 15)
+pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod jobs;
 pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
@@ -23,11 +24,10 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, anyhow, bail};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::error::ServiceError;
+pub use error::Error;
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -76,10 +76,9 @@ const STATEMENT_CACHE: usize = 64;
 
 impl Db {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> anyhow::Result<Db> {
-        let mut writer = writer_connection(path)
-            .with_context(|| format!("cannot open ledger {}", path.display()))?;
-        migrate(&mut writer)?;
+    pub fn open(path: &Path) -> Result<Db, Error> {
+        let mut writer = writer_connection(path).map_err(|e| Error::open(path, e))?;
+        migrate(&mut writer).map_err(|e| Error::open(path, e))?;
         restrict_ledger_files(path)?;
         let manager = SqliteConnectionManager::file(path)
             // Readers are read-write connections told never to write, which keeps WAL
@@ -95,14 +94,14 @@ impl Db {
             .min_idle(Some(1))
             .test_on_check_out(false)
             .build(manager)
-            .context("cannot open ledger read pool")?;
+            .map_err(|e| Error::open(path, format!("cannot open the read pool: {e}")))?;
         let writer = Arc::new(Mutex::new(writer));
         let (queue, waiting) = mpsc::channel();
         let connection = writer.clone();
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || group_commit(&connection, &waiting))
-            .context("cannot start the ledger writer thread")?;
+            .map_err(|e| Error::open(path, format!("cannot start the writer thread: {e}")))?;
         Ok(Db {
             readers,
             writer,
@@ -111,49 +110,49 @@ impl Db {
     }
 
     /// Runs `f` with a read-only connection on the blocking pool.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, ServiceError>
+    /// The error is the caller's own (`E`), which a store error converts into: a use case's
+    /// closure may fail with its own reasons beside the store's.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, ServiceError> + Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
+            let conn = pool.get().map_err(Error::from)?;
             f(&conn)
         })
-        .await?
+        .await
+        .map_err(Error::from)?
     }
 
     /// Runs `f` inside a `BEGIN IMMEDIATE` transaction on the writer, which it may share with
     /// other writes (in a savepoint of its own); its changes are kept when it succeeds and rolled
     /// back when it fails. Answers once the transaction is committed and synced, so a success is
     /// durable. The write is queued when this is called, before the first poll.
-    pub fn write<T, F>(
-        &self,
-        f: F,
-    ) -> impl Future<Output = Result<T, ServiceError>> + Send + 'static
+    pub fn write<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T, ServiceError> + Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, E> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |slot| {
             let tx = match slot {
                 Ok(tx) => tx,
                 Err(e) => {
-                    let _ = answer.send(Err(copy_error(e).into()));
+                    let _ = answer.send(Err(Error::from(copy_error(e)).into()));
                     return Pending::answered();
                 }
             };
-            let result =
-                std::panic::catch_unwind(AssertUnwindSafe(|| f(tx))).unwrap_or_else(|_| {
-                    Err(ServiceError::Internal(anyhow!("a ledger write panicked")))
-                });
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)))
+                .unwrap_or_else(|_| Err(Error::WritePanicked.into()));
             Pending {
                 succeeded: result.is_ok(),
                 answer: Box::new(move |commit| {
                     let result = match (result, commit) {
-                        (Ok(_), Some(e)) => Err(copy_error(e).into()),
+                        (Ok(_), Some(e)) => Err(Error::from(copy_error(e)).into()),
                         (result, _) => result,
                     };
                     let _ = answer.send(result);
@@ -162,33 +161,33 @@ impl Db {
         });
         let queued = self.queue.send(job);
         async move {
-            queued.map_err(|_| ServiceError::Internal(anyhow!("the ledger writer has stopped")))?;
-            answered
-                .await
-                .map_err(|_| ServiceError::Internal(anyhow!("the ledger writer dropped a write")))?
+            queued.map_err(|_| Error::WriterStopped)?;
+            answered.await.map_err(|_| Error::WriterStopped)?
         }
     }
 
     /// The blocking form of [`Db::write`], for code already on a blocking thread.
-    pub fn write_sync<T, F>(&self, f: F) -> Result<T, ServiceError>
+    pub fn write_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&Transaction) -> Result<T, ServiceError>,
+        E: From<Error>,
+        F: FnOnce(&Transaction) -> Result<T, E>,
     {
         write_blocking(&self.writer, f)
     }
 
     /// The blocking form of [`Db::read`].
-    pub fn read_sync<T, F>(&self, f: F) -> Result<T, ServiceError>
+    pub fn read_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&Connection) -> Result<T, ServiceError>,
+        E: From<Error>,
+        F: FnOnce(&Connection) -> Result<T, E>,
     {
-        let conn = self.readers.get()?;
+        let conn = self.readers.get().map_err(Error::from)?;
         f(&conn)
     }
 
     /// Quick liveness check for `/health`.
     pub async fn ping(&self) -> bool {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        self.read(|c| Ok::<_, Error>(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await
             .is_ok()
     }
@@ -307,24 +306,27 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn write_blocking<T, F>(writer: &Mutex<Connection>, f: F) -> Result<T, ServiceError>
+fn write_blocking<T, E, F>(writer: &Mutex<Connection>, f: F) -> Result<T, E>
 where
-    F: FnOnce(&Transaction) -> Result<T, ServiceError>,
+    E: From<Error>,
+    F: FnOnce(&Transaction) -> Result<T, E>,
 {
     // A panic while holding the lock leaves the connection usable (the transaction rolled back
     // on drop), so a poisoned mutex is recovered rather than propagated.
     let mut conn = writer
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(Error::from)?;
     let value = f(&tx)?;
-    tx.commit()?;
+    tx.commit().map_err(Error::from)?;
     Ok(value)
 }
 
 /// Makes the ledger and its `-wal`/`-shm` companions private to the server's user (0600): they
 /// hold password and token hashes. Ledgers made by older versions (0644) are tightened here too.
-fn restrict_ledger_files(path: &Path) -> anyhow::Result<()> {
+fn restrict_ledger_files(path: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let mut names = vec![path.as_os_str().to_owned()];
     for suffix in ["-wal", "-shm"] {
@@ -335,7 +337,10 @@ fn restrict_ledger_files(path: &Path) -> anyhow::Result<()> {
     for name in names {
         match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("cannot make {name:?} private (0600)"));
+                return Err(Error::open(
+                    path,
+                    format!("cannot make {name:?} private (0600): {e}"),
+                ));
             }
             _ => {}
         }
@@ -344,21 +349,25 @@ fn restrict_ledger_files(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Applies the migrations this file has not seen yet, each in its own transaction.
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let applied: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| e.to_string())? as usize;
     if applied > MIGRATIONS.len() {
-        bail!(
+        return Err(format!(
             "the ledger has schema version {applied}, newer than this labcron ({}) understands",
             MIGRATIONS.len()
-        );
+        ));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration {} failed", index + 1))?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
-        tx.commit()?;
+        let failed = |e: rusqlite::Error| format!("migration {} failed: {e}", index + 1);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
     }
     Ok(())
 }
@@ -367,6 +376,20 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A caller's own error beside the store's, as a use case has.
+    #[derive(Debug)]
+    #[allow(dead_code)] // read by the assertions' Debug output
+    enum Refusal {
+        Store(Error),
+        Refused,
+    }
+
+    impl From<Error> for Refusal {
+        fn from(e: Error) -> Self {
+            Refusal::Store(e)
+        }
+    }
 
     fn synchronous(conn: &Connection) -> i64 {
         conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
@@ -379,9 +402,12 @@ mod tests {
         let path = dir.path().join("labcron.db");
         let db = Db::open(&path).unwrap();
         // 2 is FULL (NORMAL is 1).
-        let group = db.write(|tx| Ok(synchronous(tx))).await.unwrap();
+        let group = db
+            .write(|tx| Ok::<_, Error>(synchronous(tx)))
+            .await
+            .unwrap();
         assert_eq!(group, 2, "the group-commit writer");
-        let single = db.write_sync(|tx| Ok(synchronous(tx))).unwrap();
+        let single = db.write_sync(|tx| Ok::<_, Error>(synchronous(tx))).unwrap();
         assert_eq!(single, 2, "the blocking writer");
         let cli = writer_connection(&path).unwrap();
         assert_eq!(synchronous(&cli), 2, "the CLI's writer");
@@ -395,7 +421,7 @@ mod tests {
     async fn concurrent_writes_share_commits_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("labcron.db")).unwrap();
-        db.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (x INTEGER)")?))
+        db.write(|tx| Ok::<_, Error>(tx.execute_batch("CREATE TABLE t (x INTEGER)")?))
             .await
             .unwrap();
         let commits = Arc::new(AtomicUsize::new(0));
@@ -415,9 +441,10 @@ mod tests {
         let writes: Vec<_> = (0..100i64)
             .map(|x| {
                 db.write(move |tx| {
-                    tx.execute("INSERT INTO t (x) VALUES (?1)", [x])?;
+                    tx.execute("INSERT INTO t (x) VALUES (?1)", [x])
+                        .map_err(Error::from)?;
                     match x % 10 {
-                        3 => Err(ServiceError::user("NO", "refused after writing")),
+                        3 => Err(Refusal::Refused),
                         7 => panic!("a write that panics after writing"),
                         _ => Ok(x),
                     }
@@ -434,7 +461,7 @@ mod tests {
             );
         }
         let kept: Vec<i64> = db
-            .read(|c| {
+            .read(|c| -> Result<_, Error> {
                 let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<Vec<i64>, _>>()?)

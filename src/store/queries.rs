@@ -3,8 +3,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Error;
 use crate::domain::saved_query::{SavedQuery, SavedQueryDraft};
-use crate::error::ServiceError;
 
 const COLUMNS: &str = "id, title, sql, data_source, created_by, last_modified_on";
 
@@ -20,7 +20,7 @@ fn map_query(row: &Row) -> rusqlite::Result<SavedQuery> {
 }
 
 /// A saved query that is not deleted.
-pub fn get_live(conn: &Connection, id: i64) -> Result<Option<SavedQuery>, ServiceError> {
+pub fn get_live(conn: &Connection, id: i64) -> Result<Option<SavedQuery>, Error> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM saved_queries WHERE id = ?1 AND deleted = 0"
@@ -45,7 +45,7 @@ pub fn list(
     query: Option<&str>,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<SavedQuery>, ServiceError> {
+) -> Result<Vec<SavedQuery>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM saved_queries
          WHERE deleted = 0 AND (?1 IS NULL OR lower(title) LIKE '%' || ?1 || '%' ESCAPE '\\')
@@ -66,7 +66,7 @@ pub fn insert(
     draft: &SavedQueryDraft,
     created_by: i64,
     now: i64,
-) -> Result<i64, ServiceError> {
+) -> Result<i64, Error> {
     conn.execute(
         "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -76,12 +76,7 @@ pub fn insert(
 }
 
 /// Replaces title, SQL and data source of a live saved query.
-pub fn replace(
-    conn: &Connection,
-    id: i64,
-    draft: &SavedQueryDraft,
-    now: i64,
-) -> Result<(), ServiceError> {
+pub fn replace(conn: &Connection, id: i64, draft: &SavedQueryDraft, now: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE saved_queries SET title = ?2, sql = ?3, data_source = ?4, last_modified_on = ?5
          WHERE id = ?1 AND deleted = 0",
@@ -91,7 +86,7 @@ pub fn replace(
 }
 
 /// Soft delete: the row stays (jobs keep their reference) but is no longer live.
-pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), ServiceError> {
+pub fn soft_delete(conn: &Connection, id: i64, now: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE saved_queries SET deleted = 1, last_modified_on = ?2 WHERE id = ?1",
         params![id, now],

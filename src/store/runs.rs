@@ -10,8 +10,8 @@ use std::str::FromStr;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Error;
 use crate::domain::run::{Run, RunStatus, Trigger};
-use crate::error::ServiceError;
 
 /// The condition of the `runs_active` partial index, to be repeated verbatim in queries on it.
 const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
@@ -52,7 +52,7 @@ fn map_run(row: &Row) -> rusqlite::Result<Run> {
     })
 }
 
-pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, ServiceError> {
+pub fn get(conn: &Connection, run_id: i64) -> Result<Option<Run>, Error> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.id = ?1"
@@ -92,7 +92,7 @@ pub fn enqueue(
     run: &NewRun,
     max_queued: i64,
     now: i64,
-) -> Result<Enqueued, ServiceError> {
+) -> Result<Enqueued, Error> {
     if let Some(key) = run.idempotency_key {
         let earlier: Option<i64> = conn
             .prepare_cached(
@@ -135,11 +135,7 @@ pub fn enqueue(
     Ok(Enqueued::Queued(conn.last_insert_rowid()))
 }
 
-pub fn count_with_status(
-    conn: &Connection,
-    job_id: i64,
-    status: RunStatus,
-) -> Result<i64, ServiceError> {
+pub fn count_with_status(conn: &Connection, job_id: i64, status: RunStatus) -> Result<i64, Error> {
     let sql = if matches!(status, RunStatus::Queued | RunStatus::InProgress) {
         format!("SELECT count(*) FROM runs WHERE {ACTIVE} AND status = ?2 AND job_id = ?1")
     } else {
@@ -151,7 +147,7 @@ pub fn count_with_status(
 }
 
 /// Whether the job has a run waiting or executing.
-pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, ServiceError> {
+pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM runs WHERE status IN ('QUEUED', 'IN_PROGRESS') AND job_id = ?1 LIMIT 1",
@@ -161,7 +157,7 @@ pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, ServiceError> {
 
 /// Marks up to `limit` runs IN_PROGRESS: for each job with nothing in progress, its oldest QUEUED
 /// run. Returns their ids, oldest first. Call in a write transaction.
-pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i64>, ServiceError> {
+pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i64>, Error> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -257,12 +253,7 @@ pub struct Outcome {
 }
 
 /// Records the end of an IN_PROGRESS run. Returns false when the run was no longer IN_PROGRESS.
-pub fn finish(
-    conn: &Connection,
-    run_id: i64,
-    outcome: &Outcome,
-    now: i64,
-) -> Result<bool, ServiceError> {
+pub fn finish(conn: &Connection, run_id: i64, outcome: &Outcome, now: i64) -> Result<bool, Error> {
     let status = if outcome.succeeded {
         "SUCCEEDED"
     } else {
@@ -289,12 +280,7 @@ pub fn finish(
 }
 
 /// Fails a QUEUED run at once. Returns false when it was not QUEUED any more.
-pub fn fail_queued(
-    conn: &Connection,
-    run_id: i64,
-    message: &str,
-    now: i64,
-) -> Result<bool, ServiceError> {
+pub fn fail_queued(conn: &Connection, run_id: i64, message: &str, now: i64) -> Result<bool, Error> {
     let changed = conn.execute(
         "UPDATE runs SET status = 'FAILED', finished_at = ?2, message = ?3 WHERE id = ?1 AND status = 'QUEUED'",
         params![run_id, now, message],
@@ -308,7 +294,7 @@ pub fn fail_all_queued(
     job_id: i64,
     message: &str,
     now: i64,
-) -> Result<usize, ServiceError> {
+) -> Result<usize, Error> {
     Ok(conn.execute(
         &format!(
             "UPDATE runs SET status = 'FAILED', finished_at = ?2, message = ?3
@@ -319,7 +305,7 @@ pub fn fail_all_queued(
 }
 
 /// Ids (and job ids) of runs left IN_PROGRESS.
-pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ServiceError> {
+pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, Error> {
     let mut stmt = conn.prepare(&format!(
         "SELECT id, job_id FROM runs WHERE {ACTIVE} AND status = 'IN_PROGRESS' ORDER BY id"
     ))?;
@@ -330,11 +316,7 @@ pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, ServiceError> {
 }
 
 /// Fails every IN_PROGRESS run with `message` (after a crash or at shutdown).
-pub fn fail_all_in_progress(
-    conn: &Connection,
-    message: &str,
-    now: i64,
-) -> Result<usize, ServiceError> {
+pub fn fail_all_in_progress(conn: &Connection, message: &str, now: i64) -> Result<usize, Error> {
     Ok(conn.execute(
         &format!(
             "UPDATE runs SET status = 'FAILED', finished_at = ?1, message = ?2
@@ -358,7 +340,7 @@ pub fn list(
     f: &RunFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<Run>, ServiceError> {
+) -> Result<Vec<Run>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id
          WHERE r.job_id = ?1 AND (?2 IS NULL OR r.queued_at >= ?2) AND (?3 IS NULL OR r.queued_at <= ?3)
@@ -387,7 +369,7 @@ pub fn set_log_progress(
     run_id: i64,
     log_size: i64,
     truncated: bool,
-) -> Result<(), ServiceError> {
+) -> Result<(), Error> {
     conn.execute(
         "UPDATE runs SET log_size = ?2, log_truncated = ?3 WHERE id = ?1",
         params![run_id, log_size, truncated],
@@ -396,7 +378,7 @@ pub fn set_log_progress(
 }
 
 /// Counts of QUEUED and IN_PROGRESS runs across all jobs.
-pub fn active_counts(conn: &Connection) -> Result<(i64, i64), ServiceError> {
+pub fn active_counts(conn: &Connection) -> Result<(i64, i64), Error> {
     Ok(conn.query_row(
         "SELECT coalesce(sum(status = 'QUEUED'), 0), coalesce(sum(status = 'IN_PROGRESS'), 0)
          FROM runs WHERE status IN ('QUEUED', 'IN_PROGRESS')",
@@ -423,7 +405,7 @@ pub fn enqueue_follow_up(
     run: &FollowUpRun,
     max_queued: i64,
     now: i64,
-) -> Result<Enqueued, ServiceError> {
+) -> Result<Enqueued, Error> {
     if count_with_status(conn, run.job_id, RunStatus::Queued)? >= max_queued {
         return Ok(Enqueued::QueueFull);
     }
@@ -453,7 +435,7 @@ pub fn insert_refused(
     run: &FollowUpRun,
     message: &str,
     now: i64,
-) -> Result<i64, ServiceError> {
+) -> Result<i64, Error> {
     conn.prepare_cached(
         "INSERT INTO runs (job_id, status, run_trigger, run_by, rt_args, queued_at, finished_at, message,
                            attempt, retry_of, chained_from, series_end)
@@ -474,7 +456,7 @@ pub fn insert_refused(
 }
 
 /// Notes who cancels a run that is still QUEUED or IN_PROGRESS.
-pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result<(), ServiceError> {
+pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE runs SET cancelled_by = ?2 WHERE id = ?1 AND status IN ('QUEUED', 'IN_PROGRESS')
            AND cancelled_by IS NULL",
@@ -484,7 +466,7 @@ pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result
 }
 
 /// Marks a finished run as the end of its series.
-pub fn set_series_end(conn: &Connection, run_id: i64) -> Result<(), ServiceError> {
+pub fn set_series_end(conn: &Connection, run_id: i64) -> Result<(), Error> {
     conn.prepare_cached("UPDATE runs SET series_end = 1 WHERE id = ?1")?
         .execute([run_id])?;
     Ok(())
@@ -495,7 +477,7 @@ pub fn previous_series_end(
     conn: &Connection,
     job_id: i64,
     before_id: i64,
-) -> Result<Option<RunStatus>, ServiceError> {
+) -> Result<Option<RunStatus>, Error> {
     let status: Option<String> = conn
         .prepare_cached(
             "SELECT status FROM runs WHERE series_end = 1 AND job_id = ?1 AND id < ?2
@@ -607,7 +589,7 @@ pub fn list_all(
     f: &AllRunsFilter,
     start_at: i64,
     max_results: i64,
-) -> Result<Vec<Run>, ServiceError> {
+) -> Result<Vec<Run>, Error> {
     let (clause, mut values) = f.where_clause(true);
     values.push(rusqlite::types::Value::Integer(max_results));
     values.push(rusqlite::types::Value::Integer(start_at));
@@ -626,7 +608,7 @@ pub fn list_all(
 }
 
 /// How many runs `list_all` would return without paging.
-pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ServiceError> {
+pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, Error> {
     let (clause, values) = f.where_clause(false);
     let sql = format!("SELECT count(*) FROM {} WHERE {clause}", f.table_clause());
     Ok(conn
@@ -635,7 +617,7 @@ pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, ServiceErr
 }
 
 /// The query plan of `list_all` (for the test that keeps it on an index).
-pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<String>, ServiceError> {
+pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<String>, Error> {
     let (clause, mut values) = f.where_clause(true);
     values.push(rusqlite::types::Value::Integer(100));
     values.push(rusqlite::types::Value::Integer(0));
@@ -664,7 +646,7 @@ pub fn last_manual_args(
     conn: &Connection,
     job_id: i64,
     user_id: i64,
-) -> Result<Option<(i64, String, bool)>, ServiceError> {
+) -> Result<Option<(i64, String, bool)>, Error> {
     // The window bounds the work on a job with a long history of scheduled runs.
     let mut stmt = conn.prepare_cached(
         "SELECT id, rt_args, run_by = ?2 AS mine FROM

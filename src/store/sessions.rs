@@ -3,14 +3,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::ServiceError;
+use super::Error;
+use crate::domain::user::SessionCutoffs;
 
-pub fn insert(
-    conn: &Connection,
-    token_hash: &str,
-    user_id: i64,
-    now: i64,
-) -> Result<(), ServiceError> {
+pub fn insert(conn: &Connection, token_hash: &str, user_id: i64, now: i64) -> Result<(), Error> {
     conn.execute(
         "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at) VALUES (?1, ?2, ?3, ?3)",
         params![token_hash, user_id, now],
@@ -25,7 +21,7 @@ pub struct Session {
     pub last_used_at: i64,
 }
 
-pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<Session>, ServiceError> {
+pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<Session>, Error> {
     Ok(conn
         .prepare_cached(
             "SELECT s.user_id, s.created_at, s.last_used_at FROM sessions s
@@ -48,14 +44,14 @@ pub fn delete_for_user(
     conn: &Connection,
     user_id: i64,
     keep: Option<&str>,
-) -> Result<usize, ServiceError> {
+) -> Result<usize, Error> {
     Ok(conn.execute(
         "DELETE FROM sessions WHERE user_id = ?1 AND token_hash IS NOT ?2",
         params![user_id, keep],
     )?)
 }
 
-pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), ServiceError> {
+pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE sessions SET last_used_at = ?2 WHERE token_hash = ?1",
         params![token_hash, now],
@@ -63,19 +59,15 @@ pub fn touch(conn: &Connection, token_hash: &str, now: i64) -> Result<(), Servic
     Ok(())
 }
 
-pub fn delete(conn: &Connection, token_hash: &str) -> Result<(), ServiceError> {
+pub fn delete(conn: &Connection, token_hash: &str) -> Result<(), Error> {
     conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
     Ok(())
 }
 
-/// Removes sessions unused since `idle_cutoff` or signed in before `created_cutoff`: expired ones.
-pub fn delete_expired(
-    conn: &Connection,
-    idle_cutoff: i64,
-    created_cutoff: i64,
-) -> Result<usize, ServiceError> {
+/// Removes the sessions that are expired by `cutoffs` (`SessionCutoffs::is_expired`, in SQL).
+pub fn delete_expired(conn: &Connection, cutoffs: SessionCutoffs) -> Result<usize, Error> {
     Ok(conn.execute(
         "DELETE FROM sessions WHERE last_used_at < ?1 OR created_at < ?2",
-        params![idle_cutoff, created_cutoff],
+        params![cutoffs.idle_before, cutoffs.created_before],
     )?)
 }

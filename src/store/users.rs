@@ -2,8 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Error;
 use crate::domain::user::{SYSTEM_LOGIN, User};
-use crate::error::ServiceError;
 
 const COLUMNS: &str = "id, login_name, first_name, last_name, email_address, admin, is_system, activity_status, created_at";
 
@@ -21,7 +21,7 @@ fn map_user(row: &Row) -> rusqlite::Result<User> {
     })
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, ServiceError> {
+pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, Error> {
     // Every signed-in request reads its user: a cached statement spares parsing it each time.
     Ok(conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
@@ -33,7 +33,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, ServiceError> {
 pub fn get_with_hash(
     conn: &Connection,
     login_name: &str,
-) -> Result<Option<(User, Option<String>)>, ServiceError> {
+) -> Result<Option<(User, Option<String>)>, Error> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_name = ?1"),
@@ -44,10 +44,7 @@ pub fn get_with_hash(
 }
 
 /// Where a user signs in: `LOCAL` (a password here) or `LDAP` (the directory), by login name.
-pub fn source_by_login(
-    conn: &Connection,
-    login_name: &str,
-) -> Result<Option<String>, ServiceError> {
+pub fn source_by_login(conn: &Connection, login_name: &str) -> Result<Option<String>, Error> {
     Ok(conn
         .prepare_cached("SELECT source FROM users WHERE login_name = ?1")?
         .query_row([login_name], |r| r.get(0))
@@ -55,7 +52,7 @@ pub fn source_by_login(
 }
 
 /// Where a user signs in, by id.
-pub fn source(conn: &Connection, id: i64) -> Result<Option<String>, ServiceError> {
+pub fn source(conn: &Connection, id: i64) -> Result<Option<String>, Error> {
     Ok(conn
         .prepare_cached("SELECT source FROM users WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -73,7 +70,7 @@ pub fn upsert_directory_user(
     email_address: &str,
     admin: bool,
     now: i64,
-) -> Result<Option<User>, ServiceError> {
+) -> Result<Option<User>, Error> {
     match source_by_login(conn, login_name)?.as_deref() {
         None => {
             conn.execute(
@@ -97,7 +94,7 @@ pub fn upsert_directory_user(
 }
 
 /// Active, non-system users, ordered by id.
-pub fn list(conn: &Connection) -> Result<Vec<User>, ServiceError> {
+pub fn list(conn: &Connection) -> Result<Vec<User>, Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM users WHERE is_system = 0 AND activity_status = 'Active' ORDER BY id"
     ))?;
@@ -108,7 +105,7 @@ pub fn list(conn: &Connection) -> Result<Vec<User>, ServiceError> {
 }
 
 /// Ids of `ids` that are not active users (the system user counts as missing).
-pub fn missing_ids(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>, ServiceError> {
+pub fn missing_ids(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>, Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT 1 FROM users WHERE id = ?1 AND is_system = 0 AND activity_status = 'Active'",
     )?;
@@ -121,7 +118,7 @@ pub fn missing_ids(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>, ServiceEr
     Ok(missing)
 }
 
-pub fn system_user_id(conn: &Connection) -> Result<i64, ServiceError> {
+pub fn system_user_id(conn: &Connection) -> Result<i64, Error> {
     Ok(conn.query_row(
         "SELECT id FROM users WHERE login_name = ?1",
         [SYSTEM_LOGIN],
@@ -139,7 +136,7 @@ pub struct NewUser<'a> {
 }
 
 /// Inserts a user; `None` when the login name is taken.
-pub fn insert(conn: &Connection, user: &NewUser, now: i64) -> Result<Option<i64>, ServiceError> {
+pub fn insert(conn: &Connection, user: &NewUser, now: i64) -> Result<Option<i64>, Error> {
     if login_taken(conn, user.login_name, None)? {
         return Ok(None);
     }
@@ -155,13 +152,13 @@ pub fn login_taken(
     conn: &Connection,
     login_name: &str,
     except_id: Option<i64>,
-) -> Result<bool, ServiceError> {
+) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM users WHERE login_name = ?1 AND id IS NOT ?2")?
         .exists(params![login_name, except_id])?)
 }
 
-pub fn update_profile(conn: &Connection, user: &User) -> Result<(), ServiceError> {
+pub fn update_profile(conn: &Connection, user: &User) -> Result<(), Error> {
     conn.execute(
         "UPDATE users SET login_name = ?2, first_name = ?3, last_name = ?4, email_address = ?5, admin = ?6
          WHERE id = ?1",
@@ -177,7 +174,7 @@ pub fn set_password_hash(
     id: i64,
     hash: &str,
     keep_session: Option<&str>,
-) -> Result<(), ServiceError> {
+) -> Result<(), Error> {
     conn.execute(
         "UPDATE users SET password_hash = ?2 WHERE id = ?1",
         params![id, hash],
@@ -187,7 +184,7 @@ pub fn set_password_hash(
 }
 
 /// Soft delete: the user can no longer sign in and their sessions end.
-pub fn disable(conn: &Connection, id: i64) -> Result<(), ServiceError> {
+pub fn disable(conn: &Connection, id: i64) -> Result<(), Error> {
     conn.execute(
         "UPDATE users SET activity_status = 'Disabled' WHERE id = ?1",
         [id],
@@ -196,7 +193,7 @@ pub fn disable(conn: &Connection, id: i64) -> Result<(), ServiceError> {
     Ok(())
 }
 
-pub fn count_admins(conn: &Connection) -> Result<i64, ServiceError> {
+pub fn count_admins(conn: &Connection) -> Result<i64, Error> {
     Ok(conn.query_row(
         "SELECT count(*) FROM users WHERE admin = 1 AND is_system = 0 AND activity_status = 'Active'",
         [],
@@ -205,7 +202,7 @@ pub fn count_admins(conn: &Connection) -> Result<i64, ServiceError> {
 }
 
 /// Whether any user that can sign in exists (false only on first start).
-pub fn any_login_user(conn: &Connection) -> Result<bool, ServiceError> {
+pub fn any_login_user(conn: &Connection) -> Result<bool, Error> {
     Ok(conn
         .prepare("SELECT 1 FROM users WHERE is_system = 0")?
         .exists([])?)

@@ -46,15 +46,15 @@ impl ResponseError for ServiceError {
             ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::NoRoute => StatusCode::NOT_FOUND,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServiceError::Store(_) | ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ServiceError::Internal(cause) => {
+            ServiceError::Store(_) | ServiceError::Internal(_) => {
                 let error_id = new_error_id();
-                tracing::error!(error_id = %error_id, error = ?cause, "internal error");
+                tracing::error!(error_id = %error_id, error = ?self, "internal error");
                 error_response(
                     self.status_code(),
                     &[ErrorItem::internal_with_id(&error_id)],

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::web;
@@ -22,7 +23,7 @@ pub async fn track_requests(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let started = Instant::now();
     let result = next.call(req).await;
     if let Some(state) = state {
@@ -32,14 +33,14 @@ pub async fn track_requests(
                 let route = res.request().match_pattern();
                 state.metrics.observe_request(
                     route.as_deref().unwrap_or(UNKNOWN_ROUTE),
-                    &method,
+                    method,
                     res.status().as_u16(),
                     elapsed,
                 );
             }
             Err(e) => state.metrics.observe_request(
                 UNKNOWN_ROUTE,
-                &method,
+                method,
                 e.as_response_error().status_code().as_u16(),
                 elapsed,
             ),
@@ -104,4 +105,33 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
             ServiceResponse::new(req, new).map_into_right_body();
         Ok(ErrorHandlerResponse::Response(res))
     })
+}
+
+/// The method label: the standard methods by name, anything else as `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        let odd = Method::from_bytes(b"BREW").expect("a valid token");
+        assert_eq!(method_label(&odd), "OTHER");
+    }
 }

@@ -384,7 +384,7 @@ async fn the_retention_pass_prunes_old_events_only() {
         )
         .unwrap();
     let db = Db::open(&app.data_dir.join("labcron.db")).unwrap();
-    let report = run_retention_now(&db, &app.settings.retention, &app.data_dir)
+    let report = run_retention_now(&db, &app.settings, &app.data_dir)
         .await
         .unwrap();
     assert_eq!(report.audit_events_deleted, 1);

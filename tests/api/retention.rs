@@ -10,14 +10,15 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{
-    AppOptions, TestApp, age_run, error_codes, ledger, ok_json, spawn_app, spawn_app_with,
+    AppOptions, TestApp, age_run, error_codes, ledger, ok_json, spawn_app, spawn_app_configured,
+    spawn_app_with,
 };
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 async fn retention_pass(app: &TestApp) -> RetentionReport {
     let db = Db::open(&app.data_dir.join("labcron.db")).expect("ledger");
-    run_retention_now(&db, &app.settings.retention, &app.data_dir)
+    run_retention_now(&db, &app.settings, &app.data_dir)
         .await
         .expect("retention pass")
 }
@@ -214,4 +215,50 @@ fn retention_and_notification_settings_are_checked_by_name() {
     assert_eq!(settings.notifications.smtp_port(), 587);
     let settings = load("notifications.smtp_security", "tls").unwrap();
     assert_eq!(settings.notifications.smtp_port(), 465);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pass_removes_expired_sessions_whatever_the_retention_settings() {
+    // Retention of files, rows and audit events off: expired sessions still go.
+    let app = spawn_app_configured(|s| {
+        s.retention.files_days = 0;
+        s.retention.runs_days = None;
+        s.retention.audit_days = 0;
+    })
+    .await;
+    let now = labcron::clock::now_ms();
+    let admin_id: i64 = ledger(&app.data_dir)
+        .query_row("SELECT id FROM users WHERE login_name = 'admin'", [], |r| {
+            r.get(0)
+        })
+        .expect("the admin");
+    // One idle for longer than `session_timeout_minutes`, one older than `session_max_hours`
+    // though used a moment ago, and one live.
+    let idle = app.settings.auth.session_timeout_minutes as i64 * 60_000;
+    let max_age = app.settings.auth.session_max_hours as i64 * 3_600_000;
+    ledger(&app.data_dir)
+        .execute(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at) VALUES
+               ('idle', ?1, ?2, ?3), ('too-old', ?1, ?4, ?2), ('live', ?1, ?2, ?2)",
+            rusqlite::params![admin_id, now, now - idle - 60_000, now - max_age - 60_000],
+        )
+        .expect("sessions");
+
+    let report = retention_pass(&app).await;
+    assert_eq!(report.sessions_deleted, 2, "{report:?}");
+    let left: Vec<String> = {
+        let conn = ledger(&app.data_dir);
+        let mut stmt = conn
+            .prepare(
+                "SELECT token_hash FROM sessions WHERE token_hash IN ('idle', 'too-old', 'live')",
+            )
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(left, vec!["live".to_string()]);
+    // The test's own session is live and still works.
+    ok_json(app.get("/scheduled-jobs").await).await;
 }

@@ -14,6 +14,21 @@ pub struct Graph {
     pub edges: BTreeMap<ModulePath, BTreeSet<ModulePath>>,
 }
 
+/// The code of every non-test file under `src`, comments and literals blanked, by module.
+pub fn code_by_module(src: &Path) -> Vec<(ModulePath, String)> {
+    let mut files = Vec::new();
+    collect(src, src, &mut files);
+    files
+        .into_iter()
+        .map(|(module, _, text)| {
+            (
+                module,
+                without_test_modules(&blank_comments_and_literals(&text)),
+            )
+        })
+        .collect()
+}
+
 impl Graph {
     pub fn read(src: &Path) -> Graph {
         let mut files = Vec::new();

@@ -7,6 +7,8 @@
 //! - No cycle between top-level modules, and none between the files of one folder (a folder's
 //!   `mod.rs` declares its children and may use them; children may use what it defines).
 //! - `domain` is pure: it names nothing of the crate outside `domain`.
+//! - Only the web layer knows HTTP: nothing else names actix or a status code (`startup`, which
+//!   builds the server, excepted), and the store names no error of the layers above it.
 //!
 //! Test code (`#[cfg(test)] mod …`) is left out: tests may reach anywhere. Run it alone with
 //! `cargo test --test architecture`.
@@ -157,6 +159,60 @@ fn the_domain_is_pure() {
         outside.is_empty(),
         "domain must not reach the ledger, the network or the workers:\n{}",
         outside.join("\n")
+    );
+}
+
+#[test]
+fn only_the_web_layer_knows_http() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = graph::code_by_module(&src);
+    assert!(files.len() > 50, "the reader found the source files");
+    let http: Vec<String> = files
+        .iter()
+        .filter(|(module, _)| {
+            !matches!(module.first().map(String::as_str), Some("web" | "startup"))
+        })
+        .flat_map(|(module, code)| {
+            [
+                "actix_web",
+                "actix_http",
+                "actix_files",
+                "HttpResponse",
+                "StatusCode",
+            ]
+            .into_iter()
+            .filter(|word| code.contains(word))
+            // A client's status (reqwest's, of a webhook's answer) is not ours to map.
+            .filter(|word| !(*word == "StatusCode" && code.contains("reqwest::StatusCode")))
+            .map(move |word| format!("{} names {word}", module.join("::")))
+        })
+        .collect();
+    assert!(
+        http.is_empty(),
+        "only src/web/ may know HTTP (`web::error` maps a ServiceError to its status):\n{}",
+        http.join("\n")
+    );
+    let graph = src_graph();
+    let store_upward: Vec<String> = graph
+        .edges
+        .iter()
+        .filter(|(from, _)| from.first().map(String::as_str) == Some("store"))
+        .flat_map(|(from, targets)| {
+            targets
+                .iter()
+                .filter(|to| {
+                    matches!(
+                        to.first().map(String::as_str),
+                        Some("error" | "service" | "executor" | "scheduler" | "web" | "cli")
+                    )
+                })
+                .map(move |to| format!("{} names {}", from.join("::"), to.join("::")))
+        })
+        .collect();
+    assert!(
+        store_upward.is_empty(),
+        "the store fails with store::Error and calls nothing above it:\n{}",
+        store_upward.join("\n")
     );
 }
 

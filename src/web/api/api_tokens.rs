@@ -181,7 +181,7 @@ async fn create(
         .detail("expiresAt", expires_at);
     let (stored, user) = state
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             let owner = store::users::get(tx, user_id)?
                 .filter(|u| u.active && !u.is_system)
                 .ok_or_else(ServiceError::user_not_found)?;

@@ -207,13 +207,12 @@ async fn user_for_token(
         return user_for_api_token(state, req, token).await;
     }
     let hash = token_hash(token);
-    let timeout_ms = state.settings.auth.session_timeout_minutes as i64 * 60_000;
-    let max_age_ms = state.settings.auth.session_max_hours as i64 * 3_600_000;
     let now = now_ms();
+    let cutoffs = state.settings.auth.session_cutoffs(now);
     let lookup_hash = hash.clone();
     let found = state
         .db
-        .read(move |c| {
+        .read(move |c| -> Result<_, ServiceError> {
             let Some(session) = store::sessions::lookup(c, &lookup_hash)? else {
                 return Ok(None);
             };
@@ -227,7 +226,7 @@ async fn user_for_token(
         )));
     };
     let last_used = session.last_used_at;
-    if now - last_used > timeout_ms || now - session.created_at > max_age_ms {
+    if cutoffs.is_expired(last_used, session.created_at) {
         state
             .db
             .write(move |tx| store::sessions::delete(tx, &hash))
@@ -258,7 +257,7 @@ async fn user_for_api_token(
     let hash = token_hash(token);
     let found = state
         .db
-        .read(move |c| {
+        .read(move |c| -> Result<_, ServiceError> {
             let Some(token) = store::api_tokens::lookup(c, &hash)? else {
                 return Ok(None);
             };
@@ -306,7 +305,7 @@ pub async fn sign_in(
     let lookup = login.to_string();
     let (found, source) = state
         .db
-        .read(move |c| {
+        .read(move |c| -> Result<_, ServiceError> {
             Ok((
                 store::users::get_with_hash(c, &lookup)?,
                 store::users::source_by_login(c, &lookup)?,

@@ -82,7 +82,9 @@ async fn count(
     let me = me.0;
     let count = state
         .db
-        .read(move |c| store::jobs::count(c, &filter_of(&query, &me)?))
+        .read(move |c| -> Result<_, ServiceError> {
+            Ok(store::jobs::count(c, &filter_of(&query, &me)?)?)
+        })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
 }
@@ -147,7 +149,7 @@ async fn create(
     let audit = event(&me.0, &req, actions::JOB_CREATE);
     let view: JobView = state
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             let id = service::jobs::save(tx, &draft, None, &saver, now_ms())?;
             let job = store::jobs::get_live(tx, id)?.ok_or_else(ServiceError::job_not_found)?;
             let view = job_view(tx, &job, &mut UserCache::default())?;
@@ -187,7 +189,7 @@ async fn update(
     let audit = event(&me.0, &req, actions::JOB_UPDATE).object("JOB", job_id);
     let view: JobView = state
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             // The job may have been deleted, or its owner changed, since it was read.
             let old = service::access::changeable_job(tx, job_id, &saver)?;
             let before = to_json(&job_view(tx, &old, &mut UserCache::default())?)?;

@@ -48,18 +48,16 @@ pub async fn open_session(
     let token = new_token();
     let hash = token_hash(&token);
     let user_id = user.id;
-    let auth = &state.settings.auth;
-    let idle_ms = auth.session_timeout_minutes as i64 * 60_000;
-    let max_age_ms = auth.session_max_hours as i64 * 3_600_000;
+    let auth = state.settings.auth.clone();
     let event = Event::new(&user.login_name, actions::SIGN_IN, Some(client))
         .object("USER", user.id)
         .detail("via", via);
     state
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             let now = now_ms();
             // Expired sessions are removed as new ones open, so the table stays small.
-            store::sessions::delete_expired(tx, now - idle_ms, now - max_age_ms)?;
+            store::sessions::delete_expired(tx, auth.session_cutoffs(now))?;
             store::sessions::insert(tx, &hash, user_id, now)?;
             store::audit::record(tx, &event, now)?;
             Ok(())
@@ -111,7 +109,7 @@ async fn delete(
         let event = event(&user.0, &req, actions::SIGN_OUT).object("USER", user.0.id);
         state
             .db
-            .write(move |tx| {
+            .write(move |tx| -> Result<_, ServiceError> {
                 store::sessions::delete(tx, &hash)?;
                 store::audit::record(tx, &event, now_ms())?;
                 Ok(())

@@ -285,7 +285,7 @@ async fn update(
         .then(|| event(&me.0, &req, actions::USER_PASSWORD_CHANGE).object("USER", id));
     state
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             let now = now_ms();
             service::users::save_profile(tx, &saved, updated.as_ref(), now)?;
             if let (Some(hash), Some(audit)) = (&hash, &password_changed) {

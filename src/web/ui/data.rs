@@ -86,7 +86,7 @@ pub async fn recent_runs(
     let me = me.0;
     let runs = state
         .db
-        .read(move |c| {
+        .read(move |c| -> Result<_, ServiceError> {
             let mut out: BTreeMap<String, Vec<RecentRun>> = BTreeMap::new();
             for job_id in ids {
                 if visible_job(c, job_id, &me).is_err() {

@@ -265,7 +265,7 @@ pub async fn overview(
     let data_dir = state.data_dir.clone();
     let (job, view, triggered_by, hidden_upstream, runs) = state
         .db
-        .read(move |c| {
+        .read(move |c| -> Result<_, ServiceError> {
             let job = visible_job(c, job_id, &viewer)?;
             let mut users = UserCache::default();
             let view = job_view(c, &job, &mut users)?;

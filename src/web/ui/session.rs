@@ -204,7 +204,7 @@ pub async fn sign_out(
     });
     if let Err(e) = state
         .db
-        .write(move |tx| {
+        .write(move |tx| -> Result<_, ServiceError> {
             store::sessions::delete(tx, &hash)?;
             if let Some(event) = &who {
                 store::audit::record(tx, event, crate::clock::now_ms())?;

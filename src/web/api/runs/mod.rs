@@ -22,9 +22,9 @@ use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::executor::RunRequest;
 use crate::present::{UserCache, job_view, run_view};
 use crate::service::access::visible_job;
+use crate::service::runs::RunRequest;
 use crate::store;
 use crate::store::runs::{Enqueued, RunFilter};
 use crate::web::AppState;
@@ -150,7 +150,7 @@ async fn create(
     let data_dir = state.data_dir.clone();
     let body = state
         .db
-        .read(move |c| {
+        .read(move |c| -> Result<_, ServiceError> {
             let mut users = UserCache::default();
             if want_run {
                 let run = store::runs::get(c, run_id)?.ok_or_else(ServiceError::run_not_found)?;
@@ -245,7 +245,7 @@ async fn get(
         let data_dir = state.data_dir.clone();
         let (finished, view) = state
             .db
-            .read(move |c| {
+            .read(move |c| -> Result<_, ServiceError> {
                 let (_, run) = visible_run(c, job_id, run_id, &viewer)?;
                 Ok((
                     run.status.is_finished(),
@@ -303,7 +303,7 @@ async fn cancel(
         let data_dir = state.data_dir.clone();
         let (finished, view) = state
             .db
-            .read(move |c| {
+            .read(move |c| -> Result<_, ServiceError> {
                 let (_, run) = visible_run(c, job_id, run_id, &viewer)?;
                 Ok((
                     run.status.is_finished(),
