@@ -240,7 +240,7 @@ pub fn run_view(
 ) -> Result<RunView, ServiceError> {
     // While a run executes its log grows on disk; the ledger has the final size only at the end.
     let log_size = if run.status == RunStatus::InProgress {
-        std::fs::metadata(RunPaths::new(data_dir, run.job_id, run.id).log)
+        std::fs::metadata(RunPaths::new(data_dir, run.of_job()).log)
             .map(|m| m.len() as i64)
             .unwrap_or(0)
     } else {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 use crate::config::Settings;
+use crate::domain::ids::RunId;
 use crate::error::ServiceError;
 use crate::executor::internal::remove_old_run_files;
 use crate::metrics::Metrics;
@@ -134,11 +135,10 @@ fn retention_pass(
             deadline: None,
             cancel: None,
         };
-        // (0, 0) is no run: the pass has no run directory of its own to spare.
+        // The pass has no run directory of its own to spare.
         let removed = db
             .read_sync(|c| {
-                remove_old_run_files(c, data_dir, cutoff, (0, 0), &never)
-                    .map_err(ServiceError::from)
+                remove_old_run_files(c, data_dir, cutoff, None, &never).map_err(ServiceError::from)
             })?
             .map_err(|stop| {
                 ServiceError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}"))
@@ -160,16 +160,17 @@ fn delete_old_rows(
     cutoff: i64,
     report: &mut RetentionReport,
 ) -> Result<(), ServiceError> {
-    let mut after = 0;
+    let mut after = RunId(0);
     loop {
         let batch = db.read_sync(|c| maintenance::finished_before(c, cutoff, after, ROW_BATCH))?;
-        let Some(&(_, last)) = batch.last() else {
+        let Some(last) = batch.last() else {
             return Ok(());
         };
-        after = last;
+        after = last.run;
         let mut cleared = Vec::with_capacity(batch.len());
-        for (job_id, run_id) in batch {
-            let run_dir = RunPaths::new(data_dir, job_id, run_id).run_dir;
+        for ids in batch {
+            let run_id = ids.run.0;
+            let run_dir = RunPaths::new(data_dir, ids).run_dir;
             match remove_run_dir(&run_dir) {
                 Ok(Some((files, bytes))) => {
                     report.runs_with_files_removed += 1;

@@ -6,6 +6,8 @@
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
+use crate::domain::ids::RunOfJob;
+
 /// The directories and files of one run.
 #[derive(Debug, Clone)]
 pub struct RunPaths {
@@ -16,11 +18,11 @@ pub struct RunPaths {
 }
 
 impl RunPaths {
-    pub fn new(data_dir: &Path, job_id: i64, run_id: i64) -> Self {
+    pub fn new(data_dir: &Path, ids: RunOfJob) -> Self {
         let run_dir = data_dir
             .join("runs")
-            .join(job_id.to_string())
-            .join(run_id.to_string());
+            .join(ids.job.to_string())
+            .join(ids.run.to_string());
         RunPaths {
             log: run_dir.join("run.log"),
             result_dir: run_dir.join("result"),
@@ -235,6 +237,7 @@ pub fn zip_files(dir: &Path, files: &[PathBuf], target: &Path) -> io::Result<u64
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::{JobId, RunId};
 
     #[test]
     fn programs_resolve_only_inside_the_scripts_dir() {
@@ -281,7 +284,7 @@ mod tests {
 
     #[test]
     fn result_paths_never_leave_the_run_dir() {
-        let paths = RunPaths::new(Path::new("/data"), 1, 2);
+        let paths = RunPaths::new(Path::new("/data"), RunOfJob::new(JobId(1), RunId(2)));
         assert_eq!(
             paths.result_file("result/a.csv"),
             Some(PathBuf::from("/data/runs/1/2/result/a.csv"))
@@ -293,7 +296,7 @@ mod tests {
     #[test]
     fn run_files_open_only_as_regular_files_without_links() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = RunPaths::new(dir.path(), 1, 2);
+        let paths = RunPaths::new(dir.path(), RunOfJob::new(JobId(1), RunId(2)));
         std::fs::create_dir_all(&paths.result_dir).unwrap();
         std::fs::write(paths.result_dir.join("a.csv"), "x\n").unwrap();
         std::fs::write(dir.path().join("labcron.db"), "secret").unwrap();

@@ -6,6 +6,7 @@ pub mod args; // splitting argument strings into words without a shell
 pub mod audit; // the audit trail's action names and the change diff between two views
 pub mod dates; // the date formats accepted by the runs list
 pub mod errors; // ErrorItem: one problem in the contract's words
+pub mod ids; // JobId, RunId, UserId: ids that travel in pairs, not to be swapped
 pub mod input; // lenient reading of JSON bodies (numbers as strings, trimmed strings)
 pub mod job; // job enums, the stored Job, and job validation
 pub mod next_fire; // the pure calendar rules: when a job fires next (nextRunOn, /next-runs, the driver)

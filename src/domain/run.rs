@@ -1,6 +1,7 @@
 //! Runs: their status and trigger, and the stored `Run` row. A run is `QUEUED` from the moment it
 //! is accepted, `IN_PROGRESS` while it executes (at most one per job), then `SUCCEEDED` or `FAILED`.
 
+use super::ids::{JobId, RunId, RunOfJob};
 use std::str::FromStr;
 
 use serde::Serialize;
@@ -115,6 +116,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// This run and its job, by which its files are found.
+    pub fn of_job(&self) -> RunOfJob {
+        RunOfJob::new(JobId(self.job_id), RunId(self.id))
+    }
+
     pub fn duration_ms(&self) -> Option<i64> {
         Some(self.finished_at? - self.started_at?)
     }

@@ -22,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
+use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::job::InternalTask;
 use crate::error::ServiceError;
 use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv};
@@ -159,13 +160,13 @@ async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, T
     let cutoff = now_ms() - days * DAY_MS;
     let db = ctx.db.clone();
     let data_dir = ctx.data_dir.to_path_buf();
-    let own_run = (ctx.job.id, ctx.run.id);
+    let own_run = ctx.run.of_job();
     let guard = ctx.guard(limit);
     let file = format!("files-cleaner_{}.csv", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     blocking(move || {
         let removed = db.read_sync(|c| {
-            remove_old_run_files(c, &data_dir, cutoff, own_run, &guard).map_err(ServiceError::from)
+            remove_old_run_files(c, &data_dir, cutoff, Some(own_run), &guard).map_err(ServiceError::from)
         });
         let removed = match removed {
             Ok(Ok(removed)) => removed,
@@ -221,7 +222,7 @@ pub(crate) fn remove_old_run_files(
     conn: &Connection,
     data_dir: &Path,
     cutoff: i64,
-    own_run: (i64, i64),
+    own_run: Option<RunOfJob>,
     guard: &Guard,
 ) -> Result<Result<Vec<Removed>, Stop>, std::io::Error> {
     let mut removed = Vec::new();
@@ -231,15 +232,16 @@ pub(crate) fn remove_old_run_files(
             if let Some(stop) = guard.check() {
                 return Ok(Err(stop));
             }
-            if (job_id, run_id) == own_run {
+            let ids = RunOfJob::new(JobId(job_id), RunId(run_id));
+            if Some(ids) == own_run {
                 continue;
             }
-            let finished_at = match maintenance::finished_at(conn, job_id, run_id) {
+            let finished_at = match maintenance::finished_at(conn, ids) {
                 Ok(Some(at)) if at < cutoff => at,
                 Ok(_) => continue,
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             };
-            let run_dir = RunPaths::new(data_dir, job_id, run_id).run_dir;
+            let run_dir = RunPaths::new(data_dir, ids).run_dir;
             let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
             let (files, bytes) = match tree_size(&run_dir) {
                 Err(e) if gone(&e) => continue,

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::args::split_args;
+use crate::domain::ids::{JobId, RunId, RunOfJob, UserId};
 use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus};
 use crate::domain::user::User;
@@ -151,7 +152,7 @@ impl Executor {
                 .db
                 .write(move |tx| -> Result<_, ServiceError> {
                     // `cancelledBy` on the wire; a cancelled run is never retried.
-                    store::runs::mark_cancelled_by(tx, run_id, by_id)?;
+                    store::runs::mark_cancelled_by(tx, RunId(run_id), UserId(by_id))?;
                     if store::runs::fail_queued(tx, run_id, &msg, now_ms())? {
                         store::runs::set_series_end(tx, run_id)?;
                         record_cancel(tx, pending, run_id, "QUEUED")?;
@@ -436,7 +437,9 @@ impl Executor {
                     if !freed && !outcome.succeeded {
                         freed = true;
                         if let Some(job_id) = job_id
-                            && self.remove_result(job_id, run_id, outcome).await
+                            && self
+                                .remove_result(RunOfJob::new(JobId(job_id), RunId(run_id)), outcome)
+                                .await
                         {
                             continue;
                         }
@@ -455,8 +458,8 @@ impl Executor {
 
     /// Removes a failed run's result files (partial, when the disk filled up) and notes it in the
     /// outcome. Returns whether anything was removed.
-    async fn remove_result(&self, job_id: i64, run_id: i64, outcome: &mut Outcome) -> bool {
-        let paths = RunPaths::new(&self.inner.data_dir, job_id, run_id);
+    async fn remove_result(&self, ids: RunOfJob, outcome: &mut Outcome) -> bool {
+        let paths = RunPaths::new(&self.inner.data_dir, ids);
         let mut removed = tokio::fs::remove_dir_all(&paths.result_dir).await.is_ok();
         if let Some(file) = outcome
             .result_file
@@ -498,7 +501,7 @@ impl Executor {
         cancel: CancellationToken,
         reason: Arc<Mutex<Option<String>>>,
     ) -> Outcome {
-        let paths = RunPaths::new(&self.inner.data_dir, job.id, run.id);
+        let paths = RunPaths::new(&self.inner.data_dir, run.of_job());
         if let Err(e) = prepare_dirs(&paths).await {
             return Outcome {
                 message: Some(format!("cannot create the run directory: {e}")),
@@ -662,7 +665,7 @@ impl Executor {
         let Ok(Some(upstream)) = upstream else {
             return env;
         };
-        let paths = RunPaths::new(&self.inner.data_dir, upstream.job_id, upstream.id);
+        let paths = RunPaths::new(&self.inner.data_dir, upstream.of_job());
         if let Some(file) = upstream
             .result_file
             .as_deref()

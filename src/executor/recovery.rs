@@ -24,7 +24,7 @@ pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, Servi
     }
     let markers: HashSet<String> = interrupted
         .iter()
-        .map(|(run_id, job_id)| run_marker(&RunPaths::new(data_dir, *job_id, *run_id)))
+        .map(|ids| run_marker(&RunPaths::new(data_dir, *ids)))
         .collect();
     // Killed processes may take a moment to disappear; a few passes catch children forked late.
     for _ in 0..5 {
@@ -41,8 +41,8 @@ pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, Servi
         let now = now_ms();
         let failed = store::runs::fail_all_in_progress(tx, RESTART_MESSAGE, now)?;
         // An interrupted run is a failed one: it is retried (or ends its series) like any other.
-        for (run_id, _) in &interrupted {
-            super::followup::after_end(tx, *run_id, now)?;
+        for ids in &interrupted {
+            super::followup::after_end(tx, ids.run.0, now)?;
         }
         Ok(failed)
     })

@@ -253,7 +253,7 @@ fn load_finished(
         Vec::new()
     };
     let log_tail = if with_email && run.status == RunStatus::Failed {
-        let log = crate::run_files::RunPaths::new(data_dir, run.job_id, run.id).log;
+        let log = crate::run_files::RunPaths::new(data_dir, run.of_job()).log;
         email::log_tail(&log, LOG_TAIL_LINES)
     } else {
         Vec::new()

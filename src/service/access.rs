@@ -6,6 +6,7 @@
 use rusqlite::Connection;
 
 use crate::domain::access;
+use crate::domain::ids::{JobId, UserId};
 use crate::domain::job::Job;
 use crate::domain::run::Run;
 use crate::domain::user::User;
@@ -30,7 +31,11 @@ pub fn can_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, Servic
 }
 
 fn shared_with(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
-    Ok(store::jobs::is_shared_with(conn, job.id, user.id)?)
+    Ok(store::jobs::is_shared_with(
+        conn,
+        JobId(job.id),
+        UserId(user.id),
+    )?)
 }
 
 /// A live job `user` may see: `SCHEDULED_JOB_NOT_FOUND` or `SCHEDULED_JOB_OP_NOT_ALLOWED`.
@@ -65,7 +70,7 @@ pub fn can_download_result(
         return Ok(true);
     }
     let shared = shared_with(conn, job, user)?;
-    let recipient = store::jobs::is_recipient(conn, job.id, user.id)?;
+    let recipient = store::jobs::is_recipient(conn, JobId(job.id), UserId(user.id))?;
     Ok(access::can_download_result(
         run, job, user, shared, recipient,
     ))

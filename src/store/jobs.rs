@@ -6,6 +6,7 @@ use std::str::FromStr;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Error;
+use crate::domain::ids::{JobId, UserId};
 use crate::domain::job::{
     ActivityStatus, Job, JobDraft, JobType, MisfirePolicy, NotifyOn, RepeatColumns, RepeatKind,
     parse_weekday, weekday_name,
@@ -172,16 +173,16 @@ pub fn name_taken(conn: &Connection, name: &str, except_id: Option<i64>) -> Resu
         .exists(params![name, except_id])?)
 }
 
-pub fn is_shared_with(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, Error> {
+pub fn is_shared_with(conn: &Connection, job_id: JobId, user_id: UserId) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM job_shared_users WHERE job_id = ?1 AND user_id = ?2")?
-        .exists([job_id, user_id])?)
+        .exists(params![job_id, user_id])?)
 }
 
-pub fn is_recipient(conn: &Connection, job_id: i64, user_id: i64) -> Result<bool, Error> {
+pub fn is_recipient(conn: &Connection, job_id: JobId, user_id: UserId) -> Result<bool, Error> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM job_recipients WHERE job_id = ?1 AND user_id = ?2")?
-        .exists([job_id, user_id])?)
+        .exists(params![job_id, user_id])?)
 }
 
 /// Inserts a validated job and its user lists; returns the new id.

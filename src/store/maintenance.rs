@@ -6,6 +6,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Error;
+use crate::domain::ids::{JobId, RunId, RunOfJob};
 
 /// The file of the ledger's main database.
 pub fn ledger_file(conn: &Connection) -> Result<String, Error> {
@@ -16,14 +17,14 @@ pub fn ledger_file(conn: &Connection) -> Result<String, Error> {
     )?)
 }
 
-/// When run `run_id` of job `job_id` finished, if it has.
-pub fn finished_at(conn: &Connection, job_id: i64, run_id: i64) -> Result<Option<i64>, Error> {
+/// When the run finished, if it has.
+pub fn finished_at(conn: &Connection, ids: RunOfJob) -> Result<Option<i64>, Error> {
     Ok(conn
         .prepare_cached(
             "SELECT finished_at FROM runs
              WHERE id = ?1 AND job_id = ?2 AND status IN ('SUCCEEDED', 'FAILED')",
         )?
-        .query_row(params![run_id, job_id], |r| r.get::<_, Option<i64>>(0))
+        .query_row(params![ids.run, ids.job], |r| r.get::<_, Option<i64>>(0))
         .optional()?
         .flatten())
 }
@@ -45,22 +46,22 @@ LEFT JOIN users u ON u.id = r.run_by
 WHERE r.queued_at >= ?1
 ORDER BY r.id";
 
-/// Up to `limit` runs (job id, run id) that finished before `cutoff` (epoch ms), with ids above
-/// `after`, by id: a batch of the retention pass's row deletion.
+/// Up to `limit` runs that finished before `cutoff` (epoch ms), with ids above `after`, by id: a
+/// batch of the retention pass's row deletion.
 pub fn finished_before(
     conn: &Connection,
     cutoff: i64,
-    after: i64,
+    after: RunId,
     limit: i64,
-) -> Result<Vec<(i64, i64)>, Error> {
+) -> Result<Vec<RunOfJob>, Error> {
     let rows = conn
         .prepare_cached(
             "SELECT job_id, id FROM runs
              WHERE id > ?2 AND status IN ('SUCCEEDED', 'FAILED') AND finished_at < ?1
              ORDER BY id LIMIT ?3",
         )?
-        .query_map(params![cutoff, after, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+        .query_map(params![cutoff, after.0, limit], |r| {
+            Ok(RunOfJob::new(JobId(r.get(0)?), RunId(r.get(1)?)))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)

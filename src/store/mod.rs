@@ -10,6 +10,7 @@ pub mod api_tokens; // service tokens (issue 15)
 pub mod audit; // the audit trail (issue 15)
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
+mod ids; // the typed ids as SQL parameters
 pub mod jobs;
 pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
 pub mod queries; // saved queries

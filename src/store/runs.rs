@@ -11,6 +11,7 @@ use std::str::FromStr;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Error;
+use crate::domain::ids::{JobId, RunId, RunOfJob, UserId};
 use crate::domain::run::{Run, RunStatus, Trigger};
 
 /// The condition of the `runs_active` partial index, to be repeated verbatim in queries on it.
@@ -304,13 +305,15 @@ pub fn fail_all_queued(
     )?)
 }
 
-/// Ids (and job ids) of runs left IN_PROGRESS.
-pub fn in_progress(conn: &Connection) -> Result<Vec<(i64, i64)>, Error> {
+/// The runs left IN_PROGRESS, with their jobs.
+pub fn in_progress(conn: &Connection) -> Result<Vec<RunOfJob>, Error> {
     let mut stmt = conn.prepare(&format!(
         "SELECT id, job_id FROM runs WHERE {ACTIVE} AND status = 'IN_PROGRESS' ORDER BY id"
     ))?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([], |r| {
+            Ok(RunOfJob::new(JobId(r.get(1)?), RunId(r.get(0)?)))
+        })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }
@@ -456,7 +459,7 @@ pub fn insert_refused(
 }
 
 /// Notes who cancels a run that is still QUEUED or IN_PROGRESS.
-pub fn mark_cancelled_by(conn: &Connection, run_id: i64, user_id: i64) -> Result<(), Error> {
+pub fn mark_cancelled_by(conn: &Connection, run_id: RunId, user_id: UserId) -> Result<(), Error> {
     conn.execute(
         "UPDATE runs SET cancelled_by = ?2 WHERE id = ?1 AND status IN ('QUEUED', 'IN_PROGRESS')
            AND cancelled_by IS NULL",
