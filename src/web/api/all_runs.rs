@@ -149,6 +149,9 @@ async fn count(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
 }
 
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
 /// `GET /scheduled-job-runs/count`.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]

@@ -252,6 +252,9 @@ async fn revoke(
     Ok(HttpResponse::Ok().json(revoked))
 }
 
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
 /// `POST /api-tokens`.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]

@@ -38,6 +38,9 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
 /// `GET /health`.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]

@@ -30,6 +30,7 @@ use crate::web::AppState;
 pub fn routes(r: &mut Routes) {
     r.add(__path_list, list);
     r.add(__path_create, create);
+    // Added before `/scheduled-jobs/{jobId}`, which would otherwise take `count` for an id.
     r.add(__path_count, count);
     r.add(__path_get, get);
     r.add(__path_update, update);
@@ -339,6 +340,9 @@ async fn next_runs(
     };
     Ok(HttpResponse::Ok().json(times))
 }
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
 
 /// `GET /scheduled-jobs/count`.
 #[allow(dead_code)]

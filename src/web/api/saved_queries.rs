@@ -286,6 +286,9 @@ pub async fn no_parameters_refusal(
         .await
 }
 
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
 /// `POST` and `PUT /saved-queries`.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]

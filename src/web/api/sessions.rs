@@ -136,6 +136,9 @@ async fn delete(
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "success"})))
 }
 
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
 /// `DELETE /sessions`.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]

@@ -27,6 +27,7 @@ use crate::web::AppState;
 pub fn routes(r: &mut Routes) {
     r.add(__path_list, list);
     r.add(__path_create, create);
+    // Added before `/users/{userId}`, which would otherwise take `password` for an id.
     r.add(__path_change_password, change_password);
     r.add(__path_get, get);
     r.add(__path_update, update);
@@ -419,6 +420,9 @@ async fn delete(
     shown.activity_status = Some("Disabled");
     Ok(HttpResponse::Ok().json(shown))
 }
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
 
 /// `POST /users` (admins).
 #[allow(dead_code)]

@@ -371,6 +371,9 @@ async fn cancel(
     }
 }
 
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
 /// `POST /scheduled-jobs/{jobId}/runs` (the body is optional).
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
