@@ -8,6 +8,10 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::{PartialSchema, ToSchema};
+
 use crate::domain::errors::ErrorItem;
 use crate::error::ServiceError;
 
@@ -77,6 +81,58 @@ impl ResponseError for ServiceError {
             }
             _ => error_response(self.status_code(), &self.items()),
         }
+    }
+}
+
+/// Back from actix's error to ours, for an extractor taken as `Result<_, ServiceError>`
+/// (`params::PathOf`): the problems our error handlers put in are kept as they are.
+impl From<actix_web::Error> for ServiceError {
+    fn from(error: actix_web::Error) -> Self {
+        match error.as_error::<ServiceError>() {
+            Some(ServiceError::User(items)) => ServiceError::User(items.clone()),
+            _ => ServiceError::User(vec![status_item(error.as_response_error().status_code())]),
+        }
+    }
+}
+
+/// One element of every error response.
+impl PartialSchema for ErrorItem {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .property(
+                "code",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("A stable code, e.g. `SCHEDULED_JOB_NOT_FOUND`."))
+                    .examples(["SCHEDULED_JOB_NOT_FOUND"]),
+            )
+            .required("code")
+            .property(
+                "message",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("An English message for people."))
+                    .examples(["Job does not exist."]),
+            )
+            .required("message")
+            .into()
+    }
+}
+impl ToSchema for ErrorItem {}
+
+/// Every error response: a JSON array with one element per problem.
+pub struct ErrorList;
+impl PartialSchema for ErrorList {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(Ref::from_schema_name("ErrorItem"))
+            .min_items(Some(1))
+            .into()
+    }
+}
+impl ToSchema for ErrorList {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ErrorItem::name().into(), ErrorItem::schema()));
     }
 }
 

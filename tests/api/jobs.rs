@@ -285,6 +285,84 @@ async fn list_filters_pages_and_counts_newest_first() {
     );
 }
 
+/// Path ids are typed (`web::Path`); a bad one is named with its raw text, and only after the
+/// caller is known: a made-up token still answers 401, as OpenSpecimen checks who asks first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_path_id_is_named_after_the_caller_is_known() {
+    let app = spawn_app().await;
+    for (method, path, message) in [
+        (
+            Method::GET,
+            "/scheduled-jobs/abc",
+            "jobId must be a number, not `abc`.",
+        ),
+        (
+            Method::PUT,
+            "/scheduled-jobs/1.5",
+            "jobId must be a number, not `1.5`.",
+        ),
+        (
+            Method::GET,
+            "/scheduled-jobs/x/runs/7",
+            "jobId must be a number, not `x`.",
+        ),
+        (
+            Method::GET,
+            "/scheduled-jobs/7/runs/x%20y/log",
+            "runId must be a number, not `x y`.",
+        ),
+        (
+            Method::GET,
+            "/users/99999999999999999999",
+            "userId must be a number, not `99999999999999999999`.",
+        ),
+        (
+            Method::DELETE,
+            "/saved-queries/q",
+            "queryId must be a number, not `q`.",
+        ),
+        (
+            Method::DELETE,
+            "/api-tokens/t",
+            "tokenId must be a number, not `t`.",
+        ),
+    ] {
+        let body = if method == Method::PUT { "{}" } else { "" };
+        let response = app
+            .request(method.clone(), path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{method} {path}"
+        );
+        let errors: Value = response.json().await.unwrap();
+        assert_eq!(
+            errors,
+            json!([{"code": "INVALID_REQUEST", "message": message}]),
+            "{method} {path}"
+        );
+        for base in ["/rest/ng", "/openspecimen/rest/ng"] {
+            let response = app
+                .client
+                .request(method.clone(), format!("{}{base}{path}", app.base))
+                .header("X-OS-API-TOKEN", "not-a-token")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {base}{path} with a made-up token"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_parameters_and_bodies_get_invalid_request_naming_the_problem() {
     let app = spawn_app().await;

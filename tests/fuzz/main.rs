@@ -302,8 +302,9 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema()
         .arg(format!("{}/openapi.json", server.base))
         .args(["--header", &format!("X-OS-API-TOKEN: {}", api.token)])
         .args(["--checks", "all", "--exclude-checks", EXCLUDED_CHECKS])
-        // The `/openspecimen/rest/ng` copies run the same handlers (tests/api/openapi.rs checks
-        // that they are served); signing out would end the run's own session.
+        // The `/openspecimen/rest/ng` copies run the same handlers (one route list serves both;
+        // tests/api/openapi.rs checks that they are served); signing out would end the run's own
+        // session.
         .args(["--exclude-path-regex", "^/openspecimen/"])
         .args(["--exclude-operation-id", "signOut"])
         .args(["--max-examples", &examples.to_string()])

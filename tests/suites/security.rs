@@ -1,5 +1,5 @@
-//! Security: the routes are read from the source (`web::resource("…")` in `src/web/api/*.rs` and
-//! `src/metrics.rs`), so a new route is covered without touching this file. Without credentials
+//! Security: the routes are read from the served `/openapi.json` (`support::served_routes`), so a
+//! new route is covered without touching this file. Without credentials
 //! every route but the public ones answers 401; a non-admin reaches no other user's job, run, log or
 //! file; path traversal in any path parameter gets a JSON 400/404, never a file; injection strings
 //! are stored and handled literally, never a 500; oversized bodies get 413 and oversized headers
@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{client, integrity_check, raw_get, raw_request, start_server, write_script};
-use crate::support::{discover_routes, fill, parameters};
+use crate::support::{fill, parameters, served_routes};
 
 /// Routes that answer without credentials: (method, path suffix).
 const PUBLIC: &[(&str, &str)] = &[
@@ -97,7 +97,7 @@ async fn every_route_without_credentials_answers_401_except_the_public_ones() {
     ];
     let anonymous = client();
     let mut checked = 0;
-    for route in discover_routes() {
+    for route in served_routes(&server.base).await {
         for path in &route.paths {
             let url = format!("{}{}", server.base, fill(path, &values, "1"));
             for method in &route.methods {
@@ -230,7 +230,7 @@ async fn a_non_admin_reaches_no_other_users_job_run_log_or_file() {
         (bob_job, alice_run),
         (bob_job, admin_run),
     ];
-    for route in discover_routes() {
+    for route in served_routes(&server.base).await {
         if !route.template.contains("{jobId}") {
             continue;
         }
@@ -395,7 +395,7 @@ async fn path_traversal_in_any_path_parameter_never_serves_a_file() {
         ("queryId", "1".to_string()),
     ];
     let mut checked = 0;
-    for route in discover_routes() {
+    for route in served_routes(&server.base).await {
         let params = parameters(&route.template);
         if params.is_empty() || !route.methods.contains(&Method::GET) {
             continue;

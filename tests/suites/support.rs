@@ -1,14 +1,13 @@
-//! The routes the API registers, as the security suite walks them: every `web::resource("…")`
-//! of `src/web/api/*.rs` with its methods and the paths it is served at, and how to fill a
-//! template's parameters. (Starting the binary, the clients and the rest: `tests/common`.)
-
-use std::path::{Path, PathBuf};
+//! The routes the API serves, as the security suite walks them: every operation of the served
+//! `/openapi.json` (the route builder documents exactly what it registers; `tests/api/openapi.rs`
+//! checks the server agrees), grouped by path template with the paths it is served at, and how to
+//! fill a template's parameters. (Starting the binary, the clients and the rest: `tests/common`.)
 
 use reqwest::Method;
+use serde_json::Value;
 
-/// The routes the API registers, read from its source: every `web::resource("…")` in
-/// `src/web/api/*.rs`, with the methods routed on it and the paths it is served
-/// at (under both base paths when its module is configured inside the base-path scope).
+/// A served route: a path template (without the base path), the methods it takes and the paths it
+/// is served at.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub template: String,
@@ -17,86 +16,51 @@ pub struct Route {
     pub paths: Vec<String>,
 }
 
-pub fn discover_routes() -> Vec<Route> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let api_mod =
-        std::fs::read_to_string(root.join("src/web/api/mod.rs")).expect("src/web/api/mod.rs");
-    // Modules configured inside `web::scope(base)` are served under every base path.
-    let scoped: Vec<String> = api_mod
-        .split("web::scope(")
-        .nth(1)
-        .map(|rest| rest.split("cfg.configure(").next().unwrap_or(""))
-        .unwrap_or("")
-        .split(".configure(")
-        .skip(1)
-        .filter_map(|s| s.split("::configure").next())
-        .map(|s| s.trim().to_string())
-        .collect();
-    let bases: Vec<String> = api_mod
-        .split("BASE_PATHS: &[&str] = &[")
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .unwrap_or("")
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    assert!(
-        !scoped.is_empty() && !bases.is_empty(),
-        "cannot read the scope of src/web/api/mod.rs"
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/web/api"))
-        .expect("src/web/api")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        // A resource module is a file or a folder with its routes in mod.rs.
-        .map(|p| if p.is_dir() { p.join("mod.rs") } else { p })
-        .filter(|p| p.extension().is_some_and(|e| e == "rs") && p.exists())
-        .collect();
-    files.sort();
-    let mut routes = Vec::new();
-    for file in files {
-        let named = if file.ends_with("mod.rs") {
-            file.parent().and_then(|p| p.file_name())
-        } else {
-            file.file_stem()
-        };
-        let module = named
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
+/// The API's base paths; a template under one is served under each.
+const BASE_PATHS: &[&str] = &["/openspecimen/rest/ng", "/rest/ng"];
+
+/// The methods the suite sends (a `HEAD` answer has no body to check).
+const METHODS: &[Method] = &[
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+];
+
+/// The routes of the server at `base`, read from its `/openapi.json`.
+pub async fn served_routes(base: &str) -> Vec<Route> {
+    let doc: Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .expect("GET /openapi.json")
+        .json()
+        .await
+        .expect("the OpenAPI document");
+    let mut routes: Vec<Route> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let template = BASE_PATHS
+            .iter()
+            .find_map(|b| path.strip_prefix(b))
+            .unwrap_or(path)
             .to_string();
-        let source = std::fs::read_to_string(&file).expect("read source");
-        let is_scoped = scoped.contains(&module);
-        let pieces: Vec<&str> = source.split("web::resource(\"").collect();
-        for piece in pieces.iter().skip(1) {
-            let Some((template, rest)) = piece.split_once('"') else {
-                continue;
-            };
-            // The routes of this resource: up to the end of its `.service(...)`, roughly the
-            // first blank line or the end of the configure function.
-            let scope_end = rest.find("\n}").unwrap_or(rest.len());
-            let rest = &rest[..scope_end];
-            let mut methods = Vec::new();
-            for (word, method) in [
-                ("web::get()", Method::GET),
-                ("web::post()", Method::POST),
-                ("web::put()", Method::PUT),
-                ("web::delete()", Method::DELETE),
-                ("web::patch()", Method::PATCH),
-            ] {
-                if rest.contains(word) {
-                    methods.push(method);
-                }
+        let methods: Vec<Method> = METHODS
+            .iter()
+            .filter(|m| item.get(m.as_str().to_lowercase()).is_some())
+            .cloned()
+            .collect();
+        match routes.iter_mut().find(|r| r.template == template) {
+            Some(route) => {
+                assert_eq!(
+                    route.methods, methods,
+                    "{path}: other methods than its mirror"
+                );
+                route.paths.push(path.clone());
             }
-            let paths = if is_scoped {
-                bases.iter().map(|b| format!("{b}{template}")).collect()
-            } else {
-                vec![template.to_string()]
-            };
-            routes.push(Route {
-                template: template.to_string(),
+            None => routes.push(Route {
+                template,
                 methods,
-                paths,
-            });
+                paths: vec![path.clone()],
+            }),
         }
     }
     assert!(routes.len() >= 10, "found only {} routes", routes.len());

@@ -7,10 +7,12 @@
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::{ByApiToken, CurrentUser};
-use super::params::{Query, json_object, path_id};
+use super::params::{PathOf, Query, TokenPath, json_object};
+use super::routes::Routes;
 use crate::auth::{new_api_token, token_hash};
 use crate::clock::now_ms;
 use crate::domain::audit::actions;
@@ -23,13 +25,10 @@ use crate::store;
 use crate::store::api_tokens::ApiToken;
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api-tokens")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(web::resource("/api-tokens/{tokenId}").route(web::delete().to(revoke)));
+pub fn routes(r: &mut Routes) {
+    r.add(__path_list, list);
+    r.add(__path_create, create);
+    r.add(__path_revoke, revoke);
 }
 
 const MAX_NAME_CHARS: usize = 100;
@@ -83,6 +82,15 @@ fn not_found() -> ServiceError {
     ServiceError::user("API_TOKEN_NOT_FOUND", "API token does not exist.")
 }
 
+#[utoipa::path(get, path = "/api-tokens", tag = "API tokens",
+    operation_id = "listApiTokens", summary = "List API tokens",
+    description = "The caller's tokens that are not revoked (expired ones included), newest \
+        first; never the secret. Admins: `all=true` for everyone's, `userId` for one user's.",
+    params(
+        ("all" = Option<bool>, Query, description = "Admins: every user's tokens."),
+        ("userId" = Option<i64>, Query, description = "Admins (or the user themself): this user's tokens."),
+    ),
+    responses((status = 200, description = "The tokens.", body = Vec<ApiTokenView>)))]
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -119,6 +127,14 @@ async fn list(
     Ok(HttpResponse::Ok().json(views))
 }
 
+#[utoipa::path(post, path = "/api-tokens", tag = "API tokens",
+    operation_id = "createApiToken", summary = "Make an API token",
+    description = "Returns the token once (`token`); only its SHA-256 is kept. It \
+        authenticates as its user in `X-OS-API-TOKEN` or `Authorization: Bearer` until it \
+        expires or is revoked, and stops working when its user is disabled. A request \
+        authenticated by an API token cannot make one (`API_TOKEN_NOT_ALLOWED`).",
+    request_body = NewApiTokenRequest,
+    responses((status = 200, description = "The new token, with its secret.", body = NewApiTokenView)))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -202,12 +218,18 @@ async fn create(
     }))
 }
 
+#[utoipa::path(delete, path = "/api-tokens/{tokenId}", tag = "API tokens",
+    operation_id = "revokeApiToken", summary = "Revoke an API token",
+    description = "One's own, or (admins) anyone's. It stops working at once.",
+    params(TokenPath),
+    responses((status = 200, description = "The revoked token.", body = ApiTokenView)))]
 async fn revoke(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<TokenPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let id = path_id(&req, "tokenId")?;
+    let id = path?.token_id;
     let me = me.0;
     let audit = event(&me, &req, actions::API_TOKEN_REVOKE);
     let revoked = state
@@ -228,4 +250,21 @@ async fn revoke(
         .await?;
     tracing::info!(token_id = id, "API token revoked");
     Ok(HttpResponse::Ok().json(revoked))
+}
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
+/// `POST /api-tokens`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct NewApiTokenRequest {
+    /// What the token is for, 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
+    name: String,
+    /// Epoch milliseconds in the future; null or absent: the token does not expire.
+    expires_at: Option<i64>,
+    /// Admins only: make the token for this user (default: the caller).
+    user_id: Option<i64>,
 }

@@ -7,14 +7,15 @@ use serde::Serialize;
 
 use super::auth::CurrentUser;
 use super::params::{Query, client_tz};
+use super::routes::Routes;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::error::ServiceError;
 use crate::store;
 use crate::store::audit::{EventFilter, StoredEvent};
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/audit-events").route(web::get().to(list)));
+pub fn routes(r: &mut Routes) {
+    r.add(__path_list, list);
 }
 
 /// One event as the API shows it.
@@ -57,6 +58,24 @@ impl From<StoredEvent> for AuditEventView {
     }
 }
 
+#[utoipa::path(get, path = "/audit-events", tag = "Audit",
+    operation_id = "listAuditEvents", summary = "The audit trail (admins)",
+    description = "Events newest first. Dates take the runs list's formats (`20220221`, \
+        `20220221T061500`, `2022-02-21 06:15`, `2022-02-21`, RFC 3339, epoch milliseconds); \
+        a date-only `toDate` covers that whole day; times without an offset are in \
+        `X-OS-CLIENT-TZ` or the server's zone. Events cannot be changed or deleted.",
+    params(
+        ("fromDate" = Option<String>, Query, description = "Events at or after this instant."),
+        ("toDate" = Option<String>, Query, description = "Events at or before this instant."),
+        ("actor" = Option<String>, Query, description = "Login name of whoever acted (any case)."),
+        ("action" = Option<String>, Query, description = "An action name, e.g. `JOB_UPDATE`."),
+        ("objectType" = Option<String>, Query, description = "`USER`, `API_TOKEN`, `JOB`, `RUN`, `SAVED_QUERY`, `LEDGER`."),
+        ("objectId" = Option<String>, Query, description = "The object's id."),
+        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
+        ("maxResults" = Option<i64>, Query,
+            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+    ),
+    responses((status = 200, description = "The events.", body = Vec<AuditEventView>)))]
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,

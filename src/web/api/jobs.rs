@@ -6,14 +6,18 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::TimeZone;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::CurrentUser;
-use super::params::{Query, json_object, path_id};
+use super::params::{JobPath, PathOf, Query, json_object};
+use super::routes::Routes;
 use crate::clock::{from_ms, now_ms};
 use crate::domain::access;
 use crate::domain::audit::{actions, changes};
-use crate::domain::job::{ActivityStatus, Job, JobDraft, JobType};
+use crate::domain::job::{
+    ActivityStatus, Job, JobDraft, JobType, MisfirePolicy, NotifyOn, RepeatKind,
+};
 use crate::domain::next_fire::next_fires;
 use crate::domain::user::User;
 use crate::error::ServiceError;
@@ -23,20 +27,15 @@ use crate::store;
 use crate::store::jobs::JobFilter;
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/scheduled-jobs")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(web::resource("/scheduled-jobs/count").route(web::get().to(count)))
-    .service(
-        web::resource("/scheduled-jobs/{jobId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    )
-    .service(web::resource("/scheduled-jobs/{jobId}/next-runs").route(web::get().to(next_runs)));
+pub fn routes(r: &mut Routes) {
+    r.add(__path_list, list);
+    r.add(__path_create, create);
+    // Added before `/scheduled-jobs/{jobId}`, which would otherwise take `count` for an id.
+    r.add(__path_count, count);
+    r.add(__path_get, get);
+    r.add(__path_update, update);
+    r.add(__path_delete, delete);
+    r.add(__path_next_runs, next_runs);
 }
 
 const TYPE_NAMES: &[&str] = &["INTERNAL", "EXTERNAL", "QUERY"];
@@ -49,6 +48,18 @@ fn filter_of<'a>(query: &'a Query, me: &User) -> Result<JobFilter<'a>, ServiceEr
     })
 }
 
+#[utoipa::path(get, path = "/scheduled-jobs", tag = "Jobs", operation_id = "listJobs",
+    summary = "List jobs",
+    description = "The jobs the caller may see (admins: all; others: created by or shared with \
+        them), newest id first, each with `lastRunOn`.",
+    params(
+        ("query" = Option<String>, Query, description = "A case-insensitive part of the name."),
+        ("type" = Option<JobType>, Query, description = "Only jobs of this type."),
+        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
+        ("maxResults" = Option<i64>, Query,
+            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+    ),
+    responses((status = 200, description = "The jobs.", body = Vec<JobView>)))]
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -72,6 +83,13 @@ async fn list(
     Ok(HttpResponse::Ok().json(views))
 }
 
+#[utoipa::path(get, path = "/scheduled-jobs/count", tag = "Jobs", operation_id = "countJobs",
+    summary = "Count jobs",
+    params(
+        ("query" = Option<String>, Query, description = "A case-insensitive part of the name."),
+        ("type" = Option<JobType>, Query, description = "Only jobs of this type."),
+    ),
+    responses((status = 200, description = "How many jobs the list would give.", body = JobCount)))]
 async fn count(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -89,12 +107,16 @@ async fn count(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
 }
 
+#[utoipa::path(get, path = "/scheduled-jobs/{jobId}", tag = "Jobs", operation_id = "getJob",
+    summary = "One job",
+    params(JobPath),
+    responses((status = 200, description = "The job.", body = JobView)))]
 async fn get(
     state: web::Data<AppState>,
-    req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<JobPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
+    let job_id = path?.job_id;
     let me = me.0;
     let view = state
         .db
@@ -137,6 +159,12 @@ async fn refuse_args_without_parameters(
     }
 }
 
+#[utoipa::path(post, path = "/scheduled-jobs", tag = "Jobs", operation_id = "createJob",
+    summary = "Create a job",
+    description = "Validates every field and reports every problem at once. Only admins create \
+        EXTERNAL or INTERNAL jobs.",
+    request_body = JobRequest,
+    responses((status = 200, description = "The saved job with its `id` and `nextRunOn`.", body = JobView)))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -175,13 +203,21 @@ async fn changeable_job(state: &AppState, job_id: i64, me: &User) -> Result<Job,
         .await
 }
 
+#[utoipa::path(put, path = "/scheduled-jobs/{jobId}", tag = "Jobs", operation_id = "updateJob",
+    summary = "Replace a job",
+    description = "A full replace, not a patch: fields left out take their defaults. Its \
+        creator or an admin only.",
+    params(JobPath),
+    request_body = JobRequest,
+    responses((status = 200, description = "The job as saved.", body = JobView)))]
 async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<JobPath>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
+    let job_id = path?.job_id;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     let draft = validated_draft(&state, &body, &me.0, Some(&existing))?;
     refuse_args_without_parameters(&state, &draft, Some(&existing)).await?;
@@ -208,12 +244,20 @@ async fn update(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(delete, path = "/scheduled-jobs/{jobId}", tag = "Jobs", operation_id = "deleteJob",
+    summary = "Delete a job",
+    description = "A soft delete: `activityStatus` becomes `Disabled`, the name gets \
+        `_<epochMillis>` appended, queued runs are cancelled, a running run finishes, history \
+        is kept. Later calls on the id answer `SCHEDULED_JOB_NOT_FOUND`.",
+    params(JobPath),
+    responses((status = 200, description = "The deleted job.", body = JobView)))]
 async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<JobPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
+    let job_id = path?.job_id;
     let existing = changeable_job(&state, job_id, &me.0).await?;
     if !access::can_delete(&existing, &me.0) {
         return Err(ServiceError::op_not_allowed());
@@ -252,12 +296,23 @@ pub struct FireTime {
     local: String,
 }
 
+#[utoipa::path(get, path = "/scheduled-jobs/{jobId}/next-runs", tag = "Jobs",
+    operation_id = "nextRuns", summary = "Next fire times (ext)",
+    description = "The next scheduled fire instants, from the function that fires the job \
+        (daylight-saving changes included). Empty for paused jobs and ONDEMAND.",
+    params(
+        JobPath,
+        ("count" = Option<i64>, Query, description = "How many: 1 to 100, default 5.",
+            minimum = 1, maximum = 100),
+    ),
+    responses((status = 200, description = "The instants.", body = Vec<FireTime>)))]
 async fn next_runs(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<JobPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
+    let job_id = path?.job_id;
     let query = Query::from_request(&req)?;
     let count = query.int("count", 5)?;
     if !(1..=100).contains(&count) {
@@ -286,4 +341,108 @@ async fn next_runs(
         Vec::new()
     };
     Ok(HttpResponse::Ok().json(times))
+}
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
+/// `GET /scheduled-jobs/count`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+struct JobCount {
+    count: i64,
+}
+
+/// A reference to a user or saved query by id (a bare number is accepted too).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+struct IdRef {
+    id: i64,
+}
+
+/// A job as `POST` and `PUT /scheduled-jobs` take it (`PUT` replaces the whole job). Strings are
+/// trimmed (blank means absent); numbers may also be sent as numeric strings; unknown fields are
+/// ignored. Only the schedule fields the `repeatSchedule` uses are stored.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct JobRequest {
+    /// Unique among jobs that are not deleted; at most 255 characters.
+    #[schema(min_length = 1, max_length = 255)]
+    name: String,
+    #[serde(rename = "type")]
+    job_type: JobType,
+    repeat_schedule: RepeatKind,
+    /// HOURLY, DAILY, WEEKLY, MONTHLY: 0–59.
+    #[schema(minimum = 0, maximum = 59)]
+    scheduled_minute: Option<i64>,
+    /// DAILY, WEEKLY, MONTHLY: 0–23.
+    #[schema(minimum = 0, maximum = 23)]
+    scheduled_hour: Option<i64>,
+    /// WEEKLY: `SUNDAY` … `SATURDAY`.
+    #[schema(examples("MONDAY"))]
+    scheduled_day_of_week: Option<String>,
+    /// MONTHLY: 1–31 (a month without the day fires on its last day).
+    #[schema(minimum = 1, maximum = 31)]
+    scheduled_day_of_month: Option<i64>,
+    /// MINUTELY: 1–1440 (0 or absent means 1).
+    #[schema(minimum = 0, maximum = 1440)]
+    minutely_interval: Option<i64>,
+    /// HOURLY: 1–8784 (absent means 1).
+    #[schema(minimum = 1, maximum = 8784)]
+    hourly_interval: Option<i64>,
+    /// CRON: 5 or 6 fields (seconds optional); `L`, `#` and `W` allowed.
+    cron_expression: Option<String>,
+    /// An IANA zone name; default the server's zone.
+    #[schema(examples("Europe/Berlin"))]
+    timezone: Option<String>,
+    /// Epoch milliseconds; no scheduled fire before it. Default: now (on update: unchanged).
+    start_date: Option<i64>,
+    /// Epoch milliseconds, not before `startDate`; no scheduled fire after it.
+    end_date: Option<i64>,
+    /// `Active` (default) or `Closed` (paused).
+    #[schema(examples("Active", "Closed"))]
+    activity_status: Option<String>,
+    /// The user scheduled runs run as.
+    run_as: Option<IdRef>,
+    recipients: Option<Vec<IdRef>>,
+    shared_with: Option<Vec<IdRef>>,
+    /// INTERNAL: `files-cleaner` (alias `FilesBacklogCleaner`), `database-backup`, `runs-report`.
+    task_impl_fqn: Option<String>,
+    /// EXTERNAL (admins only): a program in the scripts directory and its arguments, split like
+    /// a POSIX shell splits words but never run by a shell; an unquoted `#` is rejected.
+    command: Option<String>,
+    /// Arguments appended on every run.
+    fixed_args: Option<String>,
+    /// Whether runs take runtime `args`. A QUERY job whose saved query has no named parameters
+    /// may not (`SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`).
+    rt_args_provided: Option<bool>,
+    rt_args_help_text: Option<String>,
+    /// QUERY: the saved query to run.
+    saved_query: Option<IdRef>,
+    /// 1 to 604800; default from the configuration.
+    #[schema(minimum = 1, maximum = 604800)]
+    timeout_seconds: Option<i64>,
+    misfire_policy: Option<MisfirePolicy>,
+    /// 0 to 100000; default from the configuration.
+    #[schema(minimum = 0, maximum = 100000)]
+    max_queued_runs: Option<i64>,
+    /// EXTERNAL only: stdout is the result file.
+    result_from_stdout: Option<bool>,
+    /// An http(s) URL that receives each finished run as a signed POST.
+    webhook_url: Option<String>,
+    /// How many times a failed run (exit code, timeout, interrupted by a restart) is tried
+    /// again as a new `RETRY` run; default 0.
+    #[schema(minimum = 0, maximum = 10)]
+    max_retries: Option<i64>,
+    /// Seconds between a failed run and its retry; default 60.
+    #[schema(minimum = 1, maximum = 86400)]
+    retry_delay_seconds: Option<i64>,
+    /// When e-mail and webhooks go out; default `ALWAYS`.
+    notify_on: Option<NotifyOn>,
+    /// Jobs queued (`CHAINED`) when a run's series ends SUCCEEDED; the caller must be allowed to
+    /// run them; a cycle is refused with `SCHEDULED_JOB_CHAIN_CYCLE`.
+    on_success: Option<Vec<IdRef>>,
+    /// Jobs queued (`CHAINED`) when a run's series ends FAILED.
+    on_failure: Option<Vec<IdRef>>,
 }

@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 
+use super::routes::Routes;
 use crate::error::ServiceError;
 use crate::metrics::CONTENT_TYPE;
 use crate::store;
@@ -10,10 +11,18 @@ use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
 
 /// Registers `GET /metrics`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/metrics").route(web::get().to(scrape)));
+pub fn routes(r: &mut Routes) {
+    r.add(__path_scrape, scrape);
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "Operations", operation_id = "metrics",
+    summary = "Prometheus metrics (admins)",
+    description = "Requests by route and status, runs by type and final status, run \
+        durations, fire lateness, queued and running gauges, skipped and missed fires. \
+        An API token (`Authorization: Bearer`, Prometheus' `authorization` setting) is the \
+        cheap way to scrape; Basic authorization works too.",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.",
+        content((String = "text/plain")))))]
 /// `GET /metrics`: any signed-in admin (Basic authorization suits Prometheus).
 async fn scrape(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;

@@ -1,12 +1,14 @@
-//! Reading request inputs with messages that name the parameter: query-string values, numeric path
-//! segments, JSON object bodies, the client's time zone header and address. Everything here
-//! answers `INVALID_REQUEST` on bad input.
+//! Reading request inputs with messages that name the parameter: query-string values, the typed
+//! path ids (with the path error handler that names a bad one), JSON object bodies, the client's
+//! time zone header and address. Everything here answers `INVALID_REQUEST` on bad input.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use actix_web::HttpRequest;
+use actix_web::{HttpRequest, web};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::IntoParams;
 
 use crate::error::ServiceError;
 
@@ -111,7 +113,75 @@ impl Query {
     }
 }
 
-/// A numeric path segment such as `{jobId}`.
+/// What a handler takes for its path: the typed ids, or the problem with them. A `Result`, so the
+/// problem is reported after the caller is known, as before: actix returns the first extractor
+/// error that is ready, and the signed-in user often is not (a session is looked up).
+pub type PathOf<T> = Result<web::Path<T>, ServiceError>;
+
+/// The path error handler of the API: a bad id answers `INVALID_REQUEST` naming the parameter.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|_, req| ServiceError::invalid_request(bad_path_message(req)).into())
+}
+
+/// "jobId must be a number, not `abc`.": the first segment (in path order) that is not a number.
+fn bad_path_message(req: &HttpRequest) -> String {
+    req.match_info()
+        .iter()
+        .find(|(_, raw)| raw.parse::<i64>().is_err())
+        .map(|(name, raw)| format!("{name} must be a number, not `{raw}`."))
+        .unwrap_or_else(|| "The path is malformed.".to_string())
+}
+
+/// `{jobId}`.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub struct JobPath {
+    /// The job's id.
+    pub job_id: i64,
+}
+
+/// `{jobId}` and `{runId}`.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub struct RunPath {
+    /// The job's id.
+    pub job_id: i64,
+    /// The run's id (of this job).
+    pub run_id: i64,
+}
+
+/// `{userId}`.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    /// The user's id.
+    pub user_id: i64,
+}
+
+/// `{queryId}`.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub struct QueryPath {
+    /// The saved query's id.
+    pub query_id: i64,
+}
+
+/// `{tokenId}`.
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub struct TokenPath {
+    /// The token's id.
+    pub token_id: i64,
+}
+
+/// A numeric path segment such as `{jobId}`, for the web pages' data routes (the API's handlers
+/// take typed paths).
 pub fn path_id(req: &HttpRequest, name: &str) -> Result<i64, ServiceError> {
     let raw = req.match_info().get(name).unwrap_or_default();
     raw.parse::<i64>().map_err(|_| {

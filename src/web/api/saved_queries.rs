@@ -6,10 +6,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::CurrentUser;
-use super::params::{Query, json_object, path_id};
+use super::params::{PathOf, Query, QueryPath, json_object};
+use super::routes::Routes;
 use crate::clock::now_ms;
 use crate::domain::audit::{actions, changes};
 use crate::domain::errors::ErrorItem;
@@ -25,18 +27,12 @@ use crate::service;
 use crate::store;
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/saved-queries")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/saved-queries/{queryId}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    );
+pub fn routes(r: &mut Routes) {
+    r.add(__path_list, list);
+    r.add(__path_create, create);
+    r.add(__path_get, get);
+    r.add(__path_update, update);
+    r.add(__path_delete, delete);
 }
 
 /// A saved query as every endpoint returns it.
@@ -70,6 +66,15 @@ fn not_found_error() -> ServiceError {
     ServiceError::User(vec![not_found()])
 }
 
+#[utoipa::path(get, path = "/saved-queries", tag = "Saved queries",
+    operation_id = "listSavedQueries", summary = "List saved queries",
+    params(
+        ("query" = Option<String>, Query, description = "A case-insensitive part of the title."),
+        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
+        ("maxResults" = Option<i64>, Query,
+            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+    ),
+    responses((status = 200, description = "The saved queries.", body = Vec<SavedQueryView>)))]
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -92,12 +97,16 @@ async fn list(
     Ok(HttpResponse::Ok().json(views))
 }
 
+#[utoipa::path(get, path = "/saved-queries/{queryId}", tag = "Saved queries",
+    operation_id = "getSavedQuery", summary = "One saved query",
+    params(QueryPath),
+    responses((status = 200, description = "The saved query.", body = SavedQueryView)))]
 async fn get(
     state: web::Data<AppState>,
-    req: HttpRequest,
     _me: CurrentUser,
+    path: PathOf<QueryPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let id = path_id(&req, "queryId")?;
+    let id = path?.query_id;
     let found = state
         .db
         .read(move |c| {
@@ -139,6 +148,12 @@ async fn validated_draft(state: &AppState, body: &[u8]) -> Result<SavedQueryDraf
     }
 }
 
+#[utoipa::path(post, path = "/saved-queries", tag = "Saved queries",
+    operation_id = "createSavedQuery", summary = "Create a saved query",
+    description = "The SQL must compile as one read-only statement against its data source, \
+        else `SAVED_QUERY_INVALID_SQL` with SQLite's message.",
+    request_body = SavedQueryRequest,
+    responses((status = 200, description = "The saved query.", body = SavedQueryView)))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -176,13 +191,20 @@ fn changeable(conn: &rusqlite::Connection, id: i64, me: &User) -> Result<SavedQu
     }
 }
 
+#[utoipa::path(put, path = "/saved-queries/{queryId}", tag = "Saved queries",
+    operation_id = "updateSavedQuery", summary = "Replace a saved query",
+    description = "Its creator or an admin only.",
+    params(QueryPath),
+    request_body = SavedQueryRequest,
+    responses((status = 200, description = "The saved query as saved.", body = SavedQueryView)))]
 async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<QueryPath>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ServiceError> {
-    let id = path_id(&req, "queryId")?;
+    let id = path?.query_id;
     // Not found and not allowed come before validation, as for jobs.
     let me = me.0;
     {
@@ -211,12 +233,18 @@ async fn update(
     Ok(HttpResponse::Ok().json(updated))
 }
 
+#[utoipa::path(delete, path = "/saved-queries/{queryId}", tag = "Saved queries",
+    operation_id = "deleteSavedQuery", summary = "Delete a saved query",
+    description = "A soft delete; its creator or an admin only.",
+    params(QueryPath),
+    responses((status = 200, description = "The deleted saved query.", body = SavedQueryView)))]
 async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<QueryPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let id = path_id(&req, "queryId")?;
+    let id = path?.query_id;
     let me = me.0;
     let audit = event(&me, &req, actions::SAVED_QUERY_DELETE).object("SAVED_QUERY", id);
     let deleted = state
@@ -256,4 +284,21 @@ pub async fn no_parameters_refusal(
             service::saved_queries::no_parameters_refusal_in(c, &sources, query_id, &what)
         })
         .await
+}
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
+/// `POST` and `PUT /saved-queries`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SavedQueryRequest {
+    #[schema(min_length = 1)]
+    title: String,
+    /// One read-only statement; `:name` parameters are filled from a run's `name=value` args.
+    #[schema(min_length = 1, examples("SELECT 1 AS one"))]
+    sql: String,
+    /// A configured data source; default `lab`.
+    data_source: Option<String>,
 }

@@ -3,10 +3,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::{CurrentUser, request_token, sign_in};
 use super::params::{client_addr, json_object};
+use super::routes::Routes;
 use crate::auth::{API_TOKEN_PREFIX, new_token, token_hash};
 use crate::clock::now_ms;
 use crate::domain::audit::actions;
@@ -15,13 +17,11 @@ use crate::error::ServiceError;
 use crate::store;
 use crate::store::audit::Event;
 use crate::web::AppState;
+use crate::web::error::ErrorList;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/sessions")
-            .route(web::post().to(create))
-            .route(web::delete().to(delete)),
-    );
+pub fn routes(r: &mut Routes) {
+    r.add(__path_create, create);
+    r.add(__path_delete, delete);
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -74,6 +74,18 @@ pub async fn open_session(
     })
 }
 
+#[utoipa::path(post, path = "/sessions", tag = "Sessions", operation_id = "signIn",
+    summary = "Sign in",
+    description = "Checks the password (throttled per login name and client address) and \
+        returns the user with a new `token` for `X-OS-API-TOKEN`.",
+    request_body = SignInRequest,
+    responses(
+        (status = 200, description = "Signed in.", body = SessionView),
+        (status = 503, description = "Directory sign-in (`[auth.ldap]`) is on and the \
+            directory cannot be reached in time (`AUTH_DIRECTORY_UNAVAILABLE`); local \
+            accounts still sign in.", body = ErrorList),
+    ),
+    security(()))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -98,6 +110,9 @@ async fn create(
     Ok(HttpResponse::Ok().json(session))
 }
 
+#[utoipa::path(delete, path = "/sessions", tag = "Sessions", operation_id = "signOut",
+    summary = "Sign out", description = "Ends the token the request carries.",
+    responses((status = 200, description = "Signed out.", body = SignedOut)))]
 async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -117,4 +132,29 @@ async fn delete(
             .await?;
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "success"})))
+}
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
+/// `DELETE /sessions`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+struct SignedOut {
+    #[schema(examples("success"))]
+    status: String,
+}
+
+/// `POST /sessions`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SignInRequest {
+    #[schema(min_length = 1)]
+    login_name: String,
+    /// Not trimmed: spaces may be part of a password.
+    #[schema(min_length = 1)]
+    password: String,
+    /// Accepted and ignored (OpenSpecimen's field).
+    domain_name: Option<String>,
 }

@@ -7,10 +7,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::{CurrentUser, request_token};
-use super::params::{json_object, path_id};
+use super::params::{PathOf, UserPath, json_object};
+use super::routes::Routes;
 use crate::auth::{hash_password, token_hash};
 use crate::clock::now_ms;
 use crate::domain::audit::actions;
@@ -22,20 +24,14 @@ use crate::service;
 use crate::store;
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Registered before `/users/{userId}`, which would otherwise take `password` for an id.
-    cfg.service(web::resource("/users/password").route(web::put().to(change_password)))
-        .service(
-            web::resource("/users")
-                .route(web::get().to(list))
-                .route(web::post().to(create)),
-        )
-        .service(
-            web::resource("/users/{userId}")
-                .route(web::get().to(get))
-                .route(web::put().to(update))
-                .route(web::delete().to(delete)),
-        );
+pub fn routes(r: &mut Routes) {
+    r.add(__path_list, list);
+    r.add(__path_create, create);
+    // Added before `/users/{userId}`, which would otherwise take `password` for an id.
+    r.add(__path_change_password, change_password);
+    r.add(__path_get, get);
+    r.add(__path_update, update);
+    r.add(__path_delete, delete);
 }
 
 /// A user as the API shows it; `emailAddress`, `admin` and `activityStatus` only to admins and to
@@ -70,6 +66,11 @@ fn view(user: &User, full: bool) -> UserView {
     }
 }
 
+#[utoipa::path(get, path = "/users", tag = "Users", operation_id = "listUsers",
+    summary = "List users",
+    description = "Every active user. `emailAddress`, `admin`, `activityStatus` and \
+        `creationDate` only to admins and for the caller's own entry.",
+    responses((status = 200, description = "The users.", body = Vec<UserView>)))]
 async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ServiceError> {
     let users = state.db.read(store::users::list).await?;
     let views: Vec<UserView> = users
@@ -79,12 +80,16 @@ async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(views))
 }
 
+#[utoipa::path(get, path = "/users/{userId}", tag = "Users", operation_id = "getUser",
+    summary = "One user",
+    params(UserPath),
+    responses((status = 200, description = "The user.", body = UserView)))]
 async fn get(
     state: web::Data<AppState>,
-    req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<UserPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let id = path_id(&req, "userId")?;
+    let id = path?.user_id;
     let user = load_user(&state, id).await?;
     Ok(HttpResponse::Ok().json(view(&user, me.0.admin || user.id == me.0.id)))
 }
@@ -147,6 +152,9 @@ fn raw_password(body: &Map<String, Value>) -> Option<String> {
         .map(str::to_string)
 }
 
+#[utoipa::path(post, path = "/users", tag = "Users", operation_id = "createUser",
+    summary = "Create a user (admins)", request_body = NewUserRequest,
+    responses((status = 200, description = "The new user.", body = UserView)))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -215,13 +223,21 @@ async fn create(
     Ok(HttpResponse::Ok().json(view(&user, true)))
 }
 
+#[utoipa::path(put, path = "/users/{userId}", tag = "Users", operation_id = "updateUser",
+    summary = "Change a user",
+    description = "Admins change anyone; a user may change their own names, e-mail address and \
+        password. The last admin cannot stop being one.",
+    params(UserPath),
+    request_body = UserChangeRequest,
+    responses((status = 200, description = "The user as changed.", body = UserView)))]
 async fn update(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<UserPath>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ServiceError> {
-    let id = path_id(&req, "userId")?;
+    let id = path?.user_id;
     if !me.0.admin && me.0.id != id {
         return Err(ServiceError::access_denied());
     }
@@ -298,6 +314,12 @@ async fn update(
     Ok(HttpResponse::Ok().json(view(&user, true)))
 }
 
+#[utoipa::path(put, path = "/users/password", tag = "Users", operation_id = "changePassword",
+    summary = "Change a password (OpenSpecimen's call)",
+    description = "Admins set any user's password without the old one; changing one's own \
+        password needs `oldPassword` (`USER_INVALID_OLD_PASSWD`). Answers `true`.",
+    request_body = PasswordChangeRequest,
+    responses((status = 200, description = "Changed.", body = bool)))]
 /// `PUT /users/password` `{"userId", "oldPassword"?, "newPassword"}`, answering `true` as
 /// OpenSpecimen does. Admins may set another user's password without the old one; changing one's
 /// own password always needs the old one.
@@ -373,13 +395,19 @@ async fn change_password(
     Ok(HttpResponse::Ok().json(true))
 }
 
+#[utoipa::path(delete, path = "/users/{userId}", tag = "Users", operation_id = "deleteUser",
+    summary = "Disable a user (admins)",
+    description = "A soft delete: the user can no longer sign in. The last admin cannot be deleted.",
+    params(UserPath),
+    responses((status = 200, description = "The user, `activityStatus` `Disabled`.", body = UserView)))]
 async fn delete(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<UserPath>,
 ) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
-    let id = path_id(&req, "userId")?;
+    let id = path?.user_id;
     let user = load_user(&state, id).await?;
     let audit = event(&me.0, &req, actions::USER_DISABLE)
         .object("USER", id)
@@ -391,4 +419,55 @@ async fn delete(
     let mut shown = view(&user, true);
     shown.activity_status = Some("Disabled");
     Ok(HttpResponse::Ok().json(shown))
+}
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
+/// `POST /users` (admins).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct NewUserRequest {
+    /// 1–100 characters, not starting with `$`; unique.
+    #[schema(min_length = 1, max_length = 100)]
+    login_name: String,
+    /// At least the configured minimum length. Without it the user cannot sign in until a
+    /// password is set (`PUT /users/password`), as in OpenSpecimen.
+    #[schema(min_length = 1)]
+    password: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email_address: Option<String>,
+    admin: Option<bool>,
+    /// OpenSpecimen's user type: `SUPER` makes an admin when `admin` is absent; others are ignored.
+    #[serde(rename = "type")]
+    user_type: Option<String>,
+}
+
+/// `PUT /users/password`, OpenSpecimen's password change.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PasswordChangeRequest {
+    /// The user whose password changes; default the caller.
+    user_id: Option<i64>,
+    /// Required unless an admin changes another user's password.
+    old_password: Option<String>,
+    #[schema(min_length = 1)]
+    new_password: String,
+}
+
+/// `PUT /users/{userId}`: the fields to change. Admins may change anyone's; a user may change
+/// their own names, e-mail address and password, but not `loginName` or `admin`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UserChangeRequest {
+    login_name: Option<String>,
+    password: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email_address: Option<String>,
+    admin: Option<bool>,
 }

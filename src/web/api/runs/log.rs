@@ -17,7 +17,7 @@ use crate::store;
 use crate::web::AppState;
 use crate::web::api::audit_trail::{event, record_alone};
 use crate::web::api::auth::CurrentUser;
-use crate::web::api::params::{Query, path_id};
+use crate::web::api::params::{PathOf, Query, RunPath};
 
 use super::{nosniff, visible_run};
 
@@ -66,13 +66,31 @@ async fn read_log_from(
 
 const LOG_CHUNK: usize = 256 * 1024;
 
+#[utoipa::path(get, path = "/scheduled-jobs/{jobId}/runs/{runId}/log", tag = "Runs",
+    operation_id = "getRunLog", summary = "A run's output (ext)",
+    description = "The combined stdout and stderr from `offset`. With `follow=true` the \
+        response stays open and streams new output until the run ends; as Server-Sent Events \
+        (`log` events, then an `end` event with the final status) when asked for \
+        `text/event-stream`.",
+    params(
+        RunPath,
+        ("offset" = Option<i64>, Query, description = "Start at this byte (0 or more).",
+            minimum = 0),
+        ("follow" = Option<bool>, Query, description = "Stream until the run ends."),
+    ),
+    responses((status = 200, description = "The output.",
+        content((String = "text/plain"), (String = "text/event-stream")),
+        headers(
+            ("X-Log-Offset" = i64, description = "The offset after the bytes sent (not when following)."),
+            ("X-Run-Status" = String, description = "The run's status (not when following)."),
+        ))))]
 pub async fn log(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<RunPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
-    let run_id = path_id(&req, "runId")?;
+    let RunPath { job_id, run_id } = path?.into_inner();
     let query = Query::from_request(&req)?;
     let offset = query.int("offset", 0)?;
     if offset < 0 {

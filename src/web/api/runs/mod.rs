@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::CurrentUser;
-use super::params::{Query, client_tz, json_object, path_id};
+use super::params::{JobPath, PathOf, Query, RunPath, client_tz, json_object};
+use super::routes::Routes;
 use crate::clock::now_ms;
 use crate::domain::args::split_args;
 use crate::domain::audit::actions;
@@ -22,31 +25,24 @@ use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::present::{UserCache, job_view, run_view};
+use crate::present::{JobView, RunView, UserCache, job_view, run_view};
 use crate::service::access::visible_job;
 use crate::service::runs::RunRequest;
 use crate::store;
 use crate::store::runs::{Enqueued, RunFilter};
 use crate::web::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/scheduled-jobs/{jobId}/runs")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(web::resource("/scheduled-jobs/{jobId}/runs/{runId}").route(web::get().to(get)))
-    .service(
-        web::resource("/scheduled-jobs/{jobId}/runs/{runId}/result-file")
-            .route(web::get().to(result_file::result_file))
-            .route(web::head().to(result_file::result_file)),
-    )
-    .service(
-        web::resource("/scheduled-jobs/{jobId}/runs/{runId}/log").route(web::get().to(log::log)),
-    )
-    .service(
-        web::resource("/scheduled-jobs/{jobId}/runs/{runId}/cancel").route(web::post().to(cancel)),
+pub fn routes(r: &mut Routes) {
+    r.add(__path_list, list);
+    r.add(__path_create, create);
+    r.add(__path_get, get);
+    r.add(result_file::__path_result_file, result_file::result_file);
+    r.add(
+        result_file::__path_result_file_head,
+        result_file::result_file_head,
     );
+    r.add(log::__path_log, log::log);
+    r.add(__path_cancel, cancel);
 }
 
 const STATUS_NAMES: &[&str] = &["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED"];
@@ -62,13 +58,33 @@ fn base_path(req: &HttpRequest) -> &'static str {
     }
 }
 
+#[utoipa::path(post, path = "/scheduled-jobs/{jobId}/runs", tag = "Runs",
+    operation_id = "queueRun", summary = "Run a job now",
+    description = "Queues a run and answers at once; the run is in the ledger before the \
+        answer is sent. A run requested while another runs or waits is `QUEUED` and runs \
+        after it. A paused job answers `SCHEDULED_JOB_NOT_ACTIVE`; a full queue \
+        `SCHEDULED_JOB_QUEUE_FULL`; `args` for a job that takes none (or for a QUERY job \
+        whose saved query has no parameters) `SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED`.",
+    params(
+        JobPath,
+        ("response" = Option<String>, Query,
+            description = "`run` answers with the new run instead of the job."),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "1 to 200 characters. A repeat for the same job within 24 hours \
+                returns the first run and queues nothing."),
+    ),
+    request_body(content = Option<RunBody>, description = "Optional."),
+    responses((status = 200, description = "The job (or, with `response=run`, the run).",
+        body = RunQueued,
+        headers(("Location" = String, description = "The new run's URL.")))))]
 async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<JobPath>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
+    let job_id = path?.job_id;
     let query = Query::from_request(&req)?;
     let body = json_object(&body, true)?;
     let args = match body.get("args") {
@@ -170,12 +186,30 @@ async fn create(
         .json(body))
 }
 
+#[utoipa::path(get, path = "/scheduled-jobs/{jobId}/runs", tag = "Runs",
+    operation_id = "listRuns", summary = "List a job's runs",
+    description = "Newest first. `fromDate` and `toDate` bound the run's creation time and \
+        accept `20220221`, `20220221T061500`, `2022-02-21 06:15`, `2022-02-21`, RFC 3339 with \
+        an offset, or epoch milliseconds; a date-only `toDate` includes that whole day.",
+    params(
+        JobPath,
+        ("fromDate" = Option<String>, Query, description = "Created at or after."),
+        ("toDate" = Option<String>, Query, description = "Created at or before; default now."),
+        ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
+        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
+        ("maxResults" = Option<i64>, Query,
+            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+        ("X-OS-CLIENT-TZ" = Option<String>, Header,
+            description = "The IANA zone of dates without an offset; default the server's zone."),
+    ),
+    responses((status = 200, description = "The runs.", body = Vec<RunView>)))]
 async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<JobPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
+    let job_id = path?.job_id;
     let query = Query::from_request(&req)?;
     let tz = client_tz(&req, state.settings.timezone)?;
     let date = |name: &str, bound: Bound| -> Result<Option<i64>, ServiceError> {
@@ -225,13 +259,22 @@ fn visible_run(
     Ok((job, run))
 }
 
+#[utoipa::path(get, path = "/scheduled-jobs/{jobId}/runs/{runId}", tag = "Runs",
+    operation_id = "getRun", summary = "One run",
+    params(
+        RunPath,
+        ("waitSeconds" = Option<i64>, Query,
+            description = "Hold the answer until the run has finished or this many seconds \
+                (0 to 60) have passed.", minimum = 0, maximum = 60),
+    ),
+    responses((status = 200, description = "The run.", body = RunView)))]
 async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<RunPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
-    let run_id = path_id(&req, "runId")?;
+    let RunPath { job_id, run_id } = path?.into_inner();
     let wait = Query::from_request(&req)?.int("waitSeconds", 0)?;
     if !(0..=MAX_WAIT_SECONDS).contains(&wait) {
         return Err(ServiceError::invalid_request(format!(
@@ -273,13 +316,20 @@ pub fn nosniff() -> (header::HeaderName, HeaderValue) {
     )
 }
 
+#[utoipa::path(post, path = "/scheduled-jobs/{jobId}/runs/{runId}/cancel", tag = "Runs",
+    operation_id = "cancelRun", summary = "Cancel a run (ext)",
+    description = "A `QUEUED` run becomes `FAILED` at once; an `IN_PROGRESS` run's process group \
+        gets SIGTERM, then SIGKILL after a grace period. `message` says who cancelled it. A \
+        finished run: `SCHEDULED_JOB_RUN_NOT_CANCELLABLE`.",
+    params(RunPath),
+    responses((status = 200, description = "The run (finished, or still stopping).", body = RunView)))]
 async fn cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<RunPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
-    let run_id = path_id(&req, "runId")?;
+    let RunPath { job_id, run_id } = path?.into_inner();
     let viewer = me.0.clone();
     state
         .db
@@ -319,4 +369,26 @@ async fn cancel(
             .wait_for_any_finish(Duration::from_millis(200))
             .await;
     }
+}
+
+// ---- For the document only: the bodies this module reads by hand (leniently, with messages
+// naming the field) or builds with `json!`. ----
+
+/// `POST /scheduled-jobs/{jobId}/runs` (the body is optional).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = RunRequest)]
+struct RunBody {
+    /// Runtime arguments, split into words like `command`; an unquoted `#` is rejected.
+    args: Option<String>,
+}
+
+/// What `POST /scheduled-jobs/{jobId}/runs` answers: the job (OpenSpecimen's shape), or the new
+/// run with `?response=run`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+enum RunQueued {
+    Job(Box<JobView>),
+    Run(Box<RunView>),
 }

@@ -6,6 +6,9 @@ use actix_files::NamedFile;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::audit::actions;
 use crate::error::ServiceError;
@@ -14,17 +17,43 @@ use crate::store;
 use crate::web::AppState;
 use crate::web::api::audit_trail::{event, record_alone};
 use crate::web::api::auth::CurrentUser;
-use crate::web::api::params::path_id;
+use crate::web::api::params::{PathOf, RunPath};
+use crate::web::error::ErrorList;
 
 use super::nosniff;
 
+#[utoipa::path(get, path = "/scheduled-jobs/{jobId}/runs/{runId}/result-file", tag = "Runs",
+    operation_id = "getResultFile", summary = "Download a run's result file",
+    description = "The result as an attachment: CSV, a zip of several files, or whatever the \
+        job wrote. Range requests work. No result: \
+        `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_AVAILABLE`; removed by retention: \
+        `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`. Also allowed to the job's recipients \
+        and the run's runner.",
+    params(
+        RunPath,
+        ("Range" = Option<String>, Header, description = "A byte range, e.g. `bytes=0-99`."),
+    ),
+    responses(
+        (status = 200, description = "The file.",
+            content((FileBytes = "text/csv"), (FileBytes = "application/zip"),
+                (FileBytes = "application/octet-stream"), (FileBytes = "*/*")),
+            headers(
+                ("Content-Disposition" = String, description = "`attachment; filename=…` \
+                    (ASCII), plus `filename*=UTF-8''…` (RFC 6266) for other names"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            )),
+        (status = 206, description = "The requested range of the file.",
+            content((FileBytes = "text/csv"), (FileBytes = "application/zip"),
+                (FileBytes = "application/octet-stream"), (FileBytes = "*/*"))),
+        (status = 416, description = "The range is outside the file.", body = ErrorList),
+    ))]
 pub async fn result_file(
     state: web::Data<AppState>,
     req: HttpRequest,
     me: CurrentUser,
+    path: PathOf<RunPath>,
 ) -> Result<HttpResponse, ServiceError> {
-    let job_id = path_id(&req, "jobId")?;
-    let run_id = path_id(&req, "runId")?;
+    let RunPath { job_id, run_id } = path?.into_inner();
     let me = me.0;
     let me_for_audit = me.clone();
     let run = state
@@ -110,6 +139,29 @@ pub async fn result_file(
     Ok(response)
 }
 
+#[utoipa::path(head, path = "/scheduled-jobs/{jobId}/runs/{runId}/result-file", tag = "Runs",
+    operation_id = "headResultFile", summary = "A run's result file: headers only",
+    description = "What `GET` answers (status, size, type, name), without the body.",
+    params(RunPath),
+    responses(
+        (status = 200, description = "The file exists; no body.",
+            headers(
+                ("Content-Length" = i64, description = "The file's size in bytes."),
+                ("Content-Disposition" = String, description = "`attachment; filename=…`"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            )),
+    ))]
+/// The same handler (it leaves the body out of a `HEAD` itself), apart so that each method has
+/// its own documented operation.
+pub async fn result_file_head(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    path: PathOf<RunPath>,
+) -> Result<HttpResponse, ServiceError> {
+    result_file(state, req, me, path).await
+}
+
 /// `Content-Disposition: attachment` for a name a script chose: control characters (CR, LF…)
 /// become `_` and bidi controls are dropped, so the header is always valid and the name cannot be
 /// shown reversed; `filename` carries an ASCII fallback, `filename*` (RFC 6266) the UTF-8 name.
@@ -189,3 +241,12 @@ fn read_whole_file(
         received.recv().await.map(|item| (item, received))
     })
 }
+
+/// A file's bytes (a result file or a log).
+struct FileBytes;
+impl PartialSchema for FileBytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::String).into()
+    }
+}
+impl ToSchema for FileBytes {}
