@@ -232,6 +232,26 @@ pub fn job_view(
     })
 }
 
+/// The views of a page of runs, looking each user up once for the page.
+pub fn run_views(
+    conn: &Connection,
+    runs: &[Run],
+    data_dir: &std::path::Path,
+) -> Result<Vec<RunView>, ServiceError> {
+    let mut users = UserCache::default();
+    runs.iter()
+        .map(|run| run_view(conn, run, &mut users, data_dir))
+        .collect()
+}
+
+/// The views of a page of jobs, looking each user up once for the page.
+pub fn job_views(conn: &Connection, jobs: &[Job]) -> Result<Vec<JobView>, ServiceError> {
+    let mut users = UserCache::default();
+    jobs.iter()
+        .map(|job| job_view(conn, job, &mut users))
+        .collect()
+}
+
 pub fn run_view(
     conn: &Connection,
     run: &Run,

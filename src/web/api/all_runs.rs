@@ -8,14 +8,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::CurrentUser;
-use super::params::{Query, client_tz};
+use super::params::{ClientZone, CreatedBetween, Paging, Query, client_tz};
 use super::routes::Routes;
 use crate::clock::now_ms;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::domain::run::{RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::present::{RunView, UserCache, run_view};
+use crate::present::{RunView, run_views};
 use crate::store;
 use crate::store::runs::AllRunsFilter;
 use crate::web::AppState;
@@ -75,18 +75,14 @@ pub fn filter_of(
     operation_id = "listAllRuns", summary = "List the runs of every job",
     description = "The runs of every job the caller may see (admins: every job; others: the             jobs they created or that are shared with them), newest first, in the same JSON as a             job's runs. `fromDate` and `toDate` bound the run's creation time and accept the same             formats as a job's runs list.",
     params(
-        ("fromDate" = Option<String>, Query, description = "Created at or after."),
-        ("toDate" = Option<String>, Query, description = "Created at or before; default now."),
+        CreatedBetween,
         ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
         ("jobId" = Option<i64>, Query, description = "Only runs of this job."),
         ("trigger" = Option<Trigger>, Query, description = "Only runs with this trigger."),
         ("cancelled" = Option<bool>, Query,
             description = "true: only cancelled runs; false: none of them."),
-        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
-        ("maxResults" = Option<i64>, Query,
-            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
-        ("X-OS-CLIENT-TZ" = Option<String>, Header,
-            description = "The IANA zone of dates without an offset; default the server's zone."),
+        Paging,
+        ClientZone,
     ),
     responses((status = 200, description = "The runs.", body = Vec<RunView>)))]
 async fn list(
@@ -101,16 +97,13 @@ async fn list(
         &me.0,
         now_ms(),
     )?;
-    let (start_at, max_results) = query.paging(100, 1000)?;
+    let (start_at, max_results) = query.paging()?;
     let data_dir = state.data_dir.clone();
     let views = state
         .db
         .read(move |c| {
             let runs = store::runs::list_all(c, &filter, start_at, max_results)?;
-            let mut users = UserCache::default();
-            runs.iter()
-                .map(|r| run_view(c, r, &mut users, &data_dir))
-                .collect::<Result<Vec<_>, _>>()
+            run_views(c, &runs, &data_dir)
         })
         .await?;
     Ok(HttpResponse::Ok().json(views))
@@ -119,15 +112,13 @@ async fn list(
 #[utoipa::path(get, path = "/scheduled-job-runs/count", tag = "Runs",
     operation_id = "countAllRuns", summary = "Count the runs of every job",
     params(
-        ("fromDate" = Option<String>, Query, description = "Created at or after."),
-        ("toDate" = Option<String>, Query, description = "Created at or before; default now."),
+        CreatedBetween,
         ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
         ("jobId" = Option<i64>, Query, description = "Only runs of this job."),
         ("trigger" = Option<Trigger>, Query, description = "Only runs with this trigger."),
         ("cancelled" = Option<bool>, Query,
             description = "true: only cancelled runs; false: none of them."),
-        ("X-OS-CLIENT-TZ" = Option<String>, Header,
-            description = "The IANA zone of dates without an offset; default the server's zone."),
+        ClientZone,
     ),
     responses((status = 200, description = "How many runs the list would give.", body = RunCount)))]
 async fn count(

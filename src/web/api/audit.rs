@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::auth::CurrentUser;
-use super::params::{Query, client_tz};
+use super::params::{Paging, Query, client_tz};
 use super::routes::Routes;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::error::ServiceError;
@@ -71,9 +71,7 @@ impl From<StoredEvent> for AuditEventView {
         ("action" = Option<String>, Query, description = "An action name, e.g. `JOB_UPDATE`."),
         ("objectType" = Option<String>, Query, description = "`USER`, `API_TOKEN`, `JOB`, `RUN`, `SAVED_QUERY`, `LEDGER`."),
         ("objectId" = Option<String>, Query, description = "The object's id."),
-        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
-        ("maxResults" = Option<i64>, Query,
-            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+        Paging,
     ),
     responses((status = 200, description = "The events.", body = Vec<AuditEventView>)))]
 async fn list(
@@ -103,7 +101,7 @@ async fn list(
         object_type: text("objectType"),
         object_id: text("objectId"),
     };
-    let (start_at, max_results) = query.paging(100, 1000)?;
+    let (start_at, max_results) = query.paging()?;
     let events = state
         .db
         .read(move |c| store::audit::list(c, &filter, start_at, max_results))

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::CurrentUser;
-use super::params::{JobPath, PathOf, Query, json_object};
+use super::params::{JobPath, Paging, PathOf, Query, json_object};
 use super::routes::Routes;
 use crate::clock::{from_ms, now_ms};
 use crate::domain::access;
@@ -21,7 +21,7 @@ use crate::domain::job::{
 use crate::domain::next_fire::next_fires;
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::present::{JobView, UserCache, job_view};
+use crate::present::{JobView, UserCache, job_view, job_views};
 use crate::service;
 use crate::store;
 use crate::store::jobs::JobFilter;
@@ -55,9 +55,7 @@ fn filter_of<'a>(query: &'a Query, me: &User) -> Result<JobFilter<'a>, ServiceEr
     params(
         ("query" = Option<String>, Query, description = "A case-insensitive part of the name."),
         ("type" = Option<JobType>, Query, description = "Only jobs of this type."),
-        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
-        ("maxResults" = Option<i64>, Query,
-            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+        Paging,
     ),
     responses((status = 200, description = "The jobs.", body = Vec<JobView>)))]
 async fn list(
@@ -67,17 +65,13 @@ async fn list(
 ) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
     filter_of(&query, &me.0)?;
-    let (start_at, max_results) = query.paging(100, 1000)?;
+    let (start_at, max_results) = query.paging()?;
     let me = me.0;
     let views = state
         .db
         .read(move |c| {
             let filter = filter_of(&query, &me)?;
-            let jobs = store::jobs::list(c, &filter, start_at, max_results)?;
-            let mut users = UserCache::default();
-            jobs.iter()
-                .map(|j| job_view(c, j, &mut users))
-                .collect::<Result<Vec<_>, _>>()
+            job_views(c, &store::jobs::list(c, &filter, start_at, max_results)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(views))

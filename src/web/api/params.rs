@@ -101,16 +101,57 @@ impl Query {
         }
     }
 
-    /// OpenSpecimen's paging: a negative `startAt` is 0; a `maxResults` of 0 or less is `default`;
-    /// more than `max` is `max`.
-    pub fn paging(&self, default: i64, max: i64) -> Result<(i64, i64), ServiceError> {
+    /// OpenSpecimen's paging, the same for every list (`Paging` documents it): a negative
+    /// `startAt` is 0; a `maxResults` of 0 or less is `PAGE_DEFAULT`; more than `PAGE_MAX` is
+    /// `PAGE_MAX`.
+    pub fn paging(&self) -> Result<(i64, i64), ServiceError> {
         let start_at = self.int("startAt", 0)?.max(0);
-        let mut max_results = self.int("maxResults", default)?;
+        let mut max_results = self.int("maxResults", PAGE_DEFAULT)?;
         if max_results <= 0 {
-            max_results = default;
+            max_results = PAGE_DEFAULT;
         }
-        Ok((start_at, max_results.min(max)))
+        Ok((start_at, max_results.min(PAGE_MAX)))
     }
+}
+
+/// A list's page size when `maxResults` is absent (or 0 or less).
+pub const PAGE_DEFAULT: i64 = 100;
+/// The most items a list returns at once.
+pub const PAGE_MAX: i64 = 1000;
+
+// The query parameters several lists share, described once for the OpenAPI document (the
+// handlers read them with `Query`, which names a bad one in the contract's error).
+
+/// `startAt` and `maxResults`, read by `Query::paging`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)] // describes the parameters; never built
+pub struct Paging {
+    /// Skip this many (negative means 0).
+    start_at: Option<i64>,
+    /// At most this many; default 100, at most 1000 (0 or less means 100).
+    max_results: Option<i64>,
+}
+
+/// `fromDate` and `toDate` of the runs lists: the run's creation time.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)] // describes the parameters; never built
+pub struct CreatedBetween {
+    /// Created at or after.
+    from_date: Option<String>,
+    /// Created at or before; default now.
+    to_date: Option<String>,
+}
+
+/// The `X-OS-CLIENT-TZ` header, read by `client_tz`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // describes the parameter; never built
+pub struct ClientZone {
+    /// The IANA zone of dates without an offset; default the server's zone.
+    #[param(rename = "X-OS-CLIENT-TZ")]
+    client_tz: Option<String>,
 }
 
 /// What a handler takes for its path: the typed ids, or the problem with them. A `Result`, so the

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::CurrentUser;
-use super::params::{PathOf, Query, QueryPath, json_object};
+use super::params::{Paging, PathOf, Query, QueryPath, json_object};
 use super::routes::Routes;
 use crate::clock::now_ms;
 use crate::domain::audit::{actions, changes};
@@ -70,9 +70,7 @@ fn not_found_error() -> ServiceError {
     operation_id = "listSavedQueries", summary = "List saved queries",
     params(
         ("query" = Option<String>, Query, description = "A case-insensitive part of the title."),
-        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
-        ("maxResults" = Option<i64>, Query,
-            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
+        Paging,
     ),
     responses((status = 200, description = "The saved queries.", body = Vec<SavedQueryView>)))]
 async fn list(
@@ -81,7 +79,7 @@ async fn list(
     _me: CurrentUser,
 ) -> Result<HttpResponse, ServiceError> {
     let query = Query::from_request(&req)?;
-    let (start_at, max_results) = query.paging(100, 1000)?;
+    let (start_at, max_results) = query.paging()?;
     let text = query.text("query").map(str::to_string);
     let views = state
         .db

@@ -27,7 +27,7 @@ use crate::domain::job::{Job, JobType, RepeatKind, Schedule};
 use crate::domain::next_fire::next_fires;
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::present::{JobView, RunView, UserCache, job_view, run_view};
+use crate::present::{JobView, RunView, UserCache, job_view, run_views};
 use crate::query::params::parse_args;
 use crate::service::access::visible_job;
 use crate::store;
@@ -287,10 +287,7 @@ pub async fn overview(
                 to: None,
                 status: None,
             };
-            let runs = store::runs::list(c, &filter, 0, PAGE_RUNS)?
-                .iter()
-                .map(|run| run_view(c, run, &mut users, &data_dir))
-                .collect::<Result<Vec<_>, _>>()?;
+            let runs = run_views(c, &store::runs::list(c, &filter, 0, PAGE_RUNS)?, &data_dir)?;
             Ok((job, view, triggered_by, hidden, runs))
         })
         .await?;

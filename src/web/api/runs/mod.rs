@@ -15,7 +15,9 @@ use utoipa::ToSchema;
 
 use super::audit_trail::event;
 use super::auth::CurrentUser;
-use super::params::{JobPath, PathOf, Query, RunPath, client_tz, json_object};
+use super::params::{
+    ClientZone, CreatedBetween, JobPath, Paging, PathOf, Query, RunPath, client_tz, json_object,
+};
 use super::routes::Routes;
 use crate::clock::now_ms;
 use crate::domain::args::split_args;
@@ -25,7 +27,7 @@ use crate::domain::job::{Job, JobType};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::present::{JobView, RunView, UserCache, job_view, run_view};
+use crate::present::{JobView, RunView, UserCache, job_view, run_view, run_views};
 use crate::service::access::visible_job;
 use crate::service::runs::RunRequest;
 use crate::store;
@@ -193,14 +195,10 @@ async fn create(
         an offset, or epoch milliseconds; a date-only `toDate` includes that whole day.",
     params(
         JobPath,
-        ("fromDate" = Option<String>, Query, description = "Created at or after."),
-        ("toDate" = Option<String>, Query, description = "Created at or before; default now."),
+        CreatedBetween,
         ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
-        ("startAt" = Option<i64>, Query, description = "Skip this many (negative means 0)."),
-        ("maxResults" = Option<i64>, Query,
-            description = "At most this many; default 100, at most 1000 (0 or less means 100)."),
-        ("X-OS-CLIENT-TZ" = Option<String>, Header,
-            description = "The IANA zone of dates without an offset; default the server's zone."),
+        Paging,
+        ClientZone,
     ),
     responses((status = 200, description = "The runs.", body = Vec<RunView>)))]
 async fn list(
@@ -228,7 +226,7 @@ async fn list(
         to: Some(date("toDate", Bound::To)?.unwrap_or_else(now_ms)),
         status: query.choice::<RunStatus>("status", STATUS_NAMES)?,
     };
-    let (start_at, max_results) = query.paging(100, 1000)?;
+    let (start_at, max_results) = query.paging()?;
     let me = me.0;
     let data_dir = state.data_dir.clone();
     let views = state
@@ -236,10 +234,7 @@ async fn list(
         .read(move |c| {
             visible_job(c, job_id, &me)?;
             let runs = store::runs::list(c, &filter, start_at, max_results)?;
-            let mut users = UserCache::default();
-            runs.iter()
-                .map(|r| run_view(c, r, &mut users, &data_dir))
-                .collect::<Result<Vec<_>, _>>()
+            run_views(c, &runs, &data_dir)
         })
         .await?;
     Ok(HttpResponse::Ok().json(views))
