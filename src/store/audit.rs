@@ -102,15 +102,11 @@ pub struct EventFilter {
     pub object_id: Option<String>,
 }
 
-/// Events matching `filter`, newest first.
-pub fn list(
-    conn: &Connection,
-    filter: &EventFilter,
-    start_at: i64,
-    max_results: i64,
-) -> Result<Vec<StoredEvent>, Error> {
-    // Login names and the other texts compare without regard to ASCII case, as sign-in does.
-    let mut stmt = conn.prepare_cached(
+/// The audit list's statement. The page size is written in, not bound: a bound LIMIT makes
+/// SQLite plan the statement again at every execution (see `runs::list_query`). Login names and
+/// the other texts compare without regard to ASCII case, as sign-in does.
+pub(super) fn list_query(max_results: i64) -> String {
+    format!(
         "SELECT id, at, actor, action, object_type, object_id, detail, remote_addr
          FROM audit_events
          WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2)
@@ -118,8 +114,18 @@ pub fn list(
            AND (?4 IS NULL OR action = ?4 COLLATE NOCASE)
            AND (?5 IS NULL OR object_type = ?5 COLLATE NOCASE)
            AND (?6 IS NULL OR object_id = ?6)
-         ORDER BY at DESC, id DESC LIMIT ?7 OFFSET ?8",
-    )?;
+         ORDER BY at DESC, id DESC LIMIT {max_results} OFFSET ?7"
+    )
+}
+
+/// Events matching `filter`, newest first.
+pub fn list(
+    conn: &Connection,
+    filter: &EventFilter,
+    start_at: i64,
+    max_results: i64,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut stmt = conn.prepare_cached(&list_query(max_results))?;
     let events = stmt
         .query_map(
             params![
@@ -129,7 +135,6 @@ pub fn list(
                 filter.action,
                 filter.object_type,
                 filter.object_id,
-                max_results,
                 start_at
             ],
             map_event,

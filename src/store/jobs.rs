@@ -128,21 +128,25 @@ fn like_pattern(query: Option<&str>) -> Option<String> {
     })
 }
 
+fn list_query(max_results: i64) -> String {
+    format!("SELECT {COLUMNS} {FILTER_SQL} ORDER BY j.id DESC LIMIT {max_results} OFFSET ?4")
+}
+
 pub fn list(
     conn: &Connection,
     filter: &JobFilter,
     start_at: i64,
     max_results: i64,
 ) -> Result<Vec<Job>, Error> {
-    let sql = format!("SELECT {COLUMNS} {FILTER_SQL} ORDER BY j.id DESC LIMIT ?4 OFFSET ?5");
-    let mut stmt = conn.prepare_cached(&sql)?;
+    // The page size is written into the statement, not bound: a bound LIMIT makes SQLite (with
+    // STAT4) parse and plan the statement again at every execution (see `runs::list`).
+    let mut stmt = conn.prepare_cached(&list_query(max_results))?;
     let jobs = stmt
         .query_map(
             params![
                 filter.visible_to,
                 like_pattern(filter.query),
                 filter.job_type.map(|t| t.as_str()),
-                max_results,
                 start_at
             ],
             map_job,
@@ -427,6 +431,46 @@ mod tests {
         assert!(
             get_live(&conn, 1).is_err(),
             "a zone nobody knows is not silently UTC"
+        );
+    }
+
+    #[test]
+    fn the_jobs_list_is_not_prepared_again_from_page_to_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labcron.db");
+        drop(crate::store::Db::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        for id in 1..=12 {
+            conn.execute(
+                "INSERT INTO jobs (id, name, type, repeat_schedule, timezone, start_date,
+                     activity_status, created_by, command, timeout_seconds, max_queued_runs,
+                     created_at, updated_at)
+                 VALUES (?1, 'job ' || ?1, 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active',
+                     (SELECT id FROM users LIMIT 1), 'x.sh', 60, 100, 0, 0)",
+                [id],
+            )
+            .unwrap();
+        }
+        let filter = JobFilter {
+            visible_to: None,
+            query: None,
+            job_type: None,
+        };
+        for start in [0, 5, 10, 0] {
+            let ids: Vec<i64> = list(&conn, &filter, start, 5)
+                .unwrap()
+                .iter()
+                .map(|j| j.id)
+                .collect();
+            let expected: Vec<i64> = (1..=12 - start).rev().take(5).collect();
+            assert_eq!(ids, expected, "page at {start}");
+        }
+        let stmt = conn.prepare_cached(&list_query(5)).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4);
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the jobs list was prepared again"
         );
     }
 }

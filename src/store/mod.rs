@@ -525,4 +525,41 @@ mod tests {
         )
         .unwrap();
     }
+
+    #[test]
+    fn the_saved_query_and_audit_lists_are_not_prepared_again_from_page_to_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = writer_connection(&dir.path().join("labcron.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let user: i64 = conn
+            .query_row("SELECT id FROM users LIMIT 1", [], |r| r.get(0))
+            .unwrap();
+        for n in 0..30 {
+            conn.execute(
+                "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on)
+                 VALUES (?1, 'SELECT 1', 'demo', ?2, 0)",
+                rusqlite::params![format!("query {n}"), user],
+            )
+            .unwrap();
+            audit::record(&conn, &audit::Event::new("someone", "SIGN_IN", None), n).unwrap();
+        }
+        let events = audit::EventFilter::default();
+        // Pages of one size at different offsets, again and again, as clients page through.
+        for start in [0, 10, 20, 0, 0] {
+            assert_eq!(queries::list(&conn, None, start, 10).unwrap().len(), 10);
+            assert_eq!(audit::list(&conn, &events, start, 10).unwrap().len(), 10);
+        }
+        for (name, sql) in [
+            ("saved queries", queries::list_query(10)),
+            ("audit events", audit::list_query(10)),
+        ] {
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 5, "{name}");
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "the {name} list was prepared again"
+            );
+        }
+    }
 }

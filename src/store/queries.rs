@@ -39,6 +39,16 @@ fn like_pattern(query: Option<&str>) -> Option<String> {
     })
 }
 
+/// The saved queries list's statement. The page size is written in, not bound: a bound LIMIT
+/// makes SQLite plan the statement again at every execution (see `runs::list_query`).
+pub(super) fn list_query(max_results: i64) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM saved_queries
+         WHERE deleted = 0 AND (?1 IS NULL OR lower(title) LIKE '%' || ?1 || '%' ESCAPE '\\')
+         ORDER BY id DESC LIMIT {max_results} OFFSET ?2"
+    )
+}
+
 /// Live saved queries whose title contains `query` (any case), newest first.
 pub fn list(
     conn: &Connection,
@@ -46,16 +56,9 @@ pub fn list(
     start_at: i64,
     max_results: i64,
 ) -> Result<Vec<SavedQuery>, Error> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM saved_queries
-         WHERE deleted = 0 AND (?1 IS NULL OR lower(title) LIKE '%' || ?1 || '%' ESCAPE '\\')
-         ORDER BY id DESC LIMIT ?2 OFFSET ?3"
-    ))?;
+    let mut stmt = conn.prepare_cached(&list_query(max_results))?;
     let queries = stmt
-        .query_map(
-            params![like_pattern(query), max_results, start_at],
-            map_query,
-        )?
+        .query_map(params![like_pattern(query), start_at], map_query)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(queries)
 }

@@ -344,12 +344,7 @@ pub fn list(
     start_at: i64,
     max_results: i64,
 ) -> Result<Vec<Run>, Error> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id
-         WHERE r.job_id = ?1 AND (?2 IS NULL OR r.queued_at >= ?2) AND (?3 IS NULL OR r.queued_at <= ?3)
-           AND (?4 IS NULL OR r.status = ?4)
-         ORDER BY r.id DESC LIMIT ?5 OFFSET ?6"
-    ))?;
+    let mut stmt = conn.prepare_cached(&list_query(max_results))?;
     let runs = stmt
         .query_map(
             params![
@@ -357,13 +352,25 @@ pub fn list(
                 f.from,
                 f.to,
                 f.status.map(|s| s.as_str()),
-                max_results,
                 start_at
             ],
             map_run,
         )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(runs)
+}
+
+/// The statement of `list`. The page size is written into it, not bound: SQLite (with STAT4, as
+/// bundled) lets a bound LIMIT's value shape the plan, so each execution that binds it expires
+/// the statement, and every request parsed and planned the query again (a bound OFFSET does not;
+/// clients use a few page sizes, each one cached statement).
+fn list_query(max_results: i64) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM runs r JOIN jobs j ON j.id = r.job_id
+         WHERE r.job_id = ?1 AND (?2 IS NULL OR r.queued_at >= ?2) AND (?3 IS NULL OR r.queued_at <= ?3)
+           AND (?4 IS NULL OR r.status = ?4)
+         ORDER BY r.id DESC LIMIT {max_results} OFFSET ?5"
+    )
 }
 
 /// Updates the log size of a running run (so readers see progress).
@@ -594,14 +601,13 @@ pub fn list_all(
     max_results: i64,
 ) -> Result<Vec<Run>, Error> {
     let (clause, mut values) = f.where_clause(true);
-    values.push(rusqlite::types::Value::Integer(max_results));
     values.push(rusqlite::types::Value::Integer(start_at));
     let n = values.len();
+    // The page size written in, not bound: see `list_query`.
     let sql = format!(
         "SELECT {COLUMNS} FROM {} CROSS JOIN jobs j ON j.id = r.job_id WHERE {clause}
-         ORDER BY r.id DESC LIMIT ?{} OFFSET ?{n}",
-        f.table_clause(),
-        n - 1
+         ORDER BY r.id DESC LIMIT {max_results} OFFSET ?{n}",
+        f.table_clause()
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let runs = stmt
@@ -622,14 +628,12 @@ pub fn count_all(conn: &Connection, f: &AllRunsFilter) -> Result<i64, Error> {
 /// The query plan of `list_all` (for the test that keeps it on an index).
 pub fn explain_list_all(conn: &Connection, f: &AllRunsFilter) -> Result<Vec<String>, Error> {
     let (clause, mut values) = f.where_clause(true);
-    values.push(rusqlite::types::Value::Integer(100));
     values.push(rusqlite::types::Value::Integer(0));
     let n = values.len();
     let sql = format!(
         "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM {} CROSS JOIN jobs j ON j.id = r.job_id
-         WHERE {clause} ORDER BY r.id DESC LIMIT ?{} OFFSET ?{n}",
-        f.table_clause(),
-        n - 1
+         WHERE {clause} ORDER BY r.id DESC LIMIT 100 OFFSET ?{n}",
+        f.table_clause()
     );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
@@ -817,5 +821,36 @@ mod tests {
             assert_eq!(quick, all, "at {now}");
             assert!(!all.is_empty());
         }
+    }
+
+    #[test]
+    fn the_runs_lists_are_not_prepared_again_from_page_to_page() {
+        let runs: Vec<(i64, &str, Option<i64>)> =
+            std::iter::repeat_n((1, "SUCCEEDED", None), 30).collect();
+        let (_dir, conn) = ledger(1, &runs);
+        let f = RunFilter {
+            job_id: 1,
+            from: None,
+            to: None,
+            status: None,
+        };
+        let all = AllRunsFilter::default();
+        // Pages of one size, at different offsets, again and again (as clients page through).
+        for start in [0, 10, 20, 0, 0] {
+            let page: Vec<i64> = list(&conn, &f, start, 10)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(page, (21 - start..=30 - start).rev().collect::<Vec<_>>());
+            assert_eq!(list_all(&conn, &all, start, 10).unwrap().len(), 10);
+        }
+        let stmt = conn.prepare_cached(&list_query(10)).unwrap();
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 5);
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "the runs list was prepared again"
+        );
     }
 }
