@@ -21,7 +21,8 @@
 //! instants are misfires: counted in `labcron_fires_missed_total`, and `misfirePolicy` applies —
 //! `SKIP` moves on, `RUN_ONCE` queues one `CATCH_UP` run. The watchdog restarts the loop, with a
 //! fresh `JobScheduler`, when the loop stops beating, when a call into the library times out, or
-//! when the library leaves an entry unfired well past its instant.
+//! when the library leaves an entry unfired well past its instant; the old instance is shut down,
+//! and its tasks end (`Library::shutdown`).
 //!
 //! A fire enqueues a run (`SCHEDULED`, run by the job's `runAs` user or the system user) unless the
 //! job already has a run queued or running — then it is skipped and counted, never stacked. Firing
@@ -157,7 +158,7 @@ async fn supervise(inner: Arc<Inner>) {
             tokio::select! {
                 result = &mut task => {
                     if inner.stop.is_cancelled() {
-                        set_library(&inner, None);
+                        retire_library(&inner).await;
                         return;
                     }
                     tracing::error!(?result, "the scheduler loop ended unexpectedly; restarting it");
@@ -172,15 +173,24 @@ async fn supervise(inner: Arc<Inner>) {
                 }
                 _ = inner.stop.cancelled() => {
                     abort.abort();
-                    set_library(&inner, None);
+                    retire_library(&inner).await;
                     return;
                 }
             }
         }
-        // The old `JobScheduler` stops ticking when its last handle goes.
-        set_library(&inner, None);
+        // The aborted loop drops its handle of the old `JobScheduler`; this one shuts it down.
+        retire_library(&inner).await;
         inner.stats.restarts.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Takes the library instance out of `held`'s reach and shuts it down: its ticker stops, and its
+/// tasks end once the loop's handle is gone too.
+async fn retire_library(inner: &Inner) {
+    let old = inner.library.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(old) = old {
+        old.shutdown().await;
     }
 }
 
@@ -311,9 +321,10 @@ impl State {
             }
         }
         // Entries the old instance already fired keep reporting to the same channel, and still
-        // count when they match; dropping it stops its ticker.
+        // count when they match; shutting it down stops its ticker, and its tasks end with it.
         set_library(inner, Some(library.clone()));
-        self.library = library;
+        let old = std::mem::replace(&mut self.library, library);
+        old.shutdown().await;
         Ok(())
     }
 }
