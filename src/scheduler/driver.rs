@@ -864,6 +864,92 @@ mod tests {
         );
     }
 
+    /// A forced restart: the `JobScheduler` stops firing (its ticker shut down from here, as when
+    /// the library lost an entry's code), the loop finds the entry unfired past its instant and
+    /// the watchdog restarts it with a fresh instance, which fires the job again; the old
+    /// instance is shut down and all its tasks end (its context, which they held, is freed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_ends_the_old_job_schedulers_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("labcron.db");
+        let db = Db::open(&ledger).unwrap();
+        let now = now_ms();
+        db.write(move |tx| {
+            let owner = store::users::system_user_id(tx)?;
+            tx.execute(
+                "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone,
+                     start_date, activity_status, created_by, command, timeout_seconds,
+                     max_queued_runs, created_at, updated_at)
+                 VALUES ('every second', 'EXTERNAL', 'CRON', '* * * * * *', 'UTC', ?1, 'Active',
+                     ?2, 'x.sh', 60, 10, ?1, ?1)",
+                rusqlite::params![now, owner],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let settings = Arc::new(crate::config::Settings::default());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let notifier = crate::notify::Notifier::new(
+            db.clone(),
+            &settings,
+            dir.path().to_path_buf(),
+            metrics.clone(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        // Not started: the fires queue runs that nobody runs, so all but the first are skipped.
+        let executor = Executor::new(
+            db.clone(),
+            settings,
+            dir.path().to_path_buf(),
+            metrics,
+            notifier,
+        );
+        let scheduler = Scheduler::new(db, executor, &ledger).unwrap();
+        scheduler.start();
+        let stats = scheduler.stats();
+        let fired =
+            || stats.fires.load(Ordering::Relaxed) + stats.skipped_busy.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while fired() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the job never fired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let old = scheduler.inner.library.lock().unwrap().clone().unwrap();
+        let old_context = old.context_weak();
+        old.shutdown().await;
+        drop(old);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while stats.restarts.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watchdog never restarted the loop"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after_restart = fired();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while old_context.strong_count() > 0 || fired() < after_restart + 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "after the restart: old instance's context {}, {} fires since",
+                if old_context.strong_count() > 0 {
+                    "still held"
+                } else {
+                    "freed"
+                },
+                fired() - after_restart
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
+        scheduler.stop();
+    }
+
     #[test]
     fn lateness_lands_in_the_right_bucket() {
         let stats = SchedulerStats::default();

@@ -76,8 +76,9 @@ type CodeMap = HashMap<Uuid, Arc<RwLock<Box<JobToRunAsync>>>>;
 /// machine the activation could reach the runner after that deletion had dropped the code: the
 /// entry's fire was lost ("Error getting … from job code"), the driver's stall check restarted
 /// the loop with a fresh `JobScheduler` (every job missing an instant), and the old instance's
-/// tasks, which never end, kept about 4 MB each (seen in `fire_memory` with the machine's load
-/// above 8: 145 lost fires at once). With this store the code outlives the library's deletion.
+/// tasks, which then never ended (see `init_actors`), kept about 4 MB (seen in `fire_memory` with
+/// the machine's load above 8: 145 lost fires at once). With this store the code outlives the
+/// library's deletion.
 struct OwnCode {
     map: Arc<RwLock<CodeMap>>,
 }
@@ -178,6 +179,13 @@ impl Library {
             tracing::warn!("tokio-cron-scheduler's shutdown did not answer; stopping its ticker");
         }
         self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+
+    /// The instance's context, which only the instance (and, before, its tasks) holds: it is
+    /// freed once the instance and every task it spawned are gone.
+    #[cfg(test)]
+    pub fn context_weak(&self) -> std::sync::Weak<Context> {
+        Arc::downgrade(&self.scheduler.context())
     }
 
     /// The channel size this instance was started with.
