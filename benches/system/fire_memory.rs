@@ -112,7 +112,11 @@ fn measure(ctx: &Context) -> Result<Measured, String> {
     let data_dir = ctx.dir.join("data");
     let log = ctx.dir.join("server.log");
     // Longer than the run, so no run finishes (and frees its job) while it is measured.
-    write_script(&data_dir, "hold.sh", "#!/bin/sh\nsleep 600\n")?;
+    write_script(
+        &data_dir,
+        "hold.sh",
+        &format!("#!/bin/sh\nsleep {}\n", run.as_secs() + 600),
+    )?;
     create_ledger(&data_dir, &log)?;
     {
         let mut conn =
