@@ -163,14 +163,18 @@ fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
+    // The library's tasks log an error as they end with their instance (see the layer).
+    let quiet = labcron::scheduler::library::QuietLibraryEnds;
     if format == LogFormat::Json {
-        builder.json().init();
+        builder.json().finish().with(quiet).init();
     } else {
-        builder.init();
+        builder.finish().with(quiet).init();
     }
 }
 

@@ -21,7 +21,8 @@
 //! instants are misfires: counted in `labcron_fires_missed_total`, and `misfirePolicy` applies —
 //! `SKIP` moves on, `RUN_ONCE` queues one `CATCH_UP` run. The watchdog restarts the loop, with a
 //! fresh `JobScheduler`, when the loop stops beating, when a call into the library times out, or
-//! when the library leaves an entry unfired well past its instant.
+//! when the library leaves an entry unfired well past its instant; the old instance is shut down,
+//! and its tasks end (`Library::shutdown`).
 //!
 //! A fire enqueues a run (`SCHEDULED`, run by the job's `runAs` user or the system user) unless the
 //! job already has a run queued or running — then it is skipped and counted, never stacked. Firing
@@ -158,7 +159,7 @@ async fn supervise(inner: Arc<Inner>) {
             tokio::select! {
                 result = &mut task => {
                     if inner.stop.is_cancelled() {
-                        set_library(&inner, None);
+                        retire_library(&inner).await;
                         return;
                     }
                     tracing::error!(?result, "the scheduler loop ended unexpectedly; restarting it");
@@ -173,15 +174,24 @@ async fn supervise(inner: Arc<Inner>) {
                 }
                 _ = inner.stop.cancelled() => {
                     abort.abort();
-                    set_library(&inner, None);
+                    retire_library(&inner).await;
                     return;
                 }
             }
         }
-        // The old `JobScheduler` stops ticking when its last handle goes.
-        set_library(&inner, None);
+        // The aborted loop drops its handle of the old `JobScheduler`; this one shuts it down.
+        retire_library(&inner).await;
         inner.stats.restarts.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Takes the library instance out of `held`'s reach and shuts it down: its ticker stops, and its
+/// tasks end once the loop's handle is gone too.
+async fn retire_library(inner: &Inner) {
+    let old = inner.library.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(old) = old {
+        old.shutdown().await;
     }
 }
 
@@ -314,9 +324,10 @@ impl State {
             }
         }
         // Entries the old instance already fired keep reporting to the same channel, and still
-        // count when they match; dropping it stops its ticker.
+        // count when they match; shutting it down stops its ticker, and its tasks end with it.
         set_library(inner, Some(library.clone()));
-        self.library = library;
+        let old = std::mem::replace(&mut self.library, library);
+        old.shutdown().await;
         Ok(())
     }
 }
@@ -832,6 +843,92 @@ mod tests {
             passed_unfired(&schedule, Some(at(8, 38, 0)), imported, None, at(9, 10, 0)),
             (2, Some(at(9, 8, 0)))
         );
+    }
+
+    /// A forced restart: the `JobScheduler` stops firing (its ticker shut down from here, as when
+    /// the library lost an entry's code), the loop finds the entry unfired past its instant and
+    /// the watchdog restarts it with a fresh instance, which fires the job again; the old
+    /// instance is shut down and all its tasks end (its context, which they held, is freed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restart_ends_the_old_job_schedulers_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("labcron.db");
+        let db = Db::open(&ledger).unwrap();
+        let now = now_ms();
+        db.write(move |tx| {
+            let owner = store::users::system_user_id(tx)?;
+            tx.execute(
+                "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone,
+                     start_date, activity_status, created_by, command, timeout_seconds,
+                     max_queued_runs, created_at, updated_at)
+                 VALUES ('every second', 'EXTERNAL', 'CRON', '* * * * * *', 'UTC', ?1, 'Active',
+                     ?2, 'x.sh', 60, 10, ?1, ?1)",
+                rusqlite::params![now, owner],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let settings = Arc::new(crate::config::Settings::default());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let notifier = crate::notify::Notifier::new(
+            db.clone(),
+            &settings,
+            dir.path().to_path_buf(),
+            metrics.clone(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        // Not started: the fires queue runs that nobody runs, so all but the first are skipped.
+        let executor = Executor::new(
+            db.clone(),
+            settings,
+            dir.path().to_path_buf(),
+            metrics,
+            notifier,
+        );
+        let scheduler = Scheduler::new(db, executor, &ledger).unwrap();
+        scheduler.start();
+        let stats = scheduler.stats();
+        let fired =
+            || stats.fires.load(Ordering::Relaxed) + stats.skipped_busy.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while fired() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the job never fired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let old = scheduler.inner.library.lock().unwrap().clone().unwrap();
+        let old_context = old.context_weak();
+        old.shutdown().await;
+        drop(old);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while stats.restarts.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the watchdog never restarted the loop"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after_restart = fired();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while old_context.strong_count() > 0 || fired() < after_restart + 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "after the restart: old instance's context {}, {} fires since",
+                if old_context.strong_count() > 0 {
+                    "still held"
+                } else {
+                    "freed"
+                },
+                fired() - after_restart
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(stats.restarts.load(Ordering::Relaxed), 1);
+        scheduler.stop();
     }
 
     #[test]

@@ -1417,3 +1417,39 @@ fn fixed_rates_keep_their_period_everywhere() {
         }
     }
 }
+
+/// The parsed-expression cache: an expression answers the same from the cache as parsed afresh,
+/// an invalid or never-matching one stays `None`, and however many distinct expressions pass
+/// through, the cache holds at most two generations (other tests share it, which only adds).
+#[test]
+fn cron_cache_answers_as_parsing_does_and_stays_bounded() {
+    let after = instant("2026-03-29T00:59:59Z");
+    let schedule = |expression: &str| Schedule {
+        repeat: cron(expression),
+        timezone: zone("Europe/Berlin"),
+        start_date: 0,
+        end_date: None,
+    };
+    let first = next_fires(&schedule("30 2 * * *"), after, 3);
+    // Parsed again after thousands of other expressions pushed it out of both generations.
+    for minute in 0..60 {
+        for hour in 0..60 {
+            let expression = format!("{minute} {} * * * *", hour % 24);
+            assert!(parsed_cron(&expression).is_some(), "{expression}");
+        }
+    }
+    {
+        let cache = cron_cache();
+        assert!(cache.current.len() <= CRON_CACHE_GENERATION);
+        assert!(cache.previous.len() <= CRON_CACHE_GENERATION);
+    }
+    assert_eq!(next_fires(&schedule("30 2 * * *"), after, 3), first);
+    // 02:30 does not exist in Berlin on 29 March 2026: the fire is at the gap's end (03:00 CEST).
+    assert_eq!(first[0], instant("2026-03-29T01:00:00Z"));
+    assert_eq!(first[1], instant("2026-03-30T00:30:00Z"));
+    for never in ["0 0 30 2 *", "not a cron", "61 * * * *"] {
+        for _ in 0..2 {
+            assert_eq!(next_fire(&schedule(never), after), None, "{never}");
+        }
+    }
+}
