@@ -865,7 +865,7 @@ mod tests {
                      ?2, 'x.sh', 60, 10, ?1, ?1)",
                 rusqlite::params![now, owner],
             )?;
-            Ok(())
+            Ok::<_, ServiceError>(())
         })
         .await
         .unwrap();
