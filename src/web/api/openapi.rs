@@ -37,7 +37,7 @@ pub fn document() -> Document {
         (api_routes as fn(&mut Routes), DECLARED_BASE),
         (root_routes, ""),
     ] {
-        let (paths, schemas) = Routes::of(group).document(prefix);
+        let (paths, schemas) = Routes::documenting(group).document(prefix);
         doc.paths.merge(paths);
         components.schemas.extend(schemas);
     }

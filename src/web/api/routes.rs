@@ -16,9 +16,14 @@ use utoipa::openapi::schema::Schema;
 /// The schemas an operation names, as utoipa collects them.
 pub type Schemas = Vec<(String, RefOr<Schema>)>;
 
-/// The routes of one group (the API under a base path, or the root paths), in the order added.
+/// The routes of one group (the API under a base path, or the root paths), in the order added:
+/// either to serve them (`Routes::of`) or to document them (`Routes::documenting`). Only the
+/// document needs the operations and schemas, and building them costs: actix builds the routes
+/// once per worker thread and base path, so serving builds none.
 #[derive(Default)]
 pub struct Routes {
+    /// Whether `add` collects the operations and schemas (for the document).
+    documenting: bool,
     resources: Vec<(String, Vec<Route>)>,
     paths: Paths,
     schemas: Schemas,
@@ -28,9 +33,19 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The routes `group` adds.
+    /// The routes `group` adds, to serve them.
     pub fn of(group: fn(&mut Routes)) -> Routes {
         let mut routes = Routes::default();
+        group(&mut routes);
+        routes
+    }
+
+    /// The routes `group` adds, with their operations and schemas, to document them.
+    pub fn documenting(group: fn(&mut Routes)) -> Routes {
+        let mut routes = Routes {
+            documenting: true,
+            ..Routes::default()
+        };
         group(&mut routes);
         routes
     }
@@ -61,13 +76,15 @@ impl Routes {
                     .to(handler.clone()),
             );
         }
-        let mut operation = P::operation();
-        operation
-            .tags
-            .get_or_insert_with(Vec::new)
-            .extend(P::tags().into_iter().map(str::to_string));
-        self.paths.add_path_operation(&path, methods, operation);
-        P::schemas(&mut self.schemas);
+        if self.documenting {
+            let mut operation = P::operation();
+            operation
+                .tags
+                .get_or_insert_with(Vec::new)
+                .extend(P::tags().into_iter().map(str::to_string));
+            self.paths.add_path_operation(&path, methods, operation);
+            P::schemas(&mut self.schemas);
+        }
         self.pairs.push((type_name::<P>(), type_name::<F>()));
         self
     }
