@@ -5,7 +5,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::CurrentUser;
 use super::params::{ClientZone, CreatedBetween, Paging, Query, client_tz};
@@ -71,16 +71,31 @@ pub fn filter_of(
     })
 }
 
+/// The filters of the list of every job's runs and of its count (read by `filter_of`), described
+/// once for the document.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+#[allow(dead_code)] // describes the parameters; never built
+struct AllRunsFilters {
+    /// Only runs in this status.
+    status: Option<RunStatus>,
+    /// Only runs of this job.
+    job_id: Option<i64>,
+    /// Only runs with this trigger.
+    trigger: Option<Trigger>,
+    /// true: only cancelled runs; false: none of them.
+    cancelled: Option<bool>,
+}
+
 #[utoipa::path(get, path = "/scheduled-job-runs", tag = "Runs",
     operation_id = "listAllRuns", summary = "List the runs of every job",
-    description = "The runs of every job the caller may see (admins: every job; others: the             jobs they created or that are shared with them), newest first, in the same JSON as a             job's runs. `fromDate` and `toDate` bound the run's creation time and accept the same             formats as a job's runs list.",
+    description = "The runs of every job the caller may see (admins: every job; others: the \
+        jobs they created or that are shared with them), newest first, in the same JSON as a \
+        job's runs. `fromDate` and `toDate` bound the run's creation time and accept the same \
+        formats as a job's runs list.",
     params(
         CreatedBetween,
-        ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
-        ("jobId" = Option<i64>, Query, description = "Only runs of this job."),
-        ("trigger" = Option<Trigger>, Query, description = "Only runs with this trigger."),
-        ("cancelled" = Option<bool>, Query,
-            description = "true: only cancelled runs; false: none of them."),
+        AllRunsFilters,
         Paging,
         ClientZone,
     ),
@@ -113,11 +128,7 @@ async fn list(
     operation_id = "countAllRuns", summary = "Count the runs of every job",
     params(
         CreatedBetween,
-        ("status" = Option<RunStatus>, Query, description = "Only runs in this status."),
-        ("jobId" = Option<i64>, Query, description = "Only runs of this job."),
-        ("trigger" = Option<Trigger>, Query, description = "Only runs with this trigger."),
-        ("cancelled" = Option<bool>, Query,
-            description = "true: only cancelled runs; false: none of them."),
+        AllRunsFilters,
         ClientZone,
     ),
     responses((status = 200, description = "How many runs the list would give.", body = RunCount)))]
