@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::clock::{from_ms, now_ms};
@@ -16,6 +15,7 @@ use crate::domain::user::UserSummary;
 use crate::error::ServiceError;
 use crate::run_files::RunPaths;
 use crate::store;
+use crate::store::Ledger;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -85,13 +85,13 @@ pub struct JobRef {
 
 /// A chain list of a job as `JobRef`s.
 pub fn chain_refs(
-    conn: &Connection,
+    conn: &dyn Ledger,
     job_id: i64,
     on_result: &str,
 ) -> Result<Vec<JobRef>, ServiceError> {
     let mut refs = Vec::new();
-    for id in store::jobs::chain_targets(conn, job_id, on_result)? {
-        if let Some(name) = store::jobs::name_of(conn, id)? {
+    for id in conn.chain_targets(job_id, on_result)? {
+        if let Some(name) = conn.job_name(id)? {
             refs.push(JobRef { id, name });
         }
     }
@@ -142,13 +142,13 @@ pub struct UserCache {
 impl UserCache {
     pub fn summary(
         &mut self,
-        conn: &Connection,
+        conn: &dyn Ledger,
         id: i64,
     ) -> Result<Option<UserSummary>, ServiceError> {
         if let Some(found) = self.users.get(&id) {
             return Ok(found.clone());
         }
-        let summary = store::users::get(conn, id)?.as_ref().map(UserSummary::from);
+        let summary = conn.user(id)?.as_ref().map(UserSummary::from);
         self.users.insert(id, summary.clone());
         Ok(summary)
     }
@@ -163,11 +163,11 @@ pub fn next_run_on(job: &Job) -> Option<i64> {
 }
 
 pub fn job_view(
-    conn: &Connection,
+    conn: &dyn Ledger,
     job: &Job,
     users: &mut UserCache,
 ) -> Result<JobView, ServiceError> {
-    let (recipient_ids, shared_ids) = store::jobs::user_lists(conn, job.id)?;
+    let (recipient_ids, shared_ids) = conn.job_user_lists(job.id)?;
     let mut summaries = |ids: Vec<i64>| -> Result<Vec<UserSummary>, ServiceError> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -180,7 +180,7 @@ pub fn job_view(
     let saved_query = match job.saved_query_id {
         Some(id) => Some(SavedQueryRef {
             id,
-            title: store::jobs::saved_query_title(conn, id)?,
+            title: conn.saved_query_title(id)?,
         }),
         None => None,
     };
@@ -204,7 +204,7 @@ pub fn job_view(
         end_date: job.end_date,
         activity_status: job.activity_status,
         next_run_on: next_run_on(job),
-        last_run_on: store::jobs::last_run_on(conn, job.id)?,
+        last_run_on: conn.last_run_on(job.id)?,
         created_by: users.summary(conn, job.created_by)?,
         run_as: match job.run_as {
             Some(id) => users.summary(conn, id)?,
@@ -234,7 +234,7 @@ pub fn job_view(
 
 /// The views of a page of runs, looking each user up once for the page.
 pub fn run_views(
-    conn: &Connection,
+    conn: &dyn Ledger,
     runs: &[Run],
     data_dir: &std::path::Path,
 ) -> Result<Vec<RunView>, ServiceError> {
@@ -245,7 +245,7 @@ pub fn run_views(
 }
 
 /// The views of a page of jobs, looking each user up once for the page.
-pub fn job_views(conn: &Connection, jobs: &[Job]) -> Result<Vec<JobView>, ServiceError> {
+pub fn job_views(conn: &dyn Ledger, jobs: &[Job]) -> Result<Vec<JobView>, ServiceError> {
     let mut users = UserCache::default();
     jobs.iter()
         .map(|job| job_view(conn, job, &mut users))
@@ -253,7 +253,7 @@ pub fn job_views(conn: &Connection, jobs: &[Job]) -> Result<Vec<JobView>, Servic
 }
 
 pub fn run_view(
-    conn: &Connection,
+    conn: &dyn Ledger,
     run: &Run,
     users: &mut UserCache,
     data_dir: &std::path::Path,

@@ -24,7 +24,7 @@ use crate::executor::internal::remove_old_run_files;
 use crate::metrics::Metrics;
 use crate::query::csv::Guard;
 use crate::run_files::RunPaths;
-use crate::store::{self, Db, maintenance};
+use crate::store::Db;
 
 /// The first pass waits this long after start, so start-up work goes first.
 pub const FIRST_PASS_DELAY: Duration = Duration::from_secs(60);
@@ -112,14 +112,13 @@ fn retention_pass(
 ) -> Result<RetentionReport, ServiceError> {
     let mut report = RetentionReport::default();
     let cutoffs = all.auth.session_cutoffs(now);
-    let sessions = db.write_sync(|tx| store::sessions::delete_expired(tx, cutoffs))?;
+    let sessions = db.write_sync(|tx| tx.delete_expired_sessions(cutoffs))?;
     report.sessions_deleted = sessions as u64;
     let settings = &all.retention;
     if settings.audit_days > 0 {
         let cutoff = now - settings.audit_days as i64 * DAY_MS;
         loop {
-            let deleted =
-                db.write_sync(|tx| store::audit::delete_older_than(tx, cutoff, ROW_BATCH))?;
+            let deleted = db.write_sync(|tx| tx.delete_audit_events_before(cutoff, ROW_BATCH))?;
             report.audit_events_deleted += deleted as u64;
             if (deleted as i64) < ROW_BATCH {
                 break;
@@ -162,7 +161,7 @@ fn delete_old_rows(
 ) -> Result<(), ServiceError> {
     let mut after = RunId(0);
     loop {
-        let batch = db.read_sync(|c| maintenance::finished_before(c, cutoff, after, ROW_BATCH))?;
+        let batch = db.read_sync(|c| c.runs_finished_before(cutoff, after, ROW_BATCH))?;
         let Some(last) = batch.last() else {
             return Ok(());
         };
@@ -190,8 +189,7 @@ fn delete_old_rows(
                 let _ = std::fs::remove_dir(job_dir);
             }
         }
-        report.rows_deleted +=
-            db.write_sync(|tx| maintenance::delete_finished_runs(tx, &cleared, cutoff))?;
+        report.rows_deleted += db.write_sync(|tx| tx.delete_finished_runs(&cleared, cutoff))?;
     }
 }
 

@@ -318,7 +318,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 /// On first start, creates `admin` with the configured password, or a generated one that is
 /// logged once and written to `<data dir>/initial-admin-password` (mode 0600).
 fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> anyhow::Result<()> {
-    if db.read_sync(store::users::any_login_user)? {
+    if db.read_sync(|l| l.any_login_user())? {
         return Ok(());
     }
     let generated = configured.is_none();
@@ -335,7 +335,7 @@ fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> any
             admin: true,
             password_hash: &hash,
         };
-        store::users::insert(tx, &admin, now_ms())
+        tx.insert_user(&admin, now_ms())
     })?;
     if generated {
         use std::io::Write;

@@ -151,7 +151,7 @@ fn process_uid() -> u32 {
 /// Appends an audit event to the ledger at `path` (bringing its schema up to date first).
 fn record_in(path: &Path, event: &crate::store::audit::Event) -> anyhow::Result<()> {
     let db = crate::store::Db::open(path)?;
-    db.write_sync(|tx| crate::store::audit::record(tx, event, crate::clock::now_ms()))
+    db.write_sync(|tx| tx.record_audit(event, crate::clock::now_ms()))
         .map_err(|e| anyhow::anyhow!("cannot write the audit event: {e:?}"))?;
     Ok(())
 }

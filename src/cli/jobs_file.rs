@@ -13,7 +13,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use rusqlite::{Connection, TransactionBehavior};
 use serde_json::{Map, Value};
 
 use super::service_error;
@@ -23,7 +22,7 @@ use crate::domain::job::Job;
 use crate::error::ServiceError;
 use crate::present::{JobView, UserCache, job_view};
 use crate::service::jobs::{args_without_parameters_refusal, draft_from_body, save};
-use crate::store;
+use crate::store::{Db, Ledger};
 
 /// Fields the server computes; never written to or read from a jobs file.
 const COMPUTED: &[&str] = &["id", "createdBy", "nextRunOn", "lastRunOn", "isActiveJob"];
@@ -92,7 +91,7 @@ fn rfc3339(ms: i64, zone: chrono_tz::Tz) -> Option<String> {
     )
 }
 
-fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
+fn ledger(settings: &Settings) -> anyhow::Result<Db> {
     let path = settings.data_dir.join("labcron.db");
     if !path.exists() {
         bail!(
@@ -100,15 +99,14 @@ fn ledger(settings: &Settings) -> anyhow::Result<Connection> {
             path.display()
         );
     }
-    // Bring the schema up to date first (a ledger last opened by an older labcron).
-    drop(crate::store::Db::open(&path)?);
-    // The server's writer settings, durability included.
-    Ok(crate::store::writer_connection(&path)?)
+    // Opening brings the schema up to date (a ledger last opened by an older labcron); its
+    // writer has the server's settings, durability included.
+    Ok(Db::open(&path)?)
 }
 
 /// A job as the API shows it, turned into its file form (a JSON object with file conventions).
 fn portable(
-    conn: &Connection,
+    conn: &dyn Ledger,
     job: &Job,
     settings: &Settings,
 ) -> Result<Map<String, Value>, ServiceError> {
@@ -141,16 +139,12 @@ fn portable(
     {
         // Embedded, so the file does not depend on this instance's ids (deleted ones included:
         // the job still names it).
-        let query: Option<(String, String, String)> =
-            rusqlite::OptionalExtension::optional(conn.query_row(
-                "SELECT title, sql, data_source FROM saved_queries WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            ))?;
-        if let Some((title, sql, data_source)) = query {
+        if let Some(query) = conn.saved_query_even_deleted(id)? {
             fields.insert(
                 "savedQuery".into(),
-                serde_json::json!({"title": title, "sql": sql, "dataSource": data_source}),
+                serde_json::json!({
+                    "title": query.title, "sql": query.sql, "dataSource": query.data_source
+                }),
             );
         }
     }
@@ -164,9 +158,7 @@ fn portable(
             fields.insert((*key).to_string(), Value::String(text));
         }
     }
-    let key: Option<String> =
-        conn.query_row("SELECT key FROM jobs WHERE id = ?1", [job.id], |r| r.get(0))?;
-    if let Some(key) = key {
+    if let Some(key) = conn.job_key(job.id)? {
         fields.insert(KEY.into(), Value::String(key));
     }
     // TOML has no null, and an empty list says nothing a missing one does not.
@@ -177,7 +169,7 @@ fn portable(
 /// A saved query as a jobs file embeds it, resolved to a live query's id: one with the same
 /// title (its SQL and source must match), else a new one (created in the import's transaction).
 fn saved_query_ref(
-    conn: &Connection,
+    conn: &dyn Ledger,
     settings: &Settings,
     value: &Value,
     creator: i64,
@@ -200,17 +192,14 @@ fn saved_query_ref(
     if let Some(error) = errors.first() {
         bail!("savedQuery: {}: {}", error.code, error.message);
     }
-    let mut stmt = conn.prepare(
-        "SELECT id, sql, data_source FROM saved_queries WHERE title = ?1 AND deleted = 0 ORDER BY id",
-    )?;
-    let same_title: Vec<(i64, String, String)> = stmt
-        .query_map([&draft.title], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    if let Some((id, _, _)) = same_title
+    let same_title = conn
+        .live_saved_queries_titled(&draft.title)
+        .map_err(service_error)?;
+    if let Some(same) = same_title
         .iter()
-        .find(|(_, sql, source)| *sql == draft.sql && *source == draft.data_source)
+        .find(|q| q.sql == draft.sql && q.data_source == draft.data_source)
     {
-        return Ok(*id);
+        return Ok(same.id);
     }
     if !same_title.is_empty() {
         bail!(
@@ -229,14 +218,16 @@ fn saved_query_ref(
             ),
             crate::query::sources::CheckError::Sql(e) => anyhow::anyhow!("savedQuery.sql: {e}"),
         })?;
-    let id = store::queries::insert(conn, &draft, creator, now_ms()).map_err(service_error)?;
+    let id = conn
+        .insert_saved_query(&draft, creator, now_ms())
+        .map_err(service_error)?;
     created.push(draft.title);
     Ok(id)
 }
 
 /// The file form of a job turned back into an API request body.
 fn api_body(
-    conn: &Connection,
+    conn: &dyn Ledger,
     settings: &Settings,
     fields: &Map<String, Value>,
     creator: i64,
@@ -248,7 +239,8 @@ fn api_body(
         let name = login
             .as_str()
             .with_context(|| format!("{field}: users are written as login names"))?;
-        let user = store::users::get_with_hash(conn, name)
+        let user = conn
+            .user_with_hash(name)
             .map_err(service_error)?
             .filter(|(u, _)| u.active && !u.is_system)
             .with_context(|| format!("{field}: no user `{name}`"))?;
@@ -311,23 +303,26 @@ fn new_key(name: &str) -> String {
 /// Writes every live job to `file`; returns how many. Jobs without a key get one now (stored, so
 /// every later export writes the same).
 pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
-    let conn = ledger(settings)?;
-    let mut jobs = store::jobs::list_all_live(&conn).map_err(service_error)?;
-    jobs.sort_by_key(|j| j.id);
-    for job in &jobs {
-        conn.execute(
-            "UPDATE jobs SET key = ?2 WHERE id = ?1 AND key IS NULL",
-            rusqlite::params![job.id, new_key(&job.name)],
-        )?;
-    }
-    let mut tables = Vec::with_capacity(jobs.len());
-    for job in &jobs {
-        let fields = portable(&conn, job, settings).map_err(service_error)?;
-        tables.push(
-            toml::Value::try_from(Value::Object(fields))
-                .context("a job cannot be written as TOML")?,
-        );
-    }
+    let db = ledger(settings)?;
+    // One write: the keys given now and the jobs read with them.
+    let tables = db.write_sync(|conn| -> anyhow::Result<Vec<toml::Value>> {
+        let mut jobs = conn.live_jobs().map_err(service_error)?;
+        jobs.sort_by_key(|j| j.id);
+        for job in &jobs {
+            conn.set_job_key_if_none(job.id, &new_key(&job.name))
+                .map_err(service_error)?;
+        }
+        let mut tables = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let fields = portable(conn, job, settings).map_err(service_error)?;
+            tables.push(
+                toml::Value::try_from(Value::Object(fields))
+                    .context("a job cannot be written as TOML")?,
+            );
+        }
+        Ok(tables)
+    })?;
+    let count = tables.len();
     let mut document = toml::Table::new();
     document.insert("jobs".into(), toml::Value::Array(tables));
     let text = format!(
@@ -337,7 +332,7 @@ pub fn export(settings: &Settings, file: &Path) -> anyhow::Result<usize> {
         toml::to_string_pretty(&document)?
     );
     std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(jobs.len())
+    Ok(count)
 }
 
 /// One job's fate in an import.
@@ -458,14 +453,53 @@ pub fn import(
         None => Vec::new(),
         Some(_) => bail!("`jobs` must be an array of tables ([[jobs]])"),
     };
+    let db = ledger(settings)?;
+    // One write transaction: committed with --apply, rolled back otherwise (a dry run) or at the
+    // first invalid job (nothing changes).
+    let planned = db.write_sync(|tx| {
+        let plan = plan_import(tx, settings, &tables, as_login).map_err(Rollback::Failed)?;
+        if apply {
+            Ok(plan)
+        } else {
+            Err(Rollback::DryRun(plan))
+        }
+    });
+    match planned {
+        Ok(mut plan) => {
+            plan.applied = true;
+            Ok(plan)
+        }
+        Err(Rollback::DryRun(plan)) => Ok(plan),
+        Err(Rollback::Failed(e)) => Err(e),
+    }
+}
+
+/// Why an import's transaction is rolled back: it failed, or it was a dry run (its plan).
+enum Rollback {
+    Failed(anyhow::Error),
+    DryRun(ImportPlan),
+}
+
+impl From<crate::store::Error> for Rollback {
+    fn from(e: crate::store::Error) -> Self {
+        Rollback::Failed(e.into())
+    }
+}
+
+/// The import's work inside its transaction: every job validated, matched and saved.
+fn plan_import(
+    tx: &dyn Ledger,
+    settings: &Settings,
+    tables: &[toml::Value],
+    as_login: &str,
+) -> anyhow::Result<ImportPlan> {
     let allowed = job_keys();
-    let mut conn = ledger(settings)?;
-    let creator = store::users::get_with_hash(&conn, as_login)
+    let creator = tx
+        .user_with_hash(as_login)
         .map_err(service_error)?
         .filter(|(u, _)| u.active && !u.is_system)
         .with_context(|| format!("no user `{as_login}` to record as the creator"))?
         .0;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut plan = ImportPlan::default();
     let mut seen_names = BTreeSet::new();
     let mut seen_keys = BTreeSet::new();
@@ -518,19 +552,19 @@ pub fn import(
             bail!("{}: the file has this key twice", context());
         }
         let mut created_queries = Vec::new();
-        let body = api_body(&tx, settings, &fields, creator.id, &mut created_queries)
+        let body = api_body(tx, settings, &fields, creator.id, &mut created_queries)
             .with_context(context)?;
         for title in created_queries {
             plan.changes.push(Change::CreateQuery { title });
         }
-        let existing = find_existing(&tx, key.as_deref(), &name).map_err(service_error)?;
+        let existing = find_existing(tx, key.as_deref(), &name).map_err(service_error)?;
         let draft = draft_from_body(&body, settings, &creator, existing.as_ref())
             .map_err(service_error)
             .with_context(context)?;
         let sources =
             crate::query::sources::DataSources::from_settings(settings, &settings.data_dir);
         if let Some(refusal) =
-            args_without_parameters_refusal(&tx, &sources, &draft, existing.as_ref())
+            args_without_parameters_refusal(tx, &sources, &draft, existing.as_ref())
                 .map_err(service_error)?
         {
             return Err(service_error(ServiceError::User(vec![refusal]))).with_context(context);
@@ -539,20 +573,13 @@ pub fn import(
         let set_key = |id: i64| -> anyhow::Result<()> {
             if let Some(k) = &key {
                 // A deleted job keeps its key; a job coming back takes it over.
-                tx.execute(
-                    "UPDATE jobs SET key = NULL WHERE key = ?1 AND id <> ?2",
-                    rusqlite::params![k, id],
-                )?;
-                tx.execute(
-                    "UPDATE jobs SET key = ?2 WHERE id = ?1",
-                    rusqlite::params![id, k],
-                )?;
+                tx.take_job_key(id, k).map_err(service_error)?;
             }
             Ok(())
         };
         match existing {
             None => {
-                let id = save(&tx, &draft, None, &creator, now)
+                let id = save(tx, &draft, None, &creator, now)
                     .map_err(service_error)
                     .with_context(context)?;
                 set_key(id)?;
@@ -561,43 +588,39 @@ pub fn import(
             }
             Some(job) => {
                 touched.insert(job.id);
-                let before = portable(&tx, &job, settings).map_err(service_error)?;
+                let before = portable(tx, &job, settings).map_err(service_error)?;
                 // The change time stays until `push_update` finds a real change.
-                save(&tx, &draft, Some(&job), &creator, job.updated_at)
+                save(tx, &draft, Some(&job), &creator, job.updated_at)
                     .map_err(service_error)
                     .with_context(context)?;
                 set_key(job.id)?;
-                let replaced = store::jobs::get_live(&tx, job.id)
+                let replaced = tx
+                    .live_job(job.id)
                     .map_err(service_error)?
                     .context("job vanished")?;
-                let mut after = portable(&tx, &replaced, settings).map_err(service_error)?;
+                let mut after = portable(tx, &replaced, settings).map_err(service_error)?;
                 if key.is_none() {
                     // A file without keys says nothing about them.
                     after.remove(KEY);
                     let mut before = before.clone();
                     before.remove(KEY);
-                    push_update(&tx, &mut plan, job.id, name, &before, &after, now)?;
+                    push_update(tx, &mut plan, job.id, name, &before, &after, now)?;
                 } else {
-                    push_update(&tx, &mut plan, job.id, name, &before, &after, now)?;
+                    push_update(tx, &mut plan, job.id, name, &before, &after, now)?;
                 }
             }
         }
     }
-    for job in store::jobs::list_all_live(&tx).map_err(service_error)? {
+    for job in tx.live_jobs().map_err(service_error)? {
         if !touched.contains(&job.id) {
             plan.not_in_file.push(job.name);
         }
     }
-    if apply {
-        tx.commit()?;
-        plan.applied = true;
-    }
-    // Without --apply the transaction is dropped: rolled back, nothing changed.
     Ok(plan)
 }
 
 fn push_update(
-    tx: &Connection,
+    tx: &dyn Ledger,
     plan: &mut ImportPlan,
     id: i64,
     name: String,
@@ -610,7 +633,7 @@ fn push_update(
         plan.changes.push(Change::Unchanged { name });
     } else {
         // A real change gets a new version, so a running server's scheduler picks it up.
-        tx.execute("UPDATE jobs SET updated_at = ?2 WHERE id = ?1", [id, now])?;
+        tx.touch_job(id, now).map_err(service_error)?;
         plan.changes.push(Change::Update { name, fields });
     }
     Ok(())
@@ -619,29 +642,12 @@ fn push_update(
 /// The live job a file's table means: the one with its key; else (no key in the file, or a key
 /// no job has yet) the one with its name that has no other key.
 fn find_existing(
-    conn: &Connection,
+    conn: &dyn Ledger,
     key: Option<&str>,
     name: &str,
 ) -> Result<Option<Job>, ServiceError> {
-    let by_key: Option<i64> = match key {
-        Some(k) => rusqlite::OptionalExtension::optional(conn.query_row(
-            "SELECT id FROM jobs WHERE key = ?1 AND activity_status <> 'Disabled'",
-            [k],
-            |r| r.get(0),
-        ))?,
-        None => None,
-    };
-    let id = match by_key {
-        Some(id) => Some(id),
-        None => rusqlite::OptionalExtension::optional(conn.query_row(
-            "SELECT id FROM jobs WHERE name = ?1 AND activity_status <> 'Disabled'
-               AND (?2 IS NULL OR key IS NULL OR key = ?2) ORDER BY id LIMIT 1",
-            rusqlite::params![name, key],
-            |r| r.get(0),
-        ))?,
-    };
-    match id {
-        Some(id) => Ok(store::jobs::get_live(conn, id)?),
+    match conn.job_for_import(key, name)? {
+        Some(id) => Ok(conn.live_job(id)?),
         None => Ok(None),
     }
 }

@@ -59,7 +59,8 @@ pub fn set_password(settings: &Settings, login: &str, password: &str) -> anyhow:
     let db = open_ledger(settings)?;
     let login = login.to_string();
     db.write_sync(|tx| {
-        let user = store::users::get_with_hash(tx, &login)?
+        let user = tx
+            .user_with_hash(&login)?
             .map(|(user, _)| user)
             .filter(|u| !u.is_system)
             .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("no user `{login}`")))?;

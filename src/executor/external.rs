@@ -16,7 +16,6 @@ use crate::domain::args::split_args;
 use crate::domain::job::Job;
 use crate::domain::run::Run;
 use crate::run_files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
-use crate::store;
 use crate::store::runs::Outcome;
 
 impl Executor {
@@ -142,11 +141,7 @@ impl Executor {
     /// what the upstream run produced.
     async fn upstream_env(&self, upstream_id: i64) -> Vec<(String, String)> {
         let mut env = vec![("LABCRON_UPSTREAM_RUN_ID".into(), upstream_id.to_string())];
-        let upstream = self
-            .inner
-            .db
-            .read(move |c| store::runs::get(c, upstream_id))
-            .await;
+        let upstream = self.inner.db.read(move |c| c.run(upstream_id)).await;
         let Ok(Some(upstream)) = upstream else {
             return env;
         };

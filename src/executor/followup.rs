@@ -7,13 +7,12 @@
 //! The save-time chain rules (targets the saver may run, no cycle) are `service::jobs::check_chains`;
 //! at queue time the same `service::access::can_run` decides.
 
-use rusqlite::Connection;
-
 use crate::domain::job::{Job, NotifyOn};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::error::ServiceError;
 use crate::service::access;
 use crate::store;
+use crate::store::Ledger;
 use crate::store::runs::{Enqueued, FollowUpRun};
 
 /// What followed a run's end.
@@ -39,14 +38,14 @@ impl FollowUp {
 
 /// Decides and stores what follows the end of run `run_id`, which has just been recorded. Call in
 /// the write transaction that recorded it.
-pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, ServiceError> {
-    let Some(run) = store::runs::get(conn, run_id)? else {
+pub fn after_end(conn: &dyn Ledger, run_id: i64, now: i64) -> Result<FollowUp, ServiceError> {
+    let Some(run) = conn.run(run_id)? else {
         return Ok(FollowUp::default());
     };
     if !run.status.is_finished() {
         return Ok(FollowUp::default());
     }
-    let Some(job) = store::jobs::get_any(conn, run.job_id)? else {
+    let Some(job) = conn.job_even_deleted(run.job_id)? else {
         return Ok(FollowUp::default());
     };
     let mut follow_up = FollowUp::default();
@@ -57,7 +56,7 @@ pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, S
             return Ok(follow_up);
         }
     }
-    store::runs::set_series_end(conn, run.id)?;
+    conn.set_series_end(run.id)?;
     follow_up.notify = should_notify(conn, &job, &run)?;
     follow_up.webhook = job.webhook_url.is_some();
     // A cancelled run was stopped on purpose: nothing is chained to it.
@@ -67,7 +66,7 @@ pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, S
         } else {
             store::jobs::CHAIN_FAILURE
         };
-        for target in store::jobs::chain_targets(conn, job.id, list)? {
+        for target in conn.chain_targets(job.id, list)? {
             follow_up
                 .chained
                 .push(queue_chained(conn, &run, &job, target, now)?);
@@ -79,7 +78,7 @@ pub fn after_end(conn: &Connection, run_id: i64, now: i64) -> Result<FollowUp, S
 /// Queues the next attempt of a failed run, after the job's delay. None when the job cannot take
 /// it (closed, deleted, queue full): the series ends there.
 fn queue_retry(
-    conn: &Connection,
+    conn: &dyn Ledger,
     run: &Run,
     job: &Job,
     now: i64,
@@ -97,7 +96,7 @@ fn queue_retry(
         chained_from: run.chained_from,
         not_before: Some(now + job.retry_delay_seconds * 1000),
     };
-    match store::runs::enqueue_follow_up(conn, &retry, job.max_queued_runs, now)? {
+    match conn.enqueue_follow_up(&retry, job.max_queued_runs, now)? {
         Enqueued::Queued(id) => Ok(Some(id)),
         _ => {
             tracing::warn!(
@@ -115,7 +114,7 @@ fn queue_retry(
 /// queued (the user may no longer run the target, the target is closed, its queue is full) is
 /// recorded FAILED at once with the reason, so the refusal is visible in the target's runs.
 fn queue_chained(
-    conn: &Connection,
+    conn: &dyn Ledger,
     run: &Run,
     job: &Job,
     target_id: i64,
@@ -131,16 +130,11 @@ fn queue_chained(
         chained_from: Some(run.id),
         not_before: None,
     };
-    let Some(target) = store::jobs::get_live(conn, target_id)? else {
+    let Some(target) = conn.live_job(target_id)? else {
         // Chain targets are live (deleted ones drop out), so this is a race with a delete.
-        return Ok(store::runs::insert_refused(
-            conn,
-            &chained,
-            "not run: the job was deleted",
-            now,
-        )?);
+        return Ok(conn.insert_refused_run(&chained, "not run: the job was deleted", now)?);
     };
-    let runner = store::users::get(conn, run.run_by)?;
+    let runner = conn.user(run.run_by)?;
     let refusal = match &runner {
         None => Some("the user of the upstream run no longer exists".to_string()),
         Some(user) if !user.active => Some(format!(
@@ -156,17 +150,11 @@ fn queue_chained(
     };
     let prefix = format!("not run after run {} of job {}", run.id, job.name);
     if let Some(why) = refusal {
-        return Ok(store::runs::insert_refused(
-            conn,
-            &chained,
-            &format!("{prefix}: {why}"),
-            now,
-        )?);
+        return Ok(conn.insert_refused_run(&chained, &format!("{prefix}: {why}"), now)?);
     }
-    match store::runs::enqueue_follow_up(conn, &chained, target.max_queued_runs, now)? {
+    match conn.enqueue_follow_up(&chained, target.max_queued_runs, now)? {
         Enqueued::Queued(id) => Ok(id),
-        _ => Ok(store::runs::insert_refused(
-            conn,
+        _ => Ok(conn.insert_refused_run(
             &chained,
             &format!(
                 "{prefix}: job {} already has {} runs waiting",
@@ -178,7 +166,7 @@ fn queue_chained(
 }
 
 /// The job's `notifyOn` rule for the end of `run`'s series.
-fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, ServiceError> {
+fn should_notify(conn: &dyn Ledger, job: &Job, run: &Run) -> Result<bool, ServiceError> {
     let failed = run.status == RunStatus::Failed;
     Ok(match job.notify_on {
         NotifyOn::Always => true,
@@ -186,7 +174,7 @@ fn should_notify(conn: &Connection, job: &Job, run: &Run) -> Result<bool, Servic
         NotifyOn::Failure => failed,
         // The first failure after a success and the first success after a failure; a job's very
         // first outcome counts as a change only when it is a failure.
-        NotifyOn::Change => match store::runs::previous_series_end(conn, job.id, run.id)? {
+        NotifyOn::Change => match conn.previous_series_end(job.id, run.id)? {
             Some(previous) => previous != run.status,
             None => failed,
         },

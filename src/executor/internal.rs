@@ -30,7 +30,7 @@ use crate::query::sources::open_read_only;
 use crate::query::sqlite_message;
 use crate::run_files::RunPaths;
 use crate::store::runs::Outcome;
-use crate::store::{self, maintenance};
+use crate::store::{self, Ledger};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -219,7 +219,7 @@ pub(crate) struct Removed {
 /// `cutoff`. The outer `Result` is the ledger's; the inner one says whether the guard stopped it.
 /// Also the daily retention pass (`retention`); a directory another pass removed first is skipped.
 pub(crate) fn remove_old_run_files(
-    conn: &Connection,
+    conn: &dyn Ledger,
     data_dir: &Path,
     cutoff: i64,
     own_run: Option<RunOfJob>,
@@ -236,7 +236,7 @@ pub(crate) fn remove_old_run_files(
             if Some(ids) == own_run {
                 continue;
             }
-            let finished_at = match maintenance::finished_at(conn, ids) {
+            let finished_at = match conn.run_finished_at(ids) {
                 Ok(Some(at)) if at < cutoff => at,
                 Ok(_) => continue,
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
@@ -304,7 +304,7 @@ async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done,
     if let Some(word) = words.first() {
         return Err(format!("unknown argument `{word}` (database-backup takes none)").into());
     }
-    let ledger = ctx.db.read(maintenance::ledger_file).await?;
+    let ledger = ctx.db.read(|l| l.ledger_file()).await?;
     let file = format!("labcron-backup_{}.db", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     let guard = ctx.guard(limit);
@@ -350,15 +350,13 @@ async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done,
     let (file, size) = (done.file.clone(), done.size);
     ctx.db
         .write(move |tx| {
-            let actor = crate::store::users::get(tx, run_by)?
-                .map(|u| u.login_name)
-                .unwrap_or_default();
+            let actor = tx.user(run_by)?.map(|u| u.login_name).unwrap_or_default();
             let event = crate::store::audit::Event::new(&actor, "BACKUP_TAKEN", None)
                 .object("RUN", run_id)
                 .detail("jobId", job_id)
                 .detail("file", file)
                 .detail("bytes", size);
-            crate::store::audit::record(tx, &event, crate::clock::now_ms())
+            tx.record_audit(&event, crate::clock::now_ms())
         })
         .await?;
     Ok(done)
@@ -373,7 +371,7 @@ impl From<&str> for TaskError {
 async fn runs_report(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, TaskError> {
     let days = days_argument(&ctx.argument_words()?, "days", 7)?;
     let since = now_ms() - days * DAY_MS;
-    let ledger = ctx.db.read(maintenance::ledger_file).await?;
+    let ledger = ctx.db.read(|l| l.ledger_file()).await?;
     let file = format!("runs-report_{}.csv", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     let guard = ctx.guard(limit);
@@ -381,7 +379,7 @@ async fn runs_report(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, Tas
         let stats = write_aside(&target, |tmp| -> Result<_, TaskError> {
             let conn = open_read_only(Path::new(&ledger))?;
             guard.install(&conn)?;
-            let mut stmt = conn.prepare(maintenance::RUNS_REPORT_SQL)?;
+            let mut stmt = conn.prepare(store::maintenance::RUNS_REPORT_SQL)?;
             stmt.raw_bind_parameter(1, since)?;
             let mut out = std::fs::File::create(tmp)?;
             let stats = export_csv(&mut stmt, &mut out, Limits::default(), &guard)?;

@@ -32,6 +32,7 @@ use crate::notify::Notifier;
 use crate::run_files::RunPaths;
 use crate::service;
 use crate::service::runs::RunRequest;
+use crate::store::Ledger;
 use crate::store::{self, Db};
 
 use store::runs::{Enqueued, Outcome};
@@ -152,13 +153,13 @@ impl Executor {
                 .db
                 .write(move |tx| -> Result<_, ServiceError> {
                     // `cancelledBy` on the wire; a cancelled run is never retried.
-                    store::runs::mark_cancelled_by(tx, RunId(run_id), UserId(by_id))?;
-                    if store::runs::fail_queued(tx, run_id, &msg, now_ms())? {
-                        store::runs::set_series_end(tx, run_id)?;
+                    tx.mark_cancelled_by(RunId(run_id), UserId(by_id))?;
+                    if tx.fail_queued_run(run_id, &msg, now_ms())? {
+                        tx.set_series_end(run_id)?;
                         record_cancel(tx, pending, run_id, "QUEUED")?;
                         return Ok((None, None));
                     }
-                    let status = store::runs::get(tx, run_id)?.map(|r| r.status);
+                    let status = tx.run(run_id)?.map(|r| r.status);
                     if status == Some(RunStatus::InProgress) {
                         record_cancel(tx, pending, run_id, "IN_PROGRESS")?;
                         return Ok((status, None));
@@ -282,7 +283,7 @@ impl Executor {
         let claimed = self
             .inner
             .db
-            .write(move |tx| store::runs::claim_runnable(tx, free, now_ms()))
+            .write(move |tx| tx.claim_runnable(free, now_ms()))
             .await?;
         for run_id in claimed {
             self.start_claimed(run_id);
@@ -418,12 +419,12 @@ impl Executor {
                 self.inner
                     .db
                     .write(move |tx| -> Result<_, ServiceError> {
-                        if !store::runs::finish(tx, run_id, &outcome, finished_at)? {
+                        if !tx.finish_run(run_id, &outcome, finished_at)? {
                             return Ok((None, None));
                         }
                         let follow_up = followup::after_end(tx, run_id, finished_at)?;
                         let successor = if !stopping.is_cancelled() {
-                            store::runs::claim_runnable(tx, 1, finished_at)?.pop()
+                            tx.claim_runnable(1, finished_at)?.pop()
                         } else {
                             None
                         };
@@ -486,9 +487,10 @@ impl Executor {
         self.inner
             .db
             .read(move |c| {
-                let run = store::runs::get(c, run_id)?.ok_or_else(ServiceError::run_not_found)?;
-                let job =
-                    store::jobs::get_any(c, run.job_id)?.ok_or_else(ServiceError::job_not_found)?;
+                let run = c.run(run_id)?.ok_or_else(ServiceError::run_not_found)?;
+                let job = c
+                    .job_even_deleted(run.job_id)?
+                    .ok_or_else(ServiceError::job_not_found)?;
                 Ok((run, job))
             })
             .await
@@ -565,14 +567,14 @@ async fn prepare_dirs(paths: &RunPaths) -> std::io::Result<()> {
 
 /// Records the audit event of a cancel (if one is still to be recorded) with the run's status.
 fn record_cancel(
-    tx: &rusqlite::Transaction,
+    tx: &dyn Ledger,
     pending: Option<store::audit::Event>,
     run_id: i64,
     was: &str,
 ) -> Result<(), ServiceError> {
     if let Some(event) = pending {
         let event = event.object("RUN", run_id).detail("status", was);
-        store::audit::record(tx, &event, now_ms())?;
+        tx.record_audit(&event, now_ms())?;
     }
     Ok(())
 }

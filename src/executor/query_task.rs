@@ -27,8 +27,8 @@ use crate::query::pg_sql;
 use crate::query::postgres::{Failure as PgFailure, PgSource};
 use crate::query::sources::{DataSources, prepare_single};
 use crate::run_files::RunPaths;
+use crate::store::Db;
 use crate::store::runs::Outcome;
-use crate::store::{self, Db};
 
 /// What a built-in task (QUERY or INTERNAL) is given to do its run.
 pub struct TaskContext<'a> {
@@ -181,7 +181,7 @@ async fn export_saved_query(
         .ok_or("the job names no saved query")?;
     let query = ctx
         .db
-        .read(move |c| store::queries::get_live(c, query_id))
+        .read(move |c| c.live_saved_query(query_id))
         .await
         .map_err(|e| format!("cannot read saved query {query_id}: {e}"))?
         .ok_or_else(|| format!("saved query {query_id} does not exist (it was deleted)"))?;

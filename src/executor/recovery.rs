@@ -12,13 +12,13 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::error::ServiceError;
 use crate::run_files::RunPaths;
-use crate::store::{self, Db};
+use crate::store::Db;
 
 pub const RESTART_MESSAGE: &str = "interrupted by server restart";
 
 /// Kills leftovers of interrupted runs and marks those runs FAILED. Returns how many runs.
 pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ServiceError> {
-    let interrupted = db.read_sync(store::runs::in_progress)?;
+    let interrupted = db.read_sync(|l| l.runs_in_progress())?;
     if interrupted.is_empty() {
         return Ok(0);
     }
@@ -39,7 +39,7 @@ pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, Servi
     }
     db.write_sync(|tx| {
         let now = now_ms();
-        let failed = store::runs::fail_all_in_progress(tx, RESTART_MESSAGE, now)?;
+        let failed = tx.fail_runs_in_progress(RESTART_MESSAGE, now)?;
         // An interrupted run is a failed one: it is retried (or ends its series) like any other.
         for ids in &interrupted {
             super::followup::after_end(tx, ids.run.0, now)?;

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use rusqlite::Connection;
 
 use crate::config::Settings;
 use crate::domain::job::{Job, RepeatKind};
@@ -30,7 +29,8 @@ use crate::domain::user::User;
 use crate::error::ServiceError;
 use crate::metrics::{Channel, Delivery, Metrics};
 use crate::present::{UserCache, run_view};
-use crate::store::{self, Db};
+use crate::store::Db;
+use crate::store::Ledger;
 
 /// Sends the notifications of finished runs; cheap to clone.
 #[derive(Clone)]
@@ -228,18 +228,18 @@ fn greeting_name(user: &User) -> String {
 
 /// The run (if it has finished), its job, its API object and, when e-mail is on, its recipients.
 fn load_finished(
-    conn: &Connection,
+    conn: &dyn Ledger,
     run_id: i64,
     with_email: bool,
     data_dir: &std::path::Path,
 ) -> Result<Option<FinishedRun>, ServiceError> {
-    let Some(run) = store::runs::get(conn, run_id)? else {
+    let Some(run) = conn.run(run_id)? else {
         return Ok(None);
     };
     if !run.status.is_finished() {
         return Ok(None);
     }
-    let Some(job) = store::jobs::get_any(conn, run.job_id)? else {
+    let Some(job) = conn.job_even_deleted(run.job_id)? else {
         return Ok(None);
     };
     if !with_email && job.webhook_url.is_none() {
@@ -276,8 +276,8 @@ fn reachable(user: &User) -> bool {
 /// runner (ONDEMAND jobs) or the job's creator (every other schedule), keeping active, non-system
 /// users with an e-mail address, each address once; a FAILED run with nobody left goes to every
 /// admin instead.
-pub fn recipients(conn: &Connection, job: &Job, run: &Run) -> Result<Vec<User>, ServiceError> {
-    let (mut ids, _) = store::jobs::user_lists(conn, job.id)?;
+pub fn recipients(conn: &dyn Ledger, job: &Job, run: &Run) -> Result<Vec<User>, ServiceError> {
+    let (mut ids, _) = conn.job_user_lists(job.id)?;
     ids.push(if job.repeat.kind() == RepeatKind::OnDemand {
         run.run_by
     } else {
@@ -286,7 +286,7 @@ pub fn recipients(conn: &Connection, job: &Job, run: &Run) -> Result<Vec<User>, 
     let mut seen = HashSet::new();
     let mut chosen = Vec::new();
     for id in ids {
-        if let Some(user) = store::users::get(conn, id)?
+        if let Some(user) = conn.user(id)?
             && reachable(&user)
             && seen.insert(user.email_address.trim().to_lowercase())
         {
@@ -294,7 +294,7 @@ pub fn recipients(conn: &Connection, job: &Job, run: &Run) -> Result<Vec<User>, 
         }
     }
     if chosen.is_empty() && run.status == RunStatus::Failed {
-        for user in store::users::list(conn)? {
+        for user in conn.list_users()? {
             if user.admin
                 && reachable(&user)
                 && seen.insert(user.email_address.trim().to_lowercase())

@@ -93,7 +93,7 @@ struct Inner {
 
 impl Scheduler {
     pub fn new(db: Db, executor: Executor, ledger_path: &Path) -> Result<Scheduler, ServiceError> {
-        let system_user = db.read_sync(store::users::system_user_id)?;
+        let system_user = db.read_sync(|l| l.system_user_id())?;
         let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Scheduler {
             inner: Arc::new(Inner {
@@ -337,7 +337,7 @@ async fn run_loop(inner: Arc<Inner>) -> Result<(), LoopError> {
     let (fired_tx, mut fired_rx) = mpsc::unbounded_channel::<Fired>();
     // Before the jobs are read, so a change committed in between is seen by the first poll.
     let mut watch = LedgerWatch::open(&inner.ledger_path).await;
-    let jobs = inner.db.read(store::jobs::list_all_live).await?;
+    let jobs = inner.db.read(|l| l.live_jobs()).await?;
     let active = jobs.iter().filter(|j| j.is_active()).count();
     let library = Arc::new(Library::start(channel_capacity(active), fired_tx.clone()).await?);
     set_library(&inner, Some(library.clone()));
@@ -526,7 +526,7 @@ async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<
         .db
         .read(move |c| {
             ids.into_iter()
-                .map(|id| Ok((id, store::jobs::get_live(c, id)?)))
+                .map(|id| Ok((id, c.live_job(id)?)))
                 .collect::<Result<Vec<_>, ServiceError>>()
         })
         .await?;
@@ -547,7 +547,7 @@ async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<
 
 /// Compares the held entries with the ledger and repairs what differs.
 async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
-    let jobs = inner.db.read(store::jobs::list_all_live).await?;
+    let jobs = inner.db.read(|l| l.live_jobs()).await?;
     let now = now_ms();
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
     let mut repaired = 0;
@@ -856,7 +856,7 @@ mod tests {
         let db = Db::open(&ledger).unwrap();
         let now = now_ms();
         db.write(move |tx| {
-            let owner = store::users::system_user_id(tx)?;
+            let owner = tx.system_user_id()?;
             tx.execute(
                 "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone,
                      start_date, activity_status, created_by, command, timeout_seconds,

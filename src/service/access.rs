@@ -3,18 +3,16 @@
 //! a run or a result on a user's behalf (the API, the pages, the CLI, chains at save time) goes
 //! through these, so the answer is the same everywhere. Blocking: call on a ledger connection.
 
-use rusqlite::Connection;
-
 use crate::domain::access;
 use crate::domain::ids::{JobId, UserId};
 use crate::domain::job::Job;
 use crate::domain::run::Run;
 use crate::domain::user::User;
 use crate::error::ServiceError;
-use crate::store;
+use crate::store::Ledger;
 
 /// Whether `user` may see `job` (and its runs, logs and results).
-pub fn can_see(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
+pub fn can_see(conn: &dyn Ledger, job: &Job, user: &User) -> Result<bool, ServiceError> {
     // Admins and creators need no ledger read.
     if access::can_change(job, user) {
         return Ok(true);
@@ -23,24 +21,22 @@ pub fn can_see(conn: &Connection, job: &Job, user: &User) -> Result<bool, Servic
 }
 
 /// Whether `user` may queue a run of `job` (by hand, or as a chain target of a job they save).
-pub fn can_run(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
+pub fn can_run(conn: &dyn Ledger, job: &Job, user: &User) -> Result<bool, ServiceError> {
     if access::can_change(job, user) {
         return Ok(true);
     }
     Ok(access::can_run(job, user, shared_with(conn, job, user)?))
 }
 
-fn shared_with(conn: &Connection, job: &Job, user: &User) -> Result<bool, ServiceError> {
-    Ok(store::jobs::is_shared_with(
-        conn,
-        JobId(job.id),
-        UserId(user.id),
-    )?)
+fn shared_with(conn: &dyn Ledger, job: &Job, user: &User) -> Result<bool, ServiceError> {
+    Ok(conn.job_shared_with(JobId(job.id), UserId(user.id))?)
 }
 
 /// A live job `user` may see: `SCHEDULED_JOB_NOT_FOUND` or `SCHEDULED_JOB_OP_NOT_ALLOWED`.
-pub fn visible_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ServiceError> {
-    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+pub fn visible_job(conn: &dyn Ledger, job_id: i64, user: &User) -> Result<Job, ServiceError> {
+    let job = conn
+        .live_job(job_id)?
+        .ok_or_else(ServiceError::job_not_found)?;
     if can_see(conn, &job, user)? {
         Ok(job)
     } else {
@@ -49,8 +45,10 @@ pub fn visible_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, S
 }
 
 /// A live job `user` may change or delete: its creator or an admin.
-pub fn changeable_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job, ServiceError> {
-    let job = store::jobs::get_live(conn, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+pub fn changeable_job(conn: &dyn Ledger, job_id: i64, user: &User) -> Result<Job, ServiceError> {
+    let job = conn
+        .live_job(job_id)?
+        .ok_or_else(ServiceError::job_not_found)?;
     if access::can_change(&job, user) {
         Ok(job)
     } else {
@@ -60,7 +58,7 @@ pub fn changeable_job(conn: &Connection, job_id: i64, user: &User) -> Result<Job
 
 /// Whether `user` may download `run`'s result file (a run of `job`).
 pub fn can_download_result(
-    conn: &Connection,
+    conn: &dyn Ledger,
     run: &Run,
     job: &Job,
     user: &User,
@@ -70,7 +68,7 @@ pub fn can_download_result(
         return Ok(true);
     }
     let shared = shared_with(conn, job, user)?;
-    let recipient = store::jobs::is_recipient(conn, JobId(job.id), UserId(user.id))?;
+    let recipient = conn.job_recipient(JobId(job.id), UserId(user.id))?;
     Ok(access::can_download_result(
         run, job, user, shared, recipient,
     ))

@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::Connection;
 use serde_json::{Map, Value};
 
 use crate::clock::now_ms;
@@ -18,7 +17,7 @@ use crate::error::ServiceError;
 use crate::query::sources::DataSources;
 use crate::run_files::resolve_program;
 use crate::service::access as access_ledger;
-use crate::store;
+use crate::store::Ledger;
 
 /// What a body leaves out is filled from the settings (zone, timeout, queue size) and, for a
 /// replace, the job's own start date.
@@ -78,19 +77,19 @@ pub fn draft_from_body(
 /// Checks that need the ledger: unique name, existing users and saved query (`save` runs them in
 /// the write transaction that stores the draft).
 pub fn check_references(
-    conn: &rusqlite::Connection,
+    conn: &dyn Ledger,
     draft: &JobDraft,
     job_id: Option<i64>,
 ) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
-    if store::jobs::name_taken(conn, &draft.name, job_id)? {
+    if conn.job_name_taken(&draft.name, job_id)? {
         errors.push(ErrorItem::new(
             "SCHEDULED_JOB_DUP_JOB_NAME",
             "A job with same name already exists.",
         ));
     }
     if let Some(run_as) = draft.run_as
-        && !store::users::missing_ids(conn, &[run_as])?.is_empty()
+        && !conn.missing_user_ids(&[run_as])?.is_empty()
     {
         errors.push(ErrorItem::new("USER_NOT_FOUND", "User does not exist."));
     }
@@ -102,7 +101,7 @@ pub fn check_references(
         .collect();
     listed.sort_unstable();
     listed.dedup();
-    let missing = store::users::missing_ids(conn, &listed)?;
+    let missing = conn.missing_user_ids(&listed)?;
     if !missing.is_empty() {
         let ids: Vec<String> = missing.iter().map(i64::to_string).collect();
         errors.push(ErrorItem::new(
@@ -111,7 +110,7 @@ pub fn check_references(
         ));
     }
     if let Some(query_id) = draft.saved_query_id
-        && store::jobs::saved_query_title(conn, query_id)?.is_none()
+        && conn.saved_query_title(query_id)?.is_none()
     {
         errors.push(ErrorItem::new(
             "SAVED_QUERY_NOT_FOUND",
@@ -131,7 +130,7 @@ pub fn check_references(
 /// It compiles the query against its data source (maybe a PostgreSQL server), so call it on a
 /// read connection before the write that stores the draft. Blocking.
 pub fn args_without_parameters_refusal(
-    conn: &rusqlite::Connection,
+    conn: &dyn Ledger,
     sources: &DataSources,
     draft: &JobDraft,
     existing: Option<&Job>,
@@ -151,7 +150,7 @@ pub fn args_without_parameters_refusal(
 /// after the ledger checks: in the write transaction, so the checks see what is stored. `updated_at`
 /// is the job's new change time. Returns the job's id.
 pub fn save(
-    tx: &Connection,
+    tx: &dyn Ledger,
     draft: &JobDraft,
     existing: Option<&Job>,
     saver: &User,
@@ -161,9 +160,9 @@ pub fn save(
     check_references(tx, draft, job_id)?;
     check_chains(tx, draft, job_id, saver)?;
     match job_id {
-        None => Ok(store::jobs::insert(tx, draft, saver.id, updated_at)?),
+        None => Ok(tx.insert_job(draft, saver.id, updated_at)?),
         Some(id) => {
-            store::jobs::replace(tx, id, draft, updated_at)?;
+            tx.replace_job(id, draft, updated_at)?;
             Ok(id)
         }
     }
@@ -173,7 +172,7 @@ pub fn save(
 /// and the lists close no cycle (A → B → A, any length, either list). `job_id` is None for a job
 /// being created (nothing can point at it yet).
 pub fn check_chains(
-    conn: &Connection,
+    conn: &dyn Ledger,
     draft: &JobDraft,
     job_id: Option<i64>,
     saver: &User,
@@ -187,7 +186,7 @@ pub fn check_chains(
             .filter(|t| !draft.on_success.contains(t)),
     );
     for target in &targets {
-        match store::jobs::get_live(conn, *target)? {
+        match conn.live_job(*target)? {
             None => errors.push(ErrorItem::new(
                 "SCHEDULED_JOB_CHAIN_TARGET_NOT_FOUND",
                 format!("Job {target} of onSuccess/onFailure does not exist."),
@@ -211,7 +210,7 @@ pub fn check_chains(
         return Ok(());
     };
     let mut edges: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (from, to) in store::jobs::chain_edges(conn, Some(job_id))? {
+    for (from, to) in conn.chain_edges(Some(job_id))? {
         edges.entry(from).or_default().push(to);
     }
     edges.insert(job_id, targets);
@@ -221,7 +220,7 @@ pub fn check_chains(
             let name = if *id == job_id {
                 draft.name.clone()
             } else {
-                store::jobs::name_of(conn, *id)?.unwrap_or_else(|| id.to_string())
+                conn.job_name(*id)?.unwrap_or_else(|| id.to_string())
             };
             names.push(format!("{name} ({id})"));
         }

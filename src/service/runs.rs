@@ -5,13 +5,12 @@
 //! shares (runtime arguments, duplicates, the job's queue limit). Retries and chained runs are
 //! follow-ups of a run that ended (`executor::followup`), not requests.
 
-use rusqlite::Connection;
-
 use crate::domain::access;
 use crate::domain::job::Job;
 use crate::domain::run::Trigger;
 use crate::error::ServiceError;
 use crate::store;
+use crate::store::Ledger;
 use crate::store::runs::{Enqueued, NewRun};
 
 /// A request to run a job.
@@ -27,13 +26,15 @@ pub struct RunRequest {
 /// CLI): refused when the job is deleted or Closed, or when it may not take the arguments. When
 /// a run is stored, `audit` (about the new run) is recorded with it.
 pub fn accept_on_demand(
-    tx: &Connection,
+    tx: &dyn Ledger,
     job_id: i64,
     request: &RunRequest,
     audit: Option<store::audit::Event>,
     now: i64,
 ) -> Result<Enqueued, ServiceError> {
-    let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+    let job = tx
+        .live_job(job_id)?
+        .ok_or_else(ServiceError::job_not_found)?;
     if !job.is_active() {
         return Err(ServiceError::user(
             "SCHEDULED_JOB_NOT_ACTIVE",
@@ -50,7 +51,7 @@ pub fn accept_on_demand(
             .detail("jobId", job_id)
             .detail("jobName", job.name.clone())
             .detail("args", request.args.clone());
-        store::audit::record(tx, &audit, now)?;
+        tx.record_audit(&audit, now)?;
     }
     Ok(enqueued)
 }
@@ -70,25 +71,25 @@ pub enum Fire {
 /// The scheduler's fire of job `job_id` at `instant`: runs as the job's `runAs` user while that
 /// user exists, else as `system_user`, and records the instant as the job's last fired one.
 pub fn accept_fire(
-    tx: &Connection,
+    tx: &dyn Ledger,
     job_id: i64,
     instant: i64,
     trigger: Trigger,
     system_user: i64,
     now: i64,
 ) -> Result<Fire, ServiceError> {
-    let Some(job) = store::jobs::get_live(tx, job_id)? else {
+    let Some(job) = tx.live_job(job_id)? else {
         return Ok(Fire::Gone);
     };
     if !job.is_active() {
         return Ok(Fire::Gone);
     }
-    store::jobs::set_last_fired_for(tx, job_id, instant)?;
-    if store::runs::job_busy(tx, job_id)? {
+    tx.set_last_fired_for(job_id, instant)?;
+    if tx.job_busy(job_id)? {
         return Ok(Fire::Busy);
     }
     let run_by = match job.run_as {
-        Some(user) if store::users::missing_ids(tx, &[user])?.is_empty() => user,
+        Some(user) if tx.missing_user_ids(&[user])?.is_empty() => user,
         _ => system_user,
     };
     let request = RunRequest {
@@ -108,15 +109,16 @@ pub fn accept_fire(
 /// allows them, checked against the job as stored; then the ledger's duplicate and queue-limit
 /// checks and the insert, one step in the caller's transaction.
 fn accept(
-    tx: &Connection,
+    tx: &dyn Ledger,
     job: &Job,
     request: &RunRequest,
     queue_limit: i64,
     now: i64,
 ) -> Result<Enqueued, ServiceError> {
     if request.args.is_some() {
-        let runner =
-            store::users::get(tx, request.run_by)?.ok_or_else(ServiceError::user_not_found)?;
+        let runner = tx
+            .user(request.run_by)?
+            .ok_or_else(ServiceError::user_not_found)?;
         if let Some(why) = access::runtime_args_refusal(job, &runner) {
             return Err(ServiceError::user("SCHEDULED_JOB_RT_ARGS_NOT_ALLOWED", why));
         }
@@ -129,5 +131,5 @@ fn accept(
         scheduled_for: request.scheduled_for,
         idempotency_key: request.idempotency_key.as_deref(),
     };
-    Ok(store::runs::enqueue(tx, &new_run, queue_limit, now)?)
+    Ok(tx.enqueue_run(&new_run, queue_limit, now)?)
 }

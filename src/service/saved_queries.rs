@@ -7,7 +7,7 @@ use crate::domain::errors::ErrorItem;
 use crate::domain::saved_query::SavedQuery;
 use crate::error::ServiceError;
 use crate::query::sources::{CheckError, DataSources};
-use crate::store;
+use crate::store::Ledger;
 
 /// The named parameters of a stored query (without `:`, `@` or `$`), read by compiling its SQL
 /// against its data source as a run would. `Err` says why they cannot be known (the source is
@@ -26,12 +26,12 @@ pub fn parameter_names(sources: &DataSources, query: &SavedQuery) -> Result<Vec<
 /// could only fail. `None` when the query takes parameters, is gone, or cannot be checked. Used
 /// by the API (saves and runs) and `labcron jobs import`. Blocking.
 pub fn no_parameters_refusal_in(
-    conn: &rusqlite::Connection,
+    conn: &dyn Ledger,
     sources: &DataSources,
     query_id: i64,
     what: &str,
 ) -> Result<Option<ErrorItem>, ServiceError> {
-    let Some(query) = store::queries::get_live(conn, query_id)? else {
+    let Some(query) = conn.live_saved_query(query_id)? else {
         return Ok(None);
     };
     Ok(match parameter_names(sources, &query) {

@@ -161,7 +161,7 @@ fn create_example_queries(
     }
     drop(conn);
     let ids = db.write_sync(|tx| {
-        let system = store::users::system_user_id(tx)?;
+        let system = tx.system_user_id()?;
         let now = now_ms();
         EXAMPLE_QUERIES
             .iter()
@@ -171,7 +171,7 @@ fn create_example_queries(
                     sql: sql.to_string(),
                     data_source: DEFAULT_SOURCE.to_string(),
                 };
-                store::queries::insert(tx, &draft, system, now)
+                tx.insert_saved_query(&draft, system, now)
             })
             .collect::<Result<Vec<_>, store::Error>>()
     })?;
@@ -180,8 +180,8 @@ fn create_example_queries(
 
 fn create_example_jobs(db: &Db, settings: &Settings, bodies: &[Value]) -> anyhow::Result<usize> {
     let system = db.read_sync(|c| {
-        let id = store::users::system_user_id(c)?;
-        store::users::get(c, id)?
+        let id = c.system_user_id()?;
+        c.user(id)?
             .ok_or_else(|| ServiceError::Internal(anyhow::anyhow!("no system user")))
     })?;
     // The examples go through the API's own rules, as the built-in (admin) system user.
@@ -199,7 +199,7 @@ fn create_example_jobs(db: &Db, settings: &Settings, bodies: &[Value]) -> anyhow
         let now = now_ms();
         for draft in &drafts {
             // A name a user took before the examples were made is theirs; that example is skipped.
-            if !store::jobs::name_taken(tx, &draft.name, None)? {
+            if !tx.job_name_taken(&draft.name, None)? {
                 jobs::save(tx, draft, None, &system, now)?;
             }
         }

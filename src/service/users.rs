@@ -4,11 +4,10 @@
 //! the caller's write transaction and records the caller's audit event in it. Passwords arrive
 //! hashed: hashing is slow, so callers do it before the write.
 
-use rusqlite::Connection;
-
 use crate::domain::user::{User, login_name_problem};
 use crate::error::ServiceError;
 use crate::store;
+use crate::store::Ledger;
 use crate::store::audit::Event;
 
 fn duplicate_login(login: &str) -> ServiceError {
@@ -20,7 +19,7 @@ fn duplicate_login(login: &str) -> ServiceError {
 
 /// Creates `user` (trimmed login name); `audit` is recorded with the new user's id.
 pub fn create(
-    tx: &Connection,
+    tx: &dyn Ledger,
     user: &store::users::NewUser,
     audit: Event,
     now: i64,
@@ -33,15 +32,17 @@ pub fn create(
         login_name: login,
         ..*user
     };
-    let id = store::users::insert(tx, &user, now)?.ok_or_else(|| duplicate_login(login))?;
-    store::audit::record(tx, &audit.object("USER", id), now)?;
+    let id = tx
+        .insert_user(&user, now)?
+        .ok_or_else(|| duplicate_login(login))?;
+    tx.record_audit(&audit.object("USER", id), now)?;
     Ok(id)
 }
 
 /// Stores `user`'s profile (names, e-mail, login name, admin), refusing a taken or invalid login
 /// name and taking the admin role from the last admin.
 pub fn save_profile(
-    tx: &Connection,
+    tx: &dyn Ledger,
     user: &User,
     audit: Option<&Event>,
     now: i64,
@@ -49,30 +50,30 @@ pub fn save_profile(
     if let Some(problem) = login_name_problem(&user.login_name) {
         return Err(ServiceError::User(vec![problem]));
     }
-    if store::users::login_taken(tx, &user.login_name, Some(user.id))? {
+    if tx.login_taken(&user.login_name, Some(user.id))? {
         return Err(duplicate_login(&user.login_name));
     }
-    let was_admin = store::users::get(tx, user.id)?.is_some_and(|u| u.admin);
-    store::users::update_profile(tx, user)?;
-    if was_admin && !user.admin && store::users::count_admins(tx)? == 0 {
+    let was_admin = tx.user(user.id)?.is_some_and(|u| u.admin);
+    tx.update_user_profile(user)?;
+    if was_admin && !user.admin && tx.count_admins()? == 0 {
         return Err(ServiceError::user(
             "USER_LAST_ADMIN",
             "The last admin cannot stop being an admin.",
         ));
     }
     if let Some(audit) = audit {
-        store::audit::record(tx, audit, now)?;
+        tx.record_audit(audit, now)?;
     }
     Ok(())
 }
 
 /// Refuses a password for an account that signs in elsewhere: the directory keeps an LDAP user's
 /// password, and the built-in user never signs in.
-pub fn refuse_password_here(conn: &Connection, user_id: i64) -> Result<(), ServiceError> {
-    if store::users::get(conn, user_id)?.is_some_and(|u| u.is_system) {
+pub fn refuse_password_here(conn: &dyn Ledger, user_id: i64) -> Result<(), ServiceError> {
+    if conn.user(user_id)?.is_some_and(|u| u.is_system) {
         return Err(ServiceError::user_not_found());
     }
-    if store::users::source(conn, user_id)?.as_deref() == Some("LDAP") {
+    if conn.user_source(user_id)?.as_deref() == Some("LDAP") {
         return Err(ServiceError::user(
             "USER_DIRECTORY_ACCOUNT",
             "This user signs in with the directory (LDAP); change the password there.",
@@ -84,7 +85,7 @@ pub fn refuse_password_here(conn: &Connection, user_id: i64) -> Result<(), Servi
 /// Sets `user_id`'s password hash; the user's sessions end but `keep_session` (one's own change
 /// keeps the session it was made in).
 pub fn set_password(
-    tx: &Connection,
+    tx: &dyn Ledger,
     user_id: i64,
     hash: &str,
     keep_session: Option<&str>,
@@ -92,16 +93,16 @@ pub fn set_password(
     now: i64,
 ) -> Result<(), ServiceError> {
     refuse_password_here(tx, user_id)?;
-    store::users::set_password_hash(tx, user_id, hash, keep_session)?;
-    store::audit::record(tx, audit, now)?;
+    tx.set_password_hash(user_id, hash, keep_session)?;
+    tx.record_audit(audit, now)?;
     Ok(())
 }
 
 /// Disables (softly deletes) `user_id`, unless they are the last admin.
-pub fn disable(tx: &Connection, user_id: i64, audit: &Event, now: i64) -> Result<(), ServiceError> {
-    store::users::disable(tx, user_id)?;
-    store::audit::record(tx, audit, now)?;
-    if store::users::count_admins(tx)? == 0 {
+pub fn disable(tx: &dyn Ledger, user_id: i64, audit: &Event, now: i64) -> Result<(), ServiceError> {
+    tx.disable_user(user_id)?;
+    tx.record_audit(audit, now)?;
+    if tx.count_admins()? == 0 {
         return Err(ServiceError::user(
             "USER_LAST_ADMIN",
             "The last admin cannot be deleted.",
@@ -111,8 +112,8 @@ pub fn disable(tx: &Connection, user_id: i64, audit: &Event, now: i64) -> Result
 }
 
 /// A live, ordinary user by id (not the built-in one), or `USER_NOT_FOUND`.
-pub fn live_user(conn: &Connection, user_id: i64) -> Result<User, ServiceError> {
-    store::users::get(conn, user_id)?
+pub fn live_user(conn: &dyn Ledger, user_id: i64) -> Result<User, ServiceError> {
+    conn.user(user_id)?
         .filter(|u| u.active && !u.is_system)
         .ok_or_else(ServiceError::user_not_found)
 }

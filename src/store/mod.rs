@@ -6,22 +6,18 @@
 //! failing write is rolled back alone), commits once, and only then answers them all (group
 //! commit). Blocking work runs off the async threads; no connection is held across an `.await`.
 
-pub mod api_tokens; // service tokens (issue 15)
-pub mod audit; // the audit trail (issue 15)
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
-mod ids; // the typed ids as SQL parameters
-pub mod jobs;
-pub mod maintenance; // ledger reads of the built-in INTERNAL tasks
-pub mod queries; // saved queries
-pub mod runs;
-pub mod sessions;
-pub mod users;
+pub mod ledger; // the engine-neutral interface: one trait per area, `Ledger` all of them
+pub mod sqlite; // the SQLite implementation: every SQL statement of the ledger
+
+// The areas' types (filters, new rows, outcomes) under their old paths.
+pub use sqlite::{api_tokens, audit, jobs, maintenance, queries, runs, sessions, users};
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +25,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use error::Error;
+pub use ledger::Ledger;
+use sqlite::Sqlite;
 
 /// Migrations in order; `PRAGMA user_version` records how many have been applied.
 const MIGRATIONS: &[&str] = &[
@@ -40,9 +38,24 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_accounts.sql"),
 ];
 
-/// Handle to the ledger; cheap to clone.
+/// Handle to the ledger; cheap to clone. Engine-neutral on the outside: its closures see a
+/// `&dyn Ledger`.
 #[derive(Clone)]
 pub struct Db {
+    engine: Engine,
+}
+
+/// The engine behind a `Db` (a `Postgres` variant will sit beside it).
+#[derive(Clone)]
+enum Engine {
+    Sqlite(SqliteDb),
+}
+
+/// A SQLite ledger: a read pool, one writer connection and its group-commit queue.
+#[derive(Clone)]
+struct SqliteDb {
+    /// The ledger file (a backup and the change watch open their own connections on it).
+    path: Arc<PathBuf>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: Arc<Mutex<Connection>>,
     /// Writes waiting for the writer thread (`group_commit`); it ends when every handle is gone.
@@ -104,22 +117,41 @@ impl Db {
             .spawn(move || group_commit(&connection, &waiting))
             .map_err(|e| Error::open(path, format!("cannot start the writer thread: {e}")))?;
         Ok(Db {
-            readers,
-            writer,
-            queue,
+            engine: Engine::Sqlite(SqliteDb {
+                path: Arc::new(path.to_path_buf()),
+                readers,
+                writer,
+                queue,
+            }),
         })
     }
 
-    /// Runs `f` with a read-only connection on the blocking pool.
+    fn sqlite(&self) -> &SqliteDb {
+        match &self.engine {
+            Engine::Sqlite(db) => db,
+        }
+    }
+
+    /// Runs `f` with a read-only view of the ledger on the blocking pool.
     /// The error is the caller's own (`E`), which a store error converts into: a use case's
     /// closure may fail with its own reasons beside the store's.
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<Error> + Send + 'static,
+        F: FnOnce(&dyn Ledger) -> Result<T, E> + Send + 'static,
+    {
+        self.read_sqlite(move |conn| f(&Sqlite(conn))).await
+    }
+
+    /// [`Db::read`] with SQLite's own connection (for the store's tests and engine operations).
+    async fn read_sqlite<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        let pool = self.readers.clone();
+        let pool = self.sqlite().readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.get().map_err(Error::from)?;
             f(&conn)
@@ -133,6 +165,16 @@ impl Db {
     /// back when it fails. Answers once the transaction is committed and synced, so a success is
     /// durable. The write is queued when this is called, before the first poll.
     pub fn write<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
+    where
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+        F: FnOnce(&dyn Ledger) -> Result<T, E> + Send + 'static,
+    {
+        self.write_sqlite(move |tx| f(&Sqlite(tx)))
+    }
+
+    /// [`Db::write`] with SQLite's own transaction (for the store's tests).
+    fn write_sqlite<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
     where
         T: Send + 'static,
         E: From<Error> + Send + 'static,
@@ -160,7 +202,7 @@ impl Db {
                 }),
             }
         });
-        let queued = self.queue.send(job);
+        let queued = self.sqlite().queue.send(job);
         async move {
             queued.map_err(|_| Error::WriterStopped)?;
             answered.await.map_err(|_| Error::WriterStopped)?
@@ -171,27 +213,86 @@ impl Db {
     pub fn write_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
         E: From<Error>,
-        F: FnOnce(&Transaction) -> Result<T, E>,
+        F: FnOnce(&dyn Ledger) -> Result<T, E>,
     {
-        write_blocking(&self.writer, f)
+        write_blocking(&self.sqlite().writer, |tx| f(&Sqlite(tx)))
     }
 
     /// The blocking form of [`Db::read`].
     pub fn read_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
         E: From<Error>,
-        F: FnOnce(&Connection) -> Result<T, E>,
+        F: FnOnce(&dyn Ledger) -> Result<T, E>,
     {
-        let conn = self.readers.get().map_err(Error::from)?;
-        f(&conn)
+        let conn = self.sqlite().readers.get().map_err(Error::from)?;
+        f(&Sqlite(&conn))
     }
 
     /// Quick liveness check for `/health`.
     pub async fn ping(&self) -> bool {
-        self.read(|c| Ok::<_, Error>(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        self.read_sqlite(|c| Ok::<_, Error>(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await
             .is_ok()
     }
+
+    /// Writes a consistent, checked copy of the whole ledger to `target` (a new file), while
+    /// the ledger stays in use: for `labcron backup`.
+    pub fn backup_to(&self, target: &Path) -> Result<(), Error> {
+        let path = &self.sqlite().path;
+        sqlite::copy_checked(path, target, false).map_err(|reason| Error::open(path, reason))
+    }
+
+    /// A watch on changes made to the ledger by anyone else (another process, another
+    /// connection): see [`ChangeWatch::marker`].
+    pub fn change_watch(&self) -> Result<ChangeWatch, Error> {
+        let path = &self.sqlite().path;
+        let conn =
+            Connection::open_with_flags(path.as_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| Error::open(path, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(ChangeWatch {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+/// Notices commits to the ledger made since the last look by any connection but its own.
+pub struct ChangeWatch {
+    /// SQLite's `PRAGMA data_version` is per connection: this one, kept for the watch's life.
+    conn: Mutex<Connection>,
+}
+
+impl ChangeWatch {
+    /// A number that differs from the one the previous call returned when anyone (this server's
+    /// writer or another process) has committed to the ledger in between, and is equal otherwise.
+    pub fn marker(&self) -> Result<i64, Error> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Runs `f` on the watch's own connection (to read what changed).
+    pub fn read<T>(&self, f: impl FnOnce(&dyn Ledger) -> Result<T, Error>) -> Result<T, Error> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&Sqlite(&conn))
+    }
+}
+
+/// Whether the ledger file at `path` is sound (`PRAGMA integrity_check`), before it is opened
+/// (a restored ledger); the check's complaint when it is not.
+pub fn check_ledger_file(path: &Path) -> Result<(), Error> {
+    match sqlite::integrity_of(path) {
+        Ok(answer) if answer == "ok" => Ok(()),
+        Ok(answer) => Err(Error::open(
+            path,
+            format!("failed its integrity check: {answer}"),
+        )),
+        Err(reason) => Err(Error::open(path, reason)),
+    }
+}
+
+/// A consistent, checked copy of the SQLite database file `source` (a data source) at `target`.
+pub fn copy_sqlite_file(source: &Path, target: &Path) -> Result<(), Error> {
+    sqlite::copy_checked(source, target, true).map_err(|reason| Error::open(source, reason))
 }
 
 /// A write waiting for the writer thread. Given the transaction, it runs and says how it went;
@@ -404,11 +505,12 @@ mod tests {
         let db = Db::open(&path).unwrap();
         // 2 is FULL (NORMAL is 1).
         let group = db
-            .write(|tx| Ok::<_, Error>(synchronous(tx)))
+            .write_sqlite(|tx| Ok::<_, Error>(synchronous(tx)))
             .await
             .unwrap();
         assert_eq!(group, 2, "the group-commit writer");
-        let single = db.write_sync(|tx| Ok::<_, Error>(synchronous(tx))).unwrap();
+        let single =
+            write_blocking(&db.sqlite().writer, |tx| Ok::<_, Error>(synchronous(tx))).unwrap();
         assert_eq!(single, 2, "the blocking writer");
         let cli = writer_connection(&path).unwrap();
         assert_eq!(synchronous(&cli), 2, "the CLI's writer");
@@ -422,13 +524,14 @@ mod tests {
     async fn concurrent_writes_share_commits_and_fail_alone() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("labcron.db")).unwrap();
-        db.write(|tx| Ok::<_, Error>(tx.execute_batch("CREATE TABLE t (x INTEGER)")?))
+        db.write_sqlite(|tx| Ok::<_, Error>(tx.execute_batch("CREATE TABLE t (x INTEGER)")?))
             .await
             .unwrap();
         let commits = Arc::new(AtomicUsize::new(0));
         {
             let counter = commits.clone();
-            db.writer
+            db.sqlite()
+                .writer
                 .lock()
                 .unwrap()
                 .commit_hook(Some(move || {
@@ -438,10 +541,10 @@ mod tests {
                 .unwrap();
         }
         // With the writer held, 100 writes queue up; then they run in (at most) two batches.
-        let held = db.writer.lock().unwrap();
+        let held = db.sqlite().writer.lock().unwrap();
         let writes: Vec<_> = (0..100i64)
             .map(|x| {
-                db.write(move |tx| {
+                db.write_sqlite(move |tx| {
                     tx.execute("INSERT INTO t (x) VALUES (?1)", [x])
                         .map_err(Error::from)?;
                     match x % 10 {
@@ -462,7 +565,7 @@ mod tests {
             );
         }
         let kept: Vec<i64> = db
-            .read(|c| -> Result<_, Error> {
+            .read_sqlite(|c| -> Result<_, Error> {
                 let mut stmt = c.prepare("SELECT x FROM t ORDER BY x")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<Vec<i64>, _>>()?)

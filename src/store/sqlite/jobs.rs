@@ -405,6 +405,78 @@ pub fn saved_query_title(conn: &Connection, id: i64) -> Result<Option<String>, E
         .optional()?)
 }
 
+/// A summary of the jobs table that changes with every job added, changed or deleted: (count,
+/// newest `updated_at`, sum of `updated_at`). Moved here from the scheduler's ledger watch.
+pub fn fingerprint(conn: &Connection) -> Result<(i64, i64, f64), Error> {
+    Ok(conn.query_row(
+        "SELECT count(*), coalesce(max(updated_at), 0), total(updated_at) FROM jobs",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?)
+}
+
+/// The live job a jobs file's entry means: the one with its key; else (no key in the file, or a
+/// key no job has yet) the one with its name that has no other key. Moved from `cli::jobs_file`.
+pub fn for_import(conn: &Connection, key: Option<&str>, name: &str) -> Result<Option<i64>, Error> {
+    let by_key: Option<i64> = match key {
+        Some(k) => conn
+            .query_row(
+                "SELECT id FROM jobs WHERE key = ?1 AND activity_status <> 'Disabled'",
+                [k],
+                |r| r.get(0),
+            )
+            .optional()?,
+        None => None,
+    };
+    match by_key {
+        Some(id) => Ok(Some(id)),
+        None => Ok(conn
+            .query_row(
+                "SELECT id FROM jobs WHERE name = ?1 AND activity_status <> 'Disabled'
+               AND (?2 IS NULL OR key IS NULL OR key = ?2) ORDER BY id LIMIT 1",
+                params![name, key],
+                |r| r.get(0),
+            )
+            .optional()?),
+    }
+}
+
+/// A job's key, if it has one.
+pub fn key(conn: &Connection, job_id: i64) -> Result<Option<String>, Error> {
+    Ok(conn.query_row("SELECT key FROM jobs WHERE id = ?1", [job_id], |r| r.get(0))?)
+}
+
+/// Gives a job `key` unless it has one.
+pub fn set_key_if_none(conn: &Connection, job_id: i64, key: &str) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE jobs SET key = ?2 WHERE id = ?1 AND key IS NULL",
+        params![job_id, key],
+    )?;
+    Ok(())
+}
+
+/// Gives a job `key`; a deleted job that kept it loses it (a job coming back takes it over).
+pub fn take_key(conn: &Connection, job_id: i64, key: &str) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE jobs SET key = NULL WHERE key = ?1 AND id <> ?2",
+        params![key, job_id],
+    )?;
+    conn.execute(
+        "UPDATE jobs SET key = ?2 WHERE id = ?1",
+        params![job_id, key],
+    )?;
+    Ok(())
+}
+
+/// Marks a job as changed at `now`, so a running server's scheduler picks it up.
+pub fn touch(conn: &Connection, job_id: i64, now: i64) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE jobs SET updated_at = ?2 WHERE id = ?1",
+        [job_id, now],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

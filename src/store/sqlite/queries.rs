@@ -29,6 +29,27 @@ pub fn get_live(conn: &Connection, id: i64) -> Result<Option<SavedQuery>, Error>
         .optional()?)
 }
 
+/// A saved query whether or not it is deleted (moved here from the jobs file's export).
+pub fn get_any(conn: &Connection, id: i64) -> Result<Option<SavedQuery>, Error> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM saved_queries WHERE id = ?1"
+        ))?
+        .query_row([id], map_query)
+        .optional()?)
+}
+
+/// The live saved queries titled exactly `title`, by id (moved here from the jobs file's import).
+pub fn live_titled(conn: &Connection, title: &str) -> Result<Vec<SavedQuery>, Error> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM saved_queries WHERE title = ?1 AND deleted = 0 ORDER BY id"
+    ))?;
+    let rows = stmt
+        .query_map([title], map_query)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// `query` lowered with LIKE's wildcards escaped, so `%` and `_` match themselves.
 fn like_pattern(query: Option<&str>) -> Option<String> {
     query.map(|q| {

@@ -16,7 +16,6 @@ use crate::domain::run::{RunStatus, Trigger};
 use crate::domain::user::User;
 use crate::error::ServiceError;
 use crate::present::{RunView, run_views};
-use crate::store;
 use crate::store::runs::AllRunsFilter;
 use crate::web::AppState;
 
@@ -117,7 +116,7 @@ async fn list(
     let views = state
         .db
         .read(move |c| {
-            let runs = store::runs::list_all(c, &filter, start_at, max_results)?;
+            let runs = c.list_all_runs(&filter, start_at, max_results)?;
             run_views(c, &runs, &data_dir)
         })
         .await?;
@@ -144,10 +143,7 @@ async fn count(
         &me.0,
         now_ms(),
     )?;
-    let count = state
-        .db
-        .read(move |c| store::runs::count_all(c, &filter))
-        .await?;
+    let count = state.db.read(move |c| c.count_all_runs(&filter)).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
 }
 

@@ -21,7 +21,7 @@ use crate::domain::input::{Field, Fields};
 use crate::domain::user::UserSummary;
 use crate::error::ServiceError;
 use crate::present::UserCache;
-use crate::store;
+use crate::store::Ledger;
 use crate::store::api_tokens::ApiToken;
 use crate::web::AppState;
 
@@ -64,7 +64,7 @@ pub struct NewApiTokenView {
 }
 
 fn view(
-    conn: &rusqlite::Connection,
+    conn: &dyn Ledger,
     token: &ApiToken,
     users: &mut UserCache,
 ) -> Result<ApiTokenView, ServiceError> {
@@ -118,7 +118,7 @@ async fn list(
         .db
         .read(move |c| {
             let mut users = UserCache::default();
-            store::api_tokens::list_live(c, whose)?
+            c.live_api_tokens(whose)?
                 .iter()
                 .map(|t| view(c, t, &mut users))
                 .collect::<Result<Vec<_>, _>>()
@@ -198,11 +198,12 @@ async fn create(
     let (stored, user) = state
         .db
         .write(move |tx| -> Result<_, ServiceError> {
-            let owner = store::users::get(tx, user_id)?
+            let owner = tx
+                .user(user_id)?
                 .filter(|u| u.active && !u.is_system)
                 .ok_or_else(ServiceError::user_not_found)?;
-            let id = store::api_tokens::insert(tx, owner.id, &name, &hash, expires_at, now, audit)?;
-            let stored = store::api_tokens::get(tx, id)?.ok_or_else(not_found)?;
+            let id = tx.insert_api_token(owner.id, &name, &hash, expires_at, now, audit)?;
+            let stored = tx.api_token(id)?.ok_or_else(not_found)?;
             Ok((stored, UserSummary::from(&owner)))
         })
         .await?;
@@ -236,13 +237,14 @@ async fn revoke(
         .db
         .write(move |tx| {
             // Another user's token is "not found" to a non-admin: its existence is not theirs to know.
-            let token = store::api_tokens::get(tx, id)?
+            let token = tx
+                .api_token(id)?
                 .filter(|t| t.revoked_at.is_none() && (me.admin || t.user_id == me.id))
                 .ok_or_else(not_found)?;
             let audit = audit
                 .detail("name", token.name.clone())
                 .detail("userId", token.user_id);
-            if !store::api_tokens::revoke(tx, id, me.id, now_ms(), audit)? {
+            if !tx.revoke_api_token(id, me.id, now_ms(), audit)? {
                 return Err(not_found());
             }
             view(tx, &token, &mut UserCache::default())

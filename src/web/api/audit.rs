@@ -10,7 +10,6 @@ use super::params::{Paging, Query, client_tz};
 use super::routes::Routes;
 use crate::domain::dates::{ACCEPTED_FORMATS, Bound, parse_date_param};
 use crate::error::ServiceError;
-use crate::store;
 use crate::store::audit::{EventFilter, StoredEvent};
 use crate::web::AppState;
 
@@ -104,7 +103,7 @@ async fn list(
     let (start_at, max_results) = query.paging()?;
     let events = state
         .db
-        .read(move |c| store::audit::list(c, &filter, start_at, max_results))
+        .read(move |c| c.list_audit_events(&filter, start_at, max_results))
         .await?;
     let views: Vec<AuditEventView> = events.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(views))

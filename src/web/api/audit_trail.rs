@@ -7,7 +7,6 @@ use actix_web::HttpRequest;
 use super::params::client_addr;
 use crate::clock::now_ms;
 use crate::domain::user::User;
-use crate::store;
 use crate::store::audit::Event;
 use crate::web::AppState;
 
@@ -22,7 +21,7 @@ pub async fn record_alone(state: &AppState, event: Event) {
     let action = event.action.clone();
     if let Err(e) = state
         .db
-        .write(move |tx| store::audit::record(tx, &event, now_ms()))
+        .write(move |tx| tx.record_audit(&event, now_ms()))
         .await
     {
         tracing::error!(error = ?e, action, "the audit event could not be written");

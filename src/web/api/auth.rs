@@ -213,10 +213,10 @@ async fn user_for_token(
     let found = state
         .db
         .read(move |c| -> Result<_, ServiceError> {
-            let Some(session) = store::sessions::lookup(c, &lookup_hash)? else {
+            let Some(session) = c.session(&lookup_hash)? else {
                 return Ok(None);
             };
-            Ok(store::users::get(c, session.user_id)?.map(|u| (u, session)))
+            Ok(c.user(session.user_id)?.map(|u| (u, session)))
         })
         .await?;
     let Some((user, session)) = found else {
@@ -227,10 +227,7 @@ async fn user_for_token(
     };
     let last_used = session.last_used_at;
     if cutoffs.is_expired(last_used, session.created_at) {
-        state
-            .db
-            .write(move |tx| store::sessions::delete(tx, &hash))
-            .await?;
+        state.db.write(move |tx| tx.delete_session(&hash)).await?;
         return Err(ServiceError::Unauthorized(ErrorItem::new(
             "AUTH_REQUIRED",
             "The session has expired; sign in again.",
@@ -241,7 +238,7 @@ async fn user_for_token(
     if now - last_used > 60_000 {
         state
             .db
-            .write(move |tx| store::sessions::touch(tx, &hash, now))
+            .write(move |tx| tx.touch_session(&hash, now))
             .await?;
     }
     Ok(CurrentUser(user))
@@ -258,10 +255,10 @@ async fn user_for_api_token(
     let found = state
         .db
         .read(move |c| -> Result<_, ServiceError> {
-            let Some(token) = store::api_tokens::lookup(c, &hash)? else {
+            let Some(token) = c.api_token_by_hash(&hash)? else {
                 return Ok(None);
             };
-            Ok(store::users::get(c, token.user_id)?.map(|u| (u, token)))
+            Ok(c.user(token.user_id)?.map(|u| (u, token)))
         })
         .await?;
     let Some((user, token)) = found else {
@@ -281,7 +278,7 @@ async fn user_for_api_token(
         let id = token.id;
         state
             .db
-            .write(move |tx| store::api_tokens::touch(tx, id, now))
+            .write(move |tx| tx.touch_api_token(id, now))
             .await?;
     }
     req.extensions_mut().insert(ByApiToken(token.id));
@@ -306,10 +303,7 @@ pub async fn sign_in(
     let (found, source) = state
         .db
         .read(move |c| -> Result<_, ServiceError> {
-            Ok((
-                store::users::get_with_hash(c, &lookup)?,
-                store::users::source_by_login(c, &lookup)?,
-            ))
+            Ok((c.user_with_hash(&lookup)?, c.user_source_by_login(&lookup)?))
         })
         .await?;
     let ldap = &state.settings.auth.ldap;
@@ -360,8 +354,7 @@ async fn directory_sign_in(
             let user = state
                 .db
                 .write(move |tx| {
-                    store::users::upsert_directory_user(
-                        tx,
+                    tx.upsert_directory_user(
                         &name,
                         &found.first_name,
                         &found.last_name,

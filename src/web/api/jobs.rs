@@ -23,7 +23,6 @@ use crate::domain::user::User;
 use crate::error::ServiceError;
 use crate::present::{JobView, UserCache, job_view, job_views};
 use crate::service;
-use crate::store;
 use crate::store::jobs::JobFilter;
 use crate::web::AppState;
 
@@ -71,7 +70,7 @@ async fn list(
         .db
         .read(move |c| {
             let filter = filter_of(&query, &me)?;
-            job_views(c, &store::jobs::list(c, &filter, start_at, max_results)?)
+            job_views(c, &c.list_jobs(&filter, start_at, max_results)?)
         })
         .await?;
     Ok(HttpResponse::Ok().json(views))
@@ -94,9 +93,7 @@ async fn count(
     let me = me.0;
     let count = state
         .db
-        .read(move |c| -> Result<_, ServiceError> {
-            Ok(store::jobs::count(c, &filter_of(&query, &me)?)?)
-        })
+        .read(move |c| -> Result<_, ServiceError> { Ok(c.count_jobs(&filter_of(&query, &me)?)?) })
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "count": count })))
 }
@@ -173,13 +170,13 @@ async fn create(
         .db
         .write(move |tx| -> Result<_, ServiceError> {
             let id = service::jobs::save(tx, &draft, None, &saver, now_ms())?;
-            let job = store::jobs::get_live(tx, id)?.ok_or_else(ServiceError::job_not_found)?;
+            let job = tx.live_job(id)?.ok_or_else(ServiceError::job_not_found)?;
             let view = job_view(tx, &job, &mut UserCache::default())?;
             let audit = audit
                 .object("JOB", id)
                 .detail("name", view.name.clone())
                 .detail("changes", changes(&Value::Null, &to_json(&view)?));
-            store::audit::record(tx, &audit, now_ms())?;
+            tx.record_audit(&audit, now_ms())?;
             Ok(view)
         })
         .await?;
@@ -224,12 +221,14 @@ async fn update(
             let old = service::access::changeable_job(tx, job_id, &saver)?;
             let before = to_json(&job_view(tx, &old, &mut UserCache::default())?)?;
             service::jobs::save(tx, &draft, Some(&old), &saver, now_ms())?;
-            let job = store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+            let job = tx
+                .live_job(job_id)?
+                .ok_or_else(ServiceError::job_not_found)?;
             let view = job_view(tx, &job, &mut UserCache::default())?;
             let audit = audit
                 .detail("name", view.name.clone())
                 .detail("changes", changes(&before, &to_json(&view)?));
-            store::audit::record(tx, &audit, now_ms())?;
+            tx.record_audit(&audit, now_ms())?;
             Ok(view)
         })
         .await?;
@@ -263,13 +262,16 @@ async fn delete(
     let view: JobView = state
         .db
         .write(move |tx| {
-            store::jobs::get_live(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+            tx.live_job(job_id)?
+                .ok_or_else(ServiceError::job_not_found)?;
             let now = now_ms();
-            store::jobs::soft_delete(tx, job_id, now)?;
-            store::runs::fail_all_queued(tx, job_id, &message, now)?;
-            let job = store::jobs::get_any(tx, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+            tx.soft_delete_job(job_id, now)?;
+            tx.fail_queued_runs_of_job(job_id, &message, now)?;
+            let job = tx
+                .job_even_deleted(job_id)?
+                .ok_or_else(ServiceError::job_not_found)?;
             debug_assert_eq!(job.activity_status, ActivityStatus::Disabled);
-            store::audit::record(tx, &audit, now)?;
+            tx.record_audit(&audit, now)?;
             job_view(tx, &job, &mut UserCache::default())
         })
         .await?;

@@ -6,7 +6,6 @@ use actix_web::{HttpResponse, web};
 use super::routes::Routes;
 use crate::error::ServiceError;
 use crate::metrics::CONTENT_TYPE;
-use crate::store;
 use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
 
@@ -26,7 +25,7 @@ pub fn routes(r: &mut Routes) {
 /// `GET /metrics`: any signed-in admin (Basic authorization suits Prometheus).
 async fn scrape(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ServiceError> {
     me.require_admin()?;
-    let queued = match state.db.read(store::runs::active_counts).await {
+    let queued = match state.db.read(|l| l.active_run_counts()).await {
         Ok((queued, _)) => Some(queued),
         Err(e) => {
             tracing::warn!(error = ?e, "metrics: the ledger could not count queued runs");

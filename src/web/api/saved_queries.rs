@@ -24,7 +24,7 @@ use crate::error::ServiceError;
 use crate::present::UserCache;
 use crate::query::sources::{CheckError, DataSources};
 use crate::service;
-use crate::store;
+use crate::store::Ledger;
 use crate::web::AppState;
 
 pub fn routes(r: &mut Routes) {
@@ -48,7 +48,7 @@ pub struct SavedQueryView {
 }
 
 fn view(
-    conn: &rusqlite::Connection,
+    conn: &dyn Ledger,
     query: SavedQuery,
     users: &mut UserCache,
 ) -> Result<SavedQueryView, ServiceError> {
@@ -84,7 +84,7 @@ async fn list(
     let views = state
         .db
         .read(move |c| {
-            let queries = store::queries::list(c, text.as_deref(), start_at, max_results)?;
+            let queries = c.list_saved_queries(text.as_deref(), start_at, max_results)?;
             let mut users = UserCache::default();
             queries
                 .into_iter()
@@ -108,7 +108,7 @@ async fn get(
     let found = state
         .db
         .read(move |c| {
-            let query = store::queries::get_live(c, id)?.ok_or_else(not_found_error)?;
+            let query = c.live_saved_query(id)?.ok_or_else(not_found_error)?;
             view(c, query, &mut UserCache::default())
         })
         .await?;
@@ -164,14 +164,14 @@ async fn create(
     let created = state
         .db
         .write(move |tx| {
-            let id = store::queries::insert(tx, &draft, creator, now_ms())?;
-            let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            let id = tx.insert_saved_query(&draft, creator, now_ms())?;
+            let query = tx.live_saved_query(id)?.ok_or_else(not_found_error)?;
             let audit = audit
                 .object("SAVED_QUERY", id)
                 .detail("title", query.title.clone())
                 .detail("dataSource", query.data_source.clone())
                 .detail("sql", query.sql.clone());
-            store::audit::record(tx, &audit, now_ms())?;
+            tx.record_audit(&audit, now_ms())?;
             view(tx, query, &mut UserCache::default())
         })
         .await?;
@@ -180,8 +180,8 @@ async fn create(
 }
 
 /// Checks, in the transaction that changes it, that the query is live and `me` may change it.
-fn changeable(conn: &rusqlite::Connection, id: i64, me: &User) -> Result<SavedQuery, ServiceError> {
-    let query = store::queries::get_live(conn, id)?.ok_or_else(not_found_error)?;
+fn changeable(conn: &dyn Ledger, id: i64, me: &User) -> Result<SavedQuery, ServiceError> {
+    let query = conn.live_saved_query(id)?.ok_or_else(not_found_error)?;
     if me.admin || query.created_by == me.id {
         Ok(query)
     } else {
@@ -215,15 +215,15 @@ async fn update(
         .db
         .write(move |tx| {
             let old = changeable(tx, id, &me)?;
-            store::queries::replace(tx, id, &draft, now_ms())?;
-            let query = store::queries::get_live(tx, id)?.ok_or_else(not_found_error)?;
+            tx.replace_saved_query(id, &draft, now_ms())?;
+            let query = tx.live_saved_query(id)?.ok_or_else(not_found_error)?;
             let fields = |q: &SavedQuery| {
                 serde_json::json!({"title": q.title, "sql": q.sql, "dataSource": q.data_source})
             };
             let audit = audit
                 .detail("title", query.title.clone())
                 .detail("changes", changes(&fields(&old), &fields(&query)));
-            store::audit::record(tx, &audit, now_ms())?;
+            tx.record_audit(&audit, now_ms())?;
             view(tx, query, &mut UserCache::default())
         })
         .await?;
@@ -249,9 +249,9 @@ async fn delete(
         .db
         .write(move |tx| {
             let query = changeable(tx, id, &me)?;
-            store::queries::soft_delete(tx, id, now_ms())?;
+            tx.soft_delete_saved_query(id, now_ms())?;
             let audit = audit.detail("title", query.title.clone());
-            store::audit::record(tx, &audit, now_ms())?;
+            tx.record_audit(&audit, now_ms())?;
             view(tx, query, &mut UserCache::default())
         })
         .await?;

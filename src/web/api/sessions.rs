@@ -14,7 +14,6 @@ use crate::clock::now_ms;
 use crate::domain::audit::actions;
 use crate::domain::input::Fields;
 use crate::error::ServiceError;
-use crate::store;
 use crate::store::audit::Event;
 use crate::web::AppState;
 use crate::web::error::ErrorList;
@@ -57,9 +56,9 @@ pub async fn open_session(
         .write(move |tx| -> Result<_, ServiceError> {
             let now = now_ms();
             // Expired sessions are removed as new ones open, so the table stays small.
-            store::sessions::delete_expired(tx, auth.session_cutoffs(now))?;
-            store::sessions::insert(tx, &hash, user_id, now)?;
-            store::audit::record(tx, &event, now)?;
+            tx.delete_expired_sessions(auth.session_cutoffs(now))?;
+            tx.insert_session(&hash, user_id, now)?;
+            tx.record_audit(&event, now)?;
             Ok(())
         })
         .await?;
@@ -125,8 +124,8 @@ async fn delete(
         state
             .db
             .write(move |tx| -> Result<_, ServiceError> {
-                store::sessions::delete(tx, &hash)?;
-                store::audit::record(tx, &event, now_ms())?;
+                tx.delete_session(&hash)?;
+                tx.record_audit(&event, now_ms())?;
                 Ok(())
             })
             .await?;

@@ -72,7 +72,7 @@ fn view(user: &User, full: bool) -> UserView {
         `creationDate` only to admins and for the caller's own entry.",
     responses((status = 200, description = "The users.", body = Vec<UserView>)))]
 async fn list(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpResponse, ServiceError> {
-    let users = state.db.read(store::users::list).await?;
+    let users = state.db.read(|l| l.list_users()).await?;
     let views: Vec<UserView> = users
         .iter()
         .map(|u| view(u, me.0.admin || u.id == me.0.id))
@@ -364,7 +364,7 @@ async fn change_password(
         let login = user.login_name.clone();
         let stored = state
             .db
-            .read(move |c| store::users::get_with_hash(c, &login))
+            .read(move |c| c.user_with_hash(&login))
             .await?
             .and_then(|(_, hash)| hash)
             .unwrap_or_default();

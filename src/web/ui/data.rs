@@ -16,7 +16,6 @@ use crate::domain::next_fire::next_fires;
 use crate::error::ServiceError;
 use crate::service;
 use crate::service::access::visible_job;
-use crate::store;
 use crate::store::runs::RunFilter;
 use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
@@ -98,7 +97,8 @@ pub async fn recent_runs(
                     to: None,
                     status: None,
                 };
-                let runs = store::runs::list(c, &filter, 0, count)?
+                let runs = c
+                    .list_runs(&filter, 0, count)?
                     .into_iter()
                     .map(|r| RecentRun {
                         id: r.id,

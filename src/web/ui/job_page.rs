@@ -30,7 +30,6 @@ use crate::error::ServiceError;
 use crate::present::{JobView, RunView, UserCache, job_view, run_views};
 use crate::query::params::parse_args;
 use crate::service::access::visible_job;
-use crate::store;
 use crate::store::runs::RunFilter;
 use crate::web::AppState;
 use crate::web::api::auth::CurrentUser;
@@ -158,11 +157,7 @@ pub struct QueryFacts {
 }
 
 async fn query_facts(state: &AppState, query_id: i64) -> Result<Option<QueryFacts>, ServiceError> {
-    let Some(query) = state
-        .db
-        .read(move |c| store::queries::get_live(c, query_id))
-        .await?
-    else {
+    let Some(query) = state.db.read(move |c| c.live_saved_query(query_id)).await? else {
         return Ok(None);
     };
     let (parameters, parameters_error) = match parameters_of(state, &query).await {
@@ -207,7 +202,7 @@ async fn run_form(state: &AppState, job: &Job, user: &User) -> Result<RunForm, S
     let (job_id, user_id) = (job.id, user.id);
     let last_args = state
         .db
-        .read(move |c| store::runs::last_manual_args(c, job_id, user_id))
+        .read(move |c| c.last_manual_args(job_id, user_id))
         .await?
         .map(|(run_id, args, by_me)| LastArgs {
             run_id,
@@ -271,7 +266,7 @@ pub async fn overview(
             let view = job_view(c, &job, &mut users)?;
             let mut triggered_by = Vec::new();
             let mut hidden = 0;
-            for (id, on) in store::jobs::chain_sources(c, job_id)? {
+            for (id, on) in c.chain_sources(job_id)? {
                 match visible_job(c, id, &viewer) {
                     Ok(upstream) => triggered_by.push(Upstream {
                         id,
@@ -287,7 +282,7 @@ pub async fn overview(
                 to: None,
                 status: None,
             };
-            let runs = run_views(c, &store::runs::list(c, &filter, 0, PAGE_RUNS)?, &data_dir)?;
+            let runs = run_views(c, &c.list_runs(&filter, 0, PAGE_RUNS)?, &data_dir)?;
             Ok((job, view, triggered_by, hidden, runs))
         })
         .await?;

@@ -14,7 +14,6 @@ use super::html::{Slot, escape, fill};
 use super::pages::{Page, html_response, page_user, redirect, render_page, safe_next};
 use crate::auth::token_hash;
 use crate::error::ServiceError;
-use crate::store;
 use crate::web::AppState;
 use crate::web::api::auth::{SESSION_COOKIE, csrf_token_matches};
 use crate::web::api::params::client_addr;
@@ -205,9 +204,9 @@ pub async fn sign_out(
     if let Err(e) = state
         .db
         .write(move |tx| -> Result<_, ServiceError> {
-            store::sessions::delete(tx, &hash)?;
+            tx.delete_session(&hash)?;
             if let Some(event) = &who {
-                store::audit::record(tx, event, crate::clock::now_ms())?;
+                tx.record_audit(event, crate::clock::now_ms())?;
             }
             Ok(())
         })

@@ -210,7 +210,7 @@ struct Follow {
 }
 
 async fn run_status(db: &crate::store::Db, run_id: i64) -> Option<RunStatus> {
-    db.read(move |c| Ok::<_, store::Error>(store::runs::get(c, run_id)?.map(|r| r.status)))
+    db.read(move |c| Ok::<_, store::Error>(c.run(run_id)?.map(|r| r.status)))
         .await
         .ok()
         .flatten()

@@ -30,7 +30,7 @@ use crate::error::ServiceError;
 use crate::present::{JobView, RunView, UserCache, job_view, run_view, run_views};
 use crate::service::access::visible_job;
 use crate::service::runs::RunRequest;
-use crate::store;
+use crate::store::Ledger;
 use crate::store::runs::{Enqueued, RunFilter};
 use crate::web::AppState;
 
@@ -171,13 +171,14 @@ async fn create(
         .read(move |c| -> Result<_, ServiceError> {
             let mut users = UserCache::default();
             if want_run {
-                let run = store::runs::get(c, run_id)?.ok_or_else(ServiceError::run_not_found)?;
+                let run = c.run(run_id)?.ok_or_else(ServiceError::run_not_found)?;
                 Ok(serde_json::to_value(run_view(
                     c, &run, &mut users, &data_dir,
                 )?))
             } else {
-                let job =
-                    store::jobs::get_any(c, job_id)?.ok_or_else(ServiceError::job_not_found)?;
+                let job = c
+                    .job_even_deleted(job_id)?
+                    .ok_or_else(ServiceError::job_not_found)?;
                 Ok(serde_json::to_value(job_view(c, &job, &mut users)?))
             }
         })
@@ -233,7 +234,7 @@ async fn list(
         .db
         .read(move |c| {
             visible_job(c, job_id, &me)?;
-            let runs = store::runs::list(c, &filter, start_at, max_results)?;
+            let runs = c.list_runs(&filter, start_at, max_results)?;
             run_views(c, &runs, &data_dir)
         })
         .await?;
@@ -242,13 +243,14 @@ async fn list(
 
 /// A run of a job the caller may see; a run of another job is "not found".
 fn visible_run(
-    conn: &rusqlite::Connection,
+    conn: &dyn Ledger,
     job_id: i64,
     run_id: i64,
     me: &User,
 ) -> Result<(Job, Run), ServiceError> {
     let job = visible_job(conn, job_id, me)?;
-    let run = store::runs::get(conn, run_id)?
+    let run = conn
+        .run(run_id)?
         .filter(|r| r.job_id == job_id)
         .ok_or_else(ServiceError::run_not_found)?;
     Ok((job, run))

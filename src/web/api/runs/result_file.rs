@@ -13,7 +13,6 @@ use utoipa::{PartialSchema, ToSchema};
 use crate::domain::audit::actions;
 use crate::error::ServiceError;
 use crate::run_files::open_run_file;
-use crate::store;
 use crate::web::AppState;
 use crate::web::api::audit_trail::{event, record_alone};
 use crate::web::api::auth::CurrentUser;
@@ -59,8 +58,11 @@ pub async fn result_file(
     let run = state
         .db
         .read(move |c| {
-            let job = store::jobs::get_live(c, job_id)?.ok_or_else(ServiceError::job_not_found)?;
-            let run = store::runs::get(c, run_id)?
+            let job = c
+                .live_job(job_id)?
+                .ok_or_else(ServiceError::job_not_found)?;
+            let run = c
+                .run(run_id)?
                 .filter(|r| r.job_id == job_id)
                 .ok_or_else(ServiceError::run_not_found)?;
             let allowed = crate::service::access::can_download_result(c, &run, &job, &me)?;
