@@ -164,7 +164,6 @@ pub trait UserLedger {
     fn user_source(&self, id: i64) -> Result<Option<String>, Error>;
     /// A directory user's account after a directory sign-in: made at the first, refreshed at
     /// each; `None` when the name belongs to a local or disabled account.
-    #[allow(clippy::too_many_arguments)]
     fn upsert_directory_user(
         &self,
         login_name: &str,
@@ -263,7 +262,6 @@ pub trait AuditLedger {
 /// API tokens of services (only a token's hash is kept).
 pub trait ApiTokenLedger {
     /// Stores a token with its audit event; returns its id.
-    #[allow(clippy::too_many_arguments)]
     fn insert_api_token(
         &self,
         user_id: i64,

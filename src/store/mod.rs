@@ -1,5 +1,7 @@
 //! The ledger: one SQLite file (`<data dir>/labcron.db`) in WAL mode. Every SQL statement of the
-//! server lives under this module. Reads use a small r2d2 pool; all writes go through one writer
+//! server lives under this module, behind one engine-neutral interface (`ledger`: `Db::read` and
+//! `Db::write` hand their closure a `&dyn Ledger`; `sqlite` implements it); `Db` also offers the
+//! engine's own operations (a backup, a change watch). Reads use a small r2d2 pool; all writes go through one writer
 //! connection in `BEGIN IMMEDIATE` transactions, so writers never fail with SQLITE_BUSY against each
 //! other. Writes are durable on power loss (`synchronous = FULL`) and share commits: a writer
 //! thread runs every write waiting for it in one transaction, each in a savepoint of its own (a
@@ -65,8 +67,9 @@ struct SqliteDb {
 /// Most writes that share one commit.
 const MAX_BATCH: usize = 512;
 
-/// Opens a connection that writes the ledger at `path`: the server's writer, and the CLI's.
-pub fn writer_connection(path: &Path) -> rusqlite::Result<Connection> {
+/// Opens a connection that writes the ledger at `path`: the writer of `Db` (the server's and the
+/// CLI's).
+fn writer_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     // synchronous = FULL: WAL with NORMAL keeps every commit across a process crash, but a power
     // loss or kernel panic may roll back the last ones, and an accepted run (answered 200) could
