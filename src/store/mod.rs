@@ -13,8 +13,28 @@ pub mod guard; // one server per data directory; a replaced ledger file is notic
 pub mod ledger; // the engine-neutral interface: one trait per area, `Ledger` all of them
 pub mod sqlite; // the SQLite implementation: every SQL statement of the ledger
 
-// The areas' types (filters, new rows, outcomes) under their old paths.
-pub use sqlite::{api_tokens, audit, jobs, maintenance, queries, runs, sessions, users};
+// The types of the interface's signatures (filters, new rows, outcomes), at engine-neutral
+// paths: the SQL beside which they are defined is reached only through `Ledger`.
+pub mod api_tokens {
+    pub use super::sqlite::api_tokens::ApiToken;
+}
+pub mod audit {
+    pub use super::sqlite::audit::{Event, EventFilter, StoredEvent};
+}
+pub mod jobs {
+    pub use super::sqlite::jobs::{CHAIN_FAILURE, CHAIN_SUCCESS, JobFilter};
+}
+pub mod runs {
+    pub use super::sqlite::runs::{
+        AllRunsFilter, Enqueued, FollowUpRun, IDEMPOTENCY_WINDOW_MS, NewRun, Outcome, RunFilter,
+    };
+}
+pub mod sessions {
+    pub use super::sqlite::sessions::Session;
+}
+pub mod users {
+    pub use super::sqlite::users::NewUser;
+}
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -659,17 +679,26 @@ mod tests {
                 rusqlite::params![format!("query {n}"), user],
             )
             .unwrap();
-            audit::record(&conn, &audit::Event::new("someone", "SIGN_IN", None), n).unwrap();
+            sqlite::audit::record(&conn, &audit::Event::new("someone", "SIGN_IN", None), n)
+                .unwrap();
         }
         let events = audit::EventFilter::default();
         // Pages of one size at different offsets, again and again, as clients page through.
         for start in [0, 10, 20, 0, 0] {
-            assert_eq!(queries::list(&conn, None, start, 10).unwrap().len(), 10);
-            assert_eq!(audit::list(&conn, &events, start, 10).unwrap().len(), 10);
+            assert_eq!(
+                sqlite::queries::list(&conn, None, start, 10).unwrap().len(),
+                10
+            );
+            assert_eq!(
+                sqlite::audit::list(&conn, &events, start, 10)
+                    .unwrap()
+                    .len(),
+                10
+            );
         }
         for (name, sql) in [
-            ("saved queries", queries::list_query(10)),
-            ("audit events", audit::list_query(10)),
+            ("saved queries", sqlite::queries::list_query(10)),
+            ("audit events", sqlite::audit::list_query(10)),
         ] {
             let stmt = conn.prepare_cached(&sql).unwrap();
             assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 5, "{name}");

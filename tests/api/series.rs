@@ -688,7 +688,8 @@ async fn the_runs_list_across_jobs_reads_an_index_whatever_the_filter() {
     let app = spawn_app().await;
     let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
     use labcron::domain::run::{RunStatus, Trigger};
-    use labcron::store::runs::{AllRunsFilter, explain_list_all};
+    use labcron::store::runs::AllRunsFilter;
+    use labcron::store::sqlite::runs::explain_list_all;
     let cases = [
         (AllRunsFilter::default(), None),
         (
