@@ -71,18 +71,26 @@ impl Executor {
             log_cap: self.inner.settings.runs.log_cap_bytes,
             marker: Some(recovery::run_marker(paths)),
         };
-        let report = run_process(spec, cancel).await;
-        // Results are kept for programs that ended by themselves; a stopped run's output is partial.
-        let ended_by_itself =
-            matches!(report.end, ProcessEnd::Exited(_) | ProcessEnd::Signalled(_));
-        let collected = after_process(
-            paths.clone(),
-            ended_by_itself,
-            stdout_tmp,
-            stdout_rel,
-            format!("{}_{}.zip", file_stem(&job.name), run.id),
-        )
+        let zip_name = format!("{}_{}.zip", file_stem(&job.name), run.id);
+        let run_paths = paths.clone();
+        let (report, collected) = run_process(spec, cancel, move |end| {
+            // Results are kept for programs that ended by themselves; a stopped run's output is
+            // partial.
+            let ended_by_itself = matches!(end, ProcessEnd::Exited(_) | ProcessEnd::Signalled(_));
+            after_process(
+                &run_paths,
+                ended_by_itself,
+                stdout_tmp.as_deref(),
+                stdout_rel.as_deref(),
+                &zip_name,
+            )
+        })
         .await;
+        let collected = collected.unwrap_or_else(|| {
+            Err(std::io::Error::other(
+                "the work on the run's files after its end failed",
+            ))
+        });
 
         let mut outcome = Outcome {
             log_size: report.log_size as i64,
@@ -171,35 +179,26 @@ fn clear_work_dir(work_dir: &std::path::Path) {
     }
 }
 
-/// What follows a program's end on disk, in one trip to the blocking pool: the working directory
-/// is cleared, the result picked (`collect_result`, when `keep_result`: the program ended by
-/// itself) and stdout's temporary file removed.
-async fn after_process(
-    paths: RunPaths,
+/// What follows a program's end on disk (blocking; `run_process` runs it once the run's processes
+/// are gone): the working directory is cleared, the result picked (`collect_result`, when
+/// `keep_result`: the program ended by itself) and stdout's temporary file removed.
+fn after_process(
+    paths: &RunPaths,
     keep_result: bool,
-    stdout_tmp: Option<PathBuf>,
-    stdout_rel: Option<String>,
-    zip_name: String,
+    stdout_tmp: Option<&std::path::Path>,
+    stdout_rel: Option<&str>,
+    zip_name: &str,
 ) -> std::io::Result<Option<(String, u64)>> {
-    tokio::task::spawn_blocking(move || {
-        clear_work_dir(&paths.work_dir);
-        let result = if keep_result {
-            collect_result(
-                &paths,
-                stdout_tmp.as_deref(),
-                stdout_rel.as_deref(),
-                &zip_name,
-            )
-        } else {
-            Ok(None)
-        };
-        if let Some(tmp) = &stdout_tmp {
-            let _ = std::fs::remove_file(tmp);
-        }
-        result
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    clear_work_dir(&paths.work_dir);
+    let result = if keep_result {
+        collect_result(paths, stdout_tmp, stdout_rel, zip_name)
+    } else {
+        Ok(None)
+    };
+    if let Some(tmp) = stdout_tmp {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }
 
 /// The environment of API.md §5, and nothing else.

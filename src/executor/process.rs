@@ -12,6 +12,7 @@
 //! other runs among them are known (registered from spawn to wait) and skipped unread.
 
 use std::collections::{BTreeSet, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -214,8 +215,21 @@ fn signal_group(pgid: u32, signal: i32) {
     }
 }
 
-/// Runs the program to its end (or until timeout/cancel) and reports how it went.
-pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> ProcessReport {
+/// Runs the program to its end (or until timeout/cancel), then `after` (blocking: the caller's
+/// work on the run's files, given how the program ended), and reports how it went with what
+/// `after` returned (`None` if it panicked). `after` runs once every process of the run is gone;
+/// when stdout is the result file it also waits for that file to be complete. Otherwise it
+/// shares its trip to the blocking pool with the search for leftovers: a trip is a hand-off to
+/// another thread and back, and these hand-offs were a good part of the server's CPU per run.
+pub async fn run_process<T, F>(
+    spec: ProcessSpec,
+    cancel: CancellationToken,
+    after: F,
+) -> (ProcessReport, Option<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(&ProcessEnd) -> T + Send + 'static,
+{
     let sink = Arc::new(Mutex::new(LogSink::new(
         spec.log_path.clone(),
         spec.log_cap,
@@ -224,7 +238,9 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
     let stdout_file = match &spec.stdout_path {
         Some(path) => match tokio::fs::File::create(path).await {
             Ok(f) => Some(f),
-            Err(e) => return spawn_failed(format!("cannot create the result file: {e}")),
+            Err(e) => {
+                return spawn_failed(format!("cannot create the result file: {e}"), after).await;
+            }
         },
         None => None,
     };
@@ -252,11 +268,15 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy();
-            return spawn_failed(format!("cannot start {name}: {e}"));
+            return spawn_failed(format!("cannot start {name}: {e}"), after).await;
         }
     };
     let Some(pgid) = child.id() else {
-        return spawn_failed("the program exited before it could be supervised".into());
+        return spawn_failed(
+            "the program exited before it could be supervised".into(),
+            after,
+        )
+        .await;
     };
     locked(&SPAWNERS).insert(spawner);
     let registered = Registered::new(pgid as i32);
@@ -310,14 +330,33 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
     // still carries the run's marker; then their pipes close, and the server reaps them.
     signal_group(pgid, libc::SIGKILL);
     let marker = spec.marker.clone();
-    let ended = tokio::task::spawn_blocking(move || end_leftovers(pgid, marker.as_deref())).await;
-    if let Ok(killed) = ended
-        && killed > 0
-    {
-        tracing::info!(
-            processes = killed,
-            "killed processes the run left outside its process group"
-        );
+    // Stdout as the result file: `after` waits for the copy below to finish.
+    let mut after = Some(after);
+    let after_now = if spec.stdout_path.is_none() {
+        after.take()
+    } else {
+        None
+    };
+    let end_now = end.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        // `after` runs whatever happened to the search.
+        let killed =
+            std::panic::catch_unwind(AssertUnwindSafe(|| end_leftovers(pgid, marker.as_deref())))
+                .unwrap_or(0);
+        let value = after_now
+            .map(|after| std::panic::catch_unwind(AssertUnwindSafe(|| after(&end_now))).ok());
+        (killed, value)
+    })
+    .await;
+    let mut done = None;
+    if let Ok((killed, value)) = ended {
+        done = value;
+        if killed > 0 {
+            tracing::info!(
+                processes = killed,
+                "killed processes the run left outside its process group"
+            );
+        }
     }
 
     // A process that left the group (setsid) could hold a pipe open forever: stop waiting then.
@@ -337,13 +376,30 @@ pub async fn run_process(spec: ProcessSpec, cancel: CancellationToken) -> Proces
     if let Some(file) = sink.file.as_mut() {
         let _ = file.flush().await;
     }
-    ProcessReport {
+    let report = ProcessReport {
         end,
         log_size: sink.written,
         log_truncated: sink.truncated,
         last_stderr_line,
         stdout_error,
-    }
+    };
+    let value = match (done, after) {
+        (Some(value), _) => value,
+        // Stdout is the result: its copy has ended (or was given up) above.
+        (None, Some(after)) => run_after(after, report.end.clone()).await,
+        // The trip that took `after` was lost (the runtime shutting down).
+        (None, None) => None,
+    };
+    (report, value)
+}
+
+/// Runs `after` on the blocking pool; `None` if it panicked.
+async fn run_after<T, F>(after: F, end: ProcessEnd) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&ProcessEnd) -> T + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || after(&end)).await.ok()
 }
 
 /// Makes this process the reaper of its descendants' orphans (instead of init), so that a run's
@@ -544,14 +600,21 @@ fn exit_of(status: std::process::ExitStatus) -> ProcessEnd {
     }
 }
 
-fn spawn_failed(message: String) -> ProcessReport {
-    ProcessReport {
-        end: ProcessEnd::SpawnFailed(message),
+async fn spawn_failed<T, F>(message: String, after: F) -> (ProcessReport, Option<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(&ProcessEnd) -> T + Send + 'static,
+{
+    let end = ProcessEnd::SpawnFailed(message);
+    let value = run_after(after, end.clone()).await;
+    let report = ProcessReport {
+        end,
         log_size: 0,
         log_truncated: false,
         last_stderr_line: None,
         stdout_error: None,
-    }
+    };
+    (report, value)
 }
 
 #[cfg(test)]

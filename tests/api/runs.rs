@@ -854,3 +854,77 @@ async fn the_runs_list_filters_by_creation_date_in_every_accepted_format() {
         vec!["SCHEDULED_JOB_JOB_RUN_NOT_FOUND"]
     );
 }
+
+/// Who may run a job is checked in the write that queues the run, and the answer is read there
+/// too: a user the job is not shared with, or a job that does not exist, is refused and nothing is
+/// queued; a user it is shared with gets the job (or, with `response=run`, the new run), its
+/// `Location` naming the run that was queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_request_is_checked_and_answered_in_the_write_that_queues_it() {
+    let app = spawn_app().await;
+    app.write_script("ok.sh", "#!/bin/sh\nexit 0\n");
+    let (runner_id, runner) = app.create_user("runner", false).await;
+    let (_, stranger) = app.create_user("stranger", false).await;
+    let job = app
+        .create_job(
+            &json!({"name": "shared", "type": "EXTERNAL", "command": "ok.sh",
+            "repeatSchedule": "ONDEMAND", "sharedWith": [{"id": runner_id}]}),
+        )
+        .await;
+    let post = |token: &str, path: String| {
+        app.request_as(token, Method::POST, &path)
+            .json(&json!({}))
+            .send()
+    };
+    let runs_path = format!("/scheduled-jobs/{job}/runs");
+
+    let refused = post(&stranger, runs_path.clone()).await.unwrap();
+    assert_eq!(
+        error_codes(refused, StatusCode::BAD_REQUEST).await,
+        vec!["SCHEDULED_JOB_OP_NOT_ALLOWED"]
+    );
+    let missing = post(&runner, format!("/scheduled-jobs/{}/runs", job + 1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_codes(missing, StatusCode::BAD_REQUEST).await,
+        vec!["SCHEDULED_JOB_NOT_FOUND"]
+    );
+    let listed = ok_json(app.get(&runs_path).await).await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        0,
+        "a refusal queued a run"
+    );
+
+    let answered = post(&runner, runs_path.clone()).await.unwrap();
+    assert_eq!(answered.status(), StatusCode::OK);
+    let first = run_id_from_location(&answered);
+    let body = ok_json(answered).await;
+    assert_eq!(body["id"], job);
+    assert_eq!(body["name"], "shared");
+    assert_eq!(body["sharedWith"][0]["id"], runner_id);
+
+    let as_run = post(&runner, format!("{runs_path}?response=run"))
+        .await
+        .unwrap();
+    assert_eq!(as_run.status(), StatusCode::OK);
+    let second = run_id_from_location(&as_run);
+    let run = ok_json(as_run).await;
+    assert_ne!(first, second);
+    assert_eq!(run["id"], second);
+    assert_eq!(run["jobId"], job);
+    assert_eq!(run["runBy"]["id"], runner_id);
+    assert!(
+        matches!(
+            run["status"].as_str(),
+            Some("QUEUED" | "IN_PROGRESS" | "SUCCEEDED")
+        ),
+        "{run}"
+    );
+    for id in [first, second] {
+        assert_eq!(app.wait_run(job, id).await["status"], "SUCCEEDED");
+    }
+    let listed = ok_json(app.get(&runs_path).await).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+}

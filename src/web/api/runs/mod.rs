@@ -119,25 +119,28 @@ async fn create(
         }
     };
     let me = me.0;
-    let viewer = me.clone();
-    let job = state
-        .db
-        .read(move |c| visible_job(c, job_id, &viewer))
-        .await?;
-    // Arguments for a query without parameters could only fail the run: refused up front.
-    if args.is_some()
-        && job.rt_args_provided
-        && job.job_type == JobType::Query
-        && let Some(query_id) = job.saved_query_id
-        && let Some(mut item) = super::saved_queries::no_parameters_refusal(
-            &state,
-            query_id,
-            &format!("Job {}", job.name),
-        )
-        .await?
-    {
-        item.message.push_str(" Run it without args.");
-        return Err(ServiceError::User(vec![item]));
+    // Arguments for a query without parameters could only fail the run: refused up front. The
+    // job is read for it only when there are arguments; otherwise whether the caller may see the
+    // job is checked inside the write that queues the run.
+    if args.is_some() {
+        let viewer = me.clone();
+        let job = state
+            .db
+            .read(move |c| visible_job(c, job_id, &viewer))
+            .await?;
+        if job.rt_args_provided
+            && job.job_type == JobType::Query
+            && let Some(query_id) = job.saved_query_id
+            && let Some(mut item) = super::saved_queries::no_parameters_refusal(
+                &state,
+                query_id,
+                &format!("Job {}", job.name),
+            )
+            .await?
+        {
+            item.message.push_str(" Run it without args.");
+            return Err(ServiceError::User(vec![item]));
+        }
     }
     let request = RunRequest {
         trigger: Trigger::Manual,
@@ -147,13 +150,34 @@ async fn create(
         idempotency_key,
     };
     let audit = event(&me, &req, actions::RUN_REQUEST);
-    let run_id = match state
+    let want_run = query.text("response") == Some("run");
+    let data_dir = state.data_dir.clone();
+    // The answer is read in the transaction that queued the run (it sees the new run), and
+    // serialized here, off the single writer.
+    let (job, enqueued, answer) = state
         .executor
-        .enqueue_audited(job_id, request, Some(audit))
-        .await?
-    {
-        Enqueued::Queued(id) | Enqueued::Duplicate(id) => id,
-        Enqueued::QueueFull => {
+        .enqueue_answered(
+            job_id,
+            request,
+            audit,
+            move |c| visible_job(c, job_id, &me),
+            move |c, job, run_id| -> Result<Answer, ServiceError> {
+                let mut users = UserCache::default();
+                if want_run {
+                    let run = c.run(run_id)?.ok_or_else(ServiceError::run_not_found)?;
+                    Ok(Answer::Run(Box::new(run_view(
+                        c, &run, &mut users, &data_dir,
+                    )?)))
+                } else {
+                    // Queuing a run leaves the job's row as `check` read it.
+                    Ok(Answer::Job(Box::new(job_view(c, job, &mut users)?)))
+                }
+            },
+        )
+        .await?;
+    let (run_id, answer) = match (enqueued, answer) {
+        (Enqueued::Queued(id) | Enqueued::Duplicate(id), Some(answer)) => (id, answer),
+        _ => {
             return Err(ServiceError::user(
                 "SCHEDULED_JOB_QUEUE_FULL",
                 format!(
@@ -164,29 +188,20 @@ async fn create(
         }
     };
     let location = format!("{}/scheduled-jobs/{job_id}/runs/{run_id}", base_path(&req));
-    let want_run = query.text("response") == Some("run");
-    let data_dir = state.data_dir.clone();
-    let body = state
-        .db
-        .read(move |c| -> Result<_, ServiceError> {
-            let mut users = UserCache::default();
-            if want_run {
-                let run = c.run(run_id)?.ok_or_else(ServiceError::run_not_found)?;
-                Ok(serde_json::to_value(run_view(
-                    c, &run, &mut users, &data_dir,
-                )?))
-            } else {
-                let job = c
-                    .job_even_deleted(job_id)?
-                    .ok_or_else(ServiceError::job_not_found)?;
-                Ok(serde_json::to_value(job_view(c, &job, &mut users)?))
-            }
-        })
-        .await?
-        .map_err(|e| ServiceError::Internal(e.into()))?;
+    let body = match answer {
+        Answer::Run(run) => serde_json::to_value(run),
+        Answer::Job(job) => serde_json::to_value(job),
+    }
+    .map_err(|e| ServiceError::Internal(e.into()))?;
     Ok(HttpResponse::Ok()
         .insert_header((header::LOCATION, location))
         .json(body))
+}
+
+/// What `POST …/runs` answers with: the job, or (`response=run`) the new run.
+enum Answer {
+    Job(Box<JobView>),
+    Run(Box<RunView>),
 }
 
 #[utoipa::path(get, path = "/scheduled-jobs/{jobId}/runs", tag = "Runs",
