@@ -27,7 +27,7 @@ const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_le
 
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`), so nodes starting together
 /// apply each migration once: "labcron" in ASCII.
-const MIGRATE_LOCK: i64 = 0x6c61_6263_726f_6e;
+const MIGRATE_LOCK: i64 = 0x006c_6162_6372_6f6e;
 
 /// Connections a node keeps at most.
 const POOL_SIZE: u32 = 16;
