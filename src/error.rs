@@ -111,20 +111,6 @@ impl ServiceError {
     }
 }
 
-/// SQL run outside the store's own functions (a use case's query inside `Db::read`) fails as the
-/// store's would, so a full disk is recognised there too.
-impl From<rusqlite::Error> for ServiceError {
-    fn from(e: rusqlite::Error) -> Self {
-        ServiceError::Store(e.into())
-    }
-}
-
-impl From<r2d2::Error> for ServiceError {
-    fn from(e: r2d2::Error) -> Self {
-        ServiceError::Store(e.into())
-    }
-}
-
 impl From<std::io::Error> for ServiceError {
     fn from(e: std::io::Error) -> Self {
         ServiceError::Internal(e.into())

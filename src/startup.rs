@@ -108,7 +108,7 @@ impl Application {
             background.clone(),
         );
         crate::allocator::spawn_trim(background.clone());
-        let scheduler = Scheduler::new(db.clone(), executor.clone(), &ledger_path)?;
+        let scheduler = Scheduler::new(db.clone(), executor.clone())?;
         scheduler.start();
         let ledger_lost =
             watch_ledger_file(ledger_path.clone(), ledger_identity, background.clone());

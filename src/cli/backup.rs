@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::config::Settings;
+use crate::store::{self, Db};
 
 /// The ledger's name in the data directory and in the archive.
 const LEDGER: &str = "labcron.db";
@@ -34,31 +35,6 @@ pub struct RestoreSummary {
     pub files: usize,
     pub jobs: i64,
     pub runs: i64,
-}
-
-/// A consistent copy of the SQLite database `source` at `target` (`VACUUM INTO` reads one
-/// snapshot, so a writer in another process cannot tear it), checked before it is used.
-fn sqlite_copy(source: &Path, target: &Path, read_only: bool) -> anyhow::Result<()> {
-    let flags = if read_only {
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-    } else {
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-    };
-    let conn = rusqlite::Connection::open_with_flags(source, flags)
-        .with_context(|| format!("cannot open {}", source.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    let target_text = target.to_str().context("the backup path is not UTF-8")?;
-    conn.execute("VACUUM INTO ?1", [target_text])
-        .with_context(|| format!("cannot copy {}", source.display()))?;
-    let check = rusqlite::Connection::open(target)?;
-    let integrity: String = check.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    if integrity != "ok" {
-        bail!(
-            "the copy of {} failed its integrity check: {integrity}",
-            source.display()
-        );
-    }
-    Ok(())
 }
 
 /// Every regular file under `dir` (links are not followed), relative to `dir`, sorted.
@@ -106,8 +82,8 @@ pub fn backup(
             ledger.display()
         );
     }
-    // Opened once through the store so an older ledger's schema is brought up to date first.
-    drop(crate::store::Db::open(&ledger)?);
+    // Opened through the store, so an older ledger's schema is brought up to date first.
+    let db = Db::open(&ledger)?;
     let data_dir = settings
         .data_dir
         .canonicalize()
@@ -119,7 +95,7 @@ pub fn backup(
         .mode(0o600)
         .open(target)
         .with_context(|| format!("cannot create {} (it must not exist yet)", target.display()))?;
-    let result = write_archive(settings, &data_dir, file, target, with_runs);
+    let result = write_archive(settings, &db, &data_dir, file, target, with_runs);
     if result.is_err() {
         let _ = std::fs::remove_file(target);
     }
@@ -129,7 +105,7 @@ pub fn backup(
         .detail("archive", target.display().to_string())
         .detail("withRuns", with_runs)
         .detail("via", "cli");
-    record_in(&ledger, &event)?;
+    record_in(&db, &event)?;
     Ok(summary)
 }
 
@@ -149,8 +125,7 @@ fn process_uid() -> u32 {
 }
 
 /// Appends an audit event to the ledger at `path` (bringing its schema up to date first).
-fn record_in(path: &Path, event: &crate::store::audit::Event) -> anyhow::Result<()> {
-    let db = crate::store::Db::open(path)?;
+fn record_in(db: &Db, event: &crate::store::audit::Event) -> anyhow::Result<()> {
     db.write_sync(|tx| tx.record_audit(event, crate::clock::now_ms()))
         .map_err(|e| anyhow::anyhow!("cannot write the audit event: {e:?}"))?;
     Ok(())
@@ -158,6 +133,7 @@ fn record_in(path: &Path, event: &crate::store::audit::Event) -> anyhow::Result<
 
 fn write_archive(
     settings: &Settings,
+    db: &Db,
     data_dir: &Path,
     file: File,
     target: &Path,
@@ -183,7 +159,7 @@ fn write_archive(
     };
 
     let ledger_copy = staging.path.join(LEDGER);
-    sqlite_copy(&data_dir.join(LEDGER), &ledger_copy, false).context("the ledger")?;
+    db.backup_to(&ledger_copy).context("the ledger")?;
     add(&mut zip, LEDGER.to_string(), &ledger_copy, 0o600)?;
 
     let scripts = settings.scripts_dir();
@@ -208,7 +184,7 @@ fn write_archive(
             continue;
         }
         let copy = staging.path.join(format!("source-{}", seen.len()));
-        sqlite_copy(&path, &copy, true).with_context(|| format!("data source `{name}`"))?;
+        store::copy_sqlite_file(&path, &copy).with_context(|| format!("data source `{name}`"))?;
         add(&mut zip, archive_name("", &rel), &copy, 0o644)?;
     }
 
@@ -387,21 +363,17 @@ pub fn restore(settings: &Settings, archive: &Path, force: bool) -> anyhow::Resu
         summary.files += 1;
     }
 
-    let ledger = rusqlite::Connection::open(root.join(LEDGER))?;
-    let integrity: String = ledger.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-    if integrity != "ok" {
-        bail!("the restored ledger failed its integrity check: {integrity}");
-    }
-    summary.jobs = ledger.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?;
-    summary.runs = ledger.query_row("SELECT count(*) FROM runs", [], |r| r.get(0))?;
-    drop(ledger);
+    let restored = root.join(LEDGER);
+    store::check_ledger_file(&restored).context("the restored ledger")?;
+    let db = Db::open(&restored)?;
+    (summary.jobs, summary.runs) = db.read_sync(|l| l.ledger_totals())?;
     // The restored ledger's own trail says it was restored, from what, by whom.
     let event = crate::store::audit::Event::new(&cli_actor(), "BACKUP_RESTORED", None)
         .object("LEDGER", LEDGER)
         .detail("archive", archive.display().to_string())
         .detail("files", summary.files as i64)
         .detail("via", "cli");
-    record_in(&root.join(LEDGER), &event)?;
+    record_in(&db, &event)?;
     Ok(summary)
 }
 

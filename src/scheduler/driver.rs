@@ -30,7 +30,6 @@
 //! is stored as the job's `last_fired_for`, so after downtime the loop knows what it missed.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -50,7 +49,7 @@ use crate::executor::Executor;
 use crate::metrics::scheduler::SchedulerStats;
 use crate::service::runs::{Fire, accept_fire};
 use crate::store::runs::Enqueued;
-use crate::store::{self, Db};
+use crate::store::{self, ChangeWatch, Db};
 
 /// How often the loop compares what it holds with the ledger.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
@@ -79,8 +78,6 @@ pub struct Scheduler {
 struct Inner {
     db: Db,
     executor: Executor,
-    /// The ledger file, for the loop's own read connection (`PRAGMA data_version` is per connection).
-    ledger_path: PathBuf,
     commands: mpsc::UnboundedSender<Command>,
     receiver: Mutex<mpsc::UnboundedReceiver<Command>>,
     stats: SchedulerStats,
@@ -92,14 +89,13 @@ struct Inner {
 }
 
 impl Scheduler {
-    pub fn new(db: Db, executor: Executor, ledger_path: &Path) -> Result<Scheduler, ServiceError> {
+    pub fn new(db: Db, executor: Executor) -> Result<Scheduler, ServiceError> {
         let system_user = db.read_sync(|l| l.system_user_id())?;
         let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Scheduler {
             inner: Arc::new(Inner {
                 db,
                 executor,
-                ledger_path: ledger_path.to_path_buf(),
                 commands,
                 receiver: Mutex::new(receiver),
                 stats: SchedulerStats::default(),
@@ -336,7 +332,7 @@ async fn run_loop(inner: Arc<Inner>) -> Result<(), LoopError> {
     let mut receiver = inner.receiver.lock().await;
     let (fired_tx, mut fired_rx) = mpsc::unbounded_channel::<Fired>();
     // Before the jobs are read, so a change committed in between is seen by the first poll.
-    let mut watch = LedgerWatch::open(&inner.ledger_path).await;
+    let mut watch = LedgerWatch::open(&inner.db).await;
     let jobs = inner.db.read(|l| l.live_jobs()).await?;
     let active = jobs.iter().filter(|j| j.is_active()).count();
     let library = Arc::new(Library::start(channel_capacity(active), fired_tx.clone()).await?);
@@ -646,27 +642,19 @@ async fn fire_armed(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
 }
 
 /// Notices commits to the jobs table made by any connection, this server's or another
-/// process's: `PRAGMA data_version` (cheap, per connection) says whether anything was committed
-/// since the last look, and a fingerprint of the jobs table says whether it was jobs.
+/// process's: the ledger's change marker (`Db::change_watch`, cheap) says whether anything was
+/// committed since the last look, and a fingerprint of the jobs table says whether it was jobs.
 struct LedgerWatch {
-    conn: Option<Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    watch: Option<Arc<ChangeWatch>>,
     last: Option<(i64, (i64, i64, f64))>,
 }
 
 impl LedgerWatch {
-    async fn open(path: &Path) -> LedgerWatch {
-        let path = path.to_path_buf();
-        let opened = tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            Ok::<_, rusqlite::Error>(conn)
-        })
-        .await;
-        let conn = match opened {
-            Ok(Ok(conn)) => Some(Arc::new(std::sync::Mutex::new(conn))),
+    async fn open(db: &Db) -> LedgerWatch {
+        let db = db.clone();
+        let opened = tokio::task::spawn_blocking(move || db.change_watch()).await;
+        let watch = match opened {
+            Ok(Ok(watch)) => Some(Arc::new(watch)),
             Ok(Err(e)) => {
                 tracing::error!(error = ?e, "cannot watch the ledger for changes made outside the server; the minutely reconcile remains");
                 None
@@ -676,31 +664,26 @@ impl LedgerWatch {
                 None
             }
         };
-        let mut watch = LedgerWatch { conn, last: None };
+        let mut watch = LedgerWatch { watch, last: None };
         watch.jobs_changed().await;
         watch
     }
 
     /// Whether the jobs table changed since the last call.
     async fn jobs_changed(&mut self) -> bool {
-        let Some(conn) = self.conn.clone() else {
+        let Some(watch) = self.watch.clone() else {
             return false;
         };
         let known = self.last;
         let looked = tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
-            let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-            if let Some((known_version, fingerprint)) = known
-                && known_version == version
+            let marker = watch.marker()?;
+            if let Some((known_marker, fingerprint)) = known
+                && known_marker == marker
             {
-                return Ok((version, fingerprint));
+                return Ok((marker, fingerprint));
             }
-            let fingerprint = conn.query_row(
-                "SELECT count(*), coalesce(max(updated_at), 0), total(updated_at) FROM jobs",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok::<_, rusqlite::Error>((version, fingerprint))
+            let fingerprint = watch.read(|l| l.jobs_fingerprint())?;
+            Ok::<_, store::Error>((marker, fingerprint))
         })
         .await;
         match looked {
@@ -855,20 +838,19 @@ mod tests {
         let ledger = dir.path().join("labcron.db");
         let db = Db::open(&ledger).unwrap();
         let now = now_ms();
-        db.write(move |tx| {
-            let owner = tx.system_user_id()?;
-            tx.execute(
+        // Inserted beside the store, as another process would (the interface has no raw SQL).
+        let owner = db.read_sync(|l| l.system_user_id()).unwrap();
+        rusqlite::Connection::open(&ledger)
+            .unwrap()
+            .execute(
                 "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone,
                      start_date, activity_status, created_by, command, timeout_seconds,
                      max_queued_runs, created_at, updated_at)
                  VALUES ('every second', 'EXTERNAL', 'CRON', '* * * * * *', 'UTC', ?1, 'Active',
                      ?2, 'x.sh', 60, 10, ?1, ?1)",
                 rusqlite::params![now, owner],
-            )?;
-            Ok::<_, ServiceError>(())
-        })
-        .await
-        .unwrap();
+            )
+            .unwrap();
         let settings = Arc::new(crate::config::Settings::default());
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let notifier = crate::notify::Notifier::new(
@@ -887,7 +869,7 @@ mod tests {
             metrics,
             notifier,
         );
-        let scheduler = Scheduler::new(db, executor, &ledger).unwrap();
+        let scheduler = Scheduler::new(db, executor).unwrap();
         scheduler.start();
         let stats = scheduler.stats();
         let fired =

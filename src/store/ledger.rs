@@ -300,6 +300,8 @@ pub trait MaintenanceLedger {
     ) -> Result<Vec<RunOfJob>, Error>;
     /// Deletes the runs of `run_ids` that finished before `cutoff`; returns how many went.
     fn delete_finished_runs(&self, run_ids: &[i64], cutoff: i64) -> Result<u64, Error>;
+    /// How many jobs (deleted ones included) and runs the ledger holds.
+    fn ledger_totals(&self) -> Result<(i64, i64), Error>;
 }
 
 /// The whole ledger, as `Db::read` and `Db::write` hand it out.

@@ -9,6 +9,9 @@
 //! - `domain` is pure: it names nothing of the crate outside `domain`.
 //! - Only the web layer knows HTTP: nothing else names actix or a status code (`startup`, which
 //!   builds the server, excepted), and the store names no error of the layers above it.
+//! - Only the store knows the ledger's engine: nothing outside `src/store/` (and `src/query/`,
+//!   the saved queries' own data sources) names rusqlite, r2d2 or a `Connection`/`Transaction`;
+//!   the layers above see `&dyn store::Ledger`.
 //!
 //! Test code (`#[cfg(test)] mod …`) is left out: tests may reach anywhere. Run it alone with
 //! `cargo test --test architecture`.
@@ -203,7 +206,18 @@ fn only_the_web_layer_knows_http() {
                 .filter(|to| {
                     matches!(
                         to.first().map(String::as_str),
-                        Some("error" | "service" | "executor" | "scheduler" | "web" | "cli")
+                        Some(
+                            "error"
+                                | "service"
+                                | "executor"
+                                | "scheduler"
+                                | "web"
+                                | "cli"
+                                | "present"
+                                | "notify"
+                                | "retention"
+                                | "startup"
+                        )
                     )
                 })
                 .map(move |to| format!("{} names {}", from.join("::"), to.join("::")))
@@ -213,6 +227,103 @@ fn only_the_web_layer_knows_http() {
         store_upward.is_empty(),
         "the store fails with store::Error and calls nothing above it:\n{}",
         store_upward.join("\n")
+    );
+}
+
+/// Where a word of the ledger's engine is named outside the store, as "module names word".
+/// `allowed` says, per module, which words it may name.
+fn engine_words_outside_the_store(
+    files: &[(ModulePath, String)],
+    allowed: &dyn Fn(&ModulePath, &str) -> bool,
+) -> Vec<String> {
+    const ENGINE: &[&str] = &[
+        "rusqlite",
+        "r2d2",
+        "r2d2_sqlite",
+        "Connection",
+        "Transaction",
+    ];
+    files
+        .iter()
+        // `query` is the saved queries' data sources (SQLite files or PostgreSQL), not the
+        // ledger: it keeps its own drivers.
+        .filter(|(module, _)| {
+            !matches!(module.first().map(String::as_str), Some("store" | "query"))
+        })
+        .flat_map(|(module, code)| {
+            // The CSV writer of `query::csv` takes its cells as SQLite's value type; the tasks
+            // and the query preview that write CSV name it, and nothing else of the driver.
+            let code = code.replace("rusqlite::types::ValueRef", "ValueRef");
+            ENGINE
+                .iter()
+                .filter(move |word| names_word(&code, word) && !allowed(module, word))
+                .map(move |word| format!("{} names {word}", module.join("::")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Whether `code` has `word` as a whole identifier (not a part of a longer one).
+fn names_word(code: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(word).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + word.len()..].chars().next();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
+}
+
+#[test]
+fn only_the_store_knows_the_ledger_engine() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = graph::code_by_module(&src);
+    assert!(files.len() > 50, "the reader found the source files");
+    let allowed = |module: &ModulePath, word: &str| {
+        let module = module.join("::");
+        // A saved query's run reads its data source (`query`) and fails with the driver's
+        // error; it never opens the ledger.
+        (module == "executor::query_task" && word == "rusqlite")
+            // The backup and runs-report tasks still read the ledger file with SQLite (through
+            // `query::csv`'s exporter): the one corner issue 16's first step leaves, to move
+            // behind `Db::backup_to` and a streaming report on the interface.
+            || (module == "executor::internal" && matches!(word, "rusqlite" | "Connection"))
+    };
+    let named = engine_words_outside_the_store(&files, &allowed);
+    assert!(
+        named.is_empty(),
+        "only src/store/ may know the ledger's engine: use `&dyn store::Ledger` (Db::read/write \
+         hand one out) or an engine operation of `Db`:\n{}",
+        named.join("\n")
+    );
+    // The check is real: a module outside the store that named the engine would be reported.
+    let planted = vec![
+        (
+            vec!["clock".to_string()],
+            "use rusqlite::Connection; fn f(c: &Connection) {}".to_string(),
+        ),
+        (
+            vec!["executor".to_string(), "internal".to_string()],
+            "fn g(t: &rusqlite::Transaction) {} fn h(v: rusqlite::types::ValueRef) {}".to_string(),
+        ),
+        (
+            vec!["web".to_string()],
+            "struct ConnectionCount;".to_string(),
+        ),
+    ];
+    assert_eq!(
+        engine_words_outside_the_store(&planted, &allowed),
+        vec![
+            "clock names rusqlite".to_string(),
+            "clock names Connection".to_string(),
+            "executor::internal names Transaction".to_string(),
+        ]
+    );
+    assert!(
+        files
+            .iter()
+            .any(|(m, code)| m.first().map(String::as_str) == Some("store")
+                && names_word(code, "rusqlite")),
+        "the store itself is read (and names its engine)"
     );
 }
 

@@ -105,7 +105,7 @@ pub struct EventFilter {
 /// The audit list's statement. The page size is written in, not bound: a bound LIMIT makes
 /// SQLite plan the statement again at every execution (see `runs::list_query`). Login names and
 /// the other texts compare without regard to ASCII case, as sign-in does.
-pub(super) fn list_query(max_results: i64) -> String {
+pub(in crate::store) fn list_query(max_results: i64) -> String {
     format!(
         "SELECT id, at, actor, action, object_type, object_id, detail, remote_addr
          FROM audit_events
@@ -161,20 +161,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::store::Db::open(&dir.path().join("labcron.db")).unwrap();
         db.write(|tx| -> Result<_, Error> {
-            record(tx, &Event::new("alice", "SIGN_IN", Some("10.0.0.1")), 1_000)?;
-            record(
-                tx,
+            tx.record_audit(&Event::new("alice", "SIGN_IN", Some("10.0.0.1")), 1_000)?;
+            tx.record_audit(
                 &Event::new("bob", "JOB_CREATE", None)
                     .object("JOB", 7)
                     .detail("name", "nightly"),
                 2_000,
             )?;
-            record(tx, &Event::new("alice", "SIGN_OUT", None), 3_000)
+            tx.record_audit(&Event::new("alice", "SIGN_OUT", None), 3_000)
         })
         .await
         .unwrap();
         let all = db
-            .read(|c| list(c, &EventFilter::default(), 0, 100))
+            .read(|c| c.list_audit_events(&EventFilter::default(), 0, 100))
             .await
             .unwrap();
         let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
@@ -186,17 +185,20 @@ mod tests {
             from: Some(2_000),
             ..EventFilter::default()
         };
-        let alice = db.read(move |c| list(c, &filter, 0, 100)).await.unwrap();
+        let alice = db
+            .read(move |c| c.list_audit_events(&filter, 0, 100))
+            .await
+            .unwrap();
         assert_eq!(alice.len(), 1);
         assert_eq!(alice[0].action, "SIGN_OUT");
         let changed = db
-            .write(|tx| {
+            .write_sqlite(|tx| {
                 Ok::<_, Error>(tx.execute("UPDATE audit_events SET actor = 'mallory'", [])?)
             })
             .await;
         assert!(changed.is_err(), "the ledger refuses to change an event");
         let removed = db
-            .write(|tx| delete_older_than(tx, 2_500, 1000))
+            .write(|tx| tx.delete_audit_events_before(2_500, 1000))
             .await
             .unwrap();
         assert_eq!(removed, 2);

@@ -79,3 +79,12 @@ pub fn delete_finished_runs(conn: &Connection, run_ids: &[i64], cutoff: i64) -> 
     }
     Ok(deleted)
 }
+
+/// How many jobs (deleted ones included) and runs the ledger holds (moved from `labcron restore`).
+pub fn totals(conn: &Connection) -> Result<(i64, i64), Error> {
+    Ok(conn.query_row(
+        "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM runs)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}

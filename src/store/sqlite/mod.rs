@@ -435,4 +435,7 @@ impl MaintenanceLedger for Sqlite<'_> {
     fn delete_finished_runs(&self, run_ids: &[i64], cutoff: i64) -> Result<u64, Error> {
         maintenance::delete_finished_runs(self.0, run_ids, cutoff)
     }
+    fn ledger_totals(&self) -> Result<(i64, i64), Error> {
+        maintenance::totals(self.0)
+    }
 }

@@ -62,7 +62,7 @@ fn like_pattern(query: Option<&str>) -> Option<String> {
 
 /// The saved queries list's statement. The page size is written in, not bound: a bound LIMIT
 /// makes SQLite plan the statement again at every execution (see `runs::list_query`).
-pub(super) fn list_query(max_results: i64) -> String {
+pub(in crate::store) fn list_query(max_results: i64) -> String {
     format!(
         "SELECT {COLUMNS} FROM saved_queries
          WHERE deleted = 0 AND (?1 IS NULL OR lower(title) LIKE '%' || ?1 || '%' ESCAPE '\\')
