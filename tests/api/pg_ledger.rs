@@ -731,6 +731,7 @@ fn runs_are_accepted_claimed_ended_and_listed_the_same_on_both_engines() {
             Some((shared_run, "--site 4".to_string(), false))
         );
         assert_eq!(e.read(|l| l.last_run_on(jobs[0])), Some(100));
+        assert_eq!(t.note("totals", e.read(|l| l.ledger_totals())), (5, 8));
 
         // Retention's reads and deletion.
         let old = e.read(|l| l.runs_finished_before(175, RunId(0), 10));

@@ -237,4 +237,12 @@ impl MaintenanceLedger for Pg<'_> {
             &[&run_ids, &cutoff],
         )
     }
+
+    fn ledger_totals(&self) -> Result<(i64, i64), Error> {
+        let row = self.one(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM runs)",
+            &[],
+        )?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
 }
