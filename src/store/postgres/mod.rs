@@ -18,7 +18,9 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 
 use postgres::types::ToSql;
-use postgres::{IsolationLevel, Row, Transaction};
+use postgres::{IsolationLevel, Row, Statement, Transaction};
+
+use pool::Statements;
 
 use super::Error;
 
@@ -70,8 +72,8 @@ impl PgLedgerDb {
             .build(pool::Manager::new(config))
             .map_err(|e| fail(format!("cannot connect: {e}")))?;
         {
-            let mut client = pool.get().map_err(|e| fail(e.to_string()))?;
-            migrate(&mut client).map_err(|e| fail(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| fail(e.to_string()))?;
+            migrate(&mut conn.client).map_err(|e| fail(e.to_string()))?;
         }
         Ok(PgLedgerDb { pool, shown })
     }
@@ -87,13 +89,15 @@ impl PgLedgerDb {
         E: From<Error>,
         F: FnOnce(&Pg<'_>) -> Result<T, E>,
     {
-        let mut client = self.pool.get().map_err(Error::unreachable)?;
-        let tx = client
+        let mut conn = self.pool.get().map_err(Error::unreachable)?;
+        let conn = &mut *conn;
+        let tx = conn
+            .client
             .build_transaction()
             .read_only(true)
             .start()
             .map_err(Error::from)?;
-        finish(tx, f)
+        finish(tx, &mut conn.statements, f)
     }
 
     /// Runs `f` in a `READ COMMITTED` transaction, committed when `f` succeeds (the answer comes
@@ -103,19 +107,22 @@ impl PgLedgerDb {
         E: From<Error>,
         F: FnOnce(&Pg<'_>) -> Result<T, E>,
     {
-        let mut client = self.pool.get().map_err(Error::unreachable)?;
-        let tx = client
+        let mut conn = self.pool.get().map_err(Error::unreachable)?;
+        let conn = &mut *conn;
+        let tx = conn
+            .client
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
             .start()
             .map_err(Error::from)?;
-        finish(tx, f)
+        finish(tx, &mut conn.statements, f)
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i64, Error> {
-        let mut client = self.pool.get().map_err(Error::unreachable)?;
-        Ok(client
+        let mut conn = self.pool.get().map_err(Error::unreachable)?;
+        Ok(conn
+            .client
             .query_one("SELECT max(version) FROM ledger_schema", &[])?
             .try_get::<_, Option<i64>>(0)?
             .unwrap_or(0))
@@ -124,13 +131,14 @@ impl PgLedgerDb {
 
 /// Runs `f` on the transaction; commits when it succeeds, rolls back when it fails (a panic in
 /// `f` rolls back too: the transaction's drop does it).
-fn finish<T, E, F>(tx: Transaction<'_>, f: F) -> Result<T, E>
+fn finish<'c, T, E, F>(tx: Transaction<'c>, statements: &'c mut Statements, f: F) -> Result<T, E>
 where
     E: From<Error>,
     F: FnOnce(&Pg<'_>) -> Result<T, E>,
 {
     let pg = Pg {
         tx: RefCell::new(tx),
+        statements: RefCell::new(statements),
     };
     let result = f(&pg);
     let tx = pg.tx.into_inner();
@@ -209,27 +217,43 @@ fn migrate(client: &mut postgres::Client) -> Result<(), Error> {
 /// `RefCell` is borrowed for one statement at a time, never across a call.
 pub struct Pg<'a> {
     tx: RefCell<Transaction<'a>>,
+    /// The connection's prepared statements (they outlive the transaction).
+    statements: RefCell<&'a mut Statements>,
 }
 
 impl Pg<'_> {
+    /// The statement for `sql`, prepared on this connection at its first use.
+    fn statement(&self, sql: &str) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements.borrow().get(sql) {
+            return Ok(statement);
+        }
+        let statement = self.tx.borrow_mut().prepare(sql)?;
+        self.statements.borrow_mut().keep(sql, statement.clone());
+        Ok(statement)
+    }
+
     /// Every row of a query.
     fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, Error> {
-        Ok(self.tx.borrow_mut().query(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.borrow_mut().query(&statement, params)?)
     }
 
     /// The row of a query that returns at most one.
     fn row(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, Error> {
-        Ok(self.tx.borrow_mut().query_opt(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.borrow_mut().query_opt(&statement, params)?)
     }
 
     /// The one row of a query that always returns one (an aggregate).
     fn one(&self, sql: &str, params: Params<'_>) -> Result<Row, Error> {
-        Ok(self.tx.borrow_mut().query_one(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.borrow_mut().query_one(&statement, params)?)
     }
 
     /// How many rows a statement changed.
     fn exec(&self, sql: &str, params: Params<'_>) -> Result<u64, Error> {
-        Ok(self.tx.borrow_mut().execute(sql, params)?)
+        let statement = self.statement(sql)?;
+        Ok(self.tx.borrow_mut().execute(&statement, params)?)
     }
 
     /// Whether a query returns a row.
