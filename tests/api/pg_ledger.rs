@@ -1059,3 +1059,38 @@ fn an_unreachable_database_is_told_apart_from_other_failures() {
         "{bad:?}"
     );
 }
+
+#[test]
+fn a_failed_write_is_rolled_back_and_a_read_cannot_write() {
+    let (db, owner, job) = pg_with_job(100);
+    // The closure fails after writing: nothing of it stays.
+    let failed: Result<(), Error> = db.write(|l| {
+        l.enqueue_run(&manual(job, owner), 100, 10)?;
+        l.insert_job(&draft("half done"), owner, 10)?;
+        Err(Error::Corrupt("the caller changed its mind".into()))
+    });
+    assert!(matches!(failed, Err(Error::Corrupt(_))));
+    assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (0, 0));
+    assert!(!db.read(|l| l.job_name_taken("half done", None)).unwrap());
+    // A closure that panics is rolled back too, and the pool stays usable.
+    let db2 = db.clone();
+    let panicked = std::thread::spawn(move || {
+        db2.write(|l| -> Result<(), Error> {
+            l.enqueue_run(&manual(job, owner), 100, 10)?;
+            panic!("a bug in the caller");
+        })
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (0, 0));
+    // The same statements, prepared in the transactions rolled back, serve the next ones.
+    let queued = db
+        .write(|l| l.enqueue_run(&manual(job, owner), 100, 10))
+        .unwrap();
+    assert!(matches!(queued, Enqueued::Queued(_)));
+    assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (1, 0));
+    // A read is read-only: a write inside one is refused by the database.
+    let refused = db.read(|l| l.enqueue_run(&manual(job, owner), 100, 10));
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (1, 0));
+}
