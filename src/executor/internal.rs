@@ -13,22 +13,19 @@
 //! Work runs on blocking threads, stops at the job's `timeoutSeconds` or on cancel, and never
 //! touches the run rows except through the executor's outcome.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
 
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
 use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::job::InternalTask;
 use crate::error::ServiceError;
-use crate::query::csv::{CsvWriter, ExportError, Guard, Limits, Stop, export_csv};
-use crate::query::sources::open_read_only;
-use crate::query::sqlite_message;
+use crate::query::csv::{CsvWriter, ExportError, ExportStats, Guard, Stop};
 use crate::run_files::RunPaths;
+use crate::store::ledger::{Cell, ReportSink};
 use crate::store::runs::Outcome;
 use crate::store::{self, Ledger};
 
@@ -87,12 +84,6 @@ impl From<String> for TaskError {
 impl From<std::io::Error> for TaskError {
     fn from(e: std::io::Error) -> Self {
         TaskError::Message(format!("file error: {e}"))
-    }
-}
-
-impl From<rusqlite::Error> for TaskError {
-    fn from(e: rusqlite::Error) -> Self {
-        TaskError::Message(format!("database error: {}", sqlite_message(&e)))
     }
 }
 
@@ -304,36 +295,17 @@ async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done,
     if let Some(word) = words.first() {
         return Err(format!("unknown argument `{word}` (database-backup takes none)").into());
     }
-    let ledger = ctx.db.read(|l| l.ledger_file()).await?;
+    let db = ctx.db.clone();
     let file = format!("labcron-backup_{}.db", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     let guard = ctx.guard(limit);
     let done = blocking(move || {
         let (jobs, runs) = write_aside(&target, |tmp| -> Result<(i64, i64), TaskError> {
-            let source = Connection::open_with_flags(
-                &ledger,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            source.busy_timeout(Duration::from_secs(30))?;
-            guard.install(&source)?;
-            let tmp_text = tmp.to_str().ok_or("the run directory's path is not UTF-8")?;
-            if let Err(e) = source.execute("VACUUM INTO ?1", [tmp_text]) {
-                return Err(match guard.check() {
+            db.backup_for_task(tmp, interrupt(&guard))
+                .map_err(|e| match guard.check() {
                     Some(stop) => TaskError::Stopped(stop),
                     None => e.into(),
-                });
-            }
-            drop(source);
-            let copy = open_read_only(tmp)?;
-            let check: String = copy.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-            if check != "ok" {
-                return Err(format!("the copy fails PRAGMA quick_check: {check}").into());
-            }
-            Ok(copy.query_row(
-                "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM runs)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?)
+                })
         })?;
         let size = std::fs::metadata(&target)?.len();
         Ok(Done {
@@ -362,6 +334,69 @@ async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done,
     Ok(done)
 }
 
+/// The guard as the ledger's interrupt: long ledger work stops when the run is cancelled or out
+/// of time.
+fn interrupt(guard: &Guard) -> store::ledger::Interrupt {
+    let guard = guard.clone();
+    std::sync::Arc::new(move || guard.check().is_some())
+}
+
+/// The runs report's rows written as CSV, as `export_csv` writes a query's.
+struct CsvSink<'g> {
+    csv: CsvWriter<std::fs::File>,
+    rows: u64,
+    guard: &'g Guard,
+    /// Why the sink stopped the report (a write failed, or the guard said stop).
+    failed: Option<ExportError>,
+}
+
+impl CsvSink<'_> {
+    fn write(&mut self, cells: &mut dyn Iterator<Item = ValueRef<'_>>) -> bool {
+        let written = (|| {
+            for (index, cell) in cells.enumerate() {
+                if index > 0 {
+                    self.csv.separator();
+                }
+                self.csv.value(cell)?;
+            }
+            self.csv.end_record()
+        })();
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
+    }
+}
+
+impl ReportSink for CsvSink<'_> {
+    fn columns(&mut self, names: &[&str]) -> bool {
+        self.write(&mut names.iter().map(|n| ValueRef::Text(n.as_bytes())))
+    }
+
+    fn row(&mut self, cells: &[Cell<'_>]) -> bool {
+        let values = cells.iter().map(|cell| match *cell {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(i),
+            Cell::Real(r) => ValueRef::Real(r),
+            Cell::Text(t) => ValueRef::Text(t),
+            Cell::Blob(b) => ValueRef::Blob(b),
+        });
+        if !self.write(&mut values.into_iter()) {
+            return false;
+        }
+        self.rows += 1;
+        // The progress handler covers the ledger's work, the encoder long values; this, every row.
+        if let Some(stop) = self.guard.check() {
+            self.failed = Some(ExportError::Stopped(stop));
+            return false;
+        }
+        true
+    }
+}
+
 impl From<&str> for TaskError {
     fn from(m: &str) -> Self {
         TaskError::Message(m.to_string())
@@ -371,20 +406,34 @@ impl From<&str> for TaskError {
 async fn runs_report(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, TaskError> {
     let days = days_argument(&ctx.argument_words()?, "days", 7)?;
     let since = now_ms() - days * DAY_MS;
-    let ledger = ctx.db.read(|l| l.ledger_file()).await?;
+    let db = ctx.db.clone();
     let file = format!("runs-report_{}.csv", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     let guard = ctx.guard(limit);
     blocking(move || {
         let stats = write_aside(&target, |tmp| -> Result<_, TaskError> {
-            let conn = open_read_only(Path::new(&ledger))?;
-            guard.install(&conn)?;
-            let mut stmt = conn.prepare(store::maintenance::RUNS_REPORT_SQL)?;
-            stmt.raw_bind_parameter(1, since)?;
-            let mut out = std::fs::File::create(tmp)?;
-            let stats = export_csv(&mut stmt, &mut out, Limits::default(), &guard)?;
-            out.flush()?;
-            Ok(stats)
+            let out = std::fs::File::create(tmp)?;
+            let mut sink = CsvSink {
+                csv: CsvWriter::new(out).with_limits(None, guard.clone()),
+                rows: 0,
+                guard: &guard,
+                failed: None,
+            };
+            let streamed = db.read_sync(|l| l.runs_report(since, interrupt(&guard), &mut sink));
+            if let Some(e) = sink.failed {
+                return Err(e.into());
+            }
+            if let Err(e) = streamed {
+                return Err(match guard.check() {
+                    Some(stop) => TaskError::Stopped(stop),
+                    None => e.into(),
+                });
+            }
+            let bytes = sink.csv.finish()?;
+            Ok(ExportStats {
+                rows: sink.rows,
+                bytes,
+            })
         })?;
         Ok(Done {
             file,

@@ -204,7 +204,9 @@ async fn export_saved_query(
     } else {
         tokio::task::spawn_blocking(move || -> Result<ExportStats, Failure> {
             let conn = sources.open(&query.data_source).map_err(Failure::Message)?;
-            guard.install(&conn)?;
+            guard
+                .install(&conn)
+                .map_err(|e| Failure::Export(e.into()))?;
             let mut stmt = prepare_single(&conn, &query.sql)
                 .map_err(|e| Failure::Message(format!("the saved query cannot run: {e}")))?;
             if !stmt.readonly() {
@@ -307,11 +309,5 @@ impl From<ExportError> for Failure {
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
         Failure::Export(ExportError::Io(e))
-    }
-}
-
-impl From<rusqlite::Error> for Failure {
-    fn from(e: rusqlite::Error) -> Self {
-        Failure::Export(ExportError::Sqlite(e))
     }
 }

@@ -26,6 +26,9 @@ pub enum Error {
     /// A blocking read's thread ended without an answer.
     #[error("a ledger read did not finish: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A copy of the ledger could not be made or failed its check.
+    #[error("{0}")]
+    Backup(String),
     /// The ledger cannot be opened or brought up to date (at start-up, or by a CLI command).
     #[error("ledger {path}: {reason}")]
     Open { path: PathBuf, reason: String },

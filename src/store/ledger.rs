@@ -287,8 +287,6 @@ pub trait ApiTokenLedger {
 
 /// What the built-in maintenance tasks and the retention pass need.
 pub trait MaintenanceLedger {
-    /// Where the ledger's file is, for the engines that keep one (SQLite).
-    fn ledger_file(&self) -> Result<String, Error>;
     /// When the run finished, if it has.
     fn run_finished_at(&self, ids: RunOfJob) -> Result<Option<i64>, Error>;
     /// Up to `limit` runs that finished before `cutoff`, with ids above `after`, by id.
@@ -302,6 +300,36 @@ pub trait MaintenanceLedger {
     fn delete_finished_runs(&self, run_ids: &[i64], cutoff: i64) -> Result<u64, Error>;
     /// How many jobs (deleted ones included) and runs the ledger holds.
     fn ledger_totals(&self) -> Result<(i64, i64), Error>;
+    /// Streams the runs report into `sink`: every run queued at or after `since` (epoch ms),
+    /// oldest first, one row each (times in UTC ISO 8601, the result file by name only).
+    /// `interrupt` is asked now and then while the ledger works; true stops the report with an
+    /// error, as does `false` from the sink (without one).
+    fn runs_report(
+        &self,
+        since: i64,
+        interrupt: Interrupt,
+        sink: &mut dyn ReportSink,
+    ) -> Result<(), Error>;
+}
+
+/// Asked now and then during long ledger work (a report, a backup): true stops it.
+pub type Interrupt = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// One value of a streamed report's row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+/// Where a streamed report goes: its column names once, then each row in turn. Returning false
+/// stops the report (the sink keeps its own reason).
+pub trait ReportSink {
+    fn columns(&mut self, names: &[&str]) -> bool;
+    fn row(&mut self, cells: &[Cell<'_>]) -> bool;
 }
 
 /// The whole ledger, as `Db::read` and `Db::write` hand it out.

@@ -243,6 +243,18 @@ impl Db {
         sqlite::copy_checked(path, target, false).map_err(|reason| Error::open(path, reason))
     }
 
+    /// Writes a consistent copy of the whole ledger to `target` (a new file) without writing to
+    /// the ledger, for the database-backup task: `interrupt` is asked now and then and stops the
+    /// copy (an error) when true. The copy passes a quick check; answers how many jobs and runs
+    /// it holds.
+    pub fn backup_for_task(
+        &self,
+        target: &Path,
+        interrupt: ledger::Interrupt,
+    ) -> Result<(i64, i64), Error> {
+        sqlite::copy_for_task(&self.sqlite().path, target, interrupt)
+    }
+
     /// A watch on changes made to the ledger by anyone else (another process, another
     /// connection): see [`ChangeWatch::marker`].
     pub fn change_watch(&self) -> Result<ChangeWatch, Error> {

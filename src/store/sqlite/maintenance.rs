@@ -1,21 +1,15 @@
-//! SQL the built-in INTERNAL tasks need from the ledger: where the ledger file is (for the
-//! backup), which runs have finished and when (for the files cleaner), and the runs report.
+//! SQL the built-in INTERNAL tasks need from the ledger: how many jobs and runs it holds (for the
+//! backup and restore), which runs have finished and when (for the files cleaner), and the runs
+//! report, streamed.
 //! Read-only, except the retention pass's deletion of old run rows (`retention`); the tasks
 //! themselves live in `executor::internal`.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Error;
 use crate::domain::ids::{JobId, RunId, RunOfJob};
-
-/// The file of the ledger's main database.
-pub fn ledger_file(conn: &Connection) -> Result<String, Error> {
-    Ok(conn.query_row(
-        "SELECT file FROM pragma_database_list WHERE name = 'main'",
-        [],
-        |r| r.get(0),
-    )?)
-}
+use crate::store::ledger::{Cell, Interrupt, ReportSink};
 
 /// When the run finished, if it has.
 pub fn finished_at(conn: &Connection, ids: RunOfJob) -> Result<Option<i64>, Error> {
@@ -31,7 +25,7 @@ pub fn finished_at(conn: &Connection, ids: RunOfJob) -> Result<Option<i64>, Erro
 
 /// Every run queued at or after `?1` (epoch ms), oldest first, one CSV-ready row each: times in
 /// UTC ISO 8601, the result file by name only.
-pub const RUNS_REPORT_SQL: &str = "
+const RUNS_REPORT_SQL: &str = "
 SELECT r.id AS runId, r.job_id AS jobId, j.name AS jobName, j.type AS jobType, r.status,
        r.run_trigger AS \"trigger\", u.login_name AS runBy, r.rt_args AS rtArgs,
        strftime('%Y-%m-%dT%H:%M:%fZ', r.queued_at / 1000.0, 'unixepoch') AS queuedAt,
@@ -87,4 +81,45 @@ pub fn totals(conn: &Connection) -> Result<(i64, i64), Error> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?)
+}
+
+/// The runs report (`RUNS_REPORT_SQL`) streamed into `sink`, `interrupt` watched while SQLite
+/// works (the connection's progress handler, removed again before the connection goes back).
+pub fn runs_report(
+    conn: &Connection,
+    since: i64,
+    interrupt: Interrupt,
+    sink: &mut dyn ReportSink,
+) -> Result<(), Error> {
+    conn.progress_handler(super::INTERRUPT_STEPS, Some(move || interrupt()))?;
+    let streamed = stream_report(conn, since, sink);
+    conn.progress_handler(0, None::<fn() -> bool>)?;
+    streamed
+}
+
+fn stream_report(conn: &Connection, since: i64, sink: &mut dyn ReportSink) -> Result<(), Error> {
+    let mut stmt = conn.prepare(RUNS_REPORT_SQL)?;
+    let names: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    if !sink.columns(&names) {
+        return Ok(());
+    }
+    let columns = names.len();
+    let mut rows = stmt.query([since])?;
+    while let Some(row) = rows.next()? {
+        let mut cells = Vec::with_capacity(columns);
+        for index in 0..columns {
+            cells.push(match row.get_ref(index)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(i) => Cell::Integer(i),
+                ValueRef::Real(r) => Cell::Real(r),
+                ValueRef::Text(t) => Cell::Text(t),
+                ValueRef::Blob(b) => Cell::Blob(b),
+            });
+        }
+        if !sink.row(&cells) {
+            break;
+        }
+    }
+    Ok(())
 }

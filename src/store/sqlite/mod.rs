@@ -21,8 +21,8 @@ use rusqlite::Connection;
 
 use super::Error;
 use super::ledger::{
-    ApiTokenLedger, AuditLedger, JobLedger, MaintenanceLedger, RunLedger, SavedQueryLedger,
-    SessionLedger, UserLedger,
+    ApiTokenLedger, AuditLedger, Interrupt, JobLedger, MaintenanceLedger, ReportSink, RunLedger,
+    SavedQueryLedger, SessionLedger, UserLedger,
 };
 use api_tokens::ApiToken;
 use audit::{Event, EventFilter, StoredEvent};
@@ -64,6 +64,38 @@ pub fn copy_checked(source: &Path, target: &Path, read_only: bool) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// SQLite virtual-machine steps between two looks at an `Interrupt`.
+const INTERRUPT_STEPS: i32 = 10_000;
+
+/// A consistent copy of the ledger at `source` written to `target` without writing to the
+/// ledger (read-only), for the database-backup task: `interrupt` is asked every
+/// `INTERRUPT_STEPS` steps of the copy and ends it when true. The copy must pass `PRAGMA
+/// quick_check`; answers how many jobs and runs it holds.
+pub fn copy_for_task(
+    source: &Path,
+    target: &Path,
+    interrupt: Interrupt,
+) -> Result<(i64, i64), Error> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(source, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.progress_handler(INTERRUPT_STEPS, Some(move || interrupt()))?;
+    let target_text = target
+        .to_str()
+        .ok_or_else(|| Error::Backup("the run directory's path is not UTF-8".into()))?;
+    conn.execute("VACUUM INTO ?1", [target_text])?;
+    drop(conn);
+    let copy = Connection::open_with_flags(target, flags)?;
+    let check: String = copy.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(Error::Backup(format!(
+            "the copy fails PRAGMA quick_check: {check}"
+        )));
+    }
+    maintenance::totals(&copy)
 }
 
 /// What `PRAGMA integrity_check` says of the SQLite database at `path` (`ok` when sound).
@@ -418,9 +450,6 @@ impl ApiTokenLedger for Sqlite<'_> {
 }
 
 impl MaintenanceLedger for Sqlite<'_> {
-    fn ledger_file(&self) -> Result<String, Error> {
-        maintenance::ledger_file(self.0)
-    }
     fn run_finished_at(&self, ids: RunOfJob) -> Result<Option<i64>, Error> {
         maintenance::finished_at(self.0, ids)
     }
@@ -437,5 +466,13 @@ impl MaintenanceLedger for Sqlite<'_> {
     }
     fn ledger_totals(&self) -> Result<(i64, i64), Error> {
         maintenance::totals(self.0)
+    }
+    fn runs_report(
+        &self,
+        since: i64,
+        interrupt: Interrupt,
+        sink: &mut dyn ReportSink,
+    ) -> Result<(), Error> {
+        maintenance::runs_report(self.0, since, interrupt, sink)
     }
 }
