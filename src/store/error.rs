@@ -43,9 +43,9 @@ pub enum Error {
     /// The ledger holds a value it should not (an unknown status, a schema too new).
     #[error("the ledger holds a bad value: {0}")]
     Corrupt(String),
-    /// The ledger's engine does not do this (a PostgreSQL ledger has no file to copy).
-    #[error("{0}")]
-    Unsupported(String),
+    /// Long ledger work (a report) was stopped by its caller's interrupt.
+    #[error("the ledger's work was interrupted")]
+    Interrupted,
 }
 
 impl Error {

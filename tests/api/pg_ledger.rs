@@ -18,7 +18,9 @@ use labcron::domain::saved_query::SavedQueryDraft;
 use labcron::domain::user::SessionCutoffs;
 use labcron::store::audit::{Event, EventFilter};
 use labcron::store::jobs::{CHAIN_FAILURE, CHAIN_SUCCESS, JobFilter};
-use labcron::store::ledger::{AuditLedger, JobLedger, RunLedger, UserLedger};
+use labcron::store::ledger::{
+    AuditLedger, Cell, Interrupt, JobLedger, MaintenanceLedger, ReportSink, RunLedger, UserLedger,
+};
 use labcron::store::postgres::PgLedgerDb;
 use labcron::store::runs::{AllRunsFilter, Enqueued, FollowUpRun, NewRun, Outcome, RunFilter};
 use labcron::store::users::NewUser;
@@ -733,6 +735,31 @@ fn runs_are_accepted_claimed_ended_and_listed_the_same_on_both_engines() {
         assert_eq!(e.read(|l| l.last_run_on(jobs[0])), Some(100));
         assert_eq!(t.note("totals", e.read(|l| l.ledger_totals())), (5, 8));
 
+        // The runs report: the same columns and values, row by row.
+        let mut report = Report::default();
+        let all_time: Interrupt = Arc::new(|| false);
+        e.read(|l| l.runs_report(0, all_time, &mut report));
+        assert_eq!(report.rows.len(), 8);
+        assert_eq!(report.columns[0], "runId");
+        assert!(
+            report.rows[0].contains("1970-01-01T00:00:00.150Z"),
+            "{:?}",
+            report.rows[0]
+        );
+        t.note("report", (&report.columns, &report.rows));
+        // PostgreSQL asks the interrupt before each batch of rows (SQLite every 10,000 steps
+        // of its engine, after this small report is done).
+        if let Engine::Postgres(db) = e {
+            let mut stopped = Report::default();
+            let stop: Interrupt = Arc::new(|| true);
+            let interrupted = db.read(|l| l.runs_report(0, stop, &mut stopped));
+            assert!(
+                matches!(interrupted, Err(Error::Interrupted)),
+                "{interrupted:?}"
+            );
+            assert!(stopped.rows.is_empty());
+        }
+
         // Retention's reads and deletion.
         let old = e.read(|l| l.runs_finished_before(175, RunId(0), 10));
         let old_ids: Vec<i64> = old.iter().map(|r| r.run.0).collect();
@@ -792,6 +819,32 @@ fn the_claim_follows_the_sqlite_order_exactly() {
         assert!(e.write(|l| l.finish_run(waiting, &ended(true), 700)));
         assert_eq!(e.write(|l| l.claim_runnable(2, 700)), vec![job4_next]);
     });
+}
+
+/// A report's columns and rows, each row as its cells' Debug forms.
+#[derive(Default)]
+struct Report {
+    columns: Vec<String>,
+    rows: Vec<String>,
+}
+
+impl ReportSink for Report {
+    fn columns(&mut self, names: &[&str]) -> bool {
+        self.columns = names.iter().map(|n| n.to_string()).collect();
+        true
+    }
+
+    fn row(&mut self, cells: &[Cell<'_>]) -> bool {
+        let shown: Vec<String> = cells
+            .iter()
+            .map(|c| match c {
+                Cell::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        self.rows.push(shown.join("|"));
+        true
+    }
 }
 
 /// A PostgreSQL ledger with an owner and one job with `max_queued` queued runs allowed.

@@ -1,7 +1,7 @@
 //! Saved queries, the audit trail and what the maintenance tasks read, on PostgreSQL — the SQLite
 //! implementation's meaning. Audit events are append-only (a trigger refuses updates; only the
-//! retention pass deletes). A PostgreSQL ledger is no file, so `ledger_file` says so: the backup
-//! task of such a ledger is the database's own (`pg_dump`), not labcron's copy of a file.
+//! retention pass deletes). The runs report is read through a portal, a batch of rows at a time,
+//! so a ledger of a million runs is never in memory at once.
 
 use postgres::Row;
 use serde_json::{Map, Value};
@@ -11,7 +11,9 @@ use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::saved_query::{SavedQuery, SavedQueryDraft};
 use crate::store::Error;
 use crate::store::audit::{Event, EventFilter, StoredEvent};
-use crate::store::ledger::{AuditLedger, MaintenanceLedger, SavedQueryLedger};
+use crate::store::ledger::{
+    AuditLedger, Cell, Interrupt, MaintenanceLedger, ReportSink, SavedQueryLedger,
+};
 
 const QUERY_COLUMNS: &str = "id, title, sql, data_source, created_by, last_modified_on";
 
@@ -194,13 +196,6 @@ impl AuditLedger for Pg<'_> {
 }
 
 impl MaintenanceLedger for Pg<'_> {
-    fn ledger_file(&self) -> Result<String, Error> {
-        Err(Error::Unsupported(
-            "a PostgreSQL ledger is no file: back it up with the database's own tools (pg_dump)"
-                .into(),
-        ))
-    }
-
     fn run_finished_at(&self, ids: RunOfJob) -> Result<Option<i64>, Error> {
         Ok(self
             .row(
@@ -245,4 +240,78 @@ impl MaintenanceLedger for Pg<'_> {
         )?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
+
+    fn runs_report(
+        &self,
+        since: i64,
+        interrupt: Interrupt,
+        sink: &mut dyn ReportSink,
+    ) -> Result<(), Error> {
+        let statement = self.statement(RUNS_REPORT_SQL)?;
+        let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+        if !sink.columns(&names) {
+            return Ok(());
+        }
+        let mut tx = self.tx.borrow_mut();
+        let portal = tx.bind(&statement, &[&since])?;
+        loop {
+            if interrupt() {
+                return Err(Error::Interrupted);
+            }
+            let rows = tx.query_portal(&portal, REPORT_BATCH)?;
+            for row in &rows {
+                let cells = (0..row.len())
+                    .map(|i| report_cell(row, i))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !sink.row(&cells) {
+                    return Ok(());
+                }
+            }
+            if rows.len() < REPORT_BATCH as usize {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Rows of the runs report read at a time.
+const REPORT_BATCH: i32 = 500;
+
+/// Every run queued at or after `$1` (epoch ms), oldest first, one row each: times in UTC ISO
+/// 8601 with milliseconds, the result file by name only — the SQLite report's columns and values.
+const RUNS_REPORT_SQL: &str = "
+SELECT r.id AS \"runId\", r.job_id AS \"jobId\", j.name AS \"jobName\", j.type AS \"jobType\",
+       r.status, r.run_trigger AS \"trigger\", u.login_name AS \"runBy\", r.rt_args AS \"rtArgs\",
+       to_char(TIMESTAMP 'epoch' + r.queued_at * INTERVAL '1 millisecond',
+               'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS \"queuedAt\",
+       to_char(TIMESTAMP 'epoch' + r.started_at * INTERVAL '1 millisecond',
+               'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS \"startedAt\",
+       to_char(TIMESTAMP 'epoch' + r.finished_at * INTERVAL '1 millisecond',
+               'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS \"finishedAt\",
+       r.finished_at - r.started_at AS \"durationMs\", r.exit_code AS \"exitCode\",
+       regexp_replace(r.result_file, '^.*/', '') AS \"resultFile\",
+       r.result_file_size AS \"resultFileSize\", r.log_size AS \"logSize\", r.message
+FROM runs r
+JOIN jobs j ON j.id = r.job_id
+LEFT JOIN users u ON u.id = r.run_by
+WHERE r.queued_at >= $1
+ORDER BY r.id";
+
+/// One value of a report row: the report's columns are BIGINT or TEXT.
+fn report_cell(row: &Row, index: usize) -> Result<Cell<'_>, Error> {
+    let column = &row.columns()[index];
+    Ok(match *column.type_() {
+        postgres::types::Type::INT8 => row
+            .try_get::<_, Option<i64>>(index)?
+            .map_or(Cell::Null, Cell::Integer),
+        postgres::types::Type::TEXT => row
+            .try_get::<_, Option<&str>>(index)?
+            .map_or(Cell::Null, |t| Cell::Text(t.as_bytes())),
+        ref other => {
+            return Err(Error::Corrupt(format!(
+                "report column {} is {other}",
+                column.name()
+            )));
+        }
+    })
 }
