@@ -76,6 +76,16 @@ impl Error {
         matches!(self, Error::Unreachable(_))
     }
 
+    /// Whether PostgreSQL rolled the write back because of another write at the same time (a
+    /// deadlock between two writes locking jobs in opposite orders, as two chained runs' ends
+    /// can; a serialization failure): nothing was written, and running it again will work.
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        matches!(self, Error::Postgres(e)
+            if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                || e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE))
+    }
+
     /// No PostgreSQL connection could be had from the pool (in time).
     pub(super) fn unreachable(e: r2d2::Error) -> Error {
         Error::Unreachable(format!("no connection: {e}"))

@@ -1147,3 +1147,34 @@ fn a_failed_write_is_rolled_back_and_a_read_cannot_write() {
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (1, 0));
 }
+
+#[test]
+fn two_writes_locking_jobs_in_opposite_orders_fail_one_of_them_as_retryable() {
+    // What two chained runs' ends can do (each locks its job, then the other's): PostgreSQL
+    // breaks the deadlock by rolling one write back, which says it is worth running again.
+    let (db, owner, first) = pg_with_job(100);
+    let second = db
+        .write(|l| l.insert_job(&draft("second"), owner, 1))
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let (db2, barrier2) = (db.clone(), barrier.clone());
+    let results = at_once(2, move |i| {
+        let (a, b) = if i == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        db2.write(|l| {
+            l.enqueue_run(&manual(a, owner), 100, 10)?;
+            barrier2.wait();
+            l.enqueue_run(&manual(b, owner), 100, 10)
+        })
+    });
+    drop(barrier);
+    let failed: Vec<&Error> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 1, "{results:?}");
+    assert!(failed[0].is_retryable(), "{:?}", failed[0]);
+    assert!(!failed[0].is_unreachable());
+    // The failed write left nothing; the other wrote both runs.
+    assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (2, 0));
+}
