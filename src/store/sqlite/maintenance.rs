@@ -123,3 +123,117 @@ fn stream_report(conn: &Connection, since: i64, sink: &mut dyn ReportSink) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::Db;
+
+    /// Collects a report's columns and rows as text; stops after `keep` rows.
+    struct Collect {
+        columns: Vec<String>,
+        rows: Vec<Vec<String>>,
+        keep: usize,
+    }
+
+    impl ReportSink for Collect {
+        fn columns(&mut self, names: &[&str]) -> bool {
+            self.columns = names.iter().map(|n| n.to_string()).collect();
+            true
+        }
+
+        fn row(&mut self, cells: &[Cell<'_>]) -> bool {
+            let text = |cell: &Cell<'_>| match *cell {
+                Cell::Null => "NULL".to_string(),
+                Cell::Integer(i) => i.to_string(),
+                Cell::Real(r) => r.to_string(),
+                Cell::Text(t) | Cell::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+            };
+            self.rows.push(cells.iter().map(text).collect());
+            self.rows.len() < self.keep
+        }
+    }
+
+    fn ledger_with_runs(queued_at: &[i64]) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("labcron.db");
+        let db = Db::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs (name, type, repeat_schedule, timezone, start_date, activity_status,
+                               created_by, command, timeout_seconds, max_queued_runs, created_at,
+                               updated_at)
+             VALUES ('nightly', 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active',
+                     (SELECT id FROM users LIMIT 1), 'x.sh', 60, 10, 0, 0);",
+        )
+        .unwrap();
+        // One transaction: a commit per run would sync 20,000 times.
+        conn.execute_batch("BEGIN").unwrap();
+        for at in queued_at {
+            conn.execute(
+                "INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at)
+                 VALUES (1, 'QUEUED', 'MANUAL', (SELECT id FROM users LIMIT 1), ?1)",
+                [at],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        (dir, db)
+    }
+
+    fn never() -> Interrupt {
+        Arc::new(|| false)
+    }
+
+    #[test]
+    fn the_runs_report_streams_the_runs_since_an_instant_and_stops_when_the_sink_says_so() {
+        let (_dir, db) = ledger_with_runs(&[1_000, 2_000, 3_000, 4_000]);
+        let mut all = Collect {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            keep: usize::MAX,
+        };
+        db.read_sync(|l| l.runs_report(2_000, never(), &mut all))
+            .unwrap();
+        assert_eq!(&all.columns[..3], ["runId", "jobId", "jobName"]);
+        let ids: Vec<&str> = all.rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            ids,
+            ["2", "3", "4"],
+            "the runs queued since 2,000, oldest first"
+        );
+        assert_eq!(all.rows[0][2], "nightly");
+        assert_eq!(
+            all.rows[0][8], "1970-01-01T00:00:02.000Z",
+            "queuedAt in UTC ISO 8601"
+        );
+        let mut first = Collect {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            keep: 1,
+        };
+        db.read_sync(|l| l.runs_report(0, never(), &mut first))
+            .unwrap();
+        assert_eq!(first.rows.len(), 1, "the sink's false ends the report");
+    }
+
+    #[test]
+    fn an_interrupted_report_fails_and_leaves_the_connection_as_it_was() {
+        let (_dir, db) = ledger_with_runs(&(0..20_000).collect::<Vec<i64>>());
+        let interrupt: Interrupt = Arc::new(|| true);
+        let mut sink = Collect {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            keep: usize::MAX,
+        };
+        let stopped = db.read_sync(|l| l.runs_report(0, interrupt, &mut sink));
+        assert!(stopped.is_err(), "the interrupt stops the report");
+        assert!(sink.rows.len() < 20_000);
+        // The progress handler went with the report: the next long read on the pool (the same
+        // idle connection, taken again) is not stopped, though the old interrupt still says so.
+        let counted = db.read_sync(|l| l.count_all_runs(&Default::default()));
+        assert_eq!(counted.unwrap(), 20_000);
+    }
+}
