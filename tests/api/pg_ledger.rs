@@ -1178,3 +1178,338 @@ fn two_writes_locking_jobs_in_opposite_orders_fail_one_of_them_as_retryable() {
     // The failed write left nothing; the other wrote both runs.
     assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (2, 0));
 }
+
+// ---- The use cases' locks (PostgreSQL): each read-then-write use case run while another write
+// holds what it reads. The holder's write stays open until the second one is seen waiting for a
+// lock (or has ended without waiting, which is what happens when its lock is missing), so the
+// outcome never depends on timing.
+
+use labcron::error::ServiceError;
+use labcron::service;
+use labcron::store::audit::Event as AuditEvent;
+
+/// A PostgreSQL ledger in a new database, with its URL (to watch who waits for a lock).
+fn fresh_pg_with_url() -> (PgLedgerDb, String) {
+    let url = postgres::server().create_database("").url();
+    (PgLedgerDb::open(&url).unwrap(), url)
+}
+
+/// Runs `holder` in a write that is kept open until `waiter`, a write started after it on
+/// another thread, waits for a lock (or ends); then the holder commits. The waiter's result.
+fn while_held<T: Send + 'static>(
+    db: &PgLedgerDb,
+    url: &str,
+    holder: impl FnOnce(&dyn Ledger) -> Result<(), ServiceError> + Send + 'static,
+    waiter: impl FnOnce(&dyn Ledger) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    let (held_tx, held_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let db1 = db.clone();
+    let holding = std::thread::spawn(move || {
+        db1.write(|l| -> Result<(), ServiceError> {
+            holder(l)?;
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            Ok(())
+        })
+    });
+    held_rx
+        .recv()
+        .expect("the holder's write failed before holding");
+    let done = Arc::new(AtomicBool::new(false));
+    let (db2, done2) = (db.clone(), done.clone());
+    let waiting = std::thread::spawn(move || {
+        let result = db2.write(|l| waiter(l));
+        done2.store(true, Ordering::SeqCst);
+        result
+    });
+    let mut watcher = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let waiters: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiters > 0 || done.load(Ordering::SeqCst) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second write neither waited nor ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    release_tx.send(()).unwrap();
+    holding.join().unwrap().expect("the holder's write");
+    waiting.join().unwrap()
+}
+
+/// The contract's code a use case failed with.
+fn code<T: Debug>(result: &Result<T, ServiceError>) -> Option<String> {
+    match result {
+        Err(e) => e.first_code().map(str::to_string),
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+    }
+}
+
+fn on_demand(run_by: i64) -> service::runs::RunRequest {
+    service::runs::RunRequest {
+        trigger: Trigger::Manual,
+        run_by,
+        args: None,
+        scheduled_for: None,
+        idempotency_key: None,
+    }
+}
+
+fn closed(name: &str) -> JobDraft {
+    JobDraft {
+        activity_status: ActivityStatus::Closed,
+        ..draft(name)
+    }
+}
+
+#[test]
+fn a_run_is_not_accepted_for_a_job_closed_or_deleted_while_it_was_being_accepted() {
+    let (db, url) = fresh_pg_with_url();
+    let owner = db
+        .write(|l| l.insert_user(&new_user("owner", true), 1))
+        .unwrap()
+        .unwrap();
+    let job = db
+        .write(|l| l.insert_job(&draft("busy"), owner, 1))
+        .unwrap();
+    // A PUT closing the job commits while the run is being accepted.
+    let accepted = while_held(
+        &db,
+        &url,
+        move |l| Ok(l.replace_job(job, &closed("busy"), 2)?),
+        move |l| service::runs::accept_on_demand(l, job, &on_demand(owner), None, 3),
+    );
+    assert_eq!(code(&accepted).as_deref(), Some("SCHEDULED_JOB_NOT_ACTIVE"));
+    // Reopened, then deleted while the scheduler fires it.
+    db.write(|l| l.replace_job(job, &draft("busy"), 4)).unwrap();
+    let fired = while_held(
+        &db,
+        &url,
+        move |l| Ok(l.soft_delete_job(job, 5)?),
+        move |l| service::runs::accept_fire(l, job, 60_000, Trigger::Scheduled, owner, 6),
+    )
+    .unwrap();
+    assert!(matches!(fired, service::runs::Fire::Gone), "{fired:?}");
+    assert_eq!(db.read(|l| l.active_run_counts()).unwrap(), (0, 0));
+}
+
+#[test]
+fn a_job_deleted_while_it_was_being_updated_stays_deleted() {
+    let (db, url) = fresh_pg_with_url();
+    let admin = db
+        .write(|l| l.insert_user(&new_user("admin", true), 1))
+        .unwrap()
+        .unwrap();
+    let job = db
+        .write(|l| l.insert_job(&draft("doomed"), admin, 1))
+        .unwrap();
+    let saver = db.read(|l| l.user(admin)).unwrap().unwrap();
+    let updated = while_held(
+        &db,
+        &url,
+        move |l| Ok(l.soft_delete_job(job, 2)?),
+        move |l| {
+            let old = service::access::changeable_job_for_update(l, job, &saver)?;
+            service::jobs::save(l, &draft("doomed"), Some(&old), &saver, 3)
+        },
+    );
+    assert_eq!(code(&updated).as_deref(), Some("SCHEDULED_JOB_NOT_FOUND"));
+    assert_eq!(db.read(|l| l.live_job(job)).unwrap().map(|j| j.id), None);
+}
+
+#[test]
+fn a_chained_run_of_a_job_deleted_meanwhile_is_refused_not_queued() {
+    let (db, url) = fresh_pg_with_url();
+    let owner = db
+        .write(|l| l.insert_user(&new_user("owner", true), 1))
+        .unwrap()
+        .unwrap();
+    let target = db
+        .write(|l| l.insert_job(&draft("target"), owner, 1))
+        .unwrap();
+    let source = db
+        .write(|l| {
+            l.insert_job(
+                &JobDraft {
+                    on_success: vec![target],
+                    ..draft("source")
+                },
+                owner,
+                1,
+            )
+        })
+        .unwrap();
+    let run = match db
+        .write(|l| l.enqueue_run(&manual(source, owner), 10, 2))
+        .unwrap()
+    {
+        Enqueued::Queued(id) => id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(db.write(|l| l.claim_runnable(1, 3)).unwrap(), vec![run]);
+    let follow_up = while_held(
+        &db,
+        &url,
+        move |l| {
+            l.soft_delete_job(target, 4)?;
+            Ok(())
+        },
+        move |l| {
+            assert!(l.finish_run(run, &ended(true), 5)?);
+            labcron::executor::followup::after_end(l, run, 5)
+        },
+    )
+    .unwrap();
+    assert_eq!(follow_up.chained.len(), 1, "{follow_up:?}");
+    let chained = db.read(|l| l.run(follow_up.chained[0])).unwrap().unwrap();
+    assert_eq!(chained.status, RunStatus::Failed);
+    assert_eq!(
+        db.read(|l| l.count_runs_with_status(target, RunStatus::Queued))
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn two_admins_removing_each_other_at_once_leave_one_admin() {
+    let (db, url) = fresh_pg_with_url();
+    let first = db
+        .write(|l| l.insert_user(&new_user("first", true), 1))
+        .unwrap()
+        .unwrap();
+    let second = db
+        .write(|l| l.insert_user(&new_user("second", true), 1))
+        .unwrap()
+        .unwrap();
+    // One takes the admin role from the first, the other disables the second, at once.
+    let mut demoted = db.read(|l| l.user(first)).unwrap().unwrap();
+    demoted.admin = false;
+    let disabled = while_held(
+        &db,
+        &url,
+        move |l| service::users::save_profile(l, &demoted, None, 2),
+        move |l| {
+            let audit = AuditEvent::new("first", "USER_DELETE", None);
+            service::users::disable(l, second, &audit, 3)
+        },
+    );
+    assert_eq!(code(&disabled).as_deref(), Some("USER_LAST_ADMIN"));
+    assert_eq!(db.read(|l| l.count_admins()).unwrap(), 1);
+    // And the other way round: a disable held while a demotion waits.
+    let third = db
+        .write(|l| l.insert_user(&new_user("third", true), 1))
+        .unwrap()
+        .unwrap();
+    let mut demoted = db.read(|l| l.user(third)).unwrap().unwrap();
+    demoted.admin = false;
+    let saved = while_held(
+        &db,
+        &url,
+        move |l| {
+            let audit = AuditEvent::new("third", "USER_DELETE", None);
+            service::users::disable(l, second, &audit, 4)
+        },
+        move |l| service::users::save_profile(l, &demoted, None, 5),
+    );
+    assert_eq!(code(&saved).as_deref(), Some("USER_LAST_ADMIN"));
+    assert_eq!(db.read(|l| l.count_admins()).unwrap(), 1);
+}
+
+#[test]
+fn two_saves_closing_a_chain_cycle_together_are_refused_one() {
+    let (db, url) = fresh_pg_with_url();
+    let admin = db
+        .write(|l| l.insert_user(&new_user("admin", true), 1))
+        .unwrap()
+        .unwrap();
+    let a = db.write(|l| l.insert_job(&draft("a"), admin, 1)).unwrap();
+    let b = db.write(|l| l.insert_job(&draft("b"), admin, 1)).unwrap();
+    let saver = db.read(|l| l.user(admin)).unwrap().unwrap();
+    let (saver1, saver2) = (saver.clone(), saver);
+    let saved = while_held(
+        &db,
+        &url,
+        move |l| {
+            let old = service::access::changeable_job_for_update(l, a, &saver1)?;
+            let d = JobDraft {
+                on_success: vec![b],
+                ..draft("a")
+            };
+            service::jobs::save(l, &d, Some(&old), &saver1, 2).map(|_| ())
+        },
+        move |l| {
+            let old = service::access::changeable_job_for_update(l, b, &saver2)?;
+            let d = JobDraft {
+                on_failure: vec![a],
+                ..draft("b")
+            };
+            service::jobs::save(l, &d, Some(&old), &saver2, 3)
+        },
+    );
+    assert_eq!(code(&saved).as_deref(), Some("SCHEDULED_JOB_CHAIN_CYCLE"));
+    assert_eq!(db.read(|l| l.chain_edges(None)).unwrap(), vec![(a, b)]);
+}
+
+#[test]
+fn a_name_taken_meanwhile_is_the_contracts_duplicate_error_not_a_500() {
+    let (db, url) = fresh_pg_with_url();
+    let admin = db
+        .write(|l| l.insert_user(&new_user("admin", true), 1))
+        .unwrap()
+        .unwrap();
+    let saver = db.read(|l| l.user(admin)).unwrap().unwrap();
+    let (saver1, saver2) = (saver.clone(), saver);
+    let created = while_held(
+        &db,
+        &url,
+        move |l| service::jobs::save(l, &draft("twin"), None, &saver1, 2).map(|_| ()),
+        move |l| service::jobs::save(l, &draft("twin"), None, &saver2, 3),
+    );
+    assert_eq!(
+        code(&created).as_deref(),
+        Some("SCHEDULED_JOB_DUP_JOB_NAME")
+    );
+    assert_eq!(
+        db.read(|l| l.count_jobs(&JobFilter {
+            visible_to: None,
+            query: None,
+            job_type: None,
+        }))
+        .unwrap(),
+        1
+    );
+    // A login name: one node creates "Taken" while another renames a user to "taken".
+    let other = db
+        .write(|l| l.insert_user(&new_user("other", false), 1))
+        .unwrap()
+        .unwrap();
+    let mut renamed = db.read(|l| l.user(other)).unwrap().unwrap();
+    renamed.login_name = "taken".into();
+    let saved = while_held(
+        &db,
+        &url,
+        move |l| {
+            let audit = AuditEvent::new("admin", "USER_CREATE", None);
+            service::users::create(l, &new_user("Taken", false), audit, 4).map(|_| ())
+        },
+        move |l| service::users::save_profile(l, &renamed, None, 5),
+    );
+    assert_eq!(code(&saved).as_deref(), Some("USER_DUP_LOGIN_NAME"));
+    assert_eq!(
+        db.read(|l| l.user(other)).unwrap().unwrap().login_name,
+        "other"
+    );
+}

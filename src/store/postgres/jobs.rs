@@ -18,6 +18,10 @@ const COLUMNS: &str = "id, name, type, repeat_schedule, scheduled_minute, schedu
     saved_query_id, timeout_seconds, misfire_policy, max_queued_runs, result_from_stdout, created_at, updated_at,
     last_fired_for, webhook_url, max_retries, retry_delay_seconds, notify_on";
 
+/// The advisory lock key chain edits hold (`pg_advisory_xact_lock`), so cycle checks run one at
+/// a time across nodes: "chains" in ASCII.
+const CHAINS_LOCK: i64 = 0x0000_6368_6169_6e73;
+
 /// A schedule field stored as BIGINT, as the domain's `u32`.
 fn small(row: &Row, column: usize) -> Result<Option<u32>, Error> {
     row.try_get::<_, Option<i64>>(column)?
@@ -194,6 +198,21 @@ impl JobLedger for Pg<'_> {
         .transpose()
     }
 
+    fn job_for_update(&self, id: i64) -> Result<Option<Job>, Error> {
+        // READ COMMITTED re-reads a row it waited for: a job deleted meanwhile is not returned,
+        // and a changed one comes back as changed.
+        self.row(
+            &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE id = $1 AND activity_status <> 'Disabled'
+                 FOR UPDATE"
+            ),
+            &[&id],
+        )?
+        .as_ref()
+        .map(map_job)
+        .transpose()
+    }
+
     fn job_even_deleted(&self, id: i64) -> Result<Option<Job>, Error> {
         self.row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"), &[&id])?
             .as_ref()
@@ -316,6 +335,11 @@ impl JobLedger for Pg<'_> {
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
+    }
+
+    fn lock_chains(&self) -> Result<(), Error> {
+        self.exec("SELECT pg_advisory_xact_lock($1)", &[&CHAINS_LOCK])?;
+        Ok(())
     }
 
     fn job_name(&self, id: i64) -> Result<Option<String>, Error> {

@@ -260,6 +260,17 @@ impl UserLedger for Pg<'_> {
             .try_get(0)?)
     }
 
+    fn lock_admins(&self) -> Result<(), Error> {
+        // The rows `count_admins` counts. A second demotion waits here for the first to commit,
+        // then its own count (a new statement, READ COMMITTED) sees the first one's change.
+        self.exec(
+            "SELECT id FROM users
+             WHERE admin AND NOT is_system AND activity_status = 'Active' FOR UPDATE",
+            &[],
+        )?;
+        Ok(())
+    }
+
     fn any_login_user(&self) -> Result<bool, Error> {
         self.exists("SELECT 1 FROM users WHERE NOT is_system LIMIT 1", &[])
     }
