@@ -27,7 +27,8 @@ pub enum ServiceError {
     /// No such route: 404 (only for paths outside the API).
     #[error("no such endpoint")]
     NoRoute,
-    /// The ledger failed (a full disk among the causes): 500, logged with an id.
+    /// The ledger failed (a full disk among the causes): 500, logged with an id; 503 when its
+    /// database cannot be reached.
     #[error(transparent)]
     Store(#[from] store::Error),
     /// Anything else unexpected: 500, logged with an id.
@@ -84,6 +85,7 @@ impl ServiceError {
             )],
             ServiceError::PayloadTooLarge => vec![ErrorItem::payload_too_large()],
             ServiceError::NoRoute => vec![ErrorItem::no_such_endpoint()],
+            ServiceError::Store(e) if e.is_unreachable() => vec![ErrorItem::ledger_unavailable()],
             // No error id here: only the response (`web::error`) mints one, and logs it.
             ServiceError::Store(_) | ServiceError::Internal(_) => vec![ErrorItem::internal()],
         }
@@ -99,6 +101,7 @@ impl ServiceError {
             ServiceError::TooManyAttempts { .. } => Some("AUTH_TOO_MANY_ATTEMPTS"),
             ServiceError::PayloadTooLarge => Some("PAYLOAD_TOO_LARGE"),
             ServiceError::NoRoute => Some("NOT_FOUND"),
+            ServiceError::Store(e) if e.is_unreachable() => Some("LEDGER_UNAVAILABLE"),
             ServiceError::Store(_) | ServiceError::Internal(_) => Some("INTERNAL_ERROR"),
         }
     }
@@ -108,6 +111,12 @@ impl ServiceError {
     /// Whether the ledger's disk is full (worth waiting for space and trying again).
     pub fn is_disk_full(&self) -> bool {
         matches!(self, ServiceError::Store(e) if e.is_disk_full())
+    }
+
+    /// Whether the ledger rolled the write back for another write at the same time (a deadlock,
+    /// a serialization failure): running it again will work.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ServiceError::Store(e) if e.is_retryable())
     }
 }
 

@@ -52,6 +52,15 @@ impl ErrorItem {
         ErrorItem::new("INTERNAL_ERROR", "Sorry, something went wrong.")
     }
 
+    /// The ledger's database (PostgreSQL) cannot be reached: nothing was done, and the same
+    /// call later may work (503).
+    pub fn ledger_unavailable() -> Self {
+        ErrorItem::new(
+            "LEDGER_UNAVAILABLE",
+            "The ledger's database cannot be reached; nothing was changed. Try again shortly.",
+        )
+    }
+
     /// Something unexpected, told with the id its log line carries.
     pub fn internal_with_id(error_id: &str) -> Self {
         ErrorItem::new(

@@ -130,7 +130,8 @@ fn queue_chained(
         chained_from: Some(run.id),
         not_before: None,
     };
-    let Some(target) = conn.live_job(target_id)? else {
+    // Locked, as an acceptance does: a Close or delete of the target committed meanwhile is seen.
+    let Some(target) = conn.job_for_update(target_id)? else {
         // Chain targets are live (deleted ones drop out), so this is a race with a delete.
         return Ok(conn.insert_refused_run(&chained, "not run: the job was deleted", now)?);
     };

@@ -447,6 +447,7 @@ impl Executor {
     ) -> Result<(Option<followup::FollowUp>, Option<i64>), ServiceError> {
         let mut freed = false;
         let mut attempts = 0;
+        let mut collisions = 0;
         loop {
             let recorded = {
                 let outcome = outcome.clone();
@@ -488,6 +489,13 @@ impl Executor {
                         );
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                // PostgreSQL rolled the write back for another one at the same time (two chained
+                // ends locking each other's jobs): nothing was written, so it is written again.
+                Err(e) if e.is_retryable() && collisions < RETRYABLE_ATTEMPTS => {
+                    collisions += 1;
+                    tracing::debug!(run_id, "retrying the end of a run after a write conflict");
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(collisions))).await;
                 }
                 other => return other,
             }
@@ -585,6 +593,10 @@ impl Executor {
 
 /// How many times the end of a run is tried again while the disk is full (about a second apart).
 const DISK_FULL_ATTEMPTS: u32 = 120;
+
+/// How many times the end of a run is tried again after PostgreSQL rolled it back for a deadlock
+/// or a serialization failure (each a little later than the last: about 30 s in all).
+const RETRYABLE_ATTEMPTS: u32 = 75;
 
 /// Creates the run's directory with its `result/` and `work/`: three `mkdir`s when the job's
 /// directory exists (every run but its job's first). Blocking.

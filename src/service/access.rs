@@ -46,9 +46,21 @@ pub fn visible_job(conn: &dyn Ledger, job_id: i64, user: &User) -> Result<Job, S
 
 /// A live job `user` may change or delete: its creator or an admin.
 pub fn changeable_job(conn: &dyn Ledger, job_id: i64, user: &User) -> Result<Job, ServiceError> {
-    let job = conn
-        .live_job(job_id)?
-        .ok_or_else(ServiceError::job_not_found)?;
+    may_change(conn.live_job(job_id)?, user)
+}
+
+/// `changeable_job` in the write that changes the job, read with `job_for_update`: another
+/// writer's change or delete of the job lands before this read or after this write, never between.
+pub fn changeable_job_for_update(
+    tx: &dyn Ledger,
+    job_id: i64,
+    user: &User,
+) -> Result<Job, ServiceError> {
+    may_change(tx.job_for_update(job_id)?, user)
+}
+
+fn may_change(job: Option<Job>, user: &User) -> Result<Job, ServiceError> {
+    let job = job.ok_or_else(ServiceError::job_not_found)?;
     if access::can_change(&job, user) {
         Ok(job)
     } else {

@@ -83,10 +83,7 @@ pub fn check_references(
 ) -> Result<(), ServiceError> {
     let mut errors = Vec::new();
     if conn.job_name_taken(&draft.name, job_id)? {
-        errors.push(ErrorItem::new(
-            "SCHEDULED_JOB_DUP_JOB_NAME",
-            "A job with same name already exists.",
-        ));
+        errors.extend(duplicate_name().items());
     }
     if let Some(run_as) = draft.run_as
         && !conn.missing_user_ids(&[run_as])?.is_empty()
@@ -159,13 +156,26 @@ pub fn save(
     let job_id = existing.map(|j| j.id);
     check_references(tx, draft, job_id)?;
     check_chains(tx, draft, job_id, saver)?;
-    match job_id {
-        None => Ok(tx.insert_job(draft, saver.id, updated_at)?),
-        Some(id) => {
-            tx.replace_job(id, draft, updated_at)?;
-            Ok(id)
+    // On PostgreSQL another node may take the name between the check and the write: its unique
+    // index refuses it, and the caller gets the check's answer, not a 500.
+    let stored = match job_id {
+        None => tx.insert_job(draft, saver.id, updated_at),
+        Some(id) => tx.replace_job(id, draft, updated_at).map(|()| id),
+    };
+    stored.map_err(|e| {
+        if e.is_unique_violation() {
+            duplicate_name()
+        } else {
+            e.into()
         }
-    }
+    })
+}
+
+/// The code of a job name another live job has.
+pub const DUP_JOB_NAME: &str = "SCHEDULED_JOB_DUP_JOB_NAME";
+
+fn duplicate_name() -> ServiceError {
+    ServiceError::user(DUP_JOB_NAME, "A job with same name already exists.")
 }
 
 /// Save-time rules of `onSuccess` / `onFailure`: every target is a live job that `saver` may run,
@@ -209,6 +219,11 @@ pub fn check_chains(
     let Some(job_id) = job_id else {
         return Ok(());
     };
+    if targets.is_empty() {
+        return Ok(()); // a job that chains nothing closes no cycle
+    }
+    // Two saves that close a cycle together (A → B and B → A) must not both see the old edges.
+    conn.lock_chains()?;
     let mut edges: HashMap<i64, Vec<i64>> = HashMap::new();
     for (from, to) in conn.chain_edges(Some(job_id))? {
         edges.entry(from).or_default().push(to);

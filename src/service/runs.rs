@@ -32,8 +32,9 @@ pub fn accept_on_demand(
     audit: Option<store::audit::Event>,
     now: i64,
 ) -> Result<Enqueued, ServiceError> {
+    // Locked: a Close, PUT or delete committed meanwhile is seen here, none lands before the run.
     let job = tx
-        .live_job(job_id)?
+        .job_for_update(job_id)?
         .ok_or_else(ServiceError::job_not_found)?;
     if !job.is_active() {
         return Err(ServiceError::user(
@@ -78,7 +79,7 @@ pub fn accept_fire(
     system_user: i64,
     now: i64,
 ) -> Result<Fire, ServiceError> {
-    let Some(job) = tx.live_job(job_id)? else {
+    let Some(job) = tx.job_for_update(job_id)? else {
         return Ok(Fire::Gone);
     };
     if !job.is_active() {

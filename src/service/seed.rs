@@ -171,7 +171,11 @@ fn create_example_queries(
                     sql: sql.to_string(),
                     data_source: DEFAULT_SOURCE.to_string(),
                 };
-                tx.insert_saved_query(&draft, system, now)
+                // Made once: an example a node starting at the same time made is reused.
+                match tx.live_saved_queries_titled(title)?.first() {
+                    Some(made) if made.created_by == system => Ok(made.id),
+                    _ => tx.insert_saved_query(&draft, system, now),
+                }
             })
             .collect::<Result<Vec<_>, store::Error>>()
     })?;
@@ -195,15 +199,26 @@ fn create_example_jobs(db: &Db, settings: &Settings, bodies: &[Value]) -> anyhow
         drafts.push(draft);
     }
     let count = drafts.len();
-    db.write_sync(move |tx| -> Result<_, ServiceError> {
-        let now = now_ms();
-        for draft in &drafts {
-            // A name a user took before the examples were made is theirs; that example is skipped.
-            if !tx.job_name_taken(&draft.name, None)? {
-                jobs::save(tx, draft, None, &system, now)?;
+    // A name taken meanwhile (another node starting first on the same PostgreSQL ledger makes
+    // the same examples at once) fails the write as a duplicate; the next attempt sees that
+    // node's examples and skips them, so the examples are made once.
+    for attempt in 1.. {
+        let made = db.write_sync(|tx| -> Result<_, ServiceError> {
+            let now = now_ms();
+            for draft in &drafts {
+                // A name a user took before the examples were made is theirs; that example is
+                // skipped.
+                if !tx.job_name_taken(&draft.name, None)? {
+                    jobs::save(tx, draft, None, &system, now)?;
+                }
             }
+            Ok(())
+        });
+        match made {
+            Err(e) if attempt < 3 && e.first_code() == Some(jobs::DUP_JOB_NAME) => continue,
+            other => other?,
         }
-        Ok(())
-    })?;
+        break;
+    }
     Ok(count)
 }

@@ -53,8 +53,19 @@ pub fn save_profile(
     if tx.login_taken(&user.login_name, Some(user.id))? {
         return Err(duplicate_login(&user.login_name));
     }
+    if !user.admin {
+        // Two admins demoting each other at once: the second waits, then counts the first's change.
+        tx.lock_admins()?;
+    }
     let was_admin = tx.user(user.id)?.is_some_and(|u| u.admin);
-    tx.update_user_profile(user)?;
+    // A name taken meanwhile on another node (PostgreSQL) is refused by the unique index.
+    tx.update_user_profile(user).map_err(|e| {
+        if e.is_unique_violation() {
+            duplicate_login(&user.login_name)
+        } else {
+            e.into()
+        }
+    })?;
     if was_admin && !user.admin && tx.count_admins()? == 0 {
         return Err(ServiceError::user(
             "USER_LAST_ADMIN",
@@ -100,6 +111,8 @@ pub fn set_password(
 
 /// Disables (softly deletes) `user_id`, unless they are the last admin.
 pub fn disable(tx: &dyn Ledger, user_id: i64, audit: &Event, now: i64) -> Result<(), ServiceError> {
+    // Two admins disabling each other at once: the second waits, then counts the first's change.
+    tx.lock_admins()?;
     tx.disable_user(user_id)?;
     tx.record_audit(audit, now)?;
     if tx.count_admins()? == 0 {

@@ -32,12 +32,63 @@ pub enum Error {
     /// The ledger cannot be opened or brought up to date (at start-up, or by a CLI command).
     #[error("ledger {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    /// Any PostgreSQL failure but an unreachable database (a unique violation among them: see
+    /// [`Error::is_unique_violation`]). The transaction was rolled back.
+    #[error(transparent)]
+    Postgres(postgres::Error),
+    /// The PostgreSQL ledger cannot be reached (down, restarting, a connection lost, no
+    /// connection free in time): nothing was written, and asking again later may work (503).
+    #[error("the ledger's database is unreachable: {0}")]
+    Unreachable(String),
+    /// The ledger holds a value it should not (an unknown status, a schema too new).
+    #[error("the ledger holds a bad value: {0}")]
+    Corrupt(String),
+    /// Long ledger work (a report) was stopped by its caller's interrupt.
+    #[error("the ledger's work was interrupted")]
+    Interrupted,
 }
 
 impl Error {
     /// Whether the failure was a full disk (worth waiting for space and trying again).
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, Error::DiskFull(_))
+        match self {
+            Error::DiskFull(_) => true,
+            Error::Postgres(e) => e.code() == Some(&postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
+    /// Whether a unique index refused the write (a name, key or scheduled instant taken), on
+    /// either engine: SQLite's UNIQUE / PRIMARY KEY constraint, PostgreSQL's SQLSTATE 23505.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            Error::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
+
+    /// Whether the ledger's database could not be reached (worth a 503 and a retry).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable(_))
+    }
+
+    /// Whether PostgreSQL rolled the write back because of another write at the same time (a
+    /// deadlock between two writes locking jobs in opposite orders, as two chained runs' ends
+    /// can; a serialization failure): nothing was written, and running it again will work.
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        matches!(self, Error::Postgres(e)
+            if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                || e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE))
+    }
+
+    /// No PostgreSQL connection could be had from the pool (in time).
+    pub(super) fn unreachable(e: r2d2::Error) -> Error {
+        Error::Unreachable(format!("no connection: {e}"))
     }
 
     /// Opening or migrating the ledger at `path` failed because of `reason`.
@@ -55,6 +106,34 @@ impl From<rusqlite::Error> for Error {
             Error::DiskFull(e)
         } else {
             Error::Sqlite(e)
+        }
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        let lost = match e.code() {
+            // Connection exceptions (class 08) and a server shutting down or starting up.
+            Some(code) => {
+                code.code().starts_with("08")
+                    || [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(code)
+            }
+            // No SQLSTATE: the client's own failure; an I/O one means the connection is gone.
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        };
+        if lost {
+            Error::Unreachable(e.to_string())
+        } else {
+            Error::Postgres(e)
         }
     }
 }

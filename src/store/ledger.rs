@@ -94,6 +94,11 @@ pub trait RunLedger {
 pub trait JobLedger {
     /// A job that is not deleted.
     fn live_job(&self, id: i64) -> Result<Option<Job>, Error>;
+    /// The live job with this id, held until the write ends: a write that reads a job and then
+    /// changes it or queues a run of it calls this first, so a change, Close or delete committed
+    /// meanwhile by another writer is seen (it waits for that writer) and none lands after it.
+    /// SQLite has one writer, so there it is `live_job`.
+    fn job_for_update(&self, id: i64) -> Result<Option<Job>, Error>;
     /// A job whatever its status (runs of deleted jobs still need their job).
     fn job_even_deleted(&self, id: i64) -> Result<Option<Job>, Error>;
     /// Every job that is not deleted (for the scheduler).
@@ -123,6 +128,10 @@ pub trait JobLedger {
     fn chain_sources(&self, job_id: i64) -> Result<Vec<(i64, String)>, Error>;
     /// Every chain edge between live jobs, except those leaving `except_job`.
     fn chain_edges(&self, except_job: Option<i64>) -> Result<Vec<(i64, i64)>, Error>;
+    /// Holds the ledger-wide lock of chain edits until the write ends: a save that checks the
+    /// chains for a cycle (`chain_edges`) and then stores its own takes it first, so two saves
+    /// that would close a cycle together are checked one after the other. A no-op on SQLite.
+    fn lock_chains(&self) -> Result<(), Error>;
     /// A job's name whatever its status.
     fn job_name(&self, id: i64) -> Result<Option<String>, Error>;
     /// The user ids of a job's recipients and of its shared users.
@@ -196,6 +205,11 @@ pub trait UserLedger {
     fn disable_user(&self, id: i64) -> Result<(), Error>;
     /// How many active admins there are.
     fn count_admins(&self) -> Result<i64, Error>;
+    /// Holds the active admins' rows until the write ends: a write that takes the admin role
+    /// from someone (or disables them) and then checks `count_admins` calls this first, so two
+    /// such writes at once are checked one after the other and one admin always stays. A no-op
+    /// on SQLite (one writer).
+    fn lock_admins(&self) -> Result<(), Error>;
     /// Whether any user that can sign in exists (false only on first start).
     fn any_login_user(&self) -> Result<bool, Error>;
 }

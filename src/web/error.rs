@@ -41,6 +41,9 @@ pub fn error_response(status: StatusCode, items: &[ErrorItem]) -> HttpResponse {
         .json(items)
 }
 
+/// Seconds a client is told to wait before asking again while the ledger is unreachable.
+const LEDGER_RETRY_AFTER: &str = "5";
+
 impl ResponseError for ServiceError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -50,12 +53,23 @@ impl ResponseError for ServiceError {
             ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::NoRoute => StatusCode::NOT_FOUND,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Store(e) if e.is_unreachable() => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::Store(_) | ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         match self {
+            // Not a bug: the database is down or restarting, and comes back by itself.
+            ServiceError::Store(e) if e.is_unreachable() => {
+                tracing::warn!(error = %e, "the ledger is unreachable: answering 503");
+                let mut response = error_response(self.status_code(), &self.items());
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(LEDGER_RETRY_AFTER),
+                );
+                response
+            }
             ServiceError::Store(_) | ServiceError::Internal(_) => {
                 let error_id = new_error_id();
                 tracing::error!(error_id = %error_id, error = ?self, "internal error");
@@ -151,6 +165,38 @@ mod tests {
         );
         let response = error.error_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[actix_web::test]
+    async fn an_unreachable_ledger_answers_503_in_the_contracts_shape_and_other_store_errors_500() {
+        let down = ServiceError::Store(crate::store::Error::Unreachable(
+            "connection refused".into(),
+        ));
+        let response = down.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER).unwrap(),
+            LEDGER_RETRY_AFTER
+        );
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        let items: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(items[0]["code"], "LEDGER_UNAVAILABLE");
+        assert_eq!(items.as_array().map(Vec::len), Some(1));
+        assert_eq!(down.first_code(), Some("LEDGER_UNAVAILABLE"));
+        // The cause is not sent.
+        assert!(!String::from_utf8_lossy(&body).contains("refused"));
+        let broken = ServiceError::Store(crate::store::Error::Corrupt("bad status".into()));
+        assert_eq!(
+            broken.error_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(broken.first_code(), Some("INTERNAL_ERROR"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod notifications;
 mod openapi;
 mod openspecimen_client;
 mod packaging;
+mod pg_ledger;
 mod pg_sources;
 mod queries;
 mod query_limits;

@@ -200,6 +200,10 @@ impl JobLedger for Sqlite<'_> {
     fn live_job(&self, id: i64) -> Result<Option<Job>, Error> {
         jobs::get_live(self.0, id)
     }
+    fn job_for_update(&self, id: i64) -> Result<Option<Job>, Error> {
+        // One writer: nothing can change the job before this write ends.
+        jobs::get_live(self.0, id)
+    }
     fn job_even_deleted(&self, id: i64) -> Result<Option<Job>, Error> {
         jobs::get_any(self.0, id)
     }
@@ -240,6 +244,9 @@ impl JobLedger for Sqlite<'_> {
     }
     fn chain_edges(&self, except_job: Option<i64>) -> Result<Vec<(i64, i64)>, Error> {
         jobs::chain_edges(self.0, except_job)
+    }
+    fn lock_chains(&self) -> Result<(), Error> {
+        Ok(()) // one writer: chain edits are already one at a time
     }
     fn job_name(&self, id: i64) -> Result<Option<String>, Error> {
         jobs::name_of(self.0, id)
@@ -342,6 +349,9 @@ impl UserLedger for Sqlite<'_> {
     }
     fn count_admins(&self) -> Result<i64, Error> {
         users::count_admins(self.0)
+    }
+    fn lock_admins(&self) -> Result<(), Error> {
+        Ok(()) // one writer: no other write changes the admins meanwhile
     }
     fn any_login_user(&self) -> Result<bool, Error> {
         users::any_login_user(self.0)

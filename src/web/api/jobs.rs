@@ -218,7 +218,7 @@ async fn update(
         .db
         .write(move |tx| -> Result<_, ServiceError> {
             // The job may have been deleted, or its owner changed, since it was read.
-            let old = service::access::changeable_job(tx, job_id, &saver)?;
+            let old = service::access::changeable_job_for_update(tx, job_id, &saver)?;
             let before = to_json(&job_view(tx, &old, &mut UserCache::default())?)?;
             service::jobs::save(tx, &draft, Some(&old), &saver, now_ms())?;
             let job = tx
@@ -262,7 +262,7 @@ async fn delete(
     let view: JobView = state
         .db
         .write(move |tx| {
-            tx.live_job(job_id)?
+            tx.job_for_update(job_id)?
                 .ok_or_else(ServiceError::job_not_found)?;
             let now = now_ms();
             tx.soft_delete_job(job_id, now)?;

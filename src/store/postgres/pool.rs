@@ -1,0 +1,82 @@
+//! Connections to a PostgreSQL ledger: an r2d2 pool of synchronous `postgres` clients. The store's
+//! design is blocking (each ledger operation runs on a blocking thread with a connection of its
+//! own), which the synchronous client fits; r2d2 is what the SQLite readers already use. The
+//! manager is ours, a few lines, rather than a crate wrapping the same two calls. Each pooled
+//! connection keeps the statements it has prepared, so a statement is parsed once per connection
+//! and every later use costs one round trip instead of two.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Statement};
+
+/// Most statements a connection keeps prepared; past it the cache starts again (the ledger's
+/// statements are a few dozen, plus the lists' filter combinations).
+const MAX_STATEMENTS: usize = 512;
+
+/// A connection and the statements prepared on it.
+pub struct Connection {
+    pub client: Client,
+    pub statements: Statements,
+}
+
+/// The statements a connection has prepared, by SQL text.
+#[derive(Default)]
+pub struct Statements(HashMap<String, Statement>);
+
+impl Statements {
+    /// The statement prepared for `sql`, if there is one.
+    pub fn get(&self, sql: &str) -> Option<Statement> {
+        self.0.get(sql).cloned()
+    }
+
+    /// Keeps a statement prepared for `sql`.
+    pub fn keep(&mut self, sql: &str, statement: Statement) {
+        if self.0.len() >= MAX_STATEMENTS {
+            self.0.clear();
+        }
+        self.0.insert(sql.to_string(), statement);
+    }
+}
+
+/// How long a ledger call waits for a connection before it fails (and the API answers 503):
+/// short, so a database that is down is reported at once instead of queueing every request.
+pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a connection from a parsed URL.
+pub struct Manager {
+    config: postgres::Config,
+}
+
+impl Manager {
+    pub fn new(mut config: postgres::Config) -> Manager {
+        // A connection the database has lost (a restart, a network cut) is noticed by the
+        // keepalives in seconds instead of the kernel's two hours.
+        config
+            .connect_timeout(CHECKOUT_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("labcron");
+        Manager { config }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        Ok(Connection {
+            client: self.config.connect(NoTls)?,
+            statements: Statements::default(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        conn.client.is_closed()
+    }
+}
