@@ -1202,6 +1202,20 @@ fn while_held<T: Send + 'static>(
     holder: impl FnOnce(&dyn Ledger) -> Result<(), ServiceError> + Send + 'static,
     waiter: impl FnOnce(&dyn Ledger) -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, ServiceError> {
+    let (held, waited) = while_held_then(db, url, holder, waiter, |_| Ok(()));
+    held.expect("the holder's write");
+    waited
+}
+
+/// `while_held`, where the holder's write goes on with `then` once the waiter waits (or has
+/// ended), before it commits. Both writes' results.
+fn while_held_then<T: Send + 'static>(
+    db: &PgLedgerDb,
+    url: &str,
+    holder: impl FnOnce(&dyn Ledger) -> Result<(), ServiceError> + Send + 'static,
+    waiter: impl FnOnce(&dyn Ledger) -> Result<T, ServiceError> + Send + 'static,
+    then: impl FnOnce(&dyn Ledger) -> Result<(), ServiceError> + Send + 'static,
+) -> (Result<(), ServiceError>, Result<T, ServiceError>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
     let (held_tx, held_rx) = mpsc::channel();
@@ -1212,7 +1226,7 @@ fn while_held<T: Send + 'static>(
             holder(l)?;
             held_tx.send(()).unwrap();
             release_rx.recv().unwrap();
-            Ok(())
+            then(l)
         })
     });
     held_rx
@@ -1246,8 +1260,7 @@ fn while_held<T: Send + 'static>(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     release_tx.send(()).unwrap();
-    holding.join().unwrap().expect("the holder's write");
-    waiting.join().unwrap()
+    (holding.join().unwrap(), waiting.join().unwrap())
 }
 
 /// The contract's code a use case failed with.
@@ -1512,4 +1525,49 @@ fn a_name_taken_meanwhile_is_the_contracts_duplicate_error_not_a_500() {
         db.read(|l| l.user(other)).unwrap().unwrap().login_name,
         "other"
     );
+}
+
+#[test]
+fn a_save_chaining_to_a_job_another_save_holds_does_not_deadlock_with_it() {
+    // One save holds job b (its update began), the other saves a → b under the chains' lock,
+    // then the first checks its own chains: the second must not wait for b's row meanwhile.
+    let (db, url) = fresh_pg_with_url();
+    let admin = db
+        .write(|l| l.insert_user(&new_user("admin", true), 1))
+        .unwrap()
+        .unwrap();
+    let [a, b, c] =
+        ["a", "b", "c"].map(|n| db.write(|l| l.insert_job(&draft(n), admin, 1)).unwrap());
+    let saver = db.read(|l| l.user(admin)).unwrap().unwrap();
+    let (saver1, saver2) = (saver.clone(), saver);
+    let (held, waited) = while_held_then(
+        &db,
+        &url,
+        move |l| {
+            service::access::changeable_job_for_update(l, b, &saver1)?;
+            Ok(())
+        },
+        move |l| {
+            let old = service::access::changeable_job_for_update(l, a, &saver2)?;
+            let d = JobDraft {
+                on_success: vec![b],
+                ..draft("a")
+            };
+            service::jobs::save(l, &d, Some(&old), &saver2, 2)
+        },
+        move |l| {
+            let saver = l.user(admin)?.ok_or_else(ServiceError::user_not_found)?;
+            let old = service::access::changeable_job_for_update(l, b, &saver)?;
+            let d = JobDraft {
+                on_success: vec![c],
+                ..draft("b")
+            };
+            service::jobs::save(l, &d, Some(&old), &saver, 3).map(|_| ())
+        },
+    );
+    assert!(held.is_ok(), "{held:?}");
+    assert_eq!(waited.unwrap(), a);
+    let mut edges = db.read(|l| l.chain_edges(None)).unwrap();
+    edges.sort_unstable();
+    assert_eq!(edges, vec![(a, b), (b, c)]);
 }

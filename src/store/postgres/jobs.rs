@@ -200,11 +200,13 @@ impl JobLedger for Pg<'_> {
 
     fn job_for_update(&self, id: i64) -> Result<Option<Job>, Error> {
         // READ COMMITTED re-reads a row it waited for: a job deleted meanwhile is not returned,
-        // and a changed one comes back as changed.
+        // and a changed one comes back as changed. NO KEY UPDATE, as an UPDATE takes: it excludes
+        // every other writer of the job but not the key-share locks of rows that refer to it (a
+        // chain to it saved under `lock_chains`), which would deadlock a save holding that lock.
         self.row(
             &format!(
                 "SELECT {COLUMNS} FROM jobs WHERE id = $1 AND activity_status <> 'Disabled'
-                 FOR UPDATE"
+                 FOR NO KEY UPDATE"
             ),
             &[&id],
         )?

@@ -262,10 +262,11 @@ impl UserLedger for Pg<'_> {
 
     fn lock_admins(&self) -> Result<(), Error> {
         // The rows `count_admins` counts. A second demotion waits here for the first to commit,
-        // then its own count (a new statement, READ COMMITTED) sees the first one's change.
+        // then its own count (a new statement, READ COMMITTED) sees the first one's change. NO
+        // KEY UPDATE: rows that refer to a user (sessions, runs) need not wait for it.
         self.exec(
             "SELECT id FROM users
-             WHERE admin AND NOT is_system AND activity_status = 'Active' FOR UPDATE",
+             WHERE admin AND NOT is_system AND activity_status = 'Active' FOR NO KEY UPDATE",
             &[],
         )?;
         Ok(())
