@@ -47,8 +47,8 @@ fn tunables_without_thread_caches(own: Option<&str>) -> Option<String> {
 /// chunks of each small size (up to 1 KB) for itself, and those chunks stay "in use" for the
 /// arena, so each pins the page it sits on and `trim` cannot give that page back. Measured with
 /// `fire_memory` (README, Benchmarks: "Memory while firing"): with the caches, the free memory
-/// left resident after the trims grew 1.4 MB in 11 minutes while the memory in use stayed
-/// flat; without them it stayed within 2.3–2.9 MB, and the lows were 1.5–2 MiB lower. If the
+/// left resident after the trims grew 1.3 MiB in 11 minutes while the memory in use stayed
+/// flat; without them it stayed within 2.2–2.8 MiB, and the lows were 1.5–2 MiB lower. If the
 /// exec fails, the server runs on with the caches.
 pub fn without_thread_caches() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
