@@ -179,7 +179,9 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    // Before the runtime starts its threads: arenas made before the cap would stay.
+    // Before any thread starts: the first may exec the binary again, and arenas made before
+    // the cap would stay.
+    labcron::allocator::without_thread_caches();
     labcron::allocator::limit_arenas();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -291,6 +291,13 @@ impl Metrics {
             running as f64,
         );
 
+        gauge(
+            w,
+            "labcron_ledger_memory_bytes",
+            "Memory SQLite holds for the ledger's connections (page caches, statements, schemas).",
+            crate::store::memory_used() as f64,
+        );
+
         render_scheduler(w, scheduler);
 
         family(
@@ -517,6 +524,26 @@ mod tests {
         );
         assert!(text.contains("labcron_runs_queued 2\n"));
         assert!(text.contains("labcron_runs_running 1\n"));
+    }
+
+    /// The gauge reports what SQLite holds in this process: an in-memory database keeps its
+    /// pages in SQLite's page cache, so one holding a 200 kB value shows at least that.
+    #[test]
+    fn ledger_memory_is_what_sqlite_holds() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (randomblob(200000));")
+            .unwrap();
+        let text = Metrics::new().render(&SchedulerStats::default(), None, 0);
+        let value: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("labcron_ledger_memory_bytes "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no labcron_ledger_memory_bytes in {text}"));
+        assert!(
+            value >= 200_000.0,
+            "{value} bytes with a 200 kB database open"
+        );
+        drop(conn);
     }
 
     #[test]

@@ -112,6 +112,15 @@ fn writer_connection(path: &Path) -> rusqlite::Result<Connection> {
 /// would evict and parse them again.
 const STATEMENT_CACHE: usize = 64;
 
+/// Bytes SQLite holds from the allocator now, over all connections of the process (page caches,
+/// statements, schemas): the `labcron_ledger_memory_bytes` gauge.
+pub fn memory_used() -> u64 {
+    // SAFETY: sqlite3_memory_used only reads SQLite's memory statistics (under its own mutex);
+    // it has no preconditions and may be called from any thread at any time.
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
+}
+
 impl Db {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, Error> {

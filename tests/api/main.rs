@@ -5,6 +5,7 @@
 mod common;
 use common::postgres;
 
+mod allocator; // glibc malloc set-up of the real binary
 mod api_tokens;
 mod audit;
 mod auth;
