@@ -61,12 +61,7 @@ async fn the_server_runs_without_thread_caches_unless_the_caller_sized_them() {
     // Started again by its own path: the process keeps its name (`ps`, `pkill labcron`).
     let name = std::fs::read_to_string(format!("/proc/{}/comm", server.pid())).unwrap();
     assert_eq!(name.trim(), "labcron");
-    assert!(
-        !job_env
-            .iter()
-            .any(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("_LABCRON_")),
-        "the job's environment: {job_env:?}"
-    );
+    assert_no_tunables_reach_the_job(&job_env);
     server.kill();
 
     // A caller's own tunables: the caches' tunable is added to them.
@@ -84,12 +79,7 @@ async fn the_server_runs_without_thread_caches_unless_the_caller_sized_them() {
                 .contains(&"_LABCRON_GLIBC_TUNABLES_BEFORE==glibc.malloc.arena_max=2".to_string()),
         "the server's start environment: {started_with:?}"
     );
-    assert!(
-        !job_env
-            .iter()
-            .any(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("_LABCRON_")),
-        "the job's environment: {job_env:?}"
-    );
+    assert_no_tunables_reach_the_job(&job_env);
     server.kill();
 
     // A caller who sized the caches keeps them: no second start, the value as given.
@@ -103,11 +93,16 @@ async fn the_server_runs_without_thread_caches_unless_the_caller_sized_them() {
             && !started_with.iter().any(|v| v.starts_with("_LABCRON_")),
         "the server's start environment: {started_with:?}"
     );
+    assert_no_tunables_reach_the_job(&job_env);
+    server.kill();
+}
+
+/// A job's environment holds neither glibc's tunables nor the server's own marker.
+fn assert_no_tunables_reach_the_job(job_env: &[String]) {
     assert!(
         !job_env
             .iter()
             .any(|v| v.starts_with("GLIBC_TUNABLES=") || v.starts_with("_LABCRON_")),
         "the job's environment: {job_env:?}"
     );
-    server.kill();
 }
