@@ -59,9 +59,30 @@ enum Command {
         #[command(subcommand)]
         action: JobsCommand,
     },
+    /// Copy the ledger and its run files into an empty PostgreSQL database, checked; see --help.
+    #[command(long_about = MIGRATE_LEDGER_HELP)]
+    MigrateLedger {
+        /// The target database: postgres://user:password@host:port/database.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Do all of it and check it, then roll back: the target stays as it was.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Exit 0 when the server on `bind` answers /health with 200 (for Docker's HEALTHCHECK).
     Healthcheck,
 }
+
+const MIGRATE_LEDGER_HELP: &str = "Copy the SQLite ledger of data_dir (labcron.db) and its run \
+files (runs/: each run's log and result file) into an empty PostgreSQL database, so nodes started \
+with --database-url carry on with the whole history. Stop the server first: a server holding the \
+data directory is refused, and the ledger is opened read-only.\n\n\
+The target's schema is created if missing; a target that already holds users, jobs, runs or any \
+other row is refused and nothing is written. Every table is copied with its ids, and the run files \
+in pieces of at most 256 KiB, in one transaction; a link or a file that is not a regular file is \
+skipped and reported. Before the commit, each table's row count and checksums and the run files' \
+bytes are compared on both sides: any difference rolls everything back, naming the table. \
+--dry-run does all of it and rolls back. The SQLite ledger and run files are left as they were.";
 
 const BACKUP_HELP: &str = "Write a backup to FILE while the server runs: one zip file, created with \
 mode 0600 (it holds password hashes), that `labcron restore` fills a new data directory from.\n\n\
@@ -131,6 +152,7 @@ fn used_settings(path: &str) -> Option<&'static [&'static str]> {
             "runs.default_timeout_seconds",
             "runs.default_max_queued_runs",
         ]),
+        "migrate-ledger" => Some(&["data_dir"]),
         "healthcheck" => Some(&["bind"]),
         _ => Some(&[]),
     }
@@ -332,6 +354,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     "dry run: nothing was changed; run again with --apply to apply these changes"
                 );
             }
+            Ok(())
+        }
+        Command::MigrateLedger { to, dry_run } => {
+            // Off the async threads: the synchronous PostgreSQL client runs its own runtime.
+            let summary = tokio::task::block_in_place(|| {
+                cli::migrate_ledger::migrate(&settings, &to, dry_run)
+            })?;
+            print!("{}", summary.report());
             Ok(())
         }
         Command::Healthcheck => {

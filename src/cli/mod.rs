@@ -1,10 +1,11 @@
 //! The `labcron` command line besides `serve`: user administration, backups and restores, jobs as TOML
-//! files, and the health check used by Docker. Each works on the data directory of the settings
+//! files, moving the ledger to PostgreSQL, and the health check used by Docker. Each works on the data directory of the settings
 //! (the ledger is shared safely with a running server: WAL mode, short write transactions).
 
 pub mod backup;
 pub mod healthcheck;
 pub mod jobs_file;
+pub mod migrate_ledger;
 pub mod users;
 
 use anyhow::{Context, bail};

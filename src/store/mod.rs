@@ -61,6 +61,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_accounts.sql"),
 ];
 
+/// The SQLite schema version this labcron brings a ledger to (`PRAGMA user_version`): what
+/// `labcron migrate-ledger` expects of the ledger it copies, which it opens read-only.
+pub fn sqlite_schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
 /// Handle to the ledger; cheap to clone. Engine-neutral on the outside: its closures see a
 /// `&dyn Ledger`.
 #[derive(Clone)]

@@ -47,7 +47,14 @@ fn help_lists_every_setting_with_its_variable() {
             env_name(spec.key)
         );
     }
-    for command in ["serve", "user", "backup", "jobs", "healthcheck"] {
+    for command in [
+        "serve",
+        "user",
+        "backup",
+        "jobs",
+        "migrate-ledger",
+        "healthcheck",
+    ] {
         assert!(help.contains(command), "--help lacks the {command} command");
     }
 }

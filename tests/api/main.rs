@@ -18,6 +18,7 @@ mod jobs;
 mod ldap;
 mod ledger_guard;
 mod metrics;
+mod migrate_ledger;
 mod notifications;
 mod openapi;
 mod openspecimen_client;
