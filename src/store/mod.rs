@@ -11,6 +11,7 @@
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod ledger; // the engine-neutral interface: one trait per area, `Ledger` all of them
+pub mod migrate_to_postgres; // `labcron migrate-ledger`: a SQLite ledger copied into PostgreSQL
 pub mod postgres; // the PostgreSQL implementation, for several nodes on one database
 pub mod sqlite; // the SQLite implementation: every SQL statement of the ledger
 

@@ -569,3 +569,239 @@ fn a_target_with_a_row_or_a_missing_ledger_is_refused_and_nothing_is_written() {
         [["1", "$system", "t"]]
     );
 }
+
+/// A ledger made with SQL (as a server's would be, only faster): `jobs` jobs and `runs` finished
+/// runs spread over them, each with a message and a result file name.
+fn ledger_of_runs(data_dir: &Path, jobs: i64, runs: i64) {
+    drop(Db::open(&data_dir.join("labcron.db")).unwrap());
+    let ledger = crate::common::ledger(data_dir);
+    ledger
+        .execute_batch(&format!(
+            "BEGIN;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {jobs})
+             INSERT INTO jobs (id, name, type, repeat_schedule, timezone, start_date, activity_status,
+                               created_by, command, timeout_seconds, max_queued_runs, created_at,
+                               updated_at)
+             SELECT i, 'job ' || i, 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active', 1, 'run.sh', 60, 10,
+                    i, i FROM n;
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {runs})
+             INSERT INTO runs (id, job_id, status, run_trigger, run_by, queued_at, started_at,
+                               finished_at, exit_code, message, result_file, result_file_size,
+                               log_size, series_end)
+             SELECT i, 1 + i % {jobs}, CASE WHEN i % 7 = 0 THEN 'FAILED' ELSE 'SUCCEEDED' END,
+                    'MANUAL', 1, 1700000000000 + i * 1000, 1700000000000 + i * 1000 + 5,
+                    1700000000000 + i * 1000 + 900, i % 7, 'finished with exit code ' || (i % 7),
+                    'result/out.csv', 1234, 0, 1 FROM n;
+             COMMIT;"
+        ))
+        .unwrap();
+}
+
+#[test]
+fn a_copy_that_differs_from_the_ledger_is_rolled_back_naming_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    ledger_of_runs(&data_dir, 1, 1);
+    let (job, run) = (1, 1);
+    let run_dir = data_dir.join(format!("runs/{job}/{run}"));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("run.log"), vec![b'x'; 300 * KIB]).unwrap();
+
+    // Triggers in the target change what arrives: a job's name, a run file's piece. The checks
+    // see the difference, and nothing stays.
+    for (table, body, named) in [
+        ("jobs", "NEW.name := NEW.name || '!';", "table jobs"),
+        (
+            "run_files",
+            "NEW.data := substring(NEW.data FROM 2);",
+            "table run_files",
+        ),
+    ] {
+        let target = postgres::server().create_database("");
+        drop(PgLedgerDb::open(&target.url()).unwrap());
+        pg_rows(
+            &target,
+            &format!(
+                "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} \
+                 RETURN NEW; END $$;
+                 CREATE TRIGGER tamper BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION tamper();"
+            ),
+        );
+        let output = migrate(&data_dir, &["--to", &target.url()]);
+        assert!(!output.status.success(), "{}", text(&output));
+        assert!(text(&output).contains(named), "{}", text(&output));
+        assert!(text(&output).contains("rolled back"), "{}", text(&output));
+        for table in ["jobs", "runs", "run_files"] {
+            assert_eq!(
+                pg_count(&target, &format!("SELECT count(*) FROM {table}")),
+                0,
+                "{table}"
+            );
+        }
+    }
+}
+
+/// The figure for the README: how long migrate-ledger takes for a ledger of many runs (default
+/// 100,000, `LABCRON_MIGRATE_RUNS`) made with SQL, one in a hundred with a 10 KiB log, and how
+/// much memory the command needed; then the runs table alone copied both ways the brief allows
+/// (binary COPY, which the command uses, and INSERTs of 1,000 rows) into fresh databases.
+/// Reported, not asserted: `cargo test --test api migrate_ledger_figures -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn migrate_ledger_figures() {
+    let runs: i64 = std::env::var("LABCRON_MIGRATE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let made = std::time::Instant::now();
+    ledger_of_runs(&data_dir, 50, runs);
+    let mut logs = 0;
+    for run in (1..=runs).step_by(100) {
+        let run_dir = data_dir.join(format!("runs/{}/{run}", 1 + run % 50));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("run.log"), vec![b'l'; 10 * KIB]).unwrap();
+        logs += 1;
+    }
+    crate::common::announce(&format!(
+        "made a ledger of {runs} runs and {logs} logs in {:.1} s",
+        made.elapsed().as_secs_f64()
+    ));
+    let target = postgres::server().create_database("");
+    let started = std::time::Instant::now();
+    let output = migrate(&data_dir, &["--to", &target.url()]);
+    let wall = started.elapsed();
+    assert!(output.status.success(), "{}", text(&output));
+    // SAFETY: getrusage fills the struct it is given.
+    let peak_kib = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss
+    };
+    crate::common::announce(&format!(
+        "migrate-ledger, {runs} runs: {:.2} s wall ({:.0} runs/s), peak RSS {} MiB\n{}",
+        wall.as_secs_f64(),
+        runs as f64 / wall.as_secs_f64(),
+        peak_kib / 1024,
+        text(&output)
+    ));
+    assert_eq!(pg_count(&target, "SELECT count(*) FROM runs"), runs);
+
+    for how in ["COPY", "INSERT"] {
+        let fresh = postgres::server().create_database("");
+        drop(PgLedgerDb::open(&fresh.url()).unwrap());
+        let seconds = copy_runs(&data_dir, &fresh, how);
+        crate::common::announce(&format!(
+            "runs table alone by {how}: {seconds:.2} s ({:.0} rows/s)",
+            runs as f64 / seconds
+        ));
+        assert_eq!(pg_count(&fresh, "SELECT count(*) FROM runs"), runs);
+    }
+}
+
+/// Copies the runs table of a ledger (whose jobs are job 1…50, user 1) into `target` by `how`;
+/// the seconds the runs took.
+fn copy_runs(data_dir: &Path, target: &TestDb, how: &str) -> f64 {
+    use ::postgres::types::{ToSql, Type};
+    let (data_dir, url, how) = (data_dir.to_path_buf(), target.url(), how.to_string());
+    std::thread::spawn(move || {
+        let sqlite = crate::common::ledger(&data_dir);
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let mut tx = client.transaction().unwrap();
+        tx.batch_execute(
+            "INSERT INTO jobs (id, name, type, repeat_schedule, timezone, start_date, activity_status,
+                               created_by, timeout_seconds, max_queued_runs, created_at, updated_at)
+             SELECT i, 'job ' || i, 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active', 1, 60, 10, 0, 0
+               FROM generate_series(1, 50) i",
+        )
+        .unwrap();
+        let columns: Vec<(String, String)> = tx
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                  WHERE table_name = 'runs' AND column_name <> 'node' ORDER BY ordinal_position",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+        let list = names.join(", ");
+        let mut select = sqlite.prepare(&format!("SELECT {list} FROM runs")).unwrap();
+        let mut rows = select.query([]).unwrap();
+        let value = |row: &rusqlite::Row<'_>, i: usize, kind: &str| -> Box<dyn ToSql + Sync> {
+            match kind {
+                "bigint" => Box::new(row.get::<_, Option<i64>>(i).unwrap()),
+                "boolean" => Box::new(row.get::<_, Option<i64>>(i).unwrap().map(|v| v != 0)),
+                _ => Box::new(row.get::<_, Option<String>>(i).unwrap()),
+            }
+        };
+        let started = std::time::Instant::now();
+        if how == "COPY" {
+            let types: Vec<Type> = columns
+                .iter()
+                .map(|(_, k)| match k.as_str() {
+                    "bigint" => Type::INT8,
+                    "boolean" => Type::BOOL,
+                    _ => Type::TEXT,
+                })
+                .collect();
+            let copy = tx
+                .copy_in(&format!("COPY runs ({list}) FROM STDIN (FORMAT binary)"))
+                .unwrap();
+            let mut writer = ::postgres::binary_copy::BinaryCopyInWriter::new(copy, &types);
+            while let Some(row) = rows.next().unwrap() {
+                let values: Vec<Box<dyn ToSql + Sync>> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, k))| value(row, i, k))
+                    .collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v.as_ref()).collect();
+                writer.write(&refs).unwrap();
+            }
+            writer.finish().unwrap();
+        } else {
+            const BATCH: usize = 1_000;
+            let mut batch: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+            let flush = |tx: &mut ::postgres::Transaction<'_>,
+                             batch: &mut Vec<Box<dyn ToSql + Sync>>| {
+                if batch.is_empty() {
+                    return;
+                }
+                let rows = batch.len() / columns.len();
+                let tuples: Vec<String> = (0..rows)
+                    .map(|r| {
+                        let cells: Vec<String> = (0..columns.len())
+                            .map(|c| format!("${}", r * columns.len() + c + 1))
+                            .collect();
+                        format!("({})", cells.join(", "))
+                    })
+                    .collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = batch.iter().map(|v| v.as_ref()).collect();
+                tx.execute(
+                    &format!("INSERT INTO runs ({list}) VALUES {}", tuples.join(", ")),
+                    &refs,
+                )
+                .unwrap();
+                batch.clear();
+            };
+            while let Some(row) = rows.next().unwrap() {
+                for (i, (_, k)) in columns.iter().enumerate() {
+                    batch.push(value(row, i, k));
+                }
+                if batch.len() == BATCH * columns.len() {
+                    flush(&mut tx, &mut batch);
+                }
+            }
+            flush(&mut tx, &mut batch);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        tx.commit().unwrap();
+        seconds
+    })
+    .join()
+    .unwrap()
+}
