@@ -345,7 +345,8 @@ fn lock_and_refuse_unless_empty(
     names.extend(PG_ONLY);
     let list: Vec<String> = names.iter().map(|n| ident(n)).collect();
     // A node running on the target holds locks only briefly; a long wait means it is busy.
-    tx.batch_execute("SET LOCAL lock_timeout = '30s'")?;
+    // A statement_timeout set for the role would cut a long copy short.
+    tx.batch_execute("SET LOCAL lock_timeout = '30s'; SET LOCAL statement_timeout = 0")?;
     tx.batch_execute(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         list.join(", ")

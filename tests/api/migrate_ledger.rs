@@ -568,6 +568,47 @@ fn a_target_with_a_row_or_a_missing_ledger_is_refused_and_nothing_is_written() {
         pg_rows(&fresh, "SELECT id, login_name, is_system FROM users"),
         [["1", "$system", "t"]]
     );
+
+    // A ledger at another schema version than this labcron's is refused before the target is
+    // opened (it is read-only here, so it cannot be upgraded on the way).
+    let version: i64 = crate::common::ledger(&data_dir)
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    crate::common::ledger(&data_dir)
+        .pragma_update(None, "user_version", version - 1)
+        .unwrap();
+    let untouched = postgres::server().create_database("");
+    let output = migrate(&data_dir, &["--to", &untouched.url()]);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("schema version {}", version - 1)),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(
+        pg_count(
+            &untouched,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ),
+        0
+    );
+}
+
+#[test]
+fn the_help_tells_what_is_copied_and_checked_and_shows_only_the_data_directory() {
+    let output = command(&["migrate-ledger", "--help"]).output().unwrap();
+    let help = text(&output);
+    assert!(output.status.success(), "{help}");
+    for word in [
+        "--to",
+        "--dry-run",
+        "--data-dir",
+        "256 KiB",
+        "rolls everything back",
+    ] {
+        assert!(help.contains(word), "{word}: {help}");
+    }
+    assert!(!help.contains("--runs-max-concurrent"), "{help}");
 }
 
 /// A ledger made with SQL (as a server's would be, only faster): `jobs` jobs and `runs` finished
