@@ -712,23 +712,16 @@ fn migrate_ledger_figures() {
         made.elapsed().as_secs_f64()
     ));
     let target = postgres::server().create_database("");
-    let before = children_usage();
     let started = std::time::Instant::now();
-    let output = migrate(&data_dir, &["--to", &target.url()]);
+    let (output, usage) = migrate_measured(&data_dir, &["--to", &target.url()]);
     let wall = started.elapsed();
     assert!(output.status.success(), "{}", text(&output));
-    // The command's CPU time: what the waited-for children used, less what they had before it
-    // (initdb's). Its peak memory is the children's largest (initdb's is far smaller).
-    let usage = children_usage();
-    let cpu = |u: &libc::rusage| {
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        seconds(u.ru_utime) + seconds(u.ru_stime)
-    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     crate::common::announce(&format!(
-        "migrate-ledger, {runs} runs: {:.2} s wall ({:.0} runs/s), its CPU {:.2} s, peak RSS {} MiB\n{}",
+        "migrate-ledger, {runs} runs: {:.2} s wall ({:.0} runs/s), its CPU {:.2} s, its peak RSS {} MiB\n{}",
         wall.as_secs_f64(),
         runs as f64 / wall.as_secs_f64(),
-        cpu(&usage) - cpu(&before),
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
         usage.ru_maxrss / 1024,
         text(&output)
     ));
@@ -746,14 +739,44 @@ fn migrate_ledger_figures() {
     }
 }
 
-/// The resources of this process's children that have ended and been waited for.
-fn children_usage() -> libc::rusage {
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe {
+/// `migrate`, with the command's own resources (`wait4` on it: its CPU time and peak memory,
+/// nothing of other children such as the test PostgreSQL's initdb).
+fn migrate_measured(data_dir: &Path, args: &[&str]) -> (Output, libc::rusage) {
+    use std::io::Read;
+    let mut all = vec!["migrate-ledger", "--data-dir", data_dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    // Reaped by the wait4 below, which Child::wait would not let us call.
+    #[allow(clippy::zombie_processes)]
+    let mut child = command(&all)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    // The summary is small; stderr is read on a thread so neither pipe can fill up.
+    let errors = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        err.read_to_end(&mut text).unwrap();
+        text
+    });
+    let mut stdout = Vec::new();
+    out.read_to_end(&mut stdout).unwrap();
+    let stderr = errors.join().unwrap();
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, with valid pointers; the Child is not waited on again.
+    let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        let pid = libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        assert_eq!(pid, child.id() as libc::pid_t, "wait4");
         usage
-    }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    };
+    (output, usage)
 }
 
 /// Copies the runs table of a ledger (whose jobs are job 1…50, user 1) into `target` by `how`;
