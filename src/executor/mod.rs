@@ -5,6 +5,7 @@
 //! records the outcome, and wakes the dispatcher. Handlers never spawn processes; this module never
 //! parses HTTP.
 
+mod cluster; // the cluster's part: cancels asked elsewhere, lost nodes' runs
 mod external; // EXTERNAL runs: the program, its arguments and environment, its outcome and result
 pub mod followup; // retries, chained runs and notifyOn, decided when a run's end is recorded
 pub mod internal; // INTERNAL runs: files-cleaner, database-backup, runs-report
