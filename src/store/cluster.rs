@@ -10,7 +10,7 @@ pub enum FiringLock {
     /// The ledger has one node: it always fires.
     Alone,
     /// A PostgreSQL advisory lock on a connection of its own.
-    Postgres(super::postgres::FiringLock),
+    Postgres(Box<super::postgres::FiringLock>),
 }
 
 impl FiringLock {

@@ -47,7 +47,7 @@ pub struct PgLedgerDb {
     /// The URL without its password, for messages.
     shown: String,
     /// The parsed URL (the firing lock opens a connection of its own).
-    config: postgres::Config,
+    config: Arc<postgres::Config>,
     /// Who this node is, once registered: runs' ends are written under it.
     node: Arc<RwLock<Option<Arc<NodeId>>>>,
 }
@@ -85,7 +85,7 @@ impl PgLedgerDb {
         Ok(PgLedgerDb {
             pool,
             shown,
-            config,
+            config: Arc::new(config),
             node: Arc::default(),
         })
     }
@@ -105,7 +105,7 @@ impl PgLedgerDb {
 
     /// A firing lock on a connection of its own (not taken yet: see `FiringLock::hold`).
     pub fn firing_lock(&self) -> FiringLock {
-        FiringLock::new(self.config.clone())
+        FiringLock::new((*self.config).clone())
     }
 
     /// The database's URL without its password.
