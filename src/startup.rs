@@ -18,6 +18,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::{LoginThrottle, generate_password, hash_password};
 use crate::clock::now_ms;
+use crate::cluster::Node;
 use crate::config::Settings;
 use crate::executor::{Executor, recovery};
 use crate::metrics::Metrics;
@@ -26,11 +27,17 @@ use crate::scheduler::Scheduler;
 use crate::store::{self, Db};
 use crate::web::{AppState, access_log, api, cors, middleware};
 
+// Until the settings `node_name` and `node_timeout_seconds` land (branch pgwire).
+const NODE_NAME: &str = "local";
+const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct Application {
     port: u16,
     server: Server,
     executor: Executor,
     scheduler: Scheduler,
+    /// This node's membership of the cluster sharing the ledger.
+    node: Arc<Node>,
     settings: Arc<Settings>,
     data_dir: PathBuf,
     /// Stops background passes (retention) at shutdown.
@@ -69,7 +76,13 @@ impl Application {
                 tracing::error!(error = ?e, "could not create the demo database or example jobs");
             }
         }
-        let recovered = recovery::recover_interrupted_runs(&db, &data_dir)?;
+        // This node in the cluster sharing the ledger (on SQLite, the one node), before its
+        // runs are recovered: only its own are.
+        let node = {
+            let (db, name, timeout) = (db.clone(), NODE_NAME.to_string(), NODE_TIMEOUT);
+            tokio::task::spawn_blocking(move || Node::join(&db, &name, timeout)).await??
+        };
+        let recovered = recovery::recover_interrupted_runs(&db, &data_dir, node.name())?;
         if recovered > 0 {
             tracing::warn!(
                 runs = recovered,
@@ -109,7 +122,8 @@ impl Application {
         );
         crate::allocator::spawn_trim(background.clone());
         let scheduler = Scheduler::new(db.clone(), executor.clone())?;
-        scheduler.start();
+        // Fires only while this node holds the cluster's firing lock (on SQLite, always).
+        node.start(executor.clone(), &scheduler);
         let ledger_lost =
             watch_ledger_file(ledger_path.clone(), ledger_identity, background.clone());
 
@@ -158,6 +172,7 @@ impl Application {
             server,
             executor,
             scheduler,
+            node,
             settings,
             data_dir,
             background,
@@ -222,6 +237,7 @@ impl Application {
         self.background.cancel();
         let stopping = tokio::spawn(async move { handle.stop(true).await });
         self.executor.shutdown(grace).await;
+        self.node.leave().await;
         let _ = stopping.await;
         let served = match served {
             Some(result) => result,

@@ -183,7 +183,7 @@ impl Executor {
         let message = format!("cancelled by {}", by.login_name);
         let by_id = by.id;
         let mut audit = audit;
-        for _ in 0..50 {
+        for attempt in 0..50 {
             let msg = message.clone();
             let pending = audit.take();
             let (status, unrecorded) = self
@@ -213,6 +213,11 @@ impl Executor {
                 }
                 Some(RunStatus::InProgress) => {
                     if self.signal_running(run_id, &message) {
+                        return Ok(true);
+                    }
+                    // Not executing here, but on another node sharing the ledger: it sees the
+                    // mark just written and stops the run itself (`cluster`).
+                    if attempt >= 2 && self.inner.db.is_shared() {
                         return Ok(true);
                     }
                     // Claimed but its task not registered yet: look again shortly.

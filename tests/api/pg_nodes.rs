@@ -110,6 +110,20 @@ fn status(db: &PgLedgerDb, run: i64) -> (RunStatus, Option<String>) {
     (run.status, run.message)
 }
 
+/// Makes nodes look silent for an hour (their last heartbeat moved back), whatever the time the
+/// test took.
+fn silence(test_db: &TestDb, names: &[&str]) {
+    let list = names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    test_db.query_text(&format!(
+        "WITH s AS (UPDATE nodes SET heartbeat_at = heartbeat_at - 3600000 WHERE name IN ({list})
+         RETURNING 1) SELECT count(*)::TEXT FROM s"
+    ));
+}
+
 fn node(name: &str, incarnation: &str) -> NodeId {
     NodeId {
         name: name.into(),
@@ -119,7 +133,7 @@ fn node(name: &str, incarnation: &str) -> NodeId {
 
 #[test]
 fn nodes_register_beat_and_a_silent_one_is_declared_lost_once_however_many_notice() {
-    let (_test_db, db, _, _) = cluster_ledger(0);
+    let (test_db, db, _, _) = cluster_ledger(0);
     assert_eq!(db.read(|l| l.node("a")).unwrap(), None);
     for name in ["a", "b", "c"] {
         db.write(|l| l.register_node(name, &format!("{name}-1")))
@@ -138,8 +152,7 @@ fn nodes_register_beat_and_a_silent_one_is_declared_lost_once_however_many_notic
             .unwrap()
             .is_empty()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    db.write(|l| l.node_heartbeat("b", "b-1")).unwrap();
+    silence(&test_db, &["a", "c"]);
     // Four nodes notice at once that a and c are silent: each is declared by one of them.
     let barrier = Arc::new(Barrier::new(4));
     let declared: Vec<Vec<String>> = (0..4)
@@ -147,7 +160,7 @@ fn nodes_register_beat_and_a_silent_one_is_declared_lost_once_however_many_notic
             let (db, barrier) = (db.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                db.write(|l| l.declare_silent_nodes_lost(200)).unwrap()
+                db.write(|l| l.declare_silent_nodes_lost(60_000)).unwrap()
             })
         })
         .collect::<Vec<_>>()
@@ -204,9 +217,8 @@ fn a_lost_nodes_runs_fail_its_queued_ones_stay_and_it_cannot_overwrite_them() {
     assert_eq!(status(&db, on_b).0, RunStatus::InProgress);
 
     // a is declared lost: its run fails, the queued runs stay queued.
-    std::thread::sleep(Duration::from_millis(300));
-    db.write(|l| l.node_heartbeat("b", "b-1")).unwrap();
-    let lost = db.write(|l| l.declare_silent_nodes_lost(200)).unwrap();
+    silence(&test_db, &["a"]);
+    let lost = db.write(|l| l.declare_silent_nodes_lost(60_000)).unwrap();
     assert_eq!(lost, ["a"]);
     let failed = db
         .write(|l| l.fail_runs_in_progress_on("a", "node a lost", 40))
