@@ -37,6 +37,7 @@ impl Db {
     pub fn is_shared(&self) -> bool {
         match &self.engine {
             Engine::Sqlite(_) => false,
+            Engine::Postgres(_) => true,
         }
     }
 
@@ -44,9 +45,11 @@ impl Db {
     /// written only while it holds that incarnation. Nothing to do on SQLite (one node).
     pub fn set_node(&self, name: &str, incarnation: &str) {
         match &self.engine {
-            Engine::Sqlite(_) => {
-                let _ = (name, incarnation);
-            }
+            Engine::Sqlite(_) => {}
+            Engine::Postgres(pg) => pg.set_node(Some(super::postgres::NodeId {
+                name: name.to_string(),
+                incarnation: incarnation.to_string(),
+            })),
         }
     }
 
@@ -54,6 +57,7 @@ impl Db {
     pub fn firing_lock(&self) -> FiringLock {
         match &self.engine {
             Engine::Sqlite(_) => FiringLock::Alone,
+            Engine::Postgres(pg) => FiringLock::Postgres(Box::new(pg.firing_lock())),
         }
     }
 }

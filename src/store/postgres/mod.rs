@@ -28,7 +28,10 @@ use pool::Statements;
 use super::Error;
 
 /// The schema's migrations in order; `ledger_schema.version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_ledger.sql"),
+    include_str!("../../../migrations/postgres/0002_jobs_changes.sql"),
+];
 
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`), so nodes starting together
 /// apply each migration once: "labcron" in ASCII.
@@ -43,7 +46,7 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 /// A PostgreSQL ledger: a pool of connections to one database. Cheap to clone.
 #[derive(Clone)]
 pub struct PgLedgerDb {
-    pool: r2d2::Pool<pool::Manager>,
+    pool: std::sync::Arc<pool::Owned>,
     /// The URL without its password, for messages.
     shown: String,
     /// The parsed URL (the firing lock opens a connection of its own).
@@ -83,7 +86,7 @@ impl PgLedgerDb {
             migrate(&mut conn.client).map_err(|e| fail(e.to_string()))?;
         }
         Ok(PgLedgerDb {
-            pool,
+            pool: std::sync::Arc::new(pool::Owned::new(pool)),
             shown,
             config: Arc::new(config),
             node: Arc::default(),
@@ -146,6 +149,19 @@ impl PgLedgerDb {
             .start()
             .map_err(Error::from)?;
         finish(tx, &mut conn.statements, self.node(), f)
+    }
+
+    /// The jobs table's change counter (bumped by a trigger whenever a job is added, deleted or
+    /// changed): the scheduler's change marker. Blocking.
+    pub fn jobs_changes(&self) -> Result<i64, Error> {
+        let mut conn = self.pool.get().map_err(Error::unreachable)?;
+        Ok(conn
+            .client
+            .query_one(
+                "SELECT counter FROM ledger_changes WHERE name = 'jobs'",
+                &[],
+            )?
+            .try_get(0)?)
     }
 
     /// The schema version the database is at.

@@ -68,7 +68,7 @@ impl Pg<'_> {
     fn start_oldest_queued(&self, job_id: i64, now: i64) -> Result<Option<i64>, Error> {
         let row = self.row(
             &format!(
-                "UPDATE runs SET status = 'IN_PROGRESS', started_at = $2
+                "UPDATE runs SET status = 'IN_PROGRESS', started_at = $2, node = $3
                  WHERE id = (SELECT f.id FROM runs f
                              WHERE f.{ACTIVE} AND f.status = 'QUEUED' AND f.job_id = $1
                              ORDER BY f.id LIMIT 1)
@@ -77,7 +77,7 @@ impl Pg<'_> {
                                    WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = $1)
                  RETURNING id"
             ),
-            &[&job_id, &now],
+            &[&job_id, &now, &self.node.as_ref().map(|n| n.name.as_str())],
         )?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
