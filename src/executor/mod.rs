@@ -454,6 +454,7 @@ impl Executor {
         let mut freed = false;
         let mut attempts = 0;
         let mut collisions = 0;
+        let mut waits = 0;
         loop {
             let recorded = {
                 let outcome = outcome.clone();
@@ -502,6 +503,17 @@ impl Executor {
                     collisions += 1;
                     tracing::debug!(run_id, "retrying the end of a run after a write conflict");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(collisions))).await;
+                }
+                // The database is down (PostgreSQL): the run has ended all the same, and its
+                // end waits until the database answers again.
+                Err(e) if e.is_unreachable() && waits < UNREACHABLE_WAITS => {
+                    waits += 1;
+                    if waits == 1 {
+                        tracing::warn!(
+                            "the ledger is unreachable: the end of run {run_id} is written when it is back"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 other => return other,
             }
@@ -599,6 +611,10 @@ impl Executor {
 
 /// How many times the end of a run is tried again while the disk is full (about a second apart).
 const DISK_FULL_ATTEMPTS: u32 = 120;
+
+/// How many times the end of a run is tried again while the ledger's database cannot be reached
+/// (each try waits up to the pool's timeout, then a second: an hour at the very least).
+const UNREACHABLE_WAITS: u32 = 3600;
 
 /// How many times the end of a run is tried again after PostgreSQL rolled it back for a deadlock
 /// or a serialization failure (each a little later than the last: about 30 s in all).

@@ -50,7 +50,7 @@ fn start_node(dir: &Path, name: &str, url: &str, ran: &Path) -> Server {
         "work.sh",
         &format!(
             "#!/bin/sh\necho \"$LABCRON_RUN_ID\" >> {ran}\n\
-             case \"$1\" in long) sleep 15;; short) sleep 0.1;; esac\n",
+             case \"$1\" in long) sleep 15;; outage) sleep 4;; short) sleep 0.1;; esac\n",
             ran = ran.display()
         ),
     );
@@ -618,4 +618,115 @@ async fn wait_for_node(db: &TestDb, run_id: i64) -> String {
         assert!(start.elapsed() < DEADLINE, "run {run_id} never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() {
+    let _heavy = crate::HEAVY.lock().await;
+    // A server of its own: this test stops it.
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(postgres::start_own)
+            .await
+            .expect("a PostgreSQL"),
+    );
+    let db = {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.create_database(""))
+            .await
+            .expect("a database")
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ran = dir.path().join("ran");
+    let mut nodes = Vec::new();
+    for name in ["d1", "d2"] {
+        let server = start_node(dir.path(), name, &db.url(), &ran);
+        let api = server.admin().await;
+        nodes.push((server, api));
+    }
+    let admin = nodes[0].1.clone();
+    let mut jobs = Vec::new();
+    for i in 0..2 {
+        jobs.push(
+            admin
+                .create_job(
+                    &json!({"name": format!("through the outage {i}"), "type": "EXTERNAL",
+                    "command": "work.sh", "fixedArgs": "outage", "repeatSchedule": "ONDEMAND"}),
+                )
+                .await,
+        );
+    }
+    // A run through each node, both executing when the database goes.
+    let mut runs = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        runs.push(nodes[i].1.start_run(*job, None).await);
+    }
+    let list = runs
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    until_sql(
+        &db,
+        &format!("SELECT count(*) FROM runs WHERE id IN ({list}) AND status = 'IN_PROGRESS'"),
+        2,
+        "runs not started",
+    )
+    .await;
+
+    let down_at = Instant::now();
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.pause())
+            .await
+            .expect("stopped");
+    }
+    for (_, api) in &nodes {
+        let response = api.get("/scheduled-jobs").await;
+        assert_eq!(response.status(), 503);
+        let body: serde_json::Value = response.json().await.expect("a JSON body");
+        assert_eq!(body[0]["code"], "LEDGER_UNAVAILABLE", "{body}");
+        assert!(body[0]["message"].is_string(), "{body}");
+    }
+    // Down for longer than the node timeout: when it is back, nobody may call the others lost.
+    let outage = Duration::from_secs(NODE_TIMEOUT_SECONDS + 4);
+    if let Some(left) = outage.checked_sub(down_at.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    {
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || pg.resume())
+            .await
+            .expect("started");
+    }
+    announce(&format!(
+        "cluster suite: the database was down for {} ms",
+        down_at.elapsed().as_millis()
+    ));
+
+    // The runs ended during the outage; their ends are written now, by their own nodes.
+    for (job, run) in jobs.iter().zip(&runs) {
+        let ended = admin.wait_run(*job, *run).await;
+        assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
+    }
+    // A few heartbeats later, still nobody lost, and both nodes run new work.
+    tokio::time::sleep(Duration::from_secs(NODE_TIMEOUT_SECONDS)).await;
+    assert_eq!(
+        sql_i64(
+            &db,
+            "SELECT count(*) FROM runs WHERE message LIKE 'node % lost'"
+        ),
+        0
+    );
+    assert_eq!(
+        sql_i64(&db, "SELECT count(*) FROM nodes WHERE lost_at IS NULL"),
+        2
+    );
+    for (i, (_, api)) in nodes.iter().enumerate() {
+        let run = api.run_to_end(jobs[i], None).await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    }
+    drop(nodes);
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await
+        .expect("stopped");
 }
