@@ -330,7 +330,7 @@ fn one_node_at_a_time_holds_the_firing_lock_and_it_passes_on_when_the_holder_die
     // The holder's connection dies (its machine, its process): the lock goes with it.
     let killed = test_db.query_text(
         "SELECT count(pg_terminate_backend(pid))::TEXT FROM pg_stat_activity
-         WHERE application_name = 'labcron firing lock' AND datname = current_database()
+         WHERE application_name LIKE 'labcron fire %' AND datname = current_database()
            AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
     );
     assert_eq!(killed, "1");
@@ -339,4 +339,22 @@ fn one_node_at_a_time_holds_the_firing_lock_and_it_passes_on_when_the_holder_die
     assert!(!second.hold().unwrap_or(false));
     assert!(!second.hold().unwrap_or(false));
     assert!(first.hold().unwrap());
+
+    // A holder that hangs keeps its connection, and the lock: declared lost, it is cut off.
+    let hung_db = PgLedgerDb::open(&test_db.url()).unwrap();
+    hung_db.set_node(Some(node("hung", "h-1")));
+    hung_db
+        .write(|l| l.register_node("hung", "h-1"))
+        .unwrap();
+    let mut hung = hung_db.firing_lock();
+    first.release();
+    wait_hold(&mut hung, true);
+    assert!(!second.hold().unwrap_or(false));
+    silence(&test_db, &["hung"]);
+    assert_eq!(
+        db.write(|l| l.declare_silent_nodes_lost(60_000)).unwrap(),
+        ["hung"]
+    );
+    wait_hold(&mut second, true);
+    assert!(!hung.hold().unwrap_or(false));
 }

@@ -730,3 +730,89 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
         .await
         .expect("stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_past_the_timeout_is_declared_lost_and_comes_back_without_overwriting() {
+    let _heavy = crate::HEAVY.lock().await;
+    let db = tokio::task::spawn_blocking(|| postgres::server().create_database(""))
+        .await
+        .expect("a database");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ran = dir.path().join("ran");
+    let mut nodes = Vec::new();
+    for name in ["f1", "f2"] {
+        let server = start_node(dir.path(), name, &db.url(), &ran);
+        let api = server.admin().await;
+        nodes.push((name, server, api));
+    }
+    let admin = nodes[0].2.clone();
+    let long = admin
+        .create_job(&json!({"name": "long", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "long", "repeatSchedule": "ONDEMAND"}))
+        .await;
+    let quick = admin
+        .create_job(&json!({"name": "quick", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "short", "repeatSchedule": "ONDEMAND"}))
+        .await;
+    let run = admin.start_run(long, None).await;
+    let executing = wait_for_node(&db, run).await;
+    let frozen = nodes.iter().position(|n| n.0 == executing).expect("a node");
+    let other = &nodes[1 - frozen].2;
+    let before = sql(
+        &db,
+        &format!("SELECT incarnation FROM nodes WHERE name = '{executing}'"),
+    );
+
+    // Frozen (SIGSTOP) for longer than the timeout: the other node declares it lost.
+    let pid = nodes[frozen].1.pid() as i32;
+    // SAFETY: signals to a child process of this test.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let failed = other.wait_run(long, run).await;
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(
+        failed["message"].as_str(),
+        Some(format!("node {executing} lost").as_str())
+    );
+
+    // Woken, it finds itself lost: it kills the run, writes nothing of it, and joins again.
+    let start = Instant::now();
+    loop {
+        let now = sql(
+            &db,
+            &format!(
+                "SELECT incarnation || CASE WHEN lost_at IS NULL THEN '' ELSE ' lost' END
+                 FROM nodes WHERE name = '{executing}'"
+            ),
+        );
+        if now != before && !now.ends_with(" lost") {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{executing} never joined again: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = admin
+        .ok(Method::GET, &format!("/scheduled-jobs/{long}/runs/{run}"), None)
+        .await;
+    assert_eq!(after["status"], "FAILED", "{after}");
+    assert_eq!(after["message"], failed["message"], "{after}");
+    assert_eq!(after["finishedAt"], failed["finishedAt"], "{after}");
+    // It works again, under its new incarnation: a run through it ends there.
+    let api = &nodes[frozen].2;
+    let start = Instant::now();
+    loop {
+        let id = api.start_run(quick, None).await;
+        let ended = api.wait_run(quick, id).await;
+        assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
+        let on = sql(&db, &format!("SELECT node FROM runs WHERE id = {id}"));
+        if on == executing {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{executing} executes nothing any more");
+    }
+}

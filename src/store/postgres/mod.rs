@@ -106,9 +106,11 @@ impl PgLedgerDb {
         self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A firing lock on a connection of its own (not taken yet: see `FiringLock::hold`).
+    /// A firing lock for this node (`set_node`) on a connection of its own (not taken yet: see
+    /// `FiringLock::hold`).
     pub fn firing_lock(&self) -> FiringLock {
-        FiringLock::new((*self.config).clone())
+        let name = self.node().map(|n| n.name.clone()).unwrap_or_default();
+        FiringLock::new((*self.config).clone(), &name)
     }
 
     /// The database's URL without its password.

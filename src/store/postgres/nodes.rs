@@ -77,17 +77,31 @@ impl NodeLedger for Pg<'_> {
     fn declare_silent_nodes_lost(&self, timeout_ms: i64) -> Result<Vec<String>, Error> {
         // Two nodes declaring at once: the second waits for the first's row lock, then finds
         // `lost_at` set and skips the row, so each node is declared (and its runs failed) once.
-        self.rows(
-            &format!(
-                "UPDATE nodes SET lost_at = {DB_NOW}
-                 WHERE lost_at IS NULL AND heartbeat_at < {DB_NOW} - $1
-                 RETURNING name"
-            ),
-            &[&timeout_ms],
-        )?
-        .iter()
-        .map(|r| Ok(r.try_get(0)?))
-        .collect()
+        let lost: Vec<String> = self
+            .rows(
+                &format!(
+                    "UPDATE nodes SET lost_at = {DB_NOW}
+                     WHERE lost_at IS NULL AND heartbeat_at < {DB_NOW} - $1
+                     RETURNING name"
+                ),
+                &[&timeout_ms],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        // A node that hangs (stopped, swapping) keeps its connections open, and with them the
+        // firing lock: its lock connection is ended, so another node takes over. (Same user,
+        // so allowed; a node whose name shares the first 50 characters would lose its lock
+        // too, and take it again at its next try.)
+        for name in &lost {
+            self.exec(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = $1
+                   AND pid <> pg_backend_pid()",
+                &[&lock_connection_name(name)],
+            )?;
+        }
+        Ok(lost)
     }
 
     fn node_left(&self, name: &str, incarnation: &str) -> Result<(), Error> {
@@ -164,11 +178,18 @@ pub struct FiringLock {
 /// the lock): keepalive probes after 5 s idle, every 2 s, 3 of them; unacknowledged data 10 s.
 const LOCK_CONNECTION_SETTINGS: &str =
     "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2;
-     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000;
-     SET application_name = 'labcron firing lock'";
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+
+/// The `application_name` of a node's firing-lock connection (PostgreSQL keeps 63 bytes of it),
+/// by which a node declaring it lost finds it.
+pub fn lock_connection_name(node: &str) -> String {
+    format!("labcron fire {}", node.chars().take(50).collect::<String>())
+}
 
 impl FiringLock {
-    pub(super) fn new(config: postgres::Config) -> FiringLock {
+    /// A lock for `node` (named in its connection's `application_name`).
+    pub(super) fn new(mut config: postgres::Config, node: &str) -> FiringLock {
+        config.application_name(&lock_connection_name(node));
         FiringLock {
             config,
             client: None,
