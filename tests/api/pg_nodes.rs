@@ -86,14 +86,11 @@ fn queue(db: &PgLedgerDb, job_id: i64, run_by: i64) -> i64 {
     }
 }
 
-/// Claims one run as `node` would: starts it and records `node` as its executor.
-fn claim_on(test_db: &TestDb, db: &PgLedgerDb, node: &str) -> i64 {
-    let [run] = db.write(|l| l.claim_runnable(1, 20)).unwrap()[..] else {
+/// Claims one run as `node`.
+fn claim_on(db: &PgLedgerDb, node: &str) -> i64 {
+    let [run] = db.write(|l| l.claim_runnable(node, 1, 20)).unwrap()[..] else {
         panic!("nothing claimed");
     };
-    test_db.query_text(&format!(
-        "UPDATE runs SET node = '{node}' WHERE id = {run} RETURNING 'ok'"
-    ));
     run
 }
 
@@ -190,11 +187,11 @@ fn a_lost_nodes_runs_fail_its_queued_ones_stay_and_it_cannot_overwrite_them() {
     db.write(|l| l.register_node("b", "b-1")).unwrap();
     let on_a = {
         queue(&db, jobs[0], admin);
-        claim_on(&test_db, &db, "a")
+        claim_on(&db, "a")
     };
     let on_b = {
         queue(&db, jobs[1], admin);
-        claim_on(&test_db, &db, "b")
+        claim_on(&db, "b")
     };
     let waiting = queue(&db, jobs[0], admin);
     let other_waiting = queue(&db, jobs[2], admin);
@@ -243,7 +240,7 @@ fn a_lost_nodes_runs_fail_its_queued_ones_stay_and_it_cannot_overwrite_them() {
         (RunStatus::Failed, Some("node a lost".into()))
     );
     // Nor is the end of a run a claimed while it was lost, until it registers again.
-    let late = claim_on(&test_db, &db, "a");
+    let late = claim_on(&db, "a");
     assert!(
         !a_ledger
             .write(|l| l.finish_run(late, &succeeded(), 60))
@@ -278,11 +275,11 @@ fn a_lost_nodes_runs_fail_its_queued_ones_stay_and_it_cannot_overwrite_them() {
 
 #[test]
 fn the_owning_node_sees_cancels_asked_through_any_node() {
-    let (test_db, db, admin, jobs) = cluster_ledger(2);
+    let (_test_db, db, admin, jobs) = cluster_ledger(2);
     queue(&db, jobs[0], admin);
-    let on_a = claim_on(&test_db, &db, "a");
+    let on_a = claim_on(&db, "a");
     queue(&db, jobs[1], admin);
-    let on_b = claim_on(&test_db, &db, "b");
+    let on_b = claim_on(&db, "b");
     assert!(db.read(|l| l.cancels_asked_on("a")).unwrap().is_empty());
     db.write(|l| l.mark_cancelled_by(RunId(on_a), UserId(admin)))
         .unwrap();
@@ -343,9 +340,7 @@ fn one_node_at_a_time_holds_the_firing_lock_and_it_passes_on_when_the_holder_die
     // A holder that hangs keeps its connection, and the lock: declared lost, it is cut off.
     let hung_db = PgLedgerDb::open(&test_db.url()).unwrap();
     hung_db.set_node(Some(node("hung", "h-1")));
-    hung_db
-        .write(|l| l.register_node("hung", "h-1"))
-        .unwrap();
+    hung_db.write(|l| l.register_node("hung", "h-1")).unwrap();
     let mut hung = hung_db.firing_lock();
     first.release();
     wait_hold(&mut hung, true);

@@ -747,12 +747,16 @@ async fn a_node_frozen_past_the_timeout_is_declared_lost_and_comes_back_without_
     }
     let admin = nodes[0].2.clone();
     let long = admin
-        .create_job(&json!({"name": "long", "type": "EXTERNAL", "command": "work.sh",
-            "fixedArgs": "long", "repeatSchedule": "ONDEMAND"}))
+        .create_job(
+            &json!({"name": "long", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "long", "repeatSchedule": "ONDEMAND"}),
+        )
         .await;
     let quick = admin
-        .create_job(&json!({"name": "quick", "type": "EXTERNAL", "command": "work.sh",
-            "fixedArgs": "short", "repeatSchedule": "ONDEMAND"}))
+        .create_job(
+            &json!({"name": "quick", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "short", "repeatSchedule": "ONDEMAND"}),
+        )
         .await;
     let run = admin.start_run(long, None).await;
     let executing = wait_for_node(&db, run).await;
@@ -793,11 +797,18 @@ async fn a_node_frozen_past_the_timeout_is_declared_lost_and_comes_back_without_
         if now != before && !now.ends_with(" lost") {
             break;
         }
-        assert!(start.elapsed() < DEADLINE, "{executing} never joined again: {now}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{executing} never joined again: {now}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = admin
-        .ok(Method::GET, &format!("/scheduled-jobs/{long}/runs/{run}"), None)
+        .ok(
+            Method::GET,
+            &format!("/scheduled-jobs/{long}/runs/{run}"),
+            None,
+        )
         .await;
     assert_eq!(after["status"], "FAILED", "{after}");
     assert_eq!(after["message"], failed["message"], "{after}");
@@ -813,6 +824,9 @@ async fn a_node_frozen_past_the_timeout_is_declared_lost_and_comes_back_without_
         if on == executing {
             break;
         }
-        assert!(start.elapsed() < DEADLINE, "{executing} executes nothing any more");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{executing} executes nothing any more"
+        );
     }
 }
