@@ -118,6 +118,12 @@ impl ServiceError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, ServiceError::Store(e) if e.is_retryable())
     }
+
+    /// Whether the ledger's database could not be reached (down, restarting): nothing was
+    /// written, and the same call may work once it is back.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ServiceError::Store(e) if e.is_unreachable())
+    }
 }
 
 impl From<std::io::Error> for ServiceError {

@@ -13,6 +13,7 @@ pub mod allocator; // glibc malloc: arenas capped at one per core, free pages ha
 pub mod auth; // password hashing, session tokens, sign-in throttling
 pub mod cli; // the administration subcommands: users, backup, jobs files, healthcheck
 pub mod clock; // the one source of "now"
+pub mod cluster; // several nodes on one PostgreSQL ledger: heartbeats, lost nodes, the firing node
 pub mod config; // settings: defaults < TOML file < LABCRON_* env < flags
 pub mod domain; // pure types and rules: jobs, runs, users, schedules, the access policy, audit diffs
 pub mod error; // ServiceError: what use cases and workers fail with, in the contract's terms (no HTTP)

@@ -18,6 +18,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::{LoginThrottle, generate_password, hash_password};
 use crate::clock::now_ms;
+use crate::cluster::Node;
 use crate::config::Settings;
 use crate::config::ledger::LedgerLocation;
 use crate::executor::{Executor, recovery};
@@ -32,6 +33,8 @@ pub struct Application {
     server: Server,
     executor: Executor,
     scheduler: Scheduler,
+    /// This node's membership of the cluster sharing the ledger.
+    node: Arc<Node>,
     settings: Arc<Settings>,
     data_dir: PathBuf,
     /// Stops background passes (retention) at shutdown.
@@ -82,7 +85,14 @@ impl Application {
                 tracing::error!(error = ?e, "could not create the demo database or example jobs");
             }
         }
-        let recovered = recovery::recover_interrupted_runs(&db, &data_dir)?;
+        // This node in the cluster sharing the ledger (on SQLite, the one node), before its
+        // runs are recovered: only its own are.
+        let node = {
+            let (db, name) = (db.clone(), settings.node_name.clone());
+            let timeout = Duration::from_secs(settings.node_timeout_seconds);
+            tokio::task::spawn_blocking(move || Node::join(&db, &name, timeout)).await??
+        };
+        let recovered = recovery::recover_interrupted_runs(&db, &data_dir, node.name())?;
         if recovered > 0 {
             tracing::warn!(
                 runs = recovered,
@@ -122,7 +132,8 @@ impl Application {
         );
         crate::allocator::spawn_trim(background.clone());
         let scheduler = Scheduler::new(db.clone(), executor.clone())?;
-        scheduler.start();
+        // Fires only while this node holds the cluster's firing lock (on SQLite, always).
+        node.start(executor.clone(), &scheduler);
         // A replaced ledger file is SQLite's concern; a database is never swapped under a node.
         let ledger_lost = match ledger_watch {
             Some((path, identity, _)) => watch_ledger_file(path, identity, background.clone()),
@@ -181,6 +192,7 @@ impl Application {
             server,
             executor,
             scheduler,
+            node,
             settings,
             data_dir,
             background,
@@ -245,6 +257,7 @@ impl Application {
         self.background.cancel();
         let stopping = tokio::spawn(async move { handle.stop(true).await });
         self.executor.shutdown(grace).await;
+        self.node.leave().await;
         let _ = stopping.await;
         let served = match served {
             Some(result) => result,

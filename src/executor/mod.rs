@@ -5,6 +5,7 @@
 //! records the outcome, and wakes the dispatcher. Handlers never spawn processes; this module never
 //! parses HTTP.
 
+mod cluster; // the cluster's part: cancels asked elsewhere, lost nodes' runs
 mod external; // EXTERNAL runs: the program, its arguments and environment, its outcome and result
 pub mod followup; // retries, chained runs and notifyOn, decided when a run's end is recorded
 pub mod internal; // INTERNAL runs: files-cleaner, database-backup, runs-report
@@ -182,7 +183,7 @@ impl Executor {
         let message = format!("cancelled by {}", by.login_name);
         let by_id = by.id;
         let mut audit = audit;
-        for _ in 0..50 {
+        for attempt in 0..50 {
             let msg = message.clone();
             let pending = audit.take();
             let (status, unrecorded) = self
@@ -212,6 +213,11 @@ impl Executor {
                 }
                 Some(RunStatus::InProgress) => {
                     if self.signal_running(run_id, &message) {
+                        return Ok(true);
+                    }
+                    // Not executing here, but on another node sharing the ledger: it sees the
+                    // mark just written and stops the run itself (`cluster`).
+                    if attempt >= 2 && self.inner.db.is_shared() {
                         return Ok(true);
                     }
                     // Claimed but its task not registered yet: look again shortly.
@@ -449,6 +455,7 @@ impl Executor {
         let mut freed = false;
         let mut attempts = 0;
         let mut collisions = 0;
+        let mut waits = 0;
         loop {
             let recorded = {
                 let outcome = outcome.clone();
@@ -498,6 +505,17 @@ impl Executor {
                     collisions += 1;
                     tracing::debug!(run_id, "retrying the end of a run after a write conflict");
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(collisions))).await;
+                }
+                // The database is down (PostgreSQL): the run has ended all the same, and its
+                // end waits until the database answers again.
+                Err(e) if e.is_unreachable() && waits < UNREACHABLE_WAITS => {
+                    waits += 1;
+                    if waits == 1 {
+                        tracing::warn!(
+                            "the ledger is unreachable: the end of run {run_id} is written when it is back"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 other => return other,
             }
@@ -595,6 +613,10 @@ impl Executor {
 
 /// How many times the end of a run is tried again while the disk is full (about a second apart).
 const DISK_FULL_ATTEMPTS: u32 = 120;
+
+/// How many times the end of a run is tried again while the ledger's database cannot be reached
+/// (each try waits up to the pool's timeout, then a second: an hour at the very least).
+const UNREACHABLE_WAITS: u32 = 3600;
 
 /// How many times the end of a run is tried again after PostgreSQL rolled it back for a deadlock
 /// or a serialization failure (each a little later than the last: about 30 s in all).

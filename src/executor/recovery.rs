@@ -3,7 +3,10 @@
 //! (found by the `LABCRON_RESULT_DIR` each run's process carries in its environment, which names
 //! this data directory and that run) is killed, so no child from before the crash lives on. The
 //! same search ends, at the end of every run, the processes that run left outside its group.
-//! `QUEUED` runs are left alone: the dispatcher runs them.
+//! `QUEUED` runs are left alone: the dispatcher runs them. With several nodes on one ledger, a
+//! node recovers only its own runs (those it executed before it stopped): the others' are theirs,
+//! and a lost node's are failed by whoever declares it lost (`cluster`). On SQLite every run is
+//! the one node's.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -16,9 +19,14 @@ use crate::store::Db;
 
 pub const RESTART_MESSAGE: &str = "interrupted by server restart";
 
-/// Kills leftovers of interrupted runs and marks those runs FAILED. Returns how many runs.
-pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, ServiceError> {
-    let interrupted = db.read_sync(|l| l.runs_in_progress())?;
+/// Kills leftovers of this node's (`node`) interrupted runs and marks those runs FAILED. Returns
+/// how many runs.
+pub fn recover_interrupted_runs(
+    db: &Db,
+    data_dir: &Path,
+    node: &str,
+) -> Result<usize, ServiceError> {
+    let interrupted = db.read_sync(|l| l.runs_in_progress_on(node))?;
     if interrupted.is_empty() {
         return Ok(0);
     }
@@ -39,12 +47,12 @@ pub fn recover_interrupted_runs(db: &Db, data_dir: &Path) -> Result<usize, Servi
     }
     db.write_sync(|tx| {
         let now = now_ms();
-        let failed = tx.fail_runs_in_progress(RESTART_MESSAGE, now)?;
+        let failed = tx.fail_runs_in_progress_on(node, RESTART_MESSAGE, now)?;
         // An interrupted run is a failed one: it is retried (or ends its series) like any other.
-        for ids in &interrupted {
+        for ids in &failed {
             super::followup::after_end(tx, ids.run.0, now)?;
         }
-        Ok(failed)
+        Ok(failed.len())
     })
 }
 

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -109,8 +109,18 @@ impl Scheduler {
 
     /// Starts the loop and its watchdog on the current runtime.
     pub fn start(&self) {
+        let (_always, gate) = watch::channel(true);
+        self.start_when(gate);
+    }
+
+    /// Starts the loop and its watchdog, firing only while `gate` says so: several nodes share
+    /// one ledger and only the elected one fires (the cluster's firing lock). Each time the gate
+    /// opens, a fresh loop reads every job from the ledger (so the instants the previous firing
+    /// node left unfired are misfires, handled by each job's policy); when it closes, the loop
+    /// stops and its `JobScheduler` is shut down.
+    pub fn start_when(&self, gate: watch::Receiver<bool>) {
         let inner = self.inner.clone();
-        tokio::spawn(async move { supervise(inner).await });
+        tokio::spawn(async move { supervise(inner, gate).await });
     }
 
     /// Tells the scheduler a job changed; it re-reads the job at once.
@@ -145,9 +155,12 @@ impl Scheduler {
     }
 }
 
-/// Runs the loop, restarting it when it dies, fails or stops beating.
-async fn supervise(inner: Arc<Inner>) {
+/// Runs the loop, restarting it when it dies, fails or stops beating, while `gate` is open.
+async fn supervise(inner: Arc<Inner>, mut gate: watch::Receiver<bool>) {
     loop {
+        if !*gate.borrow() && !wait_for_gate(&inner, &mut gate).await {
+            return;
+        }
         let task = tokio::spawn(run_loop(inner.clone()));
         let abort = task.abort_handle();
         tokio::pin!(task);
@@ -173,12 +186,52 @@ async fn supervise(inner: Arc<Inner>) {
                     retire_library(&inner).await;
                     return;
                 }
+                _ = gate_closed(&mut gate) => {
+                    tracing::info!("this node no longer fires the schedules");
+                    abort.abort();
+                    retire_library(&inner).await;
+                    break;
+                }
             }
+        }
+        if !*gate.borrow() {
+            continue;
         }
         // The aborted loop drops its handle of the old `JobScheduler`; this one shuts it down.
         retire_library(&inner).await;
         inner.stats.restarts.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits, beating, until the gate opens (true) or the scheduler stops (false). Changes sent
+/// meanwhile are dropped: the loop started when the gate opens reads every job afresh.
+async fn wait_for_gate(inner: &Inner, gate: &mut watch::Receiver<bool>) -> bool {
+    let mut receiver = inner.receiver.lock().await;
+    loop {
+        inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        while receiver.try_recv().is_ok() {}
+        if *gate.borrow_and_update() {
+            tracing::info!("this node fires the schedules");
+            return true;
+        }
+        tokio::select! {
+            changed = gate.changed() => {
+                if changed.is_err() && !*gate.borrow() {
+                    // Nobody can open it any more (the node is stopping).
+                    return false;
+                }
+            }
+            _ = tokio::time::sleep(TICK) => {}
+            _ = inner.stop.cancelled() => return false,
+        }
+    }
+}
+
+/// Resolves when the gate closes; never when nobody can close it any more.
+async fn gate_closed(gate: &mut watch::Receiver<bool>) {
+    if gate.wait_for(|open| !*open).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

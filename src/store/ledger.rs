@@ -325,6 +325,49 @@ pub trait MaintenanceLedger {
     ) -> Result<(), Error>;
 }
 
+/// The nodes of a cluster sharing one ledger: registration, heartbeats, lost nodes, and what a
+/// node does about its own runs. Times of heartbeats are the database's clock, never a node's,
+/// so a node whose clock is off cannot declare a live one lost. SQLite has one node, never lost:
+/// registering and heartbeats are no-ops there, no node is ever declared lost, and "the runs on a
+/// node" are all runs.
+pub trait NodeLedger {
+    /// The node registered under `name`, if any.
+    fn node(&self, name: &str) -> Result<Option<NodeState>, Error>;
+    /// Registers `name` as `incarnation` (a new one at every start), alive as of now.
+    fn register_node(&self, name: &str, incarnation: &str) -> Result<(), Error>;
+    /// Writes the node's heartbeat; false when `name` no longer is `incarnation` or was declared
+    /// lost (it must then stop what it runs and register again).
+    fn node_heartbeat(&self, name: &str, incarnation: &str) -> Result<bool, Error>;
+    /// Declares lost every node silent for longer than `timeout_ms`; their names. A node is
+    /// declared once, by whichever writer gets there first (the others see it lost already).
+    fn declare_silent_nodes_lost(&self, timeout_ms: i64) -> Result<Vec<String>, Error>;
+    /// Marks the node gone after a clean shutdown (nothing of it is left to fail).
+    fn node_left(&self, name: &str, incarnation: &str) -> Result<(), Error>;
+    /// The runs IN_PROGRESS on `node`, oldest first.
+    fn runs_in_progress_on(&self, node: &str) -> Result<Vec<RunOfJob>, Error>;
+    /// Fails the runs IN_PROGRESS on `node` with `message` (their jobs locked first, as a run's
+    /// end does); the runs failed.
+    fn fail_runs_in_progress_on(
+        &self,
+        node: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<Vec<RunOfJob>, Error>;
+    /// The runs IN_PROGRESS on `node` that someone asked to cancel: (run id, their login name).
+    fn cancels_asked_on(&self, node: &str) -> Result<Vec<(i64, String)>, Error>;
+}
+
+/// What the ledger knows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    /// Changes at every start of the node.
+    pub incarnation: String,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub silent_ms: i64,
+    /// Whether another node (or its own clean shutdown) declared it gone.
+    pub lost: bool,
+}
+
 /// Asked now and then during long ledger work (a report, a backup): true stops it.
 pub type Interrupt = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -355,6 +398,7 @@ pub trait Ledger:
     + AuditLedger
     + ApiTokenLedger
     + MaintenanceLedger
+    + NodeLedger
 {
 }
 
@@ -367,5 +411,6 @@ impl<T> Ledger for T where
         + AuditLedger
         + ApiTokenLedger
         + MaintenanceLedger
+        + NodeLedger
 {
 }

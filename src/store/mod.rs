@@ -11,6 +11,7 @@
 //! and write is a transaction of its own on a pooled connection (`postgres::PgLedgerDb`). Blocking
 //! work runs off the async threads; no connection is held across an `.await`.
 
+pub mod cluster; // what a node of a cluster asks of Db: its identity, the firing lock
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod ledger; // the engine-neutral interface: one trait per area, `Ledger` all of them

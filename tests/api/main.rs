@@ -24,6 +24,7 @@ mod openapi;
 mod openspecimen_client;
 mod packaging;
 mod pg_ledger;
+mod pg_nodes;
 mod pg_sources;
 mod queries;
 mod query_limits;

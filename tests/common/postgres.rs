@@ -48,6 +48,16 @@ pub fn server() -> &'static PgServer {
     })
 }
 
+/// A server of its own, apart from the process's shared one: for a test that stops it and starts
+/// it again (`pause`, `resume`). Stop it (`stop`) when done; a killed test process leaves it to
+/// the parent-death signal, as the shared one.
+pub fn start_own() -> PgServer {
+    std::thread::spawn(start)
+        .join()
+        .expect("the thread starting a test PostgreSQL")
+        .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL: {e}"))
+}
+
 extern "C" fn stop_at_exit() {
     if let Some(server) = SERVER.get() {
         server.stop();
@@ -346,6 +356,21 @@ impl PgServer {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Stops the server (a fast shutdown), keeping its cluster: `resume` starts it again.
+    pub fn pause(&self) {
+        self.stop_child();
+    }
+
+    /// Starts a paused server again, on the same port, and waits until it accepts connections.
+    pub fn resume(&self) {
+        let bin = bin_dir().expect("PostgreSQL's binaries");
+        let child = spawn_postgres(&bin, &self.dir, self.port, self.run_as.as_deref())
+            .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL again: {e}"));
+        *self.child.lock().unwrap() = Some(child);
+        self.wait_ready()
+            .unwrap_or_else(|e| panic!("the test PostgreSQL did not come back: {e}"));
     }
 
     /// Stops the server and removes its directory.

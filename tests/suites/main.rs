@@ -8,6 +8,7 @@
 mod common;
 mod support;
 
+mod cluster;
 mod crash;
 mod disk_full;
 mod load;

@@ -9,6 +9,7 @@
 //! call from a blocking thread, never an async one.
 
 mod jobs; // JobLedger
+mod nodes; // NodeLedger, the node's identity, the firing lock
 mod people; // UserLedger, SessionLedger, ApiTokenLedger
 pub mod pool; // the r2d2 manager of `postgres::Client`s
 mod records; // SavedQueryLedger, AuditLedger, MaintenanceLedger
@@ -16,10 +17,12 @@ mod runs; // RunLedger: acceptance, claims, ends
 
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use postgres::types::ToSql;
 use postgres::{IsolationLevel, Row, Statement, Transaction};
 
+pub use nodes::{FiringLock, NodeId};
 use pool::Statements;
 
 use super::Error;
@@ -49,6 +52,10 @@ pub struct PgLedgerDb {
     pool: std::sync::Arc<pool::Owned>,
     /// The URL without its password, for messages.
     shown: String,
+    /// The parsed URL (the firing lock opens a connection of its own).
+    config: Arc<postgres::Config>,
+    /// Who this node is, once registered: runs' ends are written under it.
+    node: Arc<RwLock<Option<Arc<NodeId>>>>,
 }
 
 impl std::fmt::Debug for PgLedgerDb {
@@ -75,7 +82,7 @@ impl PgLedgerDb {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(pool::CHECKOUT_TIMEOUT)
-            .build(pool::Manager::new(config))
+            .build(pool::Manager::new(config.clone()))
             .map_err(|e| fail(format!("cannot connect: {e}")))?;
         {
             let mut conn = pool.get().map_err(|e| fail(e.to_string()))?;
@@ -84,7 +91,29 @@ impl PgLedgerDb {
         Ok(PgLedgerDb {
             pool: std::sync::Arc::new(pool::Owned::new(pool)),
             shown,
+            config: Arc::new(config),
+            node: Arc::default(),
         })
+    }
+
+    /// Sets who this node is (its name and incarnation, as registered in `nodes`): from then on
+    /// a run's end is written only when the run is this node's and the node still holds that
+    /// incarnation (not declared lost). Unset, ends are written whoever claimed the run.
+    pub fn set_node(&self, node: Option<NodeId>) {
+        let mut slot = self.node.write().unwrap_or_else(|p| p.into_inner());
+        *slot = node.map(Arc::new);
+    }
+
+    /// Who this node is, if set.
+    pub fn node(&self) -> Option<Arc<NodeId>> {
+        self.node.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A firing lock for this node (`set_node`) on a connection of its own (not taken yet: see
+    /// `FiringLock::hold`).
+    pub fn firing_lock(&self) -> FiringLock {
+        let name = self.node().map(|n| n.name.clone()).unwrap_or_default();
+        FiringLock::new((*self.config).clone(), &name)
     }
 
     /// The database's URL without its password.
@@ -106,7 +135,7 @@ impl PgLedgerDb {
             .read_only(true)
             .start()
             .map_err(Error::from)?;
-        finish(tx, &mut conn.statements, f)
+        finish(tx, &mut conn.statements, self.node(), f)
     }
 
     /// Runs `f` in a `READ COMMITTED` transaction, committed when `f` succeeds (the answer comes
@@ -124,7 +153,7 @@ impl PgLedgerDb {
             .isolation_level(IsolationLevel::ReadCommitted)
             .start()
             .map_err(Error::from)?;
-        finish(tx, &mut conn.statements, f)
+        finish(tx, &mut conn.statements, self.node(), f)
     }
 
     /// The jobs table's change counter (bumped by a trigger whenever a job is added, deleted or
@@ -153,7 +182,12 @@ impl PgLedgerDb {
 
 /// Runs `f` on the transaction; commits when it succeeds, rolls back when it fails (a panic in
 /// `f` rolls back too: the transaction's drop does it).
-fn finish<'c, T, E, F>(tx: Transaction<'c>, statements: &'c mut Statements, f: F) -> Result<T, E>
+fn finish<'c, T, E, F>(
+    tx: Transaction<'c>,
+    statements: &'c mut Statements,
+    node: Option<Arc<NodeId>>,
+    f: F,
+) -> Result<T, E>
 where
     E: From<Error>,
     F: FnOnce(&Pg<'_>) -> Result<T, E>,
@@ -161,6 +195,7 @@ where
     let pg = Pg {
         tx: RefCell::new(tx),
         statements: RefCell::new(statements),
+        node,
     };
     let result = f(&pg);
     let tx = pg.tx.into_inner();
@@ -241,6 +276,8 @@ pub struct Pg<'a> {
     tx: RefCell<Transaction<'a>>,
     /// The connection's prepared statements (they outlive the transaction).
     statements: RefCell<&'a mut Statements>,
+    /// Who this node is (`PgLedgerDb::set_node`), for the guard on runs' ends.
+    node: Option<Arc<NodeId>>,
 }
 
 impl Pg<'_> {

@@ -193,6 +193,9 @@ impl RunLedger for Pg<'_> {
     fn finish_run(&self, run_id: i64, outcome: &Outcome, now: i64) -> Result<bool, Error> {
         // The job first (as every run write): the end's follow-ups lock it next anyway.
         self.lock_job_of_run(run_id)?;
+        // A node writes only its own runs' ends, and only while it is not declared lost: the
+        // node that declared it lost has failed them already (see `NodeLedger`).
+        let me = self.node.as_deref();
         let status = if outcome.succeeded {
             "SUCCEEDED"
         } else {
@@ -202,7 +205,10 @@ impl RunLedger for Pg<'_> {
             "UPDATE runs SET status = $2, finished_at = $3, exit_code = $4, message = $5,
                  result_file = $6, result_file_size = $7, log_size = $8, log_truncated = $9,
                  task = $10
-             WHERE id = $1 AND status = 'IN_PROGRESS'",
+             WHERE id = $1 AND status = 'IN_PROGRESS'
+               AND ($11::TEXT IS NULL
+                    OR (node = $11 AND EXISTS (SELECT 1 FROM nodes n WHERE n.name = $11
+                                               AND n.incarnation = $12 AND n.lost_at IS NULL)))",
             &[
                 &run_id,
                 &status,
@@ -214,6 +220,8 @@ impl RunLedger for Pg<'_> {
                 &outcome.log_size,
                 &outcome.log_truncated,
                 &outcome.task,
+                &me.map(|n| n.name.as_str()),
+                &me.map(|n| n.incarnation.as_str()),
             ],
         )?;
         Ok(changed == 1)

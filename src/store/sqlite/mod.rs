@@ -21,8 +21,8 @@ use rusqlite::Connection;
 
 use super::Error;
 use super::ledger::{
-    ApiTokenLedger, AuditLedger, Interrupt, JobLedger, MaintenanceLedger, ReportSink, RunLedger,
-    SavedQueryLedger, SessionLedger, UserLedger,
+    ApiTokenLedger, AuditLedger, Interrupt, JobLedger, MaintenanceLedger, NodeLedger, NodeState,
+    ReportSink, RunLedger, SavedQueryLedger, SessionLedger, UserLedger,
 };
 use api_tokens::ApiToken;
 use audit::{Event, EventFilter, StoredEvent};
@@ -484,5 +484,40 @@ impl MaintenanceLedger for Sqlite<'_> {
         sink: &mut dyn ReportSink,
     ) -> Result<(), Error> {
         maintenance::runs_report(self.0, since, interrupt, sink)
+    }
+}
+
+/// One node, never lost (see `NodeLedger`): the runs "on a node" are all the runs.
+impl NodeLedger for Sqlite<'_> {
+    fn node(&self, _name: &str) -> Result<Option<NodeState>, Error> {
+        Ok(None)
+    }
+    fn register_node(&self, _name: &str, _incarnation: &str) -> Result<(), Error> {
+        Ok(())
+    }
+    fn node_heartbeat(&self, _name: &str, _incarnation: &str) -> Result<bool, Error> {
+        Ok(true)
+    }
+    fn declare_silent_nodes_lost(&self, _timeout_ms: i64) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+    fn node_left(&self, _name: &str, _incarnation: &str) -> Result<(), Error> {
+        Ok(())
+    }
+    fn runs_in_progress_on(&self, _node: &str) -> Result<Vec<RunOfJob>, Error> {
+        runs::in_progress(self.0)
+    }
+    fn fail_runs_in_progress_on(
+        &self,
+        _node: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<Vec<RunOfJob>, Error> {
+        let failed = runs::in_progress(self.0)?;
+        runs::fail_all_in_progress(self.0, message, now)?;
+        Ok(failed)
+    }
+    fn cancels_asked_on(&self, _node: &str) -> Result<Vec<(i64, String)>, Error> {
+        runs::cancels_asked(self.0)
     }
 }

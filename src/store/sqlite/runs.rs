@@ -336,6 +336,18 @@ pub fn fail_all_in_progress(conn: &Connection, message: &str, now: i64) -> Resul
     )?)
 }
 
+/// The IN_PROGRESS runs someone asked to cancel: (run id, their login name).
+pub fn cancels_asked(conn: &Connection) -> Result<Vec<(i64, String)>, Error> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT r.id, u.login_name FROM runs r JOIN users u ON u.id = r.cancelled_by
+         WHERE r.{ACTIVE} AND r.status = 'IN_PROGRESS' ORDER BY r.id"
+    ))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 /// Filters of the runs list.
 pub struct RunFilter {
     pub job_id: i64,

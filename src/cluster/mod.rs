@@ -1,0 +1,289 @@
+//! Several labcron nodes sharing one PostgreSQL ledger: this node's membership. At start-up it
+//! registers `(name, new incarnation)` in the ledger's `nodes` (refusing to start while another
+//! live process holds the name); then every `HEARTBEAT` (5 s, less for short timeouts) it writes
+//! its heartbeat (the database's clock stamps it, never this machine's), and declares lost every
+//! node silent for longer than `node_timeout_seconds`, failing their IN_PROGRESS runs "node <name>
+//! lost" through the follow-ups of a run's end. When its own heartbeat finds it was declared lost
+//! (it was cut off from the database for too long), it kills what it still runs without writing
+//! their outcome, fails what it claimed since, and registers again. Every `CANCEL_POLL` it looks
+//! for cancels of its runs asked through other nodes. A thread of its own holds (or tries to take)
+//! the firing lock, and the scheduler fires only while this node holds it. On SQLite there is one
+//! node: none of this runs, and the scheduler always fires.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ServiceError;
+use crate::executor::Executor;
+use crate::scheduler::Scheduler;
+use crate::store::Db;
+
+/// How often a node writes its heartbeat (and looks for lost nodes), at most: a third of
+/// `node_timeout_seconds` when that is shorter, so a live node always beats at least twice within
+/// the timeout.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// The heartbeat interval for a node timeout.
+pub fn heartbeat_every(timeout: Duration) -> Duration {
+    (timeout / 3).clamp(Duration::from_secs(1), HEARTBEAT)
+}
+/// How often a node looks for cancels of its runs asked through another node.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+/// How often the firing lock is checked (held) or tried (not held): a dead holder is replaced
+/// within about this long once the database has noticed its connection is gone.
+pub const FIRING_LOCK_POLL: Duration = Duration::from_secs(2);
+
+/// This node's membership of the cluster.
+pub struct Node {
+    db: Db,
+    name: String,
+    incarnation: std::sync::Mutex<String>,
+    timeout: Duration,
+    stop: CancellationToken,
+    /// Whether this node holds the firing lock (the scheduler's gate).
+    firing: watch::Sender<bool>,
+    lock_thread_done: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Registers this node in the ledger under `name` with a new incarnation. Refuses when
+    /// another live process beats under the same name: its heartbeat is watched for a little
+    /// longer than a heartbeat interval, and a new beat means it is alive (a node that crashed
+    /// moments ago stays silent, and this start takes its name over). Blocking.
+    pub fn join(db: &Db, name: &str, timeout: Duration) -> Result<Arc<Node>, ServiceError> {
+        let (firing, _) = watch::channel(!db.is_shared());
+        let node = Node {
+            db: db.clone(),
+            name: name.to_string(),
+            incarnation: std::sync::Mutex::new(String::new()),
+            timeout,
+            stop: CancellationToken::new(),
+            firing,
+            lock_thread_done: Arc::new(AtomicBool::new(false)),
+        };
+        if db.is_shared() {
+            node.refuse_a_live_namesake()?;
+            node.register()?;
+        }
+        Ok(Arc::new(node))
+    }
+
+    /// The node's name (what `runs.node` records).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn incarnation(&self) -> String {
+        self.incarnation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refuse_a_live_namesake(&self) -> Result<(), ServiceError> {
+        let name = self.name.clone();
+        let Some(first) = self.db.read_sync(move |l| l.node(&name))? else {
+            return Ok(());
+        };
+        if first.lost || first.silent_ms > self.timeout.as_millis() as i64 {
+            return Ok(());
+        }
+        let watch_until = Instant::now() + heartbeat_every(self.timeout) + Duration::from_secs(2);
+        while Instant::now() < watch_until {
+            std::thread::sleep(Duration::from_millis(500));
+            let name = self.name.clone();
+            let Some(now) = self.db.read_sync(move |l| l.node(&name))? else {
+                return Ok(());
+            };
+            if now.lost {
+                return Ok(());
+            }
+            if now.incarnation != first.incarnation || now.silent_ms < first.silent_ms {
+                return Err(ServiceError::Internal(anyhow::anyhow!(
+                    "another labcron node named `{}` is running on this database (its heartbeat \
+                     is {} ms old): give this one another name (setting `node_name`, \
+                     --node-name), or stop the other first",
+                    self.name,
+                    now.silent_ms
+                )));
+            }
+        }
+        tracing::warn!(
+            node = %self.name,
+            "a node of this name stopped beating moments ago (a crash?): taking its name over"
+        );
+        Ok(())
+    }
+
+    /// Registers a new incarnation and makes the ledger write ends under it. Blocking.
+    fn register(&self) -> Result<(), ServiceError> {
+        let incarnation = uuid::Uuid::new_v4().to_string();
+        let (name, inc) = (self.name.clone(), incarnation.clone());
+        self.db.write_sync(move |l| l.register_node(&name, &inc))?;
+        self.db.set_node(&self.name, &incarnation);
+        *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = incarnation;
+        tracing::info!(node = %self.name, "registered in the cluster");
+        Ok(())
+    }
+
+    /// Starts the heartbeat, the cancel poll and the firing lock's thread, and the scheduler
+    /// gated on the lock. On SQLite, only the scheduler (always firing).
+    pub fn start(self: &Arc<Self>, executor: Executor, scheduler: &Scheduler) {
+        scheduler.start_when(self.firing.subscribe());
+        if !self.db.is_shared() {
+            return;
+        }
+        let node = self.clone();
+        let beating = executor.clone();
+        tokio::spawn(async move { node.heartbeat_loop(beating).await });
+        let node = self.clone();
+        tokio::spawn(async move { node.cancel_loop(executor).await });
+        let node = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("firing-lock".into())
+            .spawn(move || node.firing_lock_loop());
+        if let Err(e) = spawned {
+            self.lock_thread_done.store(true, Ordering::Relaxed);
+            tracing::error!(error = %e, "cannot start the firing lock's thread: this node will not fire");
+        }
+    }
+
+    /// Stops the loops, lets the firing lock go and marks the node gone (a clean shutdown: the
+    /// others need not wait `node_timeout_seconds` to know). Call after the runs have stopped.
+    pub async fn leave(&self) {
+        self.stop.cancel();
+        if !self.db.is_shared() {
+            return;
+        }
+        let deadline = Instant::now() + FIRING_LOCK_POLL * 3;
+        while !self.lock_thread_done.load(Ordering::Relaxed) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (name, incarnation) = (self.name.clone(), self.incarnation());
+        if let Err(e) = self
+            .db
+            .write(move |l| l.node_left(&name, &incarnation))
+            .await
+        {
+            tracing::warn!(error = %e, "could not mark this node gone in the ledger");
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, executor: Executor) {
+        // Since when this node's heartbeats have been written without a gap: only a node that has
+        // itself been beating for a whole timeout may call another silent (after the database
+        // was down, every node was silent, and none must fail the others' runs for it).
+        let mut beating_since: Option<Instant> = None;
+        let mut tick = tokio::time::interval(heartbeat_every(self.timeout));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            match self.beat(&executor, &mut beating_since).await {
+                Ok(()) => {}
+                Err(e) => {
+                    beating_since = None;
+                    tracing::warn!(error = %e, "could not write this node's heartbeat; retrying");
+                }
+            }
+        }
+    }
+
+    async fn beat(
+        self: &Arc<Self>,
+        executor: &Executor,
+        beating_since: &mut Option<Instant>,
+    ) -> Result<(), ServiceError> {
+        let (name, incarnation) = (self.name.clone(), self.incarnation());
+        let alive = self
+            .db
+            .write(move |l| l.node_heartbeat(&name, &incarnation))
+            .await?;
+        if !alive {
+            *beating_since = None;
+            self.rejoin(executor).await?;
+            return Ok(());
+        }
+        let since = *beating_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.timeout {
+            return Ok(());
+        }
+        let timeout_ms = self.timeout.as_millis() as i64;
+        let lost = self
+            .db
+            .write(move |l| l.declare_silent_nodes_lost(timeout_ms))
+            .await?;
+        for node in lost {
+            let failed = executor.fail_runs_of_lost_node(&node).await?;
+            tracing::warn!(node = %node, runs = failed, "declared a silent node lost; its runs FAILED");
+        }
+        Ok(())
+    }
+
+    /// This node was declared lost: its runs were failed by another; it stops them without
+    /// writing their outcome, fails what it claimed after the declaration, and registers again.
+    async fn rejoin(self: &Arc<Self>, executor: &Executor) -> Result<(), ServiceError> {
+        tracing::error!(
+            node = %self.name,
+            "this node was declared lost (no heartbeat for longer than node_timeout_seconds): \
+             killing its runs and joining again"
+        );
+        let reason = format!("node {} lost", self.name);
+        executor.abandon_runs(&reason).await;
+        executor.fail_runs_of_lost_node(&self.name).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.register())
+            .await
+            .map_err(|e| ServiceError::Internal(e.into()))?
+    }
+
+    async fn cancel_loop(self: Arc<Self>, executor: Executor) {
+        let mut tick = tokio::time::interval(CANCEL_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            if executor.running_count() == 0 {
+                continue;
+            }
+            if let Err(e) = executor.act_on_cancels(&self.name).await {
+                tracing::debug!(error = %e, "could not look for cancels asked elsewhere");
+            }
+        }
+    }
+
+    /// The firing lock's thread: holds the lock (or tries to take it) every `FIRING_LOCK_POLL`
+    /// and opens the scheduler's gate while it is held.
+    fn firing_lock_loop(&self) {
+        let mut lock = self.db.firing_lock();
+        while !self.stop.is_cancelled() {
+            let held = match lock.hold() {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the firing lock; not firing meanwhile");
+                    false
+                }
+            };
+            self.firing.send_if_modified(|open| {
+                let changed = *open != held;
+                *open = held;
+                changed
+            });
+            let until = Instant::now() + FIRING_LOCK_POLL;
+            while Instant::now() < until && !self.stop.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.firing.send_replace(false);
+        lock.release();
+        self.lock_thread_done.store(true, Ordering::Relaxed);
+    }
+}

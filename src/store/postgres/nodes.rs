@@ -1,0 +1,248 @@
+//! The nodes of a cluster on PostgreSQL: `NodeLedger` (registration, heartbeats and lost nodes in
+//! the `nodes` table, every time from the database's clock), the identity a node's ledger writes
+//! its runs' ends under ([`NodeId`]: an end is written only while the run is this node's and the
+//! node still holds its incarnation, so a node declared lost never overwrites what the others
+//! decided), and the firing lock ([`FiringLock`]: a session advisory lock on a connection of its
+//! own; whoever holds it fires the schedules, and PostgreSQL frees it the moment that connection
+//! dies).
+
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use super::Pg;
+use crate::domain::ids::{JobId, RunId, RunOfJob};
+use crate::store::Error;
+use crate::store::ledger::{NodeLedger, NodeState};
+
+/// The database's clock in epoch milliseconds (`clock_timestamp()`: the time of the statement,
+/// not of the transaction's start).
+const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// The advisory lock key of the firing node: "lcfire" in ASCII.
+const FIRING_LOCK: i64 = 0x6c63_6669_7265;
+
+/// Who this node is, as its ledger writes runs' ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId {
+    pub name: String,
+    /// New at every start (and after the node was declared lost).
+    pub incarnation: String,
+}
+
+impl NodeLedger for Pg<'_> {
+    fn node(&self, name: &str) -> Result<Option<NodeState>, Error> {
+        let row = self.row(
+            &format!(
+                "SELECT incarnation, {DB_NOW} - heartbeat_at, lost_at IS NOT NULL
+                 FROM nodes WHERE name = $1"
+            ),
+            &[&name],
+        )?;
+        row.map(|r| {
+            Ok(NodeState {
+                incarnation: r.try_get(0)?,
+                silent_ms: r.try_get(1)?,
+                lost: r.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn register_node(&self, name: &str, incarnation: &str) -> Result<(), Error> {
+        self.exec(
+            &format!(
+                "INSERT INTO nodes (name, incarnation, started_at, heartbeat_at, lost_at)
+                 VALUES ($1, $2, {DB_NOW}, {DB_NOW}, NULL)
+                 ON CONFLICT (name) DO UPDATE SET incarnation = EXCLUDED.incarnation,
+                     started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at,
+                     lost_at = NULL"
+            ),
+            &[&name, &incarnation],
+        )?;
+        Ok(())
+    }
+
+    fn node_heartbeat(&self, name: &str, incarnation: &str) -> Result<bool, Error> {
+        let changed = self.exec(
+            &format!(
+                "UPDATE nodes SET heartbeat_at = {DB_NOW}
+                 WHERE name = $1 AND incarnation = $2 AND lost_at IS NULL"
+            ),
+            &[&name, &incarnation],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn declare_silent_nodes_lost(&self, timeout_ms: i64) -> Result<Vec<String>, Error> {
+        // Two nodes declaring at once: the second waits for the first's row lock, then finds
+        // `lost_at` set and skips the row, so each node is declared (and its runs failed) once.
+        let lost: Vec<String> = self
+            .rows(
+                &format!(
+                    "UPDATE nodes SET lost_at = {DB_NOW}
+                     WHERE lost_at IS NULL AND heartbeat_at < {DB_NOW} - $1
+                     RETURNING name"
+                ),
+                &[&timeout_ms],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        // A node that hangs (stopped, swapping) keeps its connections open, and with them the
+        // firing lock: its lock connection is ended, so another node takes over. (Same user,
+        // so allowed; a node whose name shares the first 50 characters would lose its lock
+        // too, and take it again at its next try.)
+        for name in &lost {
+            self.exec(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = $1
+                   AND pid <> pg_backend_pid()",
+                &[&lock_connection_name(name)],
+            )?;
+        }
+        Ok(lost)
+    }
+
+    fn node_left(&self, name: &str, incarnation: &str) -> Result<(), Error> {
+        self.exec(
+            &format!(
+                "UPDATE nodes SET lost_at = {DB_NOW}
+                 WHERE name = $1 AND incarnation = $2 AND lost_at IS NULL"
+            ),
+            &[&name, &incarnation],
+        )?;
+        Ok(())
+    }
+
+    fn runs_in_progress_on(&self, node: &str) -> Result<Vec<RunOfJob>, Error> {
+        self.rows(
+            "SELECT id, job_id FROM runs WHERE status = 'IN_PROGRESS' AND node = $1 ORDER BY id",
+            &[&node],
+        )?
+        .iter()
+        .map(|r| Ok(RunOfJob::new(JobId(r.try_get(1)?), RunId(r.try_get(0)?))))
+        .collect()
+    }
+
+    fn fail_runs_in_progress_on(
+        &self,
+        node: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<Vec<RunOfJob>, Error> {
+        // Their jobs first, in id order, as a run's end locks its job before its run.
+        self.exec(
+            "SELECT 1 FROM jobs j
+             WHERE j.id IN (SELECT r.job_id FROM runs r WHERE r.status = 'IN_PROGRESS' AND r.node = $1)
+             ORDER BY j.id FOR UPDATE OF j",
+            &[&node],
+        )?;
+        let mut failed: Vec<RunOfJob> = self
+            .rows(
+                "UPDATE runs SET status = 'FAILED', finished_at = $2, message = $3
+                 WHERE status = 'IN_PROGRESS' AND node = $1
+                 RETURNING id, job_id",
+                &[&node, &now, &message],
+            )?
+            .iter()
+            .map(|r| Ok(RunOfJob::new(JobId(r.try_get(1)?), RunId(r.try_get(0)?))))
+            .collect::<Result<_, Error>>()?;
+        failed.sort_by_key(|ids| ids.run.0);
+        Ok(failed)
+    }
+
+    fn cancels_asked_on(&self, node: &str) -> Result<Vec<(i64, String)>, Error> {
+        self.rows(
+            "SELECT r.id, u.login_name FROM runs r JOIN users u ON u.id = r.cancelled_by
+             WHERE r.status = 'IN_PROGRESS' AND r.node = $1 ORDER BY r.id",
+            &[&node],
+        )?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+    }
+}
+
+/// The firing node's lock: `pg_try_advisory_lock` on a connection of its own, held as long as
+/// that connection lives. A node that dies (or is cut off) loses its connection, and with it the
+/// lock, so another takes over; the connection's keepalives and `tcp_user_timeout` bound how long
+/// a vanished machine's connection lingers on the server. Blocking.
+pub struct FiringLock {
+    config: postgres::Config,
+    client: Option<Client>,
+    held: bool,
+}
+
+/// How long the server waits on a silent peer of the lock's connection before dropping it (and
+/// the lock): keepalive probes after 5 s idle, every 2 s, 3 of them; unacknowledged data 10 s.
+const LOCK_CONNECTION_SETTINGS: &str =
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2;
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+
+/// The `application_name` of a node's firing-lock connection (PostgreSQL keeps 63 bytes of it),
+/// by which a node declaring it lost finds it.
+pub fn lock_connection_name(node: &str) -> String {
+    format!("labcron fire {}", node.chars().take(50).collect::<String>())
+}
+
+impl FiringLock {
+    /// A lock for `node` (named in its connection's `application_name`).
+    pub(super) fn new(mut config: postgres::Config, node: &str) -> FiringLock {
+        config.application_name(&lock_connection_name(node));
+        FiringLock {
+            config,
+            client: None,
+            held: false,
+        }
+    }
+
+    /// Whether this node holds the lock now: checks that a held lock's connection still works
+    /// (when it does not, the lock is gone with it), and tries to take it when not held.
+    pub fn hold(&mut self) -> Result<bool, Error> {
+        match self.try_hold() {
+            Ok(held) => Ok(held),
+            Err(e) => {
+                // The connection (and any lock on it) is gone: start afresh next time.
+                self.client = None;
+                self.held = false;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_hold(&mut self) -> Result<bool, Error> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+            self.held = false;
+        }
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => {
+                let mut client = self
+                    .config
+                    .clone()
+                    .connect_timeout(Duration::from_secs(5))
+                    .keepalives(true)
+                    .keepalives_idle(Duration::from_secs(5))
+                    .connect(NoTls)?;
+                client.batch_execute(LOCK_CONNECTION_SETTINGS)?;
+                self.client.insert(client)
+            }
+        };
+        if self.held {
+            client.batch_execute("SELECT 1")?;
+            return Ok(true);
+        }
+        self.held = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&FIRING_LOCK])?
+            .try_get(0)?;
+        Ok(self.held)
+    }
+
+    /// Lets the lock go (a clean shutdown): another node takes over at its next try.
+    pub fn release(&mut self) {
+        self.client = None;
+        self.held = false;
+    }
+}
