@@ -9,6 +9,7 @@
 //! commit). Blocking work runs off the async threads; no connection is held across an `.await`.
 
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
+pub mod files; // run files kept in the ledger's database, in pieces (PostgreSQL)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod ledger; // the engine-neutral interface: one trait per area, `Ledger` all of them
 pub mod postgres; // the PostgreSQL implementation, for several nodes on one database
@@ -157,6 +158,14 @@ impl Db {
                 queue,
             }),
         })
+    }
+
+    /// The run files of this ledger when it keeps them (a database several nodes share);
+    /// `None` when they live in the data directory (SQLite).
+    pub fn files_in_ledger(&self) -> Option<files::DbFiles> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+        }
     }
 
     fn sqlite(&self) -> &SqliteDb {

@@ -8,6 +8,7 @@
 //! the claim skips jobs another claim holds (`FOR UPDATE … SKIP LOCKED`). Blocking throughout:
 //! call from a blocking thread, never an async one.
 
+pub mod files; // run files: pieces of logs and results
 mod jobs; // JobLedger
 mod people; // UserLedger, SessionLedger, ApiTokenLedger
 pub mod pool; // the r2d2 manager of `postgres::Client`s
