@@ -60,6 +60,13 @@ pub struct LogUpload {
     tailer: Option<(CancellationToken, tokio::task::JoinHandle<u64>)>,
 }
 
+impl LogUpload {
+    /// An upload with nothing behind it: the run's log is copied at its end only (all of it).
+    pub fn none() -> LogUpload {
+        LogUpload { tailer: None }
+    }
+}
+
 impl Drop for LogUpload {
     fn drop(&mut self) {
         // A run whose end was never kept (its task dropped) stops copying too.
@@ -130,7 +137,7 @@ impl RunFiles {
     /// Call from the async runtime.
     pub fn start_log(&self, ids: RunOfJob) -> LogUpload {
         let RunFiles::Database { data_dir, files } = self else {
-            return LogUpload { tailer: None };
+            return LogUpload::none();
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(tail_log(files.clone(), data_dir.clone(), ids, stop.clone()));
@@ -640,7 +647,7 @@ fn copy_up(
             tries += 1;
             match files.put(ids.run.0, kind, &pieces) {
                 Ok(()) => break,
-                Err(e) if tries >= attempts => return Err(e.to_string()),
+                Err(e) if tries >= attempts => return Err(with_causes(&e)),
                 Err(e) => {
                     tracing::warn!(run_id = ids.run.0, error = %e, "a run file's piece was not stored; trying again");
                     std::thread::sleep(pause);
@@ -651,6 +658,18 @@ fn copy_up(
         *at = next;
     }
     Ok(())
+}
+
+/// An error with what caused it (PostgreSQL's own message is the cause of its "db error").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// The stored bytes of `[from, to)` of a run's file (fewer at its end). Blocking.

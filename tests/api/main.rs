@@ -23,6 +23,7 @@ mod openapi;
 mod openspecimen_client;
 mod packaging;
 mod pg_ledger;
+mod pg_run_files; // run logs and results kept in PostgreSQL, through RunFiles
 mod pg_sources;
 mod queries;
 mod query_limits;
