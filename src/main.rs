@@ -117,12 +117,13 @@ enum JobsCommand {
 fn used_settings(path: &str) -> Option<&'static [&'static str]> {
     match path {
         "" | "serve" => None,
-        "user add" | "user passwd" => Some(&["data_dir"]),
-        "backup" => Some(&["data_dir", "scripts_dir", "query_sources"]),
-        "restore" => Some(&["data_dir"]),
-        "jobs export" => Some(&["data_dir", "timezone"]),
+        "user add" | "user passwd" => Some(&["data_dir", "database_url"]),
+        "backup" => Some(&["data_dir", "database_url", "scripts_dir", "query_sources"]),
+        "restore" => Some(&["data_dir", "database_url"]),
+        "jobs export" => Some(&["data_dir", "database_url", "timezone"]),
         "jobs import" => Some(&[
             "data_dir",
+            "database_url",
             "scripts_dir",
             "query_sources",
             "query_source_passwords",

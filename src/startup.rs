@@ -19,6 +19,7 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::{LoginThrottle, generate_password, hash_password};
 use crate::clock::now_ms;
 use crate::config::Settings;
+use crate::config::ledger::LedgerLocation;
 use crate::executor::{Executor, recovery};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -51,12 +52,24 @@ impl Application {
                 format!("cannot create scripts directory {}", scripts_dir.display())
             })?;
         }
-        let ledger_path = data_dir.join("labcron.db");
-        let first_start = !ledger_path.exists();
-        let db = Db::open(&ledger_path)?;
-        let ledger_identity = store::guard::FileIdentity::of(&ledger_path)
-            .with_context(|| format!("cannot read {}", ledger_path.display()))?;
-        create_first_admin(&db, &data_dir, settings.admin_password.as_deref())?;
+        let location = settings.ledger_location(&data_dir);
+        let (db, ledger_watch) = match &location {
+            LedgerLocation::Sqlite(path) => {
+                let new_file = !path.exists();
+                let db = Db::open(path)?;
+                let identity = store::guard::FileIdentity::of(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                (db, Some((path.clone(), identity, new_file)))
+            }
+            LedgerLocation::Postgres(_) => (Db::open_location(&location)?, None),
+        };
+        let created_admin = create_first_admin(&db, &data_dir, settings.admin_password.as_deref())?;
+        // The very first start: a new ledger file, or (PostgreSQL, which outlives any one node)
+        // the start that made the first admin.
+        let first_start = match &ledger_watch {
+            Some((_, _, new_file)) => *new_file,
+            None => created_admin,
+        };
         if first_start {
             // The demo lab database and example jobs: on the very first start only. They are a
             // convenience, so a failure is logged rather than stopping the server.
@@ -110,9 +123,13 @@ impl Application {
         crate::allocator::spawn_trim(background.clone());
         let scheduler = Scheduler::new(db.clone(), executor.clone())?;
         scheduler.start();
-        let ledger_lost =
-            watch_ledger_file(ledger_path.clone(), ledger_identity, background.clone());
+        // A replaced ledger file is SQLite's concern; a database is never swapped under a node.
+        let ledger_lost = match ledger_watch {
+            Some((path, identity, _)) => watch_ledger_file(path, identity, background.clone()),
+            None => never_lost(&background),
+        };
 
+        let state_ledger = db.describe();
         let state = web::Data::new(AppState {
             db: db.clone(),
             settings: settings.clone(),
@@ -153,7 +170,13 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(5)
         .run();
-        tracing::info!(port, data_dir = %data_dir.display(), "labcron listening");
+        tracing::info!(
+            port,
+            data_dir = %data_dir.display(),
+            ledger = %state_ledger,
+            node = %settings.node_name,
+            "labcron listening"
+        );
         Ok(Application {
             port,
             server,
@@ -288,6 +311,20 @@ fn watch_ledger_file(
     receiver
 }
 
+/// The watch's receiver for a ledger that cannot be replaced under the server (PostgreSQL): its
+/// sender lives until shutdown, so it never reports a loss.
+fn never_lost(
+    stop: &tokio_util::sync::CancellationToken,
+) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (lost, receiver) = tokio::sync::watch::channel(None);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        drop(lost);
+    });
+    receiver
+}
+
 async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
@@ -317,17 +354,18 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// On first start, creates `admin` with the configured password, or a generated one that is
-/// logged once and written to `<data dir>/initial-admin-password` (mode 0600).
-fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> anyhow::Result<()> {
+/// logged once and written to `<data dir>/initial-admin-password` (mode 0600). Whether it did
+/// (false when a user existed, or another node made `admin` at the same moment).
+fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> anyhow::Result<bool> {
     if db.read_sync(|l| l.any_login_user())? {
-        return Ok(());
+        return Ok(false);
     }
     let generated = configured.is_none();
     let password = configured
         .map(str::to_string)
         .unwrap_or_else(generate_password);
     let hash = hash_password(&password)?;
-    db.write_sync(|tx| {
+    let made = db.write_sync(|tx| {
         let admin = store::users::NewUser {
             login_name: "admin",
             first_name: "Admin",
@@ -338,6 +376,9 @@ fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> any
         };
         tx.insert_user(&admin, now_ms())
     })?;
+    if made.is_none() {
+        return Ok(false);
+    }
     if generated {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -357,5 +398,5 @@ fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> any
     } else {
         tracing::info!("created user `admin` with the password from LABCRON_ADMIN_PASSWORD");
     }
-    Ok(())
+    Ok(true)
 }

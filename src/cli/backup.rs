@@ -75,6 +75,9 @@ pub fn backup(
     target: &Path,
     with_runs: bool,
 ) -> anyhow::Result<BackupSummary> {
+    if settings.uses_postgres() {
+        bail!("{}", crate::store::PG_BACKUP_REFUSAL);
+    }
     let ledger = settings.data_dir.join(LEDGER);
     if !ledger.exists() {
         bail!(
@@ -260,6 +263,12 @@ fn safe_path(name: &str) -> Result<PathBuf, String> {
 
 /// `labcron restore FILE [--force]`: fills the configured data directory from a backup.
 pub fn restore(settings: &Settings, archive: &Path, force: bool) -> anyhow::Result<RestoreSummary> {
+    if settings.uses_postgres() {
+        bail!(
+            "on PostgreSQL, restore the database with pg_restore (labcron restores only a SQLite \
+             ledger into the data directory)"
+        );
+    }
     let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(io::BufReader::new(file)).with_context(|| {
         format!(

@@ -92,16 +92,9 @@ fn rfc3339(ms: i64, zone: chrono_tz::Tz) -> Option<String> {
 }
 
 fn ledger(settings: &Settings) -> anyhow::Result<Db> {
-    let path = settings.data_dir.join("labcron.db");
-    if !path.exists() {
-        bail!(
-            "no ledger at {} (start the server once, or set data_dir)",
-            path.display()
-        );
-    }
     // Opening brings the schema up to date (a ledger last opened by an older labcron); its
     // writer has the server's settings, durability included.
-    Ok(Db::open(&path)?)
+    super::open_ledger(settings)
 }
 
 /// A job as the API shows it, turned into its file form (a JSON object with file conventions).

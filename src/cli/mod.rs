@@ -10,19 +10,24 @@ pub mod users;
 use anyhow::{Context, bail};
 
 use crate::config::Settings;
+use crate::config::ledger::LedgerLocation;
 use crate::error::ServiceError;
 use crate::store::Db;
 
-/// Opens the ledger of `settings` (it must exist: the server creates it on first start).
+/// Opens the ledger of `settings`: the PostgreSQL database of `database_url`, else the SQLite
+/// file in the data directory, which must exist (the server creates it on first start). Opening
+/// brings the schema up to date (a ledger last opened by an older labcron).
 pub fn open_ledger(settings: &Settings) -> anyhow::Result<Db> {
-    let path = settings.data_dir.join("labcron.db");
-    if !path.exists() {
+    let location = settings.ledger_location(&settings.data_dir);
+    if let LedgerLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
         bail!(
             "no ledger at {} (start the server once, or set data_dir)",
             path.display()
         );
     }
-    Ok(Db::open(&path)?)
+    Ok(Db::open_location(&location)?)
 }
 
 /// Reads a password from the `LABCRON_NEW_PASSWORD` variable or the first line of standard input.

@@ -2,6 +2,7 @@
 //! TOML file (`--config FILE`), then `LABCRON_*` environment variables, then command-line flags.
 //! Every setting is checked here, so a wrong value stops start-up with a message naming it.
 
+pub mod ledger; // database_url, node_name, node_timeout_seconds: where the ledger is, which node
 pub mod overrides; // LABCRON_* variables and --flags for every setting, written into the TOML table
 pub mod primitives; // setting values parsed when read: log format, SMTP security, time zone
 pub mod sources; // what a data source setting means: SQLite file or postgres:// URL
@@ -25,6 +26,14 @@ pub struct Settings {
     pub bind: std::net::SocketAddr,
     /// Where the ledger (`labcron.db`), run logs and results (`runs/`) live.
     pub data_dir: PathBuf,
+    /// The ledger on PostgreSQL: `postgres://user:password@host:5432/database` (or
+    /// `postgresql://`), shared by every node. Absent: SQLite at `<data_dir>/labcron.db`.
+    pub database_url: Option<String>,
+    /// This node's name (recorded on the runs it executes): 1 to 64 of `A-Z a-z 0-9 . _ -`.
+    /// Default: the host name.
+    pub node_name: String,
+    /// A node silent (no heartbeat) for longer than this is declared lost, with its runs.
+    pub node_timeout_seconds: u64,
     /// The only directory EXTERNAL jobs may run programs from. Default `<data_dir>/scripts`.
     pub scripts_dir: Option<PathBuf>,
     /// IANA time zone used for jobs without a `timezone` and for dates without an offset.
@@ -318,6 +327,9 @@ impl Default for Settings {
         Settings {
             bind: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
+            database_url: None,
+            node_name: ledger::default_node_name(),
+            node_timeout_seconds: 30,
             scripts_dir: None,
             timezone: chrono_tz::UTC,
             admin_password: None,
@@ -508,6 +520,9 @@ impl Settings {
 
     /// Rejects values that cannot work, naming the setting.
     pub fn validate(&self) -> anyhow::Result<()> {
+        ledger::validate_database_url(self.database_url.as_deref())?;
+        ledger::validate_node_name(&self.node_name)?;
+        ledger::validate_node_timeout(self.node_timeout_seconds)?;
         if self.runs.max_concurrent == 0 {
             bail!("setting `runs.max_concurrent` must be at least 1");
         }
@@ -585,6 +600,20 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Where the ledger is: PostgreSQL when `database_url` is set, else `<data_dir>/labcron.db`
+    /// (pass the canonical data directory when known).
+    pub fn ledger_location(&self, data_dir: &Path) -> ledger::LedgerLocation {
+        ledger::location(self.database_url.as_deref(), data_dir)
+    }
+
+    /// Whether the ledger is on PostgreSQL (`database_url` is set).
+    pub fn uses_postgres(&self) -> bool {
+        matches!(
+            self.ledger_location(&self.data_dir),
+            ledger::LedgerLocation::Postgres(_)
+        )
     }
 
     /// The scripts directory, defaulting to `<data_dir>/scripts`.

@@ -59,6 +59,23 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         Text,
         "Data directory: ledger, run logs and results [default: ./data]",
     ),
+    // Secret: the URL may hold the database password.
+    secret(
+        "database_url",
+        "The ledger on PostgreSQL, postgres://user:password@host:5432/db, shared by every node \
+         [default: unset, SQLite at <data dir>/labcron.db]",
+    ),
+    spec(
+        "node_name",
+        Text,
+        "This node's name, recorded on the runs it executes [default: the host name]",
+    ),
+    spec(
+        "node_timeout_seconds",
+        Integer,
+        "Seconds without a heartbeat after which a node and its runs are declared lost \
+         [default: 30]",
+    ),
     spec(
         "scripts_dir",
         Text,

@@ -211,7 +211,13 @@ impl Metrics {
 
     /// Every series in the text exposition format 0.0.4. `queued` is the ledger's count of QUEUED
     /// runs (left out when the ledger could not be read); `running` the runs executing now.
-    pub fn render(&self, scheduler: &SchedulerStats, queued: Option<i64>, running: u64) -> String {
+    pub fn render(
+        &self,
+        scheduler: &SchedulerStats,
+        queued: Option<i64>,
+        running: u64,
+        ledger_memory: u64,
+    ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let w = &mut out;
 
@@ -294,8 +300,8 @@ impl Metrics {
         gauge(
             w,
             "labcron_ledger_memory_bytes",
-            "Memory SQLite holds for the ledger's connections (page caches, statements, schemas).",
-            crate::store::memory_used() as f64,
+            "Memory SQLite holds for the ledger's connections (page caches, statements, schemas); 0 on PostgreSQL.",
+            ledger_memory as f64,
         );
 
         render_scheduler(w, scheduler);
@@ -496,7 +502,7 @@ mod tests {
         metrics.observe_run("QUERY", true, Some(300));
         metrics.observe_run("QUERY", false, Some(4_000));
         metrics.observe_run("QUERY", true, Some(200_000_000));
-        let text = metrics.render(&SchedulerStats::default(), Some(2), 1);
+        let text = metrics.render(&SchedulerStats::default(), Some(2), 1, 4096);
         assert!(
             text.contains("labcron_run_duration_seconds_bucket{job_type=\"QUERY\",le=\"0.5\"} 1\n")
         );
@@ -526,14 +532,17 @@ mod tests {
         assert!(text.contains("labcron_runs_running 1\n"));
     }
 
-    /// The gauge reports what SQLite holds in this process: an in-memory database keeps its
-    /// pages in SQLite's page cache, so one holding a 200 kB value shows at least that.
+    /// The gauge reports what a SQLite ledger's `Db` says SQLite holds in this process: an
+    /// in-memory database keeps its pages in SQLite's page cache, so one holding a 200 kB value
+    /// shows at least that.
     #[test]
     fn ledger_memory_is_what_sqlite_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::Db::open(&dir.path().join("labcron.db")).unwrap();
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (randomblob(200000));")
             .unwrap();
-        let text = Metrics::new().render(&SchedulerStats::default(), None, 0);
+        let text = Metrics::new().render(&SchedulerStats::default(), None, 0, db.memory_used());
         let value: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("labcron_ledger_memory_bytes "))
@@ -550,7 +559,7 @@ mod tests {
     fn label_values_are_escaped() {
         let metrics = Metrics::new();
         metrics.observe_request("/a\"b\\c\nd", "OTHER", 418, Duration::from_millis(3));
-        let text = metrics.render(&SchedulerStats::default(), None, 0);
+        let text = metrics.render(&SchedulerStats::default(), None, 0, 0);
         assert!(
             text.contains(
                 "labcron_http_requests_total{route=\"/a\\\"b\\\\c\\nd\",method=\"OTHER\",status=\"418\"} 1\n"

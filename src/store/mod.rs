@@ -1,12 +1,15 @@
-//! The ledger: one SQLite file (`<data dir>/labcron.db`) in WAL mode. Every SQL statement of the
-//! server lives under this module, behind one engine-neutral interface (`ledger`: `Db::read` and
-//! `Db::write` hand their closure a `&dyn Ledger`; `sqlite` implements it); `Db` also offers the
-//! engine's own operations (a backup, a change watch). Reads use a small r2d2 pool; all writes go through one writer
-//! connection in `BEGIN IMMEDIATE` transactions, so writers never fail with SQLITE_BUSY against each
-//! other. Writes are durable on power loss (`synchronous = FULL`) and share commits: a writer
-//! thread runs every write waiting for it in one transaction, each in a savepoint of its own (a
-//! failing write is rolled back alone), commits once, and only then answers them all (group
-//! commit). Blocking work runs off the async threads; no connection is held across an `.await`.
+//! The ledger, on either engine: one SQLite file (`<data dir>/labcron.db`, the default) or a
+//! PostgreSQL database several nodes share (`database_url`). Every SQL statement of the server
+//! lives under this module, behind one engine-neutral interface (`ledger`: `Db::read` and
+//! `Db::write` hand their closure a `&dyn Ledger`; `sqlite` and `postgres` implement it); `Db`
+//! also offers the engine's own operations (a backup, a change watch, memory used). On SQLite,
+//! reads use a small r2d2 pool; all writes go through one writer connection in `BEGIN IMMEDIATE`
+//! transactions, so writers never fail with SQLITE_BUSY against each other. Writes are durable on
+//! power loss (`synchronous = FULL`) and share commits: a writer thread runs every write waiting
+//! for it in one transaction, each in a savepoint of its own (a failing write is rolled back
+//! alone), commits once, and only then answers them all (group commit). On PostgreSQL each read
+//! and write is a transaction of its own on a pooled connection (`postgres::PgLedgerDb`). Blocking
+//! work runs off the async threads; no connection is held across an `.await`.
 
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
 pub mod files; // run files kept in the ledger's database, in pieces (PostgreSQL)
@@ -69,11 +72,16 @@ pub struct Db {
     engine: Engine,
 }
 
-/// The engine behind a `Db` (a `Postgres` variant will sit beside it).
+/// The engine behind a `Db`.
 #[derive(Clone)]
 enum Engine {
     Sqlite(SqliteDb),
+    Postgres(postgres::PgLedgerDb),
 }
+
+/// What a backup of a PostgreSQL ledger answers: the database is the operator's to copy.
+pub const PG_BACKUP_REFUSAL: &str = "on PostgreSQL, back up the database with pg_dump (labcron \
+     copies only a SQLite ledger)";
 
 /// A SQLite ledger: a read pool, one writer connection and its group-commit queue.
 #[derive(Clone)]
@@ -114,8 +122,8 @@ fn writer_connection(path: &Path) -> rusqlite::Result<Connection> {
 const STATEMENT_CACHE: usize = 64;
 
 /// Bytes SQLite holds from the allocator now, over all connections of the process (page caches,
-/// statements, schemas): the `labcron_ledger_memory_bytes` gauge.
-pub fn memory_used() -> u64 {
+/// statements, schemas).
+fn sqlite_memory_used() -> u64 {
     // SAFETY: sqlite3_memory_used only reads SQLite's memory statistics (under its own mutex);
     // it has no preconditions and may be called from any thread at any time.
     let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
@@ -123,7 +131,49 @@ pub fn memory_used() -> u64 {
 }
 
 impl Db {
-    /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    /// Opens the ledger `location` names (creating it if needed) and brings its schema up to
+    /// date: the one way the server and the CLI choose the engine. Blocking.
+    pub fn open_location(location: &crate::config::ledger::LedgerLocation) -> Result<Db, Error> {
+        match location {
+            crate::config::ledger::LedgerLocation::Sqlite(path) => Db::open(path),
+            crate::config::ledger::LedgerLocation::Postgres(url) => Db::open_postgres(url),
+        }
+    }
+
+    /// Connects to the PostgreSQL ledger at `url` and brings its schema up to date. Blocking
+    /// (the synchronous client): from an async thread it runs on a thread of its own.
+    pub fn open_postgres(url: &str) -> Result<Db, Error> {
+        let url = url.to_string();
+        let db = off_runtime(move || postgres::PgLedgerDb::open(&url))?;
+        Ok(Db {
+            engine: Engine::Postgres(db),
+        })
+    }
+
+    /// Whether the ledger is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, Engine::Postgres(_))
+    }
+
+    /// Where the ledger is, for messages: the SQLite file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite(db) => db.path.display().to_string(),
+            Engine::Postgres(db) => db.url().to_string(),
+        }
+    }
+
+    /// Bytes the ledger's engine holds in this process (the `labcron_ledger_memory_bytes`
+    /// gauge): SQLite's page caches, statements and schemas; 0 on PostgreSQL (its memory is the
+    /// database server's).
+    pub fn memory_used(&self) -> u64 {
+        match &self.engine {
+            Engine::Sqlite(_) => sqlite_memory_used(),
+            Engine::Postgres(_) => 0,
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite ledger at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Db, Error> {
         let mut writer = writer_connection(path).map_err(|e| Error::open(path, e))?;
         migrate(&mut writer).map_err(|e| Error::open(path, e))?;
@@ -165,12 +215,18 @@ impl Db {
     pub fn files_in_ledger(&self) -> Option<files::DbFiles> {
         match &self.engine {
             Engine::Sqlite(_) => None,
+            Engine::Postgres(db) => Some(files::DbFiles::new(db.clone())),
         }
     }
 
-    fn sqlite(&self) -> &SqliteDb {
+    /// The SQLite ledger, for SQLite's own operations; on PostgreSQL, why there is none.
+    fn sqlite(&self) -> Result<&SqliteDb, Error> {
         match &self.engine {
-            Engine::Sqlite(db) => db,
+            Engine::Sqlite(db) => Ok(db),
+            Engine::Postgres(db) => Err(Error::Backup(format!(
+                "the ledger is on PostgreSQL ({}), not a SQLite file",
+                db.url()
+            ))),
         }
     }
 
@@ -183,7 +239,15 @@ impl Db {
         E: From<Error> + Send + 'static,
         F: FnOnce(&dyn Ledger) -> Result<T, E> + Send + 'static,
     {
-        self.read_sqlite(move |conn| f(&Sqlite(conn))).await
+        match &self.engine {
+            Engine::Sqlite(_) => self.read_sqlite(move |conn| f(&Sqlite(conn))).await,
+            Engine::Postgres(pg) => {
+                let pg = pg.clone();
+                tokio::task::spawn_blocking(move || pg.read(|l| f(l)))
+                    .await
+                    .map_err(Error::from)?
+            }
+        }
     }
 
     /// [`Db::read`] with SQLite's own connection (for the store's tests and engine operations).
@@ -193,7 +257,7 @@ impl Db {
         E: From<Error> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        let pool = self.sqlite().readers.clone();
+        let pool = self.sqlite()?.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.get().map_err(Error::from)?;
             f(&conn)
@@ -212,7 +276,24 @@ impl Db {
         E: From<Error> + Send + 'static,
         F: FnOnce(&dyn Ledger) -> Result<T, E> + Send + 'static,
     {
-        self.write_sqlite(move |tx| f(&Sqlite(tx)))
+        use futures_util::future::Either;
+        match &self.engine {
+            Engine::Sqlite(_) => Either::Left(self.write_sqlite(move |tx| f(&Sqlite(tx)))),
+            Engine::Postgres(pg) => {
+                // Started now, like SQLite's queued write (a caller may start several writes
+                // and await them later); PostgreSQL runs them at the same time.
+                let pg = pg.clone();
+                let work = move || pg.write(|l| f(l));
+                let started = tokio::runtime::Handle::try_current()
+                    .map(|runtime| runtime.spawn_blocking(work));
+                Either::Right(async move {
+                    match started {
+                        Ok(task) => task.await.map_err(Error::from)?,
+                        Err(_) => Err(Error::WriterStopped.into()),
+                    }
+                })
+            }
+        }
     }
 
     /// [`Db::write`] with SQLite's own transaction (for the store's tests).
@@ -244,90 +325,163 @@ impl Db {
                 }),
             }
         });
-        let queued = self.sqlite().queue.send(job);
+        let queued = self
+            .sqlite()
+            .map_err(|_| Error::WriterStopped)
+            .and_then(|db| db.queue.send(job).map_err(|_| Error::WriterStopped));
         async move {
-            queued.map_err(|_| Error::WriterStopped)?;
+            queued?;
             answered.await.map_err(|_| Error::WriterStopped)?
         }
     }
 
-    /// The blocking form of [`Db::write`], for code already on a blocking thread.
+    /// The blocking form of [`Db::write`], for code already on a blocking thread (on
+    /// PostgreSQL, called from an async thread it moves to a thread of its own).
     pub fn write_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        E: From<Error>,
-        F: FnOnce(&dyn Ledger) -> Result<T, E>,
+        T: Send,
+        E: From<Error> + Send,
+        F: FnOnce(&dyn Ledger) -> Result<T, E> + Send,
     {
-        write_blocking(&self.sqlite().writer, |tx| f(&Sqlite(tx)))
+        match &self.engine {
+            Engine::Sqlite(db) => write_blocking(&db.writer, |tx| f(&Sqlite(tx))),
+            Engine::Postgres(pg) => off_runtime(|| pg.write(|l| f(l))),
+        }
     }
 
-    /// The blocking form of [`Db::read`].
+    /// The blocking form of [`Db::read`] (see [`Db::write_sync`]).
     pub fn read_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        E: From<Error>,
-        F: FnOnce(&dyn Ledger) -> Result<T, E>,
+        T: Send,
+        E: From<Error> + Send,
+        F: FnOnce(&dyn Ledger) -> Result<T, E> + Send,
     {
-        let conn = self.sqlite().readers.get().map_err(Error::from)?;
-        f(&Sqlite(&conn))
+        match &self.engine {
+            Engine::Sqlite(db) => {
+                let conn = db.readers.get().map_err(Error::from)?;
+                f(&Sqlite(&conn))
+            }
+            Engine::Postgres(pg) => off_runtime(|| pg.read(|l| f(l))),
+        }
     }
 
     /// Quick liveness check for `/health`.
     pub async fn ping(&self) -> bool {
-        self.read_sqlite(|c| Ok::<_, Error>(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-            .await
-            .is_ok()
+        match &self.engine {
+            Engine::Sqlite(_) => self
+                .read_sqlite(|c| {
+                    Ok::<_, Error>(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+                .is_ok(),
+            Engine::Postgres(pg) => {
+                let pg = pg.clone();
+                tokio::task::spawn_blocking(move || pg.schema_version())
+                    .await
+                    .is_ok_and(|version| version.is_ok())
+            }
+        }
     }
 
     /// Writes a consistent, checked copy of the whole ledger to `target` (a new file), while
     /// the ledger stays in use: for `labcron backup`.
+    /// On PostgreSQL it refuses ([`PG_BACKUP_REFUSAL`]): the database is copied with pg_dump.
     pub fn backup_to(&self, target: &Path) -> Result<(), Error> {
-        let path = &self.sqlite().path;
+        if self.is_postgres() {
+            return Err(Error::Backup(PG_BACKUP_REFUSAL.into()));
+        }
+        let path = &self.sqlite()?.path;
         sqlite::copy_checked(path, target, false).map_err(|reason| Error::open(path, reason))
     }
 
     /// Writes a consistent copy of the whole ledger to `target` (a new file) without writing to
     /// the ledger, for the database-backup task: `interrupt` is asked now and then and stops the
     /// copy (an error) when true. The copy passes a quick check; answers how many jobs and runs
-    /// it holds.
+    /// it holds. On PostgreSQL it refuses, as `backup_to` does.
     pub fn backup_for_task(
         &self,
         target: &Path,
         interrupt: ledger::Interrupt,
     ) -> Result<(i64, i64), Error> {
-        sqlite::copy_for_task(&self.sqlite().path, target, interrupt)
+        if self.is_postgres() {
+            return Err(Error::Backup(PG_BACKUP_REFUSAL.into()));
+        }
+        sqlite::copy_for_task(&self.sqlite()?.path, target, interrupt)
     }
 
     /// A watch on changes made to the ledger by anyone else (another process, another
     /// connection): see [`ChangeWatch::marker`].
+    /// Blocking.
     pub fn change_watch(&self) -> Result<ChangeWatch, Error> {
-        let path = &self.sqlite().path;
+        let db = match &self.engine {
+            Engine::Sqlite(db) => db,
+            Engine::Postgres(pg) => {
+                return Ok(ChangeWatch {
+                    engine: WatchEngine::Postgres(pg.clone()),
+                });
+            }
+        };
+        let path = &db.path;
         let conn =
             Connection::open_with_flags(path.as_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| Error::open(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(ChangeWatch {
-            conn: Mutex::new(conn),
+            engine: WatchEngine::Sqlite(Mutex::new(conn)),
         })
     }
 }
 
+/// Runs blocking PostgreSQL work (the synchronous client runs a runtime of its own, which
+/// cannot start on an async runtime's thread): on a scoped thread of its own when this thread
+/// may be one (it has a runtime), else right here (the CLI before any runtime, a plain thread).
+fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// Notices commits to the ledger made since the last look by any connection but its own.
 pub struct ChangeWatch {
+    engine: WatchEngine,
+}
+
+enum WatchEngine {
     /// SQLite's `PRAGMA data_version` is per connection: this one, kept for the watch's life.
-    conn: Mutex<Connection>,
+    Sqlite(Mutex<Connection>),
+    /// PostgreSQL's counter of changes to `jobs` (bumped by a trigger in the same transaction
+    /// as the change), read on the pool.
+    Postgres(postgres::PgLedgerDb),
 }
 
 impl ChangeWatch {
     /// A number that differs from the one the previous call returned when anyone (this server's
-    /// writer or another process) has committed to the ledger in between, and is equal otherwise.
+    /// writer or another process or node) has committed a change in between, and is equal
+    /// otherwise. On SQLite any commit to the ledger counts; on PostgreSQL a change to `jobs`.
+    /// Blocking.
     pub fn marker(&self) -> Result<i64, Error> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        match &self.engine {
+            WatchEngine::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+            }
+            WatchEngine::Postgres(pg) => pg.jobs_changes(),
+        }
     }
 
-    /// Runs `f` on the watch's own connection (to read what changed).
+    /// Runs `f` on the watch's own connection (to read what changed). Blocking.
     pub fn read<T>(&self, f: impl FnOnce(&dyn Ledger) -> Result<T, Error>) -> Result<T, Error> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&Sqlite(&conn))
+        match &self.engine {
+            WatchEngine::Sqlite(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                f(&Sqlite(&conn))
+            }
+            WatchEngine::Postgres(pg) => pg.read(|l| f(l)),
+        }
     }
 }
 
@@ -563,8 +717,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(group, 2, "the group-commit writer");
-        let single =
-            write_blocking(&db.sqlite().writer, |tx| Ok::<_, Error>(synchronous(tx))).unwrap();
+        let single = write_blocking(&db.sqlite().unwrap().writer, |tx| {
+            Ok::<_, Error>(synchronous(tx))
+        })
+        .unwrap();
         assert_eq!(single, 2, "the blocking writer");
         let cli = writer_connection(&path).unwrap();
         assert_eq!(synchronous(&cli), 2, "the CLI's writer");
@@ -585,6 +741,7 @@ mod tests {
         {
             let counter = commits.clone();
             db.sqlite()
+                .unwrap()
                 .writer
                 .lock()
                 .unwrap()
@@ -595,7 +752,7 @@ mod tests {
                 .unwrap();
         }
         // With the writer held, 100 writes queue up; then they run in (at most) two batches.
-        let held = db.sqlite().writer.lock().unwrap();
+        let held = db.sqlite().unwrap().writer.lock().unwrap();
         let writes: Vec<_> = (0..100i64)
             .map(|x| {
                 db.write_sqlite(move |tx| {

@@ -52,7 +52,7 @@ impl Engine {
         }
     }
 
-    fn write<T>(&self, f: impl FnOnce(&dyn Ledger) -> Result<T, Error>) -> T {
+    fn write<T: Send>(&self, f: impl FnOnce(&dyn Ledger) -> Result<T, Error> + Send) -> T {
         let result = match self {
             Engine::Sqlite(db, _) => db.write_sync(f),
             Engine::Postgres(db) => db.write(|pg| f(pg)),
@@ -60,7 +60,7 @@ impl Engine {
         result.unwrap_or_else(|e| panic!("{}: a write failed: {e}", self.name()))
     }
 
-    fn read<T>(&self, f: impl FnOnce(&dyn Ledger) -> Result<T, Error>) -> T {
+    fn read<T: Send>(&self, f: impl FnOnce(&dyn Ledger) -> Result<T, Error> + Send) -> T {
         let result = match self {
             Engine::Sqlite(db, _) => db.read_sync(f),
             Engine::Postgres(db) => db.read(|pg| f(pg)),

@@ -132,6 +132,7 @@ async fn start_app(
         ..args
     };
     let mut settings = Settings::load(&args).expect("settings");
+    settings.database_url = super::ledger::database_url_for(&dir.path().join("data"));
     configure(&mut settings);
     if validate {
         settings.validate().expect("test settings are valid");
@@ -199,9 +200,24 @@ impl TestApp {
 
 /// The binary with `args`, for its commands other than serving (`user`, `backup`, `jobs`, …):
 /// stdin closed, none of the caller's `LABCRON_*` variables (set what the test needs after).
+/// On PostgreSQL (`LABCRON_TEST_LEDGER`), `--data-dir DIR` is followed by the `--database-url`
+/// of DIR's servers.
 pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
     let mut command = clean_command(BINARY);
-    command.args(args).stdin(Stdio::null());
+    let mut args = args.iter().map(|a| a.as_ref().to_os_string()).peekable();
+    while let Some(arg) = args.next() {
+        let dir = (arg == "--data-dir")
+            .then(|| args.peek().cloned())
+            .flatten();
+        command.arg(arg);
+        if let Some(dir) = dir {
+            command.arg(args.next().unwrap_or_default());
+            if let Some(url) = super::ledger::database_url_for(Path::new(&dir)) {
+                command.arg("--database-url").arg(url);
+            }
+        }
+    }
+    command.stdin(Stdio::null());
     command
 }
 
@@ -234,9 +250,13 @@ pub struct Launch {
 
 impl Launch {
     /// `labcron --bind 127.0.0.1:0 --data-dir <data_dir>`, admin password `ADMIN_PASSWORD`.
+    /// On PostgreSQL (`LABCRON_TEST_LEDGER`), with the `--database-url` of `data_dir`'s servers.
     pub fn new(data_dir: &Path) -> Launch {
         let mut launch = Launch::bare();
         launch.command.arg("--data-dir").arg(data_dir);
+        if let Some(url) = super::ledger::database_url_for(data_dir) {
+            launch.command.arg("--database-url").arg(url);
+        }
         launch.data_dir = Some(data_dir.to_path_buf());
         launch
     }

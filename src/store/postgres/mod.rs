@@ -26,7 +26,10 @@ use pool::Statements;
 use super::Error;
 
 /// The schema's migrations in order; `ledger_schema.version` records how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_ledger.sql"),
+    include_str!("../../../migrations/postgres/0002_jobs_changes.sql"),
+];
 
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`), so nodes starting together
 /// apply each migration once: "labcron" in ASCII.
@@ -41,7 +44,7 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 /// A PostgreSQL ledger: a pool of connections to one database. Cheap to clone.
 #[derive(Clone)]
 pub struct PgLedgerDb {
-    pool: r2d2::Pool<pool::Manager>,
+    pool: std::sync::Arc<pool::Owned>,
     /// The URL without its password, for messages.
     shown: String,
 }
@@ -76,7 +79,10 @@ impl PgLedgerDb {
             let mut conn = pool.get().map_err(|e| fail(e.to_string()))?;
             migrate(&mut conn.client).map_err(|e| fail(e.to_string()))?;
         }
-        Ok(PgLedgerDb { pool, shown })
+        Ok(PgLedgerDb {
+            pool: std::sync::Arc::new(pool::Owned::new(pool)),
+            shown,
+        })
     }
 
     /// The database's URL without its password.
@@ -117,6 +123,19 @@ impl PgLedgerDb {
             .start()
             .map_err(Error::from)?;
         finish(tx, &mut conn.statements, f)
+    }
+
+    /// The jobs table's change counter (bumped by a trigger whenever a job is added, deleted or
+    /// changed): the scheduler's change marker. Blocking.
+    pub fn jobs_changes(&self) -> Result<i64, Error> {
+        let mut conn = self.pool.get().map_err(Error::unreachable)?;
+        Ok(conn
+            .client
+            .query_one(
+                "SELECT counter FROM ledger_changes WHERE name = 'jobs'",
+                &[],
+            )?
+            .try_get(0)?)
     }
 
     /// The schema version the database is at.

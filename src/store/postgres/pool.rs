@@ -6,6 +6,7 @@
 //! and every later use costs one round trip instead of two.
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::time::Duration;
 
 use postgres::{Client, NoTls, Statement};
@@ -78,5 +79,44 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
         conn.client.is_closed()
+    }
+}
+
+/// The pool, owned by every handle of one ledger (behind an `Arc`): dropping a `Client` blocks on
+/// the client's own runtime, which panics on an async runtime's thread, so when the last handle
+/// goes on a thread that has a runtime the pool (and its connections) is dropped on a thread of
+/// its own.
+pub struct Owned(ManuallyDrop<r2d2::Pool<Manager>>);
+
+impl Owned {
+    pub fn new(pool: r2d2::Pool<Manager>) -> Owned {
+        Owned(ManuallyDrop::new(pool))
+    }
+}
+
+impl std::ops::Deref for Owned {
+    type Target = r2d2::Pool<Manager>;
+    fn deref(&self) -> &r2d2::Pool<Manager> {
+        &self.0
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is taken once, here, and never used again (the value is being dropped).
+        let pool = unsafe { ManuallyDrop::take(&mut self.0) };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return drop(pool);
+        }
+        // Kept from dropping until the thread has it: when no thread can be had (the process is
+        // ending), the pool leaks rather than panics.
+        let pool = ManuallyDrop::new(pool);
+        if std::thread::Builder::new()
+            .name("ledger-pool-drop".into())
+            .spawn(move || drop(ManuallyDrop::into_inner(pool)))
+            .is_err()
+        {
+            tracing::warn!("could not close the PostgreSQL ledger's connections");
+        }
     }
 }

@@ -33,8 +33,11 @@ async fn scrape(state: web::Data<AppState>, me: CurrentUser) -> Result<HttpRespo
         }
     };
     let running = state.executor.running_count() as u64;
-    let body = state
-        .metrics
-        .render(state.scheduler.stats(), queued, running);
+    let body = state.metrics.render(
+        state.scheduler.stats(),
+        queued,
+        running,
+        state.db.memory_used(),
+    );
     Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
 }
