@@ -494,3 +494,88 @@ fn a_database_that_refuses_the_pieces_means_the_files_are_not_kept() {
     assert!(why.contains("refuse_all"), "{why}");
     assert_eq!(fx.pieces(ids, FileKind::Result), 0);
 }
+
+/// The real server on PostgreSQL (`LABCRON_TEST_LEDGER=postgres`; skipped on SQLite): a run's
+/// log is in the database while it runs (its `logSize` grows), and once it has ended its log and
+/// result are served from the pieces alone — its local directory is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_the_server_serves_a_runs_files_from_the_database() {
+    use crate::common::{on_postgres, spawn_app};
+    use reqwest::{Method, StatusCode};
+    if !on_postgres() {
+        eprintln!("skipped: needs the server on PostgreSQL (LABCRON_TEST_LEDGER=postgres)");
+        return;
+    }
+    let app = spawn_app().await;
+    app.write_script(
+        "slow.sh",
+        "#!/bin/sh\nfor i in 1 2 3; do echo \"line $i\"; sleep 1; done\n\
+         head -c 600000 /dev/zero | tr '\\0' x > \"$LABCRON_RESULT_DIR/r.txt\"\n",
+    );
+    let job = app.create_external_job("slow", "slow.sh").await;
+    let run = app.start_run(job, None).await;
+    // While it runs, the run JSON's logSize comes from the pieces copied up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view: serde_json::Value = app
+            .get(&format!("/scheduled-jobs/{job}/runs/{run}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if view["status"] == "IN_PROGRESS" && view["logSize"].as_i64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            view["status"] != "SUCCEEDED" && Instant::now() < deadline,
+            "the log was never seen growing in the database: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let finished = app.wait_run(job, run).await;
+    assert_eq!(finished["status"], "SUCCEEDED", "{finished}");
+    assert_eq!(finished["logSize"], 21);
+    assert!(
+        !app.data_dir.join(format!("runs/{job}/{run}")).exists(),
+        "the local run directory is removed"
+    );
+    let log = app
+        .get(&format!("/scheduled-jobs/{job}/runs/{run}/log?offset=7"))
+        .await;
+    assert_eq!(log.headers()["x-log-offset"], "21");
+    assert_eq!(log.text().await.unwrap(), "line 2\nline 3\n");
+    let path = format!("/scheduled-jobs/{job}/runs/{run}/result-file");
+    let whole = app.get(&path).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.headers()["content-length"], "600000");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert_eq!(whole.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(
+        whole.headers()["content-disposition"],
+        "attachment; filename=\"r.txt\""
+    );
+    let body = whole.bytes().await.unwrap();
+    assert!(body.len() == 600_000 && body.iter().all(|b| *b == b'x'));
+    let ranged = app
+        .request(Method::GET, &path)
+        .header("Range", "bytes=262140-262149")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        ranged.headers()["content-range"],
+        "bytes 262140-262149/600000"
+    );
+    assert_eq!(ranged.text().await.unwrap(), "xxxxxxxxxx");
+    let outside = app
+        .request(Method::GET, &path)
+        .header("Range", "bytes=600000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let head = app.request(Method::HEAD, &path).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "600000");
+}
