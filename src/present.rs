@@ -131,6 +131,8 @@ pub struct RunView {
     pub cancelled_by: Option<UserSummary>,
     /// (ext) A queued retry does not start before this instant (epoch ms).
     pub not_before: Option<i64>,
+    /// (ext) The node (`node_name`) that executed the run; null until it starts.
+    pub node: Option<String>,
 }
 
 /// Caches user summaries while building several views.
@@ -287,5 +289,6 @@ pub fn run_view(
             None => None,
         },
         not_before: run.not_before,
+        node: run.node.clone(),
     })
 }

@@ -113,6 +113,8 @@ pub struct Run {
     pub cancelled_by: Option<i64>,
     /// The built-in task this run executed (INTERNAL runs), recorded when it ended.
     pub task: Option<String>,
+    /// The node (`node_name`) that claimed and executed the run; None until it starts.
+    pub node: Option<String>,
 }
 
 impl Run {

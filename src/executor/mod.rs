@@ -320,10 +320,11 @@ impl Executor {
         if free == 0 {
             return Ok(());
         }
+        let node = self.inner.settings.node_name.clone();
         let claimed = self
             .inner
             .db
-            .write(move |tx| tx.claim_runnable(free, now_ms()))
+            .write(move |tx| tx.claim_runnable(&node, free, now_ms()))
             .await?;
         for run_id in claimed {
             self.start_claimed(run_id);
@@ -467,6 +468,7 @@ impl Executor {
                 // Looked at inside the transaction: a shutdown that began before it hands over
                 // nothing.
                 let stopping = self.inner.stop_dispatching.clone();
+                let node = self.inner.settings.node_name.clone();
                 self.inner
                     .db
                     .write(move |tx| -> Result<_, ServiceError> {
@@ -475,7 +477,7 @@ impl Executor {
                         }
                         let follow_up = followup::after_end(tx, run_id, finished_at)?;
                         let successor = if !stopping.is_cancelled() {
-                            tx.claim_runnable(1, finished_at)?.pop()
+                            tx.claim_runnable(&node, 1, finished_at)?.pop()
                         } else {
                             None
                         };

@@ -291,6 +291,7 @@ mod tests {
             not_before: None,
             cancelled_by: None,
             task: None,
+            node: None,
         }
     }
 

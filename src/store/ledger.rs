@@ -32,8 +32,9 @@ pub trait RunLedger {
     /// Whether the job has a run waiting or executing.
     fn job_busy(&self, job_id: i64) -> Result<bool, Error>;
     /// Starts up to `limit` runs: for each job with nothing in progress, its oldest QUEUED run
-    /// whose time has come. Returns their ids, oldest first.
-    fn claim_runnable(&self, limit: usize, now: i64) -> Result<Vec<i64>, Error>;
+    /// whose time has come, recording `node` (this node's name) as the one executing them.
+    /// Returns their ids, oldest first.
+    fn claim_runnable(&self, node: &str, limit: usize, now: i64) -> Result<Vec<i64>, Error>;
     /// Records the end of an IN_PROGRESS run; false when it was no longer IN_PROGRESS.
     fn finish_run(&self, run_id: i64, outcome: &Outcome, now: i64) -> Result<bool, Error>;
     /// Fails a QUEUED run at once; false when it was not QUEUED any more.

@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_job_key.sql"),
     include_str!("../../migrations/0005_retries_chains.sql"),
     include_str!("../../migrations/0006_accounts.sql"),
+    include_str!("../../migrations/0007_run_node.sql"),
 ];
 
 /// Handle to the ledger; cheap to clone. Engine-neutral on the outside: its closures see a
@@ -835,6 +836,59 @@ mod tests {
         // The new triggers are accepted now.
         conn.execute(
             "INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at) VALUES (1, 'QUEUED', 'RETRY', 2, 7)",
+            [],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn version_7_allows_one_run_in_progress_per_job_and_ends_the_extra_ones_of_an_old_ledger() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+        for sql in &MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (login_name, created_at) VALUES ('u', 0);
+             INSERT INTO jobs (name, type, repeat_schedule, timezone, start_date, activity_status,
+                               created_by, timeout_seconds, max_queued_runs, created_at, updated_at)
+             VALUES ('a', 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active', 2, 60, 10, 0, 0),
+                    ('b', 'EXTERNAL', 'ONDEMAND', 'UTC', 0, 'Active', 2, 60, 10, 0, 0);
+             INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at)
+             VALUES (1, 'IN_PROGRESS', 'MANUAL', 2, 5), (1, 'IN_PROGRESS', 'MANUAL', 2, 6),
+                    (2, 'IN_PROGRESS', 'MANUAL', 2, 7);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, String, Option<String>)> = conn
+            .prepare("SELECT id, status, node FROM runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "IN_PROGRESS".into(), None),
+                (2, "FAILED".into(), None),
+                (3, "IN_PROGRESS".into(), None)
+            ]
+        );
+        // The index refuses a second run of a job in progress, as PostgreSQL's does.
+        let second = conn
+            .execute(
+                "INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at, node)
+                 VALUES (2, 'IN_PROGRESS', 'MANUAL', 2, 8, 'n')",
+                [],
+            )
+            .map_err(Error::from)
+            .unwrap_err();
+        assert!(second.is_unique_violation(), "{second:?}");
+        conn.execute(
+            "INSERT INTO runs (job_id, status, run_trigger, run_by, queued_at)
+             VALUES (2, 'QUEUED', 'MANUAL', 2, 8)",
             [],
         )
         .unwrap();

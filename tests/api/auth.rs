@@ -152,6 +152,9 @@ async fn repeated_failed_sign_ins_are_throttled_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_tokens_are_stored_only_as_hashes_and_idle_tokens_expire() {
+    if crate::common::sqlite_only("reads the hashes from labcron.db with rusqlite") {
+        return;
+    }
     let app = spawn_app().await;
     let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
     let hash: String = conn

@@ -33,6 +33,9 @@ fn entry_names(file: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_downloads() {
+    if crate::common::sqlite_only("`labcron backup` copies a SQLite ledger only") {
+        return;
+    }
     let app = spawn_app().await.with_fresh_connections();
     let data = app.data_dir.to_str().unwrap().to_string();
     app.write_script(
@@ -256,6 +259,9 @@ fn archive_with(path: &Path, extra: impl FnOnce(&mut ZipFile)) {
 
 #[test]
 fn restore_refuses_archives_that_would_write_outside_the_data_directory() {
+    if crate::common::sqlite_only("`labcron restore` restores a SQLite ledger only") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let options = zip::write::SimpleFileOptions::default();
     let cases: Vec<(&str, BadEntry)> = vec![

@@ -317,15 +317,18 @@ async fn sign_in_status(app: &Api, login: &str, password: &str) -> (StatusCode, 
     (status, response.json().await.unwrap_or_default())
 }
 
+/// On the tests' engine (`LABCRON_TEST_LEDGER`; a flag is `1` on SQLite, `t` on PostgreSQL).
 fn ledger_user(app: &TestApp, login: &str) -> (String, Option<String>, bool) {
-    rusqlite::Connection::open(app.data_dir.join("labcron.db"))
-        .unwrap()
-        .query_row(
-            "SELECT source, password_hash, admin FROM users WHERE login_name = ?1",
-            [login],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
-        )
-        .unwrap()
+    let rows = crate::common::ledger::sql_rows(
+        &app.data_dir,
+        &format!(
+            "SELECT source, password_hash, admin FROM users WHERE login_name = '{}'",
+            login.replace('\'', "''")
+        ),
+    );
+    let [source, hash, admin] = <[Option<String>; 3]>::try_from(rows[0].clone()).unwrap();
+    let admin = matches!(admin.as_deref(), Some("1") | Some("t"));
+    (source.unwrap(), hash, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

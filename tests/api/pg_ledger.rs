@@ -621,12 +621,12 @@ fn runs_are_accepted_claimed_ended_and_listed_the_same_on_both_engines() {
         assert!(!e.read(|l| l.job_busy(jobs[3])));
 
         // Claims: each free job's oldest runnable run, oldest first, up to the limit.
-        let claimed = e.write(|l| l.claim_runnable(2, 100));
+        let claimed = e.write(|l| l.claim_runnable("node-1", 2, 100));
         assert_eq!(t.note("claim 1", claimed), vec![first, scheduled]);
-        let claimed = e.write(|l| l.claim_runnable(10, 100));
+        let claimed = e.write(|l| l.claim_runnable("node-1", 10, 100));
         assert_eq!(t.note("claim 2", claimed), vec![shared_run]);
-        assert!(e.write(|l| l.claim_runnable(10, 100)).is_empty());
-        assert!(e.write(|l| l.claim_runnable(0, 600)).is_empty());
+        assert!(e.write(|l| l.claim_runnable("node-1", 10, 100)).is_empty());
+        assert!(e.write(|l| l.claim_runnable("node-1", 0, 600)).is_empty());
         assert_eq!(e.read(|l| l.active_run_counts()), (4, 3));
         assert_eq!(
             e.read(|l| l.count_runs_with_status(jobs[0], RunStatus::Queued)),
@@ -666,7 +666,7 @@ fn runs_are_accepted_claimed_ended_and_listed_the_same_on_both_engines() {
         let cancelled = e.read(|l| l.run(second)).unwrap();
         assert_eq!(cancelled.cancelled_by, Some(ann), "the first to ask");
         // The retry's time comes.
-        let claimed = e.write(|l| l.claim_runnable(10, 600));
+        let claimed = e.write(|l| l.claim_runnable("node-1", 10, 600));
         assert_eq!(t.note("claim 3", claimed), vec![third, retry]);
         let refused = FollowUpRun {
             job_id: jobs[3],
@@ -803,21 +803,30 @@ fn the_claim_follows_the_sqlite_order_exactly() {
         let job4_next = queued(e, manual(jobs[3], owner), 10);
         let job3_next = queued(e, manual(jobs[2], owner), 10);
         // `done` ends and `busy` runs, as in the SQLite test's starting rows.
-        assert_eq!(e.write(|l| l.claim_runnable(1, 50)), vec![job3]);
+        assert_eq!(e.write(|l| l.claim_runnable("node-1", 1, 50)), vec![job3]);
         assert!(e.write(|l| l.finish_run(job3, &ended(true), 60)));
-        let started = e.write(|l| l.claim_runnable(2, 60));
+        let started = e.write(|l| l.claim_runnable("node-1", 2, 60));
         assert_eq!(started, vec![done, busy]);
         assert!(e.write(|l| l.finish_run(done, &ended(true), 70)));
-        let claimed = e.write(|l| l.claim_runnable(10, 100));
+        let claimed = e.write(|l| l.claim_runnable("node-1", 10, 100));
         assert_eq!(t.note("claimed", claimed), vec![job1, job3_next]);
-        assert!(e.write(|l| l.claim_runnable(10, 100)).is_empty());
+        assert!(e.write(|l| l.claim_runnable("node-1", 10, 100)).is_empty());
         for id in [job1, busy, job3_next] {
             assert!(e.write(|l| l.finish_run(id, &ended(true), 200)));
         }
-        assert_eq!(e.write(|l| l.claim_runnable(2, 600)), vec![job2, job1_next]);
-        assert_eq!(e.write(|l| l.claim_runnable(2, 600)), vec![waiting]);
+        assert_eq!(
+            e.write(|l| l.claim_runnable("node-1", 2, 600)),
+            vec![job2, job1_next]
+        );
+        assert_eq!(
+            e.write(|l| l.claim_runnable("node-1", 2, 600)),
+            vec![waiting]
+        );
         assert!(e.write(|l| l.finish_run(waiting, &ended(true), 700)));
-        assert_eq!(e.write(|l| l.claim_runnable(2, 700)), vec![job4_next]);
+        assert_eq!(
+            e.write(|l| l.claim_runnable("node-1", 2, 700)),
+            vec![job4_next]
+        );
     });
 }
 
@@ -955,8 +964,9 @@ fn claims_at_once_never_start_two_runs_of_one_job() {
     let mut started: Vec<i64> = Vec::new();
     for round in 0..40 {
         let db2 = db.clone();
-        let claims: Vec<Vec<i64>> =
-            at_once(4, move |_| db2.write(|l| l.claim_runnable(3, 100)).unwrap());
+        let claims: Vec<Vec<i64>> = at_once(4, move |_| {
+            db2.write(|l| l.claim_runnable("node-1", 3, 100)).unwrap()
+        });
         let running = db.read(|l| l.runs_in_progress()).unwrap();
         let mut running_jobs: Vec<i64> = running.iter().map(|r| r.job.0).collect();
         running_jobs.sort();
@@ -1018,7 +1028,7 @@ fn a_run_ended_by_two_writers_at_once_ends_once() {
     for _ in 0..20 {
         db.write(|l| l.enqueue_run(&manual(job, owner), 100, 10))
             .unwrap();
-        let [run] = db.write(|l| l.claim_runnable(1, 10)).unwrap()[..] else {
+        let [run] = db.write(|l| l.claim_runnable("node-1", 1, 10)).unwrap()[..] else {
             panic!("one claimed")
         };
         let db2 = db.clone();
@@ -1040,7 +1050,10 @@ fn nodes_starting_together_migrate_once_and_a_second_open_changes_nothing() {
         PgLedgerDb::open(&url).map(|db| db.schema_version())
     });
     for result in opened {
-        assert_eq!(result.unwrap().unwrap(), 1);
+        assert_eq!(
+            result.unwrap().unwrap(),
+            labcron::store::postgres::SCHEMA_VERSION
+        );
     }
     assert_eq!(
         test_db.query_text("SELECT count(*)::text FROM ledger_schema"),
@@ -1372,7 +1385,10 @@ fn a_chained_run_of_a_job_deleted_meanwhile_is_refused_not_queued() {
         Enqueued::Queued(id) => id,
         other => panic!("{other:?}"),
     };
-    assert_eq!(db.write(|l| l.claim_runnable(1, 3)).unwrap(), vec![run]);
+    assert_eq!(
+        db.write(|l| l.claim_runnable("node-1", 1, 3)).unwrap(),
+        vec![run]
+    );
     let follow_up = while_held(
         &db,
         &url,

@@ -58,15 +58,19 @@ async fn pg_query(app: &TestApp, title: &str, sql: &str) -> i64 {
 }
 
 /// Puts a saved query straight into the ledger, past the API's checks.
+/// On the tests' engine (`LABCRON_TEST_LEDGER`).
 fn slip_into_ledger(app: &TestApp, title: &str, sql: &str, source: &str) -> i64 {
-    let ledger = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    ledger
-        .execute(
-            "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on) VALUES (?1, ?2, ?3, 1, 0)",
-            rusqlite::params![title, sql, source],
-        )
-        .unwrap();
-    ledger.last_insert_rowid()
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    crate::common::ledger::sql_i64(
+        &app.data_dir,
+        &format!(
+            "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on)
+             VALUES ({}, {}, {}, 1, 0) RETURNING id",
+            quote(title),
+            quote(sql),
+            quote(source)
+        ),
+    )
 }
 
 fn duration_ms(run: &Value) -> i64 {

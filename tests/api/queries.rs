@@ -525,6 +525,9 @@ async fn missing_unknown_or_malformed_parameters_fail_the_run_saying_which() {
 
 #[tokio::test]
 async fn a_write_statement_slipped_into_the_ledger_cannot_change_the_data_source() {
+    if crate::common::sqlite_only("writes labcron.db with rusqlite") {
+        return;
+    }
     let app = spawn_app().await;
     let lab = app.data_dir.join("lab.db");
     let before = std::fs::read(&lab).unwrap();

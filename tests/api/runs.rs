@@ -496,6 +496,54 @@ async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
 /// run in the transaction that records its end: the next run starts at the very instant the
 /// previous one finished (the dispatcher's own claim would come after that commit, later), the
 /// runs go oldest first across jobs, and no two ever overlap.
+/// `node` (API.md §7): null while a run waits, the claiming node's `node_name` from its start on,
+/// in a run's JSON, a job's runs list and the list of all runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_names_the_node_that_executed_it_from_its_start() {
+    let app = spawn_app_with(AppOptions {
+        max_concurrent_runs: Some(1),
+        configure: Some(|settings| settings.node_name = "lab-node-7".into()),
+        ..AppOptions::default()
+    })
+    .await;
+    let gate = app.data_dir.join("gate");
+    app.write_script(
+        "gated.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {0} ]; do sleep 0.02; done\n",
+            gate.display()
+        ),
+    );
+    let a = app.create_external_job("node a", "gated.sh").await;
+    let b = app.create_external_job("node b", "gated.sh").await;
+    let first = app.start_run(a, None).await;
+    eventually("the first run holds the only slot", || async {
+        app.run_status(a, first).await == "IN_PROGRESS"
+    })
+    .await;
+    let waiting = app.start_run(b, None).await;
+    let run = ok_json(
+        app.get(&format!("/scheduled-jobs/{b}/runs/{waiting}"))
+            .await,
+    )
+    .await;
+    assert_eq!(run["status"], "QUEUED", "{run}");
+    assert!(run["node"].is_null() && run.get("node").is_some(), "{run}");
+    let running = ok_json(app.get(&format!("/scheduled-jobs/{a}/runs/{first}")).await).await;
+    assert_eq!(running["node"], "lab-node-7", "{running}");
+    std::fs::write(&gate, "open").unwrap();
+    for (job, run_id) in [(a, first), (b, waiting)] {
+        let run = app.wait_run(job, run_id).await;
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        assert_eq!(run["node"], "lab-node-7", "{run}");
+        let list = ok_json(app.get(&format!("/scheduled-jobs/{job}/runs")).await).await;
+        assert_eq!(list[0]["node"], "lab-node-7", "{list}");
+    }
+    let all = ok_json(app.get("/scheduled-job-runs").await).await;
+    let nodes: Vec<&Value> = all.as_array().unwrap().iter().map(|r| &r["node"]).collect();
+    assert_eq!(nodes, [&json!("lab-node-7"), &json!("lab-node-7")], "{all}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finishing_run_hands_its_slot_to_the_oldest_queued_run() {
     let app = spawn_app_with(AppOptions {
@@ -662,6 +710,9 @@ async fn cancelling_a_running_run_stops_its_group_and_says_who() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posting_a_run_answers_with_the_job_and_a_location() {
+    if crate::common::sqlite_only("reads the run row from labcron.db with rusqlite") {
+        return;
+    }
     let app = spawn_app().await;
     app.write_script("ok.sh", "#!/bin/sh\n");
     let job = app.create_external_job("located", "ok.sh").await;
@@ -731,6 +782,9 @@ async fn run_ids(app: &TestApp, job: i64, query: &str, headers: &[(&str, &str)])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runs_list_filters_by_creation_date_in_every_accepted_format() {
+    if crate::common::sqlite_only("sets queued_at in labcron.db with rusqlite") {
+        return;
+    }
     let app = spawn_app().await;
     app.write_script("ok.sh", "#!/bin/sh\n");
     app.write_script("bad.sh", "#!/bin/sh\nexit 1\n");

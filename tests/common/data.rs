@@ -31,14 +31,16 @@ pub fn ledger(data_dir: &Path) -> rusqlite::Connection {
 /// Moves a run's times `days` into the past, directly in the ledger.
 pub fn age_run(data_dir: &Path, run_id: i64, days: i64) {
     const DAY_MS: i64 = 24 * 3600 * 1000;
-    let changed = ledger(data_dir)
-        .execute(
-            "UPDATE runs SET queued_at = queued_at - ?2, started_at = started_at - ?2, finished_at = finished_at - ?2
-             WHERE id = ?1",
-            rusqlite::params![run_id, days * DAY_MS],
-        )
-        .expect("age the run");
-    assert_eq!(changed, 1, "run {run_id} is in the ledger");
+    let shift = days * DAY_MS;
+    let changed = super::ledger::sql_rows(
+        data_dir,
+        &format!(
+            "UPDATE runs SET queued_at = queued_at - {shift}, started_at = started_at - {shift},
+                 finished_at = finished_at - {shift}
+             WHERE id = {run_id} RETURNING id"
+        ),
+    );
+    assert_eq!(changed.len(), 1, "run {run_id} is in the ledger");
 }
 
 /// Asserts that only the run log is left in a run's directory (no partial result).

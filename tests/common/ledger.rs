@@ -41,16 +41,42 @@ pub fn database_url_for(data_dir: &Path) -> Option<String> {
     if !on_postgres() {
         return None;
     }
-    static URLS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
-    let key = absolute(data_dir);
-    let mut urls = URLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut urls = urls();
     let url = urls
-        .entry(key)
+        .entry(absolute(data_dir))
         .or_insert_with(|| super::postgres::server().create_database("").url());
     Some(url.clone())
+}
+
+/// The database URL of `data_dir` if a server (or an earlier call) has used it; `None` on SQLite
+/// and for a directory no test has started a server on (the CLI then finds no ledger, as there).
+pub fn known_database_url(data_dir: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    urls().get(&absolute(data_dir)).cloned()
+}
+
+/// `["--database-url", url]` for a CLI command on `data_dir` (see `known_database_url`), or none.
+pub fn database_url_args(data_dir: &Path) -> Vec<String> {
+    known_database_url(data_dir)
+        .map(|url| vec!["--database-url".to_string(), url])
+        .unwrap_or_default()
+}
+
+/// Records that the servers on `also` (the same directory by another name: the canonical path a
+/// server reports) use `data_dir`'s database.
+pub fn same_database(data_dir: &Path, also: &Path) {
+    if let Some(url) = database_url_for(data_dir) {
+        urls().insert(absolute(also), url);
+    }
+}
+
+fn urls() -> std::sync::MutexGuard<'static, HashMap<PathBuf, String>> {
+    static URLS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    URLS.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// The ledger of a data directory through the store, on the tests' engine (a server may be
@@ -72,4 +98,74 @@ fn absolute(dir: &Path) -> PathBuf {
             .map(|cwd| cwd.join(dir))
             .unwrap_or_else(|_| dir.to_path_buf())
     }
+}
+
+/// Runs `sql` (no parameters: format values in) on the ledger of `data_dir`, on the tests'
+/// engine, and answers every row's columns as text (NULL as `None`; PostgreSQL shows booleans as
+/// `t`/`f`, SQLite's flags are `1`/`0`). For tests that check or set a row the API does not show.
+/// Blocking: the PostgreSQL client runs on a thread of its own.
+pub fn sql_rows(data_dir: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    match database_url_for(data_dir) {
+        Some(url) => {
+            let sql = sql.to_string();
+            std::thread::spawn(move || {
+                let mut client =
+                    postgres::Client::connect(&url, postgres::NoTls).expect("connect the ledger");
+                client
+                    .simple_query(&sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_string))
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .join()
+            .expect("the ledger query's thread")
+        }
+        None => {
+            let conn = super::data::ledger(data_dir);
+            let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let columns = stmt.column_count();
+            let mut out = Vec::new();
+            let mut rows = stmt.query([]).expect("query");
+            while let Some(row) = rows.next().expect("row") {
+                out.push(
+                    (0..columns)
+                        .map(|i| match row.get_ref(i).expect("column") {
+                            rusqlite::types::ValueRef::Null => None,
+                            rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                            rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                            rusqlite::types::ValueRef::Text(t)
+                            | rusqlite::types::ValueRef::Blob(t) => {
+                                Some(String::from_utf8_lossy(t).into_owned())
+                            }
+                        })
+                        .collect(),
+                );
+            }
+            out
+        }
+    }
+}
+
+/// The first column of the first row of `sql_rows` (panics when there is none or it is NULL).
+pub fn sql_text(data_dir: &Path, sql: &str) -> String {
+    sql_rows(data_dir, sql)
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten())
+        .unwrap_or_else(|| panic!("{sql}: no value"))
+}
+
+/// `sql_text` as a number.
+pub fn sql_i64(data_dir: &Path, sql: &str) -> i64 {
+    let text = sql_text(data_dir, sql);
+    text.parse()
+        .unwrap_or_else(|_| panic!("{sql}: {text:?} is not a number"))
 }

@@ -142,6 +142,7 @@ async fn start_app(
         .expect("application builds");
     let port = app.port();
     let data_dir = app.data_dir().to_path_buf();
+    super::ledger::same_database(&dir.path().join("data"), &data_dir);
     let handle = app.handle();
     let server = Some(tokio::spawn(app.run_until_stopped()));
     let api = Api::new(&format!("http://127.0.0.1:{port}"), client());
@@ -212,7 +213,7 @@ pub fn command<S: AsRef<OsStr>>(args: &[S]) -> Command {
         command.arg(arg);
         if let Some(dir) = dir {
             command.arg(args.next().unwrap_or_default());
-            if let Some(url) = super::ledger::database_url_for(Path::new(&dir)) {
+            if let Some(url) = super::ledger::known_database_url(Path::new(&dir)) {
                 command.arg("--database-url").arg(url);
             }
         }

@@ -31,6 +31,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0002_jobs_changes.sql"),
 ];
 
+/// The schema version this labcron brings a database to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`), so nodes starting together
 /// apply each migration once: "labcron" in ASCII.
 const MIGRATE_LOCK: i64 = 0x006c_6162_6372_6f6e;

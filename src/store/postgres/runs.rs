@@ -22,7 +22,7 @@ const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
 const COLUMNS: &str = "r.id, r.job_id, j.name, r.status, r.run_trigger, r.run_by, r.rt_args, r.queued_at,
     r.started_at, r.finished_at, r.scheduled_for, r.exit_code, r.message, r.result_file, r.result_file_size,
     r.log_size, r.log_truncated, r.attempt, r.retry_of, r.chained_from, r.not_before, r.cancelled_by,
-    r.task";
+    r.task, r.node";
 
 fn map_run(row: &Row) -> Result<Run, Error> {
     Ok(Run {
@@ -49,6 +49,7 @@ fn map_run(row: &Row) -> Result<Run, Error> {
         not_before: row.try_get(20)?,
         cancelled_by: row.try_get(21)?,
         task: row.try_get(22)?,
+        node: row.try_get(23)?,
     })
 }
 
@@ -65,10 +66,10 @@ impl Pg<'_> {
     /// The job's oldest QUEUED run whose time has come set IN_PROGRESS, unless the job has one
     /// IN_PROGRESS already: read afresh (this statement's own snapshot) with the job locked, so
     /// a claim that committed since the candidates were read is seen. Its id, if it started.
-    fn start_oldest_queued(&self, job_id: i64, now: i64) -> Result<Option<i64>, Error> {
+    fn start_oldest_queued(&self, job_id: i64, node: &str, now: i64) -> Result<Option<i64>, Error> {
         let row = self.row(
             &format!(
-                "UPDATE runs SET status = 'IN_PROGRESS', started_at = $2
+                "UPDATE runs SET status = 'IN_PROGRESS', started_at = $2, node = $3
                  WHERE id = (SELECT f.id FROM runs f
                              WHERE f.{ACTIVE} AND f.status = 'QUEUED' AND f.job_id = $1
                              ORDER BY f.id LIMIT 1)
@@ -77,7 +78,7 @@ impl Pg<'_> {
                                    WHERE p.{ACTIVE} AND p.status = 'IN_PROGRESS' AND p.job_id = $1)
                  RETURNING id"
             ),
-            &[&job_id, &now],
+            &[&job_id, &now, &node],
         )?;
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
@@ -153,7 +154,7 @@ impl RunLedger for Pg<'_> {
         )
     }
 
-    fn claim_runnable(&self, limit: usize, now: i64) -> Result<Vec<i64>, Error> {
+    fn claim_runnable(&self, node: &str, limit: usize, now: i64) -> Result<Vec<i64>, Error> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -181,7 +182,7 @@ impl RunLedger for Pg<'_> {
         // claim that committed in between is seen only by the start's own statement.
         let mut ids = Vec::with_capacity(candidates.len());
         for row in &candidates {
-            if let Some(id) = self.start_oldest_queued(row.try_get(0)?, now)? {
+            if let Some(id) = self.start_oldest_queued(row.try_get(0)?, node, now)? {
                 ids.push(id);
             }
         }

@@ -119,8 +119,8 @@ impl RunLedger for Sqlite<'_> {
     fn job_busy(&self, job_id: i64) -> Result<bool, Error> {
         runs::job_busy(self.0, job_id)
     }
-    fn claim_runnable(&self, limit: usize, now: i64) -> Result<Vec<i64>, Error> {
-        runs::claim_runnable(self.0, limit, now)
+    fn claim_runnable(&self, node: &str, limit: usize, now: i64) -> Result<Vec<i64>, Error> {
+        runs::claim_runnable(self.0, node, limit, now)
     }
     fn finish_run(&self, run_id: i64, outcome: &Outcome, now: i64) -> Result<bool, Error> {
         runs::finish(self.0, run_id, outcome, now)

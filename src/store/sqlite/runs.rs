@@ -20,7 +20,7 @@ const ACTIVE: &str = "status IN ('QUEUED', 'IN_PROGRESS')";
 const COLUMNS: &str = "r.id, r.job_id, j.name, r.status, r.run_trigger, r.run_by, r.rt_args, r.queued_at,
     r.started_at, r.finished_at, r.scheduled_for, r.exit_code, r.message, r.result_file, r.result_file_size,
     r.log_size, r.log_truncated, r.attempt, r.retry_of, r.chained_from, r.not_before, r.cancelled_by,
-    r.task";
+    r.task, r.node";
 
 fn map_run(row: &Row) -> rusqlite::Result<Run> {
     let bad = |i: usize| {
@@ -50,6 +50,7 @@ fn map_run(row: &Row) -> rusqlite::Result<Run> {
         not_before: row.get(20)?,
         cancelled_by: row.get(21)?,
         task: row.get(22)?,
+        node: row.get(23)?,
     })
 }
 
@@ -158,7 +159,12 @@ pub fn job_busy(conn: &Connection, job_id: i64) -> Result<bool, Error> {
 
 /// Marks up to `limit` runs IN_PROGRESS: for each job with nothing in progress, its oldest QUEUED
 /// run. Returns their ids, oldest first. Call in a write transaction.
-pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i64>, Error> {
+pub fn claim_runnable(
+    conn: &Connection,
+    node: &str,
+    limit: usize,
+    now: i64,
+) -> Result<Vec<i64>, Error> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -188,10 +194,11 @@ pub fn claim_runnable(conn: &Connection, limit: usize, now: i64) -> Result<Vec<i
             .collect::<Result<_, _>>()?;
     }
     let mut start = conn.prepare_cached(
-        "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2 WHERE id = ?1 AND status = 'QUEUED'",
+        "UPDATE runs SET status = 'IN_PROGRESS', started_at = ?2, node = ?3
+         WHERE id = ?1 AND status = 'QUEUED'",
     )?;
     for id in &ids {
-        start.execute(params![id, now])?;
+        start.execute(params![id, now, node])?;
     }
     Ok(ids)
 }
@@ -722,7 +729,7 @@ mod tests {
                 (3, "QUEUED", None),      // 9: behind run 1
             ],
         );
-        assert_eq!(claim_runnable(&conn, 10, 100).unwrap(), vec![1, 3]);
+        assert_eq!(claim_runnable(&conn, "here", 10, 100).unwrap(), vec![1, 3]);
         let status = |id: i64| -> String {
             conn.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
                 .unwrap()
@@ -730,16 +737,16 @@ mod tests {
         assert_eq!(status(1), "IN_PROGRESS");
         assert_eq!(status(3), "IN_PROGRESS");
         // Every job is busy or waiting now.
-        assert!(claim_runnable(&conn, 10, 100).unwrap().is_empty());
+        assert!(claim_runnable(&conn, "here", 10, 100).unwrap().is_empty());
         // The retry's time comes; the limit takes the oldest first.
         conn.execute(
             "UPDATE runs SET status = 'SUCCEEDED' WHERE id IN (1, 3, 4)",
             [],
         )
         .unwrap();
-        assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![5, 6]);
-        assert_eq!(claim_runnable(&conn, 2, 600).unwrap(), vec![7, 9]);
-        assert!(claim_runnable(&conn, 0, 600).unwrap().is_empty());
+        assert_eq!(claim_runnable(&conn, "here", 2, 600).unwrap(), vec![5, 6]);
+        assert_eq!(claim_runnable(&conn, "here", 2, 600).unwrap(), vec![7, 9]);
+        assert!(claim_runnable(&conn, "here", 0, 600).unwrap().is_empty());
     }
 
     #[test]
@@ -748,7 +755,7 @@ mod tests {
         // Different limits and instants, as the dispatcher (free slots) and a run's end (one
         // slot) ask; each run is put back to QUEUED so every claim has something to read.
         for (limit, now) in [(8, 100), (1, 101), (3, 102), (1, 103), (8, 104)] {
-            let claimed = claim_runnable(&conn, limit, now).unwrap();
+            let claimed = claim_runnable(&conn, "here", limit, now).unwrap();
             assert_eq!(claimed.len(), limit.min(2), "limit {limit}");
             conn.execute("UPDATE runs SET status = 'QUEUED'", [])
                 .unwrap();
@@ -779,12 +786,15 @@ mod tests {
         runs.push((2, "QUEUED", None));
         let (_dir, conn) = ledger(2, &runs);
         let youngest = runs.len() as i64;
-        assert_eq!(claim_runnable(&conn, 1, 100).unwrap(), vec![youngest]);
-        assert!(claim_runnable(&conn, 8, 100).unwrap().is_empty());
+        assert_eq!(
+            claim_runnable(&conn, "here", 1, 100).unwrap(),
+            vec![youngest]
+        );
+        assert!(claim_runnable(&conn, "here", 8, 100).unwrap().is_empty());
         // Job 1's first run ends: its oldest queued run goes next, whatever the limit.
         conn.execute("UPDATE runs SET status = 'SUCCEEDED' WHERE id = 1", [])
             .unwrap();
-        assert_eq!(claim_runnable(&conn, 8, 100).unwrap(), vec![2]);
+        assert_eq!(claim_runnable(&conn, "here", 8, 100).unwrap(), vec![2]);
     }
 
     #[test]

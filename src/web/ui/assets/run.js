@@ -50,6 +50,7 @@
       fact("Start Time", run.startedAt ? LC.timeEl(run.startedAt, true) : "Not started"),
       fact("End Time", run.finishedAt ? LC.timeEl(run.finishedAt, true) : active ? "Not finished" : null),
       fact("Duration", duration === null ? null : LC.fmtDuration(duration) + (active ? " so far" : ""), "duration"),
+      fact("Node", run.node ? el("span", { id: "run-node" }, run.node) : null),
       fact("Exit Code", run.exitCode === null || run.exitCode === undefined ? null : String(run.exitCode)),
       fact("Arguments", run.rtArgs ? el("code", { id: "run-args-value" }, run.rtArgs) : el("span", { class: "muted" }, "None")),
       fact("Result File", run.logFilePath ? run.logFilePath + (run.resultFileSize !== null && run.resultFileSize !== undefined ? " (" + LC.fmtBytes(run.resultFileSize) + ")" : "") : null),
