@@ -13,7 +13,7 @@ use crate::domain::next_fire::next_fire;
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::domain::user::UserSummary;
 use crate::error::ServiceError;
-use crate::run_files::RunPaths;
+use crate::run_files::RunFiles;
 use crate::store;
 use crate::store::Ledger;
 
@@ -238,11 +238,11 @@ pub fn job_view(
 pub fn run_views(
     conn: &dyn Ledger,
     runs: &[Run],
-    data_dir: &std::path::Path,
+    files: &RunFiles,
 ) -> Result<Vec<RunView>, ServiceError> {
     let mut users = UserCache::default();
     runs.iter()
-        .map(|run| run_view(conn, run, &mut users, data_dir))
+        .map(|run| run_view(conn, run, &mut users, files))
         .collect()
 }
 
@@ -258,16 +258,10 @@ pub fn run_view(
     conn: &dyn Ledger,
     run: &Run,
     users: &mut UserCache,
-    data_dir: &std::path::Path,
+    files: &RunFiles,
 ) -> Result<RunView, ServiceError> {
-    // While a run executes its log grows on disk; the ledger has the final size only at the end.
-    let log_size = if run.status == RunStatus::InProgress {
-        std::fs::metadata(RunPaths::new(data_dir, run.of_job()).log)
-            .map(|m| m.len() as i64)
-            .unwrap_or(0)
-    } else {
-        run.log_size
-    };
+    // While a run executes its log grows; the ledger has the final size only at the end.
+    let log_size = files.live_log_size(run);
     Ok(RunView {
         id: run.id,
         job_id: run.job_id,

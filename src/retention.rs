@@ -1,6 +1,7 @@
 //! Retention: a built-in pass, shortly after start and then every 24 hours, that removes the
 //! result files and logs of runs that finished more than `retention.files_days` ago (the files
-//! cleaner's own code, `executor::internal::remove_old_run_files`; the rows stay, so a download
+//! cleaner's own code, `run_files::RunFiles::remove_old`: directories, and pieces in the database
+//! when run files are kept there; the rows stay, so a download
 //! answers `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`) and, only when `retention.runs_days` is set,
 //! deletes the rows of runs that finished more than that many days ago, with their files, in
 //! batches of `ROW_BATCH` per write transaction so the ledger's writer is never held for long.
@@ -20,10 +21,9 @@ use crate::clock::now_ms;
 use crate::config::Settings;
 use crate::domain::ids::RunId;
 use crate::error::ServiceError;
-use crate::executor::internal::remove_old_run_files;
 use crate::metrics::Metrics;
 use crate::query::csv::Guard;
-use crate::run_files::RunPaths;
+use crate::run_files::RunFiles;
 use crate::store::Db;
 
 /// The first pass waits this long after start, so start-up work goes first.
@@ -125,8 +125,9 @@ fn retention_pass(
             }
         }
     }
+    let files = RunFiles::for_ledger(db, data_dir.to_path_buf());
     if let Some(days) = settings.runs_days {
-        delete_old_rows(db, data_dir, now - days as i64 * DAY_MS, &mut report)?;
+        delete_old_rows(db, &files, now - days as i64 * DAY_MS, &mut report)?;
     }
     if settings.files_days > 0 {
         let cutoff = now - settings.files_days as i64 * DAY_MS;
@@ -135,10 +136,8 @@ fn retention_pass(
             cancel: None,
         };
         // The pass has no run directory of its own to spare.
-        let removed = db
-            .read_sync(|c| {
-                remove_old_run_files(c, data_dir, cutoff, None, &never).map_err(ServiceError::from)
-            })?
+        let removed = files
+            .remove_old(db, cutoff, None, &never)?
             .map_err(|stop| {
                 ServiceError::Internal(anyhow::anyhow!("retention pass stopped: {stop:?}"))
             })?;
@@ -151,11 +150,11 @@ fn retention_pass(
     Ok(report)
 }
 
-/// Deletes, batch by batch, the rows of runs that finished before `cutoff`, each run's directory
-/// first (a row is kept when its directory cannot be removed, so no files are left unaccounted).
+/// Deletes, batch by batch, the rows of runs that finished before `cutoff`, each run's files
+/// first (a row is kept when its files cannot be removed, so no files are left unaccounted).
 fn delete_old_rows(
     db: &Db,
-    data_dir: &Path,
+    files: &RunFiles,
     cutoff: i64,
     report: &mut RetentionReport,
 ) -> Result<(), ServiceError> {
@@ -167,10 +166,9 @@ fn delete_old_rows(
         };
         after = last.run;
         let mut cleared = Vec::with_capacity(batch.len());
-        for ids in batch {
+        for (ids, removed) in batch.iter().zip(files.remove_runs(&batch)) {
             let run_id = ids.run.0;
-            let run_dir = RunPaths::new(data_dir, ids).run_dir;
-            match remove_run_dir(&run_dir) {
+            match removed {
                 Ok(Some((files, bytes))) => {
                     report.runs_with_files_removed += 1;
                     report.files += files;
@@ -184,30 +182,7 @@ fn delete_old_rows(
                     "retention: cannot remove the run's files; its row stays"
                 ),
             }
-            if let Some(job_dir) = run_dir.parent() {
-                // An emptied job directory goes too (this fails, harmlessly, when not empty).
-                let _ = std::fs::remove_dir(job_dir);
-            }
         }
         report.rows_deleted += db.write_sync(|tx| tx.delete_finished_runs(&cleared, cutoff))?;
-    }
-}
-
-/// Removes a run directory: the files and bytes it held, or None when there was none.
-fn remove_run_dir(run_dir: &Path) -> std::io::Result<Option<(u64, u64)>> {
-    let listed = match crate::run_files::list_files(run_dir) {
-        Ok(listed) => listed,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let bytes = listed
-        .iter()
-        .filter_map(|rel| std::fs::symlink_metadata(run_dir.join(rel)).ok())
-        .map(|m| m.len())
-        .sum();
-    match std::fs::remove_dir_all(run_dir) {
-        Ok(()) => Ok(Some((listed.len() as u64, bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }

@@ -1,7 +1,12 @@
-//! Where a run's files live and which programs may run. A run owns `<data>/runs/<job>/<run>/`
-//! with `run.log` (once the program has written something), `result/` (LABCRON_RESULT_DIR) and a
-//! fresh `work/` directory. Programs come only
+//! Where a run's files live and which programs may run. A run executes in
+//! `<data>/runs/<job>/<run>/` with `run.log` (once the program has written something), `result/`
+//! (LABCRON_RESULT_DIR) and a fresh `work/` directory; where its log and result are kept after
+//! that (this directory, or the ledger's database) is `kept`'s [`RunFiles`]. Programs come only
 //! from the scripts directory, with `..` and symlinks resolved before the check.
+
+mod kept; // RunFiles: the data directory or the database, for every reader and writer
+
+pub use kept::{LogUpload, Removed, ResultBytes, RunFiles, StoredFile};
 
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};

@@ -142,7 +142,7 @@ impl Application {
 
         let state_ledger = db.describe();
         let state = web::Data::new(AppState {
-            db,
+            db: db.clone(),
             settings: settings.clone(),
             executor: executor.clone(),
             scheduler: scheduler.clone(),
@@ -151,6 +151,7 @@ impl Application {
                 Duration::from_secs(settings.auth.lockout_minutes * 60),
             ),
             data_dir: data_dir.clone(),
+            files: crate::run_files::RunFiles::for_ledger(&db, data_dir.clone()),
             metrics,
         });
         let body_limit = settings.http.max_body_bytes;

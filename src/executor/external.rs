@@ -57,7 +57,7 @@ impl Executor {
             .map(|_| paths.run_dir.join("stdout.tmp"));
         let mut env = run_env(job, run, paths);
         if let Some(upstream_id) = run.chained_from {
-            env.extend(self.upstream_env(upstream_id).await);
+            env.extend(self.upstream_env(upstream_id, paths).await);
         }
         let spec = ProcessSpec {
             program,
@@ -145,23 +145,16 @@ impl Executor {
     }
 
     /// `LABCRON_UPSTREAM_RUN_ID` and, when the upstream run kept a result file,
-    /// `LABCRON_UPSTREAM_RESULT`: its path, made read-only so the chained program cannot change
+    /// `LABCRON_UPSTREAM_RESULT`: its path (or a copy's in this run's directory `into`, when run
+    /// files are kept in the database), made read-only so the chained program cannot change
     /// what the upstream run produced.
-    async fn upstream_env(&self, upstream_id: i64) -> Vec<(String, String)> {
+    async fn upstream_env(&self, upstream_id: i64, into: &RunPaths) -> Vec<(String, String)> {
         let mut env = vec![("LABCRON_UPSTREAM_RUN_ID".into(), upstream_id.to_string())];
         let upstream = self.inner.db.read(move |c| c.run(upstream_id)).await;
         let Ok(Some(upstream)) = upstream else {
             return env;
         };
-        let paths = RunPaths::new(&self.inner.data_dir, upstream.of_job());
-        if let Some(file) = upstream
-            .result_file
-            .as_deref()
-            .and_then(|rel| paths.result_file(rel))
-            && tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file())
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = tokio::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).await;
+        if let Some(file) = self.inner.files.upstream_result(&upstream, into).await {
             env.push(("LABCRON_UPSTREAM_RESULT".into(), file.display().to_string()));
         }
         env

@@ -1,8 +1,9 @@
 //! The built-in INTERNAL tasks, chosen by the job's `taskImplFqn` (API.md §5). Each writes a
 //! result file saying what it did and a summary line to the run log:
 //! - `files-cleaner` (alias `FilesBacklogCleaner`), argument `filesRetentionDays=30` (a bare
-//!   number means the same): removes the directory (result file and log) of every run that
-//!   finished more than that many days ago; the runs' rows stay in the ledger, and downloading
+//!   number means the same): removes the files (result file and log: the run's directory, and
+//!   its pieces when run files are kept in the database, `run_files::RunFiles::remove_old`) of
+//!   every run that finished more than that many days ago; the runs' rows stay in the ledger, and downloading
 //!   such a result later answers `SCHEDULED_JOB_RESULT_DATA_FILE_NOT_FOUND`. Result: a CSV of the
 //!   runs whose files were removed. Directories the ledger does not know are left alone.
 //! - `database-backup`: a consistent online copy of the ledger (`VACUUM INTO` from a read-only
@@ -13,21 +14,18 @@
 //! Work runs on blocking threads, stops at the job's `timeoutSeconds` or on cancel, and never
 //! touches the run rows except through the executor's outcome.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
 
 use super::query_task::{TaskContext, write_aside};
 use crate::clock::{from_ms, now_ms};
-use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::job::InternalTask;
 use crate::error::ServiceError;
 use crate::query::csv::{CsvWriter, ExportError, ExportStats, Guard, Stop};
-use crate::run_files::RunPaths;
+use crate::store;
 use crate::store::ledger::{Cell, ReportSink};
 use crate::store::runs::Outcome;
-use crate::store::{self, Ledger};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -150,15 +148,13 @@ async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, T
     let days = days_argument(&ctx.argument_words()?, "filesRetentionDays", 30)?;
     let cutoff = now_ms() - days * DAY_MS;
     let db = ctx.db.clone();
-    let data_dir = ctx.data_dir.to_path_buf();
+    let files = ctx.files.clone();
     let own_run = ctx.run.of_job();
     let guard = ctx.guard(limit);
     let file = format!("files-cleaner_{}.csv", ctx.run.id);
     let target = ctx.paths.run_dir.join(&file);
     blocking(move || {
-        let removed = db.read_sync(|c| {
-            remove_old_run_files(c, &data_dir, cutoff, Some(own_run), &guard).map_err(ServiceError::from)
-        });
+        let removed = files.remove_old(&db, cutoff, Some(own_run), &guard);
         let removed = match removed {
             Ok(Ok(removed)) => removed,
             Ok(Err(stop)) => return Err(TaskError::Stopped(stop)),
@@ -195,99 +191,6 @@ async fn files_cleaner(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, T
         })
     })
     .await
-}
-
-/// A run whose files were removed.
-pub(crate) struct Removed {
-    pub job_id: i64,
-    pub run_id: i64,
-    pub finished_at: i64,
-    pub files: u64,
-    pub bytes: u64,
-}
-
-/// Walks `<data>/runs/<job>/<run>/` and removes the directories of runs that finished before
-/// `cutoff`. The outer `Result` is the ledger's; the inner one says whether the guard stopped it.
-/// Also the daily retention pass (`retention`); a directory another pass removed first is skipped.
-pub(crate) fn remove_old_run_files(
-    conn: &dyn Ledger,
-    data_dir: &Path,
-    cutoff: i64,
-    own_run: Option<RunOfJob>,
-    guard: &Guard,
-) -> Result<Result<Vec<Removed>, Stop>, std::io::Error> {
-    let mut removed = Vec::new();
-    let runs_root = data_dir.join("runs");
-    for (job_id, job_dir) in numbered_dirs(&runs_root)? {
-        for (run_id, _) in numbered_dirs(&job_dir)? {
-            if let Some(stop) = guard.check() {
-                return Ok(Err(stop));
-            }
-            let ids = RunOfJob::new(JobId(job_id), RunId(run_id));
-            if Some(ids) == own_run {
-                continue;
-            }
-            let finished_at = match conn.run_finished_at(ids) {
-                Ok(Some(at)) if at < cutoff => at,
-                Ok(_) => continue,
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            };
-            let run_dir = RunPaths::new(data_dir, ids).run_dir;
-            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-            let (files, bytes) = match tree_size(&run_dir) {
-                Err(e) if gone(&e) => continue,
-                size => size?,
-            };
-            match std::fs::remove_dir_all(&run_dir) {
-                Err(e) if gone(&e) => continue,
-                done => done?,
-            }
-            removed.push(Removed {
-                job_id,
-                run_id,
-                finished_at,
-                files,
-                bytes,
-            });
-        }
-        // An emptied job directory goes too (this fails, harmlessly, when it is not empty).
-        let _ = std::fs::remove_dir(&job_dir);
-    }
-    removed.sort_by_key(|r| (r.job_id, r.run_id));
-    Ok(Ok(removed))
-}
-
-/// Subdirectories of `dir` whose names are numbers (ids), with their paths.
-fn numbered_dirs(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        // Symlinks are never followed: only real directories named by an id.
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-            found.push((id, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// Files and bytes under `dir`.
-fn tree_size(dir: &Path) -> std::io::Result<(u64, u64)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    for rel in crate::run_files::list_files(dir)? {
-        files += 1;
-        bytes += std::fs::symlink_metadata(dir.join(rel))?.len();
-    }
-    Ok((files, bytes))
 }
 
 async fn database_backup(ctx: &TaskContext<'_>, limit: Duration) -> Result<Done, TaskError> {

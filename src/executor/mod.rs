@@ -30,7 +30,7 @@ use crate::domain::user::User;
 use crate::error::ServiceError;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::run_files::RunPaths;
+use crate::run_files::{RunFiles, RunPaths};
 use crate::service;
 use crate::service::runs::RunRequest;
 use crate::store::Ledger;
@@ -54,6 +54,8 @@ struct Inner {
     db: Db,
     settings: Arc<Settings>,
     data_dir: PathBuf,
+    /// Where runs' logs and results are kept once written (the data directory or the database).
+    files: RunFiles,
     wake: Notify,
     /// Signalled after every run finishes (long-polls wait on it).
     finished: Notify,
@@ -78,6 +80,7 @@ impl Executor {
     ) -> Self {
         Executor {
             inner: Arc::new(Inner {
+                files: RunFiles::for_ledger(&db, data_dir.clone()),
                 db,
                 settings,
                 data_dir,
@@ -373,7 +376,11 @@ impl Executor {
                 tracing::info!(job = %job.name, "run started");
                 measured = Some((job.job_type, run.started_at));
                 job_id = Some(job.id);
+                let upload = self.inner.files.start_log(run.of_job());
                 let mut outcome = self.perform(&run, &job, dirs, cancel, reason).await;
+                // Before the end is recorded: a run that says SUCCEEDED has its files wherever
+                // they are kept.
+                self.keep_files(run.of_job(), upload, &mut outcome).await;
                 // What produced the result decides who may download it later, whatever the job
                 // becomes (a backup stays admin-only).
                 if job.job_type == JobType::Internal {
@@ -401,6 +408,12 @@ impl Executor {
             Ok((follow_up, successor)) => (Ok(follow_up), successor),
             Err(e) => (Err(e), None),
         };
+        if let Some(job_id) = job_id {
+            self.inner
+                .files
+                .clear_local(RunOfJob::new(JobId(job_id), RunId(run_id)))
+                .await;
+        }
         // Registered before this run leaves `running`, so the dispatcher never sees a free slot
         // that is already handed over.
         if let Some(next) = successor {
@@ -525,18 +538,11 @@ impl Executor {
     /// Removes a failed run's result files (partial, when the disk filled up) and notes it in the
     /// outcome. Returns whether anything was removed.
     async fn remove_result(&self, ids: RunOfJob, outcome: &mut Outcome) -> bool {
-        let paths = RunPaths::new(&self.inner.data_dir, ids);
-        let mut removed = tokio::fs::remove_dir_all(&paths.result_dir).await.is_ok();
-        if let Some(file) = outcome
-            .result_file
-            .as_deref()
-            .and_then(|rel| paths.result_file(rel))
-        {
-            removed |= tokio::fs::remove_file(file).await.is_ok();
-        }
-        removed |= tokio::fs::remove_file(paths.run_dir.join("stdout.tmp"))
-            .await
-            .is_ok();
+        let removed = self
+            .inner
+            .files
+            .remove_result(ids, outcome.result_file.as_deref())
+            .await;
         if removed {
             outcome.result_file = None;
             outcome.result_file_size = None;
@@ -546,6 +552,34 @@ impl Executor {
             ));
         }
         removed
+    }
+
+    /// Keeps a run's log and result where run files are kept (`RunFiles::keep`); when they
+    /// cannot be kept, the run fails saying so, without a result.
+    async fn keep_files(
+        &self,
+        ids: RunOfJob,
+        upload: crate::run_files::LogUpload,
+        outcome: &mut Outcome,
+    ) {
+        match self
+            .inner
+            .files
+            .keep(ids, upload, outcome.result_file.as_deref())
+            .await
+        {
+            Ok(Some(size)) => outcome.result_file_size = Some(size as i64),
+            Ok(None) => {}
+            Err(why) => {
+                outcome.succeeded = false;
+                outcome.result_file = None;
+                outcome.result_file_size = None;
+                outcome.message = Some(match outcome.message.take() {
+                    Some(before) => format!("{why}; {before}"),
+                    None => why,
+                });
+            }
+        }
     }
 
     /// Reads the claimed run and its job, and creates the run's directories, in one trip to the
@@ -595,6 +629,7 @@ impl Executor {
                     db: &self.inner.db,
                     settings: &self.inner.settings,
                     data_dir: &self.inner.data_dir,
+                    files: &self.inner.files,
                     run,
                     job,
                     paths: &paths,

@@ -26,7 +26,7 @@ use crate::query::params::{bind_params, parse_args, values_by_name};
 use crate::query::pg_sql;
 use crate::query::postgres::{Failure as PgFailure, PgSource};
 use crate::query::sources::{DataSources, prepare_single};
-use crate::run_files::RunPaths;
+use crate::run_files::{RunFiles, RunPaths};
 use crate::store::Db;
 use crate::store::runs::Outcome;
 
@@ -35,6 +35,8 @@ pub struct TaskContext<'a> {
     pub db: &'a Db,
     pub settings: &'a Settings,
     pub data_dir: &'a Path,
+    /// Where run files are kept (the files cleaner removes them).
+    pub files: &'a RunFiles,
     pub run: &'a Run,
     pub job: &'a Job,
     pub paths: &'a RunPaths,

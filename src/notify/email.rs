@@ -120,12 +120,11 @@ pub fn add_failure_details(email: &mut Email, run: &Run, log_tail: &[String], ru
 /// The last `max_lines` lines of a log file (reading at most its last 8 KiB), empty if unreadable.
 pub fn log_tail(path: &std::path::Path, max_lines: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
-    const MAX_BYTES: u64 = 8 * 1024;
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(MAX_BYTES);
+    let start = len.saturating_sub(LOG_TAIL_BYTES);
     if file.seek(SeekFrom::Start(start)).is_err() {
         return Vec::new();
     }
@@ -133,10 +132,19 @@ pub fn log_tail(path: &std::path::Path, max_lines: usize) -> Vec<String> {
     if file.read_to_end(&mut bytes).is_err() {
         return Vec::new();
     }
-    let text = String::from_utf8_lossy(&bytes);
+    tail_lines(&bytes, start > 0, max_lines)
+}
+
+/// How much of the end of a log a failed run's e-mail looks at.
+pub const LOG_TAIL_BYTES: u64 = 8 * 1024;
+
+/// The last `max_lines` non-empty-ended lines of the end of a log (`cut`: it does not start at
+/// the log's first byte, so its first line is partial and dropped).
+pub fn tail_lines(bytes: &[u8], cut: bool, max_lines: usize) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
     let mut lines: Vec<&str> = text.lines().collect();
     // A cut first line is partial: drop it.
-    if start > 0 && !lines.is_empty() {
+    if cut && !lines.is_empty() {
         lines.remove(0);
     }
     while lines.last().is_some_and(|l| l.trim().is_empty()) {

@@ -29,6 +29,7 @@ use crate::domain::user::User;
 use crate::error::ServiceError;
 use crate::metrics::{Channel, Delivery, Metrics};
 use crate::present::{UserCache, run_view};
+use crate::run_files::RunFiles;
 use crate::store::Db;
 use crate::store::Ledger;
 
@@ -40,7 +41,8 @@ pub struct Notifier {
 
 struct Inner {
     db: Db,
-    data_dir: PathBuf,
+    /// Where runs' logs are kept (a failed run's e-mail quotes its last lines).
+    files: RunFiles,
     tz: chrono_tz::Tz,
     metrics: Arc<Metrics>,
     /// None when `notifications.smtp_host` is empty.
@@ -88,8 +90,8 @@ impl Notifier {
         }
         Ok(Notifier {
             inner: Arc::new(Inner {
+                files: RunFiles::for_ledger(&db, data_dir),
                 db,
-                data_dir,
                 tz: settings.timezone,
                 metrics,
                 mailer,
@@ -118,12 +120,12 @@ impl Notifier {
     async fn deliver(&self, run_id: i64) {
         let inner = &self.inner;
         let with_email = inner.mailer.is_some();
-        let data_dir = inner.data_dir.clone();
+        let files = inner.files.clone();
         let loaded = inner
             .db
-            .read(move |c| load_finished(c, run_id, with_email, &data_dir))
+            .read(move |c| load_finished(c, run_id, with_email, &files))
             .await;
-        let finished = match loaded {
+        let mut finished = match loaded {
             Ok(Some(finished)) => finished,
             Ok(None) => return,
             Err(e) => {
@@ -131,6 +133,14 @@ impl Notifier {
                 return;
             }
         };
+        // Read after the ledger's answer, not inside it: the log may be in the database too.
+        if with_email && finished.run.status == RunStatus::Failed {
+            let (bytes, cut) = inner
+                .files
+                .log_tail(finished.run.of_job(), email::LOG_TAIL_BYTES)
+                .await;
+            finished.log_tail = email::tail_lines(&bytes, cut, LOG_TAIL_LINES);
+        }
         if let Some(url) = finished.job.webhook_url.clone() {
             let notifier = self.clone();
             let body = Bytes::from(finished.run_json.clone());
@@ -231,7 +241,7 @@ fn load_finished(
     conn: &dyn Ledger,
     run_id: i64,
     with_email: bool,
-    data_dir: &std::path::Path,
+    files: &RunFiles,
 ) -> Result<Option<FinishedRun>, ServiceError> {
     let Some(run) = conn.run(run_id)? else {
         return Ok(None);
@@ -245,16 +255,10 @@ fn load_finished(
     if !with_email && job.webhook_url.is_none() {
         return Ok(None);
     }
-    let view = run_view(conn, &run, &mut UserCache::default(), data_dir)?;
+    let view = run_view(conn, &run, &mut UserCache::default(), files)?;
     let run_json = serde_json::to_vec(&view).map_err(|e| ServiceError::Internal(e.into()))?;
     let recipients = if with_email {
         recipients(conn, &job, &run)?
-    } else {
-        Vec::new()
-    };
-    let log_tail = if with_email && run.status == RunStatus::Failed {
-        let log = crate::run_files::RunPaths::new(data_dir, run.of_job()).log;
-        email::log_tail(&log, LOG_TAIL_LINES)
     } else {
         Vec::new()
     };
@@ -263,7 +267,7 @@ fn load_finished(
         job,
         run_json,
         recipients,
-        log_tail,
+        log_tail: Vec::new(),
     }))
 }
 

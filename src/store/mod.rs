@@ -13,6 +13,7 @@
 
 pub mod cluster; // what a node of a cluster asks of Db: its identity, the firing lock
 pub mod error; // store::Error: how a ledger operation fails (a full disk told apart)
+pub mod files; // run files kept in the ledger's database, in pieces (PostgreSQL)
 pub mod guard; // one server per data directory; a replaced ledger file is noticed
 pub mod ledger; // the engine-neutral interface: one trait per area, `Ledger` all of them
 pub mod migrate_to_postgres; // `labcron migrate-ledger`: a SQLite ledger copied into PostgreSQL
@@ -216,6 +217,15 @@ impl Db {
                 queue,
             }),
         })
+    }
+
+    /// The run files of this ledger when it keeps them (a database several nodes share);
+    /// `None` when they live in the data directory (SQLite).
+    pub fn files_in_ledger(&self) -> Option<files::DbFiles> {
+        match &self.engine {
+            Engine::Sqlite(_) => None,
+            Engine::Postgres(db) => Some(files::DbFiles::new(db.clone())),
+        }
     }
 
     /// The SQLite ledger, for SQLite's own operations; on PostgreSQL, why there is none.

@@ -27,6 +27,8 @@ pub struct AppState {
     pub throttle: LoginThrottle,
     /// Canonical data directory.
     pub data_dir: PathBuf,
+    /// Where runs' logs and results are kept (the data directory or the ledger's database).
+    pub files: crate::run_files::RunFiles,
     /// The Prometheus registry (`GET /metrics`, request counting).
     pub metrics: Arc<crate::metrics::Metrics>,
 }

@@ -25,6 +25,7 @@ mod openspecimen_client;
 mod packaging;
 mod pg_ledger;
 mod pg_nodes;
+mod pg_run_files; // run logs and results kept in PostgreSQL, through RunFiles
 mod pg_sources;
 mod queries;
 mod query_limits;

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::ledger::open_db;
 use crate::common::{
-    AppOptions, TestApp, error_codes, ok_json, run_id_from_location, spawn_app, spawn_app_with,
+    AppOptions, TestApp, error_codes, ok_json, on_postgres, run_id_from_location, spawn_app,
+    spawn_app_with,
 };
 
 /// Polls `check` until it holds (generous deadline: the machine may be busy).
@@ -275,14 +277,30 @@ async fn result_files_one_several_and_stdout() {
         vec!["SCHEDULED_JOB_RESULT_DATA_FILE_NOT_AVAILABLE"]
     );
 
-    // A result file removed from disk (as retention does) is "not found".
+    // A result file removed (from disk, or its pieces from the database, as retention does) is
+    // "not found".
     let run = app.start_run(one, None).await;
     app.wait_run(one, run).await;
-    std::fs::remove_file(
-        app.data_dir
-            .join(format!("runs/{one}/{run}/result/specimens.csv")),
-    )
-    .unwrap();
+    if on_postgres() {
+        let data_dir = app.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let files = open_db(&data_dir)
+                .files_in_ledger()
+                .expect("run files in the database");
+            let deleted = files
+                .delete(&[run], labcron::store::files::FileKind::Result)
+                .unwrap();
+            assert_eq!(deleted, 1);
+        })
+        .await
+        .unwrap();
+    } else {
+        std::fs::remove_file(
+            app.data_dir
+                .join(format!("runs/{one}/{run}/result/specimens.csv")),
+        )
+        .unwrap();
+    }
     let removed = app
         .get(&format!("/scheduled-jobs/{one}/runs/{run}/result-file"))
         .await;
@@ -463,7 +481,9 @@ async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
         assert_eq!(run["status"], "SUCCEEDED", "{run}");
         assert_eq!(run["logSize"], expected.len(), "{run}");
         let file = app.data_dir.join(format!("runs/{job}/{run_id}/run.log"));
-        assert_eq!(file.exists(), !expected.is_empty(), "{}", file.display());
+        // On PostgreSQL the log is in the database and the run's directory is gone.
+        let local = !expected.is_empty() && !on_postgres();
+        assert_eq!(file.exists(), local, "{}", file.display());
         let log = app
             .get(&format!("/scheduled-jobs/{job}/runs/{run_id}/log"))
             .await;

@@ -8,6 +8,7 @@
 //! the claim skips jobs another claim holds (`FOR UPDATE … SKIP LOCKED`). Blocking throughout:
 //! call from a blocking thread, never an async one.
 
+pub mod files; // run files: pieces of logs and results
 mod jobs; // JobLedger
 mod nodes; // NodeLedger, the node's identity, the firing lock
 mod people; // UserLedger, SessionLedger, ApiTokenLedger

@@ -112,12 +112,12 @@ async fn list(
         now_ms(),
     )?;
     let (start_at, max_results) = query.paging()?;
-    let data_dir = state.data_dir.clone();
+    let files = state.files.clone();
     let views = state
         .db
         .read(move |c| {
             let runs = c.list_all_runs(&filter, start_at, max_results)?;
-            run_views(c, &runs, &data_dir)
+            run_views(c, &runs, &files)
         })
         .await?;
     Ok(HttpResponse::Ok().json(views))

@@ -257,7 +257,7 @@ pub async fn overview(
     let job_id = path_id(&req, "jobId")?;
     let me = me.0;
     let viewer = me.clone();
-    let data_dir = state.data_dir.clone();
+    let files = state.files.clone();
     let (job, view, triggered_by, hidden_upstream, runs) = state
         .db
         .read(move |c| -> Result<_, ServiceError> {
@@ -282,7 +282,7 @@ pub async fn overview(
                 to: None,
                 status: None,
             };
-            let runs = run_views(c, &c.list_runs(&filter, 0, PAGE_RUNS)?, &data_dir)?;
+            let runs = run_views(c, &c.list_runs(&filter, 0, PAGE_RUNS)?, &files)?;
             Ok((job, view, triggered_by, hidden, runs))
         })
         .await?;

@@ -1,18 +1,18 @@
 //! `GET /scheduled-jobs/{jobId}/runs/{runId}/log`: the run's log from an offset, or followed while
-//! the run goes on, as plain text or Server-Sent Events, read through `open_run_file` (no links).
+//! the run goes on, as plain text or Server-Sent Events, read through `RunFiles` (the data
+//! directory without following links, or the pieces in the database), a piece at a time.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::http::header::{self};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::domain::audit::actions;
+use crate::domain::ids::RunOfJob;
 use crate::domain::run::RunStatus;
 use crate::error::ServiceError;
-use crate::run_files::open_run_file;
+use crate::run_files::RunFiles;
 use crate::store;
 use crate::web::AppState;
 use crate::web::api::audit_trail::{event, record_alone};
@@ -20,49 +20,6 @@ use crate::web::api::auth::CurrentUser;
 use crate::web::api::params::{PathOf, Query, RunPath};
 
 use super::{nosniff, visible_run};
-
-/// Where a run's log is: the run it belongs to, read through `open_run_file` (no links).
-#[derive(Clone)]
-struct LogSource {
-    data_dir: PathBuf,
-    job_id: i64,
-    run_id: i64,
-}
-
-/// Reads the log from `offset`: the bytes (up to `limit`) and the new offset.
-async fn read_log_from(
-    source: &LogSource,
-    offset: u64,
-    limit: usize,
-) -> std::io::Result<(Vec<u8>, u64)> {
-    let LogSource {
-        data_dir,
-        job_id,
-        run_id,
-    } = source.clone();
-    let opened =
-        tokio::task::spawn_blocking(move || open_run_file(&data_dir, job_id, run_id, "run.log"))
-            .await
-            .map_err(std::io::Error::other)?;
-    let mut file = match opened {
-        Ok(f) => tokio::fs::File::from_std(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-        // A link or other non-file where the log belongs is never read; the log is empty.
-        Err(e) => {
-            tracing::warn!(run_id = source.run_id, error = %e, "the run's log is not a regular file");
-            return Ok((Vec::new(), offset));
-        }
-    };
-    // Nothing at or past the end; seeking far past it fails (EINVAL) on some file systems.
-    if offset >= file.metadata().await?.len() {
-        return Ok((Vec::new(), offset));
-    }
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let mut buf = Vec::new();
-    (&mut file).take(limit as u64).read_to_end(&mut buf).await?;
-    let next = offset + buf.len() as u64;
-    Ok((buf, next))
-}
 
 const LOG_CHUNK: usize = 256 * 1024;
 
@@ -111,11 +68,8 @@ pub async fn log(
             .detail("follow", follow);
         record_alone(&state, audit).await;
     }
-    let log_path = LogSource {
-        data_dir: state.data_dir.clone(),
-        job_id: run.job_id,
-        run_id: run.id,
-    };
+    let ids = run.of_job();
+    let files = state.files.clone();
     let sse = req
         .headers()
         .get(header::ACCEPT)
@@ -123,28 +77,23 @@ pub async fn log(
         .is_some_and(|v| v.contains("text/event-stream"));
 
     if !follow || run.status.is_finished() && !sse {
-        let mut out = Vec::new();
-        let mut position = offset as u64;
-        loop {
-            let (chunk, next) = read_log_from(&log_path, position, LOG_CHUNK).await?;
-            if chunk.is_empty() {
-                break;
-            }
-            out.extend_from_slice(&chunk);
-            position = next;
-        }
+        // The log as far as it goes now, streamed a piece at a time.
+        let from = offset as u64;
+        let to = files.log_end(ids).await?.max(from);
+        let body = actix_web::body::SizedStream::new(to - from, files.log_stream(ids, from, to));
         return Ok(HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .insert_header(nosniff())
-            .insert_header(("X-Log-Offset", position.to_string()))
+            .insert_header(("X-Log-Offset", to.to_string()))
             .insert_header(("X-Run-Status", run.status.as_str()))
-            .body(out));
+            .body(body));
     }
 
     let db = state.db.clone();
     let follow_state = Some(Follow {
         offset: offset as u64,
-        log_path,
+        files,
+        ids,
         db,
         run_id,
         sse,
@@ -153,7 +102,7 @@ pub async fn log(
     let stream = futures_util::stream::unfold(follow_state, |state| async move {
         let mut st = state?;
         loop {
-            match read_log_from(&st.log_path, st.offset, LOG_CHUNK).await {
+            match st.files.read_log(st.ids, st.offset, LOG_CHUNK).await {
                 Ok((chunk, next)) if !chunk.is_empty() => {
                     st.offset = next;
                     let bytes = if st.sse {
@@ -202,7 +151,8 @@ pub async fn log(
 
 struct Follow {
     offset: u64,
-    log_path: LogSource,
+    files: RunFiles,
+    ids: RunOfJob,
     db: crate::store::Db,
     run_id: i64,
     sse: bool,

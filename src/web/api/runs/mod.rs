@@ -151,7 +151,7 @@ async fn create(
     };
     let audit = event(&me, &req, actions::RUN_REQUEST);
     let want_run = query.text("response") == Some("run");
-    let data_dir = state.data_dir.clone();
+    let files = state.files.clone();
     // The answer is read in the transaction that queued the run (it sees the new run), and
     // serialized here, off the single writer.
     let (job, enqueued, answer) = state
@@ -166,7 +166,7 @@ async fn create(
                 if want_run {
                     let run = c.run(run_id)?.ok_or_else(ServiceError::run_not_found)?;
                     Ok(Answer::Run(Box::new(run_view(
-                        c, &run, &mut users, &data_dir,
+                        c, &run, &mut users, &files,
                     )?)))
                 } else {
                     // Queuing a run leaves the job's row as `check` read it.
@@ -244,13 +244,13 @@ async fn list(
     };
     let (start_at, max_results) = query.paging()?;
     let me = me.0;
-    let data_dir = state.data_dir.clone();
+    let files = state.files.clone();
     let views = state
         .db
         .read(move |c| {
             visible_job(c, job_id, &me)?;
             let runs = c.list_runs(&filter, start_at, max_results)?;
-            run_views(c, &runs, &data_dir)
+            run_views(c, &runs, &files)
         })
         .await?;
     Ok(HttpResponse::Ok().json(views))
@@ -297,14 +297,14 @@ async fn get(
     let me = me.0;
     loop {
         let viewer = me.clone();
-        let data_dir = state.data_dir.clone();
+        let files = state.files.clone();
         let (finished, view) = state
             .db
             .read(move |c| -> Result<_, ServiceError> {
                 let (_, run) = visible_run(c, job_id, run_id, &viewer)?;
                 Ok((
                     run.status.is_finished(),
-                    run_view(c, &run, &mut UserCache::default(), &data_dir)?,
+                    run_view(c, &run, &mut UserCache::default(), &files)?,
                 ))
             })
             .await?;
@@ -362,14 +362,14 @@ async fn cancel(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
         let viewer = me.0.clone();
-        let data_dir = state.data_dir.clone();
+        let files = state.files.clone();
         let (finished, view) = state
             .db
             .read(move |c| -> Result<_, ServiceError> {
                 let (_, run) = visible_run(c, job_id, run_id, &viewer)?;
                 Ok((
                     run.status.is_finished(),
-                    run_view(c, &run, &mut UserCache::default(), &data_dir)?,
+                    run_view(c, &run, &mut UserCache::default(), &files)?,
                 ))
             })
             .await?;

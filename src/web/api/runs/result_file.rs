@@ -1,6 +1,8 @@
 //! `GET` and `HEAD /scheduled-jobs/{jobId}/runs/{runId}/result-file`: the file a run left, to
-//! whoever may download it (`service::access::can_download_result`), opened without following a
-//! link on any component and only if it is a regular file, sent in pieces read ahead of the socket.
+//! whoever may download it (`service::access::can_download_result`), opened through `RunFiles`:
+//! in the data directory without following a link on any component and only if it is a regular
+//! file, or as pieces in the database (a Range reads only the pieces it overlaps); sent in pieces
+//! read ahead of the socket.
 
 use actix_files::NamedFile;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
@@ -12,7 +14,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::domain::audit::actions;
 use crate::error::ServiceError;
-use crate::run_files::open_run_file;
+use crate::run_files::{ResultBytes, StoredFile};
 use crate::web::AppState;
 use crate::web::api::audit_trail::{event, record_alone};
 use crate::web::api::auth::CurrentUser;
@@ -85,15 +87,16 @@ pub async fn result_file(
             "Job run result data file is damaged or replaced.",
         )
     };
-    let relative = run.result_file.clone().ok_or_else(not_available)?;
-    // Opened without following links on any component, and only if it is a regular file: a
-    // script could have replaced its result by a link to the ledger.
-    let data_dir = state.data_dir.clone();
-    let (job_of_run, id_of_run) = (run.job_id, run.id);
-    let opened = web::block(move || open_run_file(&data_dir, job_of_run, id_of_run, &relative))
+    if run.result_file.is_none() {
+        return Err(not_available());
+    }
+    // Locally, opened without following links on any component, and only if it is a regular
+    // file: a script could have replaced its result by a link to the ledger.
+    let opened = state
+        .files
+        .open_result(&run)
         .await
-        .map_err(|e| ServiceError::Internal(e.into()))?;
-    let std_file = opened.map_err(|_| not_found())?;
+        .map_err(|_| not_found())?;
     let file_name = run.result_file_name().unwrap_or("result").to_string();
     let content_type = match std::path::Path::new(&file_name)
         .extension()
@@ -106,7 +109,6 @@ pub async fn result_file(
         Some(ext) => actix_files::file_extension_to_mime(ext),
         None => mime::APPLICATION_OCTET_STREAM,
     };
-    let file = NamedFile::from_file(std_file, &file_name).map_err(|_| not_found())?;
     // A download is a sensitive read (result files hold sample data); HEAD reads nothing.
     if req.method() == actix_web::http::Method::GET {
         let audit = event(&me_for_audit, &req, actions::RESULT_DOWNLOAD)
@@ -115,6 +117,13 @@ pub async fn result_file(
             .detail("file", file_name.clone());
         record_alone(&state, audit).await;
     }
+    let std_file = match opened {
+        ResultBytes::File(file) => file,
+        ResultBytes::Stored(stored) => {
+            return Ok(stored_response(&req, &stored, &file_name, content_type));
+        }
+    };
+    let file = NamedFile::from_file(std_file, &file_name).map_err(|_| not_found())?;
     // A second handle for the whole-file path below.
     let whole = file.file().try_clone().ok();
     let size = file.metadata().len();
@@ -201,6 +210,68 @@ fn attachment(name: &str) -> ContentDisposition {
         disposition: DispositionType::Attachment,
         parameters,
     }
+}
+
+/// A result stored in pieces, answered as actix-files answers a file: the whole file (200), or
+/// the first range of a GET's `Range: bytes=…` (206, read from the pieces it overlaps; 416 when
+/// it is outside the file), with `Accept-Ranges`, `Content-Disposition` and nosniff. There is no
+/// validator (ETag, Last-Modified), so a request with `If-Range` gets the whole file.
+fn stored_response(
+    req: &HttpRequest,
+    stored: &StoredFile,
+    file_name: &str,
+    content_type: mime::Mime,
+) -> HttpResponse {
+    use actix_web::http::{Method, StatusCode};
+    let size = stored.size;
+    let mut answer = HttpResponse::Ok();
+    answer
+        .content_type(content_type)
+        .insert_header(attachment(file_name))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header(nosniff());
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .filter(|_| req.method() == Method::GET && !req.headers().contains_key(header::IF_RANGE))
+        .and_then(|v| v.to_str().ok())
+        // Unknown range units are ignored (RFC 9110 14.2).
+        .filter(|v| {
+            v.split_once('=')
+                .is_none_or(|(unit, _)| unit.trim().eq_ignore_ascii_case("bytes"))
+        });
+    let (from, len) = match range {
+        Some(value) => {
+            match actix_files::HttpRange::parse(value, size)
+                .ok()
+                .and_then(|ranges| ranges.first().copied())
+            {
+                Some(r) => {
+                    answer.status(StatusCode::PARTIAL_CONTENT).insert_header((
+                        header::CONTENT_RANGE,
+                        format!("bytes {}-{}/{size}", r.start, r.start + r.length - 1),
+                    ));
+                    (r.start, r.length)
+                }
+                None => {
+                    return answer
+                        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                        .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                        .finish();
+                }
+            }
+        }
+        None => (0, size),
+    };
+    if req.method() == Method::HEAD {
+        // The length is announced; nothing is read.
+        let nothing = futures_util::stream::empty::<std::io::Result<Bytes>>();
+        return answer.body(actix_web::body::SizedStream::new(len, nothing));
+    }
+    answer.body(actix_web::body::SizedStream::new(
+        len,
+        stored.stream(from, len),
+    ))
 }
 
 /// Pieces a whole result file is sent in.
