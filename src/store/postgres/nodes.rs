@@ -90,14 +90,15 @@ impl NodeLedger for Pg<'_> {
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
         // A node that hangs (stopped, swapping) keeps its connections open, and with them the
-        // firing lock: its lock connection is ended, so another node takes over. (Same user,
-        // so allowed; a node whose name shares the first 50 characters would lose its lock
-        // too, and take it again at its next try.)
+        // firing lock: its lock connection is ended, so another node takes over. (A node whose
+        // name shares the first 50 characters would lose its lock too, and take it again at its
+        // next try; a node connecting as another user is left alone: ending its connection is
+        // not allowed.)
         for name in &lost {
             self.exec(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                  WHERE datname = current_database() AND application_name = $1
-                   AND pid <> pg_backend_pid()",
+                   AND usename = current_user AND pid <> pg_backend_pid()",
                 &[&lock_connection_name(name)],
             )?;
         }
