@@ -24,7 +24,9 @@ use rusqlite::types::ValueRef;
 
 use super::guard::DataDirLock;
 use super::postgres::PgLedgerDb;
-use crate::run_files::open_run_file;
+
+/// Opens a run's file: (job id, run id, name relative to the run's directory).
+pub type OpenRunFile<'a> = &'a dyn Fn(i64, i64, &str) -> std::io::Result<std::fs::File>;
 
 /// The largest piece of a run file in `run_files` (what the PostgreSQL run-file store reads).
 pub const PIECE_BYTES: usize = 256 * 1024;
@@ -186,8 +188,15 @@ fn ident(name: &str) -> String {
 }
 
 /// Copies the ledger of the data directory `data_dir` into the empty PostgreSQL database at `to`,
-/// checked; with `dry_run` everything is done and checked, then rolled back. Blocking.
-pub fn migrate(data_dir: &Path, to: &str, dry_run: bool) -> anyhow::Result<Summary> {
+/// checked; with `dry_run` everything is done and checked, then rolled back. `open_run_file` opens
+/// a run's file (job id, run id, name relative to the run's directory) without following links:
+/// the caller's, since where run files live is not the store's to know. Blocking.
+pub fn migrate(
+    data_dir: &Path,
+    to: &str,
+    dry_run: bool,
+    open_run_file: OpenRunFile<'_>,
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let path = data_dir.join("labcron.db");
     if !path.is_file() {
@@ -251,7 +260,7 @@ pub fn migrate(data_dir: &Path, to: &str, dry_run: bool) -> anyhow::Result<Summa
     lap("tables");
     let mut files = FileTotals::default();
     if tables.iter().any(|t| t.name == "runs") {
-        copy_run_files(&sqlite, &mut tx, data_dir, &mut files).context("copying run files")?;
+        copy_run_files(&sqlite, &mut tx, open_run_file, &mut files).context("copying run files")?;
     }
     lap("run files");
     move_sequences(&mut tx)?;
@@ -475,7 +484,7 @@ const RESULT: (&str, i128) = ("RESULT", 2);
 fn copy_run_files(
     sqlite: &rusqlite::Connection,
     tx: &mut Transaction<'_>,
-    data_dir: &Path,
+    open_run_file: OpenRunFile<'_>,
     totals: &mut FileTotals,
 ) -> anyhow::Result<()> {
     let mut select = sqlite.prepare("SELECT id, job_id, result_file FROM runs ORDER BY id")?;
@@ -492,7 +501,7 @@ fn copy_run_files(
         wanted.extend(result.map(|r| (r, RESULT)));
         for (relative, kind) in wanted {
             let shown = format!("runs/{job_id}/{run_id}/{relative}");
-            let file = match open_run_file(data_dir, job_id, run_id, &relative) {
+            let file = match open_run_file(job_id, run_id, &relative) {
                 Ok(file) => file,
                 // A run that wrote nothing has no log; that is not worth a line.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
