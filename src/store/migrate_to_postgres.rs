@@ -28,8 +28,8 @@ use super::postgres::PgLedgerDb;
 /// Opens a run's file: (job id, run id, name relative to the run's directory).
 pub type OpenRunFile<'a> = &'a dyn Fn(i64, i64, &str) -> std::io::Result<std::fs::File>;
 
-/// The largest piece of a run file in `run_files` (what the PostgreSQL run-file store reads).
-pub const PIECE_BYTES: usize = 256 * 1024;
+/// The largest piece of a run file in `run_files`: the PostgreSQL run-file store's own size.
+pub use super::postgres::files::PIECE_BYTES;
 
 /// The ledger's tables in the order their foreign keys need (a row's references come first).
 /// A table of the SQLite ledger not named here is copied after these.
