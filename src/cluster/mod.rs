@@ -6,7 +6,7 @@
 //! lost" through the follow-ups of a run's end. When its own heartbeat finds it was declared lost
 //! (it was cut off from the database for too long), it kills what it still runs without writing
 //! their outcome, fails what it claimed since, and registers again. Every `CANCEL_POLL` it looks
-//! for cancels of its runs asked through other nodes. A thread of its own holds (or tries to take)
+//! for cancels of its runs asked through other nodes. A task of its own holds (or tries to take)
 //! the firing lock, and the scheduler fires only while this node holds it. On SQLite there is one
 //! node: none of this runs, and the scheduler always fires.
 
@@ -46,7 +46,7 @@ pub struct Node {
     stop: CancellationToken,
     /// Whether this node holds the firing lock (the scheduler's gate).
     firing: watch::Sender<bool>,
-    lock_thread_done: Arc<AtomicBool>,
+    lock_task_done: Arc<AtomicBool>,
 }
 
 impl Node {
@@ -63,7 +63,7 @@ impl Node {
             timeout,
             stop: CancellationToken::new(),
             firing,
-            lock_thread_done: Arc::new(AtomicBool::new(false)),
+            lock_task_done: Arc::new(AtomicBool::new(false)),
         };
         if db.is_shared() {
             node.refuse_a_live_namesake()?;
@@ -130,7 +130,7 @@ impl Node {
         Ok(())
     }
 
-    /// Starts the heartbeat, the cancel poll and the firing lock's thread, and the scheduler
+    /// Starts the heartbeat, the cancel poll and the firing lock's task, and the scheduler
     /// gated on the lock. On SQLite, only the scheduler (always firing).
     pub fn start(self: &Arc<Self>, executor: Executor, scheduler: &Scheduler) {
         scheduler.start_when(self.firing.subscribe());
@@ -143,13 +143,7 @@ impl Node {
         let node = self.clone();
         tokio::spawn(async move { node.cancel_loop(executor).await });
         let node = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("firing-lock".into())
-            .spawn(move || node.firing_lock_loop());
-        if let Err(e) = spawned {
-            self.lock_thread_done.store(true, Ordering::Relaxed);
-            tracing::error!(error = %e, "cannot start the firing lock's thread: this node will not fire");
-        }
+        tokio::spawn(async move { node.firing_lock_loop().await });
     }
 
     /// Stops the loops, lets the firing lock go and marks the node gone (a clean shutdown: the
@@ -160,7 +154,7 @@ impl Node {
             return;
         }
         let deadline = Instant::now() + FIRING_LOCK_POLL * 3;
-        while !self.lock_thread_done.load(Ordering::Relaxed) && Instant::now() < deadline {
+        while !self.lock_task_done.load(Ordering::Relaxed) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let (name, incarnation) = (self.name.clone(), self.incarnation());
@@ -260,12 +254,23 @@ impl Node {
         }
     }
 
-    /// The firing lock's thread: holds the lock (or tries to take it) every `FIRING_LOCK_POLL`
-    /// and opens the scheduler's gate while it is held.
-    fn firing_lock_loop(&self) {
-        let mut lock = self.db.firing_lock();
+    /// Holds the firing lock (or tries to take it) every `FIRING_LOCK_POLL`, on a blocking
+    /// thread, and opens the scheduler's gate while it is held. A task, not a thread of its own:
+    /// when the runtime ends (the server stops), the lock's connection ends with it.
+    async fn firing_lock_loop(self: Arc<Self>) {
+        let mut lock = Some(self.db.firing_lock());
         while !self.stop.is_cancelled() {
-            let held = match lock.hold() {
+            let Some(mut taken) = lock.take() else { break };
+            let Ok((returned, held)) = tokio::task::spawn_blocking(move || {
+                let held = taken.hold();
+                (taken, held)
+            })
+            .await
+            else {
+                break;
+            };
+            lock = Some(returned);
+            let held = match held {
                 Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the firing lock; not firing meanwhile");
@@ -277,13 +282,15 @@ impl Node {
                 *open = held;
                 changed
             });
-            let until = Instant::now() + FIRING_LOCK_POLL;
-            while Instant::now() < until && !self.stop.is_cancelled() {
-                std::thread::sleep(Duration::from_millis(50));
+            tokio::select! {
+                _ = tokio::time::sleep(FIRING_LOCK_POLL) => {}
+                _ = self.stop.cancelled() => {}
             }
         }
         self.firing.send_replace(false);
-        lock.release();
-        self.lock_thread_done.store(true, Ordering::Relaxed);
+        if let Some(mut lock) = lock {
+            let _ = tokio::task::spawn_blocking(move || lock.release()).await;
+        }
+        self.lock_task_done.store(true, Ordering::Relaxed);
     }
 }
