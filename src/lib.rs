@@ -29,4 +29,5 @@ pub mod scheduler; // when jobs fire: the driver and its JobScheduler entries (n
 pub mod service; // use cases shared by web, cli and the workers: one place for each rule
 pub mod startup; // Application::build and run_until_stopped
 pub mod store; // every SQL statement: pool, migrations, jobs, runs, users, sessions; store::Error
+pub mod timeline; // env-gated stamps of each run's phases, for measuring (LABCRON_TIMELINE_FILE)
 pub mod web; // HTTP: the OpenSpecimen API (web::api) and the Jobs pages (web::ui); nothing below names it

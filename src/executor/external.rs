@@ -70,6 +70,7 @@ impl Executor {
             kill_grace: Duration::from_secs(self.inner.settings.runs.kill_grace_seconds),
             log_cap: self.inner.settings.runs.log_cap_bytes,
             marker: Some(recovery::run_marker(paths)),
+            timeline_run: run.id,
         };
         let zip_name = format!("{}_{}.zip", file_stem(&job.name), run.id);
         let run_paths = paths.clone();

@@ -67,6 +67,8 @@ pub struct ProcessSpec {
     /// An `env` entry (`NAME=value`) that only this run's processes carry: at the end, every
     /// process that has it is killed, wherever it moved.
     pub marker: Option<String>,
+    /// The run's id for `crate::timeline` stamps (0: none).
+    pub timeline_run: i64,
 }
 
 /// How the program ended.
@@ -259,6 +261,8 @@ where
     // The thread that starts the program is its parent (see `children`).
     // SAFETY: gettid has no preconditions.
     let spawner = unsafe { libc::gettid() };
+    let timeline_run = spec.timeline_run;
+    crate::timeline::mark(timeline_run, "spawn0");
     let mut child = match command.spawn() {
         Ok(child) => child,
         // The program's name only: run messages are read by every user the job is shared with.
@@ -278,6 +282,7 @@ where
         )
         .await;
     };
+    crate::timeline::mark(timeline_run, "spawned");
     locked(&SPAWNERS).insert(spawner);
     let registered = Registered::new(pgid as i32);
 
@@ -324,6 +329,7 @@ where
             ProcessEnd::Cancelled
         }
     };
+    crate::timeline::mark(timeline_run, "exited");
     // Waited for (or lost): its pid may be reused from here on.
     drop(registered);
     // Whatever the program left running in its group goes too, and whatever left the group but
@@ -348,6 +354,7 @@ where
         (killed, value)
     })
     .await;
+    crate::timeline::mark(timeline_run, "swept");
     let mut done = None;
     if let Ok((killed, value)) = ended {
         done = value;
@@ -372,6 +379,7 @@ where
         .and_then(|r| r.ok())
         .filter(|s| !s.is_empty());
 
+    crate::timeline::mark(timeline_run, "drained");
     let mut sink = sink.lock().await;
     if let Some(file) = sink.file.as_mut() {
         let _ = file.flush().await;

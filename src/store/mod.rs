@@ -567,6 +567,10 @@ fn group_commit(writer: &Mutex<Connection>, waiting: &mpsc::Receiver<Job>) {
 
 fn run_batch(conn: &mut Connection, mut batch: VecDeque<Job>) {
     while !batch.is_empty() {
+        // Stamps for `crate::timeline` (when it is on).
+        let timed = crate::timeline::enabled();
+        let began = if timed { crate::timeline::now_ns() } else { 0 };
+        let writes = batch.len();
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => {
@@ -608,10 +612,18 @@ fn run_batch(conn: &mut Connection, mut batch: VecDeque<Job>) {
                 Err(e) => (pending.answer)(Some(&e)),
             }
         }
+        let commit_at = if timed { crate::timeline::now_ns() } else { 0 };
         let committed = match lost {
             Some(e) => Err(e),
             None => tx.commit(),
         };
+        if timed {
+            crate::timeline::line(format_args!(
+                "B {} {began} {commit_at} {}",
+                writes - batch.len(),
+                crate::timeline::now_ns()
+            ));
+        }
         let error = committed.err();
         for pending in done {
             (pending.answer)(error.as_ref());

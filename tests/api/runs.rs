@@ -995,3 +995,105 @@ async fn a_run_request_is_checked_and_answered_in_the_write_that_queues_it() {
     let listed = ok_json(app.get(&runs_path).await).await;
     assert_eq!(listed.as_array().unwrap().len(), 2);
 }
+
+/// With `TIMELINE_FILE` set (the measuring aid behind README "Durability"), the real binary
+/// writes one line per run with every phase stamped, in the order a run goes through them, and
+/// one line per group commit of the ledger writer with its three stamps in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_stamps_every_phase_of_each_run_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let timeline = dir.path().join("timeline");
+    crate::common::write_script(&data_dir.join("scripts"), "quick.sh", "#!/bin/sh\nexit 0\n");
+    let server = crate::common::Launch::new(&data_dir)
+        .no_example_jobs()
+        .env("TIMELINE_FILE", &timeline)
+        .start();
+    let api = server.admin().await;
+    let job = api
+        .create_job(
+            &json!({"name": "timed", "type": "EXTERNAL", "command": "quick.sh",
+            "repeatSchedule": "ONDEMAND"}),
+        )
+        .await;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let run = api
+            .ok(
+                Method::POST,
+                &format!("/scheduled-jobs/{job}/runs?response=run"),
+                Some(&json!({})),
+            )
+            .await;
+        runs.push(run["id"].as_i64().unwrap());
+    }
+    const PHASES: [&str; 13] = [
+        "claimed",
+        "committed",
+        "task",
+        "loaded",
+        "spawn0",
+        "spawned",
+        "exited",
+        "swept",
+        "drained",
+        "end_queued",
+        "end_exec",
+        "end_committed",
+        "done",
+    ];
+    // A run's line is written once its end is recorded, just after the end is visible.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        let text = std::fs::read_to_string(&timeline).unwrap_or_default();
+        let lines: BTreeMap<i64, BTreeMap<String, u64>> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("R "))
+            .map(|l| {
+                let mut words = l.split(' ');
+                let id = words.next().unwrap().parse().unwrap();
+                let stamps = words
+                    .map(|w| {
+                        let (phase, ns) = w.split_once('=').unwrap();
+                        (phase.to_string(), ns.parse().unwrap())
+                    })
+                    .collect();
+                (id, stamps)
+            })
+            .collect();
+        if runs.iter().all(|r| lines.contains_key(r)) {
+            break (text, lines);
+        }
+        assert!(Instant::now() < deadline, "no line for every run: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (text, stamped) = lines;
+    for run in &runs {
+        let stamps = &stamped[run];
+        let times: Vec<u64> = PHASES
+            .iter()
+            .map(|p| {
+                *stamps
+                    .get(*p)
+                    .unwrap_or_else(|| panic!("run {run} has no {p}: {text}"))
+            })
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "run {run}'s phases out of order: {stamps:?}"
+        );
+    }
+    let commits: Vec<Vec<u64>> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("B "))
+        .map(|l| l.split(' ').map(|w| w.parse().unwrap()).collect())
+        .collect();
+    assert!(!commits.is_empty(), "no group commit line: {text}");
+    for commit in &commits {
+        assert_eq!(commit.len(), 4, "{commit:?}");
+        assert!(
+            commit[0] >= 1 && commit[1] <= commit[2] && commit[2] <= commit[3],
+            "{commit:?}"
+        );
+    }
+}
