@@ -35,9 +35,6 @@ async fn status_with_bearer(app: &TestApp, token: &str, path: &str) -> StatusCod
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_shown_once_stored_hashed_and_works_in_both_headers_until_revoked() {
-    if crate::common::sqlite_only("reads the token hashes from labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
     let made = make_token(
         &app,
@@ -55,22 +52,17 @@ async fn a_token_is_shown_once_stored_hashed_and_works_in_both_headers_until_rev
     let id = made["id"].as_i64().unwrap();
 
     // The ledger keeps only the SHA-256 of the token.
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    let stored: String = conn
-        .query_row(
-            "SELECT token_hash FROM api_tokens WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let sql = crate::common::ledger::sql_text;
+    let stored = sql(
+        &app.data_dir,
+        &format!("SELECT token_hash FROM api_tokens WHERE id = {id}"),
+    );
     assert_eq!(stored, hex::encode(Sha256::digest(token.as_bytes())));
-    let dump: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM api_tokens WHERE token_hash = ?1 OR name = ?1",
-            [&token],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let quoted = format!("'{}'", token.replace('\'', "''"));
+    let dump = crate::common::ledger::sql_i64(
+        &app.data_dir,
+        &format!("SELECT count(*) FROM api_tokens WHERE token_hash = {quoted} OR name = {quoted}"),
+    );
     assert_eq!(dump, 0, "the secret itself is nowhere in the table");
 
     // Both headers, on the API, both base paths, and /metrics.

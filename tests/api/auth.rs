@@ -152,35 +152,28 @@ async fn repeated_failed_sign_ins_are_throttled_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_tokens_are_stored_only_as_hashes_and_idle_tokens_expire() {
-    if crate::common::sqlite_only("reads the hashes from labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    let hash: String = conn
-        .query_row(
-            "SELECT password_hash FROM users WHERE login_name = 'admin'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    // On the tests' engine (`LABCRON_TEST_LEDGER`).
+    let hash = crate::common::ledger::sql_text(
+        &app.data_dir,
+        "SELECT password_hash FROM users WHERE login_name = 'admin'",
+    );
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(ADMIN_PASSWORD));
-    let stored: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sessions WHERE token_hash = ?1",
-            [&app.token],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let stored = crate::common::ledger::sql_i64(
+        &app.data_dir,
+        &format!(
+            "SELECT count(*) FROM sessions WHERE token_hash = '{}'",
+            app.token.replace('\'', "''")
+        ),
+    );
     assert_eq!(stored, 0, "the raw token must not be stored");
 
     // Make every session look idle for two hours: the token stops working.
-    conn.execute(
+    crate::common::ledger::sql_rows(
+        &app.data_dir,
         "UPDATE sessions SET last_used_at = last_used_at - 7200000",
-        [],
-    )
-    .unwrap();
+    );
     let expired = app.get("/scheduled-jobs").await;
     assert_eq!(
         error_codes(expired, StatusCode::UNAUTHORIZED).await,

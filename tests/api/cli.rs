@@ -428,9 +428,6 @@ async fn jobs_files_round_trip_with_the_api_and_import_is_a_dry_run_unless_appli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits_zero() {
-    if crate::common::sqlite_only("reads the runs from labcron.db with rusqlite") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     crate::common::write_script(
@@ -465,16 +462,13 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
         runs.push(run["id"].as_i64().unwrap());
     }
     // Both are running before the signal.
-    let ledger = rusqlite::Connection::open(data_dir.join("labcron.db")).unwrap();
+    // On the tests' engine (`LABCRON_TEST_LEDGER`).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let running: i64 = ledger
-            .query_row(
-                "SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let running = crate::common::ledger::sql_i64(
+            &data_dir,
+            "SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS'",
+        );
         if running == 2 {
             break;
         }
@@ -488,13 +482,11 @@ async fn sigterm_lets_runs_finish_for_the_grace_period_then_stops_them_and_exits
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
     let outcome = |run: i64| -> (String, Option<String>) {
-        ledger
-            .query_row(
-                "SELECT status, message FROM runs WHERE id = ?1",
-                [run],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
+        let rows = crate::common::ledger::sql_rows(
+            &data_dir,
+            &format!("SELECT status, message FROM runs WHERE id = {run}"),
+        );
+        (rows[0][0].clone().unwrap_or_default(), rows[0][1].clone())
     };
     assert_eq!(
         outcome(runs[1]),

@@ -136,9 +136,6 @@ async fn validation_reports_every_problem_at_once_with_openspecimen_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_are_unique_among_live_jobs_and_delete_is_soft() {
-    if crate::common::sqlite_only("reads the deleted job from labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
     app.write_script("noop.sh", "#!/bin/sh\n");
     let id = app.create_job(&daily_job("Backup")).await;
@@ -177,14 +174,10 @@ async fn names_are_unique_among_live_jobs_and_delete_is_soft() {
         1
     );
     // History is kept in the ledger.
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    let status: String = conn
-        .query_row(
-            "SELECT activity_status FROM jobs WHERE id = ?1",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let status = crate::common::ledger::sql_text(
+        &app.data_dir,
+        &format!("SELECT activity_status FROM jobs WHERE id = {id}"),
+    );
     assert_eq!(status, "Disabled");
 }
 

@@ -525,15 +525,11 @@ async fn missing_unknown_or_malformed_parameters_fail_the_run_saying_which() {
 
 #[tokio::test]
 async fn a_write_statement_slipped_into_the_ledger_cannot_change_the_data_source() {
-    if crate::common::sqlite_only("writes labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
     let lab = app.data_dir.join("lab.db");
     let before = std::fs::read(&lab).unwrap();
     let specimens = count_rows(&lab, "SELECT count(*) FROM specimens");
 
-    let ledger = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
     let elsewhere = app.data_dir.join("elsewhere.db");
     let attach = format!("ATTACH DATABASE '{}' AS e", elsewhere.display());
     let mut jobs = Vec::new();
@@ -550,13 +546,15 @@ async fn a_write_statement_slipped_into_the_ledger_cannot_change_the_data_source
     .iter()
     .enumerate()
     {
-        ledger
-            .execute(
-                "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on) VALUES (?1, ?2, 'lab', 1, 0)",
-                rusqlite::params![format!("slipped {n}"), sql],
-            )
-            .unwrap();
-        let query = ledger.last_insert_rowid();
+        // Past the API's checks, on the tests' engine (`LABCRON_TEST_LEDGER`).
+        let query = crate::common::ledger::sql_i64(
+            &app.data_dir,
+            &format!(
+                "INSERT INTO saved_queries (title, sql, data_source, created_by, last_modified_on)
+                 VALUES ('slipped {n}', '{}', 'lab', 1, 0) RETURNING id",
+                sql.replace('\'', "''")
+            ),
+        );
         jobs.push((
             create_query_job(&app, &format!("slipped {n}"), query, json!({})).await,
             *sql,

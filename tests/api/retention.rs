@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{
-    AppOptions, TestApp, age_run, error_codes, ledger, ok_json, spawn_app, spawn_app_configured,
+    AppOptions, TestApp, age_run, error_codes, ok_json, spawn_app, spawn_app_configured,
     spawn_app_with,
 };
 
@@ -225,9 +225,6 @@ fn retention_and_notification_settings_are_checked_by_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pass_removes_expired_sessions_whatever_the_retention_settings() {
-    if crate::common::sqlite_only("reads the sessions from labcron.db with rusqlite") {
-        return;
-    }
     // Retention of files, rows and audit events off: expired sessions still go.
     let app = spawn_app_configured(|s| {
         s.retention.files_days = 0;
@@ -236,37 +233,30 @@ async fn the_pass_removes_expired_sessions_whatever_the_retention_settings() {
     })
     .await;
     let now = labcron::clock::now_ms();
-    let admin_id: i64 = ledger(&app.data_dir)
-        .query_row("SELECT id FROM users WHERE login_name = 'admin'", [], |r| {
-            r.get(0)
-        })
-        .expect("the admin");
+    // On the tests' engine (`LABCRON_TEST_LEDGER`).
+    let sql = |text: &str| crate::common::ledger::sql_rows(&app.data_dir, text);
+    let admin_id = crate::common::ledger::sql_i64(
+        &app.data_dir,
+        "SELECT id FROM users WHERE login_name = 'admin'",
+    );
     // One idle for longer than `session_timeout_minutes`, one older than `session_max_hours`
     // though used a moment ago, and one live.
     let idle = app.settings.auth.session_timeout_minutes as i64 * 60_000;
     let max_age = app.settings.auth.session_max_hours as i64 * 3_600_000;
-    ledger(&app.data_dir)
-        .execute(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at) VALUES
-               ('idle', ?1, ?2, ?3), ('too-old', ?1, ?4, ?2), ('live', ?1, ?2, ?2)",
-            rusqlite::params![admin_id, now, now - idle - 60_000, now - max_age - 60_000],
-        )
-        .expect("sessions");
+    let (idle_at, old_at) = (now - idle - 60_000, now - max_age - 60_000);
+    sql(&format!(
+        "INSERT INTO sessions (token_hash, user_id, created_at, last_used_at) VALUES
+           ('idle', {admin_id}, {now}, {idle_at}), ('too-old', {admin_id}, {old_at}, {now}),
+           ('live', {admin_id}, {now}, {now})"
+    ));
 
     let report = retention_pass(&app).await;
     assert_eq!(report.sessions_deleted, 2, "{report:?}");
-    let left: Vec<String> = {
-        let conn = ledger(&app.data_dir);
-        let mut stmt = conn
-            .prepare(
-                "SELECT token_hash FROM sessions WHERE token_hash IN ('idle', 'too-old', 'live')",
-            )
-            .expect("prepare");
-        stmt.query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
-    };
+    let left: Vec<String> =
+        sql("SELECT token_hash FROM sessions WHERE token_hash IN ('idle', 'too-old', 'live')")
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
+            .collect();
     assert_eq!(left, vec!["live".to_string()]);
     // The test's own session is live and still works.
     ok_json(app.get("/scheduled-jobs").await).await;

@@ -690,9 +690,6 @@ async fn cancelling_a_running_run_stops_its_group_and_says_who() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posting_a_run_answers_with_the_job_and_a_location() {
-    if crate::common::sqlite_only("reads the run row from labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
     app.write_script("ok.sh", "#!/bin/sh\n");
     let job = app.create_external_job("located", "ok.sh").await;
@@ -716,12 +713,10 @@ async fn posting_a_run_answers_with_the_job_and_a_location() {
     );
     let run_id: i64 = location.rsplit('/').next().unwrap().parse().unwrap();
     // The run was in the ledger before the answer.
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    let stored: i64 = conn
-        .query_row("SELECT count(*) FROM runs WHERE id = ?1", [run_id], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let stored = crate::common::ledger::sql_i64(
+        &app.data_dir,
+        &format!("SELECT count(*) FROM runs WHERE id = {run_id}"),
+    );
     assert_eq!(stored, 1);
     let run = app.wait_run(job, run_id).await;
     assert_eq!(run["trigger"], "MANUAL");
@@ -762,9 +757,6 @@ async fn run_ids(app: &TestApp, job: i64, query: &str, headers: &[(&str, &str)])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runs_list_filters_by_creation_date_in_every_accepted_format() {
-    if crate::common::sqlite_only("sets queued_at in labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
     app.write_script("ok.sh", "#!/bin/sh\n");
     app.write_script("bad.sh", "#!/bin/sh\nexit 1\n");
@@ -777,12 +769,13 @@ async fn the_runs_list_filters_by_creation_date_in_every_accepted_format() {
     }
     // Move the first run to a fixed instant, 2026-01-15T12:00:00Z, in the ledger.
     let queued_at: i64 = 1_768_478_400_000;
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    conn.execute(
-        "UPDATE runs SET queued_at = ?2 WHERE id = ?1",
-        [runs[0], queued_at],
-    )
-    .unwrap();
+    crate::common::ledger::sql_rows(
+        &app.data_dir,
+        &format!(
+            "UPDATE runs SET queued_at = {queued_at} WHERE id = {}",
+            runs[0]
+        ),
+    );
     let recent = vec![runs[2], runs[1]];
 
     assert_eq!(

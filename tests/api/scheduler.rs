@@ -105,9 +105,6 @@ async fn a_seconds_cron_job_fires_repeatedly_at_whole_seconds_as_the_system_user
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_takes_effect_at_once_and_closing_or_deleting_stops_firing() {
-    if crate::common::sqlite_only("counts runs in labcron.db with rusqlite") {
-        return;
-    }
     let app = spawn_app().await;
     app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
     let yearly = app
@@ -155,14 +152,11 @@ async fn an_update_takes_effect_at_once_and_closing_or_deleting_stops_firing() {
             .status(),
         StatusCode::OK
     );
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
     let count = || -> i64 {
-        conn.query_row(
-            "SELECT count(*) FROM runs WHERE job_id = ?1",
-            [other],
-            |r| r.get(0),
+        crate::common::ledger::sql_i64(
+            &app.data_dir,
+            &format!("SELECT count(*) FROM runs WHERE job_id = {other}"),
         )
-        .unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = count();
@@ -247,9 +241,6 @@ async fn after_downtime_run_once_catches_up_once_and_skip_does_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_jobs_firing_in_the_same_second_are_all_fired() {
-    if crate::common::sqlite_only("inserts jobs into labcron.db with rusqlite") {
-        return;
-    }
     const JOBS: i64 = 2000;
     let mut app = spawn_app().await;
     app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
@@ -258,32 +249,17 @@ async fn two_thousand_jobs_firing_in_the_same_second_are_all_fired() {
     let fire_at = chrono::Utc::now() + chrono::Duration::seconds(12);
     let fire_at = fire_at - chrono::Duration::nanoseconds(fire_at.timestamp_subsec_nanos() as i64);
     let cron = fire_at.format("%S %M %H %d %m *").to_string();
-    {
-        let mut conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-        let tx = conn.transaction().unwrap();
-        let now = chrono::Utc::now().timestamp_millis();
-        for i in 0..JOBS {
-            tx.execute(
-                "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone, start_date, activity_status,
-                    created_by, command, timeout_seconds, max_queued_runs, created_at, updated_at)
-                 VALUES (?1, 'EXTERNAL', 'CRON', ?2, 'UTC', ?3, 'Active', 2, 'quick.sh', 60, 10, ?3, ?3)",
-                rusqlite::params![format!("bulk {i}"), cron, now],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+    insert_cron_jobs(&app, JOBS, &cron, "quick.sh");
     app.start_again().await;
-    let conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let fired: i64 = conn
-            .query_row(
-                "SELECT count(DISTINCT job_id) FROM runs WHERE scheduled_for = ?1 AND run_trigger = 'SCHEDULED'",
-                [fire_at.timestamp_millis()],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let fired = crate::common::ledger::sql_i64(
+            &app.data_dir,
+            &format!(
+                "SELECT count(DISTINCT job_id) FROM runs WHERE scheduled_for = {} AND run_trigger = 'SCHEDULED'",
+                fire_at.timestamp_millis()
+            ),
+        );
         if fired == JOBS {
             break;
         }
@@ -293,9 +269,7 @@ async fn two_thousand_jobs_firing_in_the_same_second_are_all_fired() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let total: i64 = conn
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-        .unwrap();
+    let total = crate::common::ledger::sql_i64(&app.data_dir, "SELECT count(*) FROM runs");
     assert_eq!(total, JOBS, "exactly one run per job");
     let health = ok_json(
         app.client
@@ -308,21 +282,27 @@ async fn two_thousand_jobs_firing_in_the_same_second_are_all_fired() {
     assert_eq!(health["scheduler"], "ok");
 }
 
-/// Inserts `count` active CRON jobs running `command` straight into a stopped server's ledger.
+/// Inserts `count` active CRON jobs running `command` straight into a stopped server's ledger,
+/// in one statement on the tests' engine (`LABCRON_TEST_LEDGER`).
 fn insert_cron_jobs(app: &TestApp, count: i64, cron: &str, command: &str) {
-    let mut conn = rusqlite::Connection::open(app.data_dir.join("labcron.db")).unwrap();
-    let tx = conn.transaction().unwrap();
     let now = chrono::Utc::now().timestamp_millis();
-    for i in 0..count {
-        tx.execute(
-            "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone, start_date, activity_status,
-                created_by, command, timeout_seconds, max_queued_runs, created_at, updated_at)
-             VALUES (?1, 'EXTERNAL', 'CRON', ?2, 'UTC', ?3, 'Active', 2, ?4, 600, 10, ?3, ?3)",
-            rusqlite::params![format!("bulk {i}"), cron, now, command],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
+    let rows: Vec<String> = (0..count)
+        .map(|i| {
+            format!(
+                "('bulk {i}', 'EXTERNAL', 'CRON', '{cron}', 'UTC', {now}, 'Active', 2, '{command}', 600, 10, {now}, {now})"
+            )
+        })
+        .collect();
+    crate::common::ledger::sql_rows(
+        &app.data_dir,
+        &format!(
+            "INSERT INTO jobs (name, type, repeat_schedule, cron_expression, timezone, start_date,
+                 activity_status, created_by, command, timeout_seconds, max_queued_runs, created_at,
+                 updated_at)
+             VALUES {}",
+            rows.join(", ")
+        ),
+    );
 }
 
 /// 1,000 jobs firing every second for ten seconds (a MINUTELY job set, sixty times faster):
@@ -333,9 +313,6 @@ fn insert_cron_jobs(app: &TestApp, count: i64, cron: &str, command: &str) {
 /// one-shots do not pile up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_fires_leave_the_job_scheduler_one_entry_per_active_job() {
-    if crate::common::sqlite_only("inserts jobs into labcron.db with rusqlite") {
-        return;
-    }
     const JOBS: i64 = 1_000;
     const FIRES_EACH: i64 = 10;
     let mut app = spawn_app_with(AppOptions {
