@@ -324,15 +324,21 @@ async fn three_nodes_lose_no_run_and_fire_each_instant_once_while_two_are_killed
                 }
             }
         };
-        // The victim must hold runs to lose: long ones are queued through it (its own dispatcher
-        // is woken at once, so it tends to claim them) until it executes one.
+        // The victim must hold runs to lose: long ones (15 s, so still running at the kill) are
+        // queued through it (its own dispatcher is woken at once, so it tends to claim them)
+        // until it executes one.
         let victim_name = nodes[victim].name.clone();
+        let long_list = long
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let start = Instant::now();
         let mut next_long = 0;
         while sql_i64(
             &db,
             &format!(
-                "SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS' AND node = '{victim_name}'"
+                "SELECT count(*) FROM runs WHERE status = 'IN_PROGRESS' AND node = '{victim_name}' AND job_id IN ({long_list})"
             ),
         ) == 0
         {
