@@ -50,6 +50,8 @@ fn start_node(dir: &Path, name: &str, url: &str, ran: &Path) -> Server {
         "work.sh",
         &format!(
             "#!/bin/sh\necho \"$LABCRON_RUN_ID\" >> {ran}\n\
+             echo \"log of run $LABCRON_RUN_ID\"\n\
+             printf '%s' \"$LABCRON_RUN_ID\" > \"$LABCRON_RESULT_DIR/ran.txt\"\n\
              case \"$1\" in long) sleep 15;; outage) sleep 4;; short) sleep 0.1;; esac\n",
             ran = ran.display()
         ),
@@ -595,6 +597,51 @@ async fn three_nodes_lose_no_run_and_fire_each_instant_once_while_two_are_killed
         )
         .await;
     assert_eq!(run["status"], "SUCCEEDED");
+
+    // The log and result file of a run a killed node executed download from the survivor (run
+    // files are kept in the database, not on the node's disk).
+    for killed in nodes.iter().filter(|n| n.server.is_none()) {
+        let found = sql(
+            &db,
+            &format!(
+                "SELECT coalesce(min(id)::TEXT || ' ' || min(job_id)::TEXT, '') FROM runs \
+                 WHERE id = (SELECT min(id) FROM runs WHERE status = 'SUCCEEDED' AND node = '{}')",
+                killed.name
+            ),
+        );
+        let (run_id, job_id) = found
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("a SUCCEEDED run executed by {}", killed.name));
+        let result = survivor
+            .api
+            .get(&format!(
+                "/scheduled-jobs/{job_id}/runs/{run_id}/result-file"
+            ))
+            .await;
+        assert_eq!(
+            result.status(),
+            200,
+            "result of run {run_id} from {}",
+            killed.name
+        );
+        assert_eq!(result.text().await.expect("result body"), run_id);
+        let log = survivor
+            .api
+            .get(&format!("/scheduled-jobs/{job_id}/runs/{run_id}/log"))
+            .await;
+        assert_eq!(
+            log.status(),
+            200,
+            "log of run {run_id} from {}",
+            killed.name
+        );
+        let text = log.text().await.expect("log body");
+        assert!(
+            text.contains(&format!("log of run {run_id}")),
+            "log of run {run_id} executed by {}: {text:?}",
+            killed.name
+        );
+    }
 
     announce(&format!(
         "cluster suite: {} runs accepted, {} executions, {} fires; declared lost after {:?} ms \
