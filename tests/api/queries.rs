@@ -447,15 +447,28 @@ async fn a_query_run_streams_escaped_csv_to_its_named_file() {
     assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
     assert_eq!(run["resultFileSize"].as_u64().unwrap() as usize, body.len());
 
-    // The file sits in the run directory, complete, with nothing left aside.
+    // The file is kept complete, with nothing left aside: in the run directory on SQLite, in the
+    // database's pieces on PostgreSQL (and the run directory removed).
     let run_dir = app.data_dir.join(format!("runs/{job}/{run_id}"));
-    assert_eq!(std::fs::read(run_dir.join(&file_name)).unwrap(), body);
-    let leftovers: Vec<String> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != &file_name && n != "run.log")
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    if crate::common::on_postgres() {
+        let stored = crate::common::ledger::sql_i64(
+            &app.data_dir,
+            &format!(
+                "SELECT coalesce(sum(length(data)), 0) FROM run_files \
+                 WHERE run_id = {run_id} AND kind = 'RESULT'"
+            ),
+        );
+        assert_eq!(stored as usize, body.len());
+        assert!(!run_dir.exists(), "{} is left", run_dir.display());
+    } else {
+        assert_eq!(std::fs::read(run_dir.join(&file_name)).unwrap(), body);
+        let leftovers: Vec<String> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != &file_name && n != "run.log")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
     let log = run_log(&app, &run).await;
     assert!(log.contains("2 rows") && log.contains(&file_name), "{log}");
 }
@@ -590,12 +603,7 @@ async fn a_query_over_its_time_limit_fails_without_a_file() {
     let job = create_query_job(&app, "endless export", query, json!({"timeoutSeconds": 1})).await;
     let run = run_to_end(&app, job, None).await;
     assert_failed_with(&run, &["time limit of 1 s"]);
-    let run_dir = app.data_dir.join(format!("runs/{job}/{}", run["id"]));
-    let files: Vec<String> = std::fs::read_dir(&run_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(files, ["run.log"]);
+    crate::common::assert_only_the_log(&app.data_dir, &run);
     let (status, _, _) = download(&app, job, run["id"].as_i64().unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
@@ -706,18 +714,33 @@ async fn million_rows_measured_alone() {
     );
     let log = run_log(&app, &run).await;
     assert!(log.contains("1000000 rows"), "{log}");
-    // The file holds every row: check the end without reading it all into memory.
-    let path = app.data_dir.join(format!(
-        "runs/{job}/{}/{}",
-        run["id"],
-        run["logFilePath"].as_str().unwrap()
-    ));
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(&path).unwrap();
-    file.seek(SeekFrom::End(-300)).unwrap();
-    let mut tail = String::new();
-    file.read_to_string(&mut tail).unwrap();
+    // The file holds every row: check the end without reading it all into memory (on
+    // PostgreSQL, where it is kept in the database's pieces, through a Range request).
+    let tail = if crate::common::on_postgres() {
+        let url = format!("/scheduled-jobs/{job}/runs/{}/result-file", run["id"]);
+        let reply = app
+            .request(reqwest::Method::GET, &url)
+            .header("Range", format!("bytes={}-{}", size - 300, size - 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), StatusCode::PARTIAL_CONTENT);
+        reply.text().await.unwrap()
+    } else {
+        let path = app.data_dir.join(format!(
+            "runs/{job}/{}/{}",
+            run["id"],
+            run["logFilePath"].as_str().unwrap()
+        ));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&path).unwrap();
+        file.seek(SeekFrom::End(-300)).unwrap();
+        let mut tail = String::new();
+        file.read_to_string(&mut tail).unwrap();
+        tail
+    };
+    assert_eq!(tail.len(), 300);
     assert!(
         tail.ends_with(&format!(
             "1000000,SPC-01000000,250000.0,\"{}\"\r\n",

@@ -43,9 +43,29 @@ pub fn age_run(data_dir: &Path, run_id: i64, days: i64) {
     assert_eq!(changed.len(), 1, "run {run_id} is in the ledger");
 }
 
-/// Asserts that only the run log is left in a run's directory (no partial result).
+/// Asserts that only the run log is left of a run (no partial result): in its directory on
+/// SQLite; on PostgreSQL, where a run's files are kept in the database and its directory is
+/// removed when it ends, no result piece is stored and nothing but the log is left on disk.
 pub fn assert_only_the_log(data_dir: &Path, run: &serde_json::Value) {
     let run_dir = data_dir.join(format!("runs/{}/{}", run["jobId"], run["id"]));
+    if super::ledger::on_postgres() {
+        let pieces = super::ledger::sql_i64(
+            data_dir,
+            &format!(
+                "SELECT count(*) FROM run_files WHERE run_id = {} AND kind = 'RESULT'",
+                run["id"]
+            ),
+        );
+        assert_eq!(pieces, 0, "result pieces stored for run {}", run["id"]);
+        if let Ok(entries) = std::fs::read_dir(&run_dir) {
+            let left: Vec<String> = entries
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "run.log")
+                .collect();
+            assert!(left.is_empty(), "left in {}: {left:?}", run_dir.display());
+        }
+        return;
+    }
     let files: Vec<String> = std::fs::read_dir(&run_dir)
         .expect("the run's directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
