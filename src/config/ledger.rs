@@ -110,28 +110,32 @@ pub fn location(database_url: Option<&str>, data_dir: &Path) -> LedgerLocation {
 /// A PostgreSQL URL as messages may show it: `postgres://user@host:port/db`, never the password.
 pub fn shown_url(url: &str) -> String {
     match sources::parse_url(url) {
-        Ok(config) => {
-            let host = config
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    postgres::config::Host::Tcp(name) => name.clone(),
-                    postgres::config::Host::Unix(path) => path.display().to_string(),
-                })
-                .unwrap_or_default();
-            let port = config
-                .get_ports()
-                .first()
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default();
-            format!(
-                "postgres://{}@{host}{port}/{}",
-                config.get_user().unwrap_or(""),
-                config.get_dbname().unwrap_or("")
-            )
-        }
+        Ok(config) => shown_config(&config),
         Err(_) => "postgres://…".into(),
     }
+}
+
+/// A parsed PostgreSQL connection as messages may show it: `postgres://user@host:port/db`,
+/// never the password.
+pub fn shown_config(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config
+        .get_ports()
+        .first()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    format!(
+        "postgres://{}@{host}{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 #[cfg(test)]

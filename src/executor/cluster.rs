@@ -63,14 +63,7 @@ impl Executor {
     /// written (the ledger refuses them: see `store::postgres::NodeId`). Waits until they are
     /// gone, or the kill grace and a few seconds have passed.
     pub async fn abandon_runs(&self, reason: &str) {
-        let ids: Vec<i64> = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let ids = self.running_ids();
         for id in ids {
             self.signal_running(id, reason);
         }

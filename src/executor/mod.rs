@@ -232,6 +232,12 @@ impl Executor {
         Ok(false)
     }
 
+    /// The ids of the runs this process executes now.
+    fn running_ids(&self) -> Vec<i64> {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.keys().copied().collect()
+    }
+
     fn signal_running(&self, run_id: i64, reason: &str) -> bool {
         let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
         match running.get(&run_id) {
@@ -288,14 +294,7 @@ impl Executor {
         while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
             self.wait_for_any_finish(Duration::from_millis(100)).await;
         }
-        let ids: Vec<i64> = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect();
+        let ids = self.running_ids();
         for id in ids {
             self.signal_running(id, "interrupted by shutdown");
         }

@@ -216,24 +216,7 @@ where
 
 /// `postgres://user@host:port/db`: what messages may show of a URL (never its password).
 fn shown_url(config: &postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_default();
-    let port = config
-        .get_ports()
-        .first()
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
-    format!(
-        "postgres://{}@{host}{port}/{}",
-        config.get_user().unwrap_or(""),
-        config.get_dbname().unwrap_or("")
-    )
+    crate::config::ledger::shown_config(config)
 }
 
 /// Applies the migrations the database lacks, each in a transaction of its own under the
