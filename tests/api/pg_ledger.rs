@@ -103,7 +103,8 @@ fn on_both_engines(script: impl Fn(&Engine, &mut Transcript)) {
     assert_eq!(sqlite.len(), postgres.len());
 }
 
-fn draft(name: &str) -> JobDraft {
+/// An on-demand EXTERNAL job's draft named `name` (the store tests' job; `pg_nodes` too).
+pub(crate) fn draft(name: &str) -> JobDraft {
     JobDraft {
         name: name.to_string(),
         job_type: JobType::External,

@@ -8,46 +8,14 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use labcron::domain::ids::{RunId, UserId};
-use labcron::domain::job::{ActivityStatus, JobDraft, JobType, MisfirePolicy, NotifyOn, Repeat};
 use labcron::domain::run::{RunStatus, Trigger};
 use labcron::store::ledger::{JobLedger, NodeLedger, RunLedger, UserLedger};
 use labcron::store::postgres::{NodeId, PgLedgerDb};
 use labcron::store::runs::{Enqueued, NewRun, Outcome};
 use labcron::store::users::NewUser;
 
+use crate::pg_ledger::draft;
 use crate::postgres::{self, TestDb};
-
-fn draft(name: &str) -> JobDraft {
-    JobDraft {
-        name: name.to_string(),
-        job_type: JobType::External,
-        repeat: Repeat::OnDemand,
-        timezone: chrono_tz::UTC,
-        start_date: 1_000,
-        end_date: None,
-        activity_status: ActivityStatus::Active,
-        run_as: None,
-        recipients: Vec::new(),
-        shared_with: Vec::new(),
-        task_impl_fqn: None,
-        command: Some("echo.sh".into()),
-        program: Some("echo.sh".into()),
-        fixed_args: None,
-        rt_args_provided: false,
-        rt_args_help_text: None,
-        saved_query_id: None,
-        timeout_seconds: 60,
-        misfire_policy: MisfirePolicy::Skip,
-        max_queued_runs: 100,
-        result_from_stdout: false,
-        webhook_url: None,
-        max_retries: 0,
-        retry_delay_seconds: 60,
-        notify_on: NotifyOn::Always,
-        on_success: Vec::new(),
-        on_failure: Vec::new(),
-    }
-}
 
 /// A fresh database, its ledger, an admin and `jobs` on-demand jobs.
 fn cluster_ledger(jobs: usize) -> (TestDb, PgLedgerDb, i64, Vec<i64>) {

@@ -492,6 +492,34 @@ async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
     }
 }
 
+/// On a server with one run slot: two jobs `<prefix> a` and `<prefix> b` of a script that waits
+/// for the file `gate`, and a run of `a` holding the slot. Answers (gate, a, b, that run).
+async fn first_run_holds_the_slot(
+    app: &TestApp,
+    prefix: &str,
+) -> (std::path::PathBuf, i64, i64, i64) {
+    let gate = app.data_dir.join("gate");
+    app.write_script(
+        "gated.sh",
+        &format!(
+            "#!/bin/sh\nwhile [ ! -e {0} ]; do sleep 0.02; done\n",
+            gate.display()
+        ),
+    );
+    let a = app
+        .create_external_job(&format!("{prefix} a"), "gated.sh")
+        .await;
+    let b = app
+        .create_external_job(&format!("{prefix} b"), "gated.sh")
+        .await;
+    let first = app.start_run(a, None).await;
+    eventually("the first run holds the only slot", || async {
+        app.run_status(a, first).await == "IN_PROGRESS"
+    })
+    .await;
+    (gate, a, b, first)
+}
+
 /// With one run slot for the whole server, a run that ends hands the slot to the oldest runnable
 /// run in the transaction that records its end: the next run starts at the very instant the
 /// previous one finished (the dispatcher's own claim would come after that commit, later), the
@@ -506,21 +534,7 @@ async fn a_run_names_the_node_that_executed_it_from_its_start() {
         ..AppOptions::default()
     })
     .await;
-    let gate = app.data_dir.join("gate");
-    app.write_script(
-        "gated.sh",
-        &format!(
-            "#!/bin/sh\nwhile [ ! -e {0} ]; do sleep 0.02; done\n",
-            gate.display()
-        ),
-    );
-    let a = app.create_external_job("node a", "gated.sh").await;
-    let b = app.create_external_job("node b", "gated.sh").await;
-    let first = app.start_run(a, None).await;
-    eventually("the first run holds the only slot", || async {
-        app.run_status(a, first).await == "IN_PROGRESS"
-    })
-    .await;
+    let (gate, a, b, first) = first_run_holds_the_slot(&app, "node").await;
     let waiting = app.start_run(b, None).await;
     let run = ok_json(
         app.get(&format!("/scheduled-jobs/{b}/runs/{waiting}"))
@@ -551,21 +565,7 @@ async fn a_finishing_run_hands_its_slot_to_the_oldest_queued_run() {
         ..AppOptions::default()
     })
     .await;
-    let gate = app.data_dir.join("gate");
-    app.write_script(
-        "gated.sh",
-        &format!(
-            "#!/bin/sh\nwhile [ ! -e {0} ]; do sleep 0.02; done\n",
-            gate.display()
-        ),
-    );
-    let a = app.create_external_job("hand-over a", "gated.sh").await;
-    let b = app.create_external_job("hand-over b", "gated.sh").await;
-    let first = app.start_run(a, None).await;
-    eventually("the first run holds the only slot", || async {
-        app.run_status(a, first).await == "IN_PROGRESS"
-    })
-    .await;
+    let (gate, a, b, first) = first_run_holds_the_slot(&app, "hand-over").await;
     // Queued behind it: b's run, then a's second (a's own next run also waits for its first).
     let second = app.start_run(b, None).await;
     let third = app.start_run(a, None).await;
