@@ -266,6 +266,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await
         }
+        // The other commands block (the ledger, files, the synchronous PostgreSQL client, which
+        // must not run on an async thread): off the runtime's threads, all of them.
+        command => tokio::task::block_in_place(move || run_command(command, settings)),
+    }
+}
+
+/// A command other than `serve`. Blocking.
+fn run_command(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => anyhow::bail!("`serve` runs on the async runtime, not here"),
         Command::User {
             action:
                 UserCommand::Add {
@@ -344,11 +354,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     as_login,
                 },
         } => {
-            // Off the async threads: checking a saved query may connect to a PostgreSQL source
-            // with the synchronous client.
-            let plan = tokio::task::block_in_place(|| {
-                cli::jobs_file::import(&settings, &file, apply, &as_login)
-            })?;
+            let plan = cli::jobs_file::import(&settings, &file, apply, &as_login)?;
             print!("{}", plan.report());
             if !apply && plan.has_changes() {
                 println!(
@@ -358,10 +364,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::MigrateLedger { to, dry_run } => {
-            // Off the async threads: the synchronous PostgreSQL client runs its own runtime.
-            let summary = tokio::task::block_in_place(|| {
-                cli::migrate_ledger::migrate(&settings, &to, dry_run)
-            })?;
+            let summary = cli::migrate_ledger::migrate(&settings, &to, dry_run)?;
             print!("{}", summary.report());
             Ok(())
         }

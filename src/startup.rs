@@ -55,18 +55,12 @@ impl Application {
                 format!("cannot create scripts directory {}", scripts_dir.display())
             })?;
         }
-        let location = settings.ledger_location(&data_dir);
-        let (db, ledger_watch) = match &location {
-            LedgerLocation::Sqlite(path) => {
-                let new_file = !path.exists();
-                let db = Db::open(path)?;
-                let identity = store::guard::FileIdentity::of(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                (db, Some((path.clone(), identity, new_file)))
-            }
-            LedgerLocation::Postgres(_) => (Db::open_location(&location)?, None),
+        // Opening (and migrating) the ledger and making the first admin block: on PostgreSQL the
+        // synchronous client must not run on an async thread.
+        let (db, ledger_watch, created_admin) = {
+            let (settings, data_dir) = (settings.clone(), data_dir.clone());
+            tokio::task::spawn_blocking(move || open_ledger(&settings, &data_dir)).await??
         };
-        let created_admin = create_first_admin(&db, &data_dir, settings.admin_password.as_deref())?;
         // The very first start: a new ledger file, or (PostgreSQL, which outlives any one node)
         // the start that made the first admin.
         let first_start = match &ledger_watch {
@@ -92,7 +86,13 @@ impl Application {
             let timeout = Duration::from_secs(settings.node_timeout_seconds);
             tokio::task::spawn_blocking(move || Node::join(&db, &name, timeout)).await??
         };
-        let recovered = recovery::recover_interrupted_runs(&db, &data_dir, node.name())?;
+        let recovered = {
+            let (db, data_dir, name) = (db.clone(), data_dir.clone(), node.name().to_string());
+            tokio::task::spawn_blocking(move || {
+                recovery::recover_interrupted_runs(&db, &data_dir, &name)
+            })
+            .await??
+        };
         if recovered > 0 {
             tracing::warn!(
                 runs = recovered,
@@ -131,7 +131,7 @@ impl Application {
             background.clone(),
         );
         crate::allocator::spawn_trim(background.clone());
-        let scheduler = Scheduler::new(db.clone(), executor.clone())?;
+        let scheduler = Scheduler::new(db.clone(), executor.clone()).await?;
         // Fires only while this node holds the cluster's firing lock (on SQLite, always).
         node.start(executor.clone(), &scheduler);
         // A replaced ledger file is SQLite's concern; a database is never swapped under a node.
@@ -366,8 +366,29 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("setting `data_dir`: cannot resolve {}", dir.display()))
 }
 
-/// On first start, creates `admin` with the configured password, or a generated one that is
-/// logged once and written to `<data dir>/initial-admin-password` (mode 0600). Whether it did
+/// The ledger's file identity and whether the file was new (SQLite's; none on PostgreSQL).
+type LedgerWatch = Option<(PathBuf, store::guard::FileIdentity, bool)>;
+
+/// Opens the configured ledger (bringing its schema up to date) and makes the first admin if
+/// there is no login user yet (whether it did is the third answer). Blocking.
+fn open_ledger(settings: &Settings, data_dir: &Path) -> anyhow::Result<(Db, LedgerWatch, bool)> {
+    let location = settings.ledger_location(data_dir);
+    let (db, ledger_watch) = match &location {
+        LedgerLocation::Sqlite(path) => {
+            let new_file = !path.exists();
+            let db = Db::open(path)?;
+            let identity = store::guard::FileIdentity::of(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            (db, Some((path.clone(), identity, new_file)))
+        }
+        LedgerLocation::Postgres(_) => (Db::open_location(&location)?, None),
+    };
+    let created_admin = create_first_admin(&db, data_dir, settings.admin_password.as_deref())?;
+    Ok((db, ledger_watch, created_admin))
+}
+
+/// On first start, creates `admin` with the configured password, or a generated one written to
+/// `<data dir>/initial-admin-password` (mode 0600; the log says where, never the password). Whether it did
 /// (false when a user existed, or another node made `admin` at the same moment).
 fn create_first_admin(db: &Db, data_dir: &Path, configured: Option<&str>) -> anyhow::Result<bool> {
     if db.read_sync(|l| l.any_login_user())? {

@@ -89,8 +89,8 @@ struct Inner {
 }
 
 impl Scheduler {
-    pub fn new(db: Db, executor: Executor) -> Result<Scheduler, ServiceError> {
-        let system_user = db.read_sync(|l| l.system_user_id())?;
+    pub async fn new(db: Db, executor: Executor) -> Result<Scheduler, ServiceError> {
+        let system_user = db.read(|l| l.system_user_id()).await?;
         let (commands, receiver) = mpsc::unbounded_channel();
         Ok(Scheduler {
             inner: Arc::new(Inner {
@@ -892,7 +892,7 @@ mod tests {
         let db = Db::open(&ledger).unwrap();
         let now = now_ms();
         // Inserted beside the store, as another process would (the interface has no raw SQL).
-        let owner = db.read_sync(|l| l.system_user_id()).unwrap();
+        let owner = db.read(|l| l.system_user_id()).await.unwrap();
         rusqlite::Connection::open(&ledger)
             .unwrap()
             .execute(
@@ -922,7 +922,7 @@ mod tests {
             metrics,
             notifier,
         );
-        let scheduler = Scheduler::new(db, executor).unwrap();
+        let scheduler = Scheduler::new(db, executor).await.unwrap();
         scheduler.start();
         let stats = scheduler.stats();
         let fired =

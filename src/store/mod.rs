@@ -150,10 +150,9 @@ impl Db {
     }
 
     /// Connects to the PostgreSQL ledger at `url` and brings its schema up to date. Blocking
-    /// (the synchronous client): from an async thread it runs on a thread of its own.
+    /// (see [`Db::write_sync`]).
     pub fn open_postgres(url: &str) -> Result<Db, Error> {
-        let url = url.to_string();
-        let db = off_runtime(move || postgres::PgLedgerDb::open(&url))?;
+        let db = postgres::PgLedgerDb::open(url)?;
         Ok(Db {
             engine: Engine::Postgres(db),
         })
@@ -344,33 +343,33 @@ impl Db {
         }
     }
 
-    /// The blocking form of [`Db::write`], for code already on a blocking thread (on
-    /// PostgreSQL, called from an async thread it moves to a thread of its own).
+    /// The blocking form of [`Db::write`], for code already on a blocking thread
+    /// (`spawn_blocking`, `block_in_place`) or on a thread without a runtime. Never from an
+    /// async thread: PostgreSQL's synchronous client runs a runtime of its own, which cannot
+    /// start on one (it panics), and SQLite's would stall the thread's other tasks.
     pub fn write_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        T: Send,
-        E: From<Error> + Send,
-        F: FnOnce(&dyn Ledger) -> Result<T, E> + Send,
+        E: From<Error>,
+        F: FnOnce(&dyn Ledger) -> Result<T, E>,
     {
         match &self.engine {
             Engine::Sqlite(db) => write_blocking(&db.writer, |tx| f(&Sqlite(tx))),
-            Engine::Postgres(pg) => off_runtime(|| pg.write(|l| f(l))),
+            Engine::Postgres(pg) => pg.write(|l| f(l)),
         }
     }
 
     /// The blocking form of [`Db::read`] (see [`Db::write_sync`]).
     pub fn read_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        T: Send,
-        E: From<Error> + Send,
-        F: FnOnce(&dyn Ledger) -> Result<T, E> + Send,
+        E: From<Error>,
+        F: FnOnce(&dyn Ledger) -> Result<T, E>,
     {
         match &self.engine {
             Engine::Sqlite(db) => {
                 let conn = db.readers.get().map_err(Error::from)?;
                 f(&Sqlite(&conn))
             }
-            Engine::Postgres(pg) => off_runtime(|| pg.read(|l| f(l))),
+            Engine::Postgres(pg) => pg.read(|l| f(l)),
         }
     }
 
@@ -439,19 +438,6 @@ impl Db {
             engine: WatchEngine::Sqlite(Mutex::new(conn)),
         })
     }
-}
-
-/// Runs blocking PostgreSQL work (the synchronous client runs a runtime of its own, which
-/// cannot start on an async runtime's thread): on a scoped thread of its own when this thread
-/// may be one (it has a runtime), else right here (the CLI before any runtime, a plain thread).
-fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return work();
-    }
-    std::thread::scope(|scope| match scope.spawn(work).join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    })
 }
 
 /// Notices commits to the ledger made since the last look by any connection but its own.
