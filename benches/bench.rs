@@ -8,7 +8,8 @@
 //!
 //! The `system` benches (`benches/system/`) start the real release binary (cargo builds it for
 //! `cargo bench`: `CARGO_BIN_EXE_labcron`) on 127.0.0.1 with a temporary data directory, and
-//! measure it from outside: run throughput, the runs list on a 1,000,000-run ledger, start-up,
+//! measure it from outside: run throughput (SQLite, and PostgreSQL with one and two nodes), the
+//! runs list on a 1,000,000-run ledger (SQLite, and PostgreSQL), start-up,
 //! resident memory, fire lateness, memory while 1,000 jobs fire every second, and a 1 GiB
 //! result-file download. `pg_export` (`benches/pg_export/`) exports a million rows from a private
 //! PostgreSQL. Run one with e.g.
@@ -39,6 +40,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("runs_throughput", system::throughput::runs_throughput),
     ("memory_idle", system::ledger::memory_idle),
     ("ledger_1m", system::ledger::ledger_1m),
+    ("ledger_1m_pg", system::ledger::ledger_1m_pg),
     ("fire_lateness", system::lateness::fire_lateness),
     ("fire_memory", system::fire_memory::fire_memory),
     ("result_download", system::download::result_download),

@@ -93,8 +93,13 @@ impl ServerFigures for Server {
 
 /// Starts the binary once on an empty data directory (creating the ledger and `admin`) and stops it.
 pub fn create_ledger(data_dir: &Path, log: &Path) -> Result<(), String> {
+    create_ledger_with(data_dir, log, &[])
+}
+
+/// [`create_ledger`] with `extra` arguments (`--database-url …` for a ledger on PostgreSQL).
+pub fn create_ledger_with(data_dir: &Path, log: &Path, extra: &[&str]) -> Result<(), String> {
     std::fs::create_dir_all(data_dir.join("scripts")).msg("create the scripts directory")?;
-    let (server, _) = launch(data_dir, log, &[])?;
+    let (server, _) = launch(data_dir, log, extra)?;
     server.stop(Duration::from_secs(30)).map(|_| ())
 }
 

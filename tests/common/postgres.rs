@@ -1,7 +1,8 @@
 //! A private PostgreSQL server for tests: one per test process, started on first use (`server()`),
 //! from Debian's binaries (`/usr/lib/postgresql/<version>/bin`, or `LABCRON_PG_BIN`). `initdb`
 //! makes a cluster in a temporary directory; `postgres` listens on 127.0.0.1 on a free port, with
-//! its unix socket in that directory and fsync off (a test cluster need not survive a crash).
+//! its unix socket in that directory and fsync off (a test cluster need not survive a crash;
+//! `start_own_durable` syncs, for the benchmarks).
 //! PostgreSQL refuses to run as root, so a root test process (CI) runs both as `nobody` through
 //! `setpriv`, on a directory chowned to it. The server stops when the test process ends: an
 //! `atexit` handler sends it SIGINT (fast shutdown), waits for it and removes the directory, and
@@ -26,6 +27,7 @@ pub struct PgServer {
     pub dir: PathBuf,
     /// The user the server runs as (`nobody` when the tests run as root).
     pub run_as: Option<String>,
+    durability: Durability,
     child: Mutex<Option<Child>>,
 }
 
@@ -36,7 +38,7 @@ static NAMES: AtomicU32 = AtomicU32::new(0);
 pub fn server() -> &'static PgServer {
     SERVER.get_or_init(|| {
         // On a thread of its own: the synchronous client must not run on an async runtime's.
-        let server = std::thread::spawn(start)
+        let server = std::thread::spawn(|| start(Durability::Off))
             .join()
             .expect("the thread starting the test PostgreSQL")
             .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
@@ -52,7 +54,26 @@ pub fn server() -> &'static PgServer {
 /// it again (`pause`, `resume`). Stop it (`stop`) when done; a killed test process leaves it to
 /// the parent-death signal, as the shared one.
 pub fn start_own() -> PgServer {
-    std::thread::spawn(start)
+    start_on_thread(Durability::Off)
+}
+
+/// A server of its own that syncs its commits as a production server does (`fsync`,
+/// `synchronous_commit` and `full_page_writes` on): for the benchmarks, which compare its
+/// throughput with SQLite's `synchronous=FULL`. Stop it (`stop`) when done.
+pub fn start_own_durable() -> PgServer {
+    start_on_thread(Durability::Synced)
+}
+
+/// Whether the server syncs its commits. The tests' servers do not (a test cluster need not
+/// survive a crash, and syncing would only slow the suites down).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Off,
+    Synced,
+}
+
+fn start_on_thread(durability: Durability) -> PgServer {
+    std::thread::spawn(move || start(durability))
         .join()
         .expect("the thread starting a test PostgreSQL")
         .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL: {e}"))
@@ -148,7 +169,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(durability: Durability) -> Result<PgServer, String> {
     let bin = bin_dir()?;
     let run_as = is_root().then(|| "nobody".to_string());
     // Under /tmp, which every user can reach, even when TMPDIR is root's own.
@@ -198,12 +219,13 @@ fn start() -> Result<PgServer, String> {
     let mut last_error = String::new();
     for _ in 0..5 {
         let port = free_port();
-        let child = spawn_postgres(&bin, &dir, port, run_as.as_deref())?;
+        let child = spawn_postgres(&bin, &dir, port, run_as.as_deref(), durability)?;
         let server = PgServer {
             port,
             admin_password: admin_password.clone(),
             dir: dir.clone(),
             run_as: run_as.clone(),
+            durability,
             child: Mutex::new(Some(child)),
         };
         match server.wait_ready() {
@@ -269,6 +291,7 @@ fn spawn_postgres(
     dir: &Path,
     port: u16,
     run_as: Option<&str>,
+    durability: Durability,
 ) -> Result<Child, String> {
     let log = std::fs::File::create(dir.join("postgres.log")).map_err(|e| e.to_string())?;
     let mut cmd = command(&bin.join("postgres"), run_as);
@@ -278,9 +301,12 @@ fn spawn_postgres(
         .arg(dir.join("socket"))
         .args(["-p", &port.to_string()])
         .args(["-c", "listen_addresses=127.0.0.1"])
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=100"])
-        .env("LC_ALL", "C")
+        .args(["-c", "max_connections=100"]);
+    if durability == Durability::Off {
+        cmd.args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off"]);
+    }
+    cmd.env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -366,8 +392,14 @@ impl PgServer {
     /// Starts a paused server again, on the same port, and waits until it accepts connections.
     pub fn resume(&self) {
         let bin = bin_dir().expect("PostgreSQL's binaries");
-        let child = spawn_postgres(&bin, &self.dir, self.port, self.run_as.as_deref())
-            .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL again: {e}"));
+        let child = spawn_postgres(
+            &bin,
+            &self.dir,
+            self.port,
+            self.run_as.as_deref(),
+            self.durability,
+        )
+        .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL again: {e}"));
         *self.child.lock().unwrap() = Some(child);
         self.wait_ready()
             .unwrap_or_else(|e| panic!("the test PostgreSQL did not come back: {e}"));
