@@ -50,6 +50,18 @@ pub fn can_run(job: &Job, user: &User, shared_with_user: bool) -> bool {
     can_see(job, user, shared_with_user)
 }
 
+/// Whose rights a run chained from `upstream_job`'s run by `upstream_runner` is checked against:
+/// that user's, except when it is the built-in system user (a scheduled run of a job without
+/// `runAs`), who may run anything: then the upstream job's owner's, so that taking a job away
+/// from its owner also stops their jobs' chains into it.
+pub fn chain_principal(upstream_runner: &User, upstream_job: &Job) -> i64 {
+    if upstream_runner.is_system {
+        upstream_job.created_by
+    } else {
+        upstream_runner.id
+    }
+}
+
 /// Whether a run's result may be read only by admins. The rule follows the run (what produced
 /// the file), never the job's present task: pointing a backup job at another task must not open
 /// its old backups to the users it is shared with.

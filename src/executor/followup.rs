@@ -5,8 +5,10 @@
 //! one notification, not one per attempt. Everything here runs inside the write transaction that
 //! records the run's end, so a crash never leaves a failed run without its retry or chained runs.
 //! The save-time chain rules (targets the saver may run, no cycle) are `service::jobs::check_chains`;
-//! at queue time the same `service::access::can_run` decides.
+//! at queue time the same `service::access::can_run` decides, for the user the chain answers to
+//! (`domain::access::chain_principal`: a system run's chain answers to its job's owner).
 
+use crate::domain::access as domain_access;
 use crate::domain::job::{Job, NotifyOn};
 use crate::domain::run::{Run, RunStatus, Trigger};
 use crate::error::ServiceError;
@@ -136,14 +138,19 @@ fn queue_chained(
         return Ok(conn.insert_refused_run(&chained, "not run: the job was deleted", now)?);
     };
     let runner = conn.user(run.run_by)?;
-    let refusal = match &runner {
-        None => Some("the user of the upstream run no longer exists".to_string()),
-        Some(user) if !user.active => Some(format!(
-            "user {} of the upstream run is disabled",
-            user.login_name
-        )),
+    // The user the chain answers to: the upstream run's, or its job's owner for a system run.
+    let (principal, whose) = match &runner {
+        Some(user) if user.is_system => (
+            conn.user(domain_access::chain_principal(user, job))?,
+            format!(", owner of job {},", job.name),
+        ),
+        other => (other.clone(), " of the upstream run".to_string()),
+    };
+    let refusal = match &principal {
+        None => Some(format!("the user{whose} no longer exists")),
+        Some(user) if !user.active => Some(format!("user {}{whose} is disabled", user.login_name)),
         Some(user) if !access::can_run(conn, &target, user)? => Some(format!(
-            "user {} of the upstream run may no longer run job {}",
+            "user {}{whose} may no longer run job {}",
             user.login_name, target.name
         )),
         Some(_) if !target.is_active() => Some(format!("job {} is Closed", target.name)),

@@ -488,6 +488,95 @@ async fn chains_need_the_right_to_run_the_target_at_save_and_at_queue_time() {
     );
 }
 
+/// A scheduled run of a job without `runAs` is the system user's, who may run anything; its
+/// chain answers to the job's owner, so taking the target away from the owner stops it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_runs_chain_answers_to_the_jobs_owner() {
+    let app = spawn_app().await;
+    let (ann, ann_token) = app.create_user("ann", false).await;
+    let report = |shared: Value| {
+        json!({"name": "report", "type": "INTERNAL", "taskImplFqn": "runs-report",
+               "repeatSchedule": "ONDEMAND", "sharedWith": shared})
+    };
+    let target = job(&app, report(json!([{"id": ann}]))).await["id"]
+        .as_i64()
+        .unwrap();
+    let query = ok_json(
+        app.send_as(
+            &ann_token,
+            Method::POST,
+            "/saved-queries",
+            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    // Every second, while the report is shared with her.
+    let body = json!({"name": "ann-clock", "type": "QUERY", "savedQuery": {"id": query},
+                      "repeatSchedule": "CRON", "cronExpression": "* * * * * *",
+                      "onSuccess": [{"id": target}]});
+    let ann_job = ok_json(
+        app.send_as(&ann_token, Method::POST, "/scheduled-jobs", Some(&body))
+            .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
+    ok_json(
+        app.put(&format!("/scheduled-jobs/{target}"), &report(json!([])))
+            .await,
+    )
+    .await;
+    // Her job's scheduled runs go on (they are the system's); their chained runs now fail.
+    let deadline = Instant::now() + DEADLINE;
+    let refused = loop {
+        let runs = runs_of(&app, target).await;
+        let refused = runs.iter().find(|r| {
+            r["status"] == "FAILED"
+                && r["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("owner of job ann-clock"))
+        });
+        if let Some(run) = refused {
+            break run.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no chained run of the report was refused: {runs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused["trigger"], "CHAINED");
+    assert_eq!(refused["runBy"]["loginName"], "$system");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(": user ann, owner of job ann-clock, may no longer run job report"),
+        "{message}"
+    );
+    // No chained run of the report started after the refusal.
+    let refused_id = refused["id"].as_i64().unwrap();
+    ok_json(
+        app.put(
+            &format!("/scheduled-jobs/{ann_job}"),
+            &json!({"name": "ann-clock", "type": "QUERY", "savedQuery": {"id": query},
+                    "repeatSchedule": "ONDEMAND"}),
+        )
+        .await,
+    )
+    .await;
+    let later: Vec<Value> = runs_of(&app, target)
+        .await
+        .into_iter()
+        .filter(|r| r["id"].as_i64().unwrap() > refused_id && r["status"] == "SUCCEEDED")
+        .collect();
+    assert!(
+        later.is_empty(),
+        "the report ran after the refusal: {later:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chained_query_may_use_the_upstream_run_id_as_a_parameter() {
     let app = spawn_app().await;
