@@ -188,7 +188,7 @@ fn write_archive(
         }
         let copy = staging.path.join(format!("source-{}", seen.len()));
         store::copy_sqlite_file(&path, &copy).with_context(|| format!("data source `{name}`"))?;
-        add(&mut zip, archive_name("", &rel), &copy, 0o644)?;
+        add(&mut zip, archive_name("", &rel), &copy, 0o600)?;
     }
 
     if with_runs {
@@ -198,7 +198,7 @@ fn write_archive(
                 &mut zip,
                 archive_name("runs", &rel),
                 &runs.join(&rel),
-                0o644,
+                0o600,
             )?;
         }
     }
@@ -352,10 +352,12 @@ pub fn restore(settings: &Settings, archive: &Path, force: bool) -> anyhow::Resu
         {
             std::fs::remove_file(&target)?;
         }
+        // Private to labcron's user, whatever the archive says (an archive made before its
+        // entries were 0600 says 0644): only the owner's bits are kept, a script's x among them.
         let permissions = if rel == Path::new(LEDGER) {
             0o600
         } else {
-            mode.map_or(0o644, |m| m & 0o777)
+            mode.map_or(0o600, |m| m & 0o700)
         };
         let mut out = OpenOptions::new()
             .write(true)

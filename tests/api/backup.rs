@@ -18,6 +18,40 @@ fn labcron(args: &[&str]) -> Output {
     command(args).output().expect("run labcron")
 }
 
+/// Every file under `dir` is readable by its owner only (no group or other bits).
+fn assert_private_files(dir: &Path) {
+    let mut files = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() {
+                files += 1;
+                let mode = meta.permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{:?} is {mode:o}", entry.path());
+            }
+        }
+    }
+    assert!(files > 3, "only {files} files restored under {dir:?}");
+}
+
+/// A copy of the archive `from` whose every entry says `mode`, as an older labcron wrote them.
+fn rewrite_with_mode(from: &Path, to: &Path, mode: u32) {
+    let mut source = zip::ZipArchive::new(std::fs::File::open(from).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(to).unwrap());
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(mode);
+    for index in 0..source.len() {
+        let mut entry = source.by_index(index).unwrap();
+        let name = entry.name().to_string();
+        out.start_file(name, options).unwrap();
+        std::io::copy(&mut entry, &mut out).unwrap();
+    }
+    out.finish().unwrap();
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -174,10 +208,24 @@ async fn a_backup_restored_into_a_new_directory_serves_the_same_jobs_runs_and_do
             .unwrap()
             .permissions()
             .mode()
-            & 0o111,
-        0o111,
-        "scripts stay executable"
+            & 0o100,
+        0o100,
+        "scripts stay executable (by labcron's user)"
     );
+    // Every restored file is private to labcron's user (run files and data sources hold lab
+    // data; backups hold password hashes), also from an archive whose entries say 0644.
+    assert_private_files(&restored);
+    let loose = dir.path().join("loose.zip");
+    rewrite_with_mode(&full, &loose, 0o644);
+    let loose_dir = dir.path().join("from-loose");
+    let output = labcron(&[
+        "restore",
+        loose.to_str().unwrap(),
+        "--data-dir",
+        loose_dir.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_private_files(&loose_dir);
 
     let server = start_server(&restored);
     // The users came with the ledger: the admin's password is the one of the first server.
