@@ -512,7 +512,17 @@ async fn head_on_a_result_answers_and_program_output_is_never_sniffed() {
             "nosniff",
             "{log_url}"
         );
+        let length = log.headers()["content-length"].clone();
+        let offset = log.headers()["x-log-offset"].clone();
         assert!(log.text().await.unwrap().contains("<script>"));
+        // HEAD answers the same headers, without the body.
+        let head = app.request(Method::HEAD, &log_url).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {log_url}");
+        assert_eq!(head.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(head.headers()["content-length"], length, "HEAD {log_url}");
+        assert_eq!(head.headers()["x-log-offset"], offset, "HEAD {log_url}");
+        assert_eq!(head.headers()["x-run-status"], "SUCCEEDED");
+        assert!(head.bytes().await.unwrap().is_empty());
     }
     let sse = app
         .request(

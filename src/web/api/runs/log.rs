@@ -1,9 +1,11 @@
 //! `GET /scheduled-jobs/{jobId}/runs/{runId}/log`: the run's log from an offset, or followed while
 //! the run goes on, as plain text or Server-Sent Events, read through `RunFiles` (the data
-//! directory without following links, or the pieces in the database), a piece at a time.
+//! directory without following links, or the pieces in the database), a piece at a time. `HEAD`
+//! answers the headers of the plain answer (length, offset, status) without reading the log.
 
 use std::time::Duration;
 
+use actix_web::http::Method;
 use actix_web::http::header::{self};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -22,6 +24,34 @@ use crate::web::api::params::{PathOf, Query, RunPath};
 use super::{nosniff, visible_run};
 
 const LOG_CHUNK: usize = 256 * 1024;
+
+#[utoipa::path(head, path = "/scheduled-jobs/{jobId}/runs/{runId}/log", tag = "Runs",
+    operation_id = "headRunLog", summary = "A run's output: headers only (ext)",
+    description = "What a plain `GET` from `offset` answers now (status, length, offset, run \
+        status), without the body.",
+    params(
+        RunPath,
+        ("offset" = Option<i64>, Query, description = "Start at this byte (0 or more)."),
+    ),
+    responses(
+        (status = 200, description = "The log's headers; no body.",
+            headers(
+                ("Content-Length" = i64, description = "The bytes from `offset` to the log's end."),
+                ("X-Log-Offset" = i64, description = "The log's end now."),
+                ("X-Run-Status" = String, description = "The run's status."),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+            )),
+    ))]
+/// The same handler (it answers a `HEAD` without a body itself), apart so that each method has
+/// its own documented operation.
+pub async fn log_head(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    me: CurrentUser,
+    path: PathOf<RunPath>,
+) -> Result<HttpResponse, ServiceError> {
+    log(state, req, me, path).await
+}
 
 #[utoipa::path(get, path = "/scheduled-jobs/{jobId}/runs/{runId}/log", tag = "Runs",
     operation_id = "getRunLog", summary = "A run's output (ext)",
@@ -60,6 +90,19 @@ pub async fn log(
         .db
         .read(move |c| visible_run(c, job_id, run_id, &viewer))
         .await?;
+    let ids = run.of_job();
+    if req.method() == Method::HEAD {
+        // What the plain answer would carry now; nothing is read, so nothing is audited.
+        let from = offset as u64;
+        let to = state.files.log_end(ids).await?.max(from);
+        let nothing = futures_util::stream::empty::<std::io::Result<Bytes>>();
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .insert_header(nosniff())
+            .insert_header(("X-Log-Offset", to.to_string()))
+            .insert_header(("X-Run-Status", run.status.as_str()))
+            .body(actix_web::body::SizedStream::new(to - from, nothing)));
+    }
     // Reading a log from its start is one event; the pages' polls for more (offset > 0) are not.
     if offset == 0 {
         let audit = event(&me, &req, actions::LOG_DOWNLOAD)
@@ -68,7 +111,6 @@ pub async fn log(
             .detail("follow", follow);
         record_alone(&state, audit).await;
     }
-    let ids = run.of_job();
     let files = state.files.clone();
     let sse = req
         .headers()

@@ -44,6 +44,7 @@ pub fn routes(r: &mut Routes) {
         result_file::result_file_head,
     );
     r.add(log::__path_log, log::log);
+    r.add(log::__path_log_head, log::log_head);
     r.add(__path_cancel, cancel);
 }
 
