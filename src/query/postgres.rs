@@ -27,6 +27,7 @@ use rusqlite::types::ValueRef;
 use super::csv::{CsvWriter, ExportError, ExportStats, Guard, Limits, Stop};
 use super::pg_sql::{PgSql, rewrite};
 use crate::config::sources::parse_url;
+use crate::pg_error::pg_message;
 
 /// Longest wait for a connection, when the run's time limit leaves more.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -496,35 +497,6 @@ impl PgSource {
                 self.failure(e, guard)
             }
             PrepareError::Message(m) => Failure::Sql(m),
-        }
-    }
-}
-
-/// PostgreSQL's own message (with its detail and hint), without the crate's decoration.
-pub fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut text = db.message().to_string();
-            if let Some(detail) = db.detail() {
-                text.push_str(&format!(" ({detail})"));
-            }
-            if let Some(hint) = db.hint() {
-                text.push_str(&format!("; hint: {hint}"));
-            }
-            text
-        }
-        None => {
-            // "error connecting to server: Connection refused (os error 111)" and the like.
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(inner) = source {
-                let more = inner.to_string();
-                if !text.contains(&more) {
-                    text.push_str(&format!(": {more}"));
-                }
-                source = inner.source();
-            }
-            text
         }
     }
 }

@@ -739,6 +739,17 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
         let body: serde_json::Value = response.json().await.expect("a JSON body");
         assert_eq!(body[0]["code"], "LEDGER_UNAVAILABLE", "{body}");
         assert!(body[0]["message"].is_string(), "{body}");
+        // A signed-in page says the database is away; it does not send the user to sign in.
+        let page = api
+            .client
+            .get(format!("{}/ui/jobs", api.base))
+            .header("Cookie", format!("labcron_session={}", api.token))
+            .send()
+            .await
+            .expect("the jobs page");
+        assert_eq!(page.status(), 503, "{:?}", page.headers());
+        let text = page.text().await.expect("the page's text");
+        assert!(text.contains("database is unavailable"), "{text}");
     }
     // Down for longer than the node timeout: when it is back, nobody may call the others lost.
     let outage = Duration::from_secs(NODE_TIMEOUT_SECONDS + 4);

@@ -227,7 +227,12 @@ fn migrate(client: &mut postgres::Client) -> Result<(), Error> {
         let version = index as i64 + 1;
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS ledger_schema (version BIGINT NOT NULL)")?;
+        // Quietly: the server's NOTICE "relation … already exists, skipping" at every start of
+        // every node is not news (SET LOCAL ends with the transaction).
+        tx.batch_execute(
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS ledger_schema (version BIGINT NOT NULL)",
+        )?;
         let current: i64 = tx
             .query_one("SELECT max(version) FROM ledger_schema", &[])?
             .try_get::<_, Option<i64>>(0)?

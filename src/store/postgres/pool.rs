@@ -62,19 +62,35 @@ impl Manager {
     }
 }
 
+/// A connection's failure as the pool keeps and shows it: PostgreSQL's own words (the pool's
+/// "timed out waiting for connection: …" then says why, not only "db error").
+#[derive(Debug)]
+pub struct ConnectError(postgres::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::pg_error::pg_message(&self.0))
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 impl r2d2::ManageConnection for Manager {
     type Connection = Connection;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<Connection, postgres::Error> {
+    fn connect(&self) -> Result<Connection, ConnectError> {
         Ok(Connection {
-            client: self.config.connect(NoTls)?,
+            client: self.config.connect(NoTls).map_err(ConnectError)?,
             statements: Statements::default(),
         })
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .map(|_| ())
+            .map_err(ConnectError)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {

@@ -19,7 +19,7 @@ use chrono::TimeZone;
 use serde::Serialize;
 
 use super::assets::templates;
-use super::pages::{Page, html_response, not_found_page, page_user, render_page, to_sign_in};
+use super::pages::{Page, html_response, not_found_page, page_visitor, render_page, to_sign_in};
 use crate::clock::{from_ms, now_ms};
 use crate::domain::access;
 use crate::domain::args::split_args;
@@ -51,8 +51,10 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     else {
         return not_found_page();
     };
-    let Some(me) = page_user(&req).await else {
-        return to_sign_in(&req);
+    let me = match page_visitor(&req).await {
+        Ok(Some(me)) => me,
+        Ok(None) => return to_sign_in(&req),
+        Err(unavailable) => return unavailable,
     };
     let user = me.user.clone();
     let job = match state.db.read(move |c| visible_job(c, job_id, &user)).await {

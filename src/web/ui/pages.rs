@@ -25,12 +25,41 @@ pub struct PageUser {
 
 /// The user behind the session cookie, if it is valid.
 pub async fn page_user(req: &HttpRequest) -> Option<PageUser> {
-    let token = req.cookie(SESSION_COOKIE)?.value().to_string();
-    let user = CurrentUser::extract(req).await.ok()?;
-    Some(PageUser {
-        user: user.0,
-        csrf: csrf_token(&token),
-    })
+    page_visitor(req).await.ok().flatten()
+}
+
+/// The user behind the session cookie (`None`: not signed in), or, when the ledger cannot be
+/// reached to tell, the page saying so: a signed-in user is not sent to sign in again because
+/// the database is down.
+pub async fn page_visitor(req: &HttpRequest) -> Result<Option<PageUser>, HttpResponse> {
+    let Some(token) = req.cookie(SESSION_COOKIE).map(|c| c.value().to_string()) else {
+        return Ok(None);
+    };
+    match CurrentUser::extract(req).await {
+        Ok(user) => Ok(Some(PageUser {
+            user: user.0,
+            csrf: csrf_token(&token),
+        })),
+        Err(e) if e.is_unreachable() => Err(unavailable_page()),
+        Err(_) => Ok(None),
+    }
+}
+
+/// "The database is unavailable" with status 503 and `Retry-After`: the pages work again by
+/// themselves when the ledger's database is back.
+pub fn unavailable_page() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::RETRY_AFTER, "5"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        .body(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <title>labcron: database unavailable</title></head><body>\
+             <h1>The ledger's database is unavailable</h1>\
+             <p>labcron cannot reach its database right now. Nothing you saved is lost; reload \
+             this page in a few seconds.</p></body></html>",
+        )
 }
 
 /// Only local UI paths may be a sign-in's destination (no open redirect).
@@ -162,9 +191,10 @@ pub fn html_response(body: String) -> HttpResponse {
 
 /// A signed-in page, or a redirect to sign-in.
 async fn signed_in_page(req: &HttpRequest, page: Page<'_>) -> HttpResponse {
-    match page_user(req).await {
-        Some(me) => html_response(render_page(&page, Some(&me))),
-        None => to_sign_in(req),
+    match page_visitor(req).await {
+        Ok(Some(me)) => html_response(render_page(&page, Some(&me))),
+        Ok(None) => to_sign_in(req),
+        Err(unavailable) => unavailable,
     }
 }
 
@@ -178,10 +208,10 @@ fn path_id(req: &HttpRequest, name: &str) -> Option<String> {
 }
 
 pub async fn home(req: HttpRequest) -> HttpResponse {
-    if page_user(&req).await.is_some() {
-        redirect("/ui/jobs")
-    } else {
-        to_sign_in(&req)
+    match page_visitor(&req).await {
+        Ok(Some(_)) => redirect("/ui/jobs"),
+        Ok(None) => to_sign_in(&req),
+        Err(unavailable) => unavailable,
     }
 }
 
