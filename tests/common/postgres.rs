@@ -36,7 +36,7 @@ static NAMES: AtomicU32 = AtomicU32::new(0);
 pub fn server() -> &'static PgServer {
     SERVER.get_or_init(|| {
         // On a thread of its own: the synchronous client must not run on an async runtime's.
-        let server = std::thread::spawn(start)
+        let server = std::thread::spawn(|| start(|_| {}))
             .join()
             .expect("the thread starting the test PostgreSQL")
             .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
@@ -52,7 +52,15 @@ pub fn server() -> &'static PgServer {
 /// it again (`pause`, `resume`). Stop it (`stop`) when done; a killed test process leaves it to
 /// the parent-death signal, as the shared one.
 pub fn start_own() -> PgServer {
-    std::thread::spawn(start)
+    start_own_with(|_| {})
+}
+
+/// `start_own`, with `prepare` changing the new cluster's data directory (its
+/// `postgresql.conf`, `pg_hba.conf`, files it names) before the server first starts; what it
+/// writes is then given to the server's user. The harness's own connections (`as_admin`) are
+/// plain-text TCP as `ADMIN_USER`: a `pg_hba.conf` must let them in.
+pub fn start_own_with(prepare: impl FnOnce(&Path) + Send + 'static) -> PgServer {
+    std::thread::spawn(move || start(prepare))
         .join()
         .expect("the thread starting a test PostgreSQL")
         .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL: {e}"))
@@ -148,7 +156,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(prepare: impl FnOnce(&Path)) -> Result<PgServer, String> {
     let bin = bin_dir()?;
     let run_as = is_root().then(|| "nobody".to_string());
     // Under /tmp, which every user can reach, even when TMPDIR is root's own.
@@ -193,6 +201,10 @@ fn start() -> Result<PgServer, String> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ));
+    }
+    prepare(&data);
+    if let Some(user) = &run_as {
+        chown(&data, user)?;
     }
     // A port found free can be taken before postgres binds it: try a few.
     let mut last_error = String::new();
