@@ -123,7 +123,7 @@ impl PgUrl {
         let mut config: postgres::Config = driver_url
             .parse()
             // The driver's parse errors name the option, never its value; still, hide a password.
-            .map_err(|e: postgres::Error| hide(e.to_string()))?;
+            .map_err(|e: postgres::Error| hide(error_text(&e)))?;
         if config.get_hosts().is_empty() {
             return Err("the URL names no host".into());
         }
@@ -628,7 +628,7 @@ mod tests {
         for (url, says) in [
             ("postgres://reader@db.lab", "no database"),
             ("postgres://db.lab/lims", "no user"),
-            ("postgres://reader:s3cret@db.lab:notaport/lims", "port"),
+            ("postgres://reader:s3cret@db.lab:notaport/lims", "invalid"),
             (
                 "postgres://reader:s3cret@db.lab/lims?sslmode=verify",
                 "sslmode=`verify`",
@@ -678,7 +678,10 @@ mod tests {
             url.config.get_ssl_mode(),
             postgres::config::SslMode::Require
         );
-        assert_eq!(url.shown(), "postgres://u@db.lab/lims?sslmode=verify-full");
+        assert_eq!(
+            url.shown(),
+            "postgres://u@db.lab:5432/lims?sslmode=verify-full"
+        );
         let plain = PgUrl::parse("postgres://u@db.lab/lims").unwrap();
         assert_eq!(plain.mode, SslMode::Prefer, "the default is libpq's");
         assert_eq!(plain.roots, Roots::System);
