@@ -69,7 +69,14 @@ impl PgSource {
         let (mut target, mut password_error) = match PgTarget::open(url) {
             Ok(target) => (Some(target), None),
             // Checked when the settings are loaded; a source built otherwise fails at use.
-            Err(e) => (None, Some(format!("its URL is invalid: {e}"))),
+            // The reason may name the CA file (a path): the log has it, users the gist.
+            Err(e) => {
+                tracing::warn!(source = name, error = %e, "a data source's URL cannot be used");
+                (
+                    None,
+                    Some("its URL cannot be used (the server's log says why)".into()),
+                )
+            }
         };
         let mut set_password = |password: &str| {
             if let Some(target) = &mut target {
