@@ -21,7 +21,7 @@ pub mod executor; // durable run queue, dispatcher, process runner
 pub mod ldap; // directory sign-in: the LDAP search and bind (issue 15)
 pub mod metrics; // Prometheus series and their text rendering, the scheduler's counters
 pub mod notify; // e-mails and signed webhooks about finished runs
-pub mod pg_error; // PostgreSQL's own message for a failed call (ledger and data sources)
+pub mod pg_connect; // every PostgreSQL connection: the URL's TLS words (sslmode, sslrootcert), the connector
 pub mod present; // the OpenSpecimen JSON shapes of jobs, runs and saved queries (used by web, cli, notify)
 pub mod query; // what saved queries read: read-only data sources, CSV streaming, the demo database
 pub mod retention; // the daily pass removing old run files (and, if asked, rows), expired sessions

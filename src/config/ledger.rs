@@ -14,7 +14,7 @@ use super::sources;
 pub enum LedgerLocation {
     /// `<data dir>/labcron.db`.
     Sqlite(PathBuf),
-    /// A PostgreSQL database; the URL may hold a password (show `shown_url` instead).
+    /// A PostgreSQL database; the URL may hold a password (show `pg_connect::shown_url` instead).
     Postgres(String),
 }
 
@@ -93,7 +93,8 @@ pub fn validate_database_url(url: Option<&str>) -> anyhow::Result<()> {
              directory"
         );
     }
-    if let Err(e) = sources::parse_url(url) {
+    // Built whole (the CA file read), so a TLS word or file that cannot be used stops the start.
+    if let Err(e) = crate::pg_connect::PgTarget::open(url) {
         bail!("setting `database_url`: not a usable PostgreSQL URL: {e}");
     }
     Ok(())
@@ -105,37 +106,6 @@ pub fn location(database_url: Option<&str>, data_dir: &Path) -> LedgerLocation {
         Some(url) => LedgerLocation::Postgres(url.to_string()),
         None => LedgerLocation::Sqlite(data_dir.join(LEDGER_FILE)),
     }
-}
-
-/// A PostgreSQL URL as messages may show it: `postgres://user@host:port/db`, never the password.
-pub fn shown_url(url: &str) -> String {
-    match sources::parse_url(url) {
-        Ok(config) => shown_config(&config),
-        Err(_) => "postgres://…".into(),
-    }
-}
-
-/// A parsed PostgreSQL connection as messages may show it: `postgres://user@host:port/db`,
-/// never the password.
-pub fn shown_config(config: &postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_default();
-    let port = config
-        .get_ports()
-        .first()
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
-    format!(
-        "postgres://{}@{host}{port}/{}",
-        config.get_user().unwrap_or(""),
-        config.get_dbname().unwrap_or("")
-    )
 }
 
 #[cfg(test)]
@@ -188,7 +158,7 @@ mod tests {
                 location(Some(url), data),
                 LedgerLocation::Postgres(url.into())
             );
-            let shown = shown_url(url);
+            let shown = crate::pg_connect::shown_url(url);
             assert!(shown.starts_with("postgres://labcron@db.lab"), "{shown}");
             assert!(!shown.contains("s3cret"), "{shown}");
         }
@@ -196,6 +166,8 @@ mod tests {
             "mysql://labcron:s3cret@db.lab/labcron",
             "/srv/labcron/labcron.db",
             "postgres://s3cret@/",
+            "postgres://labcron:s3cret@db.lab/labcron?sslmode=verify-fulll",
+            "postgres://labcron:s3cret@db.lab/labcron?sslmode=verify-full&sslrootcert=/no/such/ca.pem",
         ] {
             let error = validate_database_url(Some(bad)).expect_err(bad).to_string();
             assert!(error.contains("setting `database_url`"), "{error}");

@@ -571,7 +571,7 @@ impl Settings {
             }
             if let Some(url) = path.to_str().filter(|p| sources::is_postgres_url(p)) {
                 // The message never repeats the URL: it may hold a password.
-                if let Err(e) = sources::parse_url(url) {
+                if let Err(e) = crate::pg_connect::PgTarget::open(url) {
                     bail!("setting `query_sources.{name}`: not a usable PostgreSQL URL: {e}");
                 }
             }

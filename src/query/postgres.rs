@@ -1,7 +1,7 @@
 //! Saved queries on a PostgreSQL data source (`query_sources.NAME = "postgres://…"`): how such a
 //! source is configured (its password from the URL, `query_source_password_files` or
-//! `query_source_passwords`), connected to (the synchronous `postgres` crate, no TLS, a connect
-//! timeout inside the run's time limit), checked (one query that compiles and returns rows) and
+//! `query_source_passwords`), connected to (the synchronous `postgres` crate, TLS as the URL's
+//! `sslmode` says through `pg_connect`, a connect timeout inside the run's time limit), checked (one query that compiles and returns rows) and
 //! read. Every statement runs in a `READ ONLY` transaction whose `statement_timeout` is what is
 //! left of the run's time limit, and a watchdog thread sends PostgreSQL a cancel request when the
 //! run is cancelled or its deadline passes, whatever the statement is doing. Rows are streamed
@@ -21,13 +21,12 @@ use bytes::BytesMut;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, NoTls, Statement, Transaction};
+use postgres::{Client, Statement, Transaction};
 use rusqlite::types::ValueRef;
 
 use super::csv::{CsvWriter, ExportError, ExportStats, Guard, Limits, Stop};
 use super::pg_sql::{PgSql, rewrite};
-use crate::config::sources::parse_url;
-use crate::pg_error::pg_message;
+use crate::pg_connect::PgTarget;
 
 /// Longest wait for a connection, when the run's time limit leaves more.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -36,8 +35,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct PgSource {
     name: String,
-    config: postgres::Config,
-    /// Why the password could not be had (a password file that cannot be read).
+    /// The server and its TLS connector (`None`: the URL is not usable, see `password_error`).
+    target: Option<PgTarget>,
+    /// Why the source cannot be used: its URL, or a password file that cannot be read.
     password_error: Option<String>,
     /// The password, to keep it out of every message.
     password: Option<String>,
@@ -66,20 +66,29 @@ pub struct PasswordFrom {
 impl PgSource {
     /// Source `name` at `url`, its password taken from `from` when given there.
     pub fn new(name: &str, url: &str, from: &PasswordFrom, value_limit: Option<u64>) -> Self {
-        let (mut config, mut password_error) = match parse_url(url) {
-            Ok(config) => (config, None),
+        let (mut target, mut password_error) = match PgTarget::open(url) {
+            Ok(target) => (Some(target), None),
             // Checked when the settings are loaded; a source built otherwise fails at use.
-            Err(e) => (
-                postgres::Config::new(),
-                Some(format!("its URL is invalid: {e}")),
-            ),
+            // The reason may name the CA file (a path): the log has it, users the gist.
+            Err(e) => {
+                tracing::warn!(source = name, error = %e, "a data source's URL cannot be used");
+                (
+                    None,
+                    Some("its URL cannot be used (the server's log says why)".into()),
+                )
+            }
+        };
+        let mut set_password = |password: &str| {
+            if let Some(target) = &mut target {
+                target.config_mut().password(password);
+            }
         };
         if let Some(value) = &from.value {
-            config.password(value);
+            set_password(value);
         } else if let Some(file) = &from.file {
             match std::fs::read_to_string(file) {
                 Ok(text) => {
-                    config.password(text.trim_end_matches(['\r', '\n']));
+                    set_password(text.trim_end_matches(['\r', '\n']));
                 }
                 Err(e) => {
                     tracing::warn!(source = name, path = %file.display(), error = %e,
@@ -89,15 +98,20 @@ impl PgSource {
                 }
             }
         }
-        let password = config
-            .get_password()
+        let password = target
+            .as_ref()
+            .and_then(|t| t.config().get_password())
             .map(|p| String::from_utf8_lossy(p).into_owned());
-        config.application_name("labcron");
-        config.keepalives(true);
-        config.keepalives_idle(Duration::from_secs(60));
+        if let Some(target) = &mut target {
+            target
+                .config_mut()
+                .application_name("labcron")
+                .keepalives(true)
+                .keepalives_idle(Duration::from_secs(60));
+        }
         PgSource {
             name: name.to_string(),
-            config,
+            target,
             password_error,
             password,
             value_limit,
@@ -123,36 +137,55 @@ impl PgSource {
 
     /// Host, port, database and user, for the server's log.
     fn address(&self) -> String {
-        let host = match self.config.get_hosts().first() {
+        let Some(config) = self.target.as_ref().map(PgTarget::config) else {
+            return "(no usable URL)".into();
+        };
+        let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(h)) => h.clone(),
             Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
             None => String::new(),
         };
-        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let port = config.get_ports().first().copied().unwrap_or(5432);
         format!(
             "{host}:{port}/{} as {}",
-            self.config.get_dbname().unwrap_or(""),
-            self.config.get_user().unwrap_or("")
+            config.get_dbname().unwrap_or(""),
+            config.get_user().unwrap_or("")
         )
     }
 
     /// Connects within `guard`'s deadline.
     fn connect(&self, guard: &Guard) -> Result<Client, Failure> {
-        if let Some(e) = &self.password_error {
-            return Err(Failure::Source(format!("data source `{}`: {e}", self.name)));
-        }
-        let mut config = self.config.clone();
+        let target = match (&self.target, &self.password_error) {
+            (Some(target), None) => target,
+            (_, Some(e)) => {
+                return Err(Failure::Source(format!("data source `{}`: {e}", self.name)));
+            }
+            (None, None) => {
+                return Err(Failure::Source(format!(
+                    "data source `{}`: its URL is invalid",
+                    self.name
+                )));
+            }
+        };
+        let mut target = target.clone();
         let timeout = guard
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(CONNECT_TIMEOUT)
             .clamp(Duration::from_millis(100), CONNECT_TIMEOUT);
-        config.connect_timeout(timeout);
-        config.connect(NoTls).map_err(|e| {
-            tracing::warn!(source = %self.name, address = %self.address(), error = %self.redact(e.to_string()),
+        target.config_mut().connect_timeout(timeout);
+        target.connect().map_err(|e| {
+            tracing::warn!(source = %self.name, address = %self.address(), error = %self.redact(target.explain(&e)),
                 "cannot connect to a PostgreSQL data source");
             if let Some(stop) = guard.check() {
                 return Failure::Stopped(stop);
+            }
+            // The full reason names the host and the CA file: the log has it, the user the gist.
+            if let Some(refusal) = PgTarget::tls_refusal(&e) {
+                return Failure::Source(format!(
+                    "data source `{}`: TLS refused: {refusal} (the server's log says more)",
+                    self.name
+                ));
             }
             let what = match e.code() {
                 Some(c) if *c == SqlState::INVALID_PASSWORD
@@ -193,7 +226,7 @@ impl PgSource {
     ) -> Result<ExportStats, Failure> {
         let mut client = self.connect(guard)?;
         let token = client.cancel_token();
-        let _watchdog = Watchdog::start(token.clone(), guard.clone());
+        let _watchdog = Watchdog::start(token.clone(), guard.clone(), self.target.clone());
         let mut tx = begin(&mut client, guard).map_err(|e| self.failure(e, guard))?;
         let prepared = prepare(&mut tx, sql).map_err(|e| self.failure_of(e, guard))?;
         let mut csv = CsvWriter::new(out).with_limits(limits.bytes, guard.clone());
@@ -229,7 +262,7 @@ impl PgSource {
             Ok(())
         })();
         if streamed.is_err() {
-            stop_sending(&token);
+            self.stop_sending(&token);
         }
         drop(rows);
         // Nothing was written; ending the transaction either way changes nothing.
@@ -291,7 +324,7 @@ impl PgSource {
     ) -> Result<PgPreview, Failure> {
         let mut client = self.connect(guard)?;
         let token = client.cancel_token();
-        let _watchdog = Watchdog::start(token.clone(), guard.clone());
+        let _watchdog = Watchdog::start(token.clone(), guard.clone(), self.target.clone());
         let mut tx = begin(&mut client, guard).map_err(|e| self.failure(e, guard))?;
         let prepared = prepare(&mut tx, sql).map_err(|e| self.failure_of(e, guard))?;
         let params: Vec<TextParam<'_>> = values.iter().map(|v| TextParam(v)).collect();
@@ -301,7 +334,7 @@ impl PgSource {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.failure(e, guard))? {
             if out.len() == max_rows {
-                stop_sending(&token);
+                self.stop_sending(&token);
                 return Ok(PgPreview {
                     columns: prepared.names,
                     rows: out,
@@ -363,10 +396,19 @@ impl PgSource {
     }
 }
 
-/// Asks the server to stop a statement whose rows are no longer wanted: otherwise ending the
-/// transaction would first read every row left (the protocol has no other way to drop them).
-fn stop_sending(token: &postgres::CancelToken) {
-    if let Err(e) = token.cancel_query(NoTls) {
+impl PgSource {
+    /// Asks the server to stop a statement whose rows are no longer wanted: otherwise ending the
+    /// transaction would first read every row left (the protocol has no other way to drop them).
+    fn stop_sending(&self, token: &postgres::CancelToken) {
+        if let Some(target) = &self.target {
+            cancel(target, token);
+        }
+    }
+}
+
+/// Sends a cancel request (over TLS when the source's sessions use it).
+fn cancel(target: &PgTarget, token: &postgres::CancelToken) {
+    if let Err(e) = target.cancel(token) {
         tracing::warn!(error = %e, "cannot send a cancel request to a PostgreSQL data source");
     }
 }
@@ -501,6 +543,11 @@ impl PgSource {
     }
 }
 
+/// PostgreSQL's own message (with its detail and hint), without the crate's decoration.
+pub fn pg_message(e: &postgres::Error) -> String {
+    crate::pg_connect::error_text(e)
+}
+
 /// Why a PostgreSQL query did not produce its CSV.
 #[derive(Debug)]
 pub enum Failure {
@@ -576,7 +623,7 @@ struct Watchdog {
 const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 impl Watchdog {
-    fn start(token: postgres::CancelToken, guard: Guard) -> Watchdog {
+    fn start(token: postgres::CancelToken, guard: Guard, target: Option<PgTarget>) -> Watchdog {
         let done = Arc::new(AtomicBool::new(false));
         let seen = done.clone();
         let thread = std::thread::Builder::new()
@@ -584,8 +631,8 @@ impl Watchdog {
             .spawn(move || {
                 while !seen.load(Ordering::Relaxed) {
                     if guard.check().is_some() {
-                        if let Err(e) = token.cancel_query(NoTls) {
-                            tracing::warn!(error = %e, "cannot send a cancel request to a PostgreSQL data source");
+                        if let Some(target) = &target {
+                            cancel(target, &token);
                         }
                         return;
                     }

@@ -34,7 +34,7 @@ pub enum Error {
     Open { path: PathBuf, reason: String },
     /// Any PostgreSQL failure but an unreachable database (a unique violation among them: see
     /// [`Error::is_unique_violation`]). The transaction was rolled back.
-    #[error("{}", crate::pg_error::pg_message(.0))]
+    #[error("{}", crate::pg_connect::error_text(.0))]
     Postgres(postgres::Error),
     /// The PostgreSQL ledger cannot be reached (down, restarting, a connection lost, no
     /// connection free in time): nothing was written, and asking again later may work (503).

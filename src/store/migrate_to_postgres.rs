@@ -16,14 +16,15 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use postgres::{NoTls, Transaction};
 use rusqlite::OpenFlags;
 use rusqlite::types::ValueRef;
 
 use super::guard::DataDirLock;
 use super::postgres::PgLedgerDb;
+use crate::pg_connect::PgTarget;
 
 /// Opens a run's file: (job id, run id, name relative to the run's directory).
 pub type OpenRunFile<'a> = &'a dyn Fn(i64, i64, &str) -> std::io::Result<std::fs::File>;
@@ -229,13 +230,14 @@ pub fn migrate(
         );
     }
 
-    let target = PgLedgerDb::open(to).context("cannot open the target database")?;
-    let shown = target.url().to_string();
-    drop(target);
-    let config: postgres::Config = to.parse().context("the target database's URL")?;
-    let mut client = config
-        .connect(NoTls)
-        .with_context(|| format!("cannot connect to {shown}"))?;
+    let ledger = PgLedgerDb::open(to).context("cannot open the target database")?;
+    let shown = ledger.url().to_string();
+    drop(ledger);
+    let target =
+        PgTarget::open(to).map_err(|e| anyhow::anyhow!("the target database's URL: {e}"))?;
+    let mut client = target
+        .connect()
+        .map_err(|e| anyhow::anyhow!("cannot connect to {shown}: {}", target.explain(&e)))?;
     let mut tx = client.transaction()?;
 
     let tables = plan(&sqlite, &mut tx)?;

@@ -5,7 +5,7 @@
 //! that is when the test process ends however it ends, so no slapd is left behind.
 //!
 //! The same slapd also speaks TLS: at start the fixture makes a throw-away CA and a server
-//! certificate for 127.0.0.1 and localhost with `openssl` in the temp dir, and slapd listens on
+//! certificate for 127.0.0.1 and localhost in the temp dir (`common::pki`), and slapd listens on
 //! `ldap://127.0.0.1:P1/` (StartTLS offered), `ldaps://127.0.0.1:P2/` and `ldaps://127.0.0.2:P2/`
 //! (the same certificate, reached by an address it is not for). One person, erin, may only bind
 //! over TLS, so a sign-in of hers proves the password went encrypted.
@@ -77,90 +77,11 @@ fn directory() -> &'static Directory {
     DIRECTORY.get_or_init(start_directory)
 }
 
-/// Runs `openssl` with `args` in `dir`, failing the fixture with its output if it fails.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl (Debian: apt-get install openssl; scripts/test does it)");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-/// Makes, in `dir`: `ca.pem` (a CA), `server.pem` and `server.key` (its certificate for
-/// IP:127.0.0.1 and DNS:localhost), and `other-ca.pem` (a CA that signed nothing). EC P-256 keys,
-/// valid for a week: generated in a blink, and accepted by both GnuTLS (slapd) and rustls.
-fn make_certificates(dir: &std::path::Path) {
-    std::fs::write(
-        dir.join("pki.cnf"),
-        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = unused\n\
-         [ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
-         subjectKeyIdentifier = hash\n\
-         [server]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
-         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n\
-         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    for (name, subject) in [
-        ("ca", "/CN=labcron test directory CA"),
-        ("other-ca", "/CN=some other CA"),
-    ] {
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        let mut args = vec!["req", "-x509", "-config", "pki.cnf", "-extensions", "ca"];
-        args.extend(ec);
-        args.extend([
-            "-keyout", &key, "-out", &pem, "-days", "7", "-subj", subject,
-        ]);
-        openssl(dir, &args);
-    }
-    let mut args = vec!["req", "-new", "-config", "pki.cnf"];
-    args.extend(ec);
-    args.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &args);
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-set_serial",
-            "2",
-            "-days",
-            "7",
-            "-extfile",
-            "pki.cnf",
-            "-extensions",
-            "server",
-            "-out",
-            "server.pem",
-        ],
-    );
-}
-
 fn start_directory() -> Directory {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().to_path_buf();
     std::fs::create_dir(dir.join("db")).unwrap();
-    make_certificates(&dir);
+    crate::common::pki::make_certificates(&dir);
     let conf = dir.join("slapd.conf");
     std::fs::write(
         &conf,

@@ -27,6 +27,7 @@ mod pg_ledger;
 mod pg_nodes;
 mod pg_run_files; // run logs and results kept in PostgreSQL, through RunFiles
 mod pg_sources;
+mod pg_tls; // TLS to PostgreSQL: sslmode, sslrootcert, a server of its own that speaks TLS
 mod queries;
 mod query_limits;
 mod readme;

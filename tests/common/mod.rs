@@ -4,7 +4,8 @@
 //! the one request-helper API (`Api`: a client of `/rest/ng` signed in, plus the contract's
 //! checks `ok_json` and `error_codes`) and a raw HTTP/1.1 request for inputs a URL library would
 //! normalise; `data` writes scripts and opens the ledger of a data directory; `process` reads
-//! `/proc`; `ledger` picks the servers' engine (`LABCRON_TEST_LEDGER`); `postgres` is a private PostgreSQL server for the tests and benches that need one. Include it with `#[path = "../common/mod.rs"] mod common;` (benches:
+//! `/proc`; `ledger` picks the servers' engine (`LABCRON_TEST_LEDGER`); `postgres` is a private PostgreSQL server for the tests and benches that need one; `pki` makes
+//! throw-away CAs and certificates. Include it with `#[path = "../common/mod.rs"] mod common;` (benches:
 //! `#[path = "../tests/common/mod.rs"]`); the main items are re-exported here, so
 //! `use crate::common::{spawn_app, ok_json};` works.
 //!
@@ -16,6 +17,7 @@
 
 pub mod data;
 pub mod ledger;
+pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod requests;

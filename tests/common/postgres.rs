@@ -38,7 +38,7 @@ static NAMES: AtomicU32 = AtomicU32::new(0);
 pub fn server() -> &'static PgServer {
     SERVER.get_or_init(|| {
         // On a thread of its own: the synchronous client must not run on an async runtime's.
-        let server = std::thread::spawn(|| start(Durability::Off))
+        let server = std::thread::spawn(|| start(Durability::Off, |_| {}))
             .join()
             .expect("the thread starting the test PostgreSQL")
             .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e}"));
@@ -54,14 +54,22 @@ pub fn server() -> &'static PgServer {
 /// it again (`pause`, `resume`). Stop it (`stop`) when done; a killed test process leaves it to
 /// the parent-death signal, as the shared one.
 pub fn start_own() -> PgServer {
-    start_on_thread(Durability::Off)
+    start_on_thread(Durability::Off, |_| {})
 }
 
 /// A server of its own that syncs its commits as a production server does (`fsync`,
 /// `synchronous_commit` and `full_page_writes` on): for the benchmarks, which compare its
 /// throughput with SQLite's `synchronous=FULL`. Stop it (`stop`) when done.
 pub fn start_own_durable() -> PgServer {
-    start_on_thread(Durability::Synced)
+    start_on_thread(Durability::Synced, |_| {})
+}
+
+/// `start_own`, with `prepare` changing the new cluster's data directory (its
+/// `postgresql.conf`, `pg_hba.conf`, files it names) before the server first starts; what it
+/// writes is then given to the server's user. The harness's own connections (`as_admin`) are
+/// plain-text TCP as `ADMIN_USER`: a `pg_hba.conf` must let them in.
+pub fn start_own_with(prepare: impl FnOnce(&Path) + Send + 'static) -> PgServer {
+    start_on_thread(Durability::Off, prepare)
 }
 
 /// Whether the server syncs its commits. The tests' servers do not (a test cluster need not
@@ -72,8 +80,11 @@ enum Durability {
     Synced,
 }
 
-fn start_on_thread(durability: Durability) -> PgServer {
-    std::thread::spawn(move || start(durability))
+fn start_on_thread(
+    durability: Durability,
+    prepare: impl FnOnce(&Path) + Send + 'static,
+) -> PgServer {
+    std::thread::spawn(move || start(durability, prepare))
         .join()
         .expect("the thread starting a test PostgreSQL")
         .unwrap_or_else(|e| panic!("cannot start a test PostgreSQL: {e}"))
@@ -169,7 +180,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start(durability: Durability) -> Result<PgServer, String> {
+fn start(durability: Durability, prepare: impl FnOnce(&Path)) -> Result<PgServer, String> {
     let bin = bin_dir()?;
     let run_as = is_root().then(|| "nobody".to_string());
     // Under /tmp, which every user can reach, even when TMPDIR is root's own.
@@ -214,6 +225,10 @@ fn start(durability: Durability) -> Result<PgServer, String> {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         ));
+    }
+    prepare(&data);
+    if let Some(user) = &run_as {
+        chown(&data, user)?;
     }
     // A port found free can be taken before postgres binds it: try a few.
     let mut last_error = String::new();

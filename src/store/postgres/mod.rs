@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use postgres::types::ToSql;
 use postgres::{IsolationLevel, Row, Statement, Transaction};
 
+use crate::pg_connect::PgTarget;
 pub use nodes::{FiringLock, NodeId};
 use pool::Statements;
 
@@ -53,8 +54,8 @@ pub struct PgLedgerDb {
     pool: std::sync::Arc<pool::Owned>,
     /// The URL without its password, for messages.
     shown: String,
-    /// The parsed URL (the firing lock opens a connection of its own).
-    config: Arc<postgres::Config>,
+    /// The server and its TLS connector (the firing lock opens a connection of its own).
+    target: Arc<PgTarget>,
     /// Who this node is, once registered: runs' ends are written under it.
     node: Arc<RwLock<Option<Arc<NodeId>>>>,
 }
@@ -71,10 +72,9 @@ impl PgLedgerDb {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`) and brings
     /// its schema up to date. Blocking.
     pub fn open(url: &str) -> Result<PgLedgerDb, Error> {
-        let config: postgres::Config = url
-            .parse()
-            .map_err(|e| Error::open(&PathBuf::from("postgres://…"), e))?;
-        let shown = shown_url(&config);
+        let target =
+            PgTarget::open(url).map_err(|e| Error::open(&PathBuf::from("postgres://…"), e))?;
+        let shown = target.shown();
         let fail = |reason: String| Error::Open {
             path: PathBuf::from(&shown),
             reason,
@@ -83,7 +83,7 @@ impl PgLedgerDb {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(pool::CHECKOUT_TIMEOUT)
-            .build(pool::Manager::new(config.clone()))
+            .build(pool::Manager::new(target.clone()))
             .map_err(|e| fail(format!("cannot connect: {e}")))?;
         {
             let mut conn = pool.get().map_err(|e| fail(e.to_string()))?;
@@ -92,7 +92,7 @@ impl PgLedgerDb {
         Ok(PgLedgerDb {
             pool: std::sync::Arc::new(pool::Owned::new(pool)),
             shown,
-            config: Arc::new(config),
+            target: Arc::new(target),
             node: Arc::default(),
         })
     }
@@ -114,7 +114,7 @@ impl PgLedgerDb {
     /// `FiringLock::hold`).
     pub fn firing_lock(&self) -> FiringLock {
         let name = self.node().map(|n| n.name.clone()).unwrap_or_default();
-        FiringLock::new((*self.config).clone(), &name)
+        FiringLock::new((*self.target).clone(), &name)
     }
 
     /// The database's URL without its password.
@@ -212,11 +212,6 @@ where
             Err(e)
         }
     }
-}
-
-/// `postgres://user@host:port/db`: what messages may show of a URL (never its password).
-fn shown_url(config: &postgres::Config) -> String {
-    crate::config::ledger::shown_config(config)
 }
 
 /// Applies the migrations the database lacks, each in a transaction of its own under the
@@ -366,16 +361,6 @@ impl Bound {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_shown_url_has_no_password() {
-        let config: postgres::Config = "postgres://labcron:s3cret@db.lab:5433/ledger"
-            .parse()
-            .unwrap();
-        let shown = shown_url(&config);
-        assert_eq!(shown, "postgres://labcron@db.lab:5433/ledger");
-        assert!(!shown.contains("s3cret"));
-    }
 
     #[test]
     fn like_patterns_escape_wildcards() {

@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::Pg;
 use crate::domain::ids::{JobId, RunId, RunOfJob};
+use crate::pg_connect::PgTarget;
 use crate::store::Error;
 use crate::store::ledger::{NodeLedger, NodeState};
 
@@ -170,7 +171,7 @@ impl NodeLedger for Pg<'_> {
 /// lock, so another takes over; the connection's keepalives and `tcp_user_timeout` bound how long
 /// a vanished machine's connection lingers on the server. Blocking.
 pub struct FiringLock {
-    config: postgres::Config,
+    target: PgTarget,
     client: Option<Client>,
     held: bool,
 }
@@ -189,10 +190,15 @@ pub fn lock_connection_name(node: &str) -> String {
 
 impl FiringLock {
     /// A lock for `node` (named in its connection's `application_name`).
-    pub(super) fn new(mut config: postgres::Config, node: &str) -> FiringLock {
-        config.application_name(&lock_connection_name(node));
+    pub(super) fn new(mut target: PgTarget, node: &str) -> FiringLock {
+        target
+            .config_mut()
+            .application_name(&lock_connection_name(node))
+            .connect_timeout(Duration::from_secs(5))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5));
         FiringLock {
-            config,
+            target,
             client: None,
             held: false,
         }
@@ -220,13 +226,7 @@ impl FiringLock {
         let client = match &mut self.client {
             Some(client) => client,
             None => {
-                let mut client = self
-                    .config
-                    .clone()
-                    .connect_timeout(Duration::from_secs(5))
-                    .keepalives(true)
-                    .keepalives_idle(Duration::from_secs(5))
-                    .connect(NoTls)?;
+                let mut client = self.target.connect()?;
                 client.batch_execute(LOCK_CONNECTION_SETTINGS)?;
                 self.client.insert(client)
             }

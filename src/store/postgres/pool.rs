@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
+
+use crate::pg_connect::PgTarget;
 
 /// Most statements a connection keeps prepared; past it the cache starts again (the ledger's
 /// statements are a few dozen, plus the lists' filter combinations).
@@ -44,32 +46,33 @@ impl Statements {
 /// short, so a database that is down is reported at once instead of queueing every request.
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens a connection from a parsed URL.
+/// Opens a connection to the URL's server (with the TLS its `sslmode` asks for).
 pub struct Manager {
-    config: postgres::Config,
+    target: PgTarget,
 }
 
 impl Manager {
-    pub fn new(mut config: postgres::Config) -> Manager {
+    pub fn new(mut target: PgTarget) -> Manager {
         // A connection the database has lost (a restart, a network cut) is noticed by the
         // keepalives in seconds instead of the kernel's two hours.
-        config
+        target
+            .config_mut()
             .connect_timeout(CHECKOUT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .application_name("labcron");
-        Manager { config }
+        Manager { target }
     }
 }
 
-/// A connection's failure as the pool keeps and shows it: PostgreSQL's own words (the pool's
-/// "timed out waiting for connection: …" then says why, not only "db error").
+/// Why a connection could not be opened or kept, said plainly (`PgTarget::explain`: a refused
+/// TLS certificate names what to fix); the pool's own error repeats it.
 #[derive(Debug)]
-pub struct ConnectError(postgres::Error);
+pub struct ConnectError(String);
 
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::pg_error::pg_message(&self.0))
+        f.write_str(&self.0)
     }
 }
 
@@ -80,8 +83,12 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<Connection, ConnectError> {
+        let client = self
+            .target
+            .connect()
+            .map_err(|e| ConnectError(self.target.explain(&e)))?;
         Ok(Connection {
-            client: self.config.connect(NoTls).map_err(ConnectError)?,
+            client,
             statements: Statements::default(),
         })
     }
@@ -90,7 +97,7 @@ impl r2d2::ManageConnection for Manager {
         conn.client
             .simple_query("")
             .map(|_| ())
-            .map_err(ConnectError)
+            .map_err(|e| ConnectError(crate::pg_connect::error_text(&e)))
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
