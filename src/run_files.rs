@@ -1,5 +1,5 @@
 //! Where a run's files live and which programs may run. A run executes in
-//! `<data>/runs/<job>/<run>/` with `run.log` (once the program has written something), `result/`
+//! `<data>/runs/<job>/<run>/` with `run.log` (made by labcron before the program starts), `result/`
 //! (LABCRON_RESULT_DIR) and a fresh `work/` directory; where its log and result are kept after
 //! that (this directory, or the ledger's database) is `kept`'s [`RunFiles`]. Programs come only
 //! from the scripts directory, with `..` and symlinks resolved before the check.

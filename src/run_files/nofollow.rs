@@ -177,22 +177,22 @@ impl Dir {
         }
     }
 
-    /// A new file `name` (mode 0600) the server writes through the descriptor it gets: created
-    /// here, never an existing file or a link's target.
+    /// A new file `name` (mode 0600) the server writes (and may read back, seek in) through the
+    /// descriptor it gets: created here, never an existing file or a link's target.
     pub fn create_new(&self, name: &OsStr) -> io::Result<File> {
-        let fd = self.open_at(
-            name,
-            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_APPEND,
-            0o600,
-        )?;
-        Ok(File::from(fd))
+        self.create_with(name, 0)
+    }
+
+    fn create_with(&self, name: &OsStr, flags: libc::c_int) -> io::Result<File> {
+        let flags = flags | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+        Ok(File::from(self.open_at(name, flags, 0o600)?))
     }
 
     /// The log of a run: created (see `create_new`), or, when an earlier attempt of the run (a
     /// restart) left one, appended to if it is a regular file with one link — its writes then
     /// reach that file only.
     pub fn create_or_append(&self, name: &OsStr) -> io::Result<File> {
-        match self.create_new(name) {
+        match self.create_with(name, libc::O_APPEND) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let fd = self
                     .open_at(name, libc::O_RDWR | libc::O_APPEND | libc::O_NONBLOCK, 0)

@@ -166,10 +166,15 @@ async fn links_hard_links_and_fifos_among_the_results_fail_the_run_naming_them()
     assert_eq!(zip.status(), StatusCode::OK);
     let bytes = zip.bytes().await.unwrap();
     assert_eq!(run["resultFileSize"], bytes.len(), "{run}");
-    let archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
-    let mut names: Vec<&str> = archive.file_names().collect();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut names: Vec<String> = archive.file_names().map(String::from).collect();
     names.sort();
     assert_eq!(names, ["a.csv", "sub/b.csv"]);
+    for (name, text) in [("a.csv", "a\n"), ("sub/b.csv", "b\n")] {
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut archive.by_name(name).unwrap(), &mut read).unwrap();
+        assert_eq!(read, text, "{name}");
+    }
 }
 
 /// Findings 2 and 13: `stdout.tmp` (a resultFromStdout job's result) replaced by a link to a file
