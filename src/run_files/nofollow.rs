@@ -251,13 +251,13 @@ impl Dir {
         let kind = match st.st_mode & libc::S_IFMT {
             libc::S_IFREG => Kind::File {
                 size: st.st_size as u64,
-                links: st.st_nlink as u64,
+                links: st.st_nlink,
             },
             libc::S_IFDIR => Kind::Dir,
             libc::S_IFLNK => Kind::Link,
             _ => Kind::Other,
         };
-        Ok((kind, (st.st_dev as u64, st.st_ino as u64)))
+        Ok((kind, (st.st_dev, st.st_ino)))
     }
 
     /// The names in this directory (without `.` and `..`), sorted.
