@@ -227,21 +227,22 @@ async fn stdout_replaced_by_a_link_fails_the_run_and_no_chain_changes_the_target
     );
 }
 
-/// Finding 3: `run.log` replaced by a link (symbolic or hard) to a file outside, then output:
-/// the output goes to labcron's own log — served as the run's log — and never to the target.
+/// Finding 3: `run.log` replaced by a link (symbolic or hard) to a file outside before the
+/// program's first output, then output: it goes to labcron's own log — served as the run's log —
+/// and never to the target.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_replaced_by_a_link_is_never_written_through() {
     let app = spawn_app().await;
     let outside = Outside::new(&app);
     for (name, plant) in [("symlink", "ln -s"), ("hardlink", "ln")] {
         let script = format!(
-            "echo before\nrm -f ../run.log\n{plant} '{}' ../run.log\necho hi\necho there\n",
+            "rm -f ../run.log\n{plant} '{}' ../run.log\necho hi\necho there\n",
             outside.file.display()
         );
         let (job, run) = run_script(&app, name, &script, json!({})).await;
         assert_eq!(run["status"], "SUCCEEDED", "{run}");
         outside.assert_untouched(name);
-        let expected = "before\nhi\nthere\n";
+        let expected = "hi\nthere\n";
         assert_eq!(run["logSize"], expected.len(), "{run}");
         let log = app
             .get(&format!("/scheduled-jobs/{job}/runs/{}/log", run["id"]))
