@@ -1,12 +1,14 @@
 //! Where a run's files live and which programs may run. A run executes in
-//! `<data>/runs/<job>/<run>/` with `run.log` (once the program has written something), `result/`
+//! `<data>/runs/<job>/<run>/` with `run.log` (made by labcron before the program starts), `result/`
 //! (LABCRON_RESULT_DIR) and a fresh `work/` directory; where its log and result are kept after
 //! that (this directory, or the ledger's database) is `kept`'s [`RunFiles`]. Programs come only
 //! from the scripts directory, with `..` and symlinks resolved before the check.
 
 mod kept; // RunFiles: the data directory or the database, for every reader and writer
+pub mod nofollow; // Dir: every open, stat, listing and chmod of a run's files, never through a link
 
 pub use kept::{LogUpload, Removed, ResultBytes, RunFiles, StoredFile};
+pub use nofollow::{Dir, Kind};
 
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
@@ -16,6 +18,8 @@ use crate::domain::ids::RunOfJob;
 /// The directories and files of one run.
 #[derive(Debug, Clone)]
 pub struct RunPaths {
+    pub data_dir: PathBuf,
+    pub ids: RunOfJob,
     pub run_dir: PathBuf,
     pub log: PathBuf,
     pub result_dir: PathBuf,
@@ -33,7 +37,14 @@ impl RunPaths {
             result_dir: run_dir.join("result"),
             work_dir: run_dir.join("work"),
             run_dir,
+            data_dir: data_dir.to_path_buf(),
+            ids,
         }
+    }
+
+    /// The run's directory, opened without following links below the data directory.
+    pub fn open_dir(&self) -> io::Result<Dir> {
+        Dir::of_run(&self.data_dir, self.ids.job.0, self.ids.run.0)
     }
 
     /// The stored result path (relative to the run directory) as a full path, refusing anything
@@ -48,68 +59,16 @@ impl RunPaths {
 /// Opens a file of a run for reading: `relative` (a path the ledger recorded, relative to the run
 /// directory) inside `<data>/runs/<job>/<run>/`, walking every component below the data directory
 /// with `O_NOFOLLOW`, so a symlink anywhere on the way (put there by a script, say) is refused
-/// rather than followed. Only a regular file is returned: a directory, FIFO or device is
-/// `InvalidInput`. The data directory itself is the operator's and may be reached through links.
+/// rather than followed. Only a regular file with one link is returned (`nofollow`): a directory,
+/// FIFO, device or hard link is `InvalidInput`. The data directory itself is the operator's and
+/// may be reached through links.
 pub fn open_run_file(
     data_dir: &Path,
     job_id: i64,
     run_id: i64,
     relative: &str,
 ) -> io::Result<std::fs::File> {
-    use std::ffi::CString;
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::ffi::OsStrExt;
-
-    let rel = Path::new(relative);
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path leaves the run dir",
-        ));
-    }
-    let (job, run) = (job_id.to_string(), run_id.to_string());
-    let mut names: Vec<&std::ffi::OsStr> = vec!["runs".as_ref(), job.as_ref(), run.as_ref()];
-    names.extend(rel.components().map(|c| c.as_os_str()));
-    let open_at = |dir: libc::c_int, name: &std::ffi::OsStr, flags: libc::c_int| {
-        let name = CString::new(name.as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-        // SAFETY: `name` is a valid NUL-terminated string and `dir` an open directory descriptor
-        // (or AT_FDCWD); the returned descriptor is owned by the OwnedFd below.
-        let fd = unsafe {
-            libc::openat(
-                dir,
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-            )
-        };
-        if fd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            // SAFETY: `fd` was just returned by openat and is owned by nobody else.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
-    };
-    let root = std::fs::File::open(data_dir)?;
-    let mut dir: OwnedFd = root.into();
-    let (last, parents) = names.split_last().ok_or(io::ErrorKind::InvalidInput)?;
-    for name in parents {
-        use std::os::fd::AsRawFd;
-        dir = open_at(dir.as_raw_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    }
-    use std::os::fd::AsRawFd;
-    // O_NONBLOCK: opening a FIFO must not hang the server; it is refused just below.
-    let file = std::fs::File::from(open_at(
-        dir.as_raw_fd(),
-        last,
-        libc::O_RDONLY | libc::O_NONBLOCK,
-    )?);
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
+    Dir::of_run(data_dir, job_id, run_id)?.open_path(Path::new(relative))
 }
 
 /// Why a program may not run.
@@ -190,53 +149,63 @@ pub fn file_stem(name: &str) -> String {
     }
 }
 
-/// Every regular file under `dir`, as paths relative to it, sorted.
-pub fn list_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let entries = match std::fs::read_dir(dir.join(&rel)) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let path = rel.join(entry.file_name());
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                out.push(path);
-            }
+/// Every regular file under `dir`, as paths relative to it, sorted: `dir` and the directories
+/// below it entered without following links; links and other non-files are left out.
+pub fn list_files(dir: &Path) -> io::Result<Vec<(PathBuf, u64)>> {
+    let opened = match Dir::open_nofollow(dir) {
+        Ok(opened) => opened,
+        // A link or a file where the directory belongs holds none of the run's files.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidInput
+            ) =>
+        {
+            return Ok(Vec::new());
         }
-    }
-    out.sort();
-    Ok(out)
+        Err(e) => return Err(e),
+    };
+    Ok(opened
+        .tree()?
+        .into_iter()
+        .filter_map(|(path, kind)| match kind {
+            Kind::File { size, .. } => Some((path, size)),
+            _ => None,
+        })
+        .collect())
 }
 
-/// Zips `files` (relative to `dir`) into `target`, written aside and renamed so the zip appears
-/// only complete.
-pub fn zip_files(dir: &Path, files: &[PathBuf], target: &Path) -> io::Result<u64> {
-    let tmp = target.with_extension("zip.tmp");
-    {
-        let file = std::fs::File::create(&tmp)?;
-        let mut zip = zip::ZipWriter::new(io::BufWriter::new(file));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .large_file(true);
-        for rel in files {
-            let name = rel.to_string_lossy().replace('\\', "/");
-            zip.start_file(name, options).map_err(io::Error::other)?;
-            let mut source = std::fs::File::open(dir.join(rel))?;
-            io::copy(&mut source, &mut zip)?;
-        }
-        let mut inner = zip.finish().map_err(io::Error::other)?;
-        inner.flush()?;
-        inner.get_ref().sync_all()?;
+/// Zips `files` (relative to the directory `from`) into `zip_name` in `into`, written aside and
+/// renamed so the zip appears only complete; each file opened by `Dir::open_path` (no links, one
+/// link each). Answers the zip's size, from its own descriptor.
+pub fn zip_files(from: &Dir, files: &[PathBuf], into: &Dir, zip_name: &str) -> io::Result<u64> {
+    let tmp = format!("{zip_name}.tmp");
+    into.remove_file(tmp.as_ref())?;
+    let file = into.create_new(tmp.as_ref())?;
+    let mut zip = zip::ZipWriter::new(io::BufWriter::new(file));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    for rel in files {
+        let name = rel.to_string_lossy().replace('\\', "/");
+        let mut source = from
+            .open_path(rel)
+            .map_err(|e| refused_file(&Path::new("result").join(rel), e))?;
+        zip.start_file(name, options).map_err(io::Error::other)?;
+        io::copy(&mut source, &mut zip)?;
     }
-    std::fs::rename(&tmp, target)?;
-    Ok(std::fs::metadata(target)?.len())
+    let mut inner = zip.finish().map_err(io::Error::other)?;
+    inner.flush()?;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let size = file.metadata()?.len();
+    into.rename(tmp.as_ref(), zip_name.as_ref())?;
+    Ok(size)
+}
+
+/// `e` about the run file `relative`, naming it: "`result/a.csv` is a symbolic link".
+pub fn refused_file(relative: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("`{}` {e}", relative.display()))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! API.md §5 (and a chained run's upstream result, read-only), the process run with its limits,
 //! and what it left turned into the run's outcome and result file.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use super::recovery;
 use crate::domain::args::split_args;
 use crate::domain::job::Job;
 use crate::domain::run::Run;
-use crate::run_files::{RunPaths, file_stem, list_files, resolve_program, zip_files};
+use crate::run_files::nofollow::identity;
+use crate::run_files::{Dir, Kind, RunPaths, file_stem, refused_file, resolve_program, zip_files};
 use crate::store::runs::Outcome;
 
 impl Executor {
@@ -52,20 +54,30 @@ impl Executor {
         let stdout_rel = job
             .result_from_stdout
             .then(|| format!("{}_{}.csv", file_stem(&job.name), run.id));
-        let stdout_tmp = stdout_rel
-            .as_ref()
-            .map(|_| paths.run_dir.join("stdout.tmp"));
         let mut env = run_env(job, run, paths);
         if let Some(upstream_id) = run.chained_from {
             env.extend(self.upstream_env(upstream_id, paths).await);
         }
+        let own = {
+            let (paths, to_file) = (paths.clone(), stdout_rel.is_some());
+            tokio::task::spawn_blocking(move || own_files(&paths, to_file)).await
+        };
+        let own = match own {
+            Ok(Ok(own)) => own,
+            Ok(Err(e)) => return fail(format!("cannot create the run's files: {e}")),
+            Err(e) => return fail(format!("cannot create the run's files: {e}")),
+        };
+        let stdout_tmp = own.stdout_identity;
+        let log_identity = own.log.as_ref().and_then(|log| identity(log).ok());
+        // A second descriptor of the log, to put it back if the program replaced its name.
+        let log_copy = own.log.as_ref().and_then(|log| log.try_clone().ok());
         let spec = ProcessSpec {
             program,
             args,
             env,
             work_dir: paths.work_dir.clone(),
-            log_path: paths.log.clone(),
-            stdout_path: stdout_tmp.clone(),
+            log_file: own.log,
+            stdout_file: own.stdout,
             timeout: Duration::from_secs(job.timeout_seconds.max(1) as u64),
             kill_grace: Duration::from_secs(self.inner.settings.runs.kill_grace_seconds),
             log_cap: self.inner.settings.runs.log_cap_bytes,
@@ -81,17 +93,26 @@ impl Executor {
             after_process(
                 &run_paths,
                 ended_by_itself,
-                stdout_tmp.as_deref(),
-                stdout_rel.as_deref(),
+                stdout_tmp.zip(stdout_rel.as_deref()),
+                log_identity,
                 &zip_name,
             )
         })
         .await;
-        let collected = collected.unwrap_or_else(|| {
-            Err(std::io::Error::other(
-                "the work on the run's files after its end failed",
-            ))
+        let (collected, log_replaced) = collected.unwrap_or_else(|| {
+            let failed = std::io::Error::other("the work on the run's files after its end failed");
+            (Err(failed), false)
         });
+        if let (true, Some(log)) = (log_replaced, log_copy) {
+            let paths = paths.clone();
+            let restored = tokio::task::spawn_blocking(move || restore_log(&paths, &log)).await;
+            if !matches!(restored, Ok(Ok(()))) {
+                tracing::warn!(
+                    run_id = run.id,
+                    "the run replaced its log and labcron's own could not be put back"
+                );
+            }
+        }
 
         let mut outcome = Outcome {
             log_size: report.log_size as i64,
@@ -173,26 +194,104 @@ fn clear_work_dir(work_dir: &std::path::Path) {
     }
 }
 
+/// The name stdout is written to while the program runs (`resultFromStdout`).
+const STDOUT_TMP: &str = "stdout.tmp";
+
+/// The files the server writes for a run, created in its directory (no-follow, `O_EXCL`, 0600)
+/// before the program starts, so that they are the server's own and not anything the program
+/// could have put at their names.
+struct OwnFiles {
+    /// `None` when the log cannot be made (logged): the run goes on without one.
+    log: Option<std::fs::File>,
+    stdout: Option<std::fs::File>,
+    /// The (device, inode) of `stdout`, to know at the end that `stdout.tmp` is still it.
+    stdout_identity: Option<(u64, u64)>,
+}
+
+/// Creates the run's log and, when stdout is the result, `stdout.tmp`. Blocking.
+fn own_files(paths: &RunPaths, stdout_to_file: bool) -> std::io::Result<OwnFiles> {
+    let dir = paths.open_dir()?;
+    let log = match dir.create_or_append(OsStr::new("run.log")) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot create the run log: the run's output is dropped");
+            None
+        }
+    };
+    let (stdout, stdout_identity) = if stdout_to_file {
+        // A restart's leftover goes: the result is written afresh.
+        dir.remove_file(OsStr::new(STDOUT_TMP))?;
+        let file = dir
+            .create_new(OsStr::new(STDOUT_TMP))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("the result file (stdout): {e}")))?;
+        let id = identity(&file)?;
+        (Some(file), Some(id))
+    } else {
+        (None, None)
+    };
+    Ok(OwnFiles {
+        log,
+        stdout,
+        stdout_identity,
+    })
+}
+
 /// What follows a program's end on disk (blocking; `run_process` runs it once the run's processes
 /// are gone): the working directory is cleared, the result picked (`collect_result`, when
-/// `keep_result`: the program ended by itself) and stdout's temporary file removed.
+/// `keep_result`: the program ended by itself) and stdout's temporary file removed. `stdout` is
+/// the identity of the server's own `stdout.tmp` and the result name it is kept under; `log`
+/// the identity of the server's log. Answers the result, and whether `run.log` is no longer the
+/// server's log (the program replaced it: `restore_log` puts it back).
 fn after_process(
     paths: &RunPaths,
     keep_result: bool,
-    stdout_tmp: Option<&std::path::Path>,
-    stdout_rel: Option<&str>,
+    stdout: Option<((u64, u64), &str)>,
+    log: Option<(u64, u64)>,
     zip_name: &str,
-) -> std::io::Result<Option<(String, u64)>> {
+) -> (std::io::Result<Option<(String, u64)>>, bool) {
     clear_work_dir(&paths.work_dir);
+    let dir = match paths.open_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            let e = std::io::Error::new(e.kind(), format!("the run's directory {e}"));
+            return (Err(e), false);
+        }
+    };
+    let log_replaced = log.is_some_and(
+        |own| !matches!(dir.stat(OsStr::new("run.log")), Ok((Kind::File { .. }, id)) if id == own),
+    );
     let result = if keep_result {
-        collect_result(paths, stdout_tmp, stdout_rel, zip_name)
+        collect_result(&dir, stdout, zip_name)
     } else {
         Ok(None)
     };
-    if let Some(tmp) = stdout_tmp {
-        let _ = std::fs::remove_file(tmp);
+    if stdout.is_some() {
+        let _ = dir.remove_file(OsStr::new(STDOUT_TMP));
     }
-    result
+    (result, log_replaced)
+}
+
+/// Puts the server's own log back at `run.log` when the program replaced the name (by a link,
+/// say): whatever is there goes (a link itself, never its target) and a new file gets the
+/// bytes the server wrote, read from its own descriptor. Blocking.
+fn restore_log(paths: &RunPaths, log: &std::fs::File) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let dir = paths.open_dir()?;
+    let name = OsStr::new("run.log");
+    dir.remove_file(name)?;
+    let mut out = dir.create_new(name)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = log.read_at(&mut buf, at)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        at += n as u64;
+    }
+    out.sync_all()
 }
 
 /// The environment of API.md §5, and nothing else.
@@ -215,19 +314,75 @@ fn run_env(job: &Job, run: &Run, paths: &RunPaths) -> Vec<(String, String)> {
 
 /// Picks the run's result file (relative to the run directory) and its size: stdout when the job
 /// says so, else the one file in `result/`, else a zip of all of them (`zip_name`). Blocking.
+///
+/// Only the server's own files are kept (`nofollow`): stdout's file only if `stdout.tmp` is still
+/// the file the server wrote; from `result/` (itself no link) only regular files with one link,
+/// in it or in its subdirectories. A link, a hard link, a FIFO, socket or device there fails the
+/// run, naming it, rather than leave a result nobody can download. The size is that of what will
+/// be served (its own descriptor's).
 fn collect_result(
-    paths: &RunPaths,
-    stdout_tmp: Option<&std::path::Path>,
-    stdout_rel: Option<&str>,
+    run_dir: &Dir,
+    stdout: Option<((u64, u64), &str)>,
     zip_name: &str,
 ) -> std::io::Result<Option<(String, u64)>> {
-    if let (Some(tmp), Some(rel)) = (stdout_tmp, stdout_rel) {
-        let target = paths.run_dir.join(rel);
-        std::fs::rename(tmp, &target)?;
-        let size = std::fs::metadata(&target)?.len();
-        return Ok(Some((rel.to_string(), size)));
+    if let Some((own, rel)) = stdout {
+        let tmp = OsStr::new(STDOUT_TMP);
+        let replaced = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "`stdout.tmp` was replaced while the run went on (by a link or another file); \
+                 only the file labcron wrote stdout to is kept",
+            )
+        };
+        match run_dir.stat(tmp) {
+            Ok((Kind::File { links: 1, .. }, id)) if id == own => {}
+            Ok(_) => return Err(replaced()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(replaced()),
+            Err(e) => return Err(e),
+        }
+        run_dir.rename(tmp, OsStr::new(rel))?;
+        let file = run_dir
+            .open_file(OsStr::new(rel))
+            .map_err(|e| refused_file(Path::new(rel), e))?;
+        if identity(&file)? != own {
+            return Err(replaced());
+        }
+        return Ok(Some((rel.to_string(), file.metadata()?.len())));
     }
-    let found = list_files(&paths.result_dir)?;
+    let result = match run_dir.sub(OsStr::new("result")) {
+        Ok(result) => result,
+        // Removed by the program: no result.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "the result directory (LABCRON_RESULT_DIR) {e}; results are kept only from \
+                     the run's own directory"
+                ),
+            ));
+        }
+    };
+    let mut found = Vec::new();
+    for (rel, kind) in result.tree()? {
+        let shown = Path::new("result").join(&rel);
+        let why = match kind {
+            Kind::File { links: 1, .. } => {
+                found.push(rel);
+                continue;
+            }
+            Kind::File { .. } => "has another hard link (its bytes have a name elsewhere)",
+            Kind::Link => "is a symbolic link",
+            Kind::Dir | Kind::Other => "is not a regular file (a FIFO, socket or device)",
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "`{}` {why}; results must be regular files written in the result directory",
+                shown.display()
+            ),
+        ));
+    }
     match found.as_slice() {
         [] => Ok(None),
         [one] => {
@@ -243,11 +398,11 @@ fn collect_result(
                     ),
                 ));
             };
-            let size = std::fs::metadata(paths.run_dir.join(&rel))?.len();
-            Ok(Some((rel_text.to_string(), size)))
+            let file = result.open_path(one).map_err(|e| refused_file(&rel, e))?;
+            Ok(Some((rel_text.to_string(), file.metadata()?.len())))
         }
         many => {
-            let size = zip_files(&paths.result_dir, many, &paths.run_dir.join(zip_name))?;
+            let size = zip_files(&result, many, run_dir, zip_name)?;
             Ok(Some((zip_name.to_string(), size)))
         }
     }

@@ -58,9 +58,13 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub work_dir: PathBuf,
-    pub log_path: PathBuf,
-    /// When set, stdout is written here (uncapped) instead of to the log.
-    pub stdout_path: Option<PathBuf>,
+    /// The run log, created by the caller before the program starts and written only through
+    /// this descriptor, so whatever the program puts at the log's name later is never written
+    /// to (`None`: it could not be created; the output is drained and dropped).
+    pub log_file: Option<std::fs::File>,
+    /// When set, stdout is written to this file (uncapped, through this descriptor) instead of
+    /// to the log.
+    pub stdout_file: Option<std::fs::File>,
     pub timeout: Duration,
     pub kill_grace: Duration,
     pub log_cap: u64,
@@ -93,46 +97,27 @@ pub struct ProcessReport {
 }
 
 /// The run log: keeps at most `cap` bytes, then notes the truncation once and counts the rest.
-/// The file is created at the program's first byte of output: a run that writes nothing leaves
-/// no log file (one file fewer to create per run; the API reads a missing log as empty).
+/// It writes through the descriptor it was given and never opens the log by its name.
 struct LogSink {
-    path: PathBuf,
+    /// `None`: the log could not be created; the output is drained and dropped.
     file: Option<tokio::fs::File>,
-    /// The log could not be created: the output is drained and dropped.
-    unavailable: bool,
     written: u64,
     cap: u64,
     truncated: bool,
 }
 
 impl LogSink {
-    fn new(path: PathBuf, cap: u64) -> LogSink {
+    fn new(file: Option<std::fs::File>, cap: u64) -> LogSink {
         LogSink {
-            path,
-            file: None,
-            unavailable: false,
+            file: file.map(tokio::fs::File::from_std),
             written: 0,
             cap,
             truncated: false,
         }
     }
 
-    /// Appends `bytes` to the log file (created on first use); whether they were written.
+    /// Appends `bytes` to the log file; whether they were written.
     async fn append(&mut self, bytes: &[u8]) -> bool {
-        if self.file.is_none() && !self.unavailable {
-            let opened = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .await;
-            match opened {
-                Ok(file) => self.file = Some(file),
-                Err(e) => {
-                    self.unavailable = true;
-                    tracing::warn!(error = %e, "cannot create the run log: the run's output is dropped");
-                }
-            }
-        }
         match self.file.as_mut() {
             Some(file) => file.write_all(bytes).await.is_ok(),
             None => false,
@@ -232,20 +217,9 @@ where
     T: Send + 'static,
     F: FnOnce(&ProcessEnd) -> T + Send + 'static,
 {
-    let sink = Arc::new(Mutex::new(LogSink::new(
-        spec.log_path.clone(),
-        spec.log_cap,
-    )));
-
-    let stdout_file = match &spec.stdout_path {
-        Some(path) => match tokio::fs::File::create(path).await {
-            Ok(f) => Some(f),
-            Err(e) => {
-                return spawn_failed(format!("cannot create the result file: {e}"), after).await;
-            }
-        },
-        None => None,
-    };
+    let stdout_to_file = spec.stdout_file.is_some();
+    let stdout_file = spec.stdout_file.map(tokio::fs::File::from_std);
+    let sink = Arc::new(Mutex::new(LogSink::new(spec.log_file, spec.log_cap)));
 
     let mut command = Command::new(&spec.program);
     command
@@ -338,11 +312,7 @@ where
     let marker = spec.marker.clone();
     // Stdout as the result file: `after` waits for the copy below to finish.
     let mut after = Some(after);
-    let after_now = if spec.stdout_path.is_none() {
-        after.take()
-    } else {
-        None
-    };
+    let after_now = if !stdout_to_file { after.take() } else { None };
     let end_now = end.clone();
     let ended = tokio::task::spawn_blocking(move || {
         // `after` runs whatever happened to the search.

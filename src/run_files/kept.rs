@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::{RunPaths, list_files, open_run_file};
+use super::{Dir, RunPaths, list_files, open_run_file};
 use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::run::{Run, RunStatus};
 use crate::query::csv::{Guard, Stop};
@@ -213,7 +213,8 @@ impl RunFiles {
     pub fn live_log_size(&self, run: &Run) -> i64 {
         match self {
             RunFiles::Local { data_dir } if run.status == RunStatus::InProgress => {
-                std::fs::metadata(RunPaths::new(data_dir, run.of_job()).log)
+                open_run_file(data_dir, run.job_id, run.id, "run.log")
+                    .and_then(|file| file.metadata())
                     .map(|m| m.len() as i64)
                     .unwrap_or(0)
             }
@@ -355,27 +356,39 @@ impl RunFiles {
 
     /// The path a chained run reads its upstream run's result at (`LABCRON_UPSTREAM_RESULT`),
     /// made read-only: the upstream run's own file, or, when files are kept in the database, a
-    /// copy in the chained run's directory (`upstream/<name>`). `None` when there is none.
+    /// copy in the chained run's directory (`upstream/<name>`). `None` when there is none. The
+    /// file is opened no-follow (a regular file with one link, `nofollow`) and its mode changed
+    /// by its descriptor, so a link the upstream run left never lends its target's mode.
     pub async fn upstream_result(&self, upstream: &Run, into: &RunPaths) -> Option<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
-        let relative = upstream.result_file.as_deref()?;
-        let file = match self {
+        let relative = upstream.result_file.as_deref()?.to_string();
+        match self {
             RunFiles::Local { data_dir } => {
-                let file = RunPaths::new(data_dir, upstream.of_job()).result_file(relative)?;
-                tokio::fs::metadata(&file)
-                    .await
-                    .is_ok_and(|m| m.is_file())
-                    .then_some(file)?
+                let file = RunPaths::new(data_dir, upstream.of_job()).result_file(&relative)?;
+                let (data_dir, ids) = (data_dir.clone(), upstream.of_job());
+                let made = tokio::task::spawn_blocking(move || {
+                    open_run_file(&data_dir, ids.job.0, ids.run.0, &relative)
+                        .and_then(|opened| read_only(&opened))
+                })
+                .await;
+                match made {
+                    Ok(Ok(())) => Some(file),
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = upstream.id, error = %e, "the upstream run's result is not handed on");
+                        None
+                    }
+                    Err(_) => None,
+                }
             }
             RunFiles::Database { .. } => {
-                let name = Path::new(relative).file_name()?.to_owned();
-                let target = into.run_dir.join("upstream").join(name);
+                let name = Path::new(&relative).file_name()?.to_owned();
+                let target = into.run_dir.join("upstream").join(&name);
                 let ResultBytes::Stored(stored) = self.open_result(upstream).await.ok()? else {
                     return None;
                 };
-                let (dest, size) = (target.clone(), stored.size);
+                let (into, size) = (into.clone(), stored.size);
                 let copied = tokio::task::spawn_blocking(move || {
-                    download(&stored.files, stored.run_id, size, &dest)
+                    let dir = into.open_dir()?.make_dir("upstream".as_ref())?;
+                    download(&stored.files, stored.run_id, size, &dir, &name)
                 })
                 .await;
                 if !matches!(copied, Ok(Ok(()))) {
@@ -385,11 +398,9 @@ impl RunFiles {
                     );
                     return None;
                 }
-                target
+                Some(target)
             }
-        };
-        let _ = tokio::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).await;
-        Some(file)
+        }
     }
 
     // ---- Removing (the files cleaner, retention) ----
@@ -508,7 +519,6 @@ async fn tail_log(
     ids: RunOfJob,
     stop: CancellationToken,
 ) -> u64 {
-    let log = RunPaths::new(&data_dir, ids).log;
     let piece = PIECE_BYTES as u64;
     let mut uploaded = 0u64;
     let mut last = Instant::now();
@@ -518,7 +528,14 @@ async fn tail_log(
             _ = tokio::time::sleep(LOG_POLL) => {}
             _ = stop.cancelled() => return uploaded,
         }
-        let len = tokio::fs::metadata(&log).await.map_or(0, |m| m.len());
+        let (dir, at) = (data_dir.clone(), ids);
+        let len = tokio::task::spawn_blocking(move || {
+            open_run_file(&dir, at.job.0, at.run.0, "run.log").and_then(|f| f.metadata())
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map_or(0, |m| m.len());
         let waiting = len.saturating_sub(uploaded);
         let to = if last.elapsed() >= LOG_FLUSH {
             len
@@ -751,13 +768,20 @@ fn stream_pieces(
     })
 }
 
-/// Writes a stored result (`size` bytes) to a new file at `target`. Blocking.
-fn download(files: &DbFiles, run_id: i64, size: u64, target: &Path) -> std::io::Result<()> {
+/// Writes a stored result (`size` bytes) to a new file `name` in `dir` (created there, never
+/// through a link), made read-only by its descriptor. Blocking.
+fn download(
+    files: &DbFiles,
+    run_id: i64,
+    size: u64,
+    dir: &Dir,
+    name: &std::ffi::OsStr,
+) -> std::io::Result<()> {
     use std::io::Write;
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut out = std::io::BufWriter::new(std::fs::File::create(target)?);
+    dir.remove_file(name)?;
+    let file = dir.create_new(name)?;
+    read_only(&file)?;
+    let mut out = std::io::BufWriter::new(file);
     let mut at = 0;
     while at < size {
         let until = (at + READ_WINDOW).min(size);
@@ -880,13 +904,17 @@ fn numbered_dirs(dir: &Path) -> std::io::Result<Vec<(i64, PathBuf)>> {
 
 /// Files and bytes under `dir`.
 fn tree_size(dir: &Path) -> std::io::Result<(u64, u64)> {
-    let mut files = 0;
-    let mut bytes = 0;
-    for rel in list_files(dir)? {
-        files += 1;
-        bytes += std::fs::symlink_metadata(dir.join(rel))?.len();
-    }
-    Ok((files, bytes))
+    let listed = list_files(dir)?;
+    Ok((
+        listed.len() as u64,
+        listed.iter().map(|(_, size)| size).sum(),
+    ))
+}
+
+/// Makes an open file read-only (0444) by its descriptor (`fchmod`).
+fn read_only(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o444))
 }
 
 /// Removes a run directory: the files and bytes it held, or None when there was none.
@@ -896,11 +924,7 @@ fn remove_run_dir(run_dir: &Path) -> std::io::Result<Option<(u64, u64)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let bytes = listed
-        .iter()
-        .filter_map(|rel| std::fs::symlink_metadata(run_dir.join(rel)).ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes = listed.iter().map(|(_, size)| size).sum();
     match std::fs::remove_dir_all(run_dir) {
         Ok(()) => Ok(Some((listed.len() as u64, bytes))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -33,6 +33,7 @@ mod query_limits;
 mod readme;
 mod restart;
 mod retention;
+mod run_links; // run files never through a link (#11)
 mod runs;
 mod scheduler;
 mod scripts;

@@ -466,10 +466,10 @@ async fn many_runs_of_one_job_run_one_at_a_time_in_order_and_none_is_lost() {
     assert_eq!(listed.as_array().unwrap().len(), 20);
 }
 
-/// The run log appears with the program's first output: a quiet run leaves no log file, and its
-/// log reads as empty; a run that writes has it.
+/// The run log is labcron's own file, made (mode 0600) before the program starts: a quiet run's is
+/// empty and reads as empty; a run that writes has its output there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
+async fn a_quiet_run_has_an_empty_log_and_a_run_that_writes_its_output() {
     let app = spawn_app().await;
     app.write_script("quiet.sh", "#!/bin/sh\nexit 0\n");
     app.write_script("talks.sh", "#!/bin/sh\necho hello >&2\n");
@@ -482,8 +482,13 @@ async fn a_quiet_run_leaves_no_log_file_and_its_log_reads_empty() {
         assert_eq!(run["logSize"], expected.len(), "{run}");
         let file = app.data_dir.join(format!("runs/{job}/{run_id}/run.log"));
         // On PostgreSQL the log is in the database and the run's directory is gone.
-        let local = !expected.is_empty() && !on_postgres();
-        assert_eq!(file.exists(), local, "{}", file.display());
+        assert_eq!(file.exists(), !on_postgres(), "{}", file.display());
+        if !on_postgres() {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::symlink_metadata(&file).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+            assert_eq!(meta.len(), expected.len() as u64);
+        }
         let log = app
             .get(&format!("/scheduled-jobs/{job}/runs/{run_id}/log"))
             .await;
