@@ -3,11 +3,13 @@
 //! SQLite), or `Database`, the ledger's own database (PostgreSQL, `store::files`), so that any
 //! node serves any run's log and result without a shared file system. Either way a run executes
 //! in a local directory (`RunPaths`) and labcron writes `run.log` there; with `Database` the log
-//! is copied up while the run goes on (a piece when 256 KiB are waiting or a second has passed),
-//! and at its end the rest of the log and the result file follow, in pieces, before the end is
-//! recorded; then the local directory goes. Everything that writes, reads or removes run files
-//! (the executor, the log and result handlers, the run JSON, notifications, retention, the files
-//! cleaner) asks this, never the engine. Nothing here holds a whole file in memory.
+//! is copied up while the run goes on (each 256 KiB slot written whole as soon as the log fills
+//! it, the bytes after it at most a second later as a small piece, which the slot's whole piece
+//! replaces once written: `store::files` has the layout), and at its end the rest of the log and
+//! the result file follow, in pieces, before the end is recorded; then the local directory goes.
+//! Everything that writes, reads or removes run files (the executor, the log and result
+//! handlers, the run JSON, notifications, retention, the files cleaner) asks this, never the
+//! engine. Nothing here holds a whole file in memory.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -57,7 +59,7 @@ pub struct Removed {
 
 /// The copying up of an executing run's log (`RunFiles::start_log`), ended by `RunFiles::keep`.
 pub struct LogUpload {
-    tailer: Option<(CancellationToken, tokio::task::JoinHandle<u64>)>,
+    tailer: Option<(CancellationToken, tokio::task::JoinHandle<Stored>)>,
 }
 
 impl LogUpload {
@@ -160,16 +162,16 @@ impl RunFiles {
             return Ok(None);
         };
         let mut upload = upload;
-        let mut uploaded = 0;
+        let mut stored = Stored::default();
         if let Some((stop, task)) = upload.tailer.take() {
             stop.cancel();
-            // A tailer that was lost copied nothing we can count on: start again (pieces
-            // written twice replace each other).
-            uploaded = task.await.unwrap_or(0);
+            // A tailer that was lost copied nothing we can count on: start again (the pieces
+            // written at slots' starts replace whatever those slots hold).
+            stored = task.await.unwrap_or_default();
         }
         let (files, data_dir, result) = (files.clone(), data_dir.clone(), result.map(String::from));
         tokio::task::spawn_blocking(move || {
-            keep_files(&files, &data_dir, ids, uploaded, result.as_deref())
+            keep_files(&files, &data_dir, ids, stored, result.as_deref())
         })
         .await
         .map_err(|e| format!("cannot store the run's files in the database: {e}"))?
@@ -509,25 +511,34 @@ impl RunFiles {
     }
 }
 
+/// How much of a run's file is stored: its end, and whether the open slot (the one `end` is in)
+/// is split, holding small pieces after the one at its start, until it is written whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stored {
+    end: u64,
+    split: bool,
+}
+
 /// Copies up an executing run's log: every `LOG_POLL` it looks at the local log and copies up
-/// whole pieces once there are any, and everything when `LOG_FLUSH` has passed since the last
-/// copy. A failed copy is tried again at the next look. Answers how far it has copied when
+/// the slots the log has filled (each whole), and everything when `LOG_FLUSH` has passed since
+/// the last copy. A failed copy is tried again at the next look. Answers what it has stored when
 /// stopped.
 async fn tail_log(
     files: DbFiles,
     data_dir: PathBuf,
     ids: RunOfJob,
     stop: CancellationToken,
-) -> u64 {
-    let piece = PIECE_BYTES as u64;
-    let mut uploaded = 0u64;
-    let mut last = Instant::now();
+) -> Stored {
+    let slot = PIECE_BYTES as u64;
+    let mut stored = Stored::default();
+    let mut copied_at = Instant::now();
     let mut warned = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LOG_POLL) => {}
-            _ = stop.cancelled() => return uploaded,
+            _ = stop.cancelled() => return stored,
         }
+        // The length of the server's own log (never through a link the script planted).
         let (dir, at) = (data_dir.clone(), ids);
         let len = tokio::task::spawn_blocking(move || {
             open_run_file(&dir, at.job.0, at.run.0, "run.log").and_then(|f| f.metadata())
@@ -536,36 +547,35 @@ async fn tail_log(
         .ok()
         .and_then(Result::ok)
         .map_or(0, |m| m.len());
-        let waiting = len.saturating_sub(uploaded);
-        let to = if last.elapsed() >= LOG_FLUSH {
+        let to = if copied_at.elapsed() >= LOG_FLUSH {
             len
         } else {
-            uploaded + waiting / piece * piece
+            len / slot * slot
         };
-        if to <= uploaded {
+        if to <= stored.end {
             continue;
         }
         let (files, data_dir) = (files.clone(), data_dir.clone());
         let copied = tokio::task::spawn_blocking(move || {
-            let mut at = uploaded;
+            let mut now = stored;
             let copied = copy_up(
                 &files,
                 &data_dir,
                 ids,
                 FileKind::Log,
                 "run.log",
-                &mut at,
-                to,
+                &mut now,
+                (to, false),
                 1,
             );
-            (at, copied)
+            (now, copied)
         })
         .await;
         match copied {
-            Ok((at, result)) => {
-                uploaded = at;
+            Ok((now, result)) => {
+                stored = now;
                 if result.is_ok() {
-                    last = Instant::now();
+                    copied_at = Instant::now();
                 } else if let Err(e) = result
                     && !warned
                 {
@@ -573,18 +583,18 @@ async fn tail_log(
                     tracing::warn!(run_id = ids.run.0, error = %e, "cannot copy the run's log to the database yet; trying again");
                 }
             }
-            Err(_) => return uploaded,
+            Err(_) => return stored,
         }
     }
 }
 
-/// The end of a run's work, on a blocking thread: the log from `uploaded` and the result file
-/// (see `RunFiles::keep`).
+/// The end of a run's work, on a blocking thread: the log from what is `stored` and the result
+/// file (see `RunFiles::keep`).
 fn keep_files(
     files: &DbFiles,
     data_dir: &Path,
     ids: RunOfJob,
-    uploaded: u64,
+    stored: Stored,
     result: Option<&str>,
 ) -> Result<Option<u64>, String> {
     let log_end = match open_run_file(data_dir, ids.job.0, ids.run.0, "run.log") {
@@ -592,15 +602,20 @@ fn keep_files(
         // No output, or something that is not labcron's log where it belongs: nothing to copy.
         Err(_) => 0,
     };
-    let mut at = uploaded.min(log_end);
+    // More stored than there is (it cannot shrink): copy it all again.
+    let mut log = if stored.end <= log_end {
+        stored
+    } else {
+        Stored::default()
+    };
     copy_up(
         files,
         data_dir,
         ids,
         FileKind::Log,
         "run.log",
-        &mut at,
-        log_end,
+        &mut log,
+        (log_end, true),
         END_ATTEMPTS,
     )
     .map_err(|e| format!("cannot store the run's log in the database: {e}"))?;
@@ -611,24 +626,26 @@ fn keep_files(
         .and_then(|f| f.metadata())
         .map_err(|e| format!("cannot keep the result file: {e}"))?
         .len();
-    let mut at = 0;
     copy_up(
         files,
         data_dir,
         ids,
         FileKind::Result,
         relative,
-        &mut at,
-        size,
+        &mut Stored::default(),
+        (size, true),
         END_ATTEMPTS,
     )
     .map_err(|e| format!("cannot store the result file in the database: {e}"))?;
     Ok(Some(size))
 }
 
-/// Copies bytes `[*at, to)` of a run's file (`relative` in its directory, opened without
-/// following links) up as pieces, `PIECES_PER_WRITE` per transaction, each write tried up to
-/// `attempts` times; `*at` follows what is stored.
+/// Copies bytes of a run's file (`relative` in its directory, opened without following links)
+/// up to `to` (`(to, last)`; `last`: nothing will follow) as pieces, one per slot,
+/// `PIECES_PER_WRITE` per transaction, each write tried up to `attempts` times; `stored` follows
+/// what is stored. It goes on from `stored.end`, except that a slot which holds a piece already
+/// and which this write fills, or which is split when this is the `last` write, is written whole
+/// from its start (the bytes from the local file): one piece, replacing its small ones.
 #[allow(clippy::too_many_arguments)]
 fn copy_up(
     files: &DbFiles,
@@ -636,22 +653,28 @@ fn copy_up(
     ids: RunOfJob,
     kind: FileKind,
     relative: &str,
-    at: &mut u64,
-    to: u64,
+    stored: &mut Stored,
+    (to, last): (u64, bool),
     attempts: u32,
 ) -> Result<(), String> {
-    if *at >= to {
+    let slot = PIECE_BYTES as u64;
+    let pending = |stored: &Stored| stored.end < to || last && stored.split;
+    if !pending(stored) {
         return Ok(());
     }
     let mut file =
         open_run_file(data_dir, ids.job.0, ids.run.0, relative).map_err(|e| e.to_string())?;
-    file.seek(std::io::SeekFrom::Start(*at))
-        .map_err(|e| e.to_string())?;
-    while *at < to {
+    while pending(stored) {
+        let open = stored.end / slot * slot;
+        let whole = stored.end > open && (to >= open + slot || last);
+        let from = if whole { open } else { stored.end };
+        file.seek(std::io::SeekFrom::Start(from))
+            .map_err(|e| e.to_string())?;
         let mut batch: Vec<(u64, Vec<u8>)> = Vec::with_capacity(PIECES_PER_WRITE);
-        let mut next = *at;
+        let mut next = from;
         while batch.len() < PIECES_PER_WRITE && next < to {
-            let want = (to - next).min(PIECE_BYTES as u64) as usize;
+            // A piece never crosses a slot's end.
+            let want = (to.min(next / slot * slot + slot) - next) as usize;
             let mut data = vec![0u8; want];
             file.read_exact(&mut data).map_err(|e| e.to_string())?;
             batch.push((next, data));
@@ -672,7 +695,13 @@ fn copy_up(
                 }
             }
         }
-        *at = next;
+        // A last piece that starts a slot replaced the slot's others; one after the slot's
+        // start, ending inside it, is a small one.
+        let last_start = batch.last().map_or(from, |(start_at, _)| *start_at);
+        *stored = Stored {
+            end: next,
+            split: !last_start.is_multiple_of(slot) && !next.is_multiple_of(slot),
+        };
     }
     Ok(())
 }

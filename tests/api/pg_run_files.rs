@@ -139,6 +139,16 @@ impl Fixture {
         })
     }
 
+    /// The log's pieces as (offset, length), in order.
+    fn layout(&self, ids: RunOfJob) -> Vec<(u64, u64)> {
+        layout_of(&self.db.query_text(&format!(
+            "SELECT COALESCE(string_agg(start_at::text || '+' || length(data)::text, ' '
+                                        ORDER BY start_at), '')
+             FROM run_files WHERE run_id = {} AND kind = 'LOG'",
+            ids.run.0
+        )))
+    }
+
     fn pieces(&self, ids: RunOfJob, kind: FileKind) -> usize {
         self.db
             .query_text(&format!(
@@ -149,6 +159,25 @@ impl Fixture {
             .parse()
             .unwrap()
     }
+}
+
+/// Pieces written `offset+length offset+length …`, as (offset, length).
+fn layout_of(text: &str) -> Vec<(u64, u64)> {
+    text.split_whitespace()
+        .map(|piece| {
+            let (start, len) = piece.split_once('+').unwrap();
+            (start.parse().unwrap(), len.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The layout of a kept file of `size` bytes: a piece at each 256 KiB slot's start, every one
+/// full but the last.
+fn slots(size: u64) -> Vec<(u64, u64)> {
+    let slot = PIECE_BYTES as u64;
+    (0..size.div_ceil(slot))
+        .map(|k| (k * slot, (size - k * slot).min(slot)))
+        .collect()
 }
 
 /// `n` bytes no two offsets of which are easily confused (a counter mixed with its position).
@@ -223,21 +252,9 @@ fn a_3_mb_log_is_copied_up_while_its_run_executes_and_reads_back_at_any_offset()
     assert_eq!(fx.log_size_noted(ids), data.len() as u64);
     let kept = fx.rt.block_on(fx.run_files.keep(ids, upload, None));
     assert_eq!(kept, Ok(None), "no result");
-    // No piece is larger than 256 KiB, and they cover the log without gap or overlap.
-    let layout = fx.db.query_text(&format!(
-        "SELECT string_agg(start_at::text || '+' || length(data)::text, ' ' ORDER BY start_at)
-         FROM run_files WHERE run_id = {} AND kind = 'LOG'",
-        ids.run.0
-    ));
-    let mut expected_start = 0u64;
-    for piece in layout.split(' ') {
-        let (start, len) = piece.split_once('+').unwrap();
-        let (start, len): (u64, u64) = (start.parse().unwrap(), len.parse().unwrap());
-        assert_eq!(start, expected_start, "pieces: {layout}");
-        assert!(len > 0 && len <= PIECE_BYTES as u64, "pieces: {layout}");
-        expected_start += len;
-    }
-    assert_eq!(expected_start, data.len() as u64);
+    // One piece per 256 KiB slot, however the writes fell, covering the log without gap or
+    // overlap.
+    assert_eq!(fx.layout(ids), slots(data.len() as u64));
 
     let piece = PIECE_BYTES as u64;
     for offset in [
@@ -282,6 +299,100 @@ fn a_3_mb_log_is_copied_up_while_its_run_executes_and_reads_back_at_any_offset()
     fx.rt.block_on(fx.run_files.clear_local(ids));
     assert!(!fx.run_files.paths(ids).run_dir.exists());
     assert!(fx.read_log_from(ids, 0, 1 << 20) == data);
+}
+
+/// A slow printer's line: its number at both ends (a read from a wrong offset shows) around
+/// 1,500 letters that differ from line to line.
+fn slow_line(n: usize) -> Vec<u8> {
+    let mut line = format!("{n:05} ").into_bytes();
+    line.extend(bytes(1488, n as u64).iter().map(|b| b'a' + b % 26));
+    line.extend_from_slice(format!(" {n:05}\n").as_bytes());
+    line
+}
+
+#[test]
+fn a_slow_printers_log_ends_as_one_piece_per_slot_and_reads_exactly_while_it_grows() {
+    let fx = Fixture::new();
+    let ids = fx.executing_run();
+    let log = fx.run_files.paths(ids).log;
+    // A line every 20 ms for 4 s or more: about 75 KB a second, copied up a second at a time,
+    // 300 KB in all (two slots).
+    let lines: Vec<Vec<u8>> = (0..200).map(slow_line).collect();
+    let data = lines.concat();
+    let piece = PIECE_BYTES as u64;
+    assert!(data.len() as u64 > piece);
+    let upload = {
+        let _entered = fx.rt.enter();
+        fx.run_files.start_log(ids)
+    };
+    let printed = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        // Readers while the log grows and its first slot is written whole: every read, the
+        // whole log from 0 in uneven chunks or a window across the slot boundary, is exactly
+        // the bytes written there, in order, each once (what follow=true and SSE read).
+        let reader = scope.spawn(|| {
+            let mut reads = 0;
+            loop {
+                let last = printed.load(std::sync::atomic::Ordering::SeqCst);
+                let whole = fx.read_log_from(ids, 0, 7_001);
+                assert!(whole[..] == data[..whole.len()], "a read from 0 differs");
+                let from = piece - 3_000;
+                let (window, next) = fx
+                    .rt
+                    .block_on(fx.run_files.read_log(ids, from, 6_000))
+                    .unwrap();
+                let at = from as usize;
+                assert!(
+                    window[..] == data[at..at + window.len()],
+                    "a window differs"
+                );
+                assert_eq!(next, from + window.len() as u64);
+                reads += 1;
+                if last {
+                    return reads;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        for line in &lines {
+            append(&log, line);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        printed.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap()
+    });
+    assert!(reads > 0);
+    // While the run still executes, the filled slot is one piece, and the whole log is stored.
+    eventually("the log is stored, its first slot as one piece", || {
+        let layout = fx.layout(ids);
+        layout.first() == Some(&(0, piece))
+            && layout
+                .last()
+                .is_some_and(|(at, len)| at + len == data.len() as u64)
+    });
+    assert_eq!(fx.log_size_noted(ids), data.len() as u64);
+    let kept = fx.rt.block_on(fx.run_files.keep(ids, upload, None));
+    assert_eq!(kept, Ok(None));
+    // Kept: a piece per slot, not per second.
+    let layout = fx.layout(ids);
+    assert!(layout.len() as u64 <= (data.len() as u64).div_ceil(piece) + 1);
+    assert_eq!(layout, slots(data.len() as u64));
+    fx.rt.block_on(fx.run_files.clear_local(ids));
+    assert!(fx.read_log_from(ids, 0, 1 << 20) == data, "the whole log");
+    for (from, len) in [
+        (piece / 2, 1_000),
+        (piece - 500, 1_000),
+        (piece, 10),
+        (1, 5),
+    ] {
+        let (bytes, next) = fx
+            .rt
+            .block_on(fx.run_files.read_log(ids, from, len))
+            .unwrap();
+        let at = from as usize;
+        assert!(bytes == data[at..at + len], "{from}+{len} differs");
+        assert_eq!(next, from + len as u64);
+    }
 }
 
 #[test]
@@ -578,4 +689,66 @@ async fn on_postgresql_the_server_serves_a_runs_files_from_the_database() {
     let head = app.request(Method::HEAD, &path).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], "600000");
+}
+
+/// The real server on PostgreSQL (skipped on SQLite): a script printing a 2 KB line every 20 ms
+/// (300 KB over some seconds, two slots) is followed byte-exact while it runs, and its log ends
+/// as a piece per slot, downloading whole and from offsets inside a piece and across pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_slow_printers_log_is_followed_exactly_and_ends_in_few_pieces() {
+    use crate::common::ledger::sql_text;
+    use crate::common::{on_postgres, spawn_app};
+    if !on_postgres() {
+        eprintln!("skipped: needs the server on PostgreSQL (LABCRON_TEST_LEDGER=postgres)");
+        return;
+    }
+    let app = spawn_app().await;
+    app.write_script(
+        "slow.sh",
+        "#!/bin/sh\npad=$(head -c 1988 /dev/zero | tr '\\0' x)\ni=0\n\
+         while [ $i -lt 150 ]; do printf '%05d %s %05d\\n' $i \"$pad\" $i; sleep 0.02; \
+         i=$((i + 1)); done\n",
+    );
+    let pad = "x".repeat(1988);
+    let expected: String = (0..150).map(|i| format!("{i:05} {pad} {i:05}\n")).collect();
+    let piece = PIECE_BYTES;
+    assert!(expected.len() > piece);
+    let job = app.create_external_job("slow printer", "slow.sh").await;
+    let run = app.start_run(job, None).await;
+    let log = format!("/scheduled-jobs/{job}/runs/{run}/log");
+    // Followed from the start while the run goes on: every byte, once, in order.
+    let followed = app.get(&format!("{log}?follow=true")).await;
+    assert_eq!(followed.status(), reqwest::StatusCode::OK);
+    let followed = followed.text().await.unwrap();
+    assert!(followed == expected, "the followed log differs");
+    let finished = app.wait_run(job, run).await;
+    assert_eq!(finished["status"], "SUCCEEDED", "{finished}");
+    assert_eq!(finished["logSize"], expected.len());
+    let layout = layout_of(&sql_text(
+        &app.data_dir,
+        &format!(
+            "SELECT COALESCE(string_agg(start_at::text || '+' || length(data)::text, ' '
+                                        ORDER BY start_at), '')
+             FROM run_files WHERE run_id = {run} AND kind = 'LOG'"
+        ),
+    ));
+    assert!(
+        layout.len() <= expected.len().div_ceil(piece) + 1,
+        "{layout:?}"
+    );
+    assert_eq!(layout, slots(expected.len() as u64));
+    let whole = app.get(&log).await;
+    assert_eq!(whole.headers()["x-log-offset"], expected.len().to_string());
+    assert!(
+        whole.text().await.unwrap() == expected,
+        "the whole log differs"
+    );
+    for offset in [1000, piece - 100, piece, piece + 1] {
+        let from = app.get(&format!("{log}?offset={offset}")).await;
+        assert_eq!(from.headers()["x-log-offset"], expected.len().to_string());
+        assert!(
+            from.text().await.unwrap() == expected[offset..],
+            "the log from {offset} differs"
+        );
+    }
 }

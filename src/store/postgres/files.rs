@@ -1,7 +1,8 @@
 //! Run files on PostgreSQL: a run's log and result file as pieces of `run_files` (at most
-//! `PIECE_BYTES` each, `start_at` the offset of a piece's first byte), written, read by range and
-//! deleted by kind. The SQL of `store::files::DbFiles`, one statement per method, each inside the
-//! transaction `PgLedgerDb::read` or `write` opened.
+//! `PIECE_BYTES` each, `start_at` the offset of a piece's first byte; the layout's rule is
+//! `store::files`'), written, read by range and deleted by kind. The SQL of
+//! `store::files::DbFiles`, one statement per method, each inside the transaction
+//! `PgLedgerDb::read` or `write` opened.
 
 use super::Pg;
 use crate::domain::ids::{JobId, RunId, RunOfJob};
@@ -52,8 +53,9 @@ pub struct FilesOfRun {
     pub bytes: u64,
 }
 
-/// Most pieces one read returns (a reader asks again from where it stopped): with tiny pieces
-/// (a log written a line a second) a window of bytes could otherwise be thousands of rows.
+/// Most pieces one read returns (a reader asks again from where it stopped): the open slot of a
+/// growing log holds a small piece per second until it is written whole, so a window of bytes
+/// could otherwise be thousands of rows.
 const MOST_PIECES: i64 = 1024;
 
 impl Pg<'_> {
@@ -72,6 +74,29 @@ impl Pg<'_> {
             &[&run_id, &kind.as_str(), &(start_at as i64), &data],
         )?;
         Ok(())
+    }
+
+    /// Deletes the pieces that start inside `(after, before)` off a slot's start (not a multiple
+    /// of `PIECE_BYTES`): the small pieces of slots just written whole.
+    pub(in crate::store) fn delete_pieces_inside_slots(
+        &self,
+        run_id: i64,
+        kind: FileKind,
+        after: u64,
+        before: u64,
+    ) -> Result<u64, Error> {
+        self.exec(
+            "DELETE FROM run_files
+             WHERE run_id = $1 AND kind = $2 AND start_at > $3 AND start_at < $4
+               AND start_at % $5 <> 0",
+            &[
+                &run_id,
+                &kind.as_str(),
+                &(after as i64),
+                &(before.min(i64::MAX as u64) as i64),
+                &(PIECE_BYTES as i64),
+            ],
+        )
     }
 
     /// Notes on an executing run how long its log is so far (the run JSON's `logSize` while it
