@@ -494,11 +494,13 @@ pub async fn reap_adopted_loop() {
         } else if sigchld.recv().await.is_none() {
             return;
         }
+        // After a sweep that reaped, one more: the children file may miss children that change
+        // while it is read (proc(5)), and their SIGCHLD has been had.
         again = match ADOPTION.try_lock() {
-            Ok(_adoption) => !reap_adopted(false),
+            Ok(_adoption) => reap_adopted(false) != Some(0),
             Err(std::sync::TryLockError::Poisoned(p)) => {
                 let _adoption = p.into_inner();
-                !reap_adopted(false)
+                reap_adopted(false) != Some(0)
             }
             Err(std::sync::TryLockError::WouldBlock) => true,
         };
@@ -509,17 +511,18 @@ pub async fn reap_adopted_loop() {
 /// Reaps the zombies among the server's children that are orphans it adopted (they had moved out
 /// of their group: see `Ids::moved`); the runs' programs are tokio's to wait for, and whatever
 /// else the server started stays in its group. The caller holds `ADOPTION`. `wait`: wait for a
-/// spawn under way; otherwise give up (false) if one is.
-fn reap_adopted(wait: bool) -> bool {
-    let _spawning = if wait {
+/// spawn under way; otherwise give up (`None`) if one is. Returns how many were reaped.
+fn reap_adopted(wait: bool) -> Option<usize> {
+    let spawning = if wait {
         SPAWNING.write().unwrap_or_else(|p| p.into_inner())
     } else {
         match SPAWNING.try_write() {
             Ok(guard) => guard,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         }
     };
+    let mut reaped = 0;
     let own = Ids::own();
     let kids: Vec<i32> = {
         let running = locked(&RUN_PROGRAMS);
@@ -528,15 +531,17 @@ fn reap_adopted(wait: bool) -> bool {
             .filter(|pid| !running.contains(pid))
             .collect()
     };
+    // The list is what needed it: a listed pid is reaped by no one else, so it cannot be reused.
+    drop(spawning);
     for pid in kids {
         if Ids::of(pid).is_some_and(|ids| ids.zombie && ids.moved(pid, &own)) {
             // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } > 0 {
+                reaped += 1;
             }
         }
     }
-    true
+    Some(reaped)
 }
 
 /// After a run's group was killed: kills every process still carrying `marker` (it left the group)
@@ -545,25 +550,68 @@ fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
     // Nothing reaps the children from here on but this look (see `may_have_left_the_group`).
     let _adoption = locked(&ADOPTION);
     let own = Ids::own();
-    // Runs' programs still running are other runs' (this one's was waited for), left out unread;
-    // one that is being spawned is registered first.
-    let kids: Vec<i32> = {
-        let _spawning = SPAWNING.write().unwrap_or_else(|p| p.into_inner());
-        let running = locked(&RUN_PROGRAMS);
-        children()
-            .into_iter()
-            .filter(|pid| !running.contains(pid))
-            .collect()
-    };
+    let kids = adopted();
     let mut killed = Vec::new();
     if let Some(marker) = marker
         && may_have_left_the_group(&kids, marker, &own)
     {
-        killed = super::recovery::end_marked(&HashSet::from([marker.to_string()]));
+        let mut confirm = || settled(marker, &own);
+        killed = super::recovery::end_marked(&HashSet::from([marker.to_string()]), &mut confirm);
     }
     reap(pgid, &killed);
     reap_adopted(true);
     killed.len()
+}
+
+/// Whether a clean pass over /proc is confirmed by the server's children: the topmost live process
+/// of anything the run left is one of them, so none may carry the marker. A child that became a
+/// zombie after the list was read handed its children on first: its zombie is reaped and the
+/// list read again, until a list holds no new zombie (bounded: another pass then).
+/// A marked child is killed at once (it is this server's child, not reaped: its pid is its own).
+fn settled(marker: &str, own: &Ids) -> bool {
+    for _ in 0..50 {
+        reap_adopted(true);
+        let mut zombie = false;
+        let mut marked = false;
+        for pid in adopted() {
+            match Ids::of(pid) {
+                Some(ids) if ids.zombie => zombie |= ids.moved(pid, own),
+                Some(_) if carries(pid, marker) => {
+                    marked = true;
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if marked {
+            return false;
+        }
+        if !zombie {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether process `pid`'s environment holds the entry `marker`.
+fn carries(pid: i32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+}
+
+/// The server's children that may be adopted orphans: all but the runs' programs still running
+/// (other runs'; this one's was waited for), which are left out unread. One being spawned is
+/// registered first.
+fn adopted() -> Vec<i32> {
+    let _spawning = SPAWNING.write().unwrap_or_else(|p| p.into_inner());
+    let running = locked(&RUN_PROGRAMS);
+    children()
+        .into_iter()
+        .filter(|pid| !running.contains(pid))
+        .collect()
 }
 
 /// A process's state, group and session, from `/proc/<pid>/stat`.

@@ -35,7 +35,8 @@ pub fn recover_interrupted_runs(
         .iter()
         .map(|ids| run_marker(&RunPaths::new(data_dir, *ids)))
         .collect();
-    let killed = end_marked(&markers);
+    // Not this server's children (they were the crashed one's): the passes alone.
+    let killed = end_marked(&markers, &mut || true);
     if !killed.is_empty() {
         tracing::warn!(
             processes = killed.len(),
@@ -65,13 +66,16 @@ pub fn run_marker(paths: &RunPaths) -> String {
 /// continuously (its next generation is made while the pass reads others), so each pass stops
 /// every marked process it finds at once (SIGSTOP: a stopped process neither forks nor exits, so
 /// its children stay its own) and kills them all at the pass's end; passes repeat until one finds
-/// no marked process. Bounded (10 s): logged if it gives up.
-pub fn end_marked(markers: &HashSet<String>) -> Vec<i32> {
+/// no marked process and `settled` agrees. A pass alone can be outrun once pids wrap around: a
+/// child forked below the pass's position by a parent the pass has not reached yet, which then
+/// exits, is never seen; the caller that adopts orphans checks its children (`settled`), where
+/// such a child lands. Bounded (10 s): logged if it gives up.
+pub fn end_marked(markers: &HashSet<String>, settled: &mut dyn FnMut() -> bool) -> Vec<i32> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut killed: HashSet<i32> = HashSet::new();
     loop {
         let found = stop_marked(markers);
-        if found.is_empty() {
+        if found.is_empty() && settled() {
             break;
         }
         for &pid in &found {
@@ -89,7 +93,7 @@ pub fn end_marked(markers: &HashSet<String>) -> Vec<i32> {
             break;
         }
         if new == 0 {
-            // Only processes killed already (still exiting): let them finish.
+            // Only processes killed already (still exiting), or none but not settled: a moment.
             std::thread::sleep(Duration::from_millis(1));
         }
     }

@@ -143,8 +143,8 @@ async fn a_daemon_started_by_a_run_ends_when_the_run_is_cancelled() {
 /// Finding 4 of issue #11: scripts that fight back. `$1`: a file for the run's marker (and, in
 /// `$1.cgroup`, the script's cgroup); `$2`: `stay` to keep running until stopped; `$3`: the
 /// attack, `forker` (a process in a session of its own that forks continuously, each generation
-/// exiting at once, named `forker-$4`) or `scatter` (twenty double forks with `setsid`, each
-/// leaving a `sleep 1003`). The forker is bounded (6000 generations, 5 ms apart: it stops by
+/// exiting at once, named `forker-$4`), `scatter` (twenty double forks with `setsid`, each
+/// leaving a `sleep 1003`) or `lone` (one daemon, `lone-$4`, that ends by itself after 2 s). The forker is bounded (6000 generations, 5 ms apart: it stops by
 /// itself within a minute) so that a failing test cannot take the machine down.
 const ATTACK_SCRIPT: &str = r#"#!/bin/sh
 cat /proc/self/cgroup > "$1.cgroup"
@@ -154,6 +154,8 @@ if [ "$3" = forker ]; then
     for (1..6000) { my $p = fork(); exit 1 unless defined $p; exit 0 if $p;
       select(undef, undef, undef, 0.005) }' "$4" </dev/null >/dev/null 2>&1 &
   sleep 0.5
+elif [ "$3" = lone ]; then
+  ( setsid perl -e '$0 = "lone-$ARGV[0]"; select(undef, undef, undef, 2)' "$4" </dev/null >/dev/null 2>&1 & )
 else
   for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
     ( setsid sh -c 'sleep 1003 & exit' </dev/null >/dev/null 2>&1 & )
@@ -197,6 +199,25 @@ fn our_zombies(name: &str) -> Vec<i32> {
                 head.ends_with(&format!("({name}"))
                     && fields.first() == Some(&"Z")
                     && fields.get(1) == Some(&me.as_str())
+            })
+        })
+        .collect()
+}
+
+/// Pids of live processes (not zombies) named `name`.
+fn alive_named(name: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let Some((head, rest)) = stat.rsplit_once(')') else {
+                    return false;
+                };
+                head.ends_with(&format!("({name}")) && rest.split_whitespace().next() != Some("Z")
             })
         })
         .collect()
@@ -323,6 +344,15 @@ async fn attack(case: &str, attack: &str, end: &str, cgroups: bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // And nothing came back meanwhile (a forker that outran the search would be seen here).
+    for _ in 0..10 {
+        let left = marked(&marker);
+        assert!(
+            left.is_empty(),
+            "processes of run {run_id} came back: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let cgroup = std::fs::read_to_string(format!("{}.cgroup", file.display())).unwrap_or_default();
     let in_run_cgroup = cgroup
         .lines()
@@ -365,4 +395,63 @@ async fn twenty_double_forks_with_setsid_end_when_the_run_ends_by_itself() {
 #[tokio::test]
 async fn twenty_double_forks_with_setsid_in_a_run_cgroup_end_when_the_run_is_cancelled() {
     attack("gc", "scatter", "cancel", true).await;
+}
+
+/// An orphan the server adopted that ends by itself while its run goes on is reaped then, not
+/// left a zombie until the run ends.
+#[tokio::test]
+async fn an_adopted_daemon_that_ends_is_reaped_while_its_run_goes_on() {
+    let app = spawn_app_with(AppOptions {
+        kill_grace_seconds: Some(1),
+        configure: Some(no_cgroups),
+        ..AppOptions::default()
+    })
+    .await;
+    app.write_script("attack.sh", ATTACK_SCRIPT);
+    let file = app.data_dir.join("attack-lone.marker");
+    let command = format!("attack.sh {} stay lone lr", file.display());
+    let job = app
+        .create_job(&json!({"name": "lone", "type": "EXTERNAL",
+            "command": command, "repeatSchedule": "ONDEMAND", "timeoutSeconds": 600}))
+        .await;
+    let run_id = app.start_run(job, None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let marker = loop {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the script wrote no marker");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _cleanup = Marked(marker.clone());
+    // The daemon runs, then ends by itself; then no zombie of it is left, while the run runs on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive_named("lone-lr").is_empty() {
+        assert!(Instant::now() < deadline, "the daemon never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive = alive_named("lone-lr");
+        let zombies = our_zombies("lone-lr");
+        if alive.is_empty() && zombies.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's zombie was not reaped: {zombies:?} (alive: {alive:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = app
+        .ok(
+            reqwest::Method::GET,
+            &format!("/scheduled-jobs/{job}/runs/{run_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(run["status"], "IN_PROGRESS", "{run}");
+    app.cancel_run(job, run_id).await;
+    let run = app.wait_run(job, run_id).await;
+    assert_eq!(run["status"], "FAILED", "{run}");
 }
