@@ -66,7 +66,8 @@ EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 CMD ["labcron", "healthcheck"]
 # labcron is PID 1 here, so every orphan in the container comes to it anyway; it is also a child
 # subreaper and, at the end of each run, kills and reaps whatever the run left (by process group
-# and by the run's marker in the environment). No cgroup per run is used.
+# and by the run's marker in the environment). Docker mounts /sys/fs/cgroup read-only in an
+# unprivileged container, so runs get no cgroup of their own here (README, Security).
 # SIGTERM (docker stop) lets runs finish for runs.shutdown_grace_seconds (30 s by default):
 # give docker stop a longer timeout (docker stop -t 60) so it does not SIGKILL first.
 STOPSIGNAL SIGTERM

@@ -309,6 +309,9 @@ pub struct RunSettings {
     pub kill_grace_seconds: u64,
     /// On shutdown, running runs get this long to finish before they are stopped.
     pub shutdown_grace_seconds: u64,
+    /// Each run in a cgroup of its own (killed whole at the run's end) where the machine lets
+    /// the server make one; off: the process group, subreaper and marker only.
+    pub cgroups: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -418,6 +421,7 @@ impl Default for RunSettings {
             log_cap_bytes: 10 * 1024 * 1024,
             kill_grace_seconds: 5,
             shutdown_grace_seconds: 30,
+            cgroups: true,
         }
     }
 }

@@ -235,6 +235,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "Seconds running runs get to finish on shutdown [default: 30]",
     ),
     spec(
+        "runs.cgroups",
+        Boolean,
+        "Each run in a cgroup of its own where the machine delegates one [default: true]",
+    ),
+    spec(
         "http.max_body_bytes",
         Integer,
         "Largest request body in bytes [default: 1048576]",

@@ -83,6 +83,7 @@ impl Executor {
             log_cap: self.inner.settings.runs.log_cap_bytes,
             marker: Some(recovery::run_marker(paths)),
             timeline_run: run.id,
+            cgroup: self.inner.settings.runs.cgroups,
         };
         let zip_name = format!("{}_{}.zip", file_stem(&job.name), run.id);
         let run_paths = paths.clone();

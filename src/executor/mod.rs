@@ -5,6 +5,7 @@
 //! records the outcome, and wakes the dispatcher. Handlers never spawn processes; this module never
 //! parses HTTP.
 
+mod cgroup; // a cgroup per run where the machine delegates one
 mod cluster; // the cluster's part: cancels asked elsewhere, lost nodes' runs
 mod external; // EXTERNAL runs: the program, its arguments and environment, its outcome and result
 pub mod followup; // retries, chained runs and notifyOn, decided when a run's end is recorded
@@ -98,7 +99,11 @@ impl Executor {
     /// Starts the dispatcher loop on the current tokio runtime. From here on this process adopts
     /// the orphans of runs (see `process`).
     pub fn start(&self) {
-        process::become_subreaper();
+        if process::become_subreaper() {
+            tokio::spawn(process::reap_adopted_loop());
+        }
+        // Run cgroups a stopped server left (a crash): what runs in them is killed.
+        tokio::task::spawn_blocking(cgroup::end_stale);
         let executor = self.clone();
         tokio::spawn(async move { executor.dispatch_loop().await });
     }

@@ -1,21 +1,28 @@
 //! Running one program for a run: no shell, a cleared environment, its own process group, stdout
-//! and stderr drained concurrently into a capped log (or stdout into the result file), and the
-//! whole group killed on timeout, cancel, or once the program itself has exited. Processes that
-//! left the group (`setsid`, a double fork) are found by the run's marker in their environment
-//! and killed too, and every leftover this server adopted is reaped: the server is a child
-//! subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of a run become its children rather than
-//! init's, and none is left running or a zombie once the run has ended.
+//! and stderr drained concurrently into a capped log (or stdout into the result file), and every
+//! process of the run killed on timeout, cancel, or once the program itself has exited, wherever
+//! it moved. Three lines, each enough where it applies: the run's cgroup (`cgroup`, where the
+//! machine lets the server make one), killed whole; the run's process group; and, for what left
+//! the group (`setsid`, a double fork), the run's marker in the environment: every marked process
+//! is stopped and killed, pass after pass until a pass finds none (`recovery::end_marked`). The
+//! server is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so orphans of a run become its
+//! children rather than init's, and it reaps them as they end (`reap_adopted_loop`), not only
+//! when a run ends.
 //!
-//! Looking for leftovers costs at every run's end, so the look is narrow: orphans come to the
-//! server's main thread or to the thread that started the run's program (which of the two
-//! depends on the kernel), so only those threads' children are read, and the live programs of
-//! other runs among them are known (registered from spawn to wait) and skipped unread.
+//! Looking for leftovers costs at every run's end, so the look is narrow but cannot be fooled:
+//! orphans come to the server's main thread (or, on kernels before 4.11, to the thread that
+//! started the run's program), so the topmost live process of anything a run left outside its
+//! group is always one of those threads' children. Only those are read (the live programs of
+//! other runs among them are known, registered from spawn to wait, and skipped unread), and
+//! while they are read nothing reaps them (`ADOPTION`): a process that forks and exits at once
+//! is seen either alive or as the zombie it left, and either sends the look through all of
+//! /proc.
 
 use std::collections::{BTreeSet, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -30,6 +37,15 @@ static RUN_PROGRAMS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTr
 /// The threads (tids) that have started runs' programs: a thread's orphaned grandchildren may
 /// come to it (see `children`).
 static SPAWNERS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Held by whoever reads the server's children to decide about them and reaps them: the run-end
+/// look (`end_leftovers`) and the reaper (`reap_adopted_loop`). The look relies on it: a child it
+/// listed stays readable (alive or a zombie) until it is done.
+static ADOPTION: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Read-held from a run's spawn until its program is registered, write-held while children are
+/// reaped: a run's program is never taken for an orphan in between (its exit status is tokio's).
+static SPAWNING: RwLock<()> = RwLock::new(());
 
 fn locked<T>(set: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     set.lock().unwrap_or_else(|p| p.into_inner())
@@ -73,6 +89,8 @@ pub struct ProcessSpec {
     pub marker: Option<String>,
     /// The run's id for `crate::timeline` stamps (0: none).
     pub timeline_run: i64,
+    /// Put the run in a cgroup of its own where one can be made (`runs.cgroups`).
+    pub cgroup: bool,
 }
 
 /// How the program ended.
@@ -232,13 +250,37 @@ where
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    // Made before the spawn, entered by the child before it executes anything: nothing the
+    // program starts can be outside it.
+    let mut cgroup = if spec.cgroup {
+        super::cgroup::RunCgroup::create()
+    } else {
+        None
+    };
+    if let Some(cgroup) = &cgroup {
+        let procs = cgroup.procs().clone();
+        // SAFETY: `enter` makes only async-signal-safe calls (open, write, close).
+        unsafe {
+            command.pre_exec(move || {
+                super::cgroup::enter(&procs);
+                Ok(())
+            });
+        }
+    }
     // The thread that starts the program is its parent (see `children`).
     // SAFETY: gettid has no preconditions.
     let spawner = unsafe { libc::gettid() };
     let timeline_run = spec.timeline_run;
     crate::timeline::mark(timeline_run, "spawn0");
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let spawned = {
+        let _spawning = SPAWNING.read().unwrap_or_else(|p| p.into_inner());
+        command.spawn().map(|child| {
+            let registered = child.id().map(|pid| Registered::new(pid as i32));
+            (child, registered)
+        })
+    };
+    let (mut child, registered) = match spawned {
+        Ok(spawned) => spawned,
         // The program's name only: run messages are read by every user the job is shared with.
         Err(e) => {
             let name = spec
@@ -249,7 +291,7 @@ where
             return spawn_failed(format!("cannot start {name}: {e}"), after).await;
         }
     };
-    let Some(pgid) = child.id() else {
+    let (Some(pgid), Some(registered)) = (child.id(), registered) else {
         return spawn_failed(
             "the program exited before it could be supervised".into(),
             after,
@@ -258,7 +300,6 @@ where
     };
     crate::timeline::mark(timeline_run, "spawned");
     locked(&SPAWNERS).insert(spawner);
-    let registered = Registered::new(pgid as i32);
 
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -306,8 +347,8 @@ where
     crate::timeline::mark(timeline_run, "exited");
     // Waited for (or lost): its pid may be reused from here on.
     drop(registered);
-    // Whatever the program left running in its group goes too, and whatever left the group but
-    // still carries the run's marker; then their pipes close, and the server reaps them.
+    // Whatever the program left running goes too: its cgroup, its group, and whatever left the
+    // group but still carries the run's marker; then their pipes close, and the server reaps them.
     signal_group(pgid, libc::SIGKILL);
     let marker = spec.marker.clone();
     // Stdout as the result file: `after` waits for the copy below to finish.
@@ -316,9 +357,13 @@ where
     let end_now = end.clone();
     let ended = tokio::task::spawn_blocking(move || {
         // `after` runs whatever happened to the search.
-        let killed =
-            std::panic::catch_unwind(AssertUnwindSafe(|| end_leftovers(pgid, marker.as_deref())))
-                .unwrap_or(0);
+        let killed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if let Some(cgroup) = cgroup.as_mut() {
+                cgroup.end();
+            }
+            end_leftovers(pgid, marker.as_deref())
+        }))
+        .unwrap_or(0);
         let value = after_now
             .map(|after| std::panic::catch_unwind(AssertUnwindSafe(|| after(&end_now))).ok());
         (killed, value)
@@ -382,8 +427,8 @@ where
 
 /// Makes this process the reaper of its descendants' orphans (instead of init), so that a run's
 /// daemons stay within reach: they can be waited for, and nothing this server started is left
-/// to another process. Logged, not fatal, where the kernel refuses.
-pub fn become_subreaper() {
+/// to another process. Logged, not fatal, where the kernel refuses. Returns whether it is one.
+pub fn become_subreaper() -> bool {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
@@ -392,15 +437,63 @@ pub fn become_subreaper() {
             "cannot become a child subreaper: orphans of runs go to init"
         );
     }
+    rc == 0
 }
 
-/// After a run's group was killed: kills every process still carrying `marker` (it left the group)
-/// and reaps what this server adopted. Returns how many marked processes were killed.
-fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
-    let mut killed: HashSet<i32> = HashSet::new();
+/// Reaps the orphans this server adopted as they end (each end sends SIGCHLD), so that none is
+/// left a zombie while runs go on: a process that forks continuously would otherwise fill the
+/// process table with them. At most one sweep per 10 ms (a fork storm sends SIGCHLD without
+/// pause); a sweep that finds the children being looked at by a run's end (`ADOPTION`) or a
+/// spawn under way comes back shortly. Never blocks its thread.
+pub async fn reap_adopted_loop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(sigchld) => sigchld,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGCHLD: adopted orphans are reaped only when runs end");
+            return;
+        }
+    };
+    let mut again = false;
+    loop {
+        if again {
+            tokio::select! {
+                _ = sigchld.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        } else if sigchld.recv().await.is_none() {
+            return;
+        }
+        // After a sweep that reaped, one more: the children file may miss children that change
+        // while it is read (proc(5)), and their SIGCHLD has been had.
+        again = match ADOPTION.try_lock() {
+            Ok(_adoption) => reap_adopted(false) != Some(0),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                let _adoption = p.into_inner();
+                reap_adopted(false) != Some(0)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reaps the zombies among the server's children that are orphans it adopted (they had moved out
+/// of their group: see `Ids::moved`); the runs' programs are tokio's to wait for, and whatever
+/// else the server started stays in its group. The caller holds `ADOPTION`. `wait`: wait for a
+/// spawn under way; otherwise give up (`None`) if one is. Returns how many were reaped.
+fn reap_adopted(wait: bool) -> Option<usize> {
+    let spawning = if wait {
+        SPAWNING.write().unwrap_or_else(|p| p.into_inner())
+    } else {
+        match SPAWNING.try_write() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    };
+    let mut reaped = 0;
     let own = Ids::own();
-    // One look at the children serves both questions below. Runs' programs still running are
-    // other runs' (this one's was waited for) and are left out unread.
     let kids: Vec<i32> = {
         let running = locked(&RUN_PROGRAMS);
         children()
@@ -408,23 +501,87 @@ fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
             .filter(|pid| !running.contains(pid))
             .collect()
     };
+    // The list is what needed it: a listed pid is reaped by no one else, so it cannot be reused.
+    drop(spawning);
+    for pid in kids {
+        if Ids::of(pid).is_some_and(|ids| ids.zombie && ids.moved(pid, &own)) {
+            // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } > 0 {
+                reaped += 1;
+            }
+        }
+    }
+    Some(reaped)
+}
+
+/// After a run's group was killed: kills every process still carrying `marker` (it left the group)
+/// and reaps what this server adopted. Returns how many marked processes were killed.
+fn end_leftovers(pgid: u32, marker: Option<&str>) -> usize {
+    // Nothing reaps the children from here on but this look (see `may_have_left_the_group`).
+    let _adoption = locked(&ADOPTION);
+    let own = Ids::own();
+    let kids = adopted();
+    let mut killed = Vec::new();
     if let Some(marker) = marker
         && may_have_left_the_group(&kids, marker, &own)
     {
-        let markers = HashSet::from([marker.to_string()]);
-        // A process may fork between being read and being killed: look until none is new.
-        for _ in 0..10 {
-            let before = killed.len();
-            killed.extend(super::recovery::kill_processes_with_env(&markers));
-            if killed.len() == before {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let mut confirm = || settled(marker, &own);
+        killed = super::recovery::end_marked(&HashSet::from([marker.to_string()]), &mut confirm);
     }
     reap(pgid, &killed);
-    reap_departed_zombies(&kids, &own);
+    reap_adopted(true);
     killed.len()
+}
+
+/// Whether a clean pass over /proc is confirmed by the server's children: the topmost live process
+/// of anything the run left is one of them, so none may carry the marker. A child that became a
+/// zombie after the list was read handed its children on first: its zombie is reaped and the
+/// list read again, until a list holds no new zombie (bounded: another pass then).
+/// A marked child is killed at once (it is this server's child, not reaped: its pid is its own).
+fn settled(marker: &str, own: &Ids) -> bool {
+    for _ in 0..50 {
+        reap_adopted(true);
+        let mut zombie = false;
+        let mut marked = false;
+        for pid in adopted() {
+            match Ids::of(pid) {
+                Some(ids) if ids.zombie => zombie |= ids.moved(pid, own),
+                Some(_) if carries(pid, marker) => {
+                    marked = true;
+                    // SAFETY: kill has no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if marked {
+            return false;
+        }
+        if !zombie {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether process `pid`'s environment holds the entry `marker`.
+fn carries(pid: i32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+}
+
+/// The server's children that may be adopted orphans: all but the runs' programs still running
+/// (other runs'; this one's was waited for), which are left out unread. One being spawned is
+/// registered first.
+fn adopted() -> Vec<i32> {
+    let _spawning = SPAWNING.write().unwrap_or_else(|p| p.into_inner());
+    let running = locked(&RUN_PROGRAMS);
+    children()
+        .into_iter()
+        .filter(|pid| !running.contains(pid))
+        .collect()
 }
 
 /// A process's state, group and session, from `/proc/<pid>/stat`.
@@ -495,16 +652,19 @@ fn children() -> Vec<i32> {
 }
 
 /// Whether the run may have left a process outside its group. If it did, the topmost live one
-/// of them is this server's child (orphans come to a subreaper), so only the children are
-/// looked at: one with the run's marker, or one without any run's marker that moved out of its
-/// group, sends the caller searching every process. Saves a walk over all of /proc per run.
+/// of them is this server's child (orphans come to a subreaper; a process's children are handed
+/// on before it becomes a zombie), so only the children are looked at: one with the run's
+/// marker, one without any run's marker that moved out of its group, or a zombie that had moved
+/// (its children, adopted after the list was read, may be a forker's next generation) sends the
+/// caller searching every process. The caller holds `ADOPTION`, so a listed child cannot vanish
+/// before it is read. Saves a walk over all of /proc per run.
 fn may_have_left_the_group(kids: &[i32], marker: &str, own: &Ids) -> bool {
     kids.iter().copied().any(|pid| {
         let Some(ids) = Ids::of(pid) else {
             return false;
         };
         if ids.zombie {
-            return false;
+            return ids.moved(pid, own);
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
             return ids.moved(pid, own);
@@ -521,9 +681,9 @@ fn may_have_left_the_group(kids: &[i32], marker: &str, own: &Ids) -> bool {
 
 /// Waits (a little) for the killed processes this server adopted: members of the run's group and
 /// `killed`. A pid that is not this server's child (ECHILD) is another process's to reap.
-fn reap(pgid: u32, killed: &HashSet<i32>) {
+fn reap(pgid: u32, killed: &[i32]) {
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut pending: Vec<i32> = killed.iter().copied().collect();
+    let mut pending: Vec<i32> = killed.to_vec();
     loop {
         let group_done = loop {
             // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
@@ -543,20 +703,6 @@ fn reap(pgid: u32, killed: &HashSet<i32>) {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Reaps zombies this server adopted that had moved out of their group (a run's daemon that ended
-/// by itself while its run went on, when nothing was left to find it by). The runs' programs are
-/// never touched (tokio waits for them), nor anything else started in the server's own group.
-fn reap_departed_zombies(kids: &[i32], own: &Ids) {
-    for &pid in kids {
-        if Ids::of(pid).is_some_and(|ids| ids.zombie && ids.moved(pid, own)) {
-            // SAFETY: waitpid with a null status pointer has no memory-safety preconditions.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
     }
 }
 

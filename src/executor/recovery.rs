@@ -1,8 +1,9 @@
 //! Start-up recovery after a crash. Runs left `IN_PROGRESS` cannot be finished by anyone, so they
 //! become FAILED "interrupted by server restart"; before that, any process still running for them
 //! (found by the `LABCRON_RESULT_DIR` each run's process carries in its environment, which names
-//! this data directory and that run) is killed, so no child from before the crash lives on. The
-//! same search ends, at the end of every run, the processes that run left outside its group.
+//! this data directory and that run) is killed, so no child from before the crash lives on (and
+//! the run cgroups a stopped server left are killed whole: `cgroup::end_stale`). The same search
+//! ends, at the end of every run, the processes that run left outside its group.
 //! `QUEUED` runs are left alone: the dispatcher runs them. With several nodes on one ledger, a
 //! node recovers only its own runs (those it executed before it stopped): the others' are theirs,
 //! and a lost node's are failed by whoever declares it lost (`cluster`). On SQLite every run is
@@ -10,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::clock::now_ms;
 use crate::error::ServiceError;
@@ -34,16 +35,13 @@ pub fn recover_interrupted_runs(
         .iter()
         .map(|ids| run_marker(&RunPaths::new(data_dir, *ids)))
         .collect();
-    // Killed processes may take a moment to disappear; a few passes catch children forked late.
-    for _ in 0..5 {
-        let killed = kill_processes_with_env(&markers);
-        if killed.is_empty() {
-            break;
-        }
-        for pid in killed {
-            tracing::warn!(pid, "killed a process left over from an interrupted run");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    // Not this server's children (they were the crashed one's): the passes alone.
+    let killed = end_marked(&markers, &mut || true);
+    if !killed.is_empty() {
+        tracing::warn!(
+            processes = killed.len(),
+            "killed processes left over from interrupted runs"
+        );
     }
     db.write_sync(|tx| {
         let now = now_ms();
@@ -62,15 +60,54 @@ pub fn run_marker(paths: &RunPaths) -> String {
     format!("LABCRON_RESULT_DIR={}", paths.result_dir.display())
 }
 
-/// SIGKILLs every process whose environment contains one of `markers`; returns their pids. Used
-/// at start-up (runs a crash interrupted) and at the end of every run (processes that left the
-/// run's group).
-pub fn kill_processes_with_env(markers: &HashSet<String>) -> Vec<i32> {
+/// Ends every process whose environment holds one of `markers`, wherever it is, and returns their
+/// pids. Used at start-up (runs a crash interrupted) and at the end of every run (processes that
+/// left the run's group). One pass over /proc cannot win against a process that forks
+/// continuously (its next generation is made while the pass reads others), so each pass stops
+/// every marked process it finds at once (SIGSTOP: a stopped process neither forks nor exits, so
+/// its children stay its own) and kills them all at the pass's end; passes repeat until one finds
+/// no marked process and `settled` agrees. A pass alone can be outrun once pids wrap around: a
+/// child forked below the pass's position by a parent the pass has not reached yet, which then
+/// exits, is never seen; the caller that adopts orphans checks its children (`settled`), where
+/// such a child lands. Bounded (10 s): logged if it gives up.
+pub fn end_marked(markers: &HashSet<String>, settled: &mut dyn FnMut() -> bool) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut killed: HashSet<i32> = HashSet::new();
+    loop {
+        let found = stop_marked(markers);
+        if found.is_empty() && settled() {
+            break;
+        }
+        for &pid in &found {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let new = found.iter().filter(|pid| killed.insert(**pid)).count();
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                processes = killed.len(),
+                "gave up ending a run's processes: marked processes are still being found"
+            );
+            break;
+        }
+        if new == 0 {
+            // Only processes killed already (still exiting), or none but not settled: a moment.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    killed.into_iter().collect()
+}
+
+/// One pass over /proc: SIGSTOPs every process (but this one) whose environment holds one of
+/// `markers`; returns their pids.
+fn stop_marked(markers: &HashSet<String>) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let own_pid = std::process::id();
-    let mut killed = Vec::new();
+    let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -91,10 +128,10 @@ pub fn kill_processes_with_env(markers: &HashSet<String>) -> Vec<i32> {
         if matches {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                libc::kill(pid as libc::pid_t, libc::SIGSTOP);
             }
-            killed.push(pid as i32);
+            found.push(pid as i32);
         }
     }
-    killed
+    found
 }
