@@ -226,7 +226,10 @@ async fn activity_status_disabled_disables_the_user_and_ends_their_credentials()
             Some(&json!({"activityStatus": "Disabled"})),
         )
         .await;
-    assert_eq!(own.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        error_codes(own, StatusCode::BAD_REQUEST).await,
+        ["ACCESS_DENIED"]
+    );
     let odd = app
         .put(
             &format!("/users/{bob_id}"),
