@@ -52,13 +52,15 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest login name, in characters after trimming.
 pub const MAX_LOGIN_CHARS: usize = 100;
-/// Longest login key (`login_key`), in bytes: what the ledger's unique index and the sign-in
-/// throttle hold at most for one name.
-pub const MAX_LOGIN_KEY_BYTES: usize = 255;
 /// Longest login name sign-in looks at, in bytes, before normalising it: anything longer cannot
-/// be an account's (a name of `MAX_LOGIN_CHARS` characters is at most 400 bytes), so it is refused
-/// before the throttle, the hash and the audit trail see it.
+/// be an account's (a name of `MAX_LOGIN_CHARS` characters is at most 400 bytes in UTF-8), so it
+/// is refused before the throttle, the hash and the audit trail see it.
 pub const MAX_SIGN_IN_LOGIN_BYTES: usize = 4 * MAX_LOGIN_CHARS;
+/// Longest login key (`login_key`), in bytes: what the ledger's unique index and the sign-in
+/// throttle hold at most for one name. As long as the longest name's UTF-8, so an account made
+/// before the key existed (100 characters, whatever their width) still signs in; only names
+/// that expand under NFKC (`ﷺ` is 18 letters) can pass it.
+pub const MAX_LOGIN_KEY_BYTES: usize = MAX_SIGN_IN_LOGIN_BYTES;
 /// How much of a refused login name the audit trail keeps, in characters.
 pub const AUDITED_LOGIN_CHARS: usize = 64;
 
@@ -112,7 +114,7 @@ fn is_invisible(c: char) -> bool {
 }
 
 /// Why `login` cannot be a login name, if it cannot: 1 to 100 characters after trimming, no
-/// invisible character (`is_invisible`), a normal form (`login_key`) of at most 255 bytes, and
+/// invisible character (`is_invisible`), a normal form (`login_key`) of at most 400 bytes, and
 /// not starting with `$` (reserved for built-in users such as `$system`).
 pub fn login_name_problem(login: &str) -> Option<ErrorItem> {
     let login = login.trim();
@@ -255,8 +257,12 @@ mod tests {
                 "{invisible:?}"
             );
         }
-        // Within 100 characters but expanding past 255 bytes under NFKC.
+        // Within 100 characters but expanding past 400 bytes under NFKC.
         assert!(login_name_problem(&"\u{FDFA}".repeat(20)).is_some());
+        assert!(
+            login_name_problem(&"\u{1F600}".repeat(100)).is_none(),
+            "400 bytes"
+        );
     }
 
     #[test]

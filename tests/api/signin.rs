@@ -69,7 +69,7 @@ async fn names_with_non_ascii_capitals_sign_in_by_any_spelling_and_stay_unique()
             );
         }
         // Another spelling of a taken name is taken.
-        let again = create(&app, &spellings[1].to_string(), password).await;
+        let again = create(&app, spellings[1], password).await;
         assert_eq!(
             error_codes(again, StatusCode::BAD_REQUEST).await,
             ["USER_DUP_LOGIN_NAME"],
@@ -113,7 +113,7 @@ async fn names_and_passwords_no_account_can_have_are_refused_before_the_audit_tr
         );
     }
     // Just past the longest key, and a huge password.
-    let refused = sign_in(&app, &"y".repeat(256), "whatever-password").await;
+    let refused = sign_in(&app, &"y".repeat(401), "whatever-password").await;
     assert_eq!(
         error_codes(refused, StatusCode::BAD_REQUEST).await,
         ["AUTH_CREDENTIALS_TOO_LONG"]
