@@ -18,6 +18,9 @@ pub enum ServiceError {
     /// Too many failed sign-ins: 429 with Retry-After.
     #[error("too many failed sign-ins")]
     TooManyAttempts { retry_after_secs: u64 },
+    /// The server is already hashing as many passwords as it has cores: 503 with Retry-After.
+    #[error("busy hashing passwords")]
+    Busy { retry_after_secs: u64 },
     /// Body over the limit: 413.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -83,6 +86,12 @@ impl ServiceError {
                 "AUTH_TOO_MANY_ATTEMPTS",
                 format!("Too many failed sign-ins. Try again in {retry_after_secs} seconds."),
             )],
+            ServiceError::Busy { retry_after_secs } => vec![ErrorItem::new(
+                "AUTH_BUSY",
+                format!(
+                    "The server is checking as many passwords as it can at once. Try again in {retry_after_secs} seconds."
+                ),
+            )],
             ServiceError::PayloadTooLarge => vec![ErrorItem::payload_too_large()],
             ServiceError::NoRoute => vec![ErrorItem::no_such_endpoint()],
             ServiceError::Store(e) if e.is_unreachable() => vec![ErrorItem::ledger_unavailable()],
@@ -99,6 +108,7 @@ impl ServiceError {
                 Some(item.code.as_str())
             }
             ServiceError::TooManyAttempts { .. } => Some("AUTH_TOO_MANY_ATTEMPTS"),
+            ServiceError::Busy { .. } => Some("AUTH_BUSY"),
             ServiceError::PayloadTooLarge => Some("PAYLOAD_TOO_LARGE"),
             ServiceError::NoRoute => Some("NOT_FOUND"),
             ServiceError::Store(e) if e.is_unreachable() => Some("LEDGER_UNAVAILABLE"),

@@ -19,6 +19,10 @@ use crate::config::LdapSettings;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryUser {
     pub dn: String,
+    /// The entry's own login name (`login_attribute`), which names the labcron account: the
+    /// directory may match the name typed without regard to case or width, the account may not
+    /// take that spelling.
+    pub login: String,
     pub first_name: String,
     pub last_name: String,
     pub email_address: String,
@@ -114,6 +118,7 @@ async fn exchange(
             .map_err(|e| unavailable("the search account cannot bind", e))?;
     }
     let attributes = vec![
+        settings.login_attribute.as_str(),
         settings.first_name_attribute.as_str(),
         settings.last_name_attribute.as_str(),
         settings.email_attribute.as_str(),
@@ -150,9 +155,19 @@ async fn exchange(
             .and_then(|(_, v)| v.first().cloned())
             .unwrap_or_default()
     };
-    let admin = is_admin(settings, &mut ldap, &entry, login).await?;
+    let directory_login = first(&settings.login_attribute);
+    if directory_login.trim().is_empty() {
+        tracing::warn!(
+            attribute = %settings.login_attribute,
+            "directory sign-in: the user's entry has no login attribute; refused"
+        );
+        let _ = ldap.unbind().await;
+        return Err(DirectoryError::InvalidCredentials);
+    }
+    let admin = is_admin(settings, &mut ldap, &entry, &directory_login).await?;
     let user = DirectoryUser {
         dn: entry.dn.clone(),
+        login: directory_login,
         first_name: first(&settings.first_name_attribute),
         last_name: first(&settings.last_name_attribute),
         email_address: first(&settings.email_attribute),

@@ -150,6 +150,7 @@ impl Application {
                 settings.auth.max_failed_logins,
                 Duration::from_secs(settings.auth.lockout_minutes * 60),
             ),
+            hashing: crate::auth::HashingGate::for_this_machine(),
             data_dir: data_dir.clone(),
             files: crate::run_files::RunFiles::for_ledger(&db, data_dir.clone()),
             metrics,

@@ -165,6 +165,9 @@ pub struct LdapSettings {
     pub user_search_base: String,
     /// The search filter; `{login}` is replaced by the login name, escaped per RFC 4515.
     pub user_filter: String,
+    /// The attribute holding the user's login name (`uid`; `sAMAccountName` on Active
+    /// Directory): a directory account is named by its value, never by the spelling typed.
+    pub login_attribute: String,
     /// The attribute holding the first name.
     pub first_name_attribute: String,
     /// The attribute holding the last name.
@@ -189,6 +192,7 @@ impl Default for LdapSettings {
             bind_password_file: String::new(),
             user_search_base: String::new(),
             user_filter: "(uid={login})".into(),
+            login_attribute: "uid".into(),
             first_name_attribute: "givenName".into(),
             last_name_attribute: "sn".into(),
             email_attribute: "mail".into(),

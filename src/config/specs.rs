@@ -180,6 +180,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "User search filter; {login} is the escaped login name [default: (uid={login})]",
     ),
     spec(
+        "auth.ldap.login_attribute",
+        Text,
+        "Attribute of the login name; it names the account [default: uid]",
+    ),
+    spec(
         "auth.ldap.first_name_attribute",
         Text,
         "Attribute of the first name [default: givenName]",

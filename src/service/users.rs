@@ -93,8 +93,9 @@ pub fn refuse_password_here(conn: &dyn Ledger, user_id: i64) -> Result<(), Servi
     Ok(())
 }
 
-/// Sets `user_id`'s password hash; the user's sessions end but `keep_session` (one's own change
-/// keeps the session it was made in).
+/// Sets `user_id`'s password hash; the user's sessions and API tokens end but `keep_session` (one's
+/// own change keeps the session or token it was made with): a stolen credential must stop working
+/// once the password it may have come with is changed.
 pub fn set_password(
     tx: &dyn Ledger,
     user_id: i64,
@@ -105,15 +106,18 @@ pub fn set_password(
 ) -> Result<(), ServiceError> {
     refuse_password_here(tx, user_id)?;
     tx.set_password_hash(user_id, hash, keep_session)?;
+    tx.revoke_api_tokens_of_user(user_id, keep_session, now)?;
     tx.record_audit(audit, now)?;
     Ok(())
 }
 
-/// Disables (softly deletes) `user_id`, unless they are the last admin.
+/// Disables (softly deletes) `user_id`, unless they are the last admin: no more sign-ins, and
+/// their sessions and API tokens end.
 pub fn disable(tx: &dyn Ledger, user_id: i64, audit: &Event, now: i64) -> Result<(), ServiceError> {
     // Two admins disabling each other at once: the second waits, then counts the first's change.
     tx.lock_admins()?;
     tx.disable_user(user_id)?;
+    tx.revoke_api_tokens_of_user(user_id, None, now)?;
     tx.record_audit(audit, now)?;
     if tx.count_admins()? == 0 {
         return Err(ServiceError::user(

@@ -296,6 +296,15 @@ pub trait ApiTokenLedger {
     fn touch_api_token(&self, id: i64, now: i64) -> Result<bool, Error>;
     /// Revokes a live token with its audit event; false when it was not live.
     fn revoke_api_token(&self, id: i64, by: i64, now: i64, event: Event) -> Result<bool, Error>;
+    /// Revokes every live token of a user but the one whose hash is `keep` (the caller's own,
+    /// when they changed their own password with it); returns how many. The audit event of the
+    /// password change or the disabling says why.
+    fn revoke_api_tokens_of_user(
+        &self,
+        user_id: i64,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<usize, Error>;
 }
 
 /// What the built-in maintenance tasks and the retention pass need.

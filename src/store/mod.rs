@@ -66,7 +66,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_retries_chains.sql"),
     include_str!("../../migrations/0006_accounts.sql"),
     include_str!("../../migrations/0007_run_node.sql"),
+    include_str!("../../migrations/0008_login_key.sql"),
 ];
+
+/// The migration (its number) after whose SQL every user's login key is computed, in Rust.
+const LOGIN_KEY_MIGRATION: usize = 8;
 
 /// The SQLite schema version this labcron brings a ledger to (`PRAGMA user_version`): what
 /// `labcron migrate-ledger` expects of the ledger it copies, which it opens read-only.
@@ -682,6 +686,17 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(failed)?;
         tx.execute_batch(sql).map_err(failed)?;
+        if index + 1 == LOGIN_KEY_MIGRATION {
+            let left_without = sqlite::users::fill_login_keys(&tx)
+                .map_err(|e| format!("migration {} failed: {e}", index + 1))?;
+            for (id, login_name) in left_without {
+                tracing::warn!(
+                    user_id = id,
+                    login_name = %login_name,
+                    "this user's login name is another's under Unicode case folding: it cannot sign in until an admin renames it"
+                );
+            }
+        }
         tx.pragma_update(None, "user_version", (index + 1) as i64)
             .map_err(failed)?;
         tx.commit().map_err(failed)?;
@@ -706,6 +721,43 @@ mod tests {
         fn from(e: Error) -> Self {
             Refusal::Store(e)
         }
+    }
+
+    #[test]
+    fn migration_8_keys_every_user_and_survives_names_that_fold_together() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..LOGIN_KEY_MIGRATION - 1] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", (LOGIN_KEY_MIGRATION - 1) as i64)
+            .unwrap();
+        // Two accounts SQLite's NOCASE told apart (it folds ASCII only), and an ordinary one.
+        conn.execute_batch(
+            "INSERT INTO users (login_name, created_at) VALUES ('Émile', 0), ('émile', 0), ('Bob', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let keys: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT login_name, login_key FROM users ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            [
+                ("$system".to_string(), Some("$system".to_string())),
+                ("Émile".to_string(), Some("émile".to_string())),
+                ("émile".to_string(), None),
+                ("Bob".to_string(), Some("bob".to_string())),
+            ]
+        );
+        // The older account signs in by any spelling; the newer one waits for a new name.
+        let found = sqlite::users::get_with_hash(&conn, "ÉMILE")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.0.login_name, "Émile");
     }
 
     fn synchronous(conn: &Connection) -> i64 {

@@ -50,6 +50,7 @@ impl ResponseError for ServiceError {
             ServiceError::User(_) => StatusCode::BAD_REQUEST,
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ServiceError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ServiceError::NoRoute => StatusCode::NOT_FOUND,
             ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,7 +79,8 @@ impl ResponseError for ServiceError {
                     &[ErrorItem::internal_with_id(&error_id)],
                 )
             }
-            ServiceError::TooManyAttempts { retry_after_secs } => {
+            ServiceError::TooManyAttempts { retry_after_secs }
+            | ServiceError::Busy { retry_after_secs } => {
                 let mut response = error_response(self.status_code(), &self.items());
                 if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                     response.headers_mut().insert(header::RETRY_AFTER, value);

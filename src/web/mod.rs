@@ -25,6 +25,8 @@ pub struct AppState {
     pub executor: Executor,
     pub scheduler: Scheduler,
     pub throttle: LoginThrottle,
+    /// Bounds the password hashes in flight (sign-ins, password changes).
+    pub hashing: crate::auth::HashingGate,
     /// Canonical data directory.
     pub data_dir: PathBuf,
     /// Where runs' logs and results are kept (the data directory or the ledger's database).

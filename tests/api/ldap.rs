@@ -733,3 +733,59 @@ async fn the_server_log_says_why_the_directory_certificate_was_refused_and_no_se
         StatusCode::OK
     );
 }
+
+/// Finding 8 of issue #11's trial: the directory matches a name without regard to case or width,
+/// so every such spelling must be one account (named by the directory's own uid) and share one
+/// throttle counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_width_and_mixed_spellings_are_one_directory_account_and_one_throttle_counter() {
+    let app = app_with_directory(3).await;
+    let (status, dave) = sign_in_status(&app, "dave", "dave-directory-pw").await;
+    assert_eq!(status, StatusCode::OK, "{dave}");
+    let id = dave["id"].as_i64().unwrap();
+    for spelling in ["ＤＡＶＥ", "Ｄａｖｅ", "dａve", " DAVE\t"] {
+        let (status, same) = sign_in_status(&app, spelling, "dave-directory-pw").await;
+        assert_eq!(status, StatusCode::OK, "{spelling}: {same}");
+        assert_eq!(same["id"], id, "{spelling} is dave's account");
+        assert_eq!(same["loginName"], "dave", "{spelling}");
+    }
+    let accounts = crate::common::ledger::sql_i64(
+        &app.data_dir,
+        "SELECT count(*) FROM users WHERE NOT is_system AND source = 'LDAP'",
+    );
+    assert_eq!(accounts, 1, "no account under a typed spelling");
+
+    // Three wrong passwords lock dave out, whatever spelling comes next.
+    for spelling in ["dave", "ＤＡＶＥ", "Dave"] {
+        let (status, _) = sign_in_status(&app, spelling, "wrong").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{spelling}");
+    }
+    for spelling in ["Ｄａｖｅ", "dａve", "DAVE"] {
+        let (status, body) = sign_in_status(&app, spelling, "dave-directory-pw").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{spelling}: {body}");
+    }
+}
+
+/// The account is named by the entry's `login_attribute` (uid), not by what was typed: with a
+/// filter that also matches the e-mail address, signing in by it makes the account `dave`, and
+/// signing in by uid later finds that same account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_account_is_named_by_the_entry_s_uid_not_the_name_typed() {
+    let d = directory();
+    let mut ldap = ldap_settings(&d.url, &d.dir);
+    ldap.user_filter = "(&(objectClass=inetOrgPerson)(|(uid={login})(mail={login})))".into();
+    let app = app_with_ldap(ldap).await;
+    let (status, by_mail) = sign_in_status(&app, "Dave@Dir.Lab.Example", "dave-directory-pw").await;
+    assert_eq!(status, StatusCode::OK, "{by_mail}");
+    assert_eq!(by_mail["loginName"], "dave");
+    let (status, by_uid) = sign_in_status(&app, "dave", "dave-directory-pw").await;
+    assert_eq!(status, StatusCode::OK, "{by_uid}");
+    assert_eq!(by_uid["id"], by_mail["id"]);
+    assert_eq!(
+        crate::common::ledger::sql_i64(
+            &app.data_dir,
+            "SELECT count(*) FROM users WHERE NOT is_system AND source = 'LDAP'"
+        ),
+        1
+    );
+}

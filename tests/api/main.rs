@@ -38,3 +38,4 @@ mod runs;
 mod scheduler;
 mod scripts;
 mod series;
+mod signin; // issue #11's sign-in and account findings

@@ -33,7 +33,11 @@ use super::Error;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_ledger.sql"),
     include_str!("../../../migrations/postgres/0002_jobs_changes.sql"),
+    include_str!("../../../migrations/postgres/0003_login_key.sql"),
 ];
+
+/// The migration (its version) after whose SQL every user's login key is computed, in Rust.
+const LOGIN_KEY_MIGRATION: i64 = 3;
 
 /// The schema version this labcron brings a database to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -243,6 +247,15 @@ fn migrate(client: &mut postgres::Client) -> Result<(), Error> {
             continue;
         }
         tx.batch_execute(sql)?;
+        if version == LOGIN_KEY_MIGRATION {
+            for (id, login_name) in people::fill_login_keys(&mut tx)? {
+                tracing::warn!(
+                    user_id = id,
+                    login_name = %login_name,
+                    "this user's login name is another's under Unicode case folding: it cannot sign in until an admin renames it"
+                );
+            }
+        }
         tx.execute("DELETE FROM ledger_schema", &[])?;
         tx.execute(
             "INSERT INTO ledger_schema (version) VALUES ($1)",

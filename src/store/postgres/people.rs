@@ -1,13 +1,13 @@
 //! Users, their sign-in sessions and services' API tokens on PostgreSQL — the SQLite
-//! implementation's meaning. Login names match whatever their case, as SQLite's `COLLATE NOCASE`
-//! column does (here `lower(login_name)`, which its unique index covers); a new login name is
-//! claimed by the insert itself (`ON CONFLICT DO NOTHING`), so two nodes adding the same name at
-//! once make one account, not an error.
+//! implementation's meaning. Login names are compared by their normal form (`login_key`, computed
+//! here from the name as given, under the unique index `users_login_key`), never by the
+//! database's case mapping; a new login name is claimed by the insert itself (`ON CONFLICT DO
+//! NOTHING`), so two nodes adding the same name at once make one account, not an error.
 
 use postgres::Row;
 
 use super::Pg;
-use crate::domain::user::{SYSTEM_LOGIN, SessionCutoffs, User};
+use crate::domain::user::{SYSTEM_LOGIN, SessionCutoffs, User, login_key};
 use crate::store::Error;
 use crate::store::api_tokens::ApiToken;
 use crate::store::audit::Event;
@@ -61,9 +61,9 @@ impl UserLedger for Pg<'_> {
         self.row(
             &format!(
                 "SELECT {USER_COLUMNS}, password_hash FROM users
-                 WHERE lower(login_name) = lower($1)"
+                 WHERE login_key = $1"
             ),
-            &[&login_name],
+            &[&login_key(login_name)],
         )?
         .map(|row| Ok((map_user(&row)?, row.try_get(9)?)))
         .transpose()
@@ -72,8 +72,8 @@ impl UserLedger for Pg<'_> {
     fn user_source_by_login(&self, login_name: &str) -> Result<Option<String>, Error> {
         Ok(self
             .row(
-                "SELECT source FROM users WHERE lower(login_name) = lower($1)",
-                &[&login_name],
+                "SELECT source FROM users WHERE login_key = $1",
+                &[&login_key(login_name)],
             )?
             .map(|r| r.try_get(0))
             .transpose()?)
@@ -105,9 +105,9 @@ impl UserLedger for Pg<'_> {
         } else {
             self.row(
                 "INSERT INTO users (login_name, first_name, last_name, email_address, admin,
-                                password_hash, created_at, source)
-             VALUES ($1, $2, $3, $4, $5, NULL, $6, 'LDAP')
-             ON CONFLICT ((lower(login_name))) DO NOTHING RETURNING id",
+                                password_hash, created_at, source, login_key)
+             VALUES ($1, $2, $3, $4, $5, NULL, $6, 'LDAP', $7)
+             ON CONFLICT (login_key) DO NOTHING RETURNING id",
                 &[
                     &login_name,
                     &first_name,
@@ -115,14 +115,15 @@ impl UserLedger for Pg<'_> {
                     &email_address,
                     &admin,
                     &now,
+                    &login_key(login_name),
                 ],
             )?
         };
         if made.is_none() {
             let source: Option<String> = self
                 .row(
-                    "SELECT source FROM users WHERE lower(login_name) = lower($1) FOR UPDATE",
-                    &[&login_name],
+                    "SELECT source FROM users WHERE login_key = $1 FOR UPDATE",
+                    &[&login_key(login_name)],
                 )?
                 .map(|r| r.try_get(0))
                 .transpose()?;
@@ -131,8 +132,14 @@ impl UserLedger for Pg<'_> {
             }
             self.exec(
                 "UPDATE users SET first_name = $2, last_name = $3, email_address = $4, admin = $5
-                 WHERE lower(login_name) = lower($1) AND source = 'LDAP'",
-                &[&login_name, &first_name, &last_name, &email_address, &admin],
+                 WHERE login_key = $1 AND source = 'LDAP'",
+                &[
+                    &login_key(login_name),
+                    &first_name,
+                    &last_name,
+                    &email_address,
+                    &admin,
+                ],
             )?;
         }
         Ok(self
@@ -186,9 +193,9 @@ impl UserLedger for Pg<'_> {
         Ok(self
             .row(
                 "INSERT INTO users (login_name, first_name, last_name, email_address, admin,
-                                    password_hash, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT ((lower(login_name))) DO NOTHING RETURNING id",
+                                    password_hash, created_at, login_key)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (login_key) DO NOTHING RETURNING id",
                 &[
                     &user.login_name,
                     &user.first_name,
@@ -197,6 +204,7 @@ impl UserLedger for Pg<'_> {
                     &user.admin,
                     &user.password_hash,
                     &now,
+                    &login_key(user.login_name),
                 ],
             )?
             .map(|r| r.try_get(0))
@@ -205,15 +213,15 @@ impl UserLedger for Pg<'_> {
 
     fn login_taken(&self, login_name: &str, except_id: Option<i64>) -> Result<bool, Error> {
         self.exists(
-            "SELECT 1 FROM users WHERE lower(login_name) = lower($1) AND id IS DISTINCT FROM $2",
-            &[&login_name, &except_id],
+            "SELECT 1 FROM users WHERE login_key = $1 AND id IS DISTINCT FROM $2",
+            &[&login_key(login_name), &except_id],
         )
     }
 
     fn update_user_profile(&self, user: &User) -> Result<(), Error> {
         self.exec(
             "UPDATE users SET login_name = $2, first_name = $3, last_name = $4,
-                 email_address = $5, admin = $6
+                 email_address = $5, admin = $6, login_key = $7
              WHERE id = $1",
             &[
                 &user.id,
@@ -222,6 +230,7 @@ impl UserLedger for Pg<'_> {
                 &user.last_name,
                 &user.email_address,
                 &user.admin,
+                &login_key(&user.login_name),
             ],
         )?;
         Ok(())
@@ -410,4 +419,42 @@ impl ApiTokenLedger for Pg<'_> {
         self.record_audit(&event.object("API_TOKEN", id), now)?;
         Ok(true)
     }
+
+    fn revoke_api_tokens_of_user(
+        &self,
+        user_id: i64,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<usize, Error> {
+        Ok(self.exec(
+            "UPDATE api_tokens SET revoked_at = $3
+             WHERE user_id = $1 AND revoked_at IS NULL AND token_hash IS DISTINCT FROM $2",
+            &[&user_id, &keep, &now],
+        )? as usize)
+    }
+}
+
+/// Migration 3: every user gets their login key, as SQLite's migration 8 does
+/// (`store::sqlite::users::fill_login_keys`): by id, the older of two accounts whose names share
+/// a key keeps it, the newer is left without (no sign-in until an admin renames it) and is
+/// returned to be reported. Never fails on such a pair.
+pub(super) fn fill_login_keys(
+    tx: &mut postgres::Transaction<'_>,
+) -> Result<Vec<(i64, String)>, Error> {
+    let users = tx.query("SELECT id, login_name FROM users ORDER BY id", &[])?;
+    let mut taken = std::collections::HashSet::new();
+    let mut left_without = Vec::new();
+    for row in users {
+        let (id, name): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        let key = login_key(&name);
+        if taken.insert(key.clone()) {
+            tx.execute(
+                "UPDATE users SET login_key = $2 WHERE id = $1",
+                &[&id, &key],
+            )?;
+        } else {
+            left_without.push((id, name));
+        }
+    }
+    Ok(left_without)
 }

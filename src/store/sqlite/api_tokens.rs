@@ -114,3 +114,17 @@ pub fn revoke(conn: &Connection, id: i64, by: i64, now: i64, event: Event) -> Re
     audit::record(conn, &event.object("API_TOKEN", id), now)?;
     Ok(true)
 }
+
+/// Revokes every live token of `user_id` but the one whose hash is `keep`.
+pub fn revoke_for_user(
+    conn: &Connection,
+    user_id: i64,
+    keep: Option<&str>,
+    now: i64,
+) -> Result<usize, Error> {
+    Ok(conn.execute(
+        "UPDATE api_tokens SET revoked_at = ?3
+         WHERE user_id = ?1 AND revoked_at IS NULL AND token_hash IS NOT ?2",
+        params![user_id, keep, now],
+    )?)
+}

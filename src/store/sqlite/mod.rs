@@ -457,6 +457,14 @@ impl ApiTokenLedger for Sqlite<'_> {
     fn revoke_api_token(&self, id: i64, by: i64, now: i64, event: Event) -> Result<bool, Error> {
         api_tokens::revoke(self.0, id, by, now, event)
     }
+    fn revoke_api_tokens_of_user(
+        &self,
+        user_id: i64,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<usize, Error> {
+        api_tokens::revoke_for_user(self.0, user_id, keep, now)
+    }
 }
 
 impl MaintenanceLedger for Sqlite<'_> {

@@ -1,9 +1,12 @@
-//! SQL for users: lookup, listing, creation, updates and soft deletion.
+//! SQL for users: lookup, listing, creation, updates and soft deletion. Login names are compared
+//! by their normal form (`domain::user::login_key`), which each row keeps in `login_key` under a
+//! unique index; the functions here take a login name as given and key it themselves, so no
+//! caller can compare another way.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Error;
-use crate::domain::user::{SYSTEM_LOGIN, User};
+use crate::domain::user::{SYSTEM_LOGIN, User, login_key};
 
 const COLUMNS: &str = "id, login_name, first_name, last_name, email_address, admin, is_system, activity_status, created_at";
 
@@ -29,15 +32,15 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<User>, Error> {
         .optional()?)
 }
 
-/// A user with their password hash, by login name (any case), for sign-in.
+/// A user with their password hash, by login name (any spelling with the same key), for sign-in.
 pub fn get_with_hash(
     conn: &Connection,
     login_name: &str,
 ) -> Result<Option<(User, Option<String>)>, Error> {
     Ok(conn
         .query_row(
-            &format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_name = ?1"),
-            [login_name],
+            &format!("SELECT {COLUMNS}, password_hash FROM users WHERE login_key = ?1"),
+            [login_key(login_name)],
             |row| Ok((map_user(row)?, row.get::<_, Option<String>>(9)?)),
         )
         .optional()?)
@@ -46,8 +49,8 @@ pub fn get_with_hash(
 /// Where a user signs in: `LOCAL` (a password here) or `LDAP` (the directory), by login name.
 pub fn source_by_login(conn: &Connection, login_name: &str) -> Result<Option<String>, Error> {
     Ok(conn
-        .prepare_cached("SELECT source FROM users WHERE login_name = ?1")?
-        .query_row([login_name], |r| r.get(0))
+        .prepare_cached("SELECT source FROM users WHERE login_key = ?1")?
+        .query_row([login_key(login_name)], |r| r.get(0))
         .optional()?)
 }
 
@@ -74,16 +77,22 @@ pub fn upsert_directory_user(
     match source_by_login(conn, login_name)?.as_deref() {
         None => {
             conn.execute(
-                "INSERT INTO users (login_name, first_name, last_name, email_address, admin, password_hash, created_at, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, 'LDAP')",
-                params![login_name, first_name, last_name, email_address, admin, now],
+                "INSERT INTO users (login_name, first_name, last_name, email_address, admin, password_hash, created_at, source, login_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, 'LDAP', ?7)",
+                params![login_name, first_name, last_name, email_address, admin, now, login_key(login_name)],
             )?;
         }
         Some("LDAP") => {
             conn.execute(
                 "UPDATE users SET first_name = ?2, last_name = ?3, email_address = ?4, admin = ?5
-                 WHERE login_name = ?1 AND source = 'LDAP'",
-                params![login_name, first_name, last_name, email_address, admin],
+                 WHERE login_key = ?1 AND source = 'LDAP'",
+                params![
+                    login_key(login_name),
+                    first_name,
+                    last_name,
+                    email_address,
+                    admin
+                ],
             )?;
         }
         Some(_) => return Ok(None),
@@ -141,9 +150,9 @@ pub fn insert(conn: &Connection, user: &NewUser, now: i64) -> Result<Option<i64>
         return Ok(None);
     }
     conn.execute(
-        "INSERT INTO users (login_name, first_name, last_name, email_address, admin, password_hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![user.login_name, user.first_name, user.last_name, user.email_address, user.admin, user.password_hash, now],
+        "INSERT INTO users (login_name, first_name, last_name, email_address, admin, password_hash, created_at, login_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![user.login_name, user.first_name, user.last_name, user.email_address, user.admin, user.password_hash, now, login_key(user.login_name)],
     )?;
     Ok(Some(conn.last_insert_rowid()))
 }
@@ -154,15 +163,16 @@ pub fn login_taken(
     except_id: Option<i64>,
 ) -> Result<bool, Error> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM users WHERE login_name = ?1 AND id IS NOT ?2")?
-        .exists(params![login_name, except_id])?)
+        .prepare_cached("SELECT 1 FROM users WHERE login_key = ?1 AND id IS NOT ?2")?
+        .exists(params![login_key(login_name), except_id])?)
 }
 
 pub fn update_profile(conn: &Connection, user: &User) -> Result<(), Error> {
     conn.execute(
-        "UPDATE users SET login_name = ?2, first_name = ?3, last_name = ?4, email_address = ?5, admin = ?6
+        "UPDATE users SET login_name = ?2, first_name = ?3, last_name = ?4, email_address = ?5, admin = ?6,
+                          login_key = ?7
          WHERE id = ?1",
-        params![user.id, user.login_name, user.first_name, user.last_name, user.email_address, user.admin],
+        params![user.id, user.login_name, user.first_name, user.last_name, user.email_address, user.admin, login_key(&user.login_name)],
     )?;
     Ok(())
 }
@@ -206,4 +216,28 @@ pub fn any_login_user(conn: &Connection) -> Result<bool, Error> {
     Ok(conn
         .prepare("SELECT 1 FROM users WHERE is_system = 0")?
         .exists([])?)
+}
+
+/// Migration 8: every user gets their login key. Users by id, so when two existing names share a
+/// key (`Émile` and `émile` were two accounts, SQLite's NOCASE folding ASCII only) the older
+/// account keeps it and the newer one is left without: it cannot sign in until an admin gives it
+/// another name. Those are returned (id, login name) to be reported; the migration never fails on
+/// them.
+pub fn fill_login_keys(conn: &Connection) -> Result<Vec<(i64, String)>, Error> {
+    let users: Vec<(i64, String)> = conn
+        .prepare("SELECT id, login_name FROM users ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut taken = std::collections::HashSet::new();
+    let mut left_without = Vec::new();
+    let mut set = conn.prepare("UPDATE users SET login_key = ?2 WHERE id = ?1")?;
+    for (id, name) in users {
+        let key = login_key(&name);
+        if taken.insert(key.clone()) {
+            set.execute(params![id, key])?;
+        } else {
+            left_without.push((id, name));
+        }
+    }
+    Ok(left_without)
 }

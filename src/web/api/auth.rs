@@ -18,10 +18,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::params::client_addr;
-use crate::auth::{API_TOKEN_PREFIX, dummy_hash, normalize_login, token_hash, verify_password};
+use crate::auth::{API_TOKEN_PREFIX, HashingBusy, dummy_hash, token_hash};
 use crate::clock::now_ms;
 use crate::domain::errors::ErrorItem;
-use crate::domain::user::User;
+use crate::domain::user::{User, audited_login, sign_in_login_key, sign_in_password_problem};
 use crate::error::ServiceError;
 use crate::store;
 use crate::web::AppState;
@@ -285,15 +285,20 @@ async fn user_for_api_token(
     Ok(CurrentUser(user))
 }
 
-/// Checks a login name and password (throttled). Used by Basic auth and `POST /sessions`.
+/// Checks a login name and password (throttled). Used by Basic auth, `POST /sessions` and the
+/// page's form. A name or password longer than any account's is refused first (a 400, nothing
+/// recorded); then the throttle, by the login key; then the hash, within the hashing gate.
 pub async fn sign_in(
     state: &AppState,
     login: &str,
     password: &str,
     client: &str,
 ) -> Result<User, ServiceError> {
-    // One normalised name for the throttle and the lookup alike, on every sign-in path.
-    let login = normalize_login(login);
+    // One normal form for the throttle and the lookup alike, on every sign-in path.
+    let login = sign_in_login_key(login).map_err(|e| ServiceError::User(vec![e]))?;
+    if let Some(problem) = sign_in_password_problem(password) {
+        return Err(ServiceError::User(vec![problem]));
+    }
     let login = login.as_str();
     if let Some(retry_after_secs) = state.throttle.retry_after(login, client) {
         failed_sign_in(state, login, client, "too many failed sign-ins").await;
@@ -312,18 +317,17 @@ pub async fn sign_in(
     let verified = if ldap.enabled() && source.as_deref() != Some("LOCAL") {
         directory_sign_in(state, login, password, client).await?
     } else {
-        let password = password.to_string();
-        tokio::task::spawn_blocking(move || match found {
-            Some((user, Some(hash))) if user.active && !user.is_system => {
-                verify_password(&password, &hash).then_some(user)
-            }
-            _ => {
-                // Same work for unknown users, so timing does not reveal which names exist.
-                let _ = verify_password(&password, dummy_hash());
-                None
-            }
-        })
-        .await?
+        // Same work for unknown users, so timing does not reveal which names exist.
+        let (user, hash) = match found {
+            Some((user, Some(hash))) if user.active && !user.is_system => (Some(user), hash),
+            _ => (None, dummy_hash().to_string()),
+        };
+        let matches = state
+            .hashing
+            .verify(password.to_string(), hash)
+            .await
+            .map_err(hashing_busy)??;
+        user.filter(|_| matches)
     };
     match verified {
         Some(user) => {
@@ -340,6 +344,13 @@ pub async fn sign_in(
     }
 }
 
+/// Every hashing slot stayed busy: a 503 with Retry-After, in the contract's shape.
+pub fn hashing_busy(busy: HashingBusy) -> ServiceError {
+    ServiceError::Busy {
+        retry_after_secs: busy.retry_after_secs,
+    }
+}
+
 /// A sign-in against the directory: the user's labcron account (made or refreshed) on success,
 /// `None` for wrong credentials, a 503 when the directory cannot be asked.
 async fn directory_sign_in(
@@ -350,7 +361,9 @@ async fn directory_sign_in(
 ) -> Result<Option<User>, ServiceError> {
     match crate::ldap::authenticate(&state.settings.auth.ldap, login, password).await {
         Ok(found) => {
-            let name = login.to_string();
+            // The account is the directory's: named by its own login attribute (normalised),
+            // never by the spelling typed, so `ＤＯＲＡ` and `dora` are one account.
+            let name = crate::domain::user::login_key(&found.login);
             let user = state
                 .db
                 .write(move |tx| {
@@ -381,7 +394,7 @@ async fn directory_sign_in(
 /// The audit event of a refused sign-in, on every path (JSON, Basic, the page form).
 async fn failed_sign_in(state: &AppState, login: &str, client: &str, reason: &str) {
     let event = store::audit::Event::new(
-        login,
+        &audited_login(login),
         crate::domain::audit::actions::SIGN_IN_FAILED,
         Some(client),
     )

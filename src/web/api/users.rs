@@ -10,10 +10,10 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::audit_trail::event;
-use super::auth::{CurrentUser, request_token};
+use super::auth::{CurrentUser, hashing_busy, request_token};
 use super::params::{PathOf, UserPath, json_object};
 use super::routes::Routes;
-use crate::auth::{hash_password, token_hash};
+use crate::auth::token_hash;
 use crate::clock::now_ms;
 use crate::domain::audit::actions;
 use crate::domain::errors::ErrorItem;
@@ -192,7 +192,7 @@ async fn create(
     }
     // An empty hash matches no password (`verify_password` rejects it).
     let hash = match password {
-        Some(p) => tokio::task::spawn_blocking(move || hash_password(&p)).await??,
+        Some(p) => state.hashing.hash(p).await.map_err(hashing_busy)??,
         None => String::new(),
     };
     let first_name = fields.string("firstName").unwrap_or_default();
@@ -226,7 +226,8 @@ async fn create(
 #[utoipa::path(put, path = "/users/{userId}", tag = "Users", operation_id = "updateUser",
     summary = "Change a user",
     description = "Admins change anyone; a user may change their own names, e-mail address and \
-        password. The last admin cannot stop being one.",
+        password. The last admin cannot stop being one. `activityStatus` `Disabled` (admins) \
+        disables the user as `DELETE` does: no more sign-ins, their sessions and API tokens end.",
     params(UserPath),
     request_body = UserChangeRequest,
     responses((status = 200, description = "The user as changed.", body = UserView)))]
@@ -270,6 +271,25 @@ async fn update(
     } else if matches!(fields.bool("admin"), Field::Value(true)) {
         return Err(ServiceError::access_denied());
     }
+    // `activityStatus`: `Active` changes nothing (only live users are found here); `Disabled` is
+    // the soft delete of `DELETE /users/{id}`, for admins only.
+    let disable = match body.get("activityStatus") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("Active") => false,
+        Some(Value::String(s)) if s.trim().eq_ignore_ascii_case("Disabled") => {
+            if !me.0.admin {
+                return Err(ServiceError::access_denied());
+            }
+            true
+        }
+        Some(_) => {
+            errors.push(ErrorItem::new(
+                "INVALID_REQUEST",
+                "activityStatus must be Active or Disabled.",
+            ));
+            false
+        }
+    };
     let password = raw_password(&body);
     if let Some(p) = &password {
         errors.extend(password_problem(p));
@@ -281,7 +301,7 @@ async fn update(
         refuse_directory_account(&state, id).await?;
     }
     let hash = match password {
-        Some(p) => Some(tokio::task::spawn_blocking(move || hash_password(&p)).await??),
+        Some(p) => Some(state.hashing.hash(p).await.map_err(hashing_busy)??),
         None => None,
     };
     let saved = user.clone();
@@ -299,6 +319,11 @@ async fn update(
     let password_changed = hash
         .is_some()
         .then(|| event(&me.0, &req, actions::USER_PASSWORD_CHANGE).object("USER", id));
+    let disabled = disable.then(|| {
+        event(&me.0, &req, actions::USER_DISABLE)
+            .object("USER", id)
+            .detail("loginName", user.login_name.clone())
+    });
     state
         .db
         .write(move |tx| -> Result<_, ServiceError> {
@@ -308,10 +333,17 @@ async fn update(
                 let keep = keep_session.as_deref();
                 service::users::set_password(tx, saved.id, hash, keep, audit, now)?;
             }
+            if let Some(audit) = &disabled {
+                service::users::disable(tx, saved.id, audit, now)?;
+            }
             Ok(())
         })
         .await?;
-    Ok(HttpResponse::Ok().json(view(&user, true)))
+    let mut shown = view(&user, true);
+    if disable {
+        shown.activity_status = Some("Disabled");
+    }
+    Ok(HttpResponse::Ok().json(shown))
 }
 
 #[utoipa::path(put, path = "/users/password", tag = "Users", operation_id = "changePassword",
@@ -368,10 +400,12 @@ async fn change_password(
             .await?
             .and_then(|(_, hash)| hash)
             .unwrap_or_default();
-        let valid = tokio::task::spawn_blocking(move || {
-            !old.is_empty() && crate::auth::verify_password(&old, &stored)
-        })
-        .await?;
+        let valid = !old.is_empty()
+            && state
+                .hashing
+                .verify(old, stored)
+                .await
+                .map_err(hashing_busy)??;
         if !valid {
             return Err(ServiceError::user(
                 "USER_INVALID_OLD_PASSWD",
@@ -379,7 +413,11 @@ async fn change_password(
             ));
         }
     }
-    let hash = tokio::task::spawn_blocking(move || hash_password(&new_password)).await??;
+    let hash = state
+        .hashing
+        .hash(new_password)
+        .await
+        .map_err(hashing_busy)??;
     // As with PUT /users/{id}: the user's other sessions end; one's own change keeps this one.
     let keep_session = (me.0.id == id)
         .then(|| request_token(&req).map(|t| token_hash(&t)))
@@ -470,4 +508,7 @@ struct UserChangeRequest {
     last_name: Option<String>,
     email_address: Option<String>,
     admin: Option<bool>,
+    /// `Disabled` (admins): the soft delete of `DELETE /users/{userId}`. `Active` changes nothing.
+    #[schema(examples("Disabled"))]
+    activity_status: Option<String>,
 }
