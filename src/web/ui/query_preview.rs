@@ -178,6 +178,7 @@ fn preview_postgres(
     sql: &str,
     args: &BTreeMap<String, String>,
     limit: Duration,
+    value_limit: u64,
 ) -> Result<Preview, ServiceError> {
     let sql = rewrite(sql).map_err(|e| user_error(invalid_sql(&e)))?;
     let values = values_by_name(&sql.names, args).map_err(invalid_args)?;
@@ -186,11 +187,16 @@ fn preview_postgres(
         cancel: None,
     };
     let preview = source
-        .preview(&sql, &values, PREVIEW_ROWS, &guard)
+        .preview(&sql, &values, PREVIEW_ROWS, MAX_CELL_CHARS, &guard)
         .map_err(|e| match e {
             PgFailure::Stopped(_) => stopped(limit),
             PgFailure::Source(m) => user_error(invalid_data_source(&m)),
             PgFailure::Sql(m) | PgFailure::Query(m) => user_error(invalid_sql(&m)),
+            PgFailure::Export(crate::query::csv::ExportError::ValueTooBig) => {
+                user_error(invalid_sql(&format!(
+                    "a value is longer than {value_limit} bytes, the value limit (setting queries.value_byte_limit)"
+                )))
+            }
             PgFailure::Export(e) => ServiceError::Internal(e.into()),
         })?;
     let rows = preview
@@ -251,9 +257,13 @@ pub async fn saved_query_preview(
         state.settings.queries.time_limit_seconds,
     ));
     let sources = DataSources::from_settings(&state.settings, &state.data_dir);
+    let value_limit = state.settings.queries.value_byte_limit;
     let preview = match sources.postgres(&source).cloned() {
         Some(pg) => {
-            tokio::task::spawn_blocking(move || preview_postgres(&pg, &sql, &args, limit)).await??
+            tokio::task::spawn_blocking(move || {
+                preview_postgres(&pg, &sql, &args, limit, value_limit)
+            })
+            .await??
         }
         None => preview_sqlite(&state, &sources, source, sql, args, limit).await?,
     };
