@@ -294,9 +294,9 @@ fn set_limit(resource: Resource, value: u64) -> std::io::Result<()> {
 
 fn limit_self(request: &Request) -> std::io::Result<()> {
     let file_bytes = match &request.work {
-        Work::Export { limits, .. } => limits.bytes.map_or(libc::RLIM_INFINITY as u64, |b| {
-            b.saturating_add(1024 * 1024)
-        }),
+        Work::Export { limits, .. } => limits
+            .bytes
+            .map_or(libc::RLIM_INFINITY, |b| b.saturating_add(1024 * 1024)),
         Work::Preview { .. } => PREVIEW_FILE_BYTES,
     };
     // SAFETY: umask and signal only set process attributes; SIG_IGN is a valid disposition.

@@ -76,12 +76,11 @@ fn peak_rss() -> u64 {
 
 /// Peak resident memory of the largest child process this process has waited for, in bytes.
 fn children_peak_rss() -> u64 {
-    // SAFETY: getrusage fills the struct it is given.
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
-        0
-    );
+    // SAFETY: getrusage only fills the struct it is given.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(status, 0);
     usage.ru_maxrss as u64 * 1024
 }
 
