@@ -202,6 +202,13 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // A query process (`labcron query-worker`, started by the server for each SQLite query) is
+    // nothing else: no settings, no runtime, no logging.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(labcron::query::worker::SUBCOMMAND))
+    {
+        return labcron::query::worker::main();
+    }
     // Before any thread starts: the first may exec the binary again, and arenas made before
     // the cap would stay.
     labcron::allocator::without_thread_caches();

@@ -154,6 +154,7 @@ impl Application {
             data_dir: data_dir.clone(),
             files: crate::run_files::RunFiles::for_ledger(&db, data_dir.clone()),
             metrics,
+            previews: Default::default(),
         });
         let body_limit = settings.http.max_body_bytes;
         let cors_origins = settings.http.cors_origins.clone();

@@ -123,6 +123,9 @@ pub struct QuerySettings {
     /// read, in bytes; a longer one fails the run (and is never built in memory). At most
     /// 1,000,000,000 (SQLite's own limit).
     pub value_byte_limit: u64,
+    /// Most memory, in bytes, one QUERY run or "Try it" preview on a SQLite source may use: its
+    /// process's `RLIMIT_DATA`, sorts and temporary tables included (they never go to disk).
+    pub memory_byte_limit: u64,
     /// On the very first start, when `lab` is not configured and `<data_dir>/lab.db` does not
     /// exist, create it with a demo biobank (sites, participants, visits, specimens).
     pub demo_database: bool,
@@ -388,6 +391,7 @@ impl Default for QuerySettings {
             row_limit: 10_000_000,
             result_byte_limit: 4 * 1024 * 1024 * 1024,
             value_byte_limit: 64 * 1024 * 1024,
+            memory_byte_limit: 1024 * 1024 * 1024,
             demo_database: true,
         }
     }
@@ -564,6 +568,9 @@ impl Settings {
         }
         if !(1024..=1_000_000_000).contains(&self.queries.value_byte_limit) {
             bail!("setting `queries.value_byte_limit` must be from 1024 to 1000000000");
+        }
+        if self.queries.memory_byte_limit < 64 * 1024 * 1024 {
+            bail!("setting `queries.memory_byte_limit` must be at least 67108864 (64 MiB)");
         }
         self.notifications.validate()?;
         self.retention.validate()?;

@@ -280,6 +280,11 @@ pub const SETTING_SPECS: &[SettingSpec] = &[
         "Longest value in bytes a saved query may produce or read [default: 67108864]",
     ),
     spec(
+        "queries.memory_byte_limit",
+        Integer,
+        "Most memory in bytes a QUERY run or preview on SQLite may use [default: 1073741824]",
+    ),
+    spec(
         "queries.demo_database",
         Boolean,
         "Create the demo lab database on the very first start [default: true]",

@@ -1,13 +1,14 @@
 //! A QUERY run: loads the job's saved query from the ledger, fills its named parameters from the
 //! run's arguments (`fixedArgs`, then `rtArgs`), runs it on a read-only connection to its data
-//! source (a SQLite file, or a PostgreSQL database in a READ ONLY transaction) and streams the rows as CSV to `scheduled_query_<queryId>_<runId>.csv` in the run
-//! directory, written aside and renamed so the file appears only complete. It stops, FAILED and
-//! without a file, at the time limit (the smaller of the job's `timeoutSeconds` and the setting
-//! `queries.time_limit_seconds`), at the row limit (`queries.row_limit`), at the byte limit
-//! (`queries.result_byte_limit`), at a value longer than `queries.value_byte_limit`, or when
-//! cancelled. The
-//! database work runs on a blocking thread; nothing is held across an `.await`. One line in the
-//! run log says what happened.
+//! source and streams the rows as CSV to `scheduled_query_<queryId>_<runId>.csv` in the run
+//! directory, written aside and renamed so the file appears only complete. A SQLite source is
+//! read in a query process of its own (`query::worker`: killed at the deadline, its memory under
+//! `queries.memory_byte_limit`, no temp files); a PostgreSQL source in a READ ONLY transaction on
+//! a blocking thread. It stops, FAILED and without a file, at the time limit (the smaller of the
+//! job's `timeoutSeconds` and the setting `queries.time_limit_seconds`), at the row limit
+//! (`queries.row_limit`), at the byte limit (`queries.result_byte_limit`), at a value longer than
+//! `queries.value_byte_limit`, at the memory limit, or when cancelled. Nothing is held across an
+//! `.await`. One line in the run log says what happened.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -21,11 +22,12 @@ use crate::config::Settings;
 use crate::domain::args::split_args;
 use crate::domain::job::Job;
 use crate::domain::run::Run;
-use crate::query::csv::{ExportError, ExportStats, Guard, Limits, Stop, export_csv};
-use crate::query::params::{bind_params, parse_args, values_by_name};
+use crate::query::csv::{ExportError, ExportStats, Guard, Limits, Stop};
+use crate::query::params::{parse_args, values_by_name};
 use crate::query::pg_sql;
 use crate::query::postgres::{Failure as PgFailure, PgSource};
-use crate::query::sources::{DataSources, prepare_single};
+use crate::query::sources::DataSources;
+use crate::query::worker::{self, Ended, Failure as WorkerFailure, Reply, Request, Work};
 use crate::run_files::{RunFiles, RunPaths};
 use crate::store::Db;
 use crate::store::runs::Outcome;
@@ -126,9 +128,7 @@ pub fn write_aside<T, E>(target: &Path, write: impl FnOnce(&Path) -> Result<T, E
 where
     E: From<std::io::Error>,
 {
-    let mut tmp = target.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
+    let tmp = aside(target);
     let _ = std::fs::remove_file(&tmp);
     match write(&tmp) {
         Ok(value) => {
@@ -169,8 +169,7 @@ pub async fn perform(ctx: TaskContext<'_>) -> Outcome {
     }
 }
 
-/// The named argument a chained QUERY run gets: its upstream run's id.
-pub const UPSTREAM_ARG: &str = "upstreamRunId";
+pub use crate::query::worker::UPSTREAM_ARG;
 
 async fn export_saved_query(
     ctx: &TaskContext<'_>,
@@ -204,39 +203,7 @@ async fn export_saved_query(
         })
         .await
     } else {
-        tokio::task::spawn_blocking(move || -> Result<ExportStats, Failure> {
-            let conn = sources.open(&query.data_source).map_err(Failure::Message)?;
-            guard
-                .install(&conn)
-                .map_err(|e| Failure::Export(e.into()))?;
-            let mut stmt = prepare_single(&conn, &query.sql)
-                .map_err(|e| Failure::Message(format!("the saved query cannot run: {e}")))?;
-            if !stmt.readonly() {
-                return Err(Failure::Message(
-                    "refused: the saved query is not a read-only statement".into(),
-                ));
-            }
-            let mut args = args;
-            // A chained run offers its upstream run's id as `upstreamRunId`, used when the query
-            // names that parameter (an argument of the same name wins).
-            if let Some(upstream) = upstream
-                && (1..=stmt.parameter_count()).any(|i| {
-                    stmt.parameter_name(i)
-                        .is_some_and(|n| crate::query::params::bare_name(n) == UPSTREAM_ARG)
-                })
-            {
-                args.entry(UPSTREAM_ARG.to_string())
-                    .or_insert_with(|| upstream.to_string());
-            }
-            bind_params(&mut stmt, &args).map_err(Failure::Message)?;
-            write_aside(&target, |tmp| {
-                let mut out = std::fs::File::create(tmp)?;
-                let stats = export_csv(&mut stmt, &mut out, limits, &guard)?;
-                out.sync_all()?;
-                Ok(stats)
-            })
-        })
-        .await
+        Ok(export_sqlite(ctx, &sources, query, args, upstream, &target, limit, limits).await)
     };
     match job_result {
         Ok(Ok(stats)) => Ok((file, stats, query_line)),
@@ -252,9 +219,90 @@ async fn export_saved_query(
             "stopped: a value (or a row to sort) is longer than {} bytes, the value limit (setting queries.value_byte_limit); no result file was kept",
             ctx.settings.queries.value_byte_limit
         )),
+        Ok(Err(Failure::Memory)) => Err(format!(
+            "stopped: the query needed more than {} bytes of memory, the memory limit (setting queries.memory_byte_limit); no result file was kept",
+            ctx.settings.queries.memory_byte_limit
+        )),
         Ok(Err(Failure::Export(e))) => Err(format!("the query failed: {e}")),
         Err(e) => Err(format!("the query task failed: {e}")),
     }
+}
+
+/// The SQLite side of `export_saved_query`: the query runs in a query process
+/// (`query::worker`) that writes the CSV beside `target`; killed at the time limit or on cancel.
+#[allow(clippy::too_many_arguments)]
+async fn export_sqlite(
+    ctx: &TaskContext<'_>,
+    sources: &DataSources,
+    query: crate::domain::saved_query::SavedQuery,
+    args: BTreeMap<String, String>,
+    upstream: Option<i64>,
+    target: &Path,
+    limit: Duration,
+    limits: Limits,
+) -> Result<ExportStats, Failure> {
+    let path = sources
+        .sqlite_file(&query.data_source)
+        .map_err(Failure::Message)?;
+    let tmp = aside(target);
+    let _ = std::fs::remove_file(&tmp);
+    let request = Request {
+        source: query.data_source,
+        path,
+        value_limit: sources.value_limit(),
+        memory_limit: ctx.settings.queries.memory_byte_limit,
+        cpu_seconds: limit.as_secs() + 5,
+        sql: query.sql,
+        args,
+        upstream,
+        work: Work::Export {
+            out: tmp.clone(),
+            limits,
+        },
+    };
+    let deadline = Instant::now() + limit;
+    let ended = worker::run(&request, deadline, Some(ctx.cancel.clone())).await;
+    let result = match ended {
+        Ended::Reply(Reply::Exported { rows, bytes }) => {
+            std::fs::rename(&tmp, target).map_err(|e| Failure::Export(e.into()))?;
+            return Ok(ExportStats { rows, bytes });
+        }
+        Ended::Reply(Reply::Failed(failure)) => Err(match failure {
+            WorkerFailure::Source(m) => Failure::Message(m),
+            WorkerFailure::Sql(m) => Failure::Message(format!("the saved query cannot run: {m}")),
+            WorkerFailure::NotReadOnly => {
+                Failure::Message("refused: the saved query is not a read-only statement".into())
+            }
+            WorkerFailure::Args(m) => Failure::Message(m),
+            WorkerFailure::RowLimit(rows) => Failure::Export(ExportError::RowLimit(rows)),
+            WorkerFailure::ByteLimit(bytes) => Failure::Export(ExportError::ByteLimit(bytes)),
+            WorkerFailure::ValueTooBig => Failure::Export(ExportError::ValueTooBig),
+            WorkerFailure::Memory => Failure::Memory,
+            WorkerFailure::Query(m) => Failure::Message(format!("the query failed: {m}")),
+            WorkerFailure::Io(m) => {
+                Failure::Message(format!("the query failed: cannot write the CSV file: {m}"))
+            }
+        }),
+        Ended::Reply(Reply::Preview { .. }) => Err(Failure::Message(
+            "the query process answered a preview to an export".into(),
+        )),
+        Ended::TimeLimit => Err(Failure::Export(ExportError::Stopped(Stop::TimeLimit))),
+        Ended::Cancelled => Err(Failure::Export(ExportError::Stopped(Stop::Cancelled))),
+        Ended::Died(how) => Err(Failure::Message(format!(
+            "the query failed: its process ended without an answer ({how}); it may have reached \
+             the memory limit of {} bytes (setting queries.memory_byte_limit)",
+            ctx.settings.queries.memory_byte_limit
+        ))),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// The temporary name beside `target` that a file is written under before it is renamed.
+fn aside(target: &Path) -> PathBuf {
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(".partial");
+    PathBuf::from(tmp)
 }
 
 /// The PostgreSQL side of `export_saved_query` (blocking): parameters by name, then the CSV.
@@ -300,6 +348,8 @@ impl From<PgFailure> for Failure {
 enum Failure {
     Message(String),
     Export(ExportError),
+    /// The query process reached `queries.memory_byte_limit`.
+    Memory,
 }
 
 impl From<ExportError> for Failure {

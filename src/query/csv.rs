@@ -56,7 +56,7 @@ impl Guard {
 }
 
 /// How much an export may write; `None` is no limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Data rows (the header not counted).
     pub rows: Option<u64>,

@@ -314,12 +314,15 @@ impl PgSource {
     }
 
     /// The first `max_rows` rows as text (`None` for NULL; bytea as a note of its size), and
-    /// whether there were more.
+    /// whether there were more. Text is kept to its first `max_chars + 1` characters (enough
+    /// to show that it was cut) and a value over the value cap fails as for an export, so rows
+    /// held for the answer stay small whatever the query makes.
     pub fn preview(
         &self,
         sql: &PgSql,
         values: &[&str],
         max_rows: usize,
+        max_chars: usize,
         guard: &Guard,
     ) -> Result<PgPreview, Failure> {
         let mut client = self.connect(guard)?;
@@ -349,14 +352,20 @@ impl PgSource {
                         .try_get::<_, Option<bool>>(index)
                         .map_err(decode)?
                         .map(|b| b.to_string()),
-                    Kind::Bytes => row
-                        .try_get::<_, Option<&[u8]>>(index)
-                        .map_err(decode)?
-                        .map(|b| format!("({} bytes of binary data)", b.len())),
-                    Kind::Text => row
-                        .try_get::<_, Option<&str>>(index)
-                        .map_err(decode)?
-                        .map(str::to_string),
+                    Kind::Bytes => match row.try_get::<_, Option<&[u8]>>(index).map_err(decode)? {
+                        Some(b) => {
+                            self.check_length(b.len())?;
+                            Some(format!("({} bytes of binary data)", b.len()))
+                        }
+                        None => None,
+                    },
+                    Kind::Text => match row.try_get::<_, Option<&str>>(index).map_err(decode)? {
+                        Some(text) => {
+                            self.check_length(text.len())?;
+                            Some(text.chars().take(max_chars.saturating_add(1)).collect())
+                        }
+                        None => None,
+                    },
                 });
             }
             out.push(cells);

@@ -115,9 +115,9 @@ impl DataSources {
         check_sql(&conn, sql).map_err(CheckError::Sql)
     }
 
-    /// Opens source `name` read-only, values capped; the message says what is wrong when it
-    /// cannot, without the file's path (users see it; the server's log gets the path).
-    pub fn open(&self, name: &str) -> Result<Connection, String> {
+    /// The file of SQLite source `name`, checked to exist; the message says what is wrong
+    /// without the file's path (users see it; the server's log gets the path).
+    pub fn sqlite_file(&self, name: &str) -> Result<PathBuf, String> {
         if self.postgres.contains_key(name) {
             return Err(format!(
                 "data source `{name}` is a PostgreSQL database, not a SQLite file"
@@ -137,19 +137,40 @@ impl DataSources {
                 "data source `{name}`: its file does not exist (the server's log names it)"
             ));
         }
-        let conn = open_read_only(path).map_err(|e| {
-            tracing::warn!(source = name, path = %path.display(), error = %e, "cannot open a data source");
-            format!("data source `{name}`: cannot open its file: {}", sqlite_message(&e))
-        })?;
-        if let Some(limit) = self.value_limit {
-            // SQLite then refuses (SQLITE_TOOBIG) to make or read any longer value, before
-            // allocating it: a `zeroblob(1e9)` costs nothing.
-            let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-            conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, limit)
-                .map_err(|e| format!("data source `{name}`: {}", sqlite_message(&e)))?;
-        }
-        Ok(conn)
+        Ok(path.to_path_buf())
     }
+
+    /// Longest string or blob a connection may make or read, in bytes.
+    pub fn value_limit(&self) -> Option<u64> {
+        self.value_limit
+    }
+
+    /// Opens source `name` read-only, values capped.
+    pub fn open(&self, name: &str) -> Result<Connection, String> {
+        let path = self.sqlite_file(name)?;
+        open_capped(name, &path, self.value_limit)
+    }
+}
+
+/// Opens the file of source `name` read-only with values capped at `value_limit` bytes; the
+/// message names the source, not the file (the server's log gets the path).
+pub fn open_capped(
+    name: &str,
+    path: &Path,
+    value_limit: Option<u64>,
+) -> Result<Connection, String> {
+    let conn = open_read_only(path).map_err(|e| {
+        tracing::warn!(source = name, path = %path.display(), error = %e, "cannot open a data source");
+        format!("data source `{name}`: cannot open its file: {}", sqlite_message(&e))
+    })?;
+    if let Some(limit) = value_limit {
+        // SQLite then refuses (SQLITE_TOOBIG) to make or read any longer value, before
+        // allocating it: a `zeroblob(1e9)` costs nothing.
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, limit)
+            .map_err(|e| format!("data source `{name}`: {}", sqlite_message(&e)))?;
+    }
+    Ok(conn)
 }
 
 /// Opens a SQLite file so that nothing done through the connection can change it.
@@ -158,6 +179,9 @@ pub fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "query_only", true)?;
+    // Temporary tables, sorts and materialized subqueries stay in memory, never in temp files:
+    // the query process's memory limit then bounds them all, and no query can fill a disk.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.authorizer(Some(read_only_authorizer))?;
     Ok(conn)
 }

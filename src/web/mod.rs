@@ -33,4 +33,6 @@ pub struct AppState {
     pub files: crate::run_files::RunFiles,
     /// The Prometheus registry (`GET /metrics`, request counting).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Who is running a saved-query try-out now (it bounds how many run at once).
+    pub previews: crate::web::ui::PreviewSlots,
 }

@@ -316,6 +316,20 @@ async fn a_running_postgres_query_can_be_cancelled() {
     assert_stops_on_the_server("cancel-marker").await;
 }
 
+/// A "Try it" of `sql` on the `lims` source: (status, body).
+async fn pg_preview(app: &TestApp, sql: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(format!("{}/ui/api/saved-query-preview", app.base))
+        .header("X-OS-API-TOKEN", &app.token)
+        .json(&json!({"sql": sql, "dataSource": "lims"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
 #[tokio::test]
 async fn the_row_byte_and_value_limits_hold() {
     let (app, _db) = app_on_postgres(|s| {
@@ -363,7 +377,22 @@ async fn the_row_byte_and_value_limits_hold() {
         let run = run_to_end(&app, job, None).await;
         assert_failed_with(&run, &["1024 bytes", "queries.value_byte_limit"]);
         assert_only_the_log(&app.data_dir, &run);
+        // The try-out holds the same cap (it kept whole values of 50 rows before).
+        let (status, body) = pg_preview(&app, sql).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body[0]["code"], "SAVED_QUERY_INVALID_SQL", "{body}");
+        let message = body[0]["message"].as_str().unwrap();
+        assert!(message.contains("1024 bytes"), "{body}");
+        assert!(message.contains("queries.value_byte_limit"), "{body}");
     }
+    // Under the cap a try-out's text is cut to 500 characters and "…".
+    let (status, body) = pg_preview(&app, "SELECT repeat('y', 1000) AS y").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["rows"][0][0],
+        format!("{}…", "y".repeat(500)),
+        "{body}"
+    );
 
     // Inside every limit, the same shapes export whole.
     let fits = pg_query(

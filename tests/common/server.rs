@@ -125,6 +125,8 @@ async fn start_app(
     configure: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
+    // The server runs in this test binary: its query processes are the labcron binary.
+    labcron::query::worker::use_program(BINARY);
     let args = SettingsArgs {
         bind: Some("127.0.0.1:0".into()),
         data_dir: Some(dir.path().join("data")),

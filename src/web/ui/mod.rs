@@ -15,6 +15,7 @@ mod html;
 mod job_page;
 mod pages;
 mod query_preview;
+pub use query_preview::PreviewSlots;
 mod scripts;
 mod session;
 
