@@ -559,7 +559,7 @@ impl Executor {
                 }
                 // The database is down (PostgreSQL): the run has ended all the same, and its
                 // end waits until the database answers again.
-                Err(e) if e.is_unreachable() && waits < UNREACHABLE_WAITS => {
+                Err(e) if e.is_unreachable() && waits < store::error::UNREACHABLE_WAITS => {
                     waits += 1;
                     if waits == 1 {
                         tracing::warn!(
@@ -686,10 +686,6 @@ impl Executor {
 
 /// How many times the end of a run is tried again while the disk is full (about a second apart).
 const DISK_FULL_ATTEMPTS: u32 = 120;
-
-/// How many times the end of a run is tried again while the ledger's database cannot be reached
-/// (each try waits up to the pool's timeout, then a second: an hour at the very least).
-const UNREACHABLE_WAITS: u32 = 3600;
 
 /// How many times the end of a run is tried again after PostgreSQL rolled it back for a deadlock
 /// or a serialization failure (each a little later than the last: about 30 s in all).

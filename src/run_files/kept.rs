@@ -20,6 +20,7 @@ use super::{RunPaths, list_files, open_run_file};
 use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::run::{Run, RunStatus};
 use crate::query::csv::{Guard, Stop};
+use crate::store::error::UNREACHABLE_WAITS;
 use crate::store::files::{DbFiles, FileKind, PIECE_BYTES, Piece};
 use crate::store::{Db, Ledger};
 
@@ -30,7 +31,8 @@ const LOG_FLUSH: Duration = Duration::from_secs(1);
 /// Pieces written per transaction when copying a file up (2 MiB).
 const PIECES_PER_WRITE: usize = 8;
 /// Tries of each write when a run's files are copied up at its end, and the pause before the
-/// first retry (doubled each time: about 6 s in all).
+/// first retry (doubled each time: about 6 s in all). An unreachable database is not counted
+/// among them: it is waited for as long as a run's end waits (`UNREACHABLE_WAITS`).
 const END_ATTEMPTS: u32 = 5;
 const END_RETRY_PAUSE: Duration = Duration::from_millis(400);
 /// Bytes read from the database per query when a file is streamed.
@@ -540,6 +542,7 @@ async fn tail_log(
                 &mut at,
                 to,
                 1,
+                0,
             );
             (at, copied)
         })
@@ -585,6 +588,7 @@ fn keep_files(
         &mut at,
         log_end,
         END_ATTEMPTS,
+        UNREACHABLE_WAITS,
     )
     .map_err(|e| format!("cannot store the run's log in the database: {e}"))?;
     let Some(relative) = result else {
@@ -604,6 +608,7 @@ fn keep_files(
         &mut at,
         size,
         END_ATTEMPTS,
+        UNREACHABLE_WAITS,
     )
     .map_err(|e| format!("cannot store the result file in the database: {e}"))?;
     Ok(Some(size))
@@ -611,7 +616,8 @@ fn keep_files(
 
 /// Copies bytes `[*at, to)` of a run's file (`relative` in its directory, opened without
 /// following links) up as pieces, `PIECES_PER_WRITE` per transaction, each write tried up to
-/// `attempts` times; `*at` follows what is stored.
+/// `attempts` times, and besides up to `unreachable_waits` times (a second apart) while the
+/// database is unreachable; `*at` follows what is stored.
 #[allow(clippy::too_many_arguments)]
 fn copy_up(
     files: &DbFiles,
@@ -622,6 +628,7 @@ fn copy_up(
     at: &mut u64,
     to: u64,
     attempts: u32,
+    unreachable_waits: u32,
 ) -> Result<(), String> {
     if *at >= to {
         return Ok(());
@@ -642,13 +649,21 @@ fn copy_up(
         }
         let pieces: Vec<(u64, &[u8])> = batch.iter().map(|(s, d)| (*s, d.as_slice())).collect();
         let mut pause = END_RETRY_PAUSE;
-        let mut tries = 0;
+        let (mut tries, mut waits) = (0, 0);
         loop {
-            tries += 1;
             match files.put(ids.run.0, kind, &pieces) {
                 Ok(()) => break,
-                Err(e) if tries >= attempts => return Err(with_causes(&e)),
+                // The database is down: the file stays here, and is copied when it is back.
+                Err(e) if e.is_unreachable() && waits < unreachable_waits => {
+                    waits += 1;
+                    if waits == 1 {
+                        tracing::warn!(run_id = ids.run.0, error = %e, "the ledger is unreachable: the run's files are stored when it is back");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) if tries + 1 >= attempts => return Err(with_causes(&e)),
                 Err(e) => {
+                    tries += 1;
                     tracing::warn!(run_id = ids.run.0, error = %e, "a run file's piece was not stored; trying again");
                     std::thread::sleep(pause);
                     pause *= 2;
