@@ -333,7 +333,8 @@ pub trait MaintenanceLedger {
 pub trait NodeLedger {
     /// The node registered under `name`, if any.
     fn node(&self, name: &str) -> Result<Option<NodeState>, Error>;
-    /// Registers `name` as `incarnation` (a new one at every start), alive as of now.
+    /// Registers `name` as `incarnation` (a new one at every start), alive as of now, and ends
+    /// the firing-lock connection of a namesake it takes over.
     fn register_node(&self, name: &str, incarnation: &str) -> Result<(), Error>;
     /// Writes the node's heartbeat; false when `name` no longer is `incarnation` or was declared
     /// lost (it must then stop what it runs: see `rejoin_node`).

@@ -1026,6 +1026,11 @@ async fn a_frozen_node_whose_name_was_taken_over_stops_on_waking_and_never_takes
             None,
         )
         .await;
+    // The firing lock the frozen one held passes to it (the old lock connection is ended).
+    new.wait_log("firing", |l| {
+        l.contains("this node fires the schedules").then_some(())
+    })
+    .await;
     // Its start failed the run left IN_PROGRESS under the name (as after a crash).
     assert_eq!(before_waking["status"], "FAILED", "{before_waking}");
 

@@ -62,6 +62,15 @@ impl NodeLedger for Pg<'_> {
             ),
             &[&name, &incarnation],
         )?;
+        // A namesake taken over (frozen, or cut off) may still hold the firing lock on a
+        // connection of its own, which a frozen machine keeps open: it is ended, or nobody would
+        // fire until that process died. This process has no lock connection yet.
+        self.exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1
+               AND usename = current_user AND pid <> pg_backend_pid()",
+            &[&lock_connection_name(name)],
+        )?;
         Ok(())
     }
 
