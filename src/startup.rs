@@ -137,7 +137,8 @@ impl Application {
         // A replaced ledger file is SQLite's concern; a database is never swapped under a node.
         let ledger_lost = match ledger_watch {
             Some((path, identity, _)) => watch_ledger_file(path, identity, background.clone()),
-            None => never_lost(&background),
+            // On PostgreSQL, the node stops the server when another process took its name.
+            None => node.replaced(),
         };
 
         let state_ledger = db.describe();
@@ -269,10 +270,7 @@ impl Application {
         tracing::info!("stopped");
         served??;
         if let Some(reason) = lost_reason {
-            anyhow::bail!(
-                "{reason}; the server stopped so that it does not go on writing a file nobody \
-                 reads: start it again to use the file now in place"
-            );
+            anyhow::bail!("{reason}");
         }
         Ok(())
     }
@@ -316,26 +314,15 @@ fn watch_ledger_file(
                 for stale in store::guard::set_aside_replaced_journal(&path_again) {
                     tracing::warn!(file = %stale.display(), "removed the replaced ledger's journal so it is never applied to the new file");
                 }
-                let _ = lost.send(Some(reason));
+                let _ = lost.send(Some(format!(
+                    "{reason}; the server stopped so that it does not go on writing a file \
+                     nobody reads: start it again to use the file now in place"
+                )));
                 // Keep the sender until shutdown, so the reason stays readable.
                 stop.cancelled().await;
                 return;
             }
         }
-    });
-    receiver
-}
-
-/// The watch's receiver for a ledger that cannot be replaced under the server (PostgreSQL): its
-/// sender lives until shutdown, so it never reports a loss.
-fn never_lost(
-    stop: &tokio_util::sync::CancellationToken,
-) -> tokio::sync::watch::Receiver<Option<String>> {
-    let (lost, receiver) = tokio::sync::watch::channel(None);
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        drop(lost);
     });
     receiver
 }

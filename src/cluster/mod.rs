@@ -5,10 +5,16 @@
 //! node silent for longer than `node_timeout_seconds`, failing their IN_PROGRESS runs "node <name>
 //! lost" through the follow-ups of a run's end. When its own heartbeat finds it was declared lost
 //! (it was cut off from the database for too long), it kills what it still runs without writing
-//! their outcome, fails what it claimed since, and registers again. Every `CANCEL_POLL` it looks
-//! for cancels of its runs asked through other nodes. A task of its own holds (or tries to take)
-//! the firing lock, and the scheduler fires only while this node holds it. On SQLite there is one
-//! node: none of this runs, and the scheduler always fires.
+//! their outcome, fails what it claimed since, and registers again. When instead another process
+//! took its name over (this one was frozen or cut off, and a new one started under the name), it
+//! kills what it runs without writing their outcome and stops the server with an error: the name
+//! is the other's now, and taking it back would fail that one's runs. A node that has written no
+//! heartbeat for longer than the timeout (cut off from the database) fences itself: it kills its
+//! runs' processes, as the others may have failed those runs and retried them elsewhere. Every
+//! `CANCEL_POLL` it looks for cancels of its runs asked through other nodes. A task of its own
+//! holds (or tries to take) the firing lock, and the scheduler fires only while this node holds
+//! it; each fire checks again in its own transaction (`NodeLedger::still_fires`). On SQLite there
+//! is one node: none of this runs, and the scheduler always fires.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +53,8 @@ pub struct Node {
     /// Whether this node holds the firing lock (the scheduler's gate).
     firing: watch::Sender<bool>,
     lock_task_done: Arc<AtomicBool>,
+    /// Set (with the reason) when another process took this node's name over: the server stops.
+    replaced: watch::Sender<Option<String>>,
 }
 
 impl Node {
@@ -64,6 +72,7 @@ impl Node {
             stop: CancellationToken::new(),
             firing,
             lock_task_done: Arc::new(AtomicBool::new(false)),
+            replaced: watch::channel(None).0,
         };
         if db.is_shared() {
             node.refuse_a_live_namesake()?;
@@ -75,6 +84,12 @@ impl Node {
     /// The node's name (what `runs.node` records).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Becomes `Some(why)` when another process took this node's name over: the server must
+    /// stop (its runs are killed already, their outcomes not written).
+    pub fn replaced(&self) -> watch::Receiver<Option<String>> {
+        self.replaced.subscribe()
     }
 
     fn incarnation(&self) -> String {
@@ -172,6 +187,8 @@ impl Node {
         // itself been beating for a whole timeout may call another silent (after the database
         // was down, every node was silent, and none must fail the others' runs for it).
         let mut beating_since: Option<Instant> = None;
+        // When its last heartbeat was written, and whether it has fenced itself since.
+        let (mut last_beat, mut fenced) = (Instant::now(), false);
         let mut tick = tokio::time::interval(heartbeat_every(self.timeout));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -180,10 +197,31 @@ impl Node {
                 _ = self.stop.cancelled() => return,
             }
             match self.beat(&executor, &mut beating_since).await {
-                Ok(()) => {}
+                Ok(()) => (last_beat, fenced) = (Instant::now(), false),
                 Err(e) => {
                     beating_since = None;
                     tracing::warn!(error = %e, "could not write this node's heartbeat; retrying");
+                    // Silent for longer than the timeout, this node may have been declared lost
+                    // and its runs failed and retried elsewhere: it fences itself (kills their
+                    // processes) so that no job's run executes twice. Their ends are written
+                    // when the database is back, unless another node has decided them already.
+                    if !fenced && last_beat.elapsed() > self.timeout {
+                        fenced = true;
+                        if executor.running_count() > 0 {
+                            tracing::error!(
+                                node = %self.name,
+                                "no heartbeat written for longer than node_timeout_seconds: \
+                                 killing this node's runs (the others may declare it lost)"
+                            );
+                            executor
+                                .abandon_runs(&format!(
+                                    "node {} cut off from the database for longer than \
+                                     node_timeout_seconds",
+                                    self.name
+                                ))
+                                .await;
+                        }
+                    }
                 }
             }
         }
@@ -201,7 +239,18 @@ impl Node {
             .await?;
         if !alive {
             *beating_since = None;
-            self.rejoin(executor).await?;
+            // Declared lost (this incarnation still holds the name, marked lost): it may join
+            // again. Anything else (another incarnation holds the name) is a takeover.
+            let name = self.name.clone();
+            let now = self.db.read(move |l| l.node(&name)).await?;
+            let mine = self.incarnation();
+            if now.is_some_and(|n| n.lost && n.incarnation == mine) {
+                if !self.rejoin(executor).await? {
+                    self.step_down(executor).await;
+                }
+            } else {
+                self.step_down(executor).await;
+            }
             return Ok(());
         }
         let since = *beating_since.get_or_insert_with(Instant::now);
@@ -221,8 +270,9 @@ impl Node {
     }
 
     /// This node was declared lost: its runs were failed by another; it stops them without
-    /// writing their outcome, fails what it claimed after the declaration, and registers again.
-    async fn rejoin(self: &Arc<Self>, executor: &Executor) -> Result<(), ServiceError> {
+    /// writing their outcome, fails what it claimed after the declaration, and registers again,
+    /// only while its lost incarnation still holds the name (false: another process took it).
+    async fn rejoin(self: &Arc<Self>, executor: &Executor) -> Result<bool, ServiceError> {
         tracing::error!(
             node = %self.name,
             "this node was declared lost (no heartbeat for longer than node_timeout_seconds): \
@@ -231,10 +281,38 @@ impl Node {
         let reason = format!("node {} lost", self.name);
         executor.abandon_runs(&reason).await;
         executor.fail_runs_of_lost_node(&self.name).await?;
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.register())
-            .await
-            .map_err(|e| ServiceError::Internal(e.into()))?
+        let incarnation = uuid::Uuid::new_v4().to_string();
+        let (name, lost, new) = (self.name.clone(), self.incarnation(), incarnation.clone());
+        if !self
+            .db
+            .write(move |l| l.rejoin_node(&name, &lost, &new))
+            .await?
+        {
+            return Ok(false);
+        }
+        self.db.set_node(&self.name, &incarnation);
+        *self.incarnation.lock().unwrap_or_else(|p| p.into_inner()) = incarnation;
+        tracing::info!(node = %self.name, "registered in the cluster again");
+        Ok(true)
+    }
+
+    /// Another process holds this node's name now: this one stops firing, kills its runs without
+    /// writing their outcome (the ledger refuses them: the incarnation is not current) and has
+    /// the server stop with an error. It never registers again.
+    async fn step_down(&self, executor: &Executor) {
+        let why = format!(
+            "another labcron process took the node name `{}` over while this one was frozen or \
+             cut off from the database: this process stops (its runs were killed, their outcomes \
+             left to the ledger) and never takes the name back",
+            self.name
+        );
+        tracing::error!(node = %self.name, "{why}");
+        self.firing.send_replace(false);
+        self.stop.cancel();
+        executor
+            .abandon_runs(&format!("node {} taken over", self.name))
+            .await;
+        self.replaced.send_replace(Some(why));
     }
 
     async fn cancel_loop(self: Arc<Self>, executor: Executor) {

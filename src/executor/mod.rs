@@ -564,7 +564,7 @@ impl Executor {
                 }
                 // The database is down (PostgreSQL): the run has ended all the same, and its
                 // end waits until the database answers again.
-                Err(e) if e.is_unreachable() && waits < UNREACHABLE_WAITS => {
+                Err(e) if e.is_unreachable() && waits < store::error::UNREACHABLE_WAITS => {
                     waits += 1;
                     if waits == 1 {
                         tracing::warn!(
@@ -692,24 +692,29 @@ impl Executor {
 /// How many times the end of a run is tried again while the disk is full (about a second apart).
 const DISK_FULL_ATTEMPTS: u32 = 120;
 
-/// How many times the end of a run is tried again while the ledger's database cannot be reached
-/// (each try waits up to the pool's timeout, then a second: an hour at the very least).
-const UNREACHABLE_WAITS: u32 = 3600;
-
 /// How many times the end of a run is tried again after PostgreSQL rolled it back for a deadlock
 /// or a serialization failure (each a little later than the last: about 30 s in all).
 const RETRYABLE_ATTEMPTS: u32 = 75;
 
-/// Creates the run's directory with its `result/` and `work/`: three `mkdir`s when the job's
-/// directory exists (every run but its job's first). Blocking.
+/// Creates the run's directory, empty, with its `result/` and `work/`: three `mkdir`s when the
+/// job's directory exists (every run but its job's first). Blocking.
 fn prepare_dirs(paths: &RunPaths) -> std::io::Result<()> {
     match std::fs::create_dir(&paths.run_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(&paths.run_dir)?
         }
-        // Left by an earlier attempt (a restart): kept, with what it holds, as `create_dir_all`
-        // would.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && paths.run_dir.is_dir() => {}
+        // A run id executes once, so what is there is another ledger's (a data directory used
+        // with a new database): removed, never followed (a link is removed itself, and
+        // `remove_dir_all` does not follow links inside), and the run starts empty.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(&paths.run_dir)?.is_dir() {
+                std::fs::remove_dir_all(&paths.run_dir)?;
+            } else {
+                std::fs::remove_file(&paths.run_dir)?;
+            }
+            tracing::warn!(dir = %paths.run_dir.display(), "removed a run directory left by another ledger");
+            std::fs::create_dir(&paths.run_dir)?
+        }
         other => other?,
     }
     for dir in [&paths.result_dir, &paths.work_dir] {
@@ -733,4 +738,44 @@ fn record_cancel(
         tx.record_audit(&event, now_ms())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_starts_in_an_empty_directory_whatever_another_ledger_left_there() {
+        let data = tempfile::tempdir().unwrap();
+        let paths = RunPaths::new(data.path(), RunOfJob::new(JobId(3), RunId(7)));
+        // Another ledger's run 7: its log, a result, and a link out of the data directory.
+        let outside = data.path().join("outside.txt");
+        std::fs::write(&outside, "keep me").unwrap();
+        std::fs::create_dir_all(&paths.result_dir).unwrap();
+        std::fs::write(&paths.log, "an old log\n").unwrap();
+        std::fs::write(paths.result_dir.join("old.csv"), "old").unwrap();
+        std::os::unix::fs::symlink(&outside, paths.run_dir.join("link")).unwrap();
+        prepare_dirs(&paths).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(&paths.run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["result", "work"]);
+        assert_eq!(std::fs::read_dir(&paths.result_dir).unwrap().count(), 0);
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me");
+
+        // A link where the run's directory belongs is removed, never followed.
+        let elsewhere = data.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("theirs"), "x").unwrap();
+        std::fs::remove_dir_all(&paths.run_dir).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.run_dir).unwrap();
+        prepare_dirs(&paths).unwrap();
+        assert!(std::fs::symlink_metadata(&paths.run_dir).unwrap().is_dir());
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.join("theirs")).unwrap(),
+            "x"
+        );
+    }
 }

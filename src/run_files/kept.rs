@@ -22,6 +22,7 @@ use super::{Dir, RunPaths, list_files, open_run_file};
 use crate::domain::ids::{JobId, RunId, RunOfJob};
 use crate::domain::run::{Run, RunStatus};
 use crate::query::csv::{Guard, Stop};
+use crate::store::error::UNREACHABLE_WAITS;
 use crate::store::files::{DbFiles, FileKind, PIECE_BYTES, Piece};
 use crate::store::{Db, Ledger};
 
@@ -32,7 +33,8 @@ const LOG_FLUSH: Duration = Duration::from_secs(1);
 /// Pieces written per transaction when copying a file up (2 MiB).
 const PIECES_PER_WRITE: usize = 8;
 /// Tries of each write when a run's files are copied up at its end, and the pause before the
-/// first retry (doubled each time: about 6 s in all).
+/// first retry (doubled each time: about 6 s in all). An unreachable database is not counted
+/// among them: it is waited for as long as a run's end waits (`UNREACHABLE_WAITS`).
 const END_ATTEMPTS: u32 = 5;
 const END_RETRY_PAUSE: Duration = Duration::from_millis(400);
 /// Bytes read from the database per query when a file is streamed.
@@ -567,6 +569,7 @@ async fn tail_log(
                 &mut now,
                 (to, false),
                 1,
+                0,
             );
             (now, copied)
         })
@@ -617,6 +620,7 @@ fn keep_files(
         &mut log,
         (log_end, true),
         END_ATTEMPTS,
+        UNREACHABLE_WAITS,
     )
     .map_err(|e| format!("cannot store the run's log in the database: {e}"))?;
     let Some(relative) = result else {
@@ -635,6 +639,7 @@ fn keep_files(
         &mut Stored::default(),
         (size, true),
         END_ATTEMPTS,
+        UNREACHABLE_WAITS,
     )
     .map_err(|e| format!("cannot store the result file in the database: {e}"))?;
     Ok(Some(size))
@@ -642,7 +647,8 @@ fn keep_files(
 
 /// Copies bytes of a run's file (`relative` in its directory, opened without following links)
 /// up to `to` (`(to, last)`; `last`: nothing will follow) as pieces, one per slot,
-/// `PIECES_PER_WRITE` per transaction, each write tried up to `attempts` times; `stored` follows
+/// `PIECES_PER_WRITE` per transaction, each write tried up to `attempts` times, and besides up to
+/// `unreachable_waits` times (a second apart) while the database is unreachable; `stored` follows
 /// what is stored. It goes on from `stored.end`, except that a slot which holds a piece already
 /// and which this write fills, or which is split when this is the `last` write, is written whole
 /// from its start (the bytes from the local file): one piece, replacing its small ones.
@@ -656,6 +662,7 @@ fn copy_up(
     stored: &mut Stored,
     (to, last): (u64, bool),
     attempts: u32,
+    unreachable_waits: u32,
 ) -> Result<(), String> {
     let slot = PIECE_BYTES as u64;
     let pending = |stored: &Stored| stored.end < to || last && stored.split;
@@ -682,13 +689,21 @@ fn copy_up(
         }
         let pieces: Vec<(u64, &[u8])> = batch.iter().map(|(s, d)| (*s, d.as_slice())).collect();
         let mut pause = END_RETRY_PAUSE;
-        let mut tries = 0;
+        let (mut tries, mut waits) = (0, 0);
         loop {
-            tries += 1;
             match files.put(ids.run.0, kind, &pieces) {
                 Ok(()) => break,
-                Err(e) if tries >= attempts => return Err(with_causes(&e)),
+                // The database is down: the file stays here, and is copied when it is back.
+                Err(e) if e.is_unreachable() && waits < unreachable_waits => {
+                    waits += 1;
+                    if waits == 1 {
+                        tracing::warn!(run_id = ids.run.0, error = %e, "the ledger is unreachable: the run's files are stored when it is back");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) if tries + 1 >= attempts => return Err(with_causes(&e)),
                 Err(e) => {
+                    tries += 1;
                     tracing::warn!(run_id = ids.run.0, error = %e, "a run file's piece was not stored; trying again");
                     std::thread::sleep(pause);
                     pause *= 2;

@@ -757,18 +757,29 @@ impl LedgerWatch {
 /// Records fires in one write transaction. Returns how many queued a run.
 async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u64, ServiceError> {
     let system_user = inner.system_user;
+    let firing_pid = inner.db.firing_pid();
     let outcomes = inner
         .db
         .write(move |tx| -> Result<_, ServiceError> {
+            // The gate opened when the lock was last checked; a node frozen since then (and
+            // declared lost meanwhile) must not fire now: the check is in this transaction.
+            if !tx.still_fires(firing_pid)? {
+                return Ok(None);
+            }
             let now = now_ms();
             let mut outcomes = Vec::with_capacity(batch.len());
             for (job_id, instant, trigger) in batch {
                 let fire = accept_fire(tx, job_id, instant, trigger, system_user, now)?;
                 outcomes.push((job_id, instant, fire));
             }
-            Ok(outcomes)
+            Ok(Some(outcomes))
         })
         .await?;
+    let Some(outcomes) = outcomes else {
+        // The instants are the next holder's (misfires it counts and handles).
+        tracing::warn!("not fired: this node no longer holds the firing lock");
+        return Ok(0);
+    };
     let fired_at = now_ms();
     let mut queued = 0;
     for (job_id, instant, outcome) in outcomes {

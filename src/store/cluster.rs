@@ -53,6 +53,15 @@ impl Db {
         }
     }
 
+    /// The backend pid of the connection holding this node's firing lock (0 while not held; 0
+    /// on SQLite, where nothing checks it): see `NodeLedger::still_fires`.
+    pub fn firing_pid(&self) -> i32 {
+        match &self.engine {
+            Engine::Sqlite(_) => 0,
+            Engine::Postgres(pg) => pg.firing_pid(),
+        }
+    }
+
     /// The firing lock of this ledger (not yet taken).
     pub fn firing_lock(&self) -> FiringLock {
         match &self.engine {

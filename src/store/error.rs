@@ -5,6 +5,12 @@
 
 use std::path::PathBuf;
 
+/// How many times a write that found the PostgreSQL ledger unreachable is tried again, a second
+/// after each try (which itself waits up to the pool's 5 s for a connection): an hour at the very
+/// least. A run's end and the copy-up of its files at that end both wait this long, so an outage
+/// neither fails a finished run nor loses its files (they stay in its local directory meanwhile).
+pub const UNREACHABLE_WAITS: u32 = 3600;
+
 /// A ledger operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

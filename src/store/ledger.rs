@@ -342,14 +342,31 @@ pub trait MaintenanceLedger {
 pub trait NodeLedger {
     /// The node registered under `name`, if any.
     fn node(&self, name: &str) -> Result<Option<NodeState>, Error>;
-    /// Registers `name` as `incarnation` (a new one at every start), alive as of now.
+    /// Registers `name` as `incarnation` (a new one at every start), alive as of now, and ends
+    /// the firing-lock connection of a namesake it takes over.
     fn register_node(&self, name: &str, incarnation: &str) -> Result<(), Error>;
     /// Writes the node's heartbeat; false when `name` no longer is `incarnation` or was declared
-    /// lost (it must then stop what it runs and register again).
+    /// lost (it must then stop what it runs: see `rejoin_node`).
     fn node_heartbeat(&self, name: &str, incarnation: &str) -> Result<bool, Error>;
-    /// Declares lost every node silent for longer than `timeout_ms`; their names. A node is
-    /// declared once, by whichever writer gets there first (the others see it lost already).
+    /// Registers `name` again as `incarnation`, only when it still is `lost_incarnation` (that
+    /// incarnation was declared lost); false when another process took the name over meanwhile,
+    /// which must then never take it back.
+    fn rejoin_node(
+        &self,
+        name: &str,
+        lost_incarnation: &str,
+        incarnation: &str,
+    ) -> Result<bool, Error>;
+    /// Declares lost every node silent for longer than `timeout_ms`, and every node name that
+    /// IN_PROGRESS runs record but no node ever registered (runs copied from another ledger by
+    /// `migrate-ledger`); their names. A node is declared once, by whichever writer gets there
+    /// first (the others see it lost already).
     fn declare_silent_nodes_lost(&self, timeout_ms: i64) -> Result<Vec<String>, Error>;
+    /// Whether this node may fire now, checked in the fire's own transaction: its incarnation
+    /// is current and not declared lost, and the connection with backend pid `firing_pid` holds
+    /// the firing lock. (A frozen node that wakes must not fire an instant it was due to fire
+    /// before it was declared lost.) Always true on SQLite.
+    fn still_fires(&self, firing_pid: i32) -> Result<bool, Error>;
     /// Marks the node gone after a clean shutdown (nothing of it is left to fail).
     fn node_left(&self, name: &str, incarnation: &str) -> Result<(), Error>;
     /// The runs IN_PROGRESS on `node`, oldest first.

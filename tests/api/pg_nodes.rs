@@ -242,6 +242,73 @@ fn a_lost_nodes_runs_fail_its_queued_ones_stay_and_it_cannot_overwrite_them() {
 }
 
 #[test]
+fn runs_on_a_name_no_node_registered_are_lost_and_a_replaced_incarnation_neither_claims_nor_rejoins()
+ {
+    let (test_db, db, admin, jobs) = cluster_ledger(3);
+    db.write(|l| l.register_node("live", "l-1")).unwrap();
+    // A run IN_PROGRESS under a name no node registered here, as migrate-ledger copies a run of
+    // a server killed mid-run: the next declaration counts that name lost, once.
+    queue(&db, jobs[0], admin);
+    let orphan = claim_on(&db, "vm");
+    let lost = db.write(|l| l.declare_silent_nodes_lost(60_000)).unwrap();
+    assert_eq!(lost, ["vm"]);
+    assert!(
+        db.write(|l| l.declare_silent_nodes_lost(60_000))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(db.read(|l| l.node("vm")).unwrap().unwrap().lost);
+    db.write(|l| l.fail_runs_in_progress_on("vm", "node vm lost", 30))
+        .unwrap();
+    assert_eq!(
+        status(&db, orphan),
+        (RunStatus::Failed, Some("node vm lost".into()))
+    );
+    // A node may take such a name later.
+    db.write(|l| l.register_node("vm", "vm-1")).unwrap();
+    assert!(!db.read(|l| l.node("vm")).unwrap().unwrap().lost);
+
+    // "a" frozen; a second process takes the name over as a-2. The first, awake, finds its
+    // heartbeat refused, claims nothing, and may not register again over a-2.
+    db.write(|l| l.register_node("a", "a-1")).unwrap();
+    let a1 = PgLedgerDb::open(&test_db.url()).unwrap();
+    a1.set_node(Some(node("a", "a-1")));
+    queue(&db, jobs[1], admin);
+    assert_eq!(a1.write(|l| l.claim_runnable("a", 5, 20)).unwrap().len(), 1);
+    db.write(|l| l.register_node("a", "a-2")).unwrap();
+    assert!(!a1.write(|l| l.node_heartbeat("a", "a-1")).unwrap());
+    queue(&db, jobs[2], admin);
+    assert!(
+        a1.write(|l| l.claim_runnable("a", 5, 20))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!a1.write(|l| l.rejoin_node("a", "a-1", "a-3")).unwrap());
+    assert_eq!(
+        db.read(|l| l.node("a")).unwrap().unwrap().incarnation,
+        "a-2"
+    );
+    // a-2 itself, declared lost, may join again, and claims again once it has.
+    silence(&test_db, &["a"]);
+    assert_eq!(
+        db.write(|l| l.declare_silent_nodes_lost(60_000)).unwrap(),
+        ["a"]
+    );
+    let a2 = PgLedgerDb::open(&test_db.url()).unwrap();
+    a2.set_node(Some(node("a", "a-2")));
+    assert!(
+        a2.write(|l| l.claim_runnable("a", 5, 20))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(a2.write(|l| l.rejoin_node("a", "a-2", "a-3")).unwrap());
+    let state = db.read(|l| l.node("a")).unwrap().unwrap();
+    assert_eq!((state.incarnation.as_str(), state.lost), ("a-3", false));
+    a2.set_node(Some(node("a", "a-3")));
+    assert_eq!(a2.write(|l| l.claim_runnable("a", 5, 20)).unwrap().len(), 1);
+}
+
+#[test]
 fn the_owning_node_sees_cancels_asked_through_any_node() {
     let (_test_db, db, admin, jobs) = cluster_ledger(2);
     queue(&db, jobs[0], admin);
@@ -314,11 +381,30 @@ fn one_node_at_a_time_holds_the_firing_lock_and_it_passes_on_when_the_holder_die
     first.release();
     wait_hold(&mut hung, true);
     assert!(!second.hold().unwrap_or(false));
+    // Holding the lock under its current incarnation, its fires go through.
+    let pid = hung_db.firing_pid();
+    assert_ne!(pid, 0);
+    assert!(hung_db.write(|l| l.still_fires(pid)).unwrap());
     silence(&test_db, &["hung"]);
     assert_eq!(
         db.write(|l| l.declare_silent_nodes_lost(60_000)).unwrap(),
         ["hung"]
     );
+    // Woken before its next check of the lock, it still believes it holds it: the fire's own
+    // transaction says no (declared lost, its lock connection ended).
+    assert_eq!(hung_db.firing_pid(), pid);
+    assert!(!hung_db.write(|l| l.still_fires(pid)).unwrap());
     wait_hold(&mut second, true);
     assert!(!hung.hold().unwrap_or(false));
+    assert_eq!(hung_db.firing_pid(), 0);
+    // A node alive under its incarnation but not holding the lock does not fire either.
+    let waiting_db = PgLedgerDb::open(&test_db.url()).unwrap();
+    waiting_db.set_node(Some(node("waiting", "w-1")));
+    waiting_db
+        .write(|l| l.register_node("waiting", "w-1"))
+        .unwrap();
+    let mut waiting = waiting_db.firing_lock();
+    assert!(!waiting.hold().unwrap());
+    assert_eq!(waiting_db.firing_pid(), 0);
+    assert!(!waiting_db.write(|l| l.still_fires(0)).unwrap());
 }

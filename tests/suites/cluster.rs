@@ -44,7 +44,9 @@ fn now_ms() -> i64 {
 
 fn start_node(dir: &Path, name: &str, url: &str, ran: &Path) -> Server {
     let data_dir = dir.join(name).join("data");
-    // Every run appends its id; `long` runs wait long enough to be caught by a kill.
+    // Every run appends its id to `ran` (and to `ran.finished` when its script ends); `long`
+    // runs wait long enough to be caught by a kill, `fenced` ones past the outage suite's
+    // node timeout (but not past its outage), `outage` ones until `ran.go` exists.
     write_script(
         &data_dir.join("scripts"),
         "work.sh",
@@ -52,7 +54,9 @@ fn start_node(dir: &Path, name: &str, url: &str, ran: &Path) -> Server {
             "#!/bin/sh\necho \"$LABCRON_RUN_ID\" >> {ran}\n\
              echo \"log of run $LABCRON_RUN_ID\"\n\
              printf '%s' \"$LABCRON_RUN_ID\" > \"$LABCRON_RESULT_DIR/ran.txt\"\n\
-             case \"$1\" in long) sleep 15;; outage) sleep 4;; short) sleep 0.1;; esac\n",
+             case \"$1\" in long) sleep 15;; short) sleep 0.1;; fenced) sleep 30;;\n\
+               outage) while [ ! -e {ran}.go ]; do sleep 0.1; done;; esac\n\
+             echo \"$LABCRON_RUN_ID\" >> {ran}.finished\n",
             ran = ran.display()
         ),
     );
@@ -708,23 +712,66 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
                 .await,
         );
     }
-    // A run through each node, both executing when the database goes.
+    // A long run, still executing when its node has been silent for longer than the timeout.
+    let long = admin
+        .create_job(
+            &json!({"name": "cut off", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "fenced", "repeatSchedule": "ONDEMAND"}),
+        )
+        .await;
+    let fenced = admin.start_run(long, None).await;
+    // A run through each node, both executing when the database goes, ending just after.
     let mut runs = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         runs.push(nodes[i].1.start_run(*job, None).await);
     }
     let list = runs
         .iter()
+        .chain([&fenced])
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(",");
     until_sql(
         &db,
         &format!("SELECT count(*) FROM runs WHERE id IN ({list}) AND status = 'IN_PROGRESS'"),
-        2,
+        3,
         "runs not started",
     )
     .await;
+    // Their scripts have started (each writes its id first).
+    let start = Instant::now();
+    while std::fs::read_to_string(&ran)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 3
+    {
+        assert!(start.elapsed() < DEADLINE, "the scripts never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The first run's log followed through the other node, plain and as SSE, across the
+    // outage: both streams wait for the database and reach the run's end.
+    let path = format!(
+        "/scheduled-jobs/{}/runs/{}/log?follow=true",
+        jobs[0], runs[0]
+    );
+    let plain = nodes[1]
+        .1
+        .request(Method::GET, &path)
+        .send()
+        .await
+        .expect("a followed log");
+    let sse = nodes[1]
+        .1
+        .request(Method::GET, &path)
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .expect("a followed log as SSE");
+    assert_eq!((plain.status().as_u16(), sse.status().as_u16()), (200, 200));
+    let plain = tokio::spawn(plain.text());
+    let sse = tokio::spawn(sse.text());
 
     let down_at = Instant::now();
     {
@@ -733,6 +780,7 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
             .await
             .expect("stopped");
     }
+    std::fs::write(dir.path().join("ran.go"), "").expect("go");
     for (_, api) in &nodes {
         let response = api.get("/scheduled-jobs").await;
         assert_eq!(response.status(), 503);
@@ -751,8 +799,9 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
         let text = page.text().await.expect("the page's text");
         assert!(text.contains("database is unavailable"), "{text}");
     }
-    // Down for longer than the node timeout: when it is back, nobody may call the others lost.
-    let outage = Duration::from_secs(NODE_TIMEOUT_SECONDS + 4);
+    // Down for longer than the node timeout (when it is back, nobody may call the others lost),
+    // and longer than the ~31 s after which storing a finished run's files used to give up.
+    let outage = Duration::from_secs(40);
     if let Some(left) = outage.checked_sub(down_at.elapsed()) {
         tokio::time::sleep(left).await;
     }
@@ -768,9 +817,55 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
     ));
 
     // The runs ended during the outage; their ends are written now, by their own nodes.
+    // Their logs and results are whole, and each run executed once.
     for (job, run) in jobs.iter().zip(&runs) {
         let ended = admin.wait_run(*job, *run).await;
         assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
+        let log = admin
+            .get(&format!("/scheduled-jobs/{job}/runs/{run}/log"))
+            .await;
+        assert_eq!(log.status(), 200);
+        let log = log.text().await.expect("the log");
+        assert!(log.contains(&format!("log of run {run}\n")), "{log:?}");
+        let result = admin
+            .get(&format!("/scheduled-jobs/{job}/runs/{run}/result-file"))
+            .await;
+        assert_eq!(result.status(), 200);
+        assert_eq!(result.text().await.expect("the result"), run.to_string());
+    }
+    let plain = plain
+        .await
+        .expect("joined")
+        .expect("the whole followed log");
+    assert!(
+        plain.contains(&format!("log of run {}\n", runs[0])),
+        "{plain:?}"
+    );
+    let sse = sse.await.expect("joined").expect("the whole event stream");
+    assert!(
+        sse.contains(&format!("data: log of run {}", runs[0])),
+        "{sse:?}"
+    );
+    assert!(sse.ends_with("event: end\ndata: SUCCEEDED\n\n"), "{sse:?}");
+    // The long run's node, cut off past the timeout, killed its process (it never finished its
+    // script) and wrote its end when the database was back.
+    let cut_off = admin.wait_run(long, fenced).await;
+    assert_eq!(cut_off["status"], "FAILED", "{cut_off}");
+    assert!(
+        cut_off["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cut off from the database")),
+        "{cut_off}"
+    );
+    let finished = std::fs::read_to_string(dir.path().join("ran.finished")).unwrap_or_default();
+    assert!(
+        !finished.lines().any(|l| l == fenced.to_string()),
+        "{finished}"
+    );
+    let ran_ids = std::fs::read_to_string(&ran).expect("the runs' record");
+    for run in &runs {
+        let times = ran_ids.lines().filter(|l| *l == run.to_string()).count();
+        assert_eq!(times, 1, "run {run} executed {times} times: {ran_ids}");
     }
     // A few heartbeats later, still nobody lost, and both nodes run new work.
     tokio::time::sleep(Duration::from_secs(NODE_TIMEOUT_SECONDS)).await;
@@ -893,4 +988,104 @@ async fn a_node_frozen_past_the_timeout_is_declared_lost_and_comes_back_without_
             "{executing} executes nothing any more"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_whose_name_was_taken_over_stops_on_waking_and_never_takes_it_back() {
+    let _heavy = crate::HEAVY.lock().await;
+    let db = tokio::task::spawn_blocking(|| postgres::server().create_database(""))
+        .await
+        .expect("a database");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ran = dir.path().join("ran");
+    let old = start_node(dir.path(), "same", &db.url(), &ran);
+    let admin = old.admin().await;
+    let long = admin
+        .create_job(
+            &json!({"name": "long", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "long", "repeatSchedule": "ONDEMAND"}),
+        )
+        .await;
+    let quick = admin
+        .create_job(
+            &json!({"name": "quick", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "short", "repeatSchedule": "ONDEMAND"}),
+        )
+        .await;
+    let run = admin.start_run(long, None).await;
+    wait_for_node(&db, run).await;
+    let incarnation = "SELECT incarnation || CASE WHEN lost_at IS NULL THEN '' ELSE ' lost' END \
+                       FROM nodes WHERE name = 'same'";
+    let first = sql(&db, incarnation);
+
+    // Frozen; a second process under the same name (in a data directory of its own) finds the
+    // name silent and takes it over.
+    let pid = old.pid() as i32;
+    // SAFETY: signals to a child process of this test.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let new = start_node(&dir.path().join("second"), "same", &db.url(), &ran);
+    let new_api = new.admin().await;
+    let second = sql(&db, incarnation);
+    assert_ne!(second, first);
+    assert!(!second.ends_with(" lost"), "{second}");
+    let before_waking = new_api
+        .ok(
+            Method::GET,
+            &format!("/scheduled-jobs/{long}/runs/{run}"),
+            None,
+        )
+        .await;
+    // The firing lock the frozen one held passes to it (the old lock connection is ended).
+    new.wait_log("firing", |l| {
+        l.contains("this node fires the schedules").then_some(())
+    })
+    .await;
+    // Its start failed the run left IN_PROGRESS under the name (as after a crash).
+    assert_eq!(before_waking["status"], "FAILED", "{before_waking}");
+
+    // Woken, the first finds its name taken: it stops with an error and never takes it back.
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let (old, exited) = tokio::task::spawn_blocking(move || {
+        let mut old = old;
+        let exited = old.wait_exit(DEADLINE);
+        (old, exited)
+    })
+    .await
+    .expect("waited");
+    let exited = exited.unwrap_or_else(|| {
+        panic!(
+            "the replaced process did not stop: {}",
+            sql(&db, incarnation)
+        )
+    });
+    assert!(!exited.success(), "{exited:?}");
+    assert!(
+        old.log_text()
+            .contains("another labcron process took the node name `same` over"),
+        "{}",
+        old.log_tail()
+    );
+    assert_eq!(sql(&db, incarnation), second);
+    // Nothing it did after waking was written: the run is as the new process left it.
+    let after = new_api
+        .ok(
+            Method::GET,
+            &format!("/scheduled-jobs/{long}/runs/{run}"),
+            None,
+        )
+        .await;
+    assert_eq!(after["status"], before_waking["status"], "{after}");
+    assert_eq!(after["message"], before_waking["message"], "{after}");
+    assert_eq!(after["finishedAt"], before_waking["finishedAt"], "{after}");
+    // The name's new holder goes on: a few heartbeats later it is still not lost, and runs work.
+    tokio::time::sleep(Duration::from_secs(NODE_TIMEOUT_SECONDS)).await;
+    assert_eq!(sql(&db, incarnation), second);
+    let done = new_api.run_to_end(quick, None).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    drop(new);
 }

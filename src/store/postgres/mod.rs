@@ -18,6 +18,7 @@ mod runs; // RunLedger: acceptance, claims, ends
 
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use postgres::types::ToSql;
@@ -62,6 +63,9 @@ pub struct PgLedgerDb {
     target: Arc<PgTarget>,
     /// Who this node is, once registered: runs' ends are written under it.
     node: Arc<RwLock<Option<Arc<NodeId>>>>,
+    /// The backend pid of the connection holding the firing lock for this node, 0 while not
+    /// held: a fire checks it still holds the lock in its own transaction.
+    firing_pid: Arc<AtomicI32>,
 }
 
 impl std::fmt::Debug for PgLedgerDb {
@@ -98,6 +102,7 @@ impl PgLedgerDb {
             shown,
             target: Arc::new(target),
             node: Arc::default(),
+            firing_pid: Arc::default(),
         })
     }
 
@@ -118,7 +123,13 @@ impl PgLedgerDb {
     /// `FiringLock::hold`).
     pub fn firing_lock(&self) -> FiringLock {
         let name = self.node().map(|n| n.name.clone()).unwrap_or_default();
-        FiringLock::new((*self.target).clone(), &name)
+        FiringLock::new((*self.target).clone(), &name, self.firing_pid.clone())
+    }
+
+    /// The backend pid of this node's firing-lock connection while it holds the lock, else 0
+    /// (see `NodeLedger::still_fires`).
+    pub fn firing_pid(&self) -> i32 {
+        self.firing_pid.load(Ordering::Relaxed)
     }
 
     /// The database's URL without its password.

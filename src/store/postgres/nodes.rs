@@ -6,6 +6,8 @@
 //! own; whoever holds it fires the schedules, and PostgreSQL frees it the moment that connection
 //! dies).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use postgres::Client;
@@ -61,6 +63,15 @@ impl NodeLedger for Pg<'_> {
             ),
             &[&name, &incarnation],
         )?;
+        // A namesake taken over (frozen, or cut off) may still hold the firing lock on a
+        // connection of its own, which a frozen machine keeps open: it is ended, or nobody would
+        // fire until that process died. This process has no lock connection yet.
+        self.exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1
+               AND usename = current_user AND pid <> pg_backend_pid()",
+            &[&lock_connection_name(name)],
+        )?;
         Ok(())
     }
 
@@ -75,10 +86,27 @@ impl NodeLedger for Pg<'_> {
         Ok(changed == 1)
     }
 
+    fn rejoin_node(
+        &self,
+        name: &str,
+        lost_incarnation: &str,
+        incarnation: &str,
+    ) -> Result<bool, Error> {
+        let changed = self.exec(
+            &format!(
+                "UPDATE nodes SET incarnation = $3, started_at = {DB_NOW}, heartbeat_at = {DB_NOW},
+                     lost_at = NULL
+                 WHERE name = $1 AND incarnation = $2 AND lost_at IS NOT NULL"
+            ),
+            &[&name, &lost_incarnation, &incarnation],
+        )?;
+        Ok(changed == 1)
+    }
+
     fn declare_silent_nodes_lost(&self, timeout_ms: i64) -> Result<Vec<String>, Error> {
         // Two nodes declaring at once: the second waits for the first's row lock, then finds
         // `lost_at` set and skips the row, so each node is declared (and its runs failed) once.
-        let lost: Vec<String> = self
+        let mut lost: Vec<String> = self
             .rows(
                 &format!(
                     "UPDATE nodes SET lost_at = {DB_NOW}
@@ -90,6 +118,27 @@ impl NodeLedger for Pg<'_> {
             .iter()
             .map(|r| r.try_get(0))
             .collect::<Result<_, _>>()?;
+        // A run IN_PROGRESS under a name no node ever registered here (copied by migrate-ledger
+        // from a server killed mid-run, or from another ledger) has nobody to end it: that name
+        // is recorded as a node lost now, once (the second writer conflicts on the name and
+        // inserts nothing), and its runs fail like any lost node's. A node registers before it
+        // claims a run, so a live node's name is always in `nodes`.
+        let orphans: Vec<String> = self
+            .rows(
+                &format!(
+                    "INSERT INTO nodes (name, incarnation, started_at, heartbeat_at, lost_at)
+                     SELECT DISTINCT r.node, '', {DB_NOW}, {DB_NOW}, {DB_NOW} FROM runs r
+                     WHERE r.status = 'IN_PROGRESS' AND r.node IS NOT NULL
+                       AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = r.node)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING name"
+                ),
+                &[],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        lost.extend(orphans);
         // A node that hangs (stopped, swapping) keeps its connections open, and with them the
         // firing lock: its lock connection is ended, so another node takes over. (A node whose
         // name shares the first 50 characters would lose its lock too, and take it again at its
@@ -104,6 +153,27 @@ impl NodeLedger for Pg<'_> {
             )?;
         }
         Ok(lost)
+    }
+
+    fn still_fires(&self, firing_pid: i32) -> Result<bool, Error> {
+        let Some(me) = self.node.as_deref() else {
+            // A ledger without a node's identity (tools, tests) has no lock to hold.
+            return Ok(true);
+        };
+        // This incarnation is current and not lost (share-locked: a declaration or a takeover
+        // waits for this transaction), and the lock's connection still holds the advisory lock
+        // (its key is split into classid and objid, objsubid 1 for a bigint key).
+        let held = self.row(
+            "SELECT 1 FROM nodes n
+             WHERE n.name = $1 AND n.incarnation = $2 AND n.lost_at IS NULL
+               AND EXISTS (SELECT 1 FROM pg_locks l
+                           WHERE l.locktype = 'advisory' AND l.granted AND l.pid = $3
+                             AND l.objsubid = 1
+                             AND ((l.classid::BIGINT << 32) | l.objid::BIGINT) = $4)
+             FOR SHARE OF n",
+            &[&me.name, &me.incarnation, &firing_pid, &FIRING_LOCK],
+        )?;
+        Ok(held.is_some())
     }
 
     fn node_left(&self, name: &str, incarnation: &str) -> Result<(), Error> {
@@ -174,6 +244,8 @@ pub struct FiringLock {
     target: PgTarget,
     client: Option<Client>,
     held: bool,
+    /// The holding connection's backend pid (0 while not held), shared with the ledger.
+    pid: Arc<AtomicI32>,
 }
 
 /// How long the server waits on a silent peer of the lock's connection before dropping it (and
@@ -190,7 +262,7 @@ pub fn lock_connection_name(node: &str) -> String {
 
 impl FiringLock {
     /// A lock for `node` (named in its connection's `application_name`).
-    pub(super) fn new(mut target: PgTarget, node: &str) -> FiringLock {
+    pub(super) fn new(mut target: PgTarget, node: &str, pid: Arc<AtomicI32>) -> FiringLock {
         target
             .config_mut()
             .application_name(&lock_connection_name(node))
@@ -201,7 +273,14 @@ impl FiringLock {
             target,
             client: None,
             held: false,
+            pid,
         }
+    }
+
+    fn forget(&mut self) {
+        self.client = None;
+        self.held = false;
+        self.pid.store(0, Ordering::Relaxed);
     }
 
     /// Whether this node holds the lock now: checks that a held lock's connection still works
@@ -211,8 +290,7 @@ impl FiringLock {
             Ok(held) => Ok(held),
             Err(e) => {
                 // The connection (and any lock on it) is gone: start afresh next time.
-                self.client = None;
-                self.held = false;
+                self.forget();
                 Err(e)
             }
         }
@@ -220,8 +298,7 @@ impl FiringLock {
 
     fn try_hold(&mut self) -> Result<bool, Error> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
-            self.client = None;
-            self.held = false;
+            self.forget();
         }
         let client = match &mut self.client {
             Some(client) => client,
@@ -235,15 +312,19 @@ impl FiringLock {
             client.batch_execute("SELECT 1")?;
             return Ok(true);
         }
-        self.held = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&FIRING_LOCK])?
-            .try_get(0)?;
+        let row = client.query_one(
+            "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+            &[&FIRING_LOCK],
+        )?;
+        self.held = row.try_get(0)?;
+        if self.held {
+            self.pid.store(row.try_get(1)?, Ordering::Relaxed);
+        }
         Ok(self.held)
     }
 
     /// Lets the lock go (a clean shutdown): another node takes over at its next try.
     pub fn release(&mut self) {
-        self.client = None;
-        self.held = false;
+        self.forget();
     }
 }

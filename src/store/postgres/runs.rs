@@ -158,6 +158,20 @@ impl RunLedger for Pg<'_> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // A node claims only while it holds its incarnation: one declared lost or whose name
+        // another process took over would execute runs whose ends it may not write (they would
+        // stay IN_PROGRESS for ever). The row is share-locked, so a declaration waits for this
+        // claim and then fails what it claimed.
+        if let Some(me) = self.node.as_deref() {
+            let held = self.row(
+                "SELECT 1 FROM nodes WHERE name = $1 AND incarnation = $2 AND lost_at IS NULL
+                 FOR SHARE",
+                &[&me.name, &me.incarnation],
+            )?;
+            if held.is_none() {
+                return Ok(Vec::new());
+            }
+        }
         // The candidates: each job with a runnable oldest QUEUED run and nothing in progress,
         // oldest first, locked; a job another claim (or an acceptance, an end) holds is
         // skipped, not waited for. Locking happens below the LIMIT, so skipped jobs do not

@@ -506,8 +506,14 @@ impl NodeLedger for Sqlite<'_> {
     fn node_heartbeat(&self, _name: &str, _incarnation: &str) -> Result<bool, Error> {
         Ok(true)
     }
+    fn rejoin_node(&self, _name: &str, _lost: &str, _incarnation: &str) -> Result<bool, Error> {
+        Ok(true)
+    }
     fn declare_silent_nodes_lost(&self, _timeout_ms: i64) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
+    }
+    fn still_fires(&self, _firing_pid: i32) -> Result<bool, Error> {
+        Ok(true)
     }
     fn node_left(&self, _name: &str, _incarnation: &str) -> Result<(), Error> {
         Ok(())

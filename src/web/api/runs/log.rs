@@ -2,8 +2,10 @@
 //! the run goes on, as plain text or Server-Sent Events, read through `RunFiles` (the data
 //! directory without following links, or the pieces in the database), a piece at a time. `HEAD`
 //! answers the headers of the plain answer (length, offset, status) without reading the log.
+//! A followed log waits out an unreachable ledger (PostgreSQL down) and goes on when it is back;
+//! only after `FOLLOW_OUTAGE` does it give up, saying so (an `error` event in SSE).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::http::header::{self};
@@ -24,6 +26,10 @@ use crate::web::api::params::{PathOf, Query, RunPath};
 use super::{nosniff, visible_run};
 
 const LOG_CHUNK: usize = 256 * 1024;
+/// How long a followed log waits for an unreachable ledger before it gives up.
+const FOLLOW_OUTAGE: Duration = Duration::from_secs(600);
+/// How often it asks again meanwhile (each ask itself waits for a connection a while).
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 
 #[utoipa::path(head, path = "/scheduled-jobs/{jobId}/runs/{runId}/log", tag = "Runs",
     operation_id = "headRunLog", summary = "A run's output: headers only (ext)",
@@ -140,12 +146,14 @@ pub async fn log(
         run_id,
         sse,
         ended: false,
+        unreachable_since: None,
     });
     let stream = futures_util::stream::unfold(follow_state, |state| async move {
         let mut st = state?;
         loop {
             match st.files.read_log(st.ids, st.offset, LOG_CHUNK).await {
                 Ok((chunk, next)) if !chunk.is_empty() => {
+                    st.unreachable_since = None;
                     st.offset = next;
                     let bytes = if st.sse {
                         sse_event("log", &String::from_utf8_lossy(&chunk))
@@ -154,25 +162,33 @@ pub async fn log(
                     };
                     return Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), Some(st)));
                 }
-                Ok(_) if st.ended => {
-                    // The run had ended before this last read found nothing more: finish.
-                    let status = run_status(&st.db, st.run_id).await;
-                    if st.sse {
-                        let end = sse_event("end", status.map_or("", |s| s.as_str()));
-                        return Some((Ok(Bytes::from(end)), None));
+                Ok(_) => match run_status(&st.db, st.run_id).await {
+                    Ok(status) if st.ended => {
+                        // The run had ended before this last read found nothing more: finish.
+                        if st.sse {
+                            let end = sse_event("end", status.map_or("", |s| s.as_str()));
+                            return Some((Ok(Bytes::from(end)), None));
+                        }
+                        return None;
                     }
-                    return None;
-                }
-                Ok(_) => {
-                    if run_status(&st.db, st.run_id)
-                        .await
-                        .is_none_or(|s| s.is_finished())
-                    {
-                        // Read once more: output written just before the end must not be lost.
-                        st.ended = true;
-                        continue;
+                    // Ended (or gone): read once more, as output written just before the end
+                    // must not be lost.
+                    Ok(status) if status.is_none_or(|s| s.is_finished()) => st.ended = true,
+                    Ok(_) => {
+                        st.unreachable_since = None;
+                        tokio::time::sleep(Duration::from_millis(250)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    Err(e) if e.is_unreachable() => {
+                        if !st.wait_for_ledger().await {
+                            return Some(st.give_up(&e.to_string()));
+                        }
+                    }
+                    Err(e) => return Some(st.give_up(&e.to_string())),
+                },
+                Err(e) if is_unreachable(&e) => {
+                    if !st.wait_for_ledger().await {
+                        return Some(st.give_up(&e.to_string()));
+                    }
                 }
                 Err(e) => return Some((Err(e), None)),
             }
@@ -199,13 +215,43 @@ struct Follow {
     run_id: i64,
     sse: bool,
     ended: bool,
+    /// Since when the ledger has been unreachable (None while it answers).
+    unreachable_since: Option<Instant>,
 }
 
-async fn run_status(db: &crate::store::Db, run_id: i64) -> Option<RunStatus> {
+impl Follow {
+    /// Waits a little for an unreachable ledger; false once it has been unreachable for
+    /// `FOLLOW_OUTAGE`.
+    async fn wait_for_ledger(&mut self) -> bool {
+        let since = *self.unreachable_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= FOLLOW_OUTAGE {
+            return false;
+        }
+        tokio::time::sleep(FOLLOW_RETRY).await;
+        true
+    }
+
+    /// The stream's last item when it cannot go on: an `error` event in SSE, else a cut body.
+    fn give_up(&self, why: &str) -> (std::io::Result<Bytes>, Option<Follow>) {
+        let why = format!("the log can no longer be followed: {why}");
+        if self.sse {
+            (Ok(Bytes::from(sse_event("error", &why))), None)
+        } else {
+            (Err(std::io::Error::other(why)), None)
+        }
+    }
+}
+
+/// Whether a log read failed because the ledger's database could not be reached.
+fn is_unreachable(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<store::Error>())
+        .is_some_and(store::Error::is_unreachable)
+}
+
+async fn run_status(db: &crate::store::Db, run_id: i64) -> Result<Option<RunStatus>, store::Error> {
     db.read(move |c| Ok::<_, store::Error>(c.run(run_id)?.map(|r| r.status)))
         .await
-        .ok()
-        .flatten()
 }
 
 /// One Server-Sent Event; every line of `data` becomes its own `data:` line.
