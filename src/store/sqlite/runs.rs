@@ -855,12 +855,12 @@ mod tests {
         let stmt = conn
             .prepare_cached(&count_query(RunStatus::Queued))
             .unwrap();
-        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 5);
         assert_eq!(
             stmt.get_status(rusqlite::StatementStatus::RePrepare),
             0,
             "the queue count was prepared again"
         );
+        assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 5);
     }
 
     #[test]
