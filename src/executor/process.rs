@@ -168,16 +168,19 @@ async fn drain<R: AsyncRead + Unpin>(
     sink: Arc<Mutex<LogSink>>,
     mut last_line: Option<&mut String>,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
+    // Read into spare capacity (`read_buf`), never zeroed: most runs' programs write little or
+    // nothing, and zeroing two 16 KiB buffers per run touched fresh pages each time.
+    let mut buf = Vec::with_capacity(16 * 1024);
     let mut line = Vec::<u8>::new();
     loop {
-        let n = match pipe.read(&mut buf).await {
+        buf.clear();
+        match pipe.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        sink.lock().await.write(&buf[..n]).await;
+            Ok(_) => {}
+        }
+        sink.lock().await.write(&buf).await;
         if let Some(last) = last_line.as_deref_mut() {
-            track_last_line(&buf[..n], &mut line, last);
+            track_last_line(&buf, &mut line, last);
         }
     }
     if let Some(last) = last_line {
