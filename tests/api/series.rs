@@ -43,6 +43,22 @@ async fn wait_runs(app: &TestApp, job: i64, n: usize) -> Vec<Value> {
     }
 }
 
+/// A saved query (`SELECT 1 AS one`) made by the user whose token this is; its id.
+async fn saved_query_of(app: &TestApp, token: &str) -> i64 {
+    ok_json(
+        app.send_as(
+            token,
+            Method::POST,
+            "/saved-queries",
+            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
+        )
+        .await,
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap()
+}
+
 async fn job(app: &TestApp, body: Value) -> Value {
     ok_json(app.post("/scheduled-jobs", &body).await).await
 }
@@ -419,18 +435,7 @@ async fn chains_need_the_right_to_run_the_target_at_save_and_at_queue_time() {
     .await["id"]
         .as_i64()
         .unwrap();
-    let query = ok_json(
-        app.send_as(
-            &ann_token,
-            Method::POST,
-            "/saved-queries",
-            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
-        )
-        .await,
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
+    let query = saved_query_of(&app, &ann_token).await;
     let body = json!({"name": "ann-query", "type": "QUERY", "savedQuery": {"id": query},
                       "repeatSchedule": "ONDEMAND", "onSuccess": [{"id": target}]});
     let refused = app
@@ -501,18 +506,7 @@ async fn a_scheduled_runs_chain_answers_to_the_jobs_owner() {
     let target = job(&app, report(json!([{"id": ann}]))).await["id"]
         .as_i64()
         .unwrap();
-    let query = ok_json(
-        app.send_as(
-            &ann_token,
-            Method::POST,
-            "/saved-queries",
-            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
-        )
-        .await,
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
+    let query = saved_query_of(&app, &ann_token).await;
     // Every second, while the report is shared with her.
     let body = json!({"name": "ann-clock", "type": "QUERY", "savedQuery": {"id": query},
                       "repeatSchedule": "CRON", "cronExpression": "* * * * * *",
@@ -640,18 +634,7 @@ async fn the_runs_list_across_jobs_shows_what_the_caller_may_see_newest_first_wi
     let bad = job(&app, external("bad", "fail.sh", json!({}))).await["id"]
         .as_i64()
         .unwrap();
-    let query = ok_json(
-        app.send_as(
-            &ann_token,
-            Method::POST,
-            "/saved-queries",
-            Some(&json!({"title": "one", "sql": "SELECT 1 AS one"})),
-        )
-        .await,
-    )
-    .await["id"]
-        .as_i64()
-        .unwrap();
+    let query = saved_query_of(&app, &ann_token).await;
     let ann_job = ok_json(
         app.send_as(
             &ann_token,

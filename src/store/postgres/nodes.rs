@@ -66,12 +66,7 @@ impl NodeLedger for Pg<'_> {
         // A namesake taken over (frozen, or cut off) may still hold the firing lock on a
         // connection of its own, which a frozen machine keeps open: it is ended, or nobody would
         // fire until that process died. This process has no lock connection yet.
-        self.exec(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = current_database() AND application_name = $1
-               AND usename = current_user AND pid <> pg_backend_pid()",
-            &[&lock_connection_name(name)],
-        )?;
+        self.end_lock_connection(name)?;
         Ok(())
     }
 
@@ -145,12 +140,7 @@ impl NodeLedger for Pg<'_> {
         // next try; a node connecting as another user is left alone: ending its connection is
         // not allowed.)
         for name in &lost {
-            self.exec(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name = $1
-                   AND usename = current_user AND pid <> pg_backend_pid()",
-                &[&lock_connection_name(name)],
-            )?;
+            self.end_lock_connection(name)?;
         }
         Ok(lost)
     }
@@ -233,6 +223,21 @@ impl NodeLedger for Pg<'_> {
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()
+    }
+}
+
+impl Pg<'_> {
+    /// Ends the firing-lock connection of node `name` (and with it any lock it holds), unless it
+    /// is this one; a connection of another database user is left alone (ending it is not
+    /// allowed).
+    fn end_lock_connection(&self, name: &str) -> Result<(), Error> {
+        self.exec(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1
+               AND usename = current_user AND pid <> pg_backend_pid()",
+            &[&lock_connection_name(name)],
+        )?;
+        Ok(())
     }
 }
 
