@@ -19,7 +19,9 @@
 //! changed, reconciles. A reconcile pass also runs every minute. Whenever the loop (re)reads a job
 //! whose instants passed before it knew of them (downtime, or a change it saw late), those
 //! instants are misfires: counted in `labcron_fires_missed_total`, and `misfirePolicy` applies —
-//! `SKIP` moves on, `RUN_ONCE` queues one `CATCH_UP` run. The watchdog restarts the loop, with a
+//! `SKIP` moves on, `RUN_ONCE` queues one `CATCH_UP` run. The one exception is the running loop's
+//! own delay: a change reaches it a moment after its commit, and an instant that passed in between
+//! (at most `LATE_FIRE_GRACE_MS` before) fires late as the scheduled run it was (`handle_passed`). The watchdog restarts the loop, with a
 //! fresh `JobScheduler`, when the loop stops beating, when a call into the library times out, or
 //! when the library leaves an entry unfired well past its instant; the old instance is shut down,
 //! and its tasks end (`Library::shutdown`).
@@ -61,6 +63,10 @@ const STALL_AFTER_MS: i64 = 90_000;
 const LIBRARY_LATE_MS: i64 = 15_000;
 /// Registrations between two heartbeats while many entries are (re)registered.
 const BEAT_EVERY: usize = 256;
+/// How old an instant may be when the running loop finds it passed unfired and still fires it
+/// late, as scheduled: the time a change takes to reach the loop, with room for a busy machine
+/// (a change made by another process is seen at the next one-second poll).
+const LATE_FIRE_GRACE_MS: i64 = 5_000;
 /// Missed instants counted per job after downtime (a MINUTELY job down for a year stops counting).
 const MAX_MISSED_COUNTED: u64 = 100_000;
 
@@ -473,15 +479,15 @@ fn check_library(state: &State) -> Result<(), LoopError> {
 /// loop) was not running, and registers each job's next fire.
 async fn start_up(inner: &Inner, state: &mut State, jobs: Vec<Job>) -> Result<(), LoopError> {
     let now = now_ms();
-    let mut catch_ups = Vec::new();
+    let mut owed = Vec::new();
     for (n, job) in jobs.iter().filter(|j| j.is_active()).enumerate() {
-        note_misfires(inner, job, None, now, &mut catch_ups);
+        note_misfires(inner, job, None, Found::AtStart, now, &mut owed);
         state.schedule_job(job, now).await?;
         if n % BEAT_EVERY == 0 {
             inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         }
     }
-    queue_catch_ups(inner, catch_ups).await?;
+    queue_found(inner, owed).await?;
     Ok(())
 }
 
@@ -505,51 +511,110 @@ fn passed_unfired(
     missed_between(schedule, baseline, now)
 }
 
-/// Counts the misfires of a job the loop is (re)reading and, under `RUN_ONCE`, lines up one
-/// catch-up run for the latest of them.
+/// When the loop found a job whose instants passed unfired.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Found {
+    /// At the loop's start: the instants passed while nothing fired (downtime, a watchdog
+    /// restart, another node's turn to fire).
+    AtStart,
+    /// While the loop ran: a change it was told of (or saw in the ledger) a moment after it was
+    /// committed.
+    WhileRunning,
+}
+
+/// What the loop does with the instants of a job that passed unfired.
+#[derive(Debug, PartialEq)]
+struct Handling {
+    /// An instant fired now, late, as the `SCHEDULED` run it would have been.
+    late: Option<i64>,
+    /// Instants counted as misfires.
+    missed: u64,
+    /// The instant a `RUN_ONCE` job catches up for.
+    catch_up: Option<i64>,
+}
+
+/// Decides for `passed` instants, the latest at `latest`, found at `now`. A change reaches the
+/// running loop a moment after its commit (a message, or the next poll for another process's
+/// change), so an instant that passed in between is the loop's own delay, not a misfire: the
+/// latest such instant, when it is at most `LATE_FIRE_GRACE_MS` old, fires late as scheduled
+/// (under `SKIP` too — nothing was down). Everything else is a misfire, and `misfirePolicy`
+/// applies: `RUN_ONCE` catches up once, for the latest.
+fn handle_passed(
+    passed: u64,
+    latest: Option<i64>,
+    found: Found,
+    policy: MisfirePolicy,
+    now: i64,
+) -> Handling {
+    let Some(latest) = latest.filter(|_| passed > 0) else {
+        return Handling {
+            late: None,
+            missed: 0,
+            catch_up: None,
+        };
+    };
+    if found == Found::WhileRunning && now - latest <= LATE_FIRE_GRACE_MS {
+        return Handling {
+            late: Some(latest),
+            missed: passed - 1,
+            catch_up: None,
+        };
+    }
+    Handling {
+        late: None,
+        missed: passed,
+        catch_up: (policy == MisfirePolicy::RunOnce).then_some(latest),
+    }
+}
+
+/// Counts the misfires of a job the loop is (re)reading and lines up what it fires for the
+/// instants that passed unfired (see `handle_passed`).
 fn note_misfires(
     inner: &Inner,
     job: &Job,
     held: Option<&Entry>,
+    found: Found,
     now: i64,
-    catch_ups: &mut Vec<(i64, i64, Trigger)>,
+    fires: &mut Vec<(i64, i64, Trigger)>,
 ) {
     if !job.is_active() {
         return;
     }
-    let (missed, latest) = passed_unfired(
+    let (passed, latest) = passed_unfired(
         &job.schedule(),
         job.last_fired_for,
         job.updated_at,
         held.map(|e| (e.due_ms, e.version)),
         now,
     );
-    if missed == 0 {
+    let handling = handle_passed(passed, latest, found, job.misfire_policy, now);
+    if let Some(instant) = handling.late {
+        fires.push((job.id, instant, Trigger::Scheduled));
+    }
+    if let Some(instant) = handling.catch_up {
+        fires.push((job.id, instant, Trigger::CatchUp));
+    }
+    if handling.missed == 0 {
         return;
     }
-    inner.stats.missed.fetch_add(missed, Ordering::Relaxed);
+    inner
+        .stats
+        .missed
+        .fetch_add(handling.missed, Ordering::Relaxed);
     tracing::warn!(
         job_id = job.id,
-        missed,
+        missed = handling.missed,
         policy = job.misfire_policy.as_str(),
         "fires missed: their instants passed before the scheduler saw the job"
     );
-    if job.misfire_policy == MisfirePolicy::RunOnce
-        && let Some(instant) = latest
-    {
-        catch_ups.push((job.id, instant, Trigger::CatchUp));
-    }
 }
 
-async fn queue_catch_ups(
-    inner: &Inner,
-    catch_ups: Vec<(i64, i64, Trigger)>,
-) -> Result<(), ServiceError> {
-    if !catch_ups.is_empty() {
-        let queued = fire_batch(inner, catch_ups).await?;
-        inner.stats.catch_ups.fetch_add(queued, Ordering::Relaxed);
+/// Records the late fires and catch-up runs `note_misfires` lined up, in one transaction.
+async fn queue_found(inner: &Inner, fires: Vec<(i64, i64, Trigger)>) -> Result<(), ServiceError> {
+    if fires.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    fire_batch(inner, fires).await
 }
 
 /// How many fire instants fall in (`after_ms`, `until_ms`], and the latest of them.
@@ -580,17 +645,24 @@ async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<
         })
         .await?;
     let now = now_ms();
-    let mut catch_ups = Vec::new();
+    let mut owed = Vec::new();
     for (id, job) in jobs {
         match job {
             Some(job) => {
-                note_misfires(inner, &job, state.entries.get(&id), now, &mut catch_ups);
+                note_misfires(
+                    inner,
+                    &job,
+                    state.entries.get(&id),
+                    Found::WhileRunning,
+                    now,
+                    &mut owed,
+                );
                 state.schedule_job(&job, now).await?;
             }
             None => state.remove(id).await?,
         }
     }
-    queue_catch_ups(inner, catch_ups).await?;
+    queue_found(inner, owed).await?;
     Ok(())
 }
 
@@ -600,7 +672,7 @@ async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
     let now = now_ms();
     let mut seen = std::collections::HashSet::with_capacity(jobs.len());
     let mut repaired = 0;
-    let mut catch_ups = Vec::new();
+    let mut owed = Vec::new();
     for job in &jobs {
         seen.insert(job.id);
         let held = state.entries.get(&job.id).map(|e| e.version);
@@ -610,7 +682,14 @@ async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
                 repaired += 1;
             }
         } else if held != Some(job.updated_at) {
-            note_misfires(inner, job, state.entries.get(&job.id), now, &mut catch_ups);
+            note_misfires(
+                inner,
+                job,
+                state.entries.get(&job.id),
+                Found::WhileRunning,
+                now,
+                &mut owed,
+            );
             state.schedule_job(job, now).await?;
             // A job past its end date has no entry either way: that is not drift.
             if state.entries.contains_key(&job.id) || held.is_some() {
@@ -628,7 +707,7 @@ async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
         state.remove(id).await?;
         repaired += 1;
     }
-    queue_catch_ups(inner, catch_ups).await?;
+    queue_found(inner, owed).await?;
     if repaired > 0 {
         tracing::warn!(repaired, "scheduler reconcile repaired drift");
     }
@@ -754,8 +833,8 @@ impl LedgerWatch {
     }
 }
 
-/// Records fires in one write transaction. Returns how many queued a run.
-async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u64, ServiceError> {
+/// Records fires in one write transaction, and counts what they did.
+async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<(), ServiceError> {
     let system_user = inner.system_user;
     let firing_pid = inner.db.firing_pid();
     let outcomes = inner
@@ -770,7 +849,7 @@ async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u6
             let mut outcomes = Vec::with_capacity(batch.len());
             for (job_id, instant, trigger) in batch {
                 let fire = accept_fire(tx, job_id, instant, trigger, system_user, now)?;
-                outcomes.push((job_id, instant, fire));
+                outcomes.push((job_id, instant, trigger, fire));
             }
             Ok(Some(outcomes))
         })
@@ -778,16 +857,19 @@ async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u6
     let Some(outcomes) = outcomes else {
         // The instants are the next holder's (misfires it counts and handles).
         tracing::warn!("not fired: this node no longer holds the firing lock");
-        return Ok(0);
+        return Ok(());
     };
     let fired_at = now_ms();
     let mut queued = 0;
-    for (job_id, instant, outcome) in outcomes {
+    for (job_id, instant, trigger, outcome) in outcomes {
         match outcome {
             Fire::Gone => {}
             Fire::Enqueued(Enqueued::Queued(run_id)) => {
                 queued += 1;
                 inner.stats.fires.fetch_add(1, Ordering::Relaxed);
+                if trigger == Trigger::CatchUp {
+                    inner.stats.catch_ups.fetch_add(1, Ordering::Relaxed);
+                }
                 inner.stats.record_lateness(fired_at - instant);
                 tracing::debug!(job_id, run_id, lateness_ms = fired_at - instant, "fired");
             }
@@ -806,7 +888,7 @@ async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<u6
     if queued > 0 {
         inner.executor.wake();
     }
-    Ok(queued)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -889,6 +971,92 @@ mod tests {
         assert_eq!(
             passed_unfired(&schedule, Some(at(8, 38, 0)), imported, None, at(9, 10, 0)),
             (2, Some(at(9, 8, 0)))
+        );
+    }
+
+    /// A job created a moment before an instant and first read by the running loop just after
+    /// it fires late, as scheduled, whatever its policy; found later, or at the loop's start
+    /// (downtime), the instants are misfires and the policy decides.
+    #[test]
+    fn an_instant_the_running_loop_found_a_moment_late_fires_late_and_older_ones_are_misfires() {
+        let latest = 1_000_000;
+        let handle =
+            |passed, found, policy, now| handle_passed(passed, Some(latest), found, policy, now);
+        let just_after = latest + 300;
+        for policy in [MisfirePolicy::Skip, MisfirePolicy::RunOnce] {
+            assert_eq!(
+                handle(1, Found::WhileRunning, policy, just_after),
+                Handling {
+                    late: Some(latest),
+                    missed: 0,
+                    catch_up: None
+                }
+            );
+            // Two instants passed (an every-second job seen 1.3 s late): the older one is missed.
+            assert_eq!(
+                handle(2, Found::WhileRunning, policy, latest + 1_300),
+                Handling {
+                    late: Some(latest),
+                    missed: 1,
+                    catch_up: None
+                }
+            );
+        }
+        assert_eq!(
+            handle(
+                1,
+                Found::WhileRunning,
+                MisfirePolicy::Skip,
+                latest + LATE_FIRE_GRACE_MS + 1
+            ),
+            Handling {
+                late: None,
+                missed: 1,
+                catch_up: None
+            }
+        );
+        assert_eq!(
+            handle(
+                3,
+                Found::WhileRunning,
+                MisfirePolicy::RunOnce,
+                latest + LATE_FIRE_GRACE_MS + 1
+            ),
+            Handling {
+                late: None,
+                missed: 3,
+                catch_up: Some(latest)
+            }
+        );
+        assert_eq!(
+            handle(1, Found::AtStart, MisfirePolicy::Skip, just_after),
+            Handling {
+                late: None,
+                missed: 1,
+                catch_up: None
+            }
+        );
+        assert_eq!(
+            handle(2, Found::AtStart, MisfirePolicy::RunOnce, just_after),
+            Handling {
+                late: None,
+                missed: 2,
+                catch_up: Some(latest)
+            }
+        );
+        assert_eq!(
+            handle_passed(
+                0,
+                None,
+                Found::WhileRunning,
+                MisfirePolicy::RunOnce,
+                just_after
+            ),
+            Handling {
+                late: None,
+                missed: 0,
+                catch_up: None
+            }
         );
     }
 

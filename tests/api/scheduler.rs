@@ -196,6 +196,39 @@ async fn a_slow_job_is_skipped_not_stacked() {
     assert!((1..=4).contains(&runs), "{runs} runs");
 }
 
+/// A change reaches the running scheduler a moment after it is saved; an instant that passed in
+/// that moment is the scheduler's own delay, not downtime: it fires late, as scheduled, and
+/// is no catch-up. Here another process reopens a `RUN_ONCE` every-second job, saying it
+/// changed (and started) three seconds ago, so instants passed before the scheduler saw it: the latest
+/// fires late as `SCHEDULED`, the older ones are counted as missed, and nothing catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instant_passed_while_a_change_reached_the_scheduler_fires_late_not_as_a_catch_up() {
+    let app = spawn_app().await;
+    app.write_script("quick.sh", "#!/bin/sh\nexit 0\n");
+    let mut body = cron_job("reopened", "* * * * * *");
+    body["misfirePolicy"] = json!("RUN_ONCE");
+    body["activityStatus"] = json!("Closed");
+    let job = app.create_job(&body).await;
+    let changed_at = chrono::Utc::now().timestamp_millis() - 3_000;
+    crate::common::ledger::sql_rows(
+        &app.data_dir,
+        &format!(
+            "UPDATE jobs SET activity_status = 'Active', start_date = {changed_at},
+                 updated_at = {changed_at} WHERE id = {job}"
+        ),
+    );
+    let runs = wait_for_runs(&app, job, 1).await;
+    let first = runs.last().unwrap();
+    assert_eq!(first["trigger"], "SCHEDULED", "{first}");
+    let scheduled_for = first["scheduledFor"].as_i64().unwrap();
+    assert!(scheduled_for > changed_at, "{first}");
+    let runs = wait_for_runs(&app, job, 2).await;
+    assert!(runs.iter().all(|r| r["trigger"] == "SCHEDULED"), "{runs:?}");
+    let scraped = scrape(&app).await;
+    assert!(scraped.get("labcron_fires_missed_total", &[]) >= 1.0);
+    assert_eq!(scraped.get("labcron_catch_up_runs_total", &[]), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_downtime_run_once_catches_up_once_and_skip_does_not() {
     let mut app = spawn_app().await;
