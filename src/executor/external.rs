@@ -120,9 +120,16 @@ impl Executor {
             log_truncated: report.log_truncated,
             ..Outcome::default()
         };
+        // The message is labcron's summary, read by everyone who sees the run: it quotes the
+        // program's last stderr line without the server's directories (a shell names the script
+        // by its whole path). The log keeps the program's output as written.
+        let server_dirs = [
+            (self.inner.settings.scripts_dir(), ""),
+            (self.inner.data_dir.clone(), "<data dir>/"),
+        ];
         let stderr_tail = report
             .last_stderr_line
-            .map(|l| format!(": {l}"))
+            .map(|l| format!(": {}", without_server_dirs(&l, &server_dirs)))
             .unwrap_or_default();
         match &report.end {
             ProcessEnd::Exited(code) => {
@@ -296,6 +303,35 @@ fn restore_log(paths: &RunPaths, log: &std::fs::File) -> std::io::Result<()> {
 }
 
 /// The environment of API.md §5, and nothing else.
+/// `text` with each of `dirs` (as configured and as resolved, with its trailing `/`) replaced
+/// by its stand-in: `/srv/labcron/scripts/x.sh: 3: foo: not found` becomes `x.sh: 3: foo: not
+/// found`.
+fn without_server_dirs(text: &str, dirs: &[(PathBuf, &str)]) -> String {
+    let mut forms: Vec<(String, &str)> = Vec::new();
+    for (dir, stand_in) in dirs {
+        for form in [Some(dir.clone()), dir.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            let mut prefix = form.display().to_string();
+            if !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            // The root itself would turn every absolute path into a relative one.
+            if prefix != "/" {
+                forms.push((prefix, stand_in));
+            }
+        }
+    }
+    // Longest first, so a directory inside another is replaced as itself.
+    forms.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    let mut shown = text.to_string();
+    for (prefix, stand_in) in forms {
+        shown = shown.replace(&prefix, stand_in);
+    }
+    shown
+}
+
 fn run_env(job: &Job, run: &Run, paths: &RunPaths) -> Vec<(String, String)> {
     vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
@@ -406,5 +442,35 @@ fn collect_result(
             let size = zip_files(&result, many, run_dir, zip_name)?;
             Ok(Some((zip_name.to_string(), size)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_line_names_scripts_by_their_name_and_data_by_its_stand_in() {
+        let dirs = [
+            (PathBuf::from("/srv/labcron/data/scripts"), ""),
+            (PathBuf::from("/srv/labcron/data/"), "<data dir>/"),
+        ];
+        assert_eq!(
+            without_server_dirs("/srv/labcron/data/scripts/x.sh: 3: foo: not found", &dirs),
+            "x.sh: 3: foo: not found"
+        );
+        assert_eq!(
+            without_server_dirs("cannot open /srv/labcron/data/runs/7/work/a", &dirs),
+            "cannot open <data dir>/runs/7/work/a"
+        );
+        assert_eq!(
+            without_server_dirs("/etc/passwd is elsewhere", &dirs),
+            "/etc/passwd is elsewhere"
+        );
+        // The root is never a prefix to hide.
+        assert_eq!(
+            without_server_dirs("/tmp/x", &[(PathBuf::from("/"), "")]),
+            "/tmp/x"
+        );
     }
 }

@@ -618,6 +618,47 @@ async fn run_messages_do_not_show_server_paths() {
     let data_dir = app.data_dir.display().to_string();
     assert!(!message.contains(&data_dir), "{message}");
     assert!(!message.contains("/scripts"), "{message}");
+
+    // The program's last stderr line, quoted in the message: the shell names the script by its
+    // whole path, and a program may name a file of its run.
+    std::fs::create_dir_all(&app.scripts_dir).unwrap();
+    app.write_script(
+        "fails.sh",
+        "#!/bin/sh\nif [ \"$1\" = shell ]; then no_such_command_here; exit 4; fi\n\
+         echo \"$HOME/input.csv: unreadable; see $0\" >&2\nexit 3\n",
+    );
+    let message_of = |command: &'static str| {
+        let app = &app;
+        async move {
+            let job = app.create_external_job(command, command).await;
+            let run = app.start_run(job, None).await;
+            let finished = app.wait_run(job, run).await;
+            assert_eq!(finished["status"], "FAILED");
+            let message = finished["message"].as_str().unwrap().to_string();
+            let log = app
+                .get(&format!("/scheduled-jobs/{job}/runs/{run}/log"))
+                .await
+                .text()
+                .await
+                .unwrap();
+            (message, log)
+        }
+    };
+    let (message, log) = message_of("fails.sh").await;
+    assert!(message.starts_with("exit code 3: <data dir>/"), "{message}");
+    assert!(
+        message.ends_with("/input.csv: unreadable; see fails.sh"),
+        "{message}"
+    );
+    // The log keeps what the program wrote.
+    let script = app.scripts_dir.canonicalize().unwrap().join("fails.sh");
+    assert!(log.contains(&format!("see {}", script.display())), "{log}");
+    let (message, _) = message_of("fails.sh shell").await;
+    assert!(message.starts_with("exit code 4: fails.sh: "), "{message}");
+    assert!(
+        message.ends_with("no_such_command_here: not found"),
+        "{message}"
+    );
 }
 
 /// The real binary on first start without a configured password: the generated password is only
