@@ -635,12 +635,7 @@ async fn run_messages_do_not_show_server_paths() {
             let finished = app.wait_run(job, run).await;
             assert_eq!(finished["status"], "FAILED");
             let message = finished["message"].as_str().unwrap().to_string();
-            let log = app
-                .get(&format!("/scheduled-jobs/{job}/runs/{run}/log"))
-                .await
-                .text()
-                .await
-                .unwrap();
+            let log = app.run_log(job, run).await;
             (message, log)
         }
     };

@@ -65,12 +65,7 @@ async fn arguments_reach_the_program_literally_and_the_environment_is_exactly_th
         finished["rtArgs"],
         r#"a;b $(touch /tmp/pwned) `id` * "q r" \$HOME ../x"#
     );
-    let log = app
-        .get(&format!("/scheduled-jobs/{job}/runs/{run}/log"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let log = app.run_log(job, run).await;
     let args: Vec<&str> = log.lines().filter(|l| l.starts_with('<')).collect();
     assert_eq!(
         args,
@@ -258,12 +253,7 @@ async fn result_files_one_several_and_stdout() {
         .await
         .unwrap();
     assert_eq!(csv, "x,y\n1,2\n");
-    let log = app
-        .get(&format!("/scheduled-jobs/{out}/runs/{run}/log"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let log = app.run_log(out, run).await;
     assert_eq!(log, "only in the log\n");
 
     let none = app.create_external_job("no result", "none.sh").await;
@@ -337,12 +327,7 @@ async fn the_log_is_capped_readable_from_an_offset_and_followable() {
         "a full log must not block the program"
     );
     assert_eq!(finished["logTruncated"], true);
-    let log = app
-        .get(&format!("/scheduled-jobs/{job}/runs/{run}/log"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let log = app.run_log(job, run).await;
     assert!(log.starts_with("line 0\nline 1\n"));
     assert!(
         log.ends_with("[labcron: log truncated at 1000 bytes]\n"),

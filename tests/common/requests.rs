@@ -214,6 +214,15 @@ impl Api {
         id.expect("run id in Location")
     }
 
+    /// A run's log, as text.
+    pub async fn run_log(&self, job_id: i64, run_id: i64) -> String {
+        self.get(&format!("/scheduled-jobs/{job_id}/runs/{run_id}/log"))
+            .await
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits (long-polling) until the run has finished and returns it.
     pub async fn wait_run(&self, job_id: i64, run_id: i64) -> Value {
         let deadline = Instant::now() + RUN_DEADLINE;
