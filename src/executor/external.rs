@@ -123,24 +123,28 @@ impl Executor {
         // The message is labcron's summary, read by everyone who sees the run: it quotes the
         // program's last stderr line without the server's directories (a shell names the script
         // by its whole path). The log keeps the program's output as written.
-        let server_dirs = [
-            (self.inner.settings.scripts_dir(), ""),
-            (self.inner.data_dir.clone(), "<data dir>/"),
-        ];
-        let stderr_tail = report
-            .last_stderr_line
-            .map(|l| format!(": {}", without_server_dirs(&l, &server_dirs)))
-            .unwrap_or_default();
+        // Only when a message quotes it: most runs that write to stderr succeed.
+        let stderr_tail = || {
+            let server_dirs = [
+                (self.inner.settings.scripts_dir(), ""),
+                (self.inner.data_dir.clone(), "<data dir>/"),
+            ];
+            report
+                .last_stderr_line
+                .as_deref()
+                .map(|l| format!(": {}", without_server_dirs(l, &server_dirs)))
+                .unwrap_or_default()
+        };
         match &report.end {
             ProcessEnd::Exited(code) => {
                 outcome.exit_code = Some(*code as i64);
                 outcome.succeeded = *code == 0;
                 if *code != 0 {
-                    outcome.message = Some(format!("exit code {code}{stderr_tail}"));
+                    outcome.message = Some(format!("exit code {code}{}", stderr_tail()));
                 }
             }
             ProcessEnd::Signalled(signal) => {
-                outcome.message = Some(format!("killed by signal {signal}{stderr_tail}"));
+                outcome.message = Some(format!("killed by signal {signal}{}", stderr_tail()));
             }
             ProcessEnd::TimedOut => {
                 outcome.message = Some(format!("timed out after {} s", job.timeout_seconds));
@@ -302,7 +306,6 @@ fn restore_log(paths: &RunPaths, log: &std::fs::File) -> std::io::Result<()> {
     out.sync_all()
 }
 
-/// The environment of API.md §5, and nothing else.
 /// `text` with each of `dirs` (as configured and as resolved, with its trailing `/`) replaced
 /// by its stand-in: `/srv/labcron/scripts/x.sh: 3: foo: not found` becomes `x.sh: 3: foo: not
 /// found`.
@@ -332,6 +335,7 @@ fn without_server_dirs(text: &str, dirs: &[(PathBuf, &str)]) -> String {
     shown
 }
 
+/// The environment of API.md §5, and nothing else.
 fn run_env(job: &Job, run: &Run, paths: &RunPaths) -> Vec<(String, String)> {
     vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),

@@ -8,9 +8,10 @@
 //! with 2,000 jobs due in the same second, 2,000 closures each sleeping to the instant cost 50 ms
 //! of task wake-ups (and the library's own work after each fire) at the instant, before the
 //! first commit. At the instant the loop records every armed fire in one ledger transaction
-//! through the one enqueue path (`fire_batch`), so 2,000 jobs due together cost one commit; then it registers each job's next instant and removes the fired entry. A fire counts
-//! only when it matches the job's current entry (job and instant), so an entry left over from a
-//! change, a restart or a resize of the library is ignored, never fired twice.
+//! through the one enqueue path (`fire_batch`), so 2,000 jobs due together cost one commit; then
+//! it registers each job's next instant and removes the fired entry. A fire counts only when it
+//! matches the job's current entry (job and instant), so an entry left over from a change, a
+//! restart or a resize of the library is ignored, never fired twice.
 //!
 //! The ledger is the source of truth. Changes made through the API arrive as `JobChanged`
 //! messages and change what the `JobScheduler` holds at once. Changes made by another process
@@ -21,10 +22,10 @@
 //! instants are misfires: counted in `labcron_fires_missed_total`, and `misfirePolicy` applies —
 //! `SKIP` moves on, `RUN_ONCE` queues one `CATCH_UP` run. The one exception is the running loop's
 //! own delay: a change reaches it a moment after its commit, and an instant that passed in between
-//! (at most `LATE_FIRE_GRACE_MS` before) fires late as the scheduled run it was (`handle_passed`). The watchdog restarts the loop, with a
-//! fresh `JobScheduler`, when the loop stops beating, when a call into the library times out, or
-//! when the library leaves an entry unfired well past its instant; the old instance is shut down,
-//! and its tasks end (`Library::shutdown`).
+//! (at most `LATE_FIRE_GRACE_MS` before) fires late as the scheduled run it was (`handle_passed`).
+//! The watchdog restarts the loop, with a fresh `JobScheduler`, when the loop stops beating, when
+//! a call into the library times out, or when the library leaves an entry unfired well past its
+//! instant; the old instance is shut down, and its tasks end (`Library::shutdown`).
 //!
 //! A fire enqueues a run (`SCHEDULED`, run by the job's `runAs` user or the system user) unless the
 //! job already has a run queued or running — then it is skipped and counted, never stacked. Firing
@@ -487,7 +488,7 @@ async fn start_up(inner: &Inner, state: &mut State, jobs: Vec<Job>) -> Result<()
             inner.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
         }
     }
-    queue_found(inner, owed).await?;
+    fire_batch(inner, owed).await?;
     Ok(())
 }
 
@@ -609,14 +610,6 @@ fn note_misfires(
     );
 }
 
-/// Records the late fires and catch-up runs `note_misfires` lined up, in one transaction.
-async fn queue_found(inner: &Inner, fires: Vec<(i64, i64, Trigger)>) -> Result<(), ServiceError> {
-    if fires.is_empty() {
-        return Ok(());
-    }
-    fire_batch(inner, fires).await
-}
-
 /// How many fire instants fall in (`after_ms`, `until_ms`], and the latest of them.
 fn missed_between(schedule: &Schedule, after_ms: i64, until_ms: i64) -> (u64, Option<i64>) {
     let mut count = 0;
@@ -662,7 +655,7 @@ async fn reload_jobs(inner: &Inner, state: &mut State, ids: Vec<i64>) -> Result<
             None => state.remove(id).await?,
         }
     }
-    queue_found(inner, owed).await?;
+    fire_batch(inner, owed).await?;
     Ok(())
 }
 
@@ -707,7 +700,7 @@ async fn reconcile(inner: &Inner, state: &mut State) -> Result<(), LoopError> {
         state.remove(id).await?;
         repaired += 1;
     }
-    queue_found(inner, owed).await?;
+    fire_batch(inner, owed).await?;
     if repaired > 0 {
         tracing::warn!(repaired, "scheduler reconcile repaired drift");
     }
@@ -833,8 +826,11 @@ impl LedgerWatch {
     }
 }
 
-/// Records fires in one write transaction, and counts what they did.
+/// Records fires in one write transaction (none for an empty batch), and counts what they did.
 async fn fire_batch(inner: &Inner, batch: Vec<(i64, i64, Trigger)>) -> Result<(), ServiceError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     let system_user = inner.system_user;
     let firing_pid = inner.db.firing_pid();
     let outcomes = inner
