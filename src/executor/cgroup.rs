@@ -81,6 +81,12 @@ impl RunCgroup {
         })
     }
 
+    /// Where it is in the cgroup hierarchy.
+    #[cfg(test)]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The path the child writes `0` to, to move itself in.
     pub fn procs(&self) -> &CString {
         &self.procs
@@ -206,7 +212,8 @@ pub fn end_stale() -> usize {
     removed
 }
 
-/// In the child between fork and exec: moves it into the cgroup whose `cgroup.procs` is `procs`.
+/// In the child between fork and exec, where tokio starts the program (a kernel without pidfds;
+/// `spawn` does the same itself): moves it into the cgroup whose `cgroup.procs` is `procs`.
 /// Only async-signal-safe calls. A failure leaves the child where it was (the second line then
 /// ends its processes).
 pub fn enter(procs: &CString) {

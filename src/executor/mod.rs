@@ -13,6 +13,7 @@ pub mod internal; // INTERNAL runs: files-cleaner, database-backup, runs-report
 pub mod process;
 pub mod query_task; // QUERY runs: a saved query streamed to CSV
 pub mod recovery;
+mod spawn; // starting a run's program without copying the server
 
 use std::collections::HashMap;
 use std::path::PathBuf;

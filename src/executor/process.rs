@@ -230,7 +230,7 @@ fn signal_group(pgid: u32, signal: i32) {
 /// shares its trip to the blocking pool with the search for leftovers: a trip is a hand-off to
 /// another thread and back, and these hand-offs were a good part of the server's CPU per run.
 pub async fn run_process<T, F>(
-    spec: ProcessSpec,
+    mut spec: ProcessSpec,
     cancel: CancellationToken,
     after: F,
 ) -> (ProcessReport, Option<T>)
@@ -239,20 +239,9 @@ where
     F: FnOnce(&ProcessEnd) -> T + Send + 'static,
 {
     let stdout_to_file = spec.stdout_file.is_some();
-    let stdout_file = spec.stdout_file.map(tokio::fs::File::from_std);
-    let sink = Arc::new(Mutex::new(LogSink::new(spec.log_file, spec.log_cap)));
+    let stdout_file = spec.stdout_file.take().map(tokio::fs::File::from_std);
+    let sink = Arc::new(Mutex::new(LogSink::new(spec.log_file.take(), spec.log_cap)));
 
-    let mut command = Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(&spec.work_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
     // Made before the spawn, entered by the child before it executes anything: nothing the
     // program starts can be outside it.
     let mut cgroup = if spec.cgroup {
@@ -260,16 +249,6 @@ where
     } else {
         None
     };
-    if let Some(cgroup) = &cgroup {
-        let procs = cgroup.procs().clone();
-        // SAFETY: `enter` makes only async-signal-safe calls (open, write, close).
-        unsafe {
-            command.pre_exec(move || {
-                super::cgroup::enter(&procs);
-                Ok(())
-            });
-        }
-    }
     // The thread that starts the program is its parent (see `children`).
     // SAFETY: gettid has no preconditions.
     let spawner = unsafe { libc::gettid() };
@@ -277,7 +256,7 @@ where
     crate::timeline::mark(timeline_run, "spawn0");
     let spawned = {
         let _spawning = SPAWNING.read().unwrap_or_else(|p| p.into_inner());
-        command.spawn().map(|child| {
+        Program::start(&spec, cgroup.as_ref()).map(|child| {
             let registered = child.id().map(|pid| Registered::new(pid as i32));
             (child, registered)
         })
@@ -304,8 +283,7 @@ where
     crate::timeline::mark(timeline_run, "spawned");
     locked(&SPAWNERS).insert(spawner);
 
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let (stdout, stderr) = child.take_pipes();
     let out_task = {
         let sink = sink.clone();
         tokio::spawn(async move {
@@ -710,11 +688,106 @@ fn reap(pgid: u32, killed: &[i32]) {
 }
 
 /// SIGTERM to the group, then SIGKILL after the grace period; always reaps the child.
-async fn stop_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration) {
+async fn stop_group(child: &mut Program, pgid: u32, grace: Duration) {
     signal_group(pgid, libc::SIGTERM);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
+    }
+}
+
+/// A pipe from the program (its stdout or stderr).
+type Output = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A run's program, from its start until it has been waited for (killed if dropped before).
+enum Program {
+    /// Started by `spawn`: the server is not copied, and the child enters the cgroup itself.
+    Cloned(super::spawn::Child),
+    /// Started by tokio where the kernel has no pidfds: `posix_spawn`, or a fork where the child
+    /// must enter a cgroup first.
+    Tokio(tokio::process::Child),
+}
+
+impl Program {
+    fn start(
+        spec: &ProcessSpec,
+        cgroup: Option<&super::cgroup::RunCgroup>,
+    ) -> std::io::Result<Program> {
+        if super::spawn::available() {
+            match Program::cloned(spec, cgroup) {
+                // The kernel refused the clone: tokio starts this one and the rest.
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                started => return started,
+            }
+        }
+        Program::forked(spec, cgroup)
+    }
+
+    fn cloned(
+        spec: &ProcessSpec,
+        cgroup: Option<&super::cgroup::RunCgroup>,
+    ) -> std::io::Result<Program> {
+        let start = super::spawn::Start {
+            program: &spec.program,
+            args: &spec.args,
+            env: &spec.env,
+            work_dir: &spec.work_dir,
+            cgroup_procs: cgroup.map(|c| c.procs().as_c_str()),
+        };
+        super::spawn::spawn(&start).map(Program::Cloned)
+    }
+
+    fn forked(
+        spec: &ProcessSpec,
+        cgroup: Option<&super::cgroup::RunCgroup>,
+    ) -> std::io::Result<Program> {
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&spec.work_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cgroup) = cgroup {
+            let procs = cgroup.procs().clone();
+            // SAFETY: `enter` makes only async-signal-safe calls (open, write, close).
+            unsafe {
+                command.pre_exec(move || {
+                    super::cgroup::enter(&procs);
+                    Ok(())
+                });
+            }
+        }
+        command.spawn().map(Program::Tokio)
+    }
+
+    /// The program's pid, until it has been waited for.
+    fn id(&self) -> Option<u32> {
+        match self {
+            Program::Cloned(child) => Some(child.id()),
+            Program::Tokio(child) => child.id(),
+        }
+    }
+
+    fn take_pipes(&mut self) -> (Option<Output>, Option<Output>) {
+        fn boxed<R: AsyncRead + Send + Unpin + 'static>(pipe: Option<R>) -> Option<Output> {
+            pipe.map(|p| Box::new(p) as Output)
+        }
+        match self {
+            Program::Cloned(child) => (boxed(child.stdout.take()), boxed(child.stderr.take())),
+            Program::Tokio(child) => (boxed(child.stdout.take()), boxed(child.stderr.take())),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Program::Cloned(child) => child.wait().await,
+            Program::Tokio(child) => child.wait().await,
+        }
     }
 }
 
@@ -747,6 +820,66 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the program to its end: what it wrote to stdout, and its pid.
+    async fn output_of(started: std::io::Result<Program>) -> (String, u32) {
+        let mut program = started.expect("started");
+        let pid = program.id().expect("a pid");
+        let (stdout, _) = program.take_pipes();
+        let mut out = String::new();
+        stdout
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .await
+            .expect("read");
+        let status = program.wait().await.expect("wait");
+        assert!(status.success());
+        (out, pid)
+    }
+
+    type Starter =
+        fn(&ProcessSpec, Option<&super::super::cgroup::RunCgroup>) -> std::io::Result<Program>;
+
+    #[tokio::test]
+    async fn cloned_and_forked_programs_start_in_the_same_place() {
+        let spec = ProcessSpec {
+            program: "/bin/cat".into(),
+            args: ["stat", "cgroup", "environ"]
+                .map(|f| format!("/proc/self/{f}"))
+                .to_vec(),
+            env: vec![("ONLY".into(), "this".into())],
+            work_dir: "/".into(),
+            log_file: None,
+            stdout_file: None,
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(1),
+            log_cap: 1 << 20,
+            marker: None,
+            timeline_run: 0,
+            cgroup: true,
+        };
+        let mut ways: Vec<(&str, Starter)> = vec![("forked", Program::forked)];
+        if super::super::spawn::available() {
+            ways.push(("cloned", Program::cloned));
+        }
+        for (way, start) in ways {
+            let mut cgroup = super::super::cgroup::RunCgroup::create();
+            let (out, pid) = output_of(start(&spec, cgroup.as_ref())).await;
+            // stat: pid (name) state ppid pgrp …; the cgroup v2 line; the environment last.
+            let lines: Vec<&str> = out.lines().collect();
+            let (_, after_name) = lines[0].rsplit_once(") ").expect("stat line");
+            let pgrp = after_name.split(' ').nth(2).expect("pgrp");
+            assert_eq!(pgrp, pid.to_string(), "{way}: its own process group");
+            if let Some(cgroup) = cgroup.as_mut() {
+                let name = cgroup.dir().file_name().expect("name").to_string_lossy();
+                let v2 = lines.iter().find(|l| l.starts_with("0::")).expect("0::");
+                assert!(v2.ends_with(&format!("/{name}")), "{way}: {v2}");
+                assert!(cgroup.end());
+            }
+            let environ = lines.last().expect("environ");
+            assert_eq!(*environ, "ONLY=this\0", "{way}");
+        }
+    }
 
     #[test]
     fn last_line_ignores_blank_lines_and_spans_chunks() {
