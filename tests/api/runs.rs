@@ -1090,3 +1090,80 @@ async fn the_timeline_stamps_every_phase_of_each_run_in_order() {
         );
     }
 }
+
+/// A result file downloads with the same headers on either engine (a file in the data directory
+/// on SQLite, pieces in the database on PostgreSQL): UTF-8 text, validators, and the conditions
+/// on them answered as HTTP says (304, 412, `If-Range`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_file_has_validators_and_answers_conditional_requests() {
+    let app = spawn_app().await;
+    app.write_script(
+        "notes.sh",
+        "#!/bin/sh\nprintf 'zwölf Proben\\n' > \"$LABCRON_RESULT_DIR/notes.txt\"\n",
+    );
+    let job = app.create_external_job("notes", "notes.sh").await;
+    let run = app.start_run(job, None).await;
+    assert_eq!(app.wait_run(job, run).await["status"], "SUCCEEDED");
+    let url = format!("/scheduled-jobs/{job}/runs/{run}/result-file");
+    let get = |headers: &[(&str, &str)]| {
+        let mut request = app.request(Method::GET, &url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let whole = get(&[]).await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}: {:?}", response.headers()))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(header(&whole, "content-type"), "text/plain; charset=utf-8");
+    let etag = header(&whole, "etag");
+    let last_modified = header(&whole, "last-modified");
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "a strong tag: {etag}"
+    );
+    assert_eq!(whole.text().await.unwrap(), "zwölf Proben\n");
+
+    // The client's copy is this one: 304, no body.
+    for condition in [
+        ("If-None-Match", etag.as_str()),
+        ("If-Modified-Since", &last_modified),
+    ] {
+        let response = get(&[condition]).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{condition:?}");
+        assert_eq!(header(&response, "etag"), etag);
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
+    // Another copy: the file.
+    let other = get(&[("If-None-Match", "\"another\"")]).await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(other.text().await.unwrap(), "zwölf Proben\n");
+    // If-Match on another copy: 412; on this one: the file.
+    let failed = get(&[("If-Match", "\"another\"")]).await.unwrap();
+    assert_eq!(failed.status(), StatusCode::PRECONDITION_FAILED);
+    let matched = get(&[("If-Match", etag.as_str())]).await.unwrap();
+    assert_eq!(matched.status(), StatusCode::OK);
+    // A range on condition of this copy is sent; on another, the whole file is.
+    let ranged = get(&[("Range", "bytes=0-4"), ("If-Range", etag.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.text().await.unwrap(), "zwöl");
+    let by_date = get(&[("Range", "bytes=0-4"), ("If-Range", &last_modified)])
+        .await
+        .unwrap();
+    assert_eq!(by_date.status(), StatusCode::PARTIAL_CONTENT);
+    let stale = get(&[("Range", "bytes=0-4"), ("If-Range", "\"another\"")])
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.text().await.unwrap(), "zwölf Proben\n");
+}

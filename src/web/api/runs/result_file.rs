@@ -98,17 +98,7 @@ pub async fn result_file(
         .await
         .map_err(|_| not_found())?;
     let file_name = run.result_file_name().unwrap_or("result").to_string();
-    let content_type = match std::path::Path::new(&file_name)
-        .extension()
-        .and_then(|e| e.to_str())
-    {
-        Some("csv") => mime::TEXT_CSV_UTF_8,
-        Some("zip") => "application/zip"
-            .parse()
-            .unwrap_or(mime::APPLICATION_OCTET_STREAM),
-        Some(ext) => actix_files::file_extension_to_mime(ext),
-        None => mime::APPLICATION_OCTET_STREAM,
-    };
+    let content_type = content_type_of(&file_name);
     // A download is a sensitive read (result files hold sample data); HEAD reads nothing.
     if req.method() == actix_web::http::Method::GET {
         let audit = event(&me_for_audit, &req, actions::RESULT_DOWNLOAD)
@@ -120,10 +110,20 @@ pub async fn result_file(
     let std_file = match opened {
         ResultBytes::File(file) => file,
         ResultBytes::Stored(stored) => {
-            return Ok(stored_response(&req, &stored, &file_name, content_type));
+            let validators = Validators::of_stored(&run, stored.size);
+            return Ok(stored_response(
+                &req,
+                &stored,
+                &validators,
+                &file_name,
+                content_type,
+            ));
         }
     };
-    let file = NamedFile::from_file(std_file, &file_name).map_err(|_| not_found())?;
+    let file = NamedFile::from_file(std_file, &file_name)
+        .map_err(|_| not_found())?
+        // The type is `content_type_of`'s, on both engines.
+        .prefer_utf8(false);
     // A second handle for the whole-file path below.
     let whole = file.file().try_clone().ok();
     let size = file.metadata().len();
@@ -212,13 +212,94 @@ fn attachment(name: &str) -> ContentDisposition {
     }
 }
 
-/// A result stored in pieces, answered as actix-files answers a file: the whole file (200), or
+/// The type a result is sent as, by its name's extension, the same on both engines: text is
+/// UTF-8 (what scripts write), a CSV always.
+fn content_type_of(file_name: &str) -> mime::Mime {
+    let by_extension = match std::path::Path::new(file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+    {
+        Some("csv") => mime::TEXT_CSV_UTF_8,
+        Some("zip") => "application/zip"
+            .parse()
+            .unwrap_or(mime::APPLICATION_OCTET_STREAM),
+        Some(ext) => actix_files::file_extension_to_mime(ext),
+        None => mime::APPLICATION_OCTET_STREAM,
+    };
+    if by_extension.type_() == mime::TEXT && by_extension.get_param(mime::CHARSET).is_none() {
+        format!("{by_extension}; charset=utf-8")
+            .parse()
+            .unwrap_or(by_extension)
+    } else {
+        by_extension
+    }
+}
+
+/// A stored result's validators. Its bytes never change once its run has ended, so the run, the
+/// size and the end name them; the end is its modification time, to the second.
+struct Validators {
+    etag: header::EntityTag,
+    last_modified: std::time::SystemTime,
+}
+
+impl Validators {
+    fn of_stored(run: &crate::domain::run::Run, size: u64) -> Validators {
+        let ended_ms = run.finished_at.unwrap_or(run.queued_at).max(0) as u64;
+        Validators {
+            etag: header::EntityTag::new_strong(format!("r{:x}-{size:x}-{ended_ms:x}", run.id)),
+            last_modified: std::time::UNIX_EPOCH + std::time::Duration::from_secs(ended_ms / 1000),
+        }
+    }
+
+    /// `If-Match` / `If-Unmodified-Since` say the client's copy is not this one (412).
+    fn precondition_fails(&self, req: &HttpRequest) -> bool {
+        use actix_web::HttpMessage;
+        match req.get_header::<header::IfMatch>() {
+            Some(header::IfMatch::Any) => false,
+            Some(header::IfMatch::Items(tags)) => !tags.iter().any(|t| t.strong_eq(&self.etag)),
+            None => req
+                .get_header::<header::IfUnmodifiedSince>()
+                .is_some_and(|since| self.last_modified > std::time::SystemTime::from(since.0)),
+        }
+    }
+
+    /// `If-None-Match` / `If-Modified-Since` say the client has this copy (304).
+    fn not_modified(&self, req: &HttpRequest) -> bool {
+        use actix_web::HttpMessage;
+        match req.get_header::<header::IfNoneMatch>() {
+            Some(header::IfNoneMatch::Any) => true,
+            Some(header::IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&self.etag)),
+            None if req.headers().contains_key(header::IF_NONE_MATCH) => false,
+            None => req
+                .get_header::<header::IfModifiedSince>()
+                .is_some_and(|since| self.last_modified <= std::time::SystemTime::from(since.0)),
+        }
+    }
+
+    /// Whether a `Range` applies: no `If-Range`, or one naming this copy.
+    fn range_applies(&self, req: &HttpRequest) -> bool {
+        use actix_web::HttpMessage;
+        if !req.headers().contains_key(header::IF_RANGE) {
+            return true;
+        }
+        match req.get_header::<header::IfRange>() {
+            Some(header::IfRange::EntityTag(tag)) => tag.strong_eq(&self.etag),
+            Some(header::IfRange::Date(date)) => {
+                std::time::SystemTime::from(date) == self.last_modified
+            }
+            None => false,
+        }
+    }
+}
+
+/// A result stored in pieces, answered as actix-files answers a file: validators (`ETag`,
+/// `Last-Modified`) and the conditions on them (412, 304, `If-Range`), the whole file (200), or
 /// the first range of a GET's `Range: bytes=…` (206, read from the pieces it overlaps; 416 when
-/// it is outside the file), with `Accept-Ranges`, `Content-Disposition` and nosniff. There is no
-/// validator (ETag, Last-Modified), so a request with `If-Range` gets the whole file.
+/// it is outside the file), with `Accept-Ranges`, `Content-Disposition` and nosniff.
 fn stored_response(
     req: &HttpRequest,
     stored: &StoredFile,
+    validators: &Validators,
     file_name: &str,
     content_type: mime::Mime,
 ) -> HttpResponse {
@@ -229,11 +310,21 @@ fn stored_response(
         .content_type(content_type)
         .insert_header(attachment(file_name))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header(header::ETag(validators.etag.clone()))
+        .insert_header(header::LastModified(validators.last_modified.into()))
         .insert_header(nosniff());
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let not_modified = validators.not_modified(req);
+    if validators.precondition_fails(req) || (not_modified && !read) {
+        return answer.status(StatusCode::PRECONDITION_FAILED).finish();
+    }
+    if not_modified {
+        return answer.status(StatusCode::NOT_MODIFIED).finish();
+    }
     let range = req
         .headers()
         .get(header::RANGE)
-        .filter(|_| req.method() == Method::GET && !req.headers().contains_key(header::IF_RANGE))
+        .filter(|_| req.method() == Method::GET && validators.range_applies(req))
         .and_then(|v| v.to_str().ok())
         // Unknown range units are ignored (RFC 9110 14.2).
         .filter(|v| {
