@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use labcron::query::csv::{Guard, Limits, export_csv};
 use labcron::query::sources::open_read_only;
@@ -310,11 +310,8 @@ fn csv_export(ctx: &Context) -> Vec<Figure> {
     let ours_out = ctx.dir.join("labcron.csv");
     let export = || -> Result<(), String> {
         let conn = open_read_only(&db).map_err(|e| e.to_string())?;
-        let guard = Guard {
-            deadline: Some(Instant::now() + Duration::from_secs(3600)),
-            cancel: None,
-        };
-        guard.install(&conn).map_err(|e| e.to_string())?;
+        // As the query process exports (its deadline is the server's kill).
+        let guard = Guard::default();
         let mut stmt = conn.prepare(EXPORT_QUERY).map_err(|e| e.to_string())?;
         let mut file = std::fs::File::create(&ours_out).map_err(|e| e.to_string())?;
         export_csv(&mut stmt, &mut file, Limits::default(), &guard).map_err(|e| e.to_string())?;

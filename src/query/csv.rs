@@ -8,15 +8,15 @@
 //! values (SQLite itself holds one row; `SQLITE_LIMIT_LENGTH` on the connection caps each value).
 //! Limits are enforced here: rows (`Limits::rows`) and bytes written (`Limits::bytes`, never
 //! exceeded: a buffer that would pass it is not written), and a `Guard` that stops the work at a
-//! deadline or on cancellation — looked at after every row, inside long values, and through
-//! SQLite's progress handler, so even a step that yields no row stops.
+//! deadline or on cancellation, looked at after every row and inside long values (a SQLite step
+//! that yields no row is bounded by the query process's deadline: `worker`).
 
 use std::io::{self, Write};
 use std::time::Instant;
 
 use base64::Engine;
+use rusqlite::Statement;
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, Statement};
 use tokio_util::sync::CancellationToken;
 
 /// Why a guarded statement was stopped.
@@ -33,9 +33,6 @@ pub struct Guard {
     pub cancel: Option<CancellationToken>,
 }
 
-/// SQLite virtual-machine instructions between two looks at the guard.
-const PROGRESS_OPS: i32 = 10_000;
-
 impl Guard {
     /// Whether (and why) the work must stop now.
     pub fn check(&self) -> Option<Stop> {
@@ -46,12 +43,6 @@ impl Guard {
             return Some(Stop::TimeLimit);
         }
         None
-    }
-
-    /// Makes every statement of `conn` fail with SQLITE_INTERRUPT once the guard says stop.
-    pub fn install(&self, conn: &Connection) -> rusqlite::Result<()> {
-        let guard = self.clone();
-        conn.progress_handler(PROGRESS_OPS, Some(move || guard.check().is_some()))
     }
 }
 
@@ -94,7 +85,7 @@ pub enum ExportError {
 /// Fails with `RowLimit` before writing row `limits.rows + 1`, with `ByteLimit` before the output
 /// would pass `limits.bytes` (what was written stays below it; the caller removes the file), with
 /// `ValueTooBig` when SQLite refuses a value over its length limit, and with `Stopped` when the
-/// guard says so (the guard must also be installed on the connection for steps that yield no row).
+/// guard says so.
 pub fn export_csv<W: Write>(
     stmt: &mut Statement<'_>,
     out: W,
@@ -112,10 +103,6 @@ pub fn export_csv<W: Write>(
     csv.end_record()?;
 
     let sqlite = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::OperationInterrupted) => match guard.check() {
-            Some(stop) => ExportError::Stopped(stop),
-            None => ExportError::Sqlite(e),
-        },
         Some(rusqlite::ErrorCode::TooBig) => ExportError::ValueTooBig,
         _ => ExportError::Sqlite(e),
     };
@@ -133,7 +120,7 @@ pub fn export_csv<W: Write>(
         }
         csv.end_record()?;
         written += 1;
-        // The progress handler covers SQLite's work, the encoder long values; this, every row.
+        // The encoder looks inside long values; this, after every row.
         if let Some(stop) = guard.check() {
             return Err(ExportError::Stopped(stop));
         }
@@ -320,7 +307,7 @@ impl<W: Write> CsvWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use rusqlite::Connection;
 
     fn rows(n: u64) -> Limits {
         Limits {
@@ -373,45 +360,6 @@ mod tests {
         let mut stmt = conn.prepare(sql).unwrap();
         let err = export_csv(&mut stmt, Vec::new(), rows(9), &Guard::default()).unwrap_err();
         assert!(matches!(err, ExportError::RowLimit(9)), "{err:?}");
-    }
-
-    #[test]
-    fn the_guard_stops_a_statement_that_yields_no_row() {
-        let conn = Connection::open_in_memory().unwrap();
-        let guard = Guard {
-            deadline: Some(Instant::now() + Duration::from_millis(200)),
-            cancel: None,
-        };
-        guard.install(&conn).unwrap();
-        // Endless: counts an unbounded recursion.
-        let mut stmt = conn
-            .prepare("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
-            .unwrap();
-        let err = export_csv(&mut stmt, Vec::new(), Limits::default(), &guard).unwrap_err();
-        assert!(
-            matches!(err, ExportError::Stopped(Stop::TimeLimit)),
-            "{err:?}"
-        );
-
-        let cancel = CancellationToken::new();
-        let guard = Guard {
-            deadline: None,
-            cancel: Some(cancel.clone()),
-        };
-        guard.install(&conn).unwrap();
-        let canceller = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(100));
-            cancel.cancel();
-        });
-        let mut stmt = conn
-            .prepare("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")
-            .unwrap();
-        let err = export_csv(&mut stmt, Vec::new(), Limits::default(), &guard).unwrap_err();
-        assert!(
-            matches!(err, ExportError::Stopped(Stop::Cancelled)),
-            "{err:?}"
-        );
-        canceller.join().unwrap();
     }
 
     /// The same value encoded whole, the way the encoder worked before it went piece by piece.

@@ -26,7 +26,7 @@ use rusqlite::types::ValueRef;
 
 use super::csv::{CsvWriter, ExportError, ExportStats, Guard, Limits, Stop};
 use super::pg_sql::{PgSql, rewrite};
-use crate::pg_connect::PgTarget;
+use crate::pg_connect::{PgTarget, error_text};
 
 /// Longest wait for a connection, when the run's time limit leaves more.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,7 +131,7 @@ impl PgSource {
         self.redact(format!(
             "data source `{}`: {what}: {}",
             self.name,
-            pg_message(e)
+            error_text(e)
         ))
     }
 
@@ -386,7 +386,7 @@ impl PgSource {
         if let Some(stop) = guard.check() {
             return Failure::Stopped(stop);
         }
-        let message = self.redact(pg_message(&e));
+        let message = self.redact(error_text(&e));
         match e.code() {
             Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => Failure::Query(format!(
                 "refused: the query tried to change the database, which labcron reads only in a \
@@ -538,7 +538,7 @@ impl PgSource {
         match e {
             PrepareError::Pg(e) => {
                 if e.code() == Some(&SqlState::SYNTAX_ERROR)
-                    && pg_message(&e).contains("multiple commands")
+                    && error_text(&e).contains("multiple commands")
                 {
                     return Failure::Sql(
                         "only one statement is allowed (remove everything after the first `;`)"
@@ -550,11 +550,6 @@ impl PgSource {
             PrepareError::Message(m) => Failure::Sql(m),
         }
     }
-}
-
-/// PostgreSQL's own message (with its detail and hint), without the crate's decoration.
-pub fn pg_message(e: &postgres::Error) -> String {
-    crate::pg_connect::error_text(e)
 }
 
 /// Why a PostgreSQL query did not produce its CSV.

@@ -701,7 +701,7 @@ fn copy_up(
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                Err(e) if tries + 1 >= attempts => return Err(with_causes(&e)),
+                Err(e) if tries + 1 >= attempts => return Err(e.to_string()),
                 Err(e) => {
                     tries += 1;
                     tracing::warn!(run_id = ids.run.0, error = %e, "a run file's piece was not stored; trying again");
@@ -719,18 +719,6 @@ fn copy_up(
         };
     }
     Ok(())
-}
-
-/// An error with what caused it (PostgreSQL's own message is the cause of its "db error").
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// The stored bytes of `[from, to)` of a run's file (fewer at its end). Blocking.
