@@ -126,8 +126,16 @@ impl Executor {
         // Only when a message quotes it: most runs that write to stderr succeed.
         let stderr_tail = || {
             let server_dirs = [
-                (self.inner.settings.scripts_dir(), ""),
-                (self.inner.data_dir.clone(), "<data dir>/"),
+                Hidden {
+                    dir: self.inner.settings.scripts_dir(),
+                    inside: "",
+                    itself: "<scripts dir>",
+                },
+                Hidden {
+                    dir: self.inner.data_dir.clone(),
+                    inside: "<data dir>/",
+                    itself: "<data dir>",
+                },
             ];
             report
                 .last_stderr_line
@@ -306,33 +314,67 @@ fn restore_log(paths: &RunPaths, log: &std::fs::File) -> std::io::Result<()> {
     out.sync_all()
 }
 
-/// `text` with each of `dirs` (as configured and as resolved, with its trailing `/`) replaced
-/// by its stand-in: `/srv/labcron/scripts/x.sh: 3: foo: not found` becomes `x.sh: 3: foo: not
-/// found`.
-fn without_server_dirs(text: &str, dirs: &[(PathBuf, &str)]) -> String {
-    let mut forms: Vec<(String, &str)> = Vec::new();
-    for (dir, stand_in) in dirs {
-        for form in [Some(dir.clone()), dir.canonicalize().ok()]
+/// A server directory a run's message must not show, and what it shows instead: `inside` for a
+/// path within it (its trailing `/` included), `itself` for the directory named alone.
+struct Hidden {
+    dir: PathBuf,
+    inside: &'static str,
+    itself: &'static str,
+}
+
+/// `text` with each hidden directory (as configured and as resolved) replaced by its stand-ins:
+/// `/srv/labcron/scripts/x.sh: 3: foo: not found` becomes `x.sh: 3: foo: not found`, and
+/// `cd: /srv/labcron/data: denied` becomes `cd: <data dir>: denied`.
+fn without_server_dirs(text: &str, hidden: &[Hidden]) -> String {
+    let mut forms: Vec<(String, &Hidden)> = Vec::new();
+    for dir in hidden {
+        for form in [Some(dir.dir.clone()), dir.dir.canonicalize().ok()]
             .into_iter()
             .flatten()
         {
-            let mut prefix = form.display().to_string();
-            if !prefix.ends_with('/') {
-                prefix.push('/');
-            }
-            // The root itself would turn every absolute path into a relative one.
-            if prefix != "/" {
-                forms.push((prefix, stand_in));
+            let shown = form.display().to_string();
+            let bare = shown.trim_end_matches('/');
+            // The root itself would turn every absolute path into a relative one, and a relative
+            // form (`data`) would hide words.
+            if form.is_absolute() && !bare.is_empty() {
+                forms.push((bare.to_string(), dir));
             }
         }
     }
     // Longest first, so a directory inside another is replaced as itself.
-    forms.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    forms.sort_by_key(|(bare, _)| std::cmp::Reverse(bare.len()));
     let mut shown = text.to_string();
-    for (prefix, stand_in) in forms {
-        shown = shown.replace(&prefix, stand_in);
+    for (bare, dir) in forms {
+        shown = replace_dir(&shown, &bare, dir);
     }
     shown
+}
+
+/// Replaces `bare` where it names the directory: followed by `/` (a path inside), or by nothing
+/// that could go on a name (`/srv/data2` is another directory).
+fn replace_dir(text: &str, bare: &str, dir: &Hidden) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(bare) {
+        let after = &rest[at + bare.len()..];
+        out.push_str(&rest[..at]);
+        match after.chars().next() {
+            Some('/') => {
+                out.push_str(dir.inside);
+                rest = &after[1..];
+            }
+            Some(c) if c.is_alphanumeric() || matches!(c, '.' | '_' | '-') => {
+                out.push_str(bare);
+                rest = after;
+            }
+            _ => {
+                out.push_str(dir.itself);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The environment of API.md §5, and nothing else.
@@ -456,25 +498,59 @@ mod tests {
     #[test]
     fn a_quoted_line_names_scripts_by_their_name_and_data_by_its_stand_in() {
         let dirs = [
-            (PathBuf::from("/srv/labcron/data/scripts"), ""),
-            (PathBuf::from("/srv/labcron/data/"), "<data dir>/"),
+            Hidden {
+                dir: PathBuf::from("/srv/labcron/data/scripts"),
+                inside: "",
+                itself: "<scripts dir>",
+            },
+            Hidden {
+                dir: PathBuf::from("/srv/labcron/data/"),
+                inside: "<data dir>/",
+                itself: "<data dir>",
+            },
         ];
+        let cases = [
+            (
+                "/srv/labcron/data/scripts/x.sh: 3: foo: not found",
+                "x.sh: 3: foo: not found",
+            ),
+            (
+                "cannot open /srv/labcron/data/runs/7/work/a",
+                "cannot open <data dir>/runs/7/work/a",
+            ),
+            // The directories named alone, at the end or before punctuation or a quote.
+            (
+                "cd: /srv/labcron/data: Permission denied",
+                "cd: <data dir>: Permission denied",
+            ),
+            ("ls '/srv/labcron/data/scripts'", "ls '<scripts dir>'"),
+            ("in /srv/labcron/data", "in <data dir>"),
+            // Other directories that merely start the same way stay as they are.
+            (
+                "/srv/labcron/data2/x and /srv/labcron/data-old",
+                "/srv/labcron/data2/x and /srv/labcron/data-old",
+            ),
+            ("/etc/passwd is elsewhere", "/etc/passwd is elsewhere"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(without_server_dirs(text, &dirs), shown, "{text}");
+        }
+        // The root is never a directory to hide.
+        let root = [Hidden {
+            dir: PathBuf::from("/"),
+            inside: "",
+            itself: "<root>",
+        }];
+        assert_eq!(without_server_dirs("/tmp/x", &root), "/tmp/x");
+        // A directory configured relative is hidden as resolved only, never as a word.
+        let relative = [Hidden {
+            dir: PathBuf::from("no-such-relative-data"),
+            inside: "<data dir>/",
+            itself: "<data dir>",
+        }];
         assert_eq!(
-            without_server_dirs("/srv/labcron/data/scripts/x.sh: 3: foo: not found", &dirs),
-            "x.sh: 3: foo: not found"
-        );
-        assert_eq!(
-            without_server_dirs("cannot open /srv/labcron/data/runs/7/work/a", &dirs),
-            "cannot open <data dir>/runs/7/work/a"
-        );
-        assert_eq!(
-            without_server_dirs("/etc/passwd is elsewhere", &dirs),
-            "/etc/passwd is elsewhere"
-        );
-        // The root is never a prefix to hide.
-        assert_eq!(
-            without_server_dirs("/tmp/x", &[(PathBuf::from("/"), "")]),
-            "/tmp/x"
+            without_server_dirs("no-such-relative-data: gone", &relative),
+            "no-such-relative-data: gone"
         );
     }
 }
