@@ -53,6 +53,8 @@ pub struct RunCgroup {
     dir: PathBuf,
     /// `<dir>/cgroup.procs`, ready for the child between fork and exec (no allocation there).
     procs: CString,
+    /// The directory, open: a child made by clone3 starts in it.
+    open_dir: std::fs::File,
     ended: bool,
 }
 
@@ -74,9 +76,18 @@ impl RunCgroup {
             return None;
         }
         let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).ok()?;
+        let open_dir = match std::fs::File::open(&dir) {
+            Ok(open_dir) => open_dir,
+            Err(e) => {
+                tell(&format!("cannot open {}: {e}", dir.display()));
+                let _ = std::fs::remove_dir(&dir);
+                return None;
+            }
+        };
         Some(RunCgroup {
             dir,
             procs,
+            open_dir,
             ended: false,
         })
     }
@@ -85,6 +96,14 @@ impl RunCgroup {
     #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What `spawn` needs to start a program in it.
+    pub fn entry(&self) -> super::spawn::Cgroup<'_> {
+        super::spawn::Cgroup {
+            dir: std::os::fd::AsFd::as_fd(&self.open_dir),
+            procs: &self.procs,
+        }
     }
 
     /// The path the child writes `0` to, to move itself in.

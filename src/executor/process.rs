@@ -732,7 +732,7 @@ impl Program {
             args: &spec.args,
             env: &spec.env,
             work_dir: &spec.work_dir,
-            cgroup_procs: cgroup.map(|c| c.procs().as_c_str()),
+            cgroup: cgroup.map(|c| c.entry()),
         };
         super::spawn::spawn(&start).map(Program::Cloned)
     }

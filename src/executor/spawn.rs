@@ -4,21 +4,22 @@
 //! run's cgroup is such a thing. A fork copies the server's page tables, interrupts every core
 //! that runs one of its threads, and makes both sides copy each page they write afterwards: that
 //! was half the server's CPU per run. So the run's program is started the way `posix_spawn` does
-//! it, with `clone(CLONE_VM | CLONE_VFORK)`, and the child enters its cgroup before it executes
-//! anything.
+//! it, with `CLONE_VM | CLONE_VFORK`, and made in its cgroup (`Via`): by clone3 with
+//! `CLONE_INTO_CGROUP` on x86-64, or by `clone` with the child moving itself in before it
+//! executes anything.
 //!
 //! The child runs on a small stack of its own in the server's memory while the thread that
 //! started it waits (`CLONE_VFORK`: until the child has executed the program or exited). It makes
 //! only system calls, and none that allocates: signal handlers back to the default and every
-//! signal unblocked, the cgroup, a process group of its own, the working directory, stdin from
-//! /dev/null and stdout and stderr onto pipes and no other descriptor, then `execve` with exactly
-//! the environment given.
-//! Its end is watched through a pidfd (`CLONE_PIDFD`), which needs Linux 5.3; where the kernel
-//! (or a seccomp filter) has none, `available` says so and the caller starts programs with tokio.
+//! signal unblocked, the cgroup (if it is not made in it), a process group of its own, the
+//! working directory, stdin from /dev/null and stdout and stderr onto pipes and no other
+//! descriptor, then `execve` with exactly the environment given. Its end is watched through a
+//! pidfd (`CLONE_PIDFD`), which needs Linux 5.3; where the kernel (or a seccomp filter) has none,
+//! `available` says so and the caller starts programs with tokio.
 
 use std::ffi::{CStr, CString, c_int, c_void};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -43,9 +44,18 @@ pub struct Start<'a> {
     /// The whole environment, in this order.
     pub env: &'a [(String, String)],
     pub work_dir: &'a Path,
-    /// `cgroup.procs` of the cgroup the child moves itself into first (a failure there leaves it
-    /// where it is: the caller's other lines end its processes).
-    pub cgroup_procs: Option<&'a CStr>,
+    /// The cgroup the program starts in (a failure to enter it leaves the program where the
+    /// server is: the caller's other lines end its processes).
+    pub cgroup: Option<Cgroup<'a>>,
+}
+
+/// A cgroup to start a program in.
+#[derive(Clone, Copy)]
+pub struct Cgroup<'a> {
+    /// Its directory, open (for clone3).
+    pub dir: BorrowedFd<'a>,
+    /// Its `cgroup.procs` (for a child that moves itself).
+    pub procs: &'a CStr,
 }
 
 /// A started program: this server's child until `wait` has reaped it. Dropped before that, it is
@@ -95,9 +105,33 @@ struct ChildArgs {
     error: c_int,
 }
 
+/// How the child is made. `Clone3` (x86-64 only: it needs a few instructions of assembly) puts
+/// it in the run's cgroup as it is made (`CLONE_INTO_CGROUP`, Linux 5.7): moving a process
+/// between cgroups afterwards takes a lock that every fork and exit on the machine waits for,
+/// and made the cgroup per run cost a third of the runs per second. `Clone` is the C library's
+/// `clone`, and the child moves itself (`cgroup.procs`) before it executes anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Clone3,
+    Clone,
+}
+
+/// Cleared when the kernel (or a seccomp filter) refuses clone3: `Clone` from then on.
+static CLONE3: AtomicBool = AtomicBool::new(cfg!(target_arch = "x86_64"));
+
 /// Starts the program. An error of kind `Unsupported` means the kernel refused the clone itself:
 /// start it another way (and every later one: `available` is false from then on).
 pub fn spawn(start: &Start<'_>) -> io::Result<Child> {
+    if CLONE3.load(Ordering::Relaxed) {
+        match spawn_via(start, Via::Clone3) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+            started => return started,
+        }
+    }
+    spawn_via(start, Via::Clone)
+}
+
+fn spawn_via(start: &Start<'_>, via: Via) -> io::Result<Child> {
     let program = c_string(start.program.as_os_str().as_bytes().to_vec())?;
     let mut argv_owned = Vec::with_capacity(start.args.len() + 1);
     argv_owned.push(program.clone());
@@ -121,55 +155,69 @@ pub fn spawn(start: &Start<'_>) -> io::Result<Child> {
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         work_dir: work_dir.as_ptr(),
-        cgroup_procs: start.cgroup_procs.map_or(ptr::null(), CStr::as_ptr),
+        // Made in the cgroup by clone3, the child has nothing to move.
+        cgroup_procs: match (via, start.cgroup) {
+            (Via::Clone, Some(cgroup)) => cgroup.procs.as_ptr(),
+            _ => ptr::null(),
+        },
         stdin: stdin.as_raw_fd(),
         stdout: stdout_write.as_raw_fd(),
         stderr: stderr_write.as_raw_fd(),
         error: 0,
     };
     let mut stack: Vec<u8> = Vec::with_capacity(STACK_SIZE);
-    // The stack grows down from its end, which must be 16-byte aligned.
-    let stack_top = ((stack.as_mut_ptr() as usize + STACK_SIZE) & !15) as *mut c_void;
-
     let mut pidfd: c_int = -1;
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask get valid pointers.
     let mut blocked: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: the child runs `child_main` on `stack`, which nothing else uses, and reads `args`
-    // and what it points to, all alive and unchanged until clone returns: with CLONE_VFORK this
-    // thread is suspended until the child has executed the program or exited. Signals are
+    // and what it points to, all alive and unchanged until the clone returns: with CLONE_VFORK
+    // this thread is suspended until the child has executed the program or exited. Signals are
     // blocked across the clone so that no handler of the server's runs in the child before it
     // has put them back to the default.
     let pid = unsafe {
         libc::sigfillset(&mut blocked);
         libc::pthread_sigmask(libc::SIG_SETMASK, &blocked, &mut before);
-        let pid = libc::clone(
-            child_main,
-            stack_top,
-            flags,
-            (&raw mut args).cast::<c_void>(),
-            &raw mut pidfd,
+        let pid = make_child(
+            via,
+            &mut args,
+            &mut stack,
+            start.cgroup.map(|c| c.dir),
+            &mut pidfd,
         );
-        let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &before, ptr::null_mut());
-        if pid < 0 { Err(clone_error) } else { Ok(pid) }
+        pid
     };
     drop(stack);
     drop((stdin, stdout_write, stderr_write));
     let pid = match pid {
         Ok(pid) => pid,
         Err(e) => {
-            if matches!(
+            let refused = matches!(
                 e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)
-            ) {
-                USABLE.store(false, Ordering::Relaxed);
-                tracing::info!(error = %e, "the kernel refused a clone: runs' programs are started by forking the server");
-                return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::E2BIG)
+            );
+            match via {
+                // Whatever clone3 refused (an old kernel, a filter, this cgroup), `Clone` may do;
+                // it is tried for this run, and for every later one if the call itself is refused.
+                Via::Clone3 => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOSYS | libc::EPERM | libc::E2BIG)
+                    ) {
+                        CLONE3.store(false, Ordering::Relaxed);
+                        tracing::info!(error = %e, "the kernel refused clone3: runs' programs enter their cgroups after they are made");
+                    }
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+                }
+                Via::Clone if refused => {
+                    USABLE.store(false, Ordering::Relaxed);
+                    tracing::info!(error = %e, "the kernel refused a clone: runs' programs are started by forking the server");
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+                }
+                Via::Clone => return Err(e),
             }
-            return Err(e);
         }
     };
     // From here on the child is reaped whatever happens (Drop).
@@ -246,6 +294,131 @@ impl Drop for Child {
             .name("labcron-reap".into())
             .spawn(move || reap(pid, 0));
     }
+}
+
+/// clone3's arguments, as far as `CLONE_INTO_CGROUP` (`CLONE_ARGS_SIZE_VER2`, 88 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Makes the child, which runs `child_main(args)` on `stack`; its pid, or why there is none.
+///
+/// # Safety
+/// Signals are blocked, and `args` (with all it points to) and `stack` stay untouched until
+/// this returns (CLONE_VFORK: by then the child has executed the program or exited).
+unsafe fn make_child(
+    via: Via,
+    args: &mut ChildArgs,
+    stack: &mut Vec<u8>,
+    cgroup: Option<BorrowedFd<'_>>,
+    pidfd: &mut c_int,
+) -> io::Result<libc::pid_t> {
+    let base = stack.as_mut_ptr() as usize;
+    // The stack grows down from its end, which must be 16-byte aligned.
+    let top = (base + STACK_SIZE) & !15;
+    let arg = (args as *mut ChildArgs).cast::<c_void>();
+    let pid = match via {
+        Via::Clone3 => {
+            let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD) as u64;
+            if cgroup.is_some() {
+                flags |= CLONE_INTO_CGROUP;
+            }
+            let clone_args = CloneArgs {
+                flags,
+                pidfd: (pidfd as *mut c_int) as u64,
+                exit_signal: libc::SIGCHLD as u64,
+                stack: base as u64,
+                stack_size: (top - base) as u64,
+                cgroup: cgroup.map_or(0, |dir| dir.as_raw_fd() as u64),
+                ..CloneArgs::default()
+            };
+            // SAFETY: as the caller promises; clone_args lives across the call.
+            unsafe { clone3(&clone_args, arg) }
+        }
+        Via::Clone => {
+            let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+            // SAFETY: as the caller promises; CLONE_PIDFD writes the pidfd to `pidfd`.
+            unsafe {
+                libc::clone(
+                    child_main,
+                    top as *mut c_void,
+                    flags,
+                    arg,
+                    pidfd as *mut c_int,
+                )
+            }
+        }
+    };
+    if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    }
+}
+
+/// The clone3 system call, the child calling `child_main(arg)` on the stack `args` names (the C
+/// library has no clone3 to call, and a child on a stack of its own cannot return from a
+/// function it did not enter). Returns the child's pid, or -1 with errno set.
+///
+/// # Safety
+/// As `make_child`; `args.stack` is the child's own.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3(args: &CloneArgs, arg: *mut c_void) -> libc::pid_t {
+    let entry: extern "C" fn(*mut c_void) -> c_int = child_main;
+    let ret: isize;
+    // SAFETY: the parent gets the result in rax, with rcx and r11 clobbered as by any system
+    // call. The child (rax 0) starts on its own stack with the parent's other registers, calls
+    // `entry(arg)` from there (rsp 16-byte aligned before the call) and never comes back:
+    // `child_main` ends in _exit.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "and rsp, -16",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 as isize => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    if ret < 0 {
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = -ret as c_int };
+        -1
+    } else {
+        ret as libc::pid_t
+    }
+}
+
+/// Elsewhere clone3 is not used (`CLONE3` starts false there).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3(_args: &CloneArgs, _arg: *mut c_void) -> libc::pid_t {
+    // SAFETY: errno is this thread's.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
 }
 
 /// `waitpid` for `pid`: its status once it has ended, `None` while it runs (with `WNOHANG`).
@@ -391,8 +564,21 @@ mod tests {
             args,
             env,
             work_dir: Path::new("/tmp"),
-            cgroup_procs: None,
+            cgroup: None,
         }
+    }
+
+    /// Both ways a child is made, where this machine has them (none without pidfds).
+    fn ways() -> Vec<Via> {
+        if !available() {
+            eprintln!("no pidfds on this kernel: nothing to test");
+            return Vec::new();
+        }
+        let mut ways = vec![Via::Clone];
+        if CLONE3.load(Ordering::Relaxed) {
+            ways.push(Via::Clone3);
+        }
+        ways
     }
 
     async fn read_all(pipe: Option<pipe::Receiver>) -> String {
@@ -417,10 +603,6 @@ mod tests {
 
     #[tokio::test]
     async fn runs_the_program_with_its_arguments_environment_and_directory() {
-        if !available() {
-            eprintln!("no pidfds on this kernel: nothing to test");
-            return;
-        }
         let args = vec![
             "-c".to_string(),
             "echo \"$0 $1 $LAB\"; pwd; echo oops >&2; exit 3".to_string(),
@@ -428,114 +610,118 @@ mod tests {
             "one".into(),
         ];
         let env = vec![("LAB".to_string(), "two".to_string())];
-        let mut child = spawn(&start(Path::new("/bin/sh"), &args, &env)).expect("spawn");
-        let (out, err) = tokio::join!(read_all(child.stdout.take()), read_all(child.stderr.take()));
-        let status = child.wait().await.expect("wait");
-        assert_eq!(out, "zero one two\n/tmp\n");
-        assert_eq!(err, "oops\n");
-        assert_eq!(status.code(), Some(3));
-        // Waiting again gives the same status (it was reaped once).
-        assert_eq!(child.wait().await.expect("again").code(), Some(3));
+        for via in ways() {
+            let mut child =
+                spawn_via(&start(Path::new("/bin/sh"), &args, &env), via).expect("spawn");
+            let (out, err) =
+                tokio::join!(read_all(child.stdout.take()), read_all(child.stderr.take()));
+            let status = child.wait().await.expect("wait");
+            assert_eq!(out, "zero one two\n/tmp\n", "{via:?}");
+            assert_eq!(err, "oops\n", "{via:?}");
+            assert_eq!(status.code(), Some(3), "{via:?}");
+            // Waiting again gives the same status (it was reaped once).
+            assert_eq!(child.wait().await.expect("again").code(), Some(3));
+        }
     }
 
     #[tokio::test]
     async fn the_child_has_its_own_group_no_blocked_or_ignored_signals_and_only_its_env() {
-        if !available() {
-            eprintln!("no pidfds on this kernel: nothing to test");
-            return;
-        }
         let args = vec!["30".to_string()];
         let env = vec![("ONLY".to_string(), "this".to_string())];
-        let mut child = spawn(&start(Path::new("/bin/sleep"), &args, &env)).expect("spawn");
-        let pid = child.id();
-        // SAFETY: getpgid has no preconditions.
-        assert_eq!(unsafe { libc::getpgid(pid as i32) }, pid as i32);
-        assert_eq!(status_field(pid, "SigBlk"), "0000000000000000");
-        // This test process ignores SIGPIPE (Rust does), and maybe more; the program nothing.
-        assert_eq!(status_field(pid, "SigIgn"), "0000000000000000");
-        // The parent goes on once the child has given up its memory, a moment before the
-        // kernel has laid out the new program's arguments and environment.
-        let environ = (0..500)
-            .map(|_| {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-                std::fs::read(format!("/proc/{pid}/environ")).expect("environ")
-            })
-            .find(|environ| !environ.is_empty());
-        assert_eq!(environ.as_deref(), Some(&b"ONLY=this\0"[..]));
-        let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .expect("fds")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        let targets: Vec<_> = fds
-            .iter()
-            .map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")))
-            .collect();
-        assert_eq!(fds.len(), 3, "only stdin, stdout and stderr: {targets:?}");
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let status = child.wait().await.expect("wait");
-        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        for via in ways() {
+            let mut child =
+                spawn_via(&start(Path::new("/bin/sleep"), &args, &env), via).expect("spawn");
+            let pid = child.id();
+            // SAFETY: getpgid has no preconditions.
+            assert_eq!(unsafe { libc::getpgid(pid as i32) }, pid as i32, "{via:?}");
+            assert_eq!(status_field(pid, "SigBlk"), "0000000000000000", "{via:?}");
+            // This test process ignores SIGPIPE (Rust does), and maybe more; the program nothing.
+            assert_eq!(status_field(pid, "SigIgn"), "0000000000000000", "{via:?}");
+            // The parent goes on once the child has given up its memory, a moment before the
+            // kernel has laid out the new program's arguments and environment.
+            let environ = (0..500)
+                .map(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    std::fs::read(format!("/proc/{pid}/environ")).expect("environ")
+                })
+                .find(|environ| !environ.is_empty());
+            assert_eq!(environ.as_deref(), Some(&b"ONLY=this\0"[..]), "{via:?}");
+            let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .expect("fds")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let targets: Vec<_> = fds
+                .iter()
+                .map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")))
+                .collect();
+            assert_eq!(
+                fds.len(),
+                3,
+                "{via:?}: only stdin, stdout and stderr: {targets:?}"
+            );
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            let status = child.wait().await.expect("wait");
+            assert_eq!(status.signal(), Some(libc::SIGTERM), "{via:?}");
+        }
     }
 
     #[tokio::test]
     async fn the_child_is_in_the_run_cgroup_before_it_runs() {
-        if !available() {
-            eprintln!("no pidfds on this kernel: nothing to test");
-            return;
+        for via in ways() {
+            let Some(mut cgroup) = super::super::cgroup::RunCgroup::create() else {
+                eprintln!("this process may not make a cgroup: nothing to test");
+                return;
+            };
+            // The program reads its own cgroup as its first act.
+            let args = vec!["/proc/self/cgroup".to_string()];
+            let mut start = start(Path::new("/bin/cat"), &args, &[]);
+            start.cgroup = Some(cgroup.entry());
+            let mut child = spawn_via(&start, via).expect("spawn");
+            let out = read_all(child.stdout.take()).await;
+            assert!(child.wait().await.expect("wait").success());
+            let name = cgroup
+                .dir()
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let v2 = out.lines().find(|l| l.starts_with("0::")).expect("0::");
+            assert!(v2.ends_with(&format!("/{name}")), "{via:?}: {out}");
+            assert!(cgroup.end());
         }
-        let Some(mut cgroup) = super::super::cgroup::RunCgroup::create() else {
-            eprintln!("this process may not make a cgroup: nothing to test");
-            return;
-        };
-        // The program reads its own cgroup as its first act.
-        let args = vec!["/proc/self/cgroup".to_string()];
-        let mut start = start(Path::new("/bin/cat"), &args, &[]);
-        start.cgroup_procs = Some(cgroup.procs());
-        let mut child = spawn(&start).expect("spawn");
-        let out = read_all(child.stdout.take()).await;
-        assert!(child.wait().await.expect("wait").success());
-        let name = cgroup
-            .dir()
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        let v2 = out.lines().find(|l| l.starts_with("0::")).expect("0::");
-        assert!(v2.ends_with(&format!("/{name}")), "{out}");
-        assert!(cgroup.end());
     }
 
     #[tokio::test]
     async fn a_missing_program_or_directory_is_an_error() {
-        if !available() {
-            eprintln!("no pidfds on this kernel: nothing to test");
-            return;
+        for via in ways() {
+            let missing = spawn_via(&start(Path::new("/nonexistent/program"), &[], &[]), via)
+                .err()
+                .expect("an error");
+            assert_eq!(missing.kind(), io::ErrorKind::NotFound, "{via:?}");
+            let mut in_missing_dir = start(Path::new("/bin/true"), &[], &[]);
+            in_missing_dir.work_dir = Path::new("/nonexistent/dir");
+            let error = spawn_via(&in_missing_dir, via).err().expect("an error");
+            assert_eq!(error.kind(), io::ErrorKind::NotFound, "{via:?}");
         }
-        let missing = spawn(&start(Path::new("/nonexistent/program"), &[], &[]))
-            .err()
-            .expect("an error");
-        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
-        let mut in_missing_dir = start(Path::new("/bin/true"), &[], &[]);
-        in_missing_dir.work_dir = Path::new("/nonexistent/dir");
-        let error = spawn(&in_missing_dir).err().expect("an error");
-        assert_eq!(error.kind(), io::ErrorKind::NotFound);
     }
 
     #[tokio::test]
     async fn a_dropped_child_is_killed() {
-        if !available() {
-            eprintln!("no pidfds on this kernel: nothing to test");
-            return;
-        }
         let args = vec!["30".to_string()];
-        let child = spawn(&start(Path::new("/bin/sleep"), &args, &[])).expect("spawn");
-        let pid = child.id();
-        drop(child);
-        let gone = (0..500).any(|_| {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            !Path::new(&format!("/proc/{pid}")).exists()
-        });
-        assert!(gone, "the dropped program still runs (or was not reaped)");
+        for via in ways() {
+            let child = spawn_via(&start(Path::new("/bin/sleep"), &args, &[]), via).expect("spawn");
+            let pid = child.id();
+            drop(child);
+            let gone = (0..500).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            assert!(
+                gone,
+                "{via:?}: the dropped program still runs (or was not reaped)"
+            );
+        }
     }
 }
