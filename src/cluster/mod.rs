@@ -3,7 +3,8 @@
 //! live process holds the name); then every `HEARTBEAT` (5 s, less for short timeouts) it writes
 //! its heartbeat (the database's clock stamps it, never this machine's), and declares lost every
 //! node silent for longer than `node_timeout_seconds`, failing their IN_PROGRESS runs "node <name>
-//! lost" through the follow-ups of a run's end. When its own heartbeat finds it was declared lost
+//! lost" through the follow-ups of a run's end (a node silent for half that long already loses
+//! the firing lock: `firing_silence`). When its own heartbeat finds it was declared lost
 //! (it was cut off from the database for too long), it kills what it still runs without writing
 //! their outcome, fails what it claimed since, and registers again. When instead another process
 //! took its name over (this one was frozen or cut off, and a new one started under the name), it
@@ -36,6 +37,14 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The heartbeat interval for a node timeout.
 pub fn heartbeat_every(timeout: Duration) -> Duration {
     (timeout / 3).clamp(Duration::from_secs(1), HEARTBEAT)
+}
+
+/// The silence after which a node loses the firing lock, before it is declared lost: half the
+/// timeout, and at least two and a half heartbeats (a busy node that beats late keeps it). With
+/// the default 30 s, 15 s, so a hung firing node is replaced within about 22 s (plus one
+/// heartbeat of the noticing node and one check of the lock), not after the whole timeout.
+pub fn firing_silence(timeout: Duration) -> Duration {
+    (timeout / 2).max(heartbeat_every(timeout) * 5 / 2)
 }
 /// How often a node looks for cancels of its runs asked through another node.
 const CANCEL_POLL: Duration = Duration::from_secs(1);
@@ -254,6 +263,18 @@ impl Node {
             return Ok(());
         }
         let since = *beating_since.get_or_insert_with(Instant::now);
+        // Like a declaration, only from a node that has itself been beating long enough.
+        let silence = firing_silence(self.timeout);
+        if since.elapsed() >= silence {
+            let silence_ms = silence.as_millis() as i64;
+            let ended = self
+                .db
+                .write(move |l| l.end_firing_of_silent_nodes(silence_ms))
+                .await?;
+            for node in ended {
+                tracing::warn!(node = %node, "a silent node's firing-lock connection was ended: another node fires");
+            }
+        }
         if since.elapsed() < self.timeout {
             return Ok(());
         }

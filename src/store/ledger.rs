@@ -362,6 +362,11 @@ pub trait NodeLedger {
     /// `migrate-ledger`); their names. A node is declared once, by whichever writer gets there
     /// first (the others see it lost already).
     fn declare_silent_nodes_lost(&self, timeout_ms: i64) -> Result<Vec<String>, Error>;
+    /// Ends the firing-lock connection of every node not declared lost that has been silent for
+    /// longer than `silence_ms` (this one aside): a hung node (stopped, swapping) keeps its
+    /// connections open, and with them the lock, and nothing would fire until it was declared
+    /// lost. Its runs are left alone until then. The nodes whose connection was ended.
+    fn end_firing_of_silent_nodes(&self, silence_ms: i64) -> Result<Vec<String>, Error>;
     /// Whether this node may fire now, checked in the fire's own transaction: its incarnation
     /// is current and not declared lost, and the connection with backend pid `firing_pid` holds
     /// the firing lock. (A frozen node that wakes must not fire an instant it was due to fire

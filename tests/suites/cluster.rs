@@ -43,6 +43,16 @@ fn now_ms() -> i64 {
 }
 
 fn start_node(dir: &Path, name: &str, url: &str, ran: &Path) -> Server {
+    start_node_timing_out(dir, name, url, ran, NODE_TIMEOUT_SECONDS)
+}
+
+fn start_node_timing_out(
+    dir: &Path,
+    name: &str,
+    url: &str,
+    ran: &Path,
+    node_timeout_seconds: u64,
+) -> Server {
     let data_dir = dir.join(name).join("data");
     // Every run appends its id to `ran` (and to `ran.finished` when its script ends); `long`
     // runs wait long enough to be caught by a kill, `fenced` ones past the outage suite's
@@ -63,7 +73,7 @@ fn start_node(dir: &Path, name: &str, url: &str, ran: &Path) -> Server {
     Launch::new(&data_dir)
         .no_example_jobs()
         .args(["--database-url", url, "--node-name", name])
-        .args(["--node-timeout-seconds", &NODE_TIMEOUT_SECONDS.to_string()])
+        .args(["--node-timeout-seconds", &node_timeout_seconds.to_string()])
         .args([
             "--runs-kill-grace-seconds",
             "1",
@@ -1088,4 +1098,106 @@ async fn a_frozen_node_whose_name_was_taken_over_stops_on_waking_and_never_takes
     let done = new_api.run_to_end(quick, None).await;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
     drop(new);
+}
+
+/// The node whose connection holds the firing lock now ('' if none).
+fn firing_node(db: &TestDb) -> String {
+    sql(
+        db,
+        "SELECT coalesce(max(substr(a.application_name, 14)), '') FROM pg_stat_activity a
+         JOIN pg_locks l ON l.pid = a.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'labcron fire %'",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_firing_node_is_replaced_before_it_is_declared_lost() {
+    let _heavy = crate::HEAVY.lock().await;
+    let db = tokio::task::spawn_blocking(|| postgres::server().create_database(""))
+        .await
+        .expect("a database");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ran = dir.path().join("ran");
+    // The default timeout: a hung node is declared lost after 30 s, and loses the firing lock
+    // after 15 s of silence.
+    let timeout = 30;
+    let mut nodes = Vec::new();
+    for name in ["h1", "h2"] {
+        let server = start_node_timing_out(dir.path(), name, &db.url(), &ran, timeout);
+        let api = server.admin().await;
+        nodes.push((name, server, api));
+    }
+    let job = nodes[0]
+        .2
+        .create_job(
+            &json!({"name": "every second", "type": "EXTERNAL", "command": "work.sh",
+            "fixedArgs": "tick", "repeatSchedule": "CRON", "cronExpression": "*/1 * * * * *"}),
+        )
+        .await;
+    let start = Instant::now();
+    let fires = loop {
+        let fires = firing_node(&db);
+        let fired = sql_i64(&db, &format!("SELECT count(*) FROM runs WHERE job_id = {job}"));
+        if !fires.is_empty() && fired > 0 {
+            break fires;
+        }
+        assert!(start.elapsed() < DEADLINE, "nothing fired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let hung = nodes.iter().position(|n| n.0 == fires).expect("a node");
+    let other = nodes[1 - hung].0;
+
+    // Hung (SIGSTOP): its connections stay open, the firing lock with them.
+    let pid = nodes[hung].1.pid() as i32;
+    let hung_at = now_ms();
+    // SAFETY: signals to a child process of this test.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let fired_after = format!(
+        "SELECT count(*) FROM runs WHERE job_id = {job} AND queued_at > {hung_at} + 1000"
+    );
+    let start = Instant::now();
+    while sql_i64(&db, &fired_after) == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "nothing fired while {fires} was hung"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took_over_ms = sql_i64(
+        &db,
+        &format!("SELECT min(queued_at) FROM runs WHERE job_id = {job} AND queued_at > {hung_at} + 1000"),
+    ) - hung_at;
+    let lost = sql(&db, &format!("SELECT (lost_at IS NOT NULL)::TEXT FROM nodes WHERE name = '{fires}'"));
+    let holder = firing_node(&db);
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    announce(&format!(
+        "cluster suite: {other} fired {took_over_ms} ms after the firing node {fires} hung \
+         (node timeout {timeout} s)"
+    ));
+    assert_eq!(lost, "false", "the takeover waited for the declaration");
+    assert_eq!(holder, other);
+    assert!(
+        took_over_ms < (timeout as i64) * 1000,
+        "took {took_over_ms} ms"
+    );
+    // Woken within the timeout, it is not lost, and no run executed twice.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        sql_i64(&db, "SELECT count(*) FROM nodes WHERE lost_at IS NULL"),
+        2
+    );
+    let ran_ids = std::fs::read_to_string(&ran).expect("the runs' record");
+    let mut seen = HashSet::new();
+    for id in ran_ids.lines() {
+        assert!(seen.insert(id), "run {id} executed twice");
+    }
+    let api = &nodes[hung].2;
+    let run = api.run_to_end(job, None).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    drop(nodes);
 }

@@ -145,6 +145,29 @@ impl NodeLedger for Pg<'_> {
         Ok(lost)
     }
 
+    fn end_firing_of_silent_nodes(&self, silence_ms: i64) -> Result<Vec<String>, Error> {
+        let me = self.node.as_ref().map_or("", |n| n.name.as_str());
+        let silent: Vec<String> = self
+            .rows(
+                &format!(
+                    "SELECT name FROM nodes
+                     WHERE lost_at IS NULL AND heartbeat_at < {DB_NOW} - $1 AND name <> $2
+                     ORDER BY name"
+                ),
+                &[&silence_ms, &me],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        let mut ended = Vec::new();
+        for name in silent {
+            if self.end_lock_connection(&name)? > 0 {
+                ended.push(name);
+            }
+        }
+        Ok(ended)
+    }
+
     fn still_fires(&self, firing_pid: i32) -> Result<bool, Error> {
         let Some(me) = self.node.as_deref() else {
             // A ledger without a node's identity (tools, tests) has no lock to hold.
@@ -230,14 +253,18 @@ impl Pg<'_> {
     /// Ends the firing-lock connection of node `name` (and with it any lock it holds), unless it
     /// is this one; a connection of another database user is left alone (ending it is not
     /// allowed).
-    fn end_lock_connection(&self, name: &str) -> Result<(), Error> {
-        self.exec(
+    /// How many connections were ended.
+    fn end_lock_connection(&self, name: &str) -> Result<usize, Error> {
+        let ended = self.rows(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
              WHERE datname = current_database() AND application_name = $1
                AND usename = current_user AND pid <> pg_backend_pid()",
             &[&lock_connection_name(name)],
         )?;
-        Ok(())
+        Ok(ended
+            .iter()
+            .filter(|r| r.try_get::<_, bool>(0).unwrap_or(false))
+            .count())
     }
 }
 

@@ -512,6 +512,9 @@ impl NodeLedger for Sqlite<'_> {
     fn declare_silent_nodes_lost(&self, _timeout_ms: i64) -> Result<Vec<String>, Error> {
         Ok(Vec::new())
     }
+    fn end_firing_of_silent_nodes(&self, _silence_ms: i64) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
     fn still_fires(&self, _firing_pid: i32) -> Result<bool, Error> {
         Ok(true)
     }
