@@ -1588,3 +1588,36 @@ fn a_save_chaining_to_a_job_another_save_holds_does_not_deadlock_with_it() {
     edges.sort_unstable();
     assert_eq!(edges, vec![(a, b), (b, c)]);
 }
+
+/// A node that hangs in the middle of a write (stopped, swapping) must not hold its row locks for
+/// as long as it hangs: the server ends its session after 10 s idle in the transaction, so another
+/// node's write on the same job goes through while the hung one still sleeps, and the hung
+/// write's commit fails instead of landing late.
+#[test]
+fn a_writer_hung_inside_its_transaction_loses_its_locks() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (db, _owner, job) = pg_with_job(100);
+    let woke = Arc::new(AtomicBool::new(false));
+    let (locked, has_lock) = std::sync::mpsc::channel();
+    let hung = {
+        let (db, woke) = (db.clone(), woke.clone());
+        std::thread::spawn(move || {
+            db.write(|l| {
+                l.job_for_update(job)?;
+                locked.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(25));
+                woke.store(true, Ordering::SeqCst);
+                l.job_for_update(job)
+            })
+        })
+    };
+    has_lock.recv().unwrap();
+    let other = db.write(|l| l.job_for_update(job)).unwrap();
+    assert!(other.is_some());
+    assert!(
+        !woke.load(Ordering::SeqCst),
+        "the other write waited until the hung one woke"
+    );
+    let late = hung.join().unwrap();
+    assert!(late.is_err(), "the hung write committed: {late:?}");
+}

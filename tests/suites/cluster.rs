@@ -1100,8 +1100,8 @@ async fn a_frozen_node_whose_name_was_taken_over_stops_on_waking_and_never_takes
     drop(new);
 }
 
-/// The node whose connection holds the firing lock now ('' if none).
-fn firing_node(db: &TestDb) -> String {
+/// The node whose connection holds the firing lock now, by the database ('' if none).
+fn lock_holder(db: &TestDb) -> String {
     sql(
         db,
         "SELECT coalesce(max(substr(a.application_name, 14)), '') FROM pg_stat_activity a
@@ -1136,8 +1136,11 @@ async fn a_hung_firing_node_is_replaced_before_it_is_declared_lost() {
         .await;
     let start = Instant::now();
     let fires = loop {
-        let fires = firing_node(&db);
-        let fired = sql_i64(&db, &format!("SELECT count(*) FROM runs WHERE job_id = {job}"));
+        let fires = lock_holder(&db);
+        let fired = sql_i64(
+            &db,
+            &format!("SELECT count(*) FROM runs WHERE job_id = {job}"),
+        );
         if !fires.is_empty() && fired > 0 {
             break fires;
         }
@@ -1154,9 +1157,8 @@ async fn a_hung_firing_node_is_replaced_before_it_is_declared_lost() {
     unsafe {
         libc::kill(pid, libc::SIGSTOP);
     }
-    let fired_after = format!(
-        "SELECT count(*) FROM runs WHERE job_id = {job} AND queued_at > {hung_at} + 1000"
-    );
+    let fired_after =
+        format!("SELECT count(*) FROM runs WHERE job_id = {job} AND queued_at > {hung_at} + 1000");
     let start = Instant::now();
     while sql_i64(&db, &fired_after) == 0 {
         assert!(
@@ -1167,10 +1169,15 @@ async fn a_hung_firing_node_is_replaced_before_it_is_declared_lost() {
     }
     let took_over_ms = sql_i64(
         &db,
-        &format!("SELECT min(queued_at) FROM runs WHERE job_id = {job} AND queued_at > {hung_at} + 1000"),
+        &format!(
+            "SELECT min(queued_at) FROM runs WHERE job_id = {job} AND queued_at > {hung_at} + 1000"
+        ),
     ) - hung_at;
-    let lost = sql(&db, &format!("SELECT (lost_at IS NOT NULL)::TEXT FROM nodes WHERE name = '{fires}'"));
-    let holder = firing_node(&db);
+    let lost = sql(
+        &db,
+        &format!("SELECT (lost_at IS NOT NULL)::TEXT FROM nodes WHERE name = '{fires}'"),
+    );
+    let holder = lock_holder(&db);
     // SAFETY: as above.
     unsafe {
         libc::kill(pid, libc::SIGCONT);

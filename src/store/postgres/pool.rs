@@ -46,6 +46,12 @@ impl Statements {
 /// short, so a database that is down is reported at once instead of queueing every request.
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Set on every ledger connection: a node that hangs (stopped, swapping) in the middle of a
+/// transaction would hold its row locks for as long as it hangs (its job's row, its `nodes` row),
+/// and the other nodes' fires and their declaring it lost would wait behind them. The server
+/// ends such a session after 10 s; labcron's own transactions never wait between statements.
+const SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = 10000";
+
 /// Opens a connection to the URL's server (with the TLS its `sslmode` asks for).
 pub struct Manager {
     target: PgTarget,
@@ -83,10 +89,13 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<Connection, ConnectError> {
-        let client = self
+        let mut client = self
             .target
             .connect()
             .map_err(|e| ConnectError(self.target.explain(&e)))?;
+        client
+            .batch_execute(SESSION_SETTINGS)
+            .map_err(|e| ConnectError(crate::pg_connect::error_text(&e)))?;
         Ok(Connection {
             client,
             statements: Statements::default(),
