@@ -78,7 +78,7 @@ pub fn available() -> bool {
         if fd < 0 {
             tracing::info!(
                 error = %io::Error::last_os_error(),
-                "no pidfds here: runs' programs are started by forking the server"
+                "no pidfds here: runs' programs are started by tokio (by forking the server where a run gets a cgroup)"
             );
             return false;
         }
@@ -194,26 +194,20 @@ fn spawn_via(start: &Start<'_>, via: Via) -> io::Result<Child> {
     let pid = match pid {
         Ok(pid) => pid,
         Err(e) => {
-            let refused = matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::E2BIG)
-            );
+            let refused = |codes: &[c_int]| e.raw_os_error().is_some_and(|c| codes.contains(&c));
             match via {
                 // Whatever clone3 refused (an old kernel, a filter, this cgroup), `Clone` may do;
                 // it is tried for this run, and for every later one if the call itself is refused.
                 Via::Clone3 => {
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ENOSYS | libc::EPERM | libc::E2BIG)
-                    ) {
+                    if refused(&[libc::ENOSYS, libc::EPERM, libc::E2BIG]) {
                         CLONE3.store(false, Ordering::Relaxed);
                         tracing::info!(error = %e, "the kernel refused clone3: runs' programs enter their cgroups after they are made");
                     }
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
                 }
-                Via::Clone if refused => {
+                Via::Clone if refused(&[libc::EINVAL, libc::ENOSYS, libc::EPERM]) => {
                     USABLE.store(false, Ordering::Relaxed);
-                    tracing::info!(error = %e, "the kernel refused a clone: runs' programs are started by forking the server");
+                    tracing::info!(error = %e, "the kernel refused a clone: runs' programs are started by tokio (by forking the server where a run gets a cgroup)");
                     return Err(io::Error::new(io::ErrorKind::Unsupported, e));
                 }
                 Via::Clone => return Err(e),

@@ -903,17 +903,12 @@ async fn with_the_database_down_calls_answer_503_and_runs_end_when_it_is_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_frozen_past_the_timeout_is_declared_lost_and_comes_back_without_overwriting() {
     let _heavy = crate::HEAVY.lock().await;
-    let db = tokio::task::spawn_blocking(|| postgres::server().create_database(""))
-        .await
-        .expect("a database");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ran = dir.path().join("ran");
-    let mut nodes = Vec::new();
-    for name in ["f1", "f2"] {
-        let server = start_node(dir.path(), name, &db.url(), &ran);
-        let api = server.admin().await;
-        nodes.push((name, server, api));
-    }
+    let TwoNodes {
+        db,
+        dir: _dir,
+        ran: _,
+        nodes,
+    } = two_nodes(["f1", "f2"], NODE_TIMEOUT_SECONDS).await;
     let admin = nodes[0].2.clone();
     let long = admin
         .create_job(
@@ -1100,6 +1095,34 @@ async fn a_frozen_node_whose_name_was_taken_over_stops_on_waking_and_never_takes
     drop(new);
 }
 
+/// Two nodes on a fresh database, each with the suite's scripts, and the file their runs write.
+struct TwoNodes {
+    db: TestDb,
+    dir: tempfile::TempDir,
+    ran: std::path::PathBuf,
+    nodes: Vec<(&'static str, Server, Api)>,
+}
+
+async fn two_nodes(names: [&'static str; 2], node_timeout_seconds: u64) -> TwoNodes {
+    let db = tokio::task::spawn_blocking(|| postgres::server().create_database(""))
+        .await
+        .expect("a database");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ran = dir.path().join("ran");
+    let mut nodes = Vec::new();
+    for name in names {
+        let server = start_node_timing_out(dir.path(), name, &db.url(), &ran, node_timeout_seconds);
+        let api = server.admin().await;
+        nodes.push((name, server, api));
+    }
+    TwoNodes {
+        db,
+        dir,
+        ran,
+        nodes,
+    }
+}
+
 /// The node whose connection holds the firing lock now, by the database ('' if none).
 fn lock_holder(db: &TestDb) -> String {
     sql(
@@ -1113,20 +1136,15 @@ fn lock_holder(db: &TestDb) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_firing_node_is_replaced_before_it_is_declared_lost() {
     let _heavy = crate::HEAVY.lock().await;
-    let db = tokio::task::spawn_blocking(|| postgres::server().create_database(""))
-        .await
-        .expect("a database");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ran = dir.path().join("ran");
     // The default timeout: a hung node is declared lost after 30 s, and loses the firing lock
     // after 15 s of silence.
     let timeout = 30;
-    let mut nodes = Vec::new();
-    for name in ["h1", "h2"] {
-        let server = start_node_timing_out(dir.path(), name, &db.url(), &ran, timeout);
-        let api = server.admin().await;
-        nodes.push((name, server, api));
-    }
+    let TwoNodes {
+        db,
+        dir: _dir,
+        ran,
+        nodes,
+    } = two_nodes(["h1", "h2"], timeout).await;
     let job = nodes[0]
         .2
         .create_job(
